@@ -1,0 +1,109 @@
+"""`fastlight <verb>`: argument parsing and a dispatch table; the work lives in the modules."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _pretrain(a):
+    from fastlight.config import load_config
+    from fastlight.train.pretrain import PretrainConfig, pretrain
+
+    cfg = load_config(PretrainConfig, a.config, a.overrides)
+    out = pretrain(cfg)
+    print(f"teacher written to {out}")
+
+
+def _sample(a):
+    from fastlight.sample import sample_command
+
+    for p in sample_command(a.model, a.prompt, a.out, a.image, a.steps, a.cfg, a.seed, a.shift):
+        print(p)
+
+
+def _info(a):
+    from fastlight.info import info_command
+
+    info_command(a.path)
+
+
+def _demo(a):
+    from fastlight.sample import demo_command
+
+    out = demo_command(a.out, a.model, a.steps, a.cfg, a.seed)
+    print(f"demo videos in {out}/ (open {out}/grid.gif: top = teacher samples, bottom = ideal clips)")
+
+
+def _evaluate_teacher(a):
+    from fastlight.evaluate.teacher import evaluate_teacher
+
+    evaluate_teacher(a.model, a.num_cases, a.steps, a.cfg, a.seed, a.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastlight", description="Distil a video DiT's steps and size together.")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    s = sub.add_parser("pretrain", help="train the embedded Shapes teacher")
+    s.add_argument("config", help="YAML recipe, e.g. configs/shapes/pretrain.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value overrides")
+    s.set_defaults(fn=_pretrain)
+
+    s = sub.add_parser("sample", help="generate a video")
+    s.add_argument("--model", default="shapes-teacher", help="model folder or 'shapes-teacher'")
+    s.add_argument("--prompt", required=True)
+    s.add_argument("--image", default=None, help="first frame PNG (default: drawn from the prompt with --seed)")
+    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--cfg", type=float, default=4.0, help="guidance w in v_uncond + w (v_cond - v_uncond)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--shift", type=float, default=None)
+    s.add_argument("--out", default="clip.mp4", help=".mp4 (a .gif is written beside it)")
+    s.set_defaults(fn=_sample)
+
+    s = sub.add_parser("info", help="blocks, parameters and config of a model")
+    s.add_argument("path")
+    s.set_defaults(fn=_info)
+
+    s = sub.add_parser("demo", help="sample the shipped teacher on several prompts")
+    s.add_argument("--out", default="runs/demo")
+    s.add_argument("--model", default="shapes-teacher")
+    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--cfg", type=float, default=4.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_demo)
+
+    s = sub.add_parser("evaluate-teacher", help="the teacher's quality bar on held-out cases (oracle)")
+    s.add_argument("--model", default="shapes-teacher")
+    s.add_argument("--num-cases", type=int, default=64)
+    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--cfg", type=float, default=4.0)
+    s.add_argument("--seed", type=int, default=10_000)
+    s.add_argument("--out", default=None, help="write the figures as JSON here")
+    s.set_defaults(fn=_evaluate_teacher)
+    return p
+
+
+# errors that mean "bad input": one line, exit code 2
+def _user_errors():
+    from fastlight.config import ConfigError
+    from fastlight.data.text import PromptError
+    from fastlight.models.denoiser import ModelError
+
+    return (ConfigError, PromptError, ModelError, FileNotFoundError, ValueError, FileExistsError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except _user_errors() as e:
+        print(f"fastlight {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fastlight {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""The Shapes world: a procedural text+image-to-video world, deterministic by seed.
+
+A clip shows 1-2 coloured shapes (circle / square / triangle, 6 colours) on a plain
+dark background, moving as its prompt says (left / right / up / down / still, slow or
+fast). The first frame is the image condition. Start positions are drawn from the same
+central box whatever the direction, so the first frame never reveals the answer: the
+motion has to come from the text.
+
+Geometry (pixel units, pixel centres at i + 0.5):
+  * canvas `size` x `size` (default 24), `num_frames` frames (default 8);
+  * an object has a radius r in [3.5, 4.5]; its centre starts in the box
+    [0.3 size, 0.7 size]^2 and moves by `speed_px` per frame (slow 0.5, fast 1.0);
+  * shapes are rendered with 4x4 super-sampling, so sub-pixel motion is visible.
+
+Videos are float tensors in [-1, 1], shape (B, 3, F, H, W) (the diffusers layout).
+
+The **oracle tracker** (`track`) recovers, from any video, each palette colour's
+per-frame area, centroid and shape, so generated videos can be checked against
+their prompt (`check_clip`); ShapesBench builds on it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (0.92, 0.12, 0.12),
+    "green": (0.12, 0.80, 0.15),
+    "blue": (0.15, 0.30, 1.00),
+    "yellow": (0.95, 0.90, 0.10),
+    "magenta": (0.90, 0.12, 0.90),
+    "cyan": (0.10, 0.90, 0.92),
+}
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS: dict[str, tuple[float, float]] = {  # unit (dx, dy), y grows downwards
+    "left": (-1.0, 0.0),
+    "right": (1.0, 0.0),
+    "up": (0.0, -1.0),
+    "down": (0.0, 1.0),
+    "still": (0.0, 0.0),
+}
+SPEEDS_PX: dict[str, float] = {"slowly": 0.5, "quickly": 1.0}
+BACKGROUND = (0.12, 0.12, 0.12)
+SUPERSAMPLE = 4
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    """One object of a clip: what it is, where it starts, how it moves."""
+
+    colour: str
+    shape: str
+    radius_px: float
+    x0_px: float  # start centre
+    y0_px: float
+    direction: str
+    speed: str  # "slowly" | "quickly" ("still" objects keep "slowly"; speed unused)
+
+    @property
+    def velocity_px(self) -> tuple[float, float]:
+        dx, dy = DIRECTIONS[self.direction]
+        v = SPEEDS_PX[self.speed]
+        return dx * v, dy * v
+
+    def centre_px(self, frame: int) -> tuple[float, float]:
+        vx, vy = self.velocity_px
+        return self.x0_px + vx * frame, self.y0_px + vy * frame
+
+    def phrase(self) -> str:
+        if self.direction == "still":
+            return f"a {self.colour} {self.shape} staying still"
+        return f"a {self.colour} {self.shape} moving {self.direction} {self.speed}"
+
+
+@dataclass(frozen=True)
+class Clip:
+    objects: tuple[ShapeObject, ...]
+
+    @property
+    def prompt(self) -> str:
+        return " and ".join(o.phrase() for o in self.objects)
+
+
+@dataclass
+class WorldConfig:
+    size: int = 24
+    num_frames: int = 8
+    p_two_objects: float = 0.3
+    radius_min_px: float = 3.5
+    radius_max_px: float = 4.5
+    extra: dict = field(default_factory=dict)
+
+
+def sample_clip(gen: torch.Generator, world: WorldConfig) -> Clip:
+    """Draw one clip description (objects, start, motion) from `gen`."""
+
+    def u(a: float, b: float) -> float:
+        return a + (b - a) * torch.rand((), generator=gen).item()
+
+    def pick(seq):
+        return seq[int(torch.randint(len(seq), (), generator=gen))]
+
+    num_objects = 2 if torch.rand((), generator=gen).item() < world.p_two_objects else 1
+    colours = list(COLOURS)
+    lo, hi = world.size * 0.3, world.size * 0.7
+    objects: list[ShapeObject] = []
+    tries = 0
+    while len(objects) < num_objects:
+        tries += 1
+        if tries % 20 == 0:  # the first object blocks the box: start the clip again
+            objects = []
+        colour = pick([c for c in colours if c not in {o.colour for o in objects}])
+        r = u(world.radius_min_px, world.radius_max_px)
+        x, y = u(lo, hi), u(lo, hi)
+        # two objects must not overlap in the first frame (the tracker needs to see both)
+        if any(math.hypot(x - o.x0_px, y - o.y0_px) < r + o.radius_px + 0.5 for o in objects):
+            continue
+        objects.append(ShapeObject(colour, pick(SHAPES), r, x, y, pick(list(DIRECTIONS)), pick(list(SPEEDS_PX))))
+    return Clip(tuple(objects))
+
+
+def place_objects(specs: list[dict], gen: torch.Generator, world: WorldConfig | None = None) -> Clip:
+    """A clip for given object specs ({colour, shape, direction, speed}, e.g. from a parsed
+    prompt) with sizes and start positions drawn from the world's distribution."""
+    world = world or WorldConfig()
+    lo, hi = world.size * 0.3, world.size * 0.7
+    for _ in range(1000):
+        objects: list[ShapeObject] = []
+        for spec in specs:
+            r = world.radius_min_px + (world.radius_max_px - world.radius_min_px) * torch.rand((), generator=gen).item()
+            x, y = (lo + (hi - lo) * torch.rand(2, generator=gen)).tolist()
+            if any(math.hypot(x - o.x0_px, y - o.y0_px) < r + o.radius_px + 0.5 for o in objects):
+                break
+            objects.append(ShapeObject(spec["colour"], spec["shape"], r, x, y, spec["direction"], spec["speed"]))
+        if len(objects) == len(specs):
+            return Clip(tuple(objects))
+    raise ValueError("could not place the objects without overlap; use fewer objects")
+
+
+def sample_clips(seed: int, n: int, world: WorldConfig | None = None) -> list[Clip]:
+    world = world or WorldConfig()
+    gen = torch.Generator().manual_seed(seed)
+    return [sample_clip(gen, world) for _ in range(n)]
+
+
+def _coverage(obj: ShapeObject, cx: torch.Tensor, cy: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Fraction of each pixel covered by `obj`. cx, cy: (F,); xs, ys: (S,) super-sample coordinates.
+
+    Returns (F, H, W) with S = H * SUPERSAMPLE = W * SUPERSAMPLE.
+    """
+    dx = xs[None, None, :] - cx[:, None, None]  # (F, 1, S)
+    dy = ys[None, :, None] - cy[:, None, None]  # (F, S, 1)
+    r = obj.radius_px
+    if obj.shape == "circle":
+        inside = dx**2 + dy**2 <= r**2
+    elif obj.shape == "square":
+        half = r * 0.85
+        inside = (dx.abs() <= half) & (dy.abs() <= half)
+    elif obj.shape == "triangle":
+        # apex up, base down; centroid at the centre
+        top, bottom = -1.1 * r, 0.9 * r
+        frac = (dy - top) / (bottom - top)  # 0 at apex, 1 at base
+        inside = (frac >= 0) & (frac <= 1) & (dx.abs() <= frac * 1.15 * r)
+    else:
+        raise ValueError(f"unknown shape {obj.shape!r}; use one of {SHAPES}")
+    F = cx.shape[0]
+    S = xs.shape[0]
+    inside = inside.expand(F, S, S).float()
+    # (F, S, S) -> (F, H, ss, W, ss) -> mean over the super-samples
+    H = S // SUPERSAMPLE
+    return inside.view(F, H, SUPERSAMPLE, H, SUPERSAMPLE).mean(dim=(2, 4))
+
+
+def render(clip: Clip, world: WorldConfig | None = None) -> torch.Tensor:
+    """Render a clip to a video in [-1, 1], shape (3, F, H, W)."""
+    world = world or WorldConfig()
+    size, F = world.size, world.num_frames
+    coords = (torch.arange(size * SUPERSAMPLE, dtype=torch.float32) + 0.5) / SUPERSAMPLE
+    frames = torch.tensor(BACKGROUND).view(3, 1, 1, 1).expand(3, F, size, size).clone()
+    t = torch.arange(F, dtype=torch.float32)
+    for obj in clip.objects:  # later objects are drawn on top
+        vx, vy = obj.velocity_px
+        cov = _coverage(obj, obj.x0_px + vx * t, obj.y0_px + vy * t, coords, coords)  # (F, H, W)
+        colour = torch.tensor(COLOURS[obj.colour]).view(3, 1, 1, 1)
+        frames = frames * (1 - cov[None]) + colour * cov[None]
+    return frames * 2 - 1
+
+
+def render_batch(clips: list[Clip], world: WorldConfig | None = None) -> torch.Tensor:
+    """(B, 3, F, H, W) in [-1, 1]."""
+    return torch.stack([render(c, world) for c in clips])
+
+
+# ----------------------------------------------------------------------------- oracle
+
+
+@dataclass
+class Track:
+    """What the oracle sees of one palette colour across a video."""
+
+    colour: str
+    area_px: list[float]  # per frame: covered pixels of this colour
+    centroid_px: list[tuple[float, float] | None]  # per frame (x, y), None if absent
+    shape: list[str | None]  # per frame: circle / square / triangle, None if absent or clipped
+
+
+def colour_alpha(video: torch.Tensor, colour: str, tol: float = 0.25) -> torch.Tensor:
+    """Per-pixel coverage of `colour`, (F, H, W), from a video (3, F, H, W) in [-1, 1].
+
+    A pixel is modelled as `bg + a * (colour - bg)` (anti-aliased edge); pixels whose
+    residual from that line exceeds `tol` (in [0, 1] units) belong to something else.
+    """
+    rgb = (video.float().clamp(-1, 1) + 1) / 2  # (3, F, H, W) in [0, 1]
+    bg = torch.tensor(BACKGROUND).view(3, 1, 1, 1)
+    col = torch.tensor(COLOURS[colour]).view(3, 1, 1, 1)
+    d = col - bg
+    a = ((rgb - bg) * d).sum(0) / (d * d).sum()
+    resid = (rgb - bg - a[None] * d).norm(dim=0)
+    return torch.where(resid < tol, a.clamp(0, 1), torch.zeros_like(a))
+
+
+def _classify_shape(alpha: torch.Tensor) -> str | None:
+    """circle / square / triangle from a coverage map (H, W) by how much of its soft bounding box it fills.
+
+    Soft box = (sum over columns of the column's max coverage) x (same over rows), which
+    keeps sub-pixel extents; ideal fills: square 1.0, circle pi/4 = 0.785, triangle ~0.6.
+    """
+    ys, xs = torch.nonzero(alpha > 0.5, as_tuple=True)
+    if len(xs) < 6:
+        return None
+    H, W = alpha.shape
+    if xs.min() == 0 or ys.min() == 0 or xs.max() == W - 1 or ys.max() == H - 1:
+        return None  # clipped by the frame edge: shape unknowable
+    box = float(alpha.max(0).values.sum() * alpha.max(1).values.sum())
+    fill = float(alpha.sum()) / box
+    if fill > 0.9:
+        return "square"
+    if fill > 0.7:
+        return "circle"
+    return "triangle"
+
+
+def track(video: torch.Tensor, colours: list[str] | None = None, min_area_px: float = 4.0) -> dict[str, Track]:
+    """Oracle tracker: per palette colour, per frame area / centroid / shape. video: (3, F, H, W)."""
+    out: dict[str, Track] = {}
+    F, H, W = video.shape[1:]
+    ys = torch.arange(H, dtype=torch.float32).view(H, 1) + 0.5
+    xs = torch.arange(W, dtype=torch.float32).view(1, W) + 0.5
+    for colour in colours or list(COLOURS):
+        a = colour_alpha(video, colour)
+        areas, cents, shapes = [], [], []
+        for f in range(F):
+            area = float(a[f].sum())
+            areas.append(area)
+            if area < min_area_px:
+                cents.append(None)
+                shapes.append(None)
+                continue
+            cents.append((float((a[f] * xs).sum() / area), float((a[f] * ys).sum() / area)))
+            shapes.append(_classify_shape(a[f]))
+        out[colour] = Track(colour, areas, cents, shapes)
+    return out
+
+
+def classify_motion(dx_px: float, dy_px: float, still_px: float = 1.25) -> str:
+    """Direction word for a total displacement (frame 0 -> last frame)."""
+    if math.hypot(dx_px, dy_px) < still_px:
+        return "still"
+    if abs(dx_px) >= abs(dy_px):
+        return "right" if dx_px > 0 else "left"
+    return "down" if dy_px > 0 else "up"
+
+
+def _visible_fraction(obj: ShapeObject, frame: int, world: WorldConfig) -> float:
+    """Fraction of the object's ideal area inside the frame (ground truth)."""
+    cx, cy = obj.centre_px(frame)
+    coords = (torch.arange(world.size * SUPERSAMPLE, dtype=torch.float32) + 0.5) / SUPERSAMPLE
+    wide = (torch.arange(-world.size * SUPERSAMPLE, 2 * world.size * SUPERSAMPLE, dtype=torch.float32) + 0.5) / SUPERSAMPLE
+    inside = _coverage(obj, torch.tensor([cx]), torch.tensor([cy]), coords, coords).sum()
+    total = _coverage(obj, torch.tensor([cx]), torch.tensor([cy]), wide, wide).sum()
+    return float(inside / total.clamp_min(1e-6))
+
+
+def check_clip(video: torch.Tensor, clip: Clip, world: WorldConfig | None = None) -> dict:
+    """Check a generated video (3, F, H, W) against its clip description with the oracle.
+
+    Per object: `colour_kept` = fraction of frames (where the ideal object is >= 60%
+    visible) in which the object's colour covers >= 50% of its ideal visible area;
+    `direction` = motion word recovered from the centroid path over the frames where
+    the ideal object is fully visible; `direction_ok`; `speed_ratio` = measured / prompted
+    displacement; `shape_ok` = majority shape over unclipped frames equals the prompt's.
+    """
+    world = world or WorldConfig()
+    F = video.shape[1]
+    tracks = track(video, [o.colour for o in clip.objects])
+    results = []
+    for obj in clip.objects:
+        tr = tracks[obj.colour]
+        ideal = render(Clip((obj,)), world)
+        ideal_area_f = colour_alpha(ideal, obj.colour).sum(dim=(1, 2))  # (F,)
+        vis = [_visible_fraction(obj, f, world) for f in range(F)]
+        judged = [f for f in range(F) if vis[f] >= 0.6]
+        kept = [tr.area_px[f] >= 0.5 * float(ideal_area_f[f]) and tr.area_px[f] <= 2.0 * float(ideal_area_f[f]) for f in judged]
+        full = [f for f in range(F) if vis[f] >= 0.999 and tr.centroid_px[f] is not None]
+        if len(full) >= 2:
+            (x_a, y_a), (x_b, y_b) = tr.centroid_px[full[0]], tr.centroid_px[full[-1]]
+            scale = (F - 1) / (full[-1] - full[0])  # extrapolate to the whole clip
+            dx, dy = (x_b - x_a) * scale, (y_b - y_a) * scale
+        else:
+            dx = dy = float("nan")
+        direction = classify_motion(dx, dy) if not math.isnan(dx) else "lost"
+        expected = SPEEDS_PX[obj.speed] * (F - 1)
+        speed_ratio = math.hypot(dx, dy) / expected if obj.direction != "still" and not math.isnan(dx) else None
+        shapes = [s for s in tr.shape if s is not None]
+        shape = max(set(shapes), key=shapes.count) if shapes else None
+        results.append(
+            {
+                "colour": obj.colour,
+                "colour_kept": sum(kept) / max(len(kept), 1),
+                "direction": direction,
+                "direction_ok": direction == obj.direction,
+                "speed_ratio": speed_ratio,
+                "shape": shape,
+                "shape_ok": shape == obj.shape,
+            }
+        )
+    return {"prompt": clip.prompt, "objects": results}

@@ -1,0 +1,224 @@
+"""The denoiser contract: the only view of a video DiT that algorithms get.
+
+Every algorithm (analysis, pruning, training, distillation, sampling, evaluation)
+talks to a `Denoiser`; only `fastlight/models/` knows architectures.
+
+    v = denoiser(x_t, s, cond, skip={3, 7})            # velocity, (B, C, F, H, W)
+    v, hidden = denoiser(x_t, s, cond, capture=[2, 5])  # + hidden states after blocks 2 and 5
+
+Conventions (rectified flow, as in Wan; DESIGN.md section 1):
+  x_t = (1 - s) * x0 + s * eps, s in [0, 1], timestep = 1000 * s, v = eps - x0.
+Skipping a block runs the model with a filtered block list: the block is simply not
+called (identity on its input); there is no wrapper module and no per-block overhead.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+class ModelError(ValueError):
+    """A model folder or checkpoint that cannot be used (message names the fix)."""
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """One prunable block: its id in the forward's `skip`, its kind and its size."""
+
+    index: int  # global id, 0..num_blocks-1, in execution order
+    kind: str  # "wan" | "double" | "single"
+    kind_index: int  # index within its kind (e.g. single_transformer_blocks[kind_index])
+    num_params: int
+
+
+@dataclass
+class Cond:
+    """Conditioning of a batch.
+
+    text:  (B, L, D) text embeddings (already encoded; the model projects them).
+    image: (B, C, 1, H, W) clean first-frame latent for text+image-to-video in the Wan 2.2
+           TI2V way (kept clean, its tokens get timestep 0), or None for text-to-video.
+    extra: architecture-specific tensors (e.g. HunyuanVideo's pooled CLIP projection and
+           text mask), batch-first; algorithms treat them as opaque.
+    """
+
+    text: torch.Tensor
+    image: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.text.shape[0]
+
+    def cat(self, other: "Cond") -> "Cond":
+        """Batch-concatenate two conditions (cond and uncond in one forward for CFG)."""
+        image = None if self.image is None else torch.cat([self.image, other.image])
+        extra = None if self.extra is None else {k: torch.cat([v, other.extra[k]]) for k, v in self.extra.items()}
+        return Cond(torch.cat([self.text, other.text]), image, extra)
+
+    def index(self, idx) -> "Cond":
+        image = None if self.image is None else self.image[idx]
+        extra = None if self.extra is None else {k: v[idx] for k, v in self.extra.items()}
+        return Cond(self.text[idx], image, extra)
+
+    def to(self, *args, **kwargs) -> "Cond":
+        image = None if self.image is None else self.image.to(*args, **kwargs)
+        extra = None if self.extra is None else {k: v.to(*args, **kwargs) for k, v in self.extra.items()}
+        return Cond(self.text.to(*args, **kwargs), image, extra)
+
+
+class Denoiser(nn.Module):
+    """Base class of the architecture adapters (`wan.WanDenoiser`, `hunyuan.HunyuanDenoiser`).
+
+    Subclasses set `self.model` (the stock diffusers module) and implement `_forward`,
+    `block_infos`, `null_text`.
+    """
+
+    model: nn.Module
+    family: str = "?"
+
+    # ---- what algorithms may use -------------------------------------------------------
+    @property
+    def blocks(self) -> list[BlockInfo]:
+        return self.block_infos()
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def num_params(self, skip: Iterable[int] = ()) -> int:
+        """Parameters of the DiT with the `skip` blocks removed."""
+        skip = set(skip)
+        total = sum(p.numel() for p in self.model.parameters())
+        return total - sum(b.num_params for b in self.blocks if b.index in skip)
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        s: torch.Tensor,
+        cond: Cond,
+        skip: Iterable[int] = (),
+        capture: Iterable[int] | None = None,
+    ):
+        """Velocity v = eps - x0 at noise level s. x_t: (B, C, F, H, W); s: (B,) or scalar.
+
+        With `capture`, returns (v, {block_id: hidden (B, N, D) after that block}).
+        """
+        skip = frozenset(skip)
+        bad = [i for i in skip if not 0 <= i < self.num_blocks]
+        if bad:
+            raise ValueError(f"skip ids {sorted(bad)} out of range: this model has blocks 0..{self.num_blocks - 1}")
+        s = torch.as_tensor(s, dtype=torch.float32, device=x_t.device)
+        if s.ndim == 0:
+            s = s.expand(x_t.shape[0])
+        capture_set = None if capture is None else frozenset(capture)
+        v, hidden = self._forward(x_t, s, cond, skip, capture_set)
+        return v if capture is None else (v, hidden)
+
+    def null_cond(self, cond: Cond) -> Cond:
+        """The unconditional (null-text) version of `cond`: same image, null text."""
+        B, L = cond.text.shape[:2]
+        null = self.null_text.to(cond.text)
+        if null.shape[1] < L:  # Wan pads text embeddings with zero tokens to a fixed length
+            null = torch.cat([null, null.new_zeros(1, L - null.shape[1], null.shape[2])], dim=1)
+        text = null[:, :L].expand(B, L, null.shape[2])
+        extra = None
+        if cond.extra is not None:
+            extra = {k: self.null_extra(k, v) for k, v in cond.extra.items()}
+        return replace(cond, text=text, extra=extra)
+
+    def null_extra(self, key: str, value: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(value)
+
+    # ---- persistence --------------------------------------------------------------------
+    def save(self, path: str | Path, fastlight_meta: dict | None = None) -> None:
+        """Save as a diffusers model folder (config.json + safetensors), plus fastlight.json."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path, safe_serialization=True)
+        from safetensors.torch import save_file
+
+        save_file({"null_text": self.null_text.contiguous()}, str(path / "null_text.safetensors"))
+        meta = dict(self.meta)
+        meta.update(fastlight_meta or {})
+        meta["family"] = self.family
+        tmp = path / "fastlight.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.rename(path / "fastlight.json")
+
+    # set by subclasses
+    null_text: torch.Tensor
+    meta: dict
+
+    def _forward(self, x_t, s, cond, skip, capture):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def block_infos(self) -> list[BlockInfo]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> Denoiser:
+    """Load any supported diffusers transformer folder as a Denoiser (clear errors on bad input)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model folder {path} does not exist; pass a diffusers transformer folder or 'shapes-teacher'")
+    if path.is_file():
+        raise ModelError(f"{path} is a file; pass the diffusers model folder that holds config.json and the safetensors")
+    cfg_file = path / "config.json"
+    if not cfg_file.exists() and (path / "transformer" / "config.json").exists():
+        path, cfg_file = path / "transformer", path / "transformer" / "config.json"
+    if not cfg_file.exists():
+        raise ModelError(f"{path} has no config.json: not a diffusers model folder (save one with `save_pretrained`)")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{cfg_file} is not valid JSON ({e}); re-export the model") from None
+    cls = cfg.get("_class_name")
+    if cls == "WanTransformer3DModel":
+        from fastlight.models.wan import WanDenoiser
+
+        return WanDenoiser.from_folder(path, device)
+    if cls == "HunyuanVideoTransformer3DModel":
+        from fastlight.models.hunyuan import HunyuanDenoiser
+
+        return HunyuanDenoiser.from_folder(path, device)
+    raise ModelError(
+        f"{cfg_file} names class {cls!r}; fastlight supports WanTransformer3DModel and HunyuanVideoTransformer3DModel"
+    )
+
+
+def load_diffusers_module(cls, path: Path, device) -> nn.Module:
+    """`cls.from_pretrained(path)` with one-line errors for missing / mismatched weights."""
+    weights = list(path.glob("*.safetensors"))
+    weights = [w for w in weights if w.name != "null_text.safetensors"]
+    if not weights:
+        raise ModelError(f"{path} has no *.safetensors weights; fastlight only loads safetensors (never pickles)")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model = cls.from_pretrained(path, use_safetensors=True)
+        except (RuntimeError, ValueError, OSError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(
+                f"weights in {path} do not match its config.json ({first[:300]}); "
+                "re-export the model or fix config.json"
+            ) from None
+    # from_pretrained silently re-initialises missing keys only with low_cpu_mem_usage=False;
+    # check the weights really cover the module.
+    from safetensors import safe_open
+
+    keys: set[str] = set()
+    for w in weights:
+        with safe_open(str(w), "pt") as f:
+            keys |= set(f.keys())
+    missing = [k for k in model.state_dict() if k not in keys]
+    if missing:
+        raise ModelError(f"{path}: weights lack {len(missing)} tensors (e.g. {missing[0]}); the checkpoint is incomplete")
+    return model.to(device).eval()
