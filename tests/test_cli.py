@@ -1,0 +1,83 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastlight.cli import main
+from fastlight.data import video
+
+
+def _run(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_sample_writes_mp4_and_gif(tiny_shapes_model, tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    rc, stdout, err = _run(capsys, "sample", "--model", str(tiny_shapes_model), "--prompt", "a red circle moving left quickly",
+                           "--steps", "2", "--seed", "1", "--out", str(out))
+    assert rc == 0, err
+    frames = video.read_video(out)
+    assert frames.shape[0] == 8 and frames.shape[1] == 24 * 8
+    assert video.read_video(out.with_suffix(".gif")).shape[0] == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif", "clip.mp4"]  # no temp files left
+
+
+def test_sample_with_first_frame_png(tiny_shapes_model, tmp_path, capsys):
+    import torch
+
+    from fastlight.data import shapes
+
+    clip = shapes.sample_clips(0, 1)[0]
+    first = shapes.render(clip)[:, 0]
+    video.write_image(tmp_path / "first.png", first)
+    rc, _, err = _run(capsys, "sample", "--model", str(tiny_shapes_model), "--prompt", clip.prompt, "--image",
+                      str(tmp_path / "first.png"), "--steps", "1", "--out", str(tmp_path / "c.mp4"))
+    assert rc == 0, err
+    got = video.read_video(tmp_path / "c.gif")[0]  # GIF is lossless enough to check the pinned frame
+    want = video.to_uint8_frames(first[:, None], 8)[0]
+    assert np.abs(got.astype(int) - want.astype(int)).mean() < 3
+    assert torch.is_tensor(first)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--prompt", "a purple circle moving left quickly"], "not in the Shapes vocabulary"),
+        (["--prompt", "a red circle moving left quickly", "--steps", "0"], "steps must be >= 1"),
+        (["--prompt", "a red circle moving left quickly", "--out", "x.avi"], "must end in .mp4 or .gif"),
+    ],
+)
+def test_sample_bad_input_one_line_exit_2(tiny_shapes_model, tmp_path, capsys, args, needle):
+    argv = ["sample", "--model", str(tiny_shapes_model), "--out", str(tmp_path / "c.mp4"), *args]
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # no partial output
+
+
+def test_sample_wrong_image_size_and_missing_model(tiny_shapes_model, tmp_path, capsys):
+    import torch
+
+    video.write_image(tmp_path / "big.png", torch.zeros(3, 32, 32))
+    rc, _, err = _run(capsys, "sample", "--model", str(tiny_shapes_model), "--prompt", "a red circle staying still",
+                      "--image", str(tmp_path / "big.png"), "--out", str(tmp_path / "c.mp4"))
+    assert rc == 2 and "needs 24x24" in err
+    rc, _, err = _run(capsys, "sample", "--model", str(tmp_path / "nope"), "--prompt", "a red circle staying still",
+                      "--out", str(tmp_path / "c.mp4"))
+    assert rc == 2 and "does not exist" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png"]
+
+
+def test_info_lists_blocks(tiny_shapes_model, capsys):
+    rc, out, _ = _run(capsys, "info", str(tiny_shapes_model))
+    assert rc == 0 and "blocks: 2 (2 wan)" in out and "WanTransformer3DModel" in out
+
+
+def test_pretrain_bad_config_key_exit_2(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("steps: 2\nbogus: 1\n")
+    p = subprocess.run([sys.executable, "-m", "fastlight.cli", "pretrain", str(cfg)], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "unknown key(s) ['bogus']" in p.stderr
