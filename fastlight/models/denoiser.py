@@ -222,3 +222,21 @@ def load_diffusers_module(cls, path: Path, device) -> nn.Module:
     if missing:
         raise ModelError(f"{path}: weights lack {len(missing)} tensors (e.g. {missing[0]}); the checkpoint is incomplete")
     return model.to(device).eval()
+
+
+def model_fingerprint(denoiser: Denoiser) -> str:
+    """A short id of a model's architecture and weights (class, config, every tensor's name,
+    shape and a strided sample of its values), to tie analysis files and plans to the model
+    they were computed on without hashing gigabytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(type(denoiser.model).__name__.encode())
+    cfg = {k: v for k, v in dict(denoiser.model.config).items() if not k.startswith("_")}
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for name, t in denoiser.model.state_dict().items():
+        flat = t.detach().reshape(-1)
+        step = max(1, flat.numel() // 64)
+        h.update(f"{name}:{tuple(t.shape)}".encode())
+        h.update(flat[::step][:64].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
