@@ -40,6 +40,12 @@ def _evaluate_teacher(a):
     evaluate_teacher(a.model, a.num_cases, a.steps, a.cfg, a.seed, a.out)
 
 
+def _prune(a):
+    from fastlight.prune import prune_command
+
+    prune_command(a.model, a.plan, a.out, overwrite=a.overwrite)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastlight", description="Distil a video DiT's steps and size together.")
     sub = p.add_subparsers(dest="verb", required=True)
@@ -71,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cfg", type=float, default=4.0)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_demo)
+
+    s = sub.add_parser("prune", help="surgery: a smaller model of the same diffusers class from a plan")
+    s.add_argument("model", help="model folder or 'shapes-teacher'")
+    s.add_argument("--plan", required=True, help="plan JSON from `fastlight plan`")
+    s.add_argument("--out", required=True, help="output folder (must be empty or absent)")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(fn=_prune)
 
     s = sub.add_parser("evaluate-teacher", help="the teacher's quality bar on held-out cases (oracle)")
     s.add_argument("--model", default="shapes-teacher")

@@ -1,0 +1,129 @@
+"""`fastlight prune`: apply a plan to a model and write the pruned model + manifest.json.
+
+    prune_command("shapes-teacher", "runs/analyze/plan_depth.json", "runs/prune/depth30")
+
+The output folder is a stock diffusers model folder (`from_pretrained` loads it) written
+by `Denoiser.save`, plus `manifest.json` describing the surgery. It is written to a
+temporary sibling folder first and renamed into place, so a failure leaves no
+half-written output.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from fastlight.models.denoiser import load_denoiser, model_fingerprint
+from fastlight.models.presets import resolve_model_path
+from fastlight.prune.plan import check_plan_against, load_plan
+from fastlight.prune.surgery import depth_mapping, prune_depth, prune_width, wan_ffn_keep
+
+# source meta that describes the source model's measured behaviour, not the pruned one's
+STALE_META = ("quality",)
+
+
+def _check_out_dir(out: Path, overwrite: bool, source: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} is a file; pass a folder path")
+    src, dst = source.resolve(), out.resolve()
+    if src == dst or dst in src.parents:
+        raise ValueError(f"output folder {out} is (or contains) the source model {source}; choose another folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"output folder {out} is not empty; choose another folder or pass overwrite=True (--overwrite)")
+
+
+def _write_atomically(out: Path, write) -> None:
+    """Call write(tmp_folder), then move tmp_folder to `out` (replacing it)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        write(tmp)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            try:
+                tmp.rename(out)
+            except BaseException:
+                old.rename(out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def prune_command(model_path, plan_path, out_dir, overwrite: bool = False, device: str = "cpu") -> Path:
+    """Prune `model_path` (a folder or preset name) with the plan JSON at `plan_path` into
+    `out_dir`; returns `out_dir`. Bad input raises a one-line ValueError (ModelError for a
+    bad model folder, FileNotFoundError for a missing plan)."""
+    out = Path(out_dir)
+    plan = load_plan(plan_path)
+    source = resolve_model_path(str(model_path))
+    _check_out_dir(out, overwrite, Path(source))
+    den = load_denoiser(source, device)
+    fingerprint = model_fingerprint(den)
+    check_plan_against(plan, den, fingerprint)
+    n = den.num_blocks
+    before = den.num_params()
+
+    if plan.type == "depth":
+        drop = sorted(plan.drop_blocks)
+        _, changes = depth_mapping(den, drop)
+        pruned = prune_depth(den, drop)
+        config_changes = {key: {"from": a, "to": b} for key, (a, b) in changes.items() if a != b}
+        width = None
+    else:
+        drop = []
+        keep_ffn, k = wan_ffn_keep(den, plan.layers)
+        pruned = prune_width(den, plan.layers)
+        config_changes = {"ffn_dim": {"from": den.model.config.ffn_dim, "to": k}} if k != den.model.config.ffn_dim else {}
+        width = {
+            "heads_kept_per_block": den.model.config.num_attention_heads,
+            "ffn_units_kept_per_block": k,
+            "keep_ffn": {str(b): units for b, units in keep_ffn.items()},
+        }
+    after = pruned.num_params()
+    if plan.num_params_after is not None and plan.num_params_after != after:
+        raise ValueError(
+            f"plan {plan.path}: says {plan.num_params_after} parameters remain but the pruned model has {after}; "
+            "the plan's parameter accounting disagrees with the surgery"
+        )
+
+    manifest = {
+        "source": str(model_path),
+        "source_fingerprint": fingerprint,
+        "plan": str(plan_path),
+        "plan_type": plan.type,
+        "family": den.family,
+        "kept_blocks": [i for i in range(n) if i not in set(drop)],
+        "dropped_blocks": drop,
+        "prune_ratio": plan.prune_ratio,
+        "achieved_ratio": 1.0 - after / before,
+        "plan_achieved_ratio": plan.achieved_ratio,
+        "num_params_before": before,
+        "num_params_after": after,
+        "config_changes": config_changes,
+    }
+    if width is not None:
+        manifest["width"] = width
+
+    for key in STALE_META:
+        if key in pruned.meta:
+            pruned.meta[f"source_{key}"] = pruned.meta.pop(key)
+    meta = {"pruned_from": str(model_path), "source_fingerprint": fingerprint, "plan_type": plan.type}
+
+    def write(folder: Path) -> None:
+        pruned.save(folder, meta)
+        (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    _write_atomically(out, write)
+    blocks = f"{n} -> {n - len(drop)} blocks" if plan.type == "depth" else f"ffn_dim {den.model.config.ffn_dim} -> {k}"
+    print(
+        f"pruned {model_path} ({plan.type}: {blocks}, {before:,} -> {after:,} params, "
+        f"{100 * manifest['achieved_ratio']:.1f}% removed, target {100 * plan.prune_ratio:.1f}%) -> {out}"
+    )
+    return out
