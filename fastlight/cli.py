@@ -37,7 +37,7 @@ def _demo(a):
 def _evaluate_teacher(a):
     from fastlight.evaluate.teacher import evaluate_teacher
 
-    evaluate_teacher(a.model, a.num_cases, a.steps, a.cfg, a.seed, a.out)
+    evaluate_teacher(a.model, a.num_cases, a.steps, a.cfg, a.seed, a.out, record=a.record)
 
 
 def _prune(a):
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cfg", type=float, default=4.0)
     s.add_argument("--seed", type=int, default=10_000)
     s.add_argument("--out", default=None, help="write the figures as JSON here")
+    s.add_argument("--record", action="store_true", help="also store the figures in the model's fastlight.json")
     s.set_defaults(fn=_evaluate_teacher)
     return p
 

@@ -36,7 +36,8 @@ def score_videos(videos: torch.Tensor, clips: list[shapes.Clip], world: shapes.W
 
 
 def evaluate_teacher(model_path: str = "shapes-teacher", num_cases: int = 64, num_steps: int = 50,
-                     cfg_scale: float = 4.0, seed: int = 10_000, out: str | None = None, batch: int = 32) -> dict:
+                     cfg_scale: float = 4.0, seed: int = 10_000, out: str | None = None, batch: int = 32,
+                     record: bool = False) -> dict:
     model = load_denoiser(resolve_model_path(model_path)).eval()
     world = world_of(model)
     world.p_two_objects = 0.3
@@ -51,6 +52,13 @@ def evaluate_teacher(model_path: str = "shapes-teacher", num_cases: int = 64, nu
            "sample_time_s": round(time.time() - t0, 1), **score_videos(vids, clips, world)}
     res["ideal_reference"] = score_videos(ideal, clips, world)
     print(json.dumps(res, indent=2))
+    if record:  # keep the figures with the weights, in the model's manifest
+        meta_path = resolve_model_path(model_path) / "fastlight.json"
+        meta = json.loads(meta_path.read_text())
+        meta["quality"] = {k: v for k, v in res.items() if k != "model"}
+        tmp = meta_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(meta_path)
     if out:
         p = Path(out)
         p.parent.mkdir(parents=True, exist_ok=True)

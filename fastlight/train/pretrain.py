@@ -124,14 +124,14 @@ def _atomic_save_tensors(tensors: dict, path: Path) -> None:
     tmp.rename(path)
 
 
-def save_checkpoint(out: Path, step: int, model, ema, opt, losses) -> None:
+def save_checkpoint(out: Path, step: int, model, ema, opt, losses, wall_time_s: float = 0.0) -> None:
     ck = out / "checkpoint"
     tmp = out / "checkpoint.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     _atomic_save_tensors(model.model.state_dict(), tmp / "model.safetensors")
     _atomic_save_tensors(ema.model.state_dict(), tmp / "ema.safetensors")
     torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses, "wall_time_s": wall_time_s}))
     old = out / "checkpoint.old"
     if ck.exists():
         ck.rename(old)
@@ -157,14 +157,14 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> Path:
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    start, losses = 0, []
+    start, losses, wall_before = 0, [], 0.0
     ck = out / "checkpoint"
     if ck.exists():
         model.model.load_state_dict(load_file(str(ck / "model.safetensors")))
         ema.model.load_state_dict(load_file(str(ck / "ema.safetensors")))
         opt.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
         state = json.loads((ck / "state.json").read_text())
-        start, losses = state["step"], state["losses"]
+        start, losses, wall_before = state["step"], state["losses"], state.get("wall_time_s", 0.0)
         print(f"resuming {out} from step {start}")
     probe_data = probe_set(cfg)
     metrics_f = open(out / "metrics.jsonl", "a")
@@ -196,11 +196,11 @@ def pretrain(cfg: PretrainConfig, progress: bool = True) -> Path:
             metrics_f.flush()
             bar.set_postfix(loss=f"{run_loss:.4f}", **({"sens": f"{rec['prompt_sensitivity']:.3f}", "dir": rec["probe_direction_acc"]} if "prompt_sensitivity" in rec else {}))
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-            save_checkpoint(out, step + 1, model, ema, opt, losses)
+            save_checkpoint(out, step + 1, model, ema, opt, losses, wall_before + time.time() - t0)
     metrics_f.close()
-    wall = time.time() - t0
+    wall = wall_before + time.time() - t0
     final = out / "model"
     ema.save(final, {"kind": "shapes-teacher", "train_config": asdict(cfg), "model_config": model_cfg,
-                     "steps": cfg.steps, "wall_time_s_this_session": round(wall, 1), "loss_curve": losses,
+                     "steps": cfg.steps, "wall_time_s": round(wall, 1), "loss_curve": losses,
                      "world": {"size": cfg.size, "num_frames": cfg.num_frames}, "shift": cfg.shift})
     return final

@@ -1,0 +1,48 @@
+"""The shipped embedded teacher: loads with the stock class, has its manifest, follows prompts."""
+import json
+
+import torch
+
+from fastlight.data import shapes
+from fastlight.evaluate.teacher import score_videos
+from fastlight.models.denoiser import load_denoiser
+from fastlight.models.presets import SHIPPED_DIR, resolve_model_path
+from fastlight.sample import generate_shapes, world_of
+from fastlight.train.pretrain import PretrainConfig, probe, probe_set
+
+
+def test_shipped_teacher_files_and_manifest():
+    files = {p.name: p.stat().st_size for p in SHIPPED_DIR.iterdir()}
+    assert {"config.json", "diffusion_pytorch_model.safetensors", "fastlight.json"} <= set(files)
+    assert sum(files.values()) < 30 * 2**20
+    meta = json.loads((SHIPPED_DIR / "fastlight.json").read_text())
+    for key in ("train_config", "model_config", "steps", "wall_time_s", "loss_curve", "world", "shift", "quality"):
+        assert key in meta, key
+    assert meta["loss_curve"][-1][1] < meta["loss_curve"][0][1] / 5
+    from diffusers import WanTransformer3DModel
+
+    assert isinstance(WanTransformer3DModel.from_pretrained(SHIPPED_DIR), WanTransformer3DModel)
+
+
+def test_shipped_teacher_shape():
+    m = load_denoiser(resolve_model_path("shapes-teacher"))
+    assert m.num_blocks == 16 and 1.0e6 < m.num_params() < 1.3e6
+
+
+def test_shipped_teacher_uses_the_text():
+    m = load_denoiser(resolve_model_path("shapes-teacher")).eval()
+    res = probe(m, probe_set(PretrainConfig()))
+    # swapping the direction word moves x0_hat about as much as the ideal clips differ (~0.097)
+    assert res["prompt_sensitivity"] > 0.05
+
+
+def test_shipped_teacher_follows_prompts_quick():
+    """A fast regression check (8 held-out cases, 20 steps); the README's full bar uses 64 x 50."""
+    m = load_denoiser(resolve_model_path("shapes-teacher")).eval()
+    world = world_of(m)
+    clips = shapes.sample_clips(20_000, 8, world)
+    first = shapes.render_batch(clips, world)[:, :, 0]
+    vids = generate_shapes(m, [c.prompt for c in clips], first, num_steps=20, cfg_scale=4.0, seed=0)
+    res = score_videos(vids, clips, world)
+    assert res["direction_acc"] >= 0.75 and res["colour_kept_frames"] >= 0.85, res
+    assert torch.isfinite(vids).all()
