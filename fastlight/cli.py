@@ -40,6 +40,21 @@ def _evaluate_teacher(a):
     evaluate_teacher(a.model, a.num_cases, a.steps, a.cfg, a.seed, a.out, record=a.record)
 
 
+def _analyze(a):
+    from fastlight.analyze.importance import analyze_command
+
+    analyze_command(a.model, a.calib, a.out, tuple(m.strip() for m in a.methods.split(",")), a.iterative, a.seed,
+                    latents=a.latents, batch_size=a.batch_size, shift=a.shift, device=a.device,
+                    metric_cases=a.metric_cases, metric_steps=a.metric_steps, metric_cfg=a.metric_cfg)
+
+
+def _plan(a):
+    from fastlight.analyze.plans import plan_command
+
+    plan_command(a.importance, a.model, a.ratio, a.out, a.kind, keep_ends=not a.no_keep_ends, reference=a.reference,
+                 score=a.score, prune_heads=a.prune_heads)
+
+
 def _prune(a):
     from fastlight.prune import prune_command
 
@@ -77,6 +92,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cfg", type=float, default=4.0)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_demo)
+
+    s = sub.add_parser("analyze", help="Stage I: block importance (ELBO / metric drop) and width saliency")
+    s.add_argument("model", help="model folder or 'shapes-teacher'")
+    s.add_argument("--calib", type=int, default=64, help="calibration samples (same set for every block)")
+    s.add_argument("--out", default="runs/analyze")
+    s.add_argument("--methods", default="elbo", help="comma list of elbo, taylor, metric")
+    s.add_argument("--iterative", action="store_true", help="also drop-and-rescore greedily")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--latents", default=None, help="calibration latents .safetensors (x0, text[, image, ...]) for non-Shapes models")
+    s.add_argument("--batch-size", type=int, default=None)
+    s.add_argument("--shift", type=float, default=None)
+    s.add_argument("--device", default=None)
+    s.add_argument("--metric-cases", type=int, default=16)
+    s.add_argument("--metric-steps", type=int, default=20)
+    s.add_argument("--metric-cfg", type=float, default=4.0)
+    s.set_defaults(fn=_analyze)
+
+    s = sub.add_parser("plan", help="blocks (depth) or heads/FFN units (width) to prune for a parameter ratio")
+    s.add_argument("importance", help="importance.json (depth) or taylor.json (width) from `fastlight analyze`")
+    s.add_argument("--model", default="shapes-teacher")
+    s.add_argument("--ratio", type=float, required=True, help="fraction of the DiT's parameters to remove, e.g. 0.3")
+    s.add_argument("--out", default="runs/plan.json")
+    s.add_argument("--kind", default="depth", choices=["depth", "width"])
+    s.add_argument("--no-keep-ends", action="store_true", help="allow dropping the first/last block")
+    s.add_argument("--reference", default=None, choices=[None, "self", "iterative"])
+    s.add_argument("--score", default="in", choices=["in", "out"])
+    s.add_argument("--prune-heads", action="store_true", help="width: also drop heads (not exportable to stock Wan)")
+    s.set_defaults(fn=_plan)
 
     s = sub.add_parser("prune", help="surgery: a smaller model of the same diffusers class from a plan")
     s.add_argument("model", help="model folder or 'shapes-teacher'")

@@ -81,3 +81,41 @@ def test_pretrain_bad_config_key_exit_2(tmp_path):
     p = subprocess.run([sys.executable, "-m", "fastlight.cli", "pretrain", str(cfg)], capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "unknown key(s) ['bogus']" in p.stderr
+
+
+def test_analyze_plan_prune_chain(tiny_shapes_model, tmp_path, capsys):
+    import json
+
+    import torch
+    from diffusers import WanTransformer3DModel
+
+    from fastlight.data import text
+    from fastlight.models.denoiser import Cond, load_denoiser
+
+    an = tmp_path / "an"
+    rc, out, err = _run(capsys, "analyze", str(tiny_shapes_model), "--calib", "4", "--out", str(an), "--methods", "elbo,taylor")
+    assert rc == 0, err
+    assert (an / "importance.json").exists() and (an / "importance.png").read_bytes()[:4] == b"\x89PNG"
+    assert "spearman" in out.lower()
+    rc, out, err = _run(capsys, "plan", str(an / "importance.json"), "--model", str(tiny_shapes_model), "--ratio", "0.2",
+                        "--no-keep-ends", "--out", str(tmp_path / "plan.json"))
+    assert rc == 0, err
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert len(plan["drop_blocks"]) == 1 and plan["achieved_ratio"] >= 0.2
+    rc, out, err = _run(capsys, "prune", str(tiny_shapes_model), "--plan", str(tmp_path / "plan.json"), "--out", str(tmp_path / "pruned"))
+    assert rc == 0, err
+    stock = WanTransformer3DModel.from_pretrained(tmp_path / "pruned")
+    assert stock.config.num_layers == 1
+    full, small = load_denoiser(tiny_shapes_model), load_denoiser(tmp_path / "pruned")
+    x = torch.randn(2, 3, 8, 24, 24)
+    s = torch.tensor([0.4, 0.8])
+    c = Cond(text.encode(["a red circle moving left quickly", "a blue square staying still"]), x[:, :, :1])
+    assert torch.allclose(small(x, s, c), full(x, s, c, skip=set(plan["drop_blocks"])), atol=1e-6)
+    # bad input: one line, exit 2
+    rc, _, err = _run(capsys, "plan", str(an / "importance.json"), "--model", str(tiny_shapes_model), "--ratio", "1.5",
+                      "--out", str(tmp_path / "p2.json"))
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "p2.json").exists()
+    rc, _, err = _run(capsys, "prune", str(tiny_shapes_model), "--plan", str(tmp_path / "plan.json"), "--out", str(tmp_path / "pruned"))
+    assert rc == 2 and ("not empty" in err or "exists" in err)
+    rc, _, err = _run(capsys, "analyze", str(tiny_shapes_model), "--calib", "0", "--out", str(tmp_path / "an0"))
+    assert rc == 2 and "empty" in err

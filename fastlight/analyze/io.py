@@ -1,0 +1,59 @@
+"""Small helpers shared by the analysis modules: atomic JSON / figure writes."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+
+def _finite_or_none(obj):
+    """NaN / inf floats -> None (strict JSON), recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: str | Path, obj) -> Path:
+    """Write `obj` as JSON to `path` via a temporary file and a rename (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(_finite_or_none(obj), indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_json(path: str | Path, what: str) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    try:
+        obj = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} file {path} is not valid JSON ({e}); re-run fastlight analyze") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{what} file {path} must hold a JSON object")
+    return obj
+
+
+def atomic_savefig(fig, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
