@@ -4,7 +4,8 @@ prune_ratio r means: remove (at least) the fraction r of the whole DiT's paramet
 (`model.num_params()`, embeddings and head included), e.g. 0.3 keeps ~70% (FastLightGen's
 sweet spot). `achieved_ratio` = removed / before, as built.
 
-plan.json formats (`fastlight/prune` executes them; keep in step):
+plan.json formats. This module owns them: `validate_plan` / `read_plan` are the only checker and
+reader (`fastlight prune` reads plans with `read_plan(path, model)`):
 
   depth: {"type": "depth", "fingerprint": str, "family": "wan" | "hunyuan", "prune_ratio": r,
           "achieved_ratio": float, "drop_blocks": [global block ids], "keep_blocks": [...],
@@ -15,12 +16,14 @@ plan.json formats (`fastlight/prune` executes them; keep in step):
 """
 from __future__ import annotations
 
+import json
 import math
+import re
 from pathlib import Path
 
 import torch
 
-from fastlight.analyze.io import atomic_write_json, read_json
+from fastlight.analyze.io import atomic_write_json
 from fastlight.models.denoiser import Denoiser, model_fingerprint
 
 PLAN_TYPES = ("depth", "width")
@@ -150,70 +153,145 @@ def width_plan(taylor_scores: dict[int, dict[str, torch.Tensor]], model: Denoise
 
 
 # ---- plan.json ------------------------------------------------------------------------------------
+# The ONE reader / checker of the plan format (`fastlight/prune` executes plans through it).
+FAMILIES = ("wan", "hunyuan")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _short(v) -> str:
+    try:
+        text = json.dumps(v)
+    except (TypeError, ValueError):
+        text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _int_list(v, where: str) -> list[int]:
-    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) for x in v):
-        raise ValueError(f"{where} must be a list of integers")
-    if v != sorted(set(v)):
-        raise ValueError(f"{where} must be sorted and without repeats, got {v}")
+    """`where` names the field, e.g. "plan p.json: 'drop_blocks'". Ids: integers >= 0, sorted, once each."""
+    if not isinstance(v, list) or not all(_is_int(x) for x in v):
+        raise ValueError(f"{where} must be a list of integer ids, got {_short(v)}")
+    if any(x < 0 for x in v):
+        raise ValueError(f"{where} has a negative id {min(v)}; ids count from 0")
+    if len(set(v)) != len(v):
+        dup = sorted({x for x in v if v.count(x) > 1})
+        raise ValueError(f"{where} lists ids {dup} more than once; list each id once")
+    if v != sorted(v):
+        raise ValueError(f"{where} must be sorted ascending, got {_short(v)}")
     return v
 
 
+def _fraction(plan: dict, key: str, where: str, low_open: bool) -> float:
+    v = plan[key]
+    span = "(0, 1)" if low_open else "[0, 1)"
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        raise ValueError(f"{where}: '{key}' must be a number in {span} (0.3 = remove 30% of the parameters), got {v!r}")
+    if not (0 < v < 1 if low_open else 0 <= v < 1):
+        what = "a prune ratio" if low_open else "a fraction of parameters removed"
+        raise ValueError(f"{where}: '{key}' = {v} is not {what} in {span} (0.3 = remove 30% of the parameters, keep 70%)")
+    return float(v)
+
+
+def _count(plan: dict, key: str, where: str) -> int:
+    v = plan[key]
+    if not _is_int(v) or v <= 0:
+        raise ValueError(f"{where}: '{key}' must be a positive integer (a parameter count), got {v!r}")
+    return v
+
+
+def _block_key(key, where: str) -> int:
+    if _is_int(key) and key >= 0:
+        return key
+    if isinstance(key, str) and _DIGITS.fullmatch(key) and str(int(key)) == key:
+        return int(key)
+    raise ValueError(f"{where}: 'layers' key {key!r} is not a block id (a block index like \"0\")")
+
+
 def validate_plan(plan: dict, model: Denoiser | None = None, where: str = "plan") -> dict:
-    """Check a plan dict (format in the module docstring); with `model`, also its fingerprint and sizes."""
-    if not isinstance(plan, dict) or plan.get("type") not in PLAN_TYPES:
-        raise ValueError(f"{where}: 'type' must be one of {PLAN_TYPES}, got {plan.get('type') if isinstance(plan, dict) else plan!r}")
+    """Check a plan dict (format in the module docstring); every failure is a one-line ValueError
+    that names the field. Without `model`: structure, types, ranges, duplicates. With `model` (the
+    one it will be applied to): also fingerprint, family, num_params_before and every block / head /
+    unit id in range, and a depth plan must assign each of the model's blocks exactly once."""
+    if not isinstance(plan, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(plan).__name__}; re-run fastlight plan")
+    if plan.get("type") not in PLAN_TYPES:
+        raise ValueError(f"{where}: 'type' must be one of {PLAN_TYPES}, got {plan.get('type')!r}")
     common = ("fingerprint", "family", "prune_ratio", "achieved_ratio", "num_params_before", "num_params_after")
     need = common + (("drop_blocks", "keep_blocks") if plan["type"] == "depth" else ("layers",))
     missing = [k for k in need if k not in plan]
     if missing:
         raise ValueError(f"{where} lacks {missing}; re-run fastlight plan")
-    _check_ratio(plan["prune_ratio"])
-    if not isinstance(plan["achieved_ratio"], (int, float)) or not 0 <= plan["achieved_ratio"] < 1:
-        raise ValueError(f"{where}: achieved_ratio must lie in [0, 1), got {plan['achieved_ratio']!r}")
+    if not isinstance(plan["fingerprint"], str) or not plan["fingerprint"]:
+        raise ValueError(f"{where}: 'fingerprint' must be a non-empty string (the model_fingerprint of the model the "
+                         f"plan was made for), got {plan['fingerprint']!r}; re-run fastlight plan")
+    if plan["family"] not in FAMILIES:
+        raise ValueError(f"{where}: 'family' must be one of {list(FAMILIES)}, got {plan['family']!r}")
+    _fraction(plan, "prune_ratio", where, low_open=True)
+    _fraction(plan, "achieved_ratio", where, low_open=False)
+    before = _count(plan, "num_params_before", where)
+    after = _count(plan, "num_params_after", where)
+    if after > before:
+        raise ValueError(f"{where}: 'num_params_after' {after} exceeds 'num_params_before' {before}; re-run fastlight plan")
+    n = None
     if model is not None:
         fp = model_fingerprint(model)
         if plan["fingerprint"] != fp:
             raise ValueError(f"{where} was made for another model (fingerprint {plan['fingerprint']}, this model {fp}); "
                              "re-run fastlight analyze and fastlight plan on this model")
         if plan["family"] != model.family:
-            raise ValueError(f"{where} is for a {plan['family']} model, this one is {model.family}")
-    n = None if model is None else model.num_blocks
+            raise ValueError(f"{where}: 'family' is for a {plan['family']} model but this model is {model.family}; "
+                             "make the plan on this model")
+        total = model.num_params()
+        if before != total:
+            raise ValueError(f"{where}: 'num_params_before' says the model has {before} parameters but it has {total}; "
+                             "re-run fastlight plan on this model")
+        n = model.num_blocks
     if plan["type"] == "depth":
-        drop = _int_list(plan["drop_blocks"], f"{where}: drop_blocks")
-        keep = _int_list(plan["keep_blocks"], f"{where}: keep_blocks")
-        if set(drop) & set(keep):
-            raise ValueError(f"{where}: blocks {sorted(set(drop) & set(keep))} are both dropped and kept")
+        drop = _int_list(plan["drop_blocks"], f"{where}: 'drop_blocks'")
+        keep = _int_list(plan["keep_blocks"], f"{where}: 'keep_blocks'")
+        both = sorted(set(drop) & set(keep))
+        if both:
+            raise ValueError(f"{where}: blocks {both} are in both 'keep_blocks' and 'drop_blocks'; list each block in one")
         if not keep:
-            raise ValueError(f"{where} drops every block")
-        n_plan = len(drop) + len(keep)
-        if sorted(drop + keep) != list(range(n_plan)):
-            raise ValueError(f"{where}: drop_blocks + keep_blocks must be the blocks 0..{n_plan - 1} exactly")
+            raise ValueError(f"{where}: 'keep_blocks' is empty: the plan drops every block; keep at least one")
         if n is not None:
-            for i in drop + keep:
-                if i >= n:
-                    raise ValueError(f"{where} names block {i} but the model has blocks 0..{n - 1}")
-            if n_plan != n:
-                raise ValueError(f"{where} covers {n_plan} blocks but the model has {n}")
+            for key, ids in (("drop_blocks", drop), ("keep_blocks", keep)):
+                bad = [i for i in ids if i >= n]
+                if bad:
+                    raise ValueError(f"{where}: '{key}' names block {bad[0]} but the model has blocks 0..{n - 1}")
+        m = len(drop) + len(keep) if n is None else n
+        unassigned = sorted(set(range(m)) - set(drop) - set(keep))
+        if unassigned or max(drop + keep) >= m:
+            raise ValueError(f"{where}: 'drop_blocks' + 'keep_blocks' must be the blocks 0..{m - 1} exactly "
+                             f"(unassigned: {unassigned}, out of range: {[i for i in drop + keep if i >= m]})")
     else:
         layers = plan["layers"]
         if not isinstance(layers, dict) or not layers:
-            raise ValueError(f"{where}: 'layers' must be a non-empty object keyed by block id")
+            raise ValueError(f"{where}: 'layers' must be a non-empty object "
+                             '{"<block id>": {"keep_heads": [...], "keep_ffn": [...]}}')
         from fastlight.analyze.taylor import width_layout
 
+        seen = set()
         for key, spec in layers.items():
-            if not str(key).isdigit():
-                raise ValueError(f"{where}: layer key {key!r} is not a block id")
-            i = int(key)
+            i = _block_key(key, where)
+            if i in seen:
+                raise ValueError(f"{where}: 'layers' names block {i} twice")
+            seen.add(i)
             if n is not None and i >= n:
-                raise ValueError(f"{where} names block {i} but the model has blocks 0..{n - 1}")
+                raise ValueError(f"{where}: 'layers' names block {i} but the model has blocks 0..{n - 1}")
             if not isinstance(spec, dict) or "keep_heads" not in spec or "keep_ffn" not in spec:
-                raise ValueError(f"{where}: layer {i} needs keep_heads and keep_ffn")
-            heads = _int_list(spec["keep_heads"], f"{where}: layer {i} keep_heads")
-            ffn = _int_list(spec["keep_ffn"], f"{where}: layer {i} keep_ffn")
+                raise ValueError(f"{where}: layer {i} needs keep_heads and keep_ffn (lists of kept ids)")
+            unknown = sorted(set(spec) - {"keep_heads", "keep_ffn"})
+            if unknown:
+                raise ValueError(f"{where}: layer {i} has unknown keys {unknown} (expected 'keep_heads', 'keep_ffn')")
+            heads = _int_list(spec["keep_heads"], f"{where}: layer {i} 'keep_heads'")
+            ffn = _int_list(spec["keep_ffn"], f"{where}: layer {i} 'keep_ffn'")
             if not heads or not ffn:
-                raise ValueError(f"{where}: layer {i} must keep at least 1 head and 1 FFN unit")
-            if min(heads) < 0 or min(ffn) < 0:
-                raise ValueError(f"{where}: layer {i} has negative head / unit ids")
+                raise ValueError(f"{where}: layer {i} must keep at least 1 head and 1 FFN unit "
+                                 "(to remove a whole block use a depth plan)")
             if model is not None:
                 L = width_layout(model, i)
                 if heads[-1] >= L.num_heads:
@@ -230,8 +308,18 @@ def write_plan(path: str | Path, plan: dict) -> Path:
 
 
 def read_plan(path: str | Path, model: Denoiser | None = None) -> dict:
-    """Read and validate plan.json (type, ids in range, ratio; with `model`, fingerprint and sizes)."""
-    return validate_plan(read_json(path, "plan"), model, where=f"plan {path}")
+    """Read and validate plan.json (see `validate_plan`; with `model`, also against that model).
+    A missing file raises FileNotFoundError, anything else wrong a one-line ValueError."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"plan file {path} does not exist; make one with fastlight plan")
+    if path.is_dir():
+        raise ValueError(f"plan {path} is a folder; pass the plan JSON file (e.g. {path / 'plan.json'})")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"plan {path} is not valid JSON ({str(e).splitlines()[0]}); re-run fastlight plan") from None
+    return validate_plan(data, model, where=f"plan {path}")
 
 
 def plan_command(importance_path: str, model_path: str, prune_ratio: float, out: str, kind: str = "depth",

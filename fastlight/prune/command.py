@@ -15,9 +15,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from fastlight.analyze.plans import read_plan, validate_plan
 from fastlight.models.denoiser import load_denoiser, model_fingerprint
 from fastlight.models.presets import resolve_model_path
-from fastlight.prune.plan import check_plan_against, load_plan
 from fastlight.prune.surgery import depth_mapping, prune_depth, prune_width, wan_ffn_keep
 
 # source meta that describes the source model's measured behaviour, not the pruned one's
@@ -61,25 +61,29 @@ def prune_command(model_path, plan_path, out_dir, overwrite: bool = False, devic
     `out_dir`; returns `out_dir`. Bad input raises a one-line ValueError (ModelError for a
     bad model folder, FileNotFoundError for a missing plan)."""
     out = Path(out_dir)
-    plan = load_plan(plan_path)
+    where = f"plan {plan_path}"
+    # the file and its structure first (cheap), the checks against the model once it is loaded;
+    # both by the plan format's one owner, fastlight.analyze.plans
+    plan = read_plan(plan_path)
     source = resolve_model_path(str(model_path))
     _check_out_dir(out, overwrite, Path(source))
     den = load_denoiser(source, device)
+    validate_plan(plan, den, where=where)
     fingerprint = model_fingerprint(den)
-    check_plan_against(plan, den, fingerprint)
+    kind = plan["type"]
     n = den.num_blocks
     before = den.num_params()
 
-    if plan.type == "depth":
-        drop = sorted(plan.drop_blocks)
+    if kind == "depth":
+        drop = sorted(plan["drop_blocks"])
         _, changes = depth_mapping(den, drop)
         pruned = prune_depth(den, drop)
         config_changes = {key: {"from": a, "to": b} for key, (a, b) in changes.items() if a != b}
         width = None
     else:
         drop = []
-        keep_ffn, k = wan_ffn_keep(den, plan.layers)
-        pruned = prune_width(den, plan.layers)
+        keep_ffn, k = wan_ffn_keep(den, plan["layers"])
+        pruned = prune_width(den, plan["layers"])
         config_changes = {"ffn_dim": {"from": den.model.config.ffn_dim, "to": k}} if k != den.model.config.ffn_dim else {}
         width = {
             "heads_kept_per_block": den.model.config.num_attention_heads,
@@ -87,23 +91,23 @@ def prune_command(model_path, plan_path, out_dir, overwrite: bool = False, devic
             "keep_ffn": {str(b): units for b, units in keep_ffn.items()},
         }
     after = pruned.num_params()
-    if plan.num_params_after is not None and plan.num_params_after != after:
+    if plan["num_params_after"] != after:
         raise ValueError(
-            f"plan {plan.path}: says {plan.num_params_after} parameters remain but the pruned model has {after}; "
-            "the plan's parameter accounting disagrees with the surgery"
+            f"{where}: 'num_params_after' says {plan['num_params_after']} parameters remain but the pruned model has "
+            f"{after}; the plan's parameter accounting disagrees with the surgery (re-run fastlight plan)"
         )
 
     manifest = {
         "source": str(model_path),
         "source_fingerprint": fingerprint,
         "plan": str(plan_path),
-        "plan_type": plan.type,
+        "plan_type": kind,
         "family": den.family,
         "kept_blocks": [i for i in range(n) if i not in set(drop)],
         "dropped_blocks": drop,
-        "prune_ratio": plan.prune_ratio,
+        "prune_ratio": plan["prune_ratio"],
         "achieved_ratio": 1.0 - after / before,
-        "plan_achieved_ratio": plan.achieved_ratio,
+        "plan_achieved_ratio": plan["achieved_ratio"],
         "num_params_before": before,
         "num_params_after": after,
         "config_changes": config_changes,
@@ -114,16 +118,16 @@ def prune_command(model_path, plan_path, out_dir, overwrite: bool = False, devic
     for key in STALE_META:
         if key in pruned.meta:
             pruned.meta[f"source_{key}"] = pruned.meta.pop(key)
-    meta = {"pruned_from": str(model_path), "source_fingerprint": fingerprint, "plan_type": plan.type}
+    meta = {"pruned_from": str(model_path), "source_fingerprint": fingerprint, "plan_type": kind}
 
     def write(folder: Path) -> None:
         pruned.save(folder, meta)
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
     _write_atomically(out, write)
-    blocks = f"{n} -> {n - len(drop)} blocks" if plan.type == "depth" else f"ffn_dim {den.model.config.ffn_dim} -> {k}"
+    blocks = f"{n} -> {n - len(drop)} blocks" if kind == "depth" else f"ffn_dim {den.model.config.ffn_dim} -> {k}"
     print(
-        f"pruned {model_path} ({plan.type}: {blocks}, {before:,} -> {after:,} params, "
-        f"{100 * manifest['achieved_ratio']:.1f}% removed, target {100 * plan.prune_ratio:.1f}%) -> {out}"
+        f"pruned {model_path} ({kind}: {blocks}, {before:,} -> {after:,} params, "
+        f"{100 * manifest['achieved_ratio']:.1f}% removed, target {100 * plan['prune_ratio']:.1f}%) -> {out}"
     )
     return out

@@ -171,19 +171,18 @@ def prune_depth(denoiser: Denoiser, drop_blocks: Iterable[int]) -> Denoiser:
     return new
 
 
-def _layer_spec(spec):
-    """(keep_heads, keep_ffn) from a LayerWidth, a dict or a pair; None = all kept."""
+def _layer_spec(block: int, spec):
+    """(keep_heads, keep_ffn) from a plan's per-layer dict {"keep_heads": [...], "keep_ffn": [...]};
+    a missing or None entry (or spec None) = all kept."""
     if spec is None:
         return None, None
-    if isinstance(spec, Mapping):
-        unknown = set(spec) - {"keep_heads", "keep_ffn"}
-        if unknown:
-            raise ValueError(f"width spec has unknown keys {sorted(unknown)} (expected 'keep_heads', 'keep_ffn')")
-        return spec.get("keep_heads"), spec.get("keep_ffn")
-    if hasattr(spec, "keep_heads"):
-        return spec.keep_heads, spec.keep_ffn
-    heads, ffn = spec
-    return heads, ffn
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"width spec of block {block} must be an object with 'keep_heads' / 'keep_ffn', "
+                         f"got {type(spec).__name__}")
+    unknown = set(spec) - {"keep_heads", "keep_ffn"}
+    if unknown:
+        raise ValueError(f"width spec of block {block} has unknown keys {sorted(unknown)} (expected 'keep_heads', 'keep_ffn')")
+    return spec.get("keep_heads"), spec.get("keep_ffn")
 
 
 def _check_ids(what: str, ids, limit: int) -> list[int]:
@@ -197,8 +196,9 @@ def _check_ids(what: str, ids, limit: int) -> list[int]:
 
 
 def wan_ffn_keep(denoiser: Denoiser, layers: Mapping) -> tuple[dict[int, list[int]], int]:
-    """Validate a width spec for Wan: {block: kept FFN unit ids} for every block, and the
-    common kept count. Raises ValueError for head pruning and for unequal widths."""
+    """Validate a width spec for Wan, e.g. a width plan's "layers" ({"<block id>" or block id:
+    {"keep_heads": [...] | None, "keep_ffn": [...] | None}}): {block: kept FFN unit ids} for every
+    block, and the common kept count. Raises ValueError for head pruning and for unequal widths."""
     if denoiser.family != "wan":
         raise ValueError(
             f"width pruning supports Wan only (this model is {denoiser.family}); use a depth plan for HunyuanVideo"
@@ -215,7 +215,7 @@ def wan_ffn_keep(denoiser: Denoiser, layers: Mapping) -> tuple[dict[int, list[in
             raise ValueError(f"width spec names block {b} but the model has blocks 0..{n - 1}")
         if b in specs:
             raise ValueError(f"width spec names block {b} twice")
-        specs[b] = _layer_spec(spec)
+        specs[b] = _layer_spec(b, spec)
     keep: dict[int, list[int]] = {}
     for b in range(n):
         heads, ffn = specs.get(b, (None, None))
@@ -254,7 +254,8 @@ def prune_width(denoiser: Denoiser, layers: Mapping) -> Denoiser:
     """A new Wan denoiser with fewer FFN units per block (see the module docstring).
 
     `layers`: {block id (int or str): {"keep_heads": [...] | None, "keep_ffn": [...] | None}}
-    (or plan `LayerWidth`s); blocks left out keep everything. Every block must keep the
+    (a width plan's "layers", as `fastlight.analyze.plans.read_plan` returns it); blocks left out
+    keep everything. Every block must keep the
     same number of FFN units, and every head."""
     keep, k = wan_ffn_keep(denoiser, layers)
     state = {}

@@ -106,6 +106,32 @@ def test_plan_files_roundtrip_and_validation(wan, tmp_path):
     (tmp_path / "big.json").write_text(json.dumps(big))
     with pytest.raises(ValueError, match="plan .* names block 4 but the model has blocks 0..3"):
         read_plan(tmp_path / "big.json", wan)
+    # checks merged in from fastlight/prune's former plan reader: every message one line, naming the field
+    small = {**plan, "drop_blocks": [1], "keep_blocks": [0, 2]}  # consistent, but a 3-block model's plan
+    (tmp_path / "small.json").write_text(json.dumps(small))
+    assert read_plan(tmp_path / "small.json")["keep_blocks"] == [0, 2]
+    for change, msg in (
+        ({"drop_blocks": [1], "keep_blocks": [0, 2]}, r"'drop_blocks' \+ 'keep_blocks' must be the blocks 0\.\.3 exactly \(unassigned: \[3\]"),
+        ({"num_params_before": plan["num_params_before"] + 1}, r"'num_params_before' says the model has \d+ parameters but it has"),
+        ({"family": "hunyuan"}, r"'family' is for a hunyuan model but this model is wan"),
+        ({"drop_blocks": [1, 1]}, r"'drop_blocks' lists ids \[1\] more than once"),
+        ({"keep_blocks": []}, r"'keep_blocks' is empty: the plan drops every block"),
+    ):
+        (tmp_path / "bad.json").write_text(json.dumps({**plan, **change}))
+        with pytest.raises(ValueError, match=msg) as e:
+            read_plan(tmp_path / "bad.json", wan)
+        assert "\n" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="make one with fastlight plan"):
+        read_plan(tmp_path / "nope.json")
+    with pytest.raises(ValueError, match="is a folder"):
+        read_plan(tmp_path)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        read_plan(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text('{"type": "depth",')
+    with pytest.raises(ValueError, match="is not valid JSON") as e:
+        read_plan(tmp_path / "bad.json")
+    assert "\n" not in str(e.value)
 
 
 def test_width_plan_validation(wan, wan_calib, tmp_path):

@@ -7,7 +7,10 @@ from diffusers import WanTransformer3DModel
 
 from fastlight.models.denoiser import Cond, Denoiser, load_denoiser, model_fingerprint
 from fastlight.models.hunyuan import HunyuanDenoiser, tiny_hunyuan_config
-from fastlight.prune import load_plan, prune_command
+from fastlight.analyze.plans import read_plan, validate_plan
+from fastlight.prune import prune_command
+
+DELETE = object()  # a plan field to leave out
 
 
 def depth_plan(den, drop, **over):
@@ -20,7 +23,7 @@ def depth_plan(den, drop, **over):
         "num_params_before": before, "num_params_after": after,
     }
     plan.update(over)
-    return plan
+    return {k: v for k, v in plan.items() if v is not DELETE}
 
 
 def width_plan(den, keep_ffn, heads=None, **over):
@@ -101,7 +104,6 @@ def test_hunyuan_depth_command(tmp_path):
     assert pruned.meta["shift"] == 7.0 and pruned.num_params() == den.num_params([0, 3])
     with pytest.raises(ValueError, match="width pruning supports Wan only"):
         plan = {**depth_plan(den, []), "type": "width", "layers": {"0": {"keep_heads": [0, 1], "keep_ffn": [0, 1]}}}
-        del plan["num_params_after"]
         prune_command(tmp_path / "hy", write(tmp_path / "w.json", plan), tmp_path / "w")
 
 
@@ -114,22 +116,33 @@ def _err(excinfo):
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"prune_ratio": 1.5}, r"'prune_ratio' = 1.5 is not a fraction"),
+        ({"prune_ratio": 1.5}, r"'prune_ratio' = 1.5 is not a prune ratio in \(0, 1\)"),
+        ({"prune_ratio": 0}, r"'prune_ratio' = 0 is not a prune ratio in \(0, 1\)"),
         ({"prune_ratio": "x"}, r"'prune_ratio' must be a number"),
         ({"prune_ratio": None}, r"'prune_ratio' must be a number"),
+        ({"prune_ratio": True}, r"'prune_ratio' must be a number"),
+        ({"prune_ratio": DELETE}, r"lacks \['prune_ratio'\]; re-run fastlight plan"),
         ({"achieved_ratio": -0.1}, r"'achieved_ratio' = -0.1"),
-        ({"drop_blocks": [40], "keep_blocks": None, "num_params_after": None}, r"names block 40 but the model has blocks 0\.\.1"),
+        ({"achieved_ratio": float("nan")}, r"'achieved_ratio' must be a number"),
+        ({"drop_blocks": [40], "keep_blocks": list(range(40)) + [41]}, r"'drop_blocks' names block 40 but the model has blocks 0\.\.1"),
+        ({"drop_blocks": [], "keep_blocks": [0]}, r"'drop_blocks' \+ 'keep_blocks' must be the blocks 0\.\.1 exactly \(unassigned: \[1\]"),
+        ({"keep_blocks": None}, r"'keep_blocks' must be a list of integer ids"),
+        ({"keep_blocks": DELETE}, r"lacks \['keep_blocks'\]"),
         ({"fingerprint": "0123456789abcdef"}, r"was made for another model"),
+        ({"fingerprint": ""}, r"'fingerprint' must be a non-empty string"),
         ({"family": "hunyuan"}, r"is for a hunyuan model but this model is wan"),
         ({"family": "sd"}, r"'family' must be one of"),
-        ({"type": "heads"}, r"'type' must be 'depth' or 'width'"),
+        ({"type": "heads"}, r"'type' must be one of \('depth', 'width'\)"),
         ({"drop_blocks": [1, 1]}, r"lists ids \[1\] more than once"),
         ({"drop_blocks": ["1"]}, r"list of integer ids"),
+        ({"drop_blocks": [-1]}, r"'drop_blocks' has a negative id -1"),
         ({"keep_blocks": [0, 1]}, r"blocks \[1\] are in both"),
-        ({"keep_blocks": []}, r"keep_blocks' and 'drop_blocks' leave blocks \[0\]|'keep_blocks' is empty"),
+        ({"keep_blocks": []}, r"'keep_blocks' is empty: the plan drops every block"),
         ({"num_params_after": 5}, r"says 5 parameters remain"),
+        ({"num_params_after": None}, r"'num_params_after' must be a positive integer"),
+        ({"num_params_after": 10**12}, r"'num_params_after' 1000000000000 exceeds 'num_params_before'"),
         ({"num_params_before": 10**9}, r"says the model has 1000000000 parameters but it has"),
-        ({"drop_blocks": [0, 1], "keep_blocks": None, "num_params_after": None}, r"drops every block"),
+        ({"drop_blocks": [0, 1], "keep_blocks": []}, r"drops every block"),
     ],
 )
 def test_bad_plans(src, tmp_path, change, match):
@@ -142,26 +155,56 @@ def test_bad_plans(src, tmp_path, change, match):
 
 
 def test_bad_plan_files(src, tmp_path):
+    """File-level and width-plan checks, now done by the plan format's owner, fastlight.analyze.plans.read_plan."""
     path, den = src
+    with pytest.raises(FileNotFoundError, match="does not exist; make one with fastlight plan"):
+        read_plan(tmp_path / "nope.json")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_plan(tmp_path / "nope.json")
+        prune_command(path, tmp_path / "nope.json", tmp_path / "out")
+    with pytest.raises(ValueError, match="is a folder; pass the plan JSON file") as e:
+        read_plan(tmp_path)
+    _err(e)
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON") as e:
-        load_plan(tmp_path / "bad.json")
+        read_plan(tmp_path / "bad.json")
     _err(e)
-    with pytest.raises(ValueError, match="must be a JSON object"):
-        load_plan(write(tmp_path / "list.json", [1, 2]))
+    with pytest.raises(ValueError, match="must be a JSON object") as e:
+        read_plan(write(tmp_path / "list.json", [1, 2]))
+    _err(e)
     plan = width_plan(den, [0, 1])
     plan["layers"]["x"] = {"keep_ffn": [0]}
     with pytest.raises(ValueError, match="'layers' key 'x' is not a block id"):
-        load_plan(write(tmp_path / "w.json", plan))
+        read_plan(write(tmp_path / "w.json", plan))
+    plan = width_plan(den, [0, 1])
+    plan["layers"]["01"] = plan["layers"].pop("1")
+    with pytest.raises(ValueError, match="'layers' key '01' is not a block id"):
+        read_plan(write(tmp_path / "w.json", plan))
+    plan = width_plan(den, [0, 1])
+    plan["layers"][1] = plan["layers"]["1"]  # an in-memory plan naming block 1 twice
+    with pytest.raises(ValueError, match="'layers' names block 1 twice"):
+        validate_plan(plan)
     plan = width_plan(den, [1, 0])
-    with pytest.raises(ValueError, match="must be sorted"):
-        load_plan(write(tmp_path / "w.json", plan))
+    with pytest.raises(ValueError, match="'keep_ffn' must be sorted"):
+        read_plan(write(tmp_path / "w.json", plan))
+    plan = width_plan(den, [0, 1, 1])
+    with pytest.raises(ValueError, match=r"'keep_ffn' lists ids \[1\] more than once"):
+        read_plan(write(tmp_path / "w.json", plan))
+    plan = width_plan(den, [0, 1])
+    plan["layers"]["0"]["keep_ffn"] = []
+    with pytest.raises(ValueError, match="layer 0 must keep at least 1 head and 1 FFN unit"):
+        read_plan(write(tmp_path / "w.json", plan))
+    plan = width_plan(den, [0, 1])
+    plan["layers"]["0"]["keep_attn"] = [0]
+    with pytest.raises(ValueError, match=r"layer 0 has unknown keys \['keep_attn'\]"):
+        read_plan(write(tmp_path / "w.json", plan))
     plan = width_plan(den, [0, 1])
     plan["layers"]["9"] = plan["layers"]["0"]
     with pytest.raises(ValueError, match=r"names block 9 but the model has blocks 0\.\.1"):
         prune_command(path, write(tmp_path / "w.json", plan), tmp_path / "out")
+    with pytest.raises(ValueError, match=r"names block 9 but the model has blocks 0\.\.1"):
+        read_plan(tmp_path / "w.json", den)
+    assert read_plan(write(tmp_path / "ok.json", width_plan(den, [0, 1])), den)["type"] == "width"
+    assert not (tmp_path / "out").exists()
 
 
 def test_out_dir_rules(src, tmp_path):
