@@ -55,6 +55,12 @@ def _plan(a):
                  score=a.score, prune_heads=a.prune_heads)
 
 
+def _bench(a):
+    from fastlight.evaluate.bench import bench_command
+
+    bench_command(a.model, a.batch_size, a.repeats, a.warmup, a.out, a.device, a.seed)
+
+
 def _prune(a):
     from fastlight.prune import prune_command
 
@@ -120,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--score", default="in", choices=["in", "out"])
     s.add_argument("--prune-heads", action="store_true", help="width: also drop heads (not exportable to stock Wan)")
     s.set_defaults(fn=_plan)
+
+    s = sub.add_parser("bench", help="end-to-end time per video of several models, side by side")
+    s.add_argument("--model", action="append", required=True,
+                   help="PATH_OR_PRESET[:steps=N,cfg=W,sampler=euler|few_step,skip=1+2,timesteps=1000+750+500+250] (repeat)")
+    s.add_argument("--batch-size", type=int, default=1)
+    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--warmup", type=int, default=1)
+    s.add_argument("--out", default=None, help="write the rows as JSON here")
+    s.add_argument("--device", default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_bench)
 
     s = sub.add_parser("prune", help="surgery: a smaller model of the same diffusers class from a plan")
     s.add_argument("model", help="model folder or 'shapes-teacher'")
