@@ -55,6 +55,15 @@ def _plan(a):
                  score=a.score, prune_heads=a.prune_heads)
 
 
+def _evaluate(a):
+    from fastlight.evaluate.shapesbench import evaluate_command
+
+    skip = tuple(int(i) for i in a.skip.split(",") if i.strip()) if a.skip else ()
+    res = evaluate_command(a.model, a.out, a.steps, a.cfg, a.sampler, a.num_cases, a.seed, save_videos=not a.no_videos,
+                           skip=skip, vbench=not a.no_vbench)
+    print(f"ShapesBench score {res['score']:.3f} (ideal clips {res['ideal']['score']:.3f}); details in {a.out}/shapesbench.json")
+
+
 def _bench(a):
     from fastlight.evaluate.bench import bench_command
 
@@ -126,6 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--score", default="in", choices=["in", "out"])
     s.add_argument("--prune-heads", action="store_true", help="width: also drop heads (not exportable to stock Wan)")
     s.set_defaults(fn=_plan)
+
+    s = sub.add_parser("evaluate", help="ShapesBench (+ VBench-style dimensions) of a Shapes model")
+    s.add_argument("model", help="model folder or 'shapes-teacher'")
+    s.add_argument("--out", default="runs/evaluate")
+    s.add_argument("--steps", type=int, default=50)
+    s.add_argument("--cfg", type=float, default=4.0)
+    s.add_argument("--sampler", default="euler", choices=["euler", "few_step"])
+    s.add_argument("--num-cases", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--skip", default="", help="comma list of block ids to skip")
+    s.add_argument("--no-videos", action="store_true")
+    s.add_argument("--no-vbench", action="store_true")
+    s.set_defaults(fn=_evaluate)
 
     s = sub.add_parser("bench", help="end-to-end time per video of several models, side by side")
     s.add_argument("--model", action="append", required=True,

@@ -1,0 +1,211 @@
+"""Frechet distances: the generic Gaussian Frechet distance and FVD (StyleGAN-V protocol).
+
+**Frechet distance** between N(mu1, S1) and N(mu2, S2):
+
+    d^2 = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2))
+
+computed in float64 with `scipy.linalg.sqrtm` (as FID/FVD reference code does). ShapesBench
+reuses it for its oracle-feature distance.
+
+**FVD** (Frechet Video Distance) as StyleGAN-V computes it (Skorokhodov et al. 2022, whose
+PyTorch port was checked against the original TensorFlow FVD):
+  * the feature network is the Kinetics-400 I3D exported to TorchScript by the StyleGAN-V
+    authors, `i3d_torchscript.pt` (https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt,
+    referenced from github.com/universome/stylegan-v, src/metrics/frechet_video_distance.py);
+    no download happens here: the user supplies the file;
+  * features = the 400 raw logits before the softmax (`return_features=True`);
+  * clips of **16 frames**: a video with F >= 16 frames gives its first 16 frames (StyleGAN-V
+    draws 16 consecutive frames; we take the first window so the score is deterministic); a
+    shorter video is padded by repeating its last frame (a freeze), so FVD numbers of short
+    videos are comparable only to numbers computed with the same padding (FVD_16 of 8-frame
+    Shapes clips measures 8 real frames + 8 frozen ones);
+  * frames are resized so the shorter side is 224 (bilinear, no antialias, `align_corners=False`),
+    centre-cropped to 224 x 224, and mapped from [0, 1] to [-1, 1]; the detector is then called
+    with `rescale=False, resize=False` (our own resize replaces its internal one);
+  * feature statistics (mean, covariance with N - 1) in float64.
+
+Video inputs (`fvd`, `preprocess`): a float torch tensor (N, 3, F, H, W) in [-1, 1] (the
+project's layout), or uint8 frames (N, F, H, W, 3) as a numpy array / torch tensor / list of
+(F, H, W, 3) arrays (what `fastlight.data.video.read_video` returns).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FVD_NUM_FRAMES = 16
+FVD_RESOLUTION = 224
+I3D_URL = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt"
+I3D_HELP = (
+    "supply the StyleGAN-V I3D detector `i3d_torchscript.pt` (the Kinetics-400 I3D exported to "
+    f"TorchScript by the StyleGAN-V authors, github.com/universome/stylegan-v; download: {I3D_URL}) "
+    "and pass its path"
+)
+
+
+# ---- Frechet distance -------------------------------------------------------------------------
+def feature_stats(features) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) features -> (mu (D,), sigma (D, D)) in float64; sigma uses N - 1 (np.cov)."""
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {f.shape}")
+    if f.shape[0] < 2:
+        raise ValueError(f"need at least 2 feature vectors for a covariance, got {f.shape[0]}")
+    return f.mean(axis=0), np.atleast_2d(np.cov(f, rowvar=False))
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """Squared Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), float64.
+
+    d^2 = |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrtm(sigma1 sigma2)).
+    If the product's square root is not finite (singular covariances, e.g. fewer samples than
+    dimensions), `eps` I is added to both covariances and it is taken again. A square root with
+    a small imaginary part (round-off) keeps its real part. Round-off below zero is clipped to 0.
+    """
+    from scipy import linalg
+
+    mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
+    mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
+    s1 = np.atleast_2d(np.asarray(sigma1, dtype=np.float64))
+    s2 = np.atleast_2d(np.asarray(sigma2, dtype=np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise ValueError(
+            f"shapes do not match: mu1 {mu1.shape}, mu2 {mu2.shape}, sigma1 {s1.shape}, sigma2 {s2.shape}; "
+            "need mu (D,) and sigma (D, D) for both"
+        )
+    diff = mu1 - mu2
+    with warnings.catch_warnings():  # singular products are expected (few samples, redundant features)
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(s1.shape[0]) * eps
+            covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    covmean = np.real(covmean)
+    d2 = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    return max(d2, 0.0)
+
+
+def frechet_distance_features(features_a, features_b) -> float:
+    """Frechet distance between the Gaussians fitted to two feature sets (N_a, D), (N_b, D)."""
+    return frechet_distance(*feature_stats(features_a), *feature_stats(features_b))
+
+
+# ---- I3D ------------------------------------------------------------------------------------------
+def load_i3d(path: str | Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """Load the user-supplied StyleGAN-V I3D TorchScript file (map_location cpu, then `device`)."""
+    if path is None:
+        raise FileNotFoundError(f"no I3D detector given: {I3D_HELP}")
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"I3D detector {p} not found: {I3D_HELP}")
+    try:
+        with warnings.catch_warnings():  # torch >= 2.10 marks torch.jit deprecated; the file is TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = torch.jit.load(str(p), map_location="cpu")
+    except Exception as e:  # torch raises RuntimeError / ValueError / pickle errors for other files
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{p} is not a TorchScript file ({reason[:160]}); {I3D_HELP}") from None
+    return model.eval().to(device)
+
+
+def _as_unit_float(videos) -> list[torch.Tensor]:
+    """Any supported video input -> list of (3, F, H, W) float32 tensors in [0, 1]."""
+    if isinstance(videos, torch.Tensor) and videos.is_floating_point():
+        if videos.ndim != 5 or videos.shape[1] != 3:
+            raise ValueError(f"float videos must be (N, 3, F, H, W) in [-1, 1], got shape {tuple(videos.shape)}")
+        return [((v.detach().float().cpu().clamp(-1, 1) + 1) / 2) for v in videos]
+    if isinstance(videos, (np.ndarray, torch.Tensor)):
+        videos = list(videos)
+    out = []
+    for v in videos:
+        a = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+        if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
+            raise ValueError(
+                f"uint8 videos must be (F, H, W, 3) each, got {a.shape} {a.dtype}; "
+                "or pass one float tensor (N, 3, F, H, W) in [-1, 1]"
+            )
+        out.append(torch.from_numpy(a.copy()).permute(3, 0, 1, 2).float() / 255.0)
+    return out
+
+
+def _fit_frames(video: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(3, F, H, W) -> (3, num_frames, H, W): first num_frames frames, or the last frame repeated."""
+    f = video.shape[1]
+    if f >= num_frames:
+        return video[:, :num_frames]
+    pad = video[:, -1:].expand(-1, num_frames - f, -1, -1)
+    return torch.cat([video, pad], dim=1)
+
+
+def _resize_crop(video: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(3, T, H, W) -> (3, T, R, R): shorter side to R (bilinear), centre crop."""
+    _, _, h, w = video.shape
+    scale = resolution / min(h, w)
+    size = (resolution, math.ceil(w * scale)) if h <= w else (math.ceil(h * scale), resolution)
+    # interpolate treats (3, T, H, W) as a batch of 3 "images" with T channels: spatial only
+    x = F.interpolate(video, size=size, mode="bilinear", align_corners=False)
+    top, left = (x.shape[2] - resolution) // 2, (x.shape[3] - resolution) // 2
+    return x[:, :, top:top + resolution, left:left + resolution]
+
+
+def preprocess(videos, num_frames: int = FVD_NUM_FRAMES, resolution: int = FVD_RESOLUTION) -> torch.Tensor:
+    """Videos -> the detector's input (N, 3, num_frames, R, R) float32 in [-1, 1] (see module doc)."""
+    clips = [_resize_crop(_fit_frames(v, num_frames), resolution) * 2 - 1 for v in _as_unit_float(videos)]
+    if not clips:
+        raise ValueError("no videos given")
+    return torch.stack(clips).contiguous()
+
+
+def _detector_kwargs(detector) -> dict:
+    """rescale/resize off, raw features on, for the arguments the detector's forward has."""
+    wanted = {"rescale": False, "resize": False, "return_features": True}
+    try:
+        names = {a.name for a in detector.forward.schema.arguments}
+    except AttributeError:  # a plain nn.Module (not scripted): pass what its signature names
+        import inspect
+
+        names = set(inspect.signature(detector.forward).parameters)
+    return {k: v for k, v in wanted.items() if k in names}
+
+
+def i3d_features(videos, detector, batch_size: int = 16, device: str | torch.device = "cpu",
+                 num_frames: int = FVD_NUM_FRAMES, resolution: int = FVD_RESOLUTION,
+                 progress: bool = False) -> np.ndarray:
+    """Detector features (N, D) float64 of videos, preprocessed batch by batch (memory stays small)."""
+    units = _as_unit_float(videos)
+    if not units:
+        raise ValueError("no videos given")
+    kwargs = _detector_kwargs(detector)
+    feats = []
+    starts = range(0, len(units), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="i3d", leave=False)
+    with torch.no_grad():
+        for i in starts:
+            x = torch.stack([_resize_crop(_fit_frames(v, num_frames), resolution) * 2 - 1 for v in units[i:i + batch_size]])
+            y = detector(x.to(device), **kwargs)
+            feats.append(y.detach().reshape(y.shape[0], -1).double().cpu().numpy())
+    return np.concatenate(feats)
+
+
+def fvd(videos_a, videos_b, i3d_path: str | Path, batch_size: int = 16, device: str | torch.device = "cpu",
+        num_frames: int = FVD_NUM_FRAMES, resolution: int = FVD_RESOLUTION, progress: bool = False) -> float:
+    """FVD between two sets of videos (each >= 2 videos) with the StyleGAN-V I3D at `i3d_path`."""
+    detector = load_i3d(i3d_path, device)
+    fa = i3d_features(videos_a, detector, batch_size, device, num_frames, resolution, progress)
+    fb = i3d_features(videos_b, detector, batch_size, device, num_frames, resolution, progress)
+    return frechet_distance_features(fa, fb)
+
+
+__all__: Sequence[str] = (
+    "FVD_NUM_FRAMES", "FVD_RESOLUTION", "I3D_URL", "feature_stats", "frechet_distance",
+    "frechet_distance_features", "load_i3d", "preprocess", "i3d_features", "fvd",
+)
