@@ -64,6 +64,24 @@ def _evaluate(a):
     print(f"ShapesBench score {res['score']:.3f} (ideal clips {res['ideal']['score']:.3f}); details in {a.out}/shapesbench.json")
 
 
+def _vbench(a):
+    from fastlight.evaluate.vbench import main as vbench_main
+
+    argv = ([a.folder] if a.folder else []) + (["--images", a.images] if a.images else []) + \
+        (["--fps", str(a.fps)] if a.fps else []) + (["--dims", a.dims] if a.dims else []) + \
+        ["--backend", a.backend] + (["--out", a.out] if a.out else []) + (["--validate"] if a.validate else [])
+    rc = vbench_main(argv)
+    if rc:
+        raise SystemExit(rc)
+
+
+def _report(a):
+    from fastlight.report.report import report_command
+
+    md, html = report_command(a.run_dir, a.out, a.title, a.baseline)
+    print(f"report: {md} and {html}")
+
+
 def _bench(a):
     from fastlight.evaluate.bench import bench_command
 
@@ -148,6 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-videos", action="store_true")
     s.add_argument("--no-vbench", action="store_true")
     s.set_defaults(fn=_evaluate)
+
+    s = sub.add_parser("vbench", help="VBench-style dimensions (weight-free, exact/proxy labelled) on a folder of videos")
+    s.add_argument("folder", nargs="?")
+    s.add_argument("--images", default=None)
+    s.add_argument("--fps", type=float, default=None)
+    s.add_argument("--dims", default=None)
+    s.add_argument("--backend", default="builtin", choices=["builtin", "vbench"])
+    s.add_argument("--out", default=None)
+    s.add_argument("--validate", action="store_true", help="print the synthetic-video validation table")
+    s.set_defaults(fn=_vbench)
+
+    s = sub.add_parser("report", help="Markdown + self-contained HTML report of a run folder")
+    s.add_argument("run_dir")
+    s.add_argument("--out", default=None, help="default RUN_DIR/report")
+    s.add_argument("--title", default=None)
+    s.add_argument("--baseline", default=None, help="method folder (relative to RUN_DIR) to compare against")
+    s.set_defaults(fn=_report)
 
     s = sub.add_parser("bench", help="end-to-end time per video of several models, side by side")
     s.add_argument("--model", action="append", required=True,
