@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 

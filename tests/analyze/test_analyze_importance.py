@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from analyze_helpers import IDENTITY, wan_cond
-from fastlight.analyze.calib import latent_calibration
+
 from fastlight.analyze.importance import (
     analyze_command,
     denoising_error,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import types
 
 import numpy as np
@@ -53,13 +52,10 @@ def test_dimensions_registry():
     assert {d for d, m in vb.DIMENSIONS.items() if m["needs_image"]} == {"i2v_subject", "i2v_background"}
 
 
-def test_validation_table_all_pass_and_fast():
-    t0 = time.time()
+def test_validation_table_all_pass():
     rows = vb.validation_table()
-    took = time.time() - t0
     failed = [r for r in rows if not r["pass"]]
     assert not failed, vb.format_validation_table(failed)
-    assert took < 20, took
     assert {r["dimension"] for r in rows} == set(vb.DIMENSIONS)
     for r in rows:
         assert set(r) == {"dimension", "case", "expected", "got", "pass"}
