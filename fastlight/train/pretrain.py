@@ -30,7 +30,7 @@ from fastlight.models.wan import WanDenoiser
 @dataclass
 class PretrainConfig:
     out: str = "runs/pretrain"
-    steps: int = 5000
+    steps: int = 4000
     batch_size: int = 16
     lr: float = 1e-3
     warmup_steps: int = 200
