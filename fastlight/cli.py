@@ -224,6 +224,10 @@ def _user_errors():
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    if not sys.stdout.isatty():  # logs and pipes: give rich tables room instead of 80 columns
+        os.environ.setdefault("COLUMNS", "160")
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
