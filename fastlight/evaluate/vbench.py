@@ -889,11 +889,10 @@ def _layout_for_vbench(files: list[Path], fpss: list[float], dest: Path) -> list
             except OSError:
                 shutil.copy2(p, target)
         else:
-            import imageio.v2 as imageio
+            from fastlight.data.video import write_video
 
             frames, _ = read_video(p)
-            imageio.mimwrite(target, list(frames), fps=f or 8.0, codec="libx264", quality=10,
-                             macro_block_size=1)
+            write_video(target, np.asarray(frames), fps=int(round(f or 8.0)))
         out.append(target)
     return out
 
