@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from fastlight.analyze.calib import CalibBatch, CalibrationSet
-from fastlight.analyze.io import atomic_savefig, atomic_write_json, read_json
+from fastlight.analyze.io import atomic_savefig, atomic_write_json, check_fingerprint, read_json
 from fastlight.diffusion.flow import add_noise, x0_from_v
 from fastlight.models.denoiser import Denoiser, model_fingerprint
 
@@ -348,10 +348,7 @@ def read_importance(path: str | Path, model: Denoiser | None = None) -> dict:
         if key not in doc:
             raise ValueError(f"importance file {path} lacks '{key}'; re-run fastlight analyze")
     if model is not None:
-        fp = model_fingerprint(model)
-        if doc["fingerprint"] != fp:
-            raise ValueError(f"importance file {path} was computed on another model (fingerprint {doc['fingerprint']}, "
-                             f"this model {fp}); re-run fastlight analyze")
+        check_fingerprint(doc, model, f"importance file {path}")
     n = None if model is None else model.num_blocks
     _validate_rows(doc["blocks"], f"importance file {path}", n)
     if model is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from fastlight.analyze.io import atomic_write_json
+from fastlight.analyze.io import atomic_write_json, check_fingerprint
 from fastlight.models.denoiser import Denoiser, model_fingerprint
 
 PLAN_TYPES = ("depth", "width")
@@ -237,10 +237,7 @@ def validate_plan(plan: dict, model: Denoiser | None = None, where: str = "plan"
         raise ValueError(f"{where}: 'num_params_after' {after} exceeds 'num_params_before' {before}; re-run fastlight plan")
     n = None
     if model is not None:
-        fp = model_fingerprint(model)
-        if plan["fingerprint"] != fp:
-            raise ValueError(f"{where} was made for another model (fingerprint {plan['fingerprint']}, this model {fp}); "
-                             "re-run fastlight analyze and fastlight plan on this model")
+        check_fingerprint(plan, model, where, "re-run fastlight analyze and fastlight plan on this model", made="made for")
         if plan["family"] != model.family:
             raise ValueError(f"{where}: 'family' is for a {plan['family']} model but this model is {model.family}; "
                              "make the plan on this model")

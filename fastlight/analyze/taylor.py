@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from fastlight.analyze.calib import CalibrationSet
-from fastlight.analyze.io import atomic_write_json, read_json
+from fastlight.analyze.io import atomic_write_json, check_fingerprint, read_json
 from fastlight.diffusion.flow import add_noise
 from fastlight.models.denoiser import Denoiser, model_fingerprint
 
@@ -315,10 +315,7 @@ def read_taylor(path: str | Path, model: Denoiser | None = None) -> dict[int, di
     if doc.get("method") != "taylor" or not isinstance(doc.get("blocks"), list) or "fingerprint" not in doc:
         raise ValueError(f"{path} is not a taylor.json (method 'taylor' with 'blocks'); run fastlight analyze --methods taylor")
     if model is not None:
-        fp = model_fingerprint(model)
-        if doc["fingerprint"] != fp:
-            raise ValueError(f"Taylor file {path} was computed on another model (fingerprint {doc['fingerprint']}, "
-                             f"this model {fp}); re-run fastlight analyze")
+        check_fingerprint(doc, model, f"Taylor file {path}")
     out = {}
     for r in doc["blocks"]:
         i = r.get("index")
