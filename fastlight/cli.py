@@ -82,6 +82,15 @@ def _report(a):
     print(f"report: {md} and {html}")
 
 
+def _preprocess(a):
+    from fastlight.data.latents import preprocess_command
+
+    rc = preprocess_command(a.videos_dir, a.captions, a.vae, a.out, a.num_frames, a.height, a.width, a.text_embeds,
+                            a.text_encoder, a.shard_size)
+    if rc:
+        raise SystemExit(rc)
+
+
 def _bench(a):
     from fastlight.evaluate.bench import bench_command
 
@@ -183,6 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--title", default=None)
     s.add_argument("--baseline", default=None, help="method folder (relative to RUN_DIR) to compare against")
     s.set_defaults(fn=_report)
+
+    s = sub.add_parser("preprocess", help="real videos -> VAE latents + text embeddings in safetensors shards")
+    s.add_argument("videos_dir")
+    s.add_argument("--captions", required=True, help="captions.jsonl: {\"video\": ..., \"caption\": ...} per line")
+    s.add_argument("--vae", required=True, help="diffusers AutoencoderKLWan folder (or a pipeline folder with vae/)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--num-frames", type=int, default=81)
+    s.add_argument("--height", type=int, default=None)
+    s.add_argument("--width", type=int, default=None)
+    s.add_argument("--text-embeds", default=None, help="safetensors of precomputed (L, D) embeddings keyed by video id")
+    s.add_argument("--text-encoder", default=None, help="a transformers T5/UMT5 folder to encode the captions")
+    s.add_argument("--shard-size", type=int, default=64)
+    s.set_defaults(fn=_preprocess)
 
     s = sub.add_parser("bench", help="end-to-end time per video of several models, side by side")
     s.add_argument("--model", action="append", required=True,

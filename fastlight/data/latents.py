@@ -1,0 +1,556 @@
+"""Precomputed latents + text embeddings from real videos, stored as safetensors shards.
+
+    index = preprocess("videos/", "captions.jsonl", "Wan2.1-T2V-1.3B-Diffusers", "shards/",
+                       num_frames=81, buckets=[(480, 832), (832, 480)], text_embeds="text.safetensors")
+    data = LatentShards("shards/")
+    item = data[0]                      # {"x0": (C, F', H', W'), "text": (L, D), "text_mask": (L,)}
+    batch = data.batch([0, 1, 2])       # same keys with a leading batch axis (one bucket per batch)
+
+Per video: decode with PyAV (first `num_frames` frames, every `frame_stride`-th), pick the bucket
+(H, W) with the closest aspect ratio, resize so the bucket is covered and centre-crop, scale to
+[-1, 1], encode with the diffusers VAE (posterior mode: deterministic) and normalise the latents
+the way the diffusers pipelines do (Wan: (z - latents_mean) / latents_std per channel;
+HunyuanVideo: z * scaling_factor). A Wan VAE needs num_frames = 1 + 4k (1 + k * 2^#temporal
+downsamples in general) and H, W divisible by its spatial factor (8 for the released VAEs).
+
+Text: either `text_embeds`, a safetensors file that maps a caption id (or the video's file stem)
+to an (L, D) embedding, or `text_encoder`, a transformers T5/UMT5 encoder folder (or a diffusers
+pipeline folder holding text_encoder/ and tokenizer/), run on the captions like the Wan pipeline
+(pad to `max_text_len`, zero the padded positions). Embeddings are zero-padded to a common L and a
+`text_mask` (1 = real token) is stored with them.
+
+Layout of `out_dir`:
+    latents_00000.safetensors   x0 (N, C, F', H', W') float32, text (N, L, D), text_mask (N, L)
+    index.json                  {"shards": [{file, num_samples, bucket, sha256}], "videos": [...],
+                                 "skipped": [{file, reason}], "vae", "num_frames", "buckets", ...}
+A shard holds samples of one bucket only. Shard files and the index are written atomically
+(temporary name + rename); shards left from an earlier run in the same folder are removed.
+Corrupt, unreadable, too-short or uncaptioned videos are skipped and listed with a reason; they
+never stop the run. Each shard file has the keys `fastlight.analyze.calib.load_latents` reads.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
+INDEX_NAME = "index.json"
+SHARD_PATTERN = "latents_{:05d}.safetensors"
+DEFAULT_BUCKETS = ((480, 832), (832, 480), (480, 480))
+_CAPTION_ID_KEYS = ("id", "video", "file", "path", "name")
+_CAPTION_TEXT_KEYS = ("caption", "text", "prompt")
+
+
+class DataError(ValueError):
+    """A data folder, captions file or shard index that cannot be used (message names the fix)."""
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write a safetensors file atomically; return its sha256."""
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in tensors.items()})
+    _atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- captions / text
+
+
+def read_captions(path: str | Path) -> dict[str, str]:
+    """captions.jsonl -> {id: caption}. Each line: {"video" | "id" | "file": ..., "caption" | "text" | "prompt": ...}.
+
+    An id that names a file ("clips/a.mp4") is reduced to its stem ("a"), so ids match video stems.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"captions file {path} does not exist; pass --captions a .jsonl with one "
+                        '{"video": "NAME.mp4", "caption": "..."} per line')
+    out: dict[str, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n} is not valid JSON ({e.msg}); each line must be one JSON object") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{n} must be a JSON object like {{\"video\": \"a.mp4\", \"caption\": \"...\"}}")
+        key = next((rec[k] for k in _CAPTION_ID_KEYS if k in rec), None)
+        text = next((rec[k] for k in _CAPTION_TEXT_KEYS if k in rec), None)
+        if key is None or not isinstance(text, str):
+            raise DataError(f"{path}:{n} needs a video id ({'/'.join(_CAPTION_ID_KEYS)}) and a caption "
+                            f"({'/'.join(_CAPTION_TEXT_KEYS)}); got keys {sorted(rec)}")
+        out[Path(str(key)).stem] = text
+    return out
+
+
+class _FileEmbeds:
+    """Text embeddings from a safetensors file {id: (L, D)}; looked up by caption id / video stem."""
+
+    def __init__(self, path: str | Path):
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"text embeddings file {path} does not exist; pass a .safetensors mapping each "
+                            "video stem to an (L, D) tensor, or --text-encoder")
+        try:
+            self._f = safe_open(str(path), framework="pt")
+            keys = list(self._f.keys())
+        except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
+            raise DataError(f"text embeddings file {path} is not a readable safetensors file ({e})") from None
+        self.path = path
+        self.keys = set(keys)
+        dims, lengths = set(), []
+        for k in keys:
+            shape = self._f.get_slice(k).get_shape()
+            if len(shape) != 2:
+                raise DataError(f"text embeddings file {path}: entry {k!r} must be (L, D), got shape {tuple(shape)}")
+            lengths.append(shape[0])
+            dims.add(shape[1])
+        if len(dims) > 1:
+            raise DataError(f"text embeddings file {path}: entries have different widths D {sorted(dims)}")
+        self.max_len = max(lengths, default=0)
+
+    def __call__(self, key: str, caption: str | None) -> torch.Tensor | None:
+        return self._f.get_tensor(key).float() if key in self.keys else None
+
+
+class _EncoderEmbeds:
+    """Text embeddings computed by a transformers T5 / UMT5 encoder (loaded lazily), Wan-pipeline style."""
+
+    def __init__(self, folder: str | Path, max_len: int, device: str | torch.device):
+        from transformers import AutoConfig, AutoTokenizer
+
+        folder = Path(folder)
+        enc_dir, tok_dir = folder, folder
+        if (folder / "text_encoder").is_dir():  # a diffusers pipeline folder
+            enc_dir, tok_dir = folder / "text_encoder", folder / "tokenizer"
+        if not (enc_dir / "config.json").exists():
+            raise DataError(f"text encoder folder {enc_dir} has no config.json; pass a transformers T5/UMT5 "
+                            "encoder folder or a diffusers pipeline folder with text_encoder/ and tokenizer/")
+        cfg = AutoConfig.from_pretrained(enc_dir)
+        if cfg.model_type == "umt5":
+            from transformers import UMT5EncoderModel as Model
+        elif cfg.model_type in ("t5", "mt5"):
+            from transformers import T5EncoderModel as Model
+        else:
+            from transformers import AutoModel as Model
+        self.tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        self.model = Model.from_pretrained(enc_dir).to(device).eval()
+        self.device = device
+        self.max_len = max_len
+
+    @torch.no_grad()
+    def __call__(self, key: str, caption: str | None) -> torch.Tensor | None:
+        if caption is None:
+            return None
+        tok = self.tokenizer([caption], padding="max_length", max_length=self.max_len, truncation=True,
+                             add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
+        ids, mask = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
+        hidden = self.model(ids, attention_mask=mask).last_hidden_state[0].float().cpu()  # (L, D)
+        n = int(mask.sum())
+        return hidden[:n]  # padding is re-added (as zeros) when stacking, like the Wan pipeline
+
+
+def _pad_text(emb: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(l, D) -> ((length, D) zero-padded, (length,) mask); truncates if l > length."""
+    emb = emb[:length]
+    out = torch.zeros(length, emb.shape[1], dtype=torch.float32)
+    out[: emb.shape[0]] = emb
+    mask = torch.zeros(length, dtype=torch.int64)
+    mask[: emb.shape[0]] = 1
+    return out, mask
+
+
+# ----------------------------------------------------------------------------- video decoding
+
+
+def pick_bucket(height: int, width: int, buckets: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The bucket (H, W) whose aspect ratio is closest (in log space) to the video's; ties -> first."""
+    a = math.log(width / height)
+    return min(buckets, key=lambda b: abs(math.log(b[1] / b[0]) - a))
+
+
+def resize_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(F, h, w, 3) uint8 -> (F, height, width, 3): scale so the target is covered, then centre-crop."""
+    import cv2
+
+    _, h, w, _ = frames.shape
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    top, left = (nh - height) // 2, (nw - width) // 2
+    out = np.empty((frames.shape[0], height, width, 3), dtype=np.uint8)
+    for i, f in enumerate(frames):
+        r = f if (nh, nw) == (h, w) else cv2.resize(f, (nw, nh), interpolation=interp)
+        out[i] = r[top: top + height, left: left + width]
+    return out
+
+
+def decode_frames(path: str | Path, num_frames: int, frame_stride: int = 1) -> np.ndarray:
+    """First `num_frames` frames (every `frame_stride`-th) of a video as (F, H, W, 3) uint8, via PyAV.
+
+    Stops decoding once enough frames are read. Raises ValueError("too short: ...") when the video
+    has fewer frames; PyAV / OS errors propagate for corrupt or unreadable files.
+    """
+    import av
+
+    need = 1 + (num_frames - 1) * frame_stride
+    frames = []
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        for i, frame in enumerate(container.decode(stream)):
+            if i % frame_stride == 0:
+                frames.append(frame.to_ndarray(format="rgb24"))
+            if i + 1 >= need:
+                break
+    if len(frames) < num_frames:
+        raise ValueError(f"too short: {len(frames)} usable frames < num_frames={num_frames}"
+                         + (f" (frame_stride={frame_stride})" if frame_stride > 1 else ""))
+    return np.stack(frames[:num_frames])
+
+
+# ----------------------------------------------------------------------------- VAE
+
+
+class _Vae:
+    """A diffusers video VAE plus how its pipelines normalise latents."""
+
+    def __init__(self, folder: str | Path, device: str | torch.device, dtype: torch.dtype):
+        import diffusers
+
+        folder = Path(folder)
+        if not folder.exists():
+            raise DataError(f"VAE folder {folder} does not exist; "
+                            "pass a diffusers VAE folder or a pipeline folder with vae/")
+        if not (folder / "config.json").exists() and (folder / "vae" / "config.json").exists():
+            folder = folder / "vae"
+        cfg_file = folder / "config.json"
+        if not cfg_file.exists():
+            raise DataError(f"{folder} has no config.json: not a diffusers VAE folder "
+                            "(save one with `save_pretrained`)")
+        try:
+            cfg = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{cfg_file} is not valid JSON ({e}); re-export the VAE") from None
+        name = cfg.get("_class_name")
+        if name not in ("AutoencoderKLWan", "AutoencoderKLHunyuanVideo"):
+            raise DataError(f"{cfg_file} names class {name!r}; fastlight preprocess supports AutoencoderKLWan "
+                            "and AutoencoderKLHunyuanVideo")
+        self.vae = getattr(diffusers, name).from_pretrained(folder, torch_dtype=dtype).to(device).eval()
+        self.folder, self.name, self.device, self.dtype = folder, name, device, dtype
+        c = self.vae.config
+        if name == "AutoencoderKLWan":
+            self.temporal = 2 ** sum(bool(t) for t in c.temperal_downsample)
+            self.spatial = 2 ** (len(c.dim_mult) - 1)
+            z = c.z_dim
+            if len(c.latents_mean) != z or len(c.latents_std) != z:
+                raise DataError(f"{cfg_file}: latents_mean / latents_std have {len(c.latents_mean)} / "
+                                f"{len(c.latents_std)} entries but z_dim is {z}; fix the VAE config")
+            self.mean = torch.tensor(c.latents_mean, dtype=torch.float32).view(1, z, 1, 1, 1)
+            self.inv_std = 1.0 / torch.tensor(c.latents_std, dtype=torch.float32).view(1, z, 1, 1, 1)
+            self.scale = None
+        else:
+            self.temporal = int(c.temporal_compression_ratio)
+            self.spatial = int(c.spatial_compression_ratio)
+            self.scale = float(c.scaling_factor)
+
+    def check(self, num_frames: int, buckets: Sequence[tuple[int, int]]) -> None:
+        if (num_frames - 1) % self.temporal != 0 or num_frames < 1:
+            k = max(1, round((num_frames - 1) / self.temporal))
+            raise DataError(f"num_frames={num_frames} does not fit the VAE ({self.name} compresses time by "
+                            f"{self.temporal}); use 1 + {self.temporal}k frames, e.g. {1 + self.temporal * k}")
+        for h, w in buckets:
+            if h % self.spatial or w % self.spatial:
+                raise DataError(f"bucket {h}x{w} is not divisible by the VAE's spatial factor {self.spatial}; "
+                                f"round it to a multiple of {self.spatial}")
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(1, 3, F, H, W) in [-1, 1] -> normalised latents (1, C, F', H', W') float32 on CPU."""
+        z = self.vae.encode(video.to(self.device, self.dtype)).latent_dist.mode().float().cpu()
+        if self.scale is not None:
+            return z * self.scale
+        return (z - self.mean) * self.inv_std
+
+
+# ----------------------------------------------------------------------------- preprocess
+
+
+def _list_videos(videos_dir: Path) -> list[Path]:
+    if not videos_dir.is_dir():
+        raise DataError(f"videos folder {videos_dir} does not exist or is not a folder")
+    return sorted(p for p in videos_dir.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+                  and not p.name.startswith("."))
+
+
+def _check_buckets(buckets) -> list[tuple[int, int]]:
+    try:
+        out = [(int(h), int(w)) for h, w in buckets]
+    except (TypeError, ValueError):
+        raise DataError(f"buckets must be a list of (height, width) pairs, got {buckets!r}") from None
+    if not out or any(h < 1 or w < 1 for h, w in out):
+        raise DataError(f"buckets must be a non-empty list of positive (height, width) pairs, got {buckets!r}")
+    return out
+
+
+def preprocess(
+    videos_dir: str | Path,
+    captions: str | Path,
+    vae_dir: str | Path,
+    out_dir: str | Path,
+    num_frames: int = 81,
+    buckets: Iterable[tuple[int, int]] = DEFAULT_BUCKETS,
+    text_embeds: str | Path | None = None,
+    text_encoder: str | Path | None = None,
+    shard_size: int = 64,
+    frame_stride: int = 1,
+    max_text_len: int = 512,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> dict:
+    """Encode every video under `videos_dir` into latent shards in `out_dir`; return the index dict.
+
+    Exactly one of `text_embeds` (safetensors {video stem or caption id: (L, D)}) and `text_encoder`
+    (a transformers T5/UMT5 encoder folder or diffusers pipeline folder) must be given. Videos with
+    no caption / no embedding, too few frames, or that fail to decode are skipped and listed in
+    index["skipped"] with a reason. Text is zero-padded to the longest embedding (file) or to
+    `max_text_len` (encoder), with a text_mask.
+    """
+    videos_dir, out_dir = Path(videos_dir), Path(out_dir)
+    if (text_embeds is None) == (text_encoder is None):
+        raise DataError("pass exactly one of --text-embeds FILE.safetensors and --text-encoder FOLDER")
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise DataError(f"num_frames must be a positive integer, got {num_frames!r}")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise DataError(f"shard_size must be a positive integer, got {shard_size!r}")
+    if frame_stride < 1:
+        raise DataError(f"frame_stride must be >= 1, got {frame_stride}")
+    buckets = _check_buckets(buckets)
+    caps = read_captions(captions)
+    videos = _list_videos(videos_dir)
+    if not videos:
+        raise DataError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {videos_dir}")
+    if text_embeds is not None:
+        embed = _FileEmbeds(text_embeds)
+        text_len = embed.max_len
+    else:
+        embed = _EncoderEmbeds(text_encoder, max_text_len, device)
+        text_len = max_text_len
+    vae = _Vae(vae_dir, device, dtype)
+    vae.check(num_frames, buckets)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    pending: dict[tuple[int, int], list[dict]] = {b: [] for b in buckets}
+    shards, done, skipped = [], [], []
+
+    def flush(bucket: tuple[int, int]) -> None:
+        items = pending[bucket]
+        if not items:
+            return
+        name = SHARD_PATTERN.format(len(shards))
+        tensors = {
+            "x0": torch.cat([it["x0"] for it in items]),  # (N, C, F', H', W')
+            "text": torch.stack([it["text"] for it in items]),  # (N, L, D)
+            "text_mask": torch.stack([it["text_mask"] for it in items]),  # (N, L)
+        }
+        sha = _save_tensors_atomic(out_dir / name, tensors)
+        shards.append({"file": name, "num_samples": len(items), "bucket": list(bucket),
+                       "x0_shape": list(tensors["x0"].shape[1:]), "sha256": sha})
+        for j, it in enumerate(items):
+            done.append({"file": it["file"], "id": it["id"], "caption": it["caption"], "shard": name, "row": j})
+        pending[bucket] = []
+
+    t0 = time.time()
+    for i, path in enumerate(videos):
+        rel = str(path.relative_to(videos_dir))
+        key = path.stem
+        caption = caps.get(key)
+        if caption is None and text_encoder is not None:
+            skipped.append({"file": rel, "reason": f"no caption for id {key!r} in {Path(captions).name}"})
+            continue
+        emb = embed(key, caption)
+        if emb is None:
+            skipped.append({"file": rel, "reason": f"no text embedding for id {key!r} in {Path(text_embeds).name}"})
+            continue
+        try:
+            frames = decode_frames(path, num_frames, frame_stride)
+        except ValueError as e:
+            msg = str(e)
+            reason = msg if msg.startswith(("too short", "no video stream")) else f"unreadable: {msg}"
+            skipped.append({"file": rel, "reason": reason})
+            continue
+        except Exception as e:  # noqa: BLE001 - a corrupt file must never stop the run
+            skipped.append({"file": rel, "reason": f"unreadable: {type(e).__name__}: {e}"})
+            continue
+        bucket = pick_bucket(frames.shape[1], frames.shape[2], buckets)
+        frames = resize_crop(frames, *bucket)
+        x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, F, H, W)
+        z = vae.encode(x)  # (1, C, F', H', W')
+        text, mask = _pad_text(emb, text_len)
+        pending[bucket].append({"file": rel, "id": key, "caption": caption, "x0": z, "text": text, "text_mask": mask})
+        if len(pending[bucket]) >= shard_size:
+            flush(bucket)
+        _log(progress, f"[preprocess] {i + 1}/{len(videos)} {rel} -> bucket {bucket[0]}x{bucket[1]}, "
+                       f"latent {tuple(z.shape[1:])} ({time.time() - t0:.1f}s)")
+    for b in buckets:
+        flush(b)
+
+    index = {
+        "format": "fastlight-latents/1",
+        "shards": shards,
+        "num_samples": sum(s["num_samples"] for s in shards),
+        "videos": done,
+        "skipped": skipped,
+        "vae": str(vae.folder),
+        "vae_class": vae.name,
+        "num_frames": num_frames,
+        "frame_stride": frame_stride,
+        "buckets": [list(b) for b in buckets],
+        "text": {"source": "file" if text_embeds is not None else "encoder",
+                 "path": str(text_embeds if text_embeds is not None else text_encoder), "length": text_len},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _atomic_write_bytes(out_dir / INDEX_NAME, (json.dumps(index, indent=2) + "\n").encode())
+    keep = {s["file"] for s in shards}
+    for stale in out_dir.glob("latents_*.safetensors"):
+        if stale.name not in keep:
+            stale.unlink()
+    if progress or skipped:
+        print(f"[preprocess] {index['num_samples']} videos encoded into {len(shards)} shard(s) in {out_dir}; "
+              f"skipped {len(skipped)}" + (" (see index.json 'skipped')" if skipped else ""), file=sys.stderr)
+        for s in skipped:
+            _log(progress, f"  skipped {s['file']}: {s['reason']}")
+    return index
+
+
+def preprocess_command(videos_dir, captions, vae, out, num_frames: int = 81, height: int | None = None,
+                       width: int | None = None, text_embeds=None, text_encoder=None, shard_size: int = 64) -> int:
+    """CLI verb `fastlight preprocess VIDEOS_DIR --captions C --vae V --out SHARDS [...]` -> exit code.
+
+    height and width (both or neither) give one bucket; otherwise DEFAULT_BUCKETS (480x832, 832x480,
+    480x480). Errors are DataError with a one-line message (the CLI prints it and exits 2).
+    """
+    if (height is None) != (width is None):
+        raise DataError("pass both --height and --width (one bucket), or neither (the default buckets)")
+    buckets = DEFAULT_BUCKETS if height is None else [(int(height), int(width))]
+    index = preprocess(videos_dir, captions, vae, out, num_frames=int(num_frames), buckets=buckets,
+                       text_embeds=text_embeds, text_encoder=text_encoder, shard_size=int(shard_size))
+    print(f"wrote {Path(out) / INDEX_NAME}: {index['num_samples']} samples, {len(index['shards'])} shard(s), "
+          f"{len(index['skipped'])} skipped")
+    return 0 if index["num_samples"] > 0 else 1
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+class LatentShards:
+    """The samples of a `preprocess` output folder. Item: {"x0": (C, F', H', W'), "text": (L, D), "text_mask": (L,)}.
+
+    Shards are opened lazily (memory-mapped by safetensors) and read row by row.
+    """
+
+    def __init__(self, out_dir: str | Path, verify: bool = False):
+        out_dir = Path(out_dir)
+        index_file = out_dir / INDEX_NAME
+        if not index_file.exists():
+            raise FileNotFoundError(f"{index_file} does not exist; "
+                                    f"run `fastlight preprocess VIDEOS_DIR --out {out_dir}` first")
+        try:
+            index = json.loads(index_file.read_text())
+            shards = index["shards"]
+            counts = [int(s["num_samples"]) for s in shards]
+            files = [str(s["file"]) for s in shards]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{index_file} is not a fastlight latents index ({type(e).__name__}: {e}); "
+                            "re-run fastlight preprocess") from None
+        for s, f in zip(shards, files):
+            path = out_dir / f
+            if not path.exists():
+                raise FileNotFoundError(f"shard {path} listed in {index_file} is missing; "
+                                        "re-run fastlight preprocess to rebuild the shards")
+            if verify and s.get("sha256") and _sha256(path) != s["sha256"]:
+                raise DataError(f"shard {path} does not match the sha256 in {index_file} (changed or truncated); "
+                                "re-run fastlight preprocess")
+        self.dir, self.index = out_dir, index
+        self.files = files
+        self.offsets = np.cumsum([0] + counts)
+        self._open: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        n = len(self)
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"index must be an int, got {type(i).__name__}")
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"sample {i} out of range for {n} samples")
+        s = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return s, int(i - self.offsets[s])
+
+    def _shard(self, s: int):
+        from safetensors import safe_open
+
+        if s not in self._open:
+            self._open[s] = safe_open(str(self.dir / self.files[s]), framework="pt")
+        return self._open[s]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s, row = self._locate(i)
+        f = self._shard(s)
+        return {k: f.get_slice(k)[row] for k in f.keys()}
+
+    def batch(self, indices: Iterable[int]) -> dict[str, torch.Tensor]:
+        """Stack samples -> {"x0": (B, C, F', H', W'), "text": (B, L, D), "text_mask": (B, L)}.
+
+        All samples must come from the same bucket (same latent shape)."""
+        items = [self[int(i)] for i in indices]
+        if not items:
+            raise ValueError("batch() needs at least one index")
+        shapes = {tuple(it["x0"].shape) for it in items}
+        if len(shapes) > 1:
+            raise ValueError(f"batch mixes buckets with latent shapes {sorted(shapes)}; batch indices of one bucket")
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
