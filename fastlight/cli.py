@@ -91,6 +91,13 @@ def _preprocess(a):
         raise SystemExit(rc)
 
 
+def _train(a):
+    from fastlight.train.command import train_command
+
+    out = train_command(a.recipe, a.config, a.overrides)
+    print(f"trained model written to {out}")
+
+
 def _bench(a):
     from fastlight.evaluate.bench import bench_command
 
@@ -205,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text-encoder", default=None, help="a transformers T5/UMT5 folder to encode the captions")
     s.add_argument("--shard-size", type=int, default=64)
     s.set_defaults(fn=_preprocess)
+
+    s = sub.add_parser("train", help="Stage II training with a recipe (dpp), resumable")
+    s.add_argument("--recipe", required=True, help="dpp")
+    s.add_argument("config", nargs="?", default=None, help="YAML recipe, e.g. configs/shapes/dpp.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value overrides")
+    s.set_defaults(fn=_train)
 
     s = sub.add_parser("bench", help="end-to-end time per video of several models, side by side")
     s.add_argument("--model", action="append", required=True,

@@ -1,0 +1,144 @@
+"""Training recipes for `fastlight.train.loop.train` (DESIGN.md section 1).
+
+dpp — FastLightGen Stage II, dynamic probabilistic pruning. One set of weights serves the
+unpruned model and a pruned one in which each candidate block (the plan's drop_blocks) is
+skipped with probability p, drawn afresh each step (or each sample with per_sample):
+
+    L = alpha * || v_pruned - sg(v_unpruned) ||^2 + (1 - alpha) * || v_pruned - (eps - x0) ||^2
+
+over the generated frames (frame 0 is the clean TI2V image condition). The unpruned forward
+runs under torch.no_grad. The result is one elastic model that works at many depths.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from fastlight.diffusion.flow import add_noise, sample_s, v_target
+from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
+from fastlight.train.loop import LoopConfig
+
+
+@dataclass
+class DppConfig(LoopConfig):
+    out: str = "runs/dpp"
+    teacher: str = "shapes-teacher"
+    plan: str = "runs/study/plan30.json"
+    alpha: float = 1.0
+    p: float = 0.5
+    per_sample: bool = False
+    batch_size: int = 16  # global: each of N processes gets batch_size / N
+    shift: float = 3.0
+    cfg_dropout: float = 0.1
+    p_two_objects: float = 0.3
+    lr: float = 1e-4
+    ema_decay: float = 0.999
+    threads: int = 2
+
+
+def draw_skips(u: torch.Tensor, candidates: list[int], p: float) -> list[frozenset[int]]:
+    """u: (B or 1, n_candidates) uniforms -> one skip set per row (candidate j skipped if u < p)."""
+    return [frozenset(c for c, skip in zip(candidates, row.tolist()) if skip) for row in u < p]
+
+
+def dpp_loss(v_pruned: torch.Tensor, v_unpruned: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor,
+             alpha: float, first_frame: bool) -> dict[str, torch.Tensor]:
+    """alpha * ||v_p - sg(v_u)||^2 + (1 - alpha) * ||v_p - (eps - x0)||^2; v: (B, C, F, H, W).
+    first_frame=False excludes frame 0 (the clean TI2V condition)."""
+    f0 = 0 if first_frame else 1
+    vp = v_pruned[:, :, f0:].float()
+    distill = (vp - v_unpruned.detach()[:, :, f0:].float()).pow(2).mean()
+    flow = (vp - v_target(x0, eps)[:, :, f0:].float()).pow(2).mean()
+    return {"loss": alpha * distill + (1 - alpha) * flow, "loss_distill": distill, "loss_flow": flow}
+
+
+def pruned_forward(model: Denoiser, x_t, s, cond: Cond, skips: list[frozenset[int]]) -> torch.Tensor:
+    """Run the model once per distinct skip set (per-sample sets are grouped); (B, C, F, H, W)."""
+    if len(skips) == 1:
+        return model(x_t, s, cond, skip=skips[0])
+    groups: dict[frozenset[int], list[int]] = {}
+    for i, sk in enumerate(skips):
+        groups.setdefault(sk, []).append(i)
+    v = None
+    for sk, rows in groups.items():
+        idx = torch.tensor(rows, device=x_t.device)
+        vg = model(x_t[idx], s[idx], cond.index(idx), skip=sk)
+        if v is None:
+            v = vg.new_empty((x_t.shape[0], *vg.shape[1:]))
+        v[idx] = vg
+    return v
+
+
+class DppRecipe:
+    """Stage II recipe: trainable() is the teacher's weights, shared by both paths."""
+
+    def __init__(self, cfg: DppConfig):
+        from fastlight.analyze.plans import read_plan
+        from fastlight.models.presets import resolve_model_path
+
+        if not 0 <= cfg.p <= 1 or not 0 <= cfg.alpha <= 1:
+            raise ValueError(f"p and alpha must be in [0, 1], got p={cfg.p}, alpha={cfg.alpha}")
+        torch.set_num_threads(cfg.threads)
+        self.cfg = cfg
+        self.teacher_path = resolve_model_path(cfg.teacher)
+        self.model = load_denoiser(self.teacher_path)
+        self.plan_path = Path(cfg.plan)
+        self.plan = read_plan(self.plan_path, self.model)
+        self.candidates = list(self.plan["drop_blocks"])
+        world = self.model.meta.get("world", {})
+        self.size, self.num_frames = world.get("size", 24), world.get("num_frames", 8)
+        self.run_info: dict = {}
+
+    def trainable(self) -> Denoiser:
+        return self.model.requires_grad_(True)
+
+    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
+        """Shapes clips streamed on the fly; a pure function of (seed, step, rank)."""
+        from fastlight.data import shapes, text
+
+        cfg = self.cfg
+        if cfg.batch_size % world_size:
+            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world_size} processes")
+        n = cfg.batch_size // world_size
+        gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 1_009 + rank)
+        world = shapes.WorldConfig(size=self.size, num_frames=self.num_frames, p_two_objects=cfg.p_two_objects)
+        clips = [shapes.sample_clip(gen, world) for _ in range(n)]
+        x0 = shapes.render_batch(clips, world)
+        txt = text.encode([c.prompt for c in clips])
+        txt[torch.rand(n, generator=gen) < cfg.cfg_dropout] = 0.0
+        eps = torch.randn(x0.shape, generator=gen)
+        s = sample_s(n, cfg.shift, gen)
+        u = torch.rand(n if cfg.per_sample else 1, len(self.candidates), generator=gen)
+        return {"x0": x0, "text": txt, "eps": eps, "s": s, "skips": draw_skips(u, self.candidates, cfg.p)}
+
+    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+        dev = next(self.model.parameters()).device
+        x0, eps, s = batch["x0"].to(dev), batch["eps"].to(dev), batch["s"].to(dev)
+        cond = Cond(batch["text"].to(dev), x0[:, :, :1])
+        x_t = add_noise(x0, eps, s)
+        with torch.no_grad():
+            v_unpruned = self.model(x_t, s, cond)
+        v_pruned = pruned_forward(self.model, x_t, s, cond, batch["skips"])
+        out = dpp_loss(v_pruned, v_unpruned, x0, eps, self.cfg.alpha, first_frame=cond.image is None)
+        out["skipped"] = torch.tensor(sum(len(k) for k in batch["skips"]) / len(batch["skips"]))
+        return out
+
+    def save_output(self, path: Path, module: Denoiser) -> None:
+        path = Path(path)
+        cfg = self.cfg
+        module.save(path, {"kind": "dpp-elastic", "teacher": str(self.teacher_path), "plan": "plan.json",
+                           "candidates": self.candidates, "alpha": cfg.alpha, "p": cfg.p})
+        shutil.copyfile(self.plan_path, path / "plan.json")
+        manifest = {"recipe": "dpp", "teacher": str(self.teacher_path), "plan": str(self.plan_path),
+                    "candidates": self.candidates, "alpha": cfg.alpha, "p": cfg.p, "per_sample": cfg.per_sample,
+                    **self.run_info, "config": asdict(cfg)}
+        tmp = path / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.rename(path / "manifest.json")
+
+
+RECIPES = {"dpp": (DppConfig, DppRecipe)}

@@ -1,0 +1,165 @@
+"""The training loop with a tiny linear-regression recipe (also runnable as a script for the
+SIGKILL and the 2-process accelerate tests)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fastlight.train.loop import LoopConfig, list_checkpoints, train
+
+FULL_BATCH = 8
+
+
+class LinearRecipe:
+    """y = x @ w_true + noise; the batch of step k is a pure function of k (rank takes its slice)."""
+
+    def __init__(self, nan_at: int = -1, slow_after: int = -1):
+        self.nan_at, self.slow_after = nan_at, slow_after
+
+    def trainable(self):
+        return torch.nn.Linear(4, 1)
+
+    def batch(self, step, rank, world_size):
+        g = torch.Generator().manual_seed(1000 + step)
+        x = torch.randn(FULL_BATCH, 4, generator=g)
+        y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(FULL_BATCH, 1, generator=g)
+        n = FULL_BATCH // world_size
+        return step, x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n]
+
+    def step(self, batch):
+        step, x, y = batch
+        if 0 <= self.slow_after <= step:
+            time.sleep(0.3)
+        loss = (self.model(x) - y).pow(2).mean()
+        if step == self.nan_at:
+            loss = loss * float("nan")
+        return {"loss": loss, "abs_err": (self.model(x) - y).abs().mean()}
+
+    def save_output(self, path, module):
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(module.state_dict(), path / "final.pt")
+        (path / "info.json").write_text(json.dumps(self.run_info))
+
+
+class _Recipe(LinearRecipe):
+    def trainable(self):
+        self.model = super().trainable()
+        return self.model
+
+
+def _cfg(out, **kw):
+    base = dict(out=str(out), steps=20, lr=0.05, warmup_steps=2, save_every=5, keep_last=2, log_every=1,
+                ema_decay=0.9, cpu=True)
+    return LoopConfig(**{**base, **kw})
+
+
+def _final(out):
+    return load_file(str(list_checkpoints(Path(out))[-1] / "model.safetensors"))
+
+
+def _run_script(args, **popen_kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, __file__, *args], env=env, **popen_kw)
+
+
+def test_sigkill_resume_matches_uninterrupted(tmp_path):
+    ref = tmp_path / "ref"
+    train(_Recipe(), _cfg(ref, grad_accum=2), progress=False)
+    run = tmp_path / "run"
+    p = _run_script(["single", str(run), "--grad-accum", "2", "--slow-after", "10"])
+    ck = run / "checkpoints" / "step-00000005" / "state.json"
+    deadline = time.time() + 60
+    while not ck.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert ck.exists(), "child never wrote the step-5 checkpoint"
+    time.sleep(0.2)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    done = [int(d.name[5:]) for d in list_checkpoints(run)]
+    assert done and max(done) < 20, done
+    train(_Recipe(), _cfg(run, grad_accum=2), progress=False)
+    a, b = _final(ref), _final(run)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ea = load_file(str(list_checkpoints(ref)[-1] / "ema.safetensors"))
+    eb = load_file(str(list_checkpoints(run)[-1] / "ema.safetensors"))
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 21))
+    assert (run / "model" / "final.pt").exists()
+
+
+def test_keep_last_and_state(tmp_path):
+    train(_Recipe(), _cfg(tmp_path, keep_last=2, ema_decay=0.0), progress=False)
+    assert [d.name for d in list_checkpoints(tmp_path)] == ["step-00000015", "step-00000020"]
+    ck = list_checkpoints(tmp_path)[-1]
+    assert {f.name for f in ck.iterdir()} == {"model.safetensors", "optimizer.pt", "state.json"}
+    state = json.loads((ck / "state.json").read_text())
+    assert state["step"] == 20 and isinstance(state["rng"]["torch"], list)
+    torch.load(ck / "optimizer.pt", weights_only=True)
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
+
+
+def test_nonfinite_loss_names_step_and_saves_nothing(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"step 13 "):
+        train(_Recipe(nan_at=12), _cfg(tmp_path), progress=False)
+    assert [d.name for d in list_checkpoints(tmp_path)] == ["step-00000005", "step-00000010"]
+    assert not (tmp_path / "model").exists()
+
+
+def test_resume_with_different_config_refused(tmp_path):
+    train(_Recipe(), _cfg(tmp_path, steps=5), progress=False)
+    train(_Recipe(), _cfg(tmp_path, steps=10), progress=False)  # more steps: allowed
+    with pytest.raises(ValueError, match=r"was made with a different config \(lr: 0.05 -> 0.01\); use a new --out") as e:
+        train(_Recipe(), _cfg(tmp_path, steps=15, lr=0.01), progress=False)
+    assert "\n" not in str(e.value)
+
+
+def test_two_processes_match_one(tmp_path):
+    """accelerate launch, 2 processes on CPU (gloo), half the batch each == one process, full batch.
+
+    `accelerate launch --cpu --num_processes 2` alone runs ONE plain process (its simple launcher,
+    multi-CPU needs mpirun); `--multi_gpu` selects the torchrun launcher and the loop's
+    Accelerator(cpu=True) then forms a 2-process gloo group on the CPU."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r1 = subprocess.run([sys.executable, __file__, "single", str(one)], env=env, capture_output=True, text=True,
+                        timeout=120)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    r2 = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                         __file__, "single", str(two)], env=env, capture_output=True, text=True, timeout=180)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    read = lambda d: [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()]
+    m1, m2 = read(one), read(two)
+    assert [m["step"] for m in m1] == [m["step"] for m in m2] == list(range(1, 21))
+    for a, b in zip(m1, m2):
+        assert abs(a["loss"] - b["loss"]) <= 1e-4 * max(1.0, abs(a["loss"])), (a, b)
+    for k, v in _final(one).items():
+        assert torch.allclose(v, _final(two)[k], atol=1e-5), k
+    assert json.loads((two / "model" / "info.json").read_text())["num_processes"] == 2
+    # only rank 0 wrote: one checkpoint set, one metrics line per step, no stray temp folders
+    assert [d.name for d in list_checkpoints(two)] == ["step-00000015", "step-00000020"]
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step-00000015", "step-00000020"]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode")
+    ap.add_argument("out")
+    ap.add_argument("--grad-accum", type=int, default=1)
+    ap.add_argument("--slow-after", type=int, default=-1)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    train(_Recipe(slow_after=a.slow_after), _cfg(a.out, grad_accum=a.grad_accum), progress=False)
