@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 
 from fastlight.models.denoiser import BlockInfo, Cond, Denoiser, ModelError, load_diffusers_module
 
@@ -105,7 +106,10 @@ class WanDenoiser(Denoiser):
         for i, block in enumerate(m.blocks):
             if i in skip:
                 continue
-            hidden = block(hidden, text, timestep_proj, rotary_emb)
+            if torch.is_grad_enabled() and m.gradient_checkpointing:  # recompute in backward, as diffusers does
+                hidden = torch.utils.checkpoint.checkpoint(block, hidden, text, timestep_proj, rotary_emb, use_reentrant=False)
+            else:
+                hidden = block(hidden, text, timestep_proj, rotary_emb)
             if capture is not None and i in capture:
                 captured[i] = hidden
 
