@@ -9,10 +9,19 @@ def train_command(recipe: str, config_path: str | None = None, overrides: list[s
     """Load the recipe's typed config (YAML + overrides), build the recipe, train; returns out/model."""
     from fastlight.config import load_config
     from fastlight.train.loop import train
-    from fastlight.train.recipes import RECIPES
 
+    RECIPES = available_recipes()
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; available recipes: {', '.join(sorted(RECIPES))}")
     config_cls, recipe_cls = RECIPES[recipe]
     cfg = load_config(config_cls, config_path, overrides or [])
     return train(recipe_cls(cfg), cfg, progress=progress)
+
+
+def available_recipes() -> dict:
+    """name -> (config class, recipe class): dpp (FastLightGen Stage II), icmd (VDMini), align (Lightning Video)."""
+    from fastlight.train.align import ALIGN
+    from fastlight.train.icmd import ICMD
+    from fastlight.train.recipes import RECIPES
+
+    return {**RECIPES, "icmd": ICMD, "align": ALIGN}

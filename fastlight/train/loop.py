@@ -15,6 +15,12 @@ batches depend only on the step, the global RNG is reseeded from (seed, step, ra
 Gradients are averaged across processes explicitly (one all-reduce per parameter per optimizer
 step) instead of through a DDP wrapper, so a recipe may call its module any way it likes
 (several forwards, some blocks unused) and gradient accumulation is a plain local sum.
+
+Launch configs for CPU (2 processes, gloo), one GPU, DDP, FSDP and DeepSpeed ZeRO-3 live in
+configs/accelerate/ (each opens with its `accelerate launch` command). `gradient_checkpointing`
+turns on the diffusers model's checkpointing (the model adapter's block loop honours it).
+Metrics also go to TensorBoard (`out/tb`, rank 0) when the tensorboard package is installed.
+A global `batch_size` (on the config or the recipe) must divide by the number of processes.
 """
 from __future__ import annotations
 
@@ -53,9 +59,10 @@ class LoopConfig:
     seed: int = 0
     mixed_precision: str = "no"  # no | bf16
     cpu: bool = False  # force CPU even when an accelerator is present
+    gradient_checkpointing: bool = False  # recompute block activations in backward (less memory, same maths)
 
 
-_NOT_HASHED = ("out", "steps")
+_NOT_HASHED = ("out", "steps", "gradient_checkpointing")  # may change on resume without changing the result
 
 
 # ---- small pure pieces --------------------------------------------------------------------------
@@ -94,6 +101,45 @@ def check_loop_config(cfg: LoopConfig) -> None:
         raise ValueError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
 
 
+def check_batch_divides(batch_size, num_processes: int) -> None:
+    """A global batch is split evenly across processes; refuse one that does not divide (None = no batch_size)."""
+    if batch_size is None or num_processes <= 1:
+        return
+    if int(batch_size) % num_processes:
+        raise ValueError(f"batch_size {batch_size} does not divide across {num_processes} processes; "
+                         f"use a multiple of {num_processes}")
+
+
+def global_batch_size(recipe, cfg):
+    """The global `batch_size` of the config, else of the recipe (or its .cfg), else None."""
+    for owner in (cfg, recipe, getattr(recipe, "cfg", None)):
+        bs = getattr(owner, "batch_size", None)
+        if isinstance(bs, int) and not isinstance(bs, bool):
+            return bs
+    return None
+
+
+def enable_gradient_checkpointing(module: torch.nn.Module) -> int:
+    """Call `enable_gradient_checkpointing()` on every diffusers model inside `module` (a Denoiser holds
+    one as `.model`); returns how many were switched on (0: nothing supports it)."""
+    n = 0
+    for m in module.modules():
+        fn = getattr(m, "enable_gradient_checkpointing", None)
+        if callable(fn) and getattr(m, "_supports_gradient_checkpointing", True):
+            fn()
+            n += 1
+    return n
+
+
+def _tb_writer(out: Path):
+    """A TensorBoard SummaryWriter on out/tb, or None when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # ImportError (no tensorboard package) or a broken install: metrics.jsonl only
+        return None
+    return SummaryWriter(log_dir=str(out / "tb"))
+
+
 # ---- checkpoints ----------------------------------------------------------------------------------
 
 def checkpoint_dir(out: Path, step: int) -> Path:
@@ -128,8 +174,9 @@ def set_rng_state(st: dict) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in st["cuda"]])
 
 
-def save_checkpoint(out: Path, step: int, model, ema, opt, cfg, wall_time_s: float) -> Path:
-    """Write checkpoints/step-N atomically (tmp folder, then rename); caller keeps only rank 0 here."""
+def save_checkpoint(out: Path, step: int, model, ema, opt, cfg, wall_time_s: float, extra: dict | None = None) -> Path:
+    """Write checkpoints/step-N atomically (tmp folder, then rename); caller keeps only rank 0 here.
+    `extra`: a recipe's own state (e.g. ICMD's discriminator and its optimiser), saved as extra.pt."""
     final = checkpoint_dir(out, step)
     tmp = final.with_name(f".tmp-{final.name}")
     if tmp.exists():
@@ -139,6 +186,8 @@ def save_checkpoint(out: Path, step: int, model, ema, opt, cfg, wall_time_s: flo
     if ema is not None:
         save_file(_tensors(ema), str(tmp / "ema.safetensors"))
     torch.save(opt.state_dict(), tmp / "optimizer.pt")
+    if extra is not None:
+        torch.save(extra, tmp / "extra.pt")
     state = {"step": step, "config_hash": config_hash(cfg), "config": hashed_config(cfg),
              "wall_time_s": wall_time_s, "rng": rng_state()}
     (tmp / "state.json").write_text(json.dumps(state))
@@ -162,8 +211,10 @@ def check_resume_config(out: Path, state: dict, cfg) -> None:
     raise ValueError(f"resume folder {out} was made with a different config ({what}); use a new --out")
 
 
-def load_checkpoint(ck: Path, model, ema, opt) -> dict:
+def load_checkpoint(ck: Path, model, ema, opt, recipe=None) -> dict:
     model.load_state_dict(load_file(str(ck / "model.safetensors")))
+    if recipe is not None and hasattr(recipe, "load_extra_state") and (ck / "extra.pt").exists():
+        recipe.load_extra_state(torch.load(ck / "extra.pt", weights_only=True))
     if ema is not None:
         ema.load_state_dict(load_file(str(ck / "ema.safetensors")))
     opt.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
@@ -200,6 +251,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def train(recipe, cfg: LoopConfig, progress: bool = True) -> Path:
     """Train `recipe` with `cfg`; resume from cfg.out's latest checkpoint; return the output folder."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedType
     from tqdm import tqdm
 
     from fastlight.config import save_config
@@ -209,9 +261,15 @@ def train(recipe, cfg: LoopConfig, progress: bool = True) -> Path:
     rank, world = accelerator.process_index, accelerator.num_processes
     main = accelerator.is_main_process
     out = Path(cfg.out)
+    check_batch_divides(global_batch_size(recipe, cfg), world)
+    if main and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        print(f"warning: launched with {accelerator.distributed_type}, but this loop keeps a full replica per "
+              f"process (explicit gradient all-reduce, no accelerator.prepare): parameters are not sharded")
 
     torch.manual_seed(cfg.seed)  # same initialisation on every rank
     model = recipe.trainable().to(accelerator.device)
+    if getattr(cfg, "gradient_checkpointing", False) and not enable_gradient_checkpointing(model) and main:
+        print(f"warning: gradient_checkpointing=true but {type(model).__name__} holds no model that supports it")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
     ema = None
@@ -223,7 +281,7 @@ def train(recipe, cfg: LoopConfig, progress: bool = True) -> Path:
     if found:
         state = json.loads((found[-1] / "state.json").read_text())
         check_resume_config(out, state, cfg)
-        state = load_checkpoint(found[-1], model, ema, opt)
+        state = load_checkpoint(found[-1], model, ema, opt, recipe)
         start, wall_before = state["step"], state.get("wall_time_s", 0.0)
         if main:
             print(f"resuming {out} from step {start}")
@@ -233,6 +291,7 @@ def train(recipe, cfg: LoopConfig, progress: bool = True) -> Path:
     accelerator.wait_for_everyone()
 
     metrics_f = open(out / "metrics.jsonl", "a") if main else None
+    tb = _tb_writer(out) if main else None
     t0 = time.time()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (progress and main),
                desc=type(recipe).__name__)
@@ -250,15 +309,22 @@ def train(recipe, cfg: LoopConfig, progress: bool = True) -> Path:
                 rec = {"step": done, "lr": lr, **logs}
                 metrics_f.write(json.dumps(rec) + "\n")
                 metrics_f.flush()
+                if tb is not None:
+                    for k, v in rec.items():
+                        if k != "step" and isinstance(v, (int, float)):
+                            tb.add_scalar(k, v, done)
                 bar.set_postfix(loss=f"{logs['loss']:.4g}")
             if done % cfg.save_every == 0 or done == cfg.steps:
                 if main:
-                    save_checkpoint(out, done, model, ema, opt, cfg, wall_before + time.time() - t0)
+                    extra = recipe.extra_state() if hasattr(recipe, "extra_state") else None
+                    save_checkpoint(out, done, model, ema, opt, cfg, wall_before + time.time() - t0, extra)
                     prune_checkpoints(out, cfg.keep_last)
                 accelerator.wait_for_everyone()
     finally:
         if metrics_f is not None:
             metrics_f.close()
+        if tb is not None:
+            tb.close()
     final = out / "model"
     if main:
         recipe.run_info = {"steps": cfg.steps, "wall_time_s": round(wall_before + time.time() - t0, 2),

@@ -14,7 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fastlight.train.loop import LoopConfig, list_checkpoints, train
+from fastlight.train import loop as loop_mod
+from fastlight.train.loop import (LoopConfig, check_batch_divides, enable_gradient_checkpointing, global_batch_size,
+                                  list_checkpoints, train)
 
 FULL_BATCH = 8
 
@@ -150,6 +152,92 @@ def test_two_processes_match_one(tmp_path):
     # only rank 0 wrote: one checkpoint set, one metrics line per step, no stray temp folders
     assert [d.name for d in list_checkpoints(two)] == ["step-00000015", "step-00000020"]
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step-00000015", "step-00000020"]
+
+
+def test_batch_size_must_divide_across_processes():
+    with pytest.raises(ValueError) as e:
+        check_batch_divides(15, 2)
+    assert str(e.value) == "batch_size 15 does not divide across 2 processes; use a multiple of 2"
+    for ok in [(16, 2), (15, 1), (None, 2), (12, 3)]:
+        check_batch_divides(*ok)
+
+    class WithCfg:
+        cfg = type("C", (), {"batch_size": 6})()
+    assert global_batch_size(WithCfg(), LoopConfig()) == 6
+    assert global_batch_size(_Recipe(), LoopConfig()) is None  # no batch_size anywhere: nothing to check
+
+
+def test_tensorboard_missing_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `import` now raises ImportError
+    assert loop_mod._tb_writer(tmp_path) is None
+    train(_Recipe(), _cfg(tmp_path, steps=3, save_every=3), progress=False)
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+    assert not (tmp_path / "tb").exists()
+
+
+def test_tensorboard_gets_the_logged_scalars(tmp_path, monkeypatch):
+    calls, closed = [], []
+
+    class FakeWriter:
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, step))
+
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(loop_mod, "_tb_writer", lambda out: FakeWriter())
+    train(_Recipe(), _cfg(tmp_path, steps=2, save_every=2), progress=False)
+    assert {t for t, _ in calls} == {"lr", "loss", "abs_err", "grad_norm"}
+    assert sorted({s for _, s in calls}) == [1, 2] and closed == [True]
+
+
+def test_gradient_checkpointing_same_grads():
+    from fastlight.models.denoiser import Cond
+    from fastlight.models.wan import WanDenoiser, tiny_wan_config
+
+    torch.manual_seed(0)
+    den = WanDenoiser.from_config(**tiny_wan_config(num_layers=2))
+    x, s, cond = torch.randn(1, 4, 1, 4, 4), torch.tensor([0.5]), Cond(text=torch.randn(1, 3, 16))
+
+    def grads():
+        den.zero_grad(set_to_none=True)
+        den(x, s, cond).pow(2).mean().backward()
+        return {k: p.grad.clone() for k, p in den.named_parameters() if p.grad is not None}
+
+    ref = grads()
+    assert not den.model.gradient_checkpointing
+    assert enable_gradient_checkpointing(den) >= 1 and den.model.gradient_checkpointing
+    got = grads()
+    assert ref.keys() == got.keys() and all(torch.allclose(ref[k], got[k], atol=1e-6) for k in ref)
+    assert enable_gradient_checkpointing(torch.nn.Linear(2, 2)) == 0  # nothing to switch on
+
+
+def test_gradient_checkpointing_not_hashed(tmp_path):
+    """Turning checkpointing on for a resume keeps the run (it changes memory, not the result)."""
+    train(_Recipe(), _cfg(tmp_path, steps=2, save_every=2), progress=False)
+    train(_Recipe(), _cfg(tmp_path, steps=4, save_every=2, gradient_checkpointing=True), progress=False)
+    assert [d.name for d in list_checkpoints(tmp_path)] == ["step-00000002", "step-00000004"]
+
+
+@pytest.mark.parametrize("name", ["cpu_2proc", "single_gpu_bf16", "ddp_bf16", "fsdp_bf16", "deepspeed_zero3_bf16"])
+def test_accelerate_configs_parse(name):
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / f"{name}.yaml"
+    assert path.read_text().startswith("# accelerate launch --config_file configs/accelerate/")
+    c = load_config_from_file(str(path))
+    assert isinstance(c, ClusterConfig)
+    want = {"cpu_2proc": ("MULTI_GPU", "no"), "single_gpu_bf16": ("NO", "bf16"), "ddp_bf16": ("MULTI_GPU", "bf16"),
+            "fsdp_bf16": ("FSDP", "bf16"), "deepspeed_zero3_bf16": ("DEEPSPEED", "bf16")}[name]
+    assert (c.distributed_type.value, c.mixed_precision) == want
+    if name == "cpu_2proc":
+        assert c.num_processes == 2 and not c.use_cpu
+    if name == "fsdp_bf16":
+        assert c.fsdp_config["fsdp_reshard_after_forward"] == "FULL_SHARD"
+        assert c.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+        assert c.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "WanTransformerBlock"
+    if name == "deepspeed_zero3_bf16":
+        assert c.deepspeed_config["zero_stage"] == 3
 
 
 if __name__ == "__main__":
