@@ -29,8 +29,9 @@ from pathlib import Path
 
 import torch
 
-from fastlight.diffusion.flow import add_noise, sample_s, v_target
+from fastlight.diffusion.flow import add_noise, v_target
 from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
+from fastlight.train.batches import shapes_batch
 from fastlight.train.loop import LoopConfig
 
 
@@ -131,21 +132,9 @@ class AlignRecipe:
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
         """Shapes clips streamed on the fly; a pure function of (seed, step, rank)."""
-        from fastlight.data import shapes, text
-
         cfg = self.cfg
-        if cfg.batch_size % world_size:
-            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world_size} processes")
-        n = cfg.batch_size // world_size
-        gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 1_009 + rank)
-        world = shapes.WorldConfig(size=self.size, num_frames=self.num_frames, p_two_objects=cfg.p_two_objects)
-        clips = [shapes.sample_clip(gen, world) for _ in range(n)]
-        x0 = shapes.render_batch(clips, world)
-        txt = text.encode([c.prompt for c in clips])
-        txt[torch.rand(n, generator=gen) < cfg.cfg_dropout] = 0.0
-        eps = torch.randn(x0.shape, generator=gen)
-        s = sample_s(n, cfg.shift, gen)
-        return {"x0": x0, "text": txt, "eps": eps, "s": s, "phase": self.phase(step)}
+        b, _ = shapes_batch(cfg, step, rank, world_size, self.size, self.num_frames)
+        return {**b, "phase": self.phase(step)}
 
     def step(self, batch: dict) -> dict[str, torch.Tensor]:
         dev = next(self.student.parameters()).device

@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastlight.diffusion.flow import add_noise, sample_s, v_target, x0_from_v
+from fastlight.diffusion.flow import add_noise, v_target, x0_from_v
 from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
+from fastlight.train.batches import shapes_batch
 from fastlight.train.loop import LoopConfig
 
 
@@ -166,24 +167,13 @@ class IcmdRecipe:
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
         """Shapes clips streamed on the fly plus the instance-noise draw; pure in (seed, step, rank).
         `step` is the loop's micro-batch index; batch["opt_step"] = step // grad_accum."""
-        from fastlight.data import shapes, text
-
         cfg = self.cfg
-        if cfg.batch_size % world_size:
-            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world_size} processes")
-        n = cfg.batch_size // world_size
-        gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 1_009 + rank)
-        world = shapes.WorldConfig(size=self.size, num_frames=self.num_frames, p_two_objects=cfg.p_two_objects)
-        clips = [shapes.sample_clip(gen, world) for _ in range(n)]
-        x0 = shapes.render_batch(clips, world)
-        txt = text.encode([c.prompt for c in clips])
-        txt[torch.rand(n, generator=gen) < cfg.cfg_dropout] = 0.0
-        eps = torch.randn(x0.shape, generator=gen)
-        s = sample_s(n, cfg.shift, gen)
+        b, gen = shapes_batch(cfg, step, rank, world_size, self.size, self.num_frames)
+        n = b["x0"].shape[0]
         lo, hi = cfg.instance_noise_min, cfg.instance_noise_max
         disc_s = lo + (hi - lo) * torch.rand(n, generator=gen)
-        disc_eps = torch.randn(x0.shape, generator=gen)
-        return {"x0": x0, "text": txt, "eps": eps, "s": s, "disc_s": disc_s, "disc_eps": disc_eps,
+        disc_eps = torch.randn(b["x0"].shape, generator=gen)
+        return {**b, "disc_s": disc_s, "disc_eps": disc_eps,
                 "opt_step": step // cfg.grad_accum}
 
     def _to(self, dev) -> None:
