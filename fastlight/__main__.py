@@ -1,0 +1,6 @@
+"""`python -m fastlight ...` = the `fastlight` command."""
+import sys
+
+from fastlight.cli import main
+
+sys.exit(main())
