@@ -27,7 +27,7 @@ Tensor shapes: x, noise (B, C, F, H, W); s (B,) for the denoiser; grids are 1-D.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -96,8 +96,12 @@ def cfg_velocity(
     cond: Cond,
     cfg_scale: float,
     skip: Iterable[int] = (),
+    guided: "GuidedCond | None" = None,
 ) -> torch.Tensor:
     """Guided velocity v = v_u + w (v_c - v_u), v_c = v(x_t, s, cond), v_u = v(x_t, s, null_cond).
+
+    `guided`: the null condition and the stacked (cond, uncond) batch built once by
+    `guided_cond` — samplers pass it so the text is not rebuilt at every step.
 
     cond and uncond run batched in ONE forward (batch 2B, `Cond.cat`). If their text (or
     extra) shapes differ, e.g. a 1-token null text against a longer prompt, the two cannot be
@@ -111,14 +115,26 @@ def cfg_velocity(
     B = x_t.shape[0]
     s = torch.as_tensor(s, dtype=torch.float32, device=x_t.device)
     s = s.expand(B) if s.ndim == 0 else s  # (B,)
-    uncond = denoiser.null_cond(cond)
-    if _stackable(cond, uncond):
-        v = denoiser(torch.cat([x_t, x_t]), torch.cat([s, s]), cond.cat(uncond), skip=skip)  # (2B, ...)
+    guided = guided if guided is not None else guided_cond(denoiser, cond)
+    uncond = guided.uncond
+    if guided.both is not None:
+        v = denoiser(torch.cat([x_t, x_t]), torch.cat([s, s]), guided.both, skip=skip)  # (2B, ...)
         v_c, v_u = v.chunk(2)
     else:
         v_c = denoiser(x_t, s, cond, skip=skip)
         v_u = denoiser(x_t, s, uncond, skip=skip)
     return v_u + cfg_scale * (v_c - v_u)
+
+
+class GuidedCond(NamedTuple):
+    uncond: Cond
+    both: Cond | None  # cond.cat(uncond) when the two can be stacked, else None (two forwards)
+
+
+def guided_cond(denoiser: Denoiser, cond: Cond) -> GuidedCond:
+    """The null condition and the stacked CFG batch for `cond`, computed once per sampling run."""
+    uncond = denoiser.null_cond(cond)
+    return GuidedCond(uncond, cond.cat(uncond) if _stackable(cond, uncond) else None)
 
 
 def _stackable(a: Cond, b: Cond) -> bool:
@@ -162,10 +178,11 @@ def euler_sample(
     skip = tuple(skip)
     B = noise.shape[0]
     x = pin_first_frame(noise.float(), cond.image)  # (B, C, F, H, W) float32 state
+    guided = guided_cond(denoiser, cond) if cfg_scale != 1 else None  # text built once, not per step
     with torch.inference_mode():
         for i in _steps(len(s_grid) - 1, progress, "euler"):
             s, s_next = s_grid[i], s_grid[i + 1]  # 0-d float32
-            v = cfg_velocity(denoiser, x.to(noise.dtype), s.expand(B).to(noise.device), cond, cfg_scale, skip)
+            v = cfg_velocity(denoiser, x.to(noise.dtype), s.expand(B).to(noise.device), cond, cfg_scale, skip, guided)
             x = x + (s_next - s).to(x.device) * v.float()
             x = pin_first_frame(x, cond.image)
     return x.to(noise.dtype).clone()  # clone outside inference mode: a normal tensor, usable in autograd
@@ -209,10 +226,11 @@ def few_step_sample(
     levels = torch.cat([s_list, torch.zeros(1)])  # (K + 1,) the last re-noise has weight 0
     rand_device = generator.device if generator is not None else noise.device
     x = pin_first_frame(noise.float(), cond.image)  # (B, C, F, H, W) float32 state
+    guided = guided_cond(denoiser, cond) if cfg_scale != 1 else None  # text built once, not per step
     with torch.inference_mode():
         for i in _steps(len(s_list), progress, "few-step"):
             s, s_next = levels[i], levels[i + 1]  # 0-d float32
-            v = cfg_velocity(denoiser, x.to(noise.dtype), s.expand(B).to(noise.device), cond, cfg_scale, skip)
+            v = cfg_velocity(denoiser, x.to(noise.dtype), s.expand(B).to(noise.device), cond, cfg_scale, skip, guided)
             x0_hat = pin_first_frame(x - s.to(x.device) * v.float(), cond.image)
             eps_new = torch.randn(x.shape, generator=generator, dtype=torch.float32, device=rand_device).to(x.device)
             if i == len(s_list) - 1:
