@@ -19,9 +19,11 @@ def train_command(recipe: str, config_path: str | None = None, overrides: list[s
 
 
 def available_recipes() -> dict:
-    """name -> (config class, recipe class): dpp (FastLightGen Stage II), icmd (VDMini), align (Lightning Video)."""
+    """name -> (config class, recipe class): dpp (FastLightGen Stage II), icmd (VDMini), align (Lightning
+    Video), fastlightgen (Stage III: DMD with the well-guided teacher), dmd2 (step-only baseline)."""
+    from fastlight.distill.dmd import DMD2, FASTLIGHTGEN
     from fastlight.train.align import ALIGN
     from fastlight.train.icmd import ICMD
     from fastlight.train.recipes import RECIPES
 
-    return {**RECIPES, "icmd": ICMD, "align": ALIGN}
+    return {**RECIPES, "icmd": ICMD, "align": ALIGN, "fastlightgen": FASTLIGHTGEN, "dmd2": DMD2}

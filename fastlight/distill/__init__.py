@@ -1,0 +1,1 @@
+"""Stage III: few-step distillation (DMD2 with the well-guided teacher, see dmd.py)."""

@@ -1,0 +1,357 @@
+"""fastlightgen / dmd2 — Stage III distribution matching distillation (DESIGN.md section 1).
+
+Three models:
+  G      the few-step generator = prune_depth(Stage II model, plan drop_blocks); the loop's
+         trainable (AdamW + EMA by the loop).
+  real   the frozen Stage II (elastic) model with its full weights; its *pruned* evaluation
+         runs it with skip = the plan's drop_blocks (no copy).
+  fake   the critic: a trainable copy of the PRUNED model (starts equal to G), with its own
+         AdamW inside `step()`; checkpointed through extra_state()/load_extra_state().
+
+Well-guided teacher (CFG form `uncond + w (cond - uncond)` everywhere, cond and uncond
+batched in one forward):
+
+    v_cfg(m) = v_m(uncond) + beta1 (v_m(cond) - v_m(uncond))     m in {p (pruned), u (unpruned)}
+    v_real   = v_cfg(p) + beta2 (v_cfg(u) - v_cfg(p))
+
+beta1 ~ U(beta1_min, beta1_max) per sample, beta2 fixed. `dmd2` is the same code with no plan
+(G, critic and teacher are the unpruned model) and beta2 = 0.
+
+One loop step (micro-batch) = backward simulation to a random exit step k (same on all ranks),
+G's x0 prediction at s_k (first frame pinned to the TI2V image), one critic update on the
+detached sample (flow matching at shifted s ~ U(0, 1)), and, on every `critic_steps`-th
+optimizer step, the DMD generator loss at shifted s ~ U(s_min, s_max):
+
+    grad = (x0_fake - x0_real) / mean|x0_g - x0_real|        (per sample; float32; nan_to_num)
+    loss = 0.5 || x0_g - sg(x0_g - grad) ||^2                (mean)    => dloss/dx0_g = grad / numel
+
+On critic-only steps `step()` returns a zero loss that is connected to G's parameters
+(sum of p.sum() * 0), so the loop's backward gives all-zero gradients. NOTE: AdamW still
+moves parameters on a zero gradient through its first moment and weight decay, which is why
+the DMD configs default to Adam beta1 = 0 and weight_decay = 0 (then a zero-gradient step is an
+exact no-op for G; EMA still averages). The recipe refuses critic_steps > 1 otherwise.
+
+Config name clash: LoopConfig already owns `beta1`/`beta2` (AdamW betas), so the guidance
+scales are `beta1_min`, `beta1_max` and `guide_beta2` (the paper's beta2).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from fastlight.diffusion.flow import add_noise, pin_first_frame, sample_s, x0_from_v
+from fastlight.models.denoiser import Cond, Denoiser
+from fastlight.train.batches import shapes_batch
+from fastlight.train.loop import LoopConfig
+
+
+# ---- pure pieces ------------------------------------------------------------------------------
+
+def _per_sample(w: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+    """scalar or (B,) -> broadcastable against x (B, ...)."""
+    w = torch.as_tensor(w, dtype=x.dtype, device=x.device)
+    return w.reshape(-1, *([1] * (x.ndim - 1))) if w.ndim else w
+
+
+def cfg_v(model: Denoiser, x_t: torch.Tensor, s: torch.Tensor, cond: Cond, beta1, skip: Iterable[int] = ()):
+    """v_u + beta1 (v_c - v_u), cond and uncond batched in ONE forward; beta1: scalar or (B,)."""
+    from fastlight.diffusion.sampling import guided_cond
+
+    skip = tuple(skip)
+    B = x_t.shape[0]
+    s = torch.as_tensor(s, dtype=torch.float32, device=x_t.device)
+    s = s.expand(B) if s.ndim == 0 else s
+    g = guided_cond(model, cond)
+    if g.both is not None:
+        v_c, v_u = model(torch.cat([x_t, x_t]), torch.cat([s, s]), g.both, skip=skip).chunk(2)
+    else:  # shapes differ (cannot stack without changing the result): two forwards
+        v_c, v_u = model(x_t, s, cond, skip=skip), model(x_t, s, g.uncond, skip=skip)
+    v_c, v_u = v_c.float(), v_u.float()
+    return v_u + _per_sample(beta1, v_u) * (v_c - v_u)
+
+
+def well_guided_v(real: Denoiser, x_t: torch.Tensor, s: torch.Tensor, cond: Cond, skip_pruned: Iterable[int],
+                  beta1: torch.Tensor, beta2: float) -> torch.Tensor:
+    """v_real = v_cfg(p) + beta2 (v_cfg(u) - v_cfg(p)) (float32, (B, C, F, H, W)).
+
+    p = `real` run with skip=skip_pruned, u = `real` unpruned; each with CFG scale beta1 (B,).
+    Evaluations that cannot matter are not run: beta2 == 0 -> pruned only, beta2 == 1 ->
+    unpruned only, empty skip_pruned -> one evaluation (p == u). No grad context is imposed."""
+    skip_pruned = tuple(sorted(set(skip_pruned)))
+    if not skip_pruned or beta2 == 1:
+        return cfg_v(real, x_t, s, cond, beta1, skip=() if beta2 == 1 else skip_pruned)
+    v_p = cfg_v(real, x_t, s, cond, beta1, skip=skip_pruned)
+    if beta2 == 0:
+        return v_p
+    v_u = cfg_v(real, x_t, s, cond, beta1)
+    return v_p + beta2 * (v_u - v_p)
+
+
+def dmd_grad(x0_g: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:
+    """(x0_fake - x0_real) / mean|x0_g - x0_real| per sample (non-batch dims), float32, nan_to_num."""
+    x0_g, x0_real, x0_fake = x0_g.detach().float(), x0_real.detach().float(), x0_fake.detach().float()
+    dims = tuple(range(1, x0_g.ndim))
+    norm = (x0_g - x0_real).abs().mean(dim=dims, keepdim=True)
+    return torch.nan_to_num((x0_fake - x0_real) / norm)
+
+
+def dmd_generator_loss(x0_g: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:
+    """0.5 * mean (x0_g - sg(x0_g - grad))^2; its gradient w.r.t. x0_g is grad / x0_g.numel()."""
+    grad = dmd_grad(x0_g, x0_real, x0_fake)
+    x = x0_g.float()
+    target = (x - grad).detach()
+    return 0.5 * (x - target).pow(2).mean()
+
+
+def critic_loss(v_fake: torch.Tensor, x0_g: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Flow matching of the fake score on G's (detached) samples: mean (v_fake - (eps - x0_g))^2."""
+    return (v_fake.float() - (eps.float() - x0_g.detach().float())).pow(2).mean()
+
+
+def backward_simulation(G: Denoiser, noise: torch.Tensor, cond: Cond, s_list: Sequence[float], k: int,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run G WITHOUT grad through steps 0..k-1 of the few-step sampler (x0 = x - s v, then re-noise
+    to s_{i+1} with fresh eps ~ N(0, I) from `generator`), returning (x_k, s_k): the input of G's
+    step k (first frame pinned to cond.image), detached, float32, and s_k as a (B,) tensor.
+    k = 0 returns the (pinned) noise at s_list[0]."""
+    if not 0 <= k < len(s_list):
+        raise ValueError(f"exit step k={k} outside 0..{len(s_list) - 1}")
+    B = noise.shape[0]
+    x = pin_first_frame(noise.float(), cond.image)
+    rand_dev = generator.device if generator is not None else noise.device
+    with torch.no_grad():
+        for i in range(k):
+            s = torch.full((B,), float(s_list[i]), device=x.device)
+            v = G(x.to(noise.dtype), s, cond)
+            x0 = pin_first_frame(x0_from_v(x, s, v.float()), cond.image)
+            eps = torch.randn(x.shape, generator=generator, dtype=torch.float32, device=rand_dev).to(x.device)
+            x = pin_first_frame(add_noise(x0, eps, float(s_list[i + 1])), cond.image)
+    return x.detach(), torch.full((B,), float(s_list[k]), device=x.device)
+
+
+def zero_loss_of(module: torch.nn.Module) -> torch.Tensor:
+    """A zero scalar whose backward gives every trainable parameter of `module` an all-zero grad."""
+    return sum(p.sum() * 0 for p in module.parameters() if p.requires_grad)
+
+
+# ---- config and recipe ------------------------------------------------------------------------
+
+@dataclass
+class DmdConfig(LoopConfig):
+    out: str = "runs/fastlightgen"
+    teacher: str = "runs/dpp/model"  # Stage II elastic model folder (or 'shapes-teacher')
+    plan: str = "runs/study/plan30.json"  # depth plan json; "" = no pruning (dmd2)
+    timesteps: list = field(default_factory=lambda: [1000, 750, 500, 250])
+    beta1_min: float = 2.0  # inter CFG scale, per sample ~ U(beta1_min, beta1_max)
+    beta1_max: float = 3.5
+    guide_beta2: float = 0.25  # the paper's beta2 (intra CFG); LoopConfig.beta2 is Adam's
+    critic_steps: int = 5  # G is updated every critic_steps-th optimizer step, the critic every step
+    critic_lr: float = 2e-6
+    s_min: float = 0.02
+    s_max: float = 0.98
+    shift: float = 3.0
+    batch_size: int = 4
+    cfg_dropout: float = 0.0
+    p_two_objects: float = 0.3
+    lr: float = 2e-6
+    beta1: float = 0.0  # Adam beta1 = 0 (DMD2): a zero-gradient critic-only step is a no-op for G
+    lr_schedule: str = "constant"
+    ema_decay: float = 0.99
+    threads: int = 2
+
+
+@dataclass
+class Dmd2Config(DmdConfig):
+    out: str = "runs/dmd2"
+    plan: str = ""
+    guide_beta2: float = 0.0
+
+
+def check_dmd_config(cfg: DmdConfig) -> None:
+    if not 0 < cfg.beta1_min <= cfg.beta1_max:
+        raise ValueError(f"need 0 < beta1_min <= beta1_max, got {cfg.beta1_min}, {cfg.beta1_max}")
+    if not 0 <= cfg.s_min < cfg.s_max <= 1:
+        raise ValueError(f"need 0 <= s_min < s_max <= 1, got {cfg.s_min}, {cfg.s_max}")
+    if cfg.critic_steps < 1:
+        raise ValueError(f"critic_steps must be >= 1, got {cfg.critic_steps}")
+    if cfg.critic_steps > 1 and (cfg.beta1 != 0 or cfg.weight_decay != 0):
+        raise ValueError(f"critic_steps={cfg.critic_steps} needs Adam beta1=0 and weight_decay=0 (got {cfg.beta1}, "
+                         f"{cfg.weight_decay}): otherwise the critic-only steps still move G through AdamW")
+
+
+class DmdRecipe:
+    """trainable() is G (pruned); real score frozen (Stage II weights); critic private to the recipe."""
+
+    name = "fastlightgen"
+
+    def __init__(self, cfg: DmdConfig):
+        from fastlight.analyze.plans import read_plan
+        from fastlight.diffusion.sampling import few_step_grid
+        from fastlight.models.denoiser import load_denoiser
+        from fastlight.models.presets import resolve_model_path
+        from fastlight.prune.surgery import prune_depth
+
+        check_dmd_config(cfg)
+        torch.set_num_threads(cfg.threads)
+        self.cfg = cfg
+        self.s_list = few_step_grid(cfg.timesteps)
+        self.teacher_path = resolve_model_path(cfg.teacher)
+        self.real = load_denoiser(self.teacher_path).requires_grad_(False).eval()
+        self.plan_path = Path(cfg.plan) if cfg.plan else None
+        self.drop_blocks: list[int] = []
+        if self.plan_path is not None:
+            plan = self._read_plan(read_plan)
+            if plan.get("type") != "depth":
+                raise ValueError(f"plan {self.plan_path} is a {plan.get('type')!r} plan; Stage III needs a depth plan")
+            self.drop_blocks = sorted(plan["drop_blocks"])
+        if self.drop_blocks:
+            self.G = prune_depth(self.real, self.drop_blocks)
+            self.critic = prune_depth(self.real, self.drop_blocks)
+        else:
+            self.G, self.critic = copy.deepcopy(self.real), copy.deepcopy(self.real)
+        self.G.requires_grad_(True).train()
+        self.critic.requires_grad_(True).train()
+        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, betas=(0.0, 0.999),
+                                            weight_decay=0.0)
+        world = self.real.meta.get("world", {})
+        self.size, self.num_frames = world.get("size", 24), world.get("num_frames", 8)
+        self.run_info: dict = {}
+
+    def _read_plan(self, read_plan) -> dict:
+        """The plan, checked against the real-score model. A Stage II model keeps the plan it was
+        trained with (its folder's plan.json, fingerprinted on the teacher it came from): a plan with
+        that same fingerprint is accepted for it too."""
+        own = self.teacher_path / "plan.json"
+        plan = read_plan(self.plan_path)
+        if own.exists() and read_plan(own)["fingerprint"] == plan["fingerprint"]:
+            bad = [i for i in plan["drop_blocks"] + plan["keep_blocks"] if i >= self.real.num_blocks]
+            if bad or len(plan["drop_blocks"]) + len(plan["keep_blocks"]) != self.real.num_blocks:
+                raise ValueError(f"plan {self.plan_path} does not fit {self.teacher_path} ({self.real.num_blocks} blocks)")
+            return plan
+        return read_plan(self.plan_path, self.real)
+
+    def trainable(self) -> Denoiser:
+        return self.G
+
+    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
+        """Conditions (text, first-frame image) from the Shapes stream, starting noise, beta1, noise
+        levels and eps for critic / DMD; k is drawn from (seed, step) only (same on all ranks)."""
+        cfg = self.cfg
+        b, gen = shapes_batch(cfg, step, rank, world_size, self.size, self.num_frames)
+        n, shape = b["x0"].shape[0], b["x0"].shape
+        k_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
+        return {
+            "image": b["x0"][:, :, :1], "text": b["text"],
+            "noise": torch.randn(shape, generator=gen),
+            "sim_seed": int(torch.randint(0, 2**62, (1,), generator=gen)),
+            "k": int(torch.randint(0, len(self.s_list), (1,), generator=k_gen)),
+            "beta1": cfg.beta1_min + (cfg.beta1_max - cfg.beta1_min) * torch.rand(n, generator=gen),
+            "s_critic": sample_s(n, cfg.shift, gen), "eps_critic": torch.randn(shape, generator=gen),
+            "s_dmd": sample_s(n, cfg.shift, gen, cfg.s_min, cfg.s_max), "eps_dmd": torch.randn(shape, generator=gen),
+            "opt_step": step // cfg.grad_accum,
+        }
+
+    def is_generator_step(self, opt_step: int) -> bool:
+        return opt_step % self.cfg.critic_steps == 0
+
+    def _to(self, dev) -> None:
+        for m in (self.real, self.critic):
+            if next(m.parameters()).device != dev:
+                m.to(dev)  # in place: the critic optimiser keeps the same Parameter objects
+
+    def update_critic(self, x0_g: torch.Tensor, s: torch.Tensor, eps: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """One AdamW step of the critic on G's detached sample; returns the loss (detached)."""
+        f0 = 0 if cond.image is None else 1
+        self.critic.requires_grad_(True)
+        self.critic_opt.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            x_t = pin_first_frame(add_noise(x0_g.detach(), eps, s), cond.image)
+            v = self.critic(x_t, s, cond)
+            loss = critic_loss(v[:, :, f0:], x0_g[:, :, f0:], eps[:, :, f0:])
+            loss.backward()
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            w = torch.distributed.get_world_size()
+            for p in self.critic.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= w
+        self.critic_opt.step()
+        self.critic_opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        dev = next(self.G.parameters()).device
+        self._to(dev)
+        image = batch["image"].to(dev)
+        cond = Cond(batch["text"].to(dev), image)
+        f0 = 0 if cond.image is None else 1
+        gen_step = self.is_generator_step(int(batch["opt_step"]))
+        sim_gen = torch.Generator().manual_seed(int(batch["sim_seed"]))
+        x_k, s_k = backward_simulation(self.G, batch["noise"].to(dev), cond, self.s_list, int(batch["k"]), sim_gen)
+        with torch.set_grad_enabled(gen_step and torch.is_grad_enabled()):
+            v_g = self.G(x_k, s_k, cond)
+            x0_g = pin_first_frame(x0_from_v(x_k, s_k, v_g.float()), image)
+
+        critic = self.update_critic(x0_g, batch["s_critic"].to(dev), batch["eps_critic"].to(dev), cond)
+        gen = x0_g[:, :, f0:].detach()
+        logs = {"critic": critic, "k": torch.tensor(float(batch["k"])), "beta1": batch["beta1"].float().mean(),
+                "x0_mean": gen.mean(), "x0_std": gen.std()}
+        if not gen_step:
+            return {"loss": zero_loss_of(self.G), "dmd": torch.zeros((), device=dev), **logs}
+
+        s, eps, beta1 = batch["s_dmd"].to(dev), batch["eps_dmd"].to(dev), batch["beta1"].to(dev)
+        with torch.no_grad():
+            x_t = pin_first_frame(add_noise(x0_g.detach(), eps, s), image)
+            x0_real = x0_from_v(x_t, s, well_guided_v(self.real, x_t, s, cond, self.drop_blocks, beta1,
+                                                      cfg.guide_beta2).float())
+            self.critic.requires_grad_(False)
+            x0_fake = x0_from_v(x_t, s, self.critic(x_t, s, cond).float())
+        dmd = dmd_generator_loss(x0_g[:, :, f0:], x0_real[:, :, f0:], x0_fake[:, :, f0:])
+        return {"loss": dmd, "dmd": dmd.detach(), **logs}
+
+    # ---- critic state (saved with each checkpoint by the loop) ----
+    def extra_state(self) -> dict:
+        return {"critic": {k: v.detach().cpu() for k, v in self.critic.state_dict().items()},
+                "critic_opt": self.critic_opt.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.critic.load_state_dict(state["critic"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+
+    def save_output(self, path: Path, module: Denoiser) -> None:
+        path = Path(path)
+        cfg = self.cfg
+        sampler = {"sampler": "few_step", "timesteps": [float(t) for t in cfg.timesteps], "s_list": self.s_list,
+                   "cfg_scale": 1.0}
+        module.save(path, {"kind": f"{self.name}-student", "teacher": str(self.teacher_path),
+                           "plan": "plan.json" if self.plan_path else None, "drop_blocks": self.drop_blocks,
+                           "sampler": sampler})
+        (path / "sampler.json").write_text(json.dumps(sampler, indent=2))
+        if self.plan_path is not None:
+            shutil.copyfile(self.plan_path, path / "plan.json")
+        manifest = {"recipe": self.name, "teacher": str(self.teacher_path),
+                    "plan": str(self.plan_path) if self.plan_path else None, "drop_blocks": self.drop_blocks,
+                    "timesteps": sampler["timesteps"], "s_list": self.s_list,
+                    "beta1": [cfg.beta1_min, cfg.beta1_max], "beta2": cfg.guide_beta2,
+                    "critic_steps": cfg.critic_steps, **self.run_info, "config": asdict(cfg)}
+        tmp = path / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.rename(path / "manifest.json")
+
+
+class Dmd2Recipe(DmdRecipe):
+    """The DMD2 baseline: same code, no plan, beta2 = 0 (unpruned G, critic and teacher)."""
+
+    name = "dmd2"
+
+
+FASTLIGHTGEN = (DmdConfig, DmdRecipe)
+DMD2 = (Dmd2Config, Dmd2Recipe)
