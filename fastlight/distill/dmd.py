@@ -47,8 +47,7 @@ import torch
 
 from fastlight.diffusion.flow import add_noise, pin_first_frame, sample_s, x0_from_v
 from fastlight.models.denoiser import Cond, Denoiser
-from fastlight.train.batches import shapes_batch
-from fastlight.train.loop import LoopConfig
+from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
 
 
 # ---- pure pieces ------------------------------------------------------------------------------
@@ -143,7 +142,7 @@ def zero_loss_of(module: torch.nn.Module) -> torch.Tensor:
 # ---- config and recipe ------------------------------------------------------------------------
 
 @dataclass
-class DmdConfig(LoopConfig):
+class DmdConfig(ShapesRecipeConfig):
     out: str = "runs/fastlightgen"
     teacher: str = "runs/dpp/model"  # Stage II elastic model folder (or 'shapes-teacher')
     plan: str = "runs/study/plan30.json"  # depth plan json; "" = no pruning (dmd2)
@@ -155,15 +154,12 @@ class DmdConfig(LoopConfig):
     critic_lr: float = 2e-6
     s_min: float = 0.02
     s_max: float = 0.98
-    shift: float = 3.0
     batch_size: int = 4
     cfg_dropout: float = 0.0
-    p_two_objects: float = 0.3
     lr: float = 2e-6
     beta1: float = 0.0  # Adam beta1 = 0 (DMD2): a zero-gradient critic-only step is a no-op for G
     lr_schedule: str = "constant"
     ema_decay: float = 0.99
-    threads: int = 2
 
 
 @dataclass

@@ -31,26 +31,19 @@ import torch
 
 from fastlight.diffusion.flow import add_noise, v_target
 from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
-from fastlight.train.batches import shapes_batch
-from fastlight.train.loop import LoopConfig
+from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
 
 
 @dataclass
-class AlignConfig(LoopConfig):
+class AlignConfig(ShapesRecipeConfig):
     out: str = "runs/align"
-    teacher: str = "shapes-teacher"
     plan: str = "runs/study/width30.json"  # a width plan (FFN units) or a depth plan
     w_output: float = 1.0
     w_layer: float = 1.0
     phase1_steps: int = 150  # optimizer steps with the alignment terms; then flow matching only
     align_blocks: list[int] | None = None  # teacher block ids to align; None = every block the student has
-    batch_size: int = 16  # global: each of N processes gets batch_size / N
-    shift: float = 3.0
-    cfg_dropout: float = 0.1
-    p_two_objects: float = 0.3
     lr: float = 1e-4
     ema_decay: float = 0.999
-    threads: int = 2
 
 
 def block_pairs(plan: dict, num_teacher_blocks: int, align_blocks=None) -> list[tuple[int, int]]:

@@ -1,9 +1,24 @@
 """Training batches of the Shapes world, shared by the Stage II recipes."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from fastlight.diffusion.flow import sample_s
+from fastlight.train.loop import LoopConfig
+
+
+@dataclass
+class ShapesRecipeConfig(LoopConfig):
+    """The fields every Shapes-world training recipe shares (flat, like every config)."""
+
+    teacher: str = "shapes-teacher"
+    batch_size: int = 16  # global: each of N processes gets batch_size / N
+    shift: float = 3.0
+    cfg_dropout: float = 0.1
+    p_two_objects: float = 0.3
+    threads: int = 2
 
 
 def shapes_batch(cfg, step: int, rank: int, world_size: int, size: int, num_frames: int) -> tuple[dict, torch.Generator]:

@@ -45,14 +45,12 @@ from torch import nn
 
 from fastlight.diffusion.flow import add_noise, v_target, x0_from_v
 from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
-from fastlight.train.batches import shapes_batch
-from fastlight.train.loop import LoopConfig
+from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
 
 
 @dataclass
-class IcmdConfig(LoopConfig):
+class IcmdConfig(ShapesRecipeConfig):
     out: str = "runs/icmd"
-    teacher: str = "shapes-teacher"
     plan: str = "runs/study/plan30.json"
     lambda_icd: float = 0.1
     lambda_mca: float = 1.0
@@ -61,13 +59,8 @@ class IcmdConfig(LoopConfig):
     disc_channels: int = 32
     instance_noise_min: float = 0.05  # s' ~ U(min, max) for noising both x0 predictions
     instance_noise_max: float = 0.5
-    batch_size: int = 16  # global: each of N processes gets batch_size / N
-    shift: float = 3.0
-    cfg_dropout: float = 0.1
-    p_two_objects: float = 0.3
     lr: float = 1e-4
     ema_decay: float = 0.999
-    threads: int = 2
 
 
 # ---- pure loss pieces ----------------------------------------------------------------------------

@@ -20,25 +20,18 @@ import torch
 
 from fastlight.diffusion.flow import add_noise, v_target
 from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
-from fastlight.train.batches import shapes_batch
-from fastlight.train.loop import LoopConfig
+from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
 
 
 @dataclass
-class DppConfig(LoopConfig):
+class DppConfig(ShapesRecipeConfig):
     out: str = "runs/dpp"
-    teacher: str = "shapes-teacher"
     plan: str = "runs/study/plan30.json"
     alpha: float = 1.0
     p: float = 0.5
     per_sample: bool = False
-    batch_size: int = 16  # global: each of N processes gets batch_size / N
-    shift: float = 3.0
-    cfg_dropout: float = 0.1
-    p_two_objects: float = 0.3
     lr: float = 1e-4
     ema_decay: float = 0.999
-    threads: int = 2
 
 
 def draw_skips(u: torch.Tensor, candidates: list[int], p: float) -> list[frozenset[int]]:
