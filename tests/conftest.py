@@ -11,15 +11,30 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="session")
-def tiny_shapes_model(tmp_path_factory):
-    """A 2-block Shapes-world Wan model (untrained), saved like the shipped teacher."""
+def save_tiny_shapes_model(path, num_layers: int = 2, perturb: float = 0.0):
+    """A tiny untrained Shapes-world Wan saved like the shipped teacher. Untrained Wan blocks start
+    near-identity (zero-init modulation): `perturb` adds noise to the blocks so every block acts."""
     from fastlight.models.presets import SHAPES_TEACHER_CONFIG
     from fastlight.models.wan import WanDenoiser
 
     torch.manual_seed(0)
-    cfg = dict(SHAPES_TEACHER_CONFIG, num_layers=2, attention_head_dim=8, ffn_dim=32, freq_dim=16)
+    cfg = dict(SHAPES_TEACHER_CONFIG, num_layers=num_layers, attention_head_dim=8, ffn_dim=32, freq_dim=16)
     m = WanDenoiser.from_config(**cfg)
-    path = tmp_path_factory.mktemp("models") / "tiny_shapes"
+    if perturb:
+        with torch.no_grad():
+            for p in m.model.blocks.parameters():
+                p.add_(perturb * torch.randn_like(p))
     m.save(path, {"kind": "shapes-teacher", "world": {"size": 24, "num_frames": 8}, "shift": 3.0})
     return path
+
+
+@pytest.fixture(scope="session")
+def shapes_model_factory():
+    """`save_tiny_shapes_model(path, num_layers, perturb)` for tests that need their own size."""
+    return save_tiny_shapes_model
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes_model(tmp_path_factory):
+    """A 2-block Shapes-world Wan model (untrained), saved like the shipped teacher."""
+    return save_tiny_shapes_model(tmp_path_factory.mktemp("models") / "tiny_shapes")

@@ -14,17 +14,9 @@ from fastlight.train.loop import train
 
 
 @pytest.fixture(scope="module")
-def tiny4(tmp_path_factory):
+def tiny4(tmp_path_factory, shapes_model_factory):
     """A 4-block Shapes-world Wan (untrained), saved like the shipped teacher."""
-    from fastlight.models.presets import SHAPES_TEACHER_CONFIG
-    from fastlight.models.wan import WanDenoiser
-
-    torch.manual_seed(0)
-    cfg = dict(SHAPES_TEACHER_CONFIG, num_layers=4, attention_head_dim=8, ffn_dim=32, freq_dim=16)
-    m = WanDenoiser.from_config(**cfg)
-    path = tmp_path_factory.mktemp("models") / "tiny4"
-    m.save(path, {"kind": "shapes-teacher", "world": {"size": 24, "num_frames": 8}, "shift": 3.0})
-    return path
+    return shapes_model_factory(tmp_path_factory.mktemp("models") / "tiny4", num_layers=4)
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,9 @@ from fastlight.train.icmd import ICMD, IcmdConfig, IcmdRecipe, d_hinge_loss, g_n
 
 
 @pytest.fixture(scope="module")
-def tiny4(tmp_path_factory):
-    from fastlight.models.presets import SHAPES_TEACHER_CONFIG
-    from fastlight.models.wan import WanDenoiser
-
-    torch.manual_seed(0)
-    cfg = dict(SHAPES_TEACHER_CONFIG, num_layers=4, attention_head_dim=8, ffn_dim=32, freq_dim=16)
-    m = WanDenoiser.from_config(**cfg)
-    # untrained Wan blocks start near-identity (zero-init modulation); perturb so every block acts
-    with torch.no_grad():
-        for p in m.model.blocks.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+def tiny4(tmp_path_factory, shapes_model_factory):
     root = tmp_path_factory.mktemp("icmd")
-    path = root / "tiny4"
-    m.save(path, {"kind": "shapes-teacher", "world": {"size": 24, "num_frames": 8}, "shift": 3.0})
+    path = shapes_model_factory(root / "tiny4", num_layers=4, perturb=0.05)
     model = load_denoiser(path)
     rows = [{"index": i, "score": sc} for i, sc in enumerate([1.0, 0.9, 0.1, 1.0])]
     plan = depth_plan(rows, model, 0.05, keep_ends=True, verbose=False)
