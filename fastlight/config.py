@@ -107,8 +107,6 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
 def save_config(cfg, run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    out = run_dir / "config.yaml"
-    tmp = out.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    tmp.rename(out)
-    return out
+    from fastlight.fileio import atomic_write_text
+
+    return atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

@@ -20,16 +20,9 @@ def _finite_or_none(obj):
 
 def atomic_write_json(path: str | Path, obj) -> Path:
     """Write `obj` as JSON to `path` via a temporary file and a rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(_finite_or_none(obj), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    from fastlight.fileio import atomic_write_json as write
+
+    return write(path, _finite_or_none(obj), allow_nan=False)
 
 
 def read_json(path: str | Path, what: str) -> dict:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
+
+from fastlight.fileio import atomic_write_bytes
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
 INDEX_NAME = "index.json"
@@ -57,22 +58,12 @@ class DataError(ValueError):
 # ----------------------------------------------------------------------------- small helpers
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Write a safetensors file atomically; return its sha256."""
     from safetensors.torch import save
 
     data = save({k: v.contiguous() for k, v in tensors.items()})
-    _atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -451,7 +442,7 @@ def preprocess(
                  "path": str(text_embeds if text_embeds is not None else text_encoder), "length": text_len},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _atomic_write_bytes(out_dir / INDEX_NAME, (json.dumps(index, indent=2) + "\n").encode())
+    atomic_write_bytes(out_dir / INDEX_NAME, (json.dumps(index, indent=2) + "\n").encode())
     keep = {s["file"] for s in shards}
     for stale in out_dir.glob("latents_*.safetensors"):
         if stale.name not in keep:

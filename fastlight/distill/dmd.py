@@ -46,6 +46,7 @@ from typing import Iterable, Sequence
 import torch
 
 from fastlight.diffusion.flow import add_noise, pin_first_frame, sample_s, x0_from_v
+from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
 
@@ -338,9 +339,7 @@ class DmdRecipe:
                     "timesteps": sampler["timesteps"], "s_list": self.s_list,
                     "beta1": [cfg.beta1_min, cfg.beta1_max], "beta2": cfg.guide_beta2,
                     "critic_steps": cfg.critic_steps, **self.run_info, "config": asdict(cfg)}
-        tmp = path / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        tmp.rename(path / "manifest.json")
+        atomic_write_json(path / "manifest.json", manifest)
 
 
 class Dmd2Recipe(DmdRecipe):

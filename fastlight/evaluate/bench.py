@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import math
-import os
 import re
 import statistics
 import threading
@@ -658,16 +656,9 @@ def print_rows(rows: list[dict], console=None) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    from fastlight.fileio import atomic_write_json
+
+    return atomic_write_json(path, obj)
 
 
 def bench_command(

@@ -70,7 +70,6 @@ metrics, vbench, ideal: {score, parts, metrics, vbench}, per_video: [...], files
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -492,10 +491,9 @@ def score_real(num_cases: int = DEFAULT_NUM_CASES, world: shapes.WorldConfig | N
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2))
-    tmp.replace(path)
+    from fastlight.fileio import atomic_write_json
+
+    atomic_write_json(path, _jsonable(data))
 
 
 def save_samples(out_dir: str | Path, videos: torch.Tensor, cases: Sequence[BenchCase],

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
 import torch
 
 from fastlight.data import shapes
+from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import load_denoiser
 from fastlight.models.presets import resolve_model_path
 from fastlight.sample import generate_shapes, world_of
@@ -56,13 +56,7 @@ def evaluate_teacher(model_path: str = "shapes-teacher", num_cases: int = 64, nu
         meta_path = resolve_model_path(model_path) / "fastlight.json"
         meta = json.loads(meta_path.read_text())
         meta["quality"] = {k: v for k, v in res.items() if k != "model"}
-        tmp = meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.replace(meta_path)
+        atomic_write_json(meta_path, meta)
     if out:
-        p = Path(out)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(res, indent=2))
-        tmp.replace(p)
+        atomic_write_json(out, res)
     return res

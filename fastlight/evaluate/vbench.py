@@ -59,7 +59,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -794,17 +793,9 @@ def _to_jsonable(x):
 
 
 def _write_json_atomic(obj, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_to_jsonable(obj), f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from fastlight.fileio import atomic_write_json
+
+    atomic_write_json(path, _to_jsonable(obj))
 
 
 def evaluate_folder(folder, images=None, fps: float | None = None, dims=None, backend: str = "builtin",

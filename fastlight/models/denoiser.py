@@ -147,9 +147,9 @@ class Denoiser(nn.Module):
         meta = dict(self.meta)
         meta.update(fastlight_meta or {})
         meta["family"] = self.family
-        tmp = path / "fastlight.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        tmp.rename(path / "fastlight.json")
+        from fastlight.fileio import atomic_write_json
+
+        atomic_write_json(path / "fastlight.json", meta)
 
     # set by subclasses
     null_text: torch.Tensor

@@ -39,6 +39,8 @@ from typing import Sequence
 
 import numpy as np
 
+from fastlight.fileio import atomic_write_bytes, atomic_write_text
+
 REPORT_DIR = "report"
 SHAPESBENCH_FILE = "shapesbench.json"
 MAX_JSON_BYTES = 20 * 2**20  # bench files are small; don't parse big logs looking for one
@@ -60,24 +62,12 @@ LABEL_STRIP_PX = 18
 
 
 # ---- small helpers ----------------------------------------------------------------------------
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-
-
 def _atomic_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write_bytes(path, data)
 
 
 def _atomic_text(path: Path, text: str) -> Path:
-    return _atomic_bytes(path, text.encode("utf-8"))
+    return atomic_write_text(path, text)
 
 
 def _clean(obj):

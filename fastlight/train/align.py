@@ -22,7 +22,6 @@ loads with the stock diffusers class.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from fastlight.diffusion.flow import add_noise, v_target
+from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
 from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
 
@@ -160,9 +160,7 @@ class AlignRecipe:
         manifest = {"recipe": "align", "teacher": str(self.teacher_path), "plan": str(self.plan_path), **shape,
                     "aligned_blocks": [list(p) for p in self.pairs], "phase1_steps": cfg.phase1_steps,
                     "w_output": cfg.w_output, "w_layer": cfg.w_layer, **self.run_info, "config": asdict(cfg)}
-        tmp = path / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        tmp.rename(path / "manifest.json")
+        atomic_write_json(path / "manifest.json", manifest)
 
 
 ALIGN = (AlignConfig, AlignRecipe)

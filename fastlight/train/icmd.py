@@ -34,7 +34,6 @@ saves / loads a checkpoint; until it does, a resumed run restarts D from its ini
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastlight.diffusion.flow import add_noise, v_target, x0_from_v
+from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
 from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
 
@@ -245,9 +245,7 @@ class IcmdRecipe:
                     "mca_warmup_steps": cfg.mca_warmup_steps, "disc_lr": cfg.disc_lr,
                     "instance_noise": [cfg.instance_noise_min, cfg.instance_noise_max],
                     **self.run_info, "config": asdict(cfg)}
-        tmp = path / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        tmp.rename(path / "manifest.json")
+        atomic_write_json(path / "manifest.json", manifest)
 
 
 ICMD = (IcmdConfig, IcmdRecipe)

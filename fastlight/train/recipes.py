@@ -11,7 +11,6 @@ runs under torch.no_grad. The result is one elastic model that works at many dep
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from fastlight.diffusion.flow import add_noise, v_target
+from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
 from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
 
@@ -119,9 +119,7 @@ class DppRecipe:
         manifest = {"recipe": "dpp", "teacher": str(self.teacher_path), "plan": str(self.plan_path),
                     "candidates": self.candidates, "alpha": cfg.alpha, "p": cfg.p, "per_sample": cfg.per_sample,
                     **self.run_info, "config": asdict(cfg)}
-        tmp = path / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        tmp.rename(path / "manifest.json")
+        atomic_write_json(path / "manifest.json", manifest)
 
 
 RECIPES = {"dpp": (DppConfig, DppRecipe)}
