@@ -28,9 +28,8 @@ micro-batch when grad_accum > 1), with its own AdamW (lr = disc_lr), after mca_w
 optimizer steps, on detached student predictions, before the generator loss is formed; the
 generator loss is then computed with D's parameters frozen so the loop's backward sends no
 gradient into D. With several processes (torch.distributed initialised) D's gradients are
-averaged across ranks here. loop.py has no hook for extra state: `extra_state()` /
-`load_extra_state()` return / restore D and its optimiser, and the loop must call them when it
-saves / loads a checkpoint; until it does, a resumed run restarts D from its initialisation.
+averaged across ranks here. `extra_state()` / `load_extra_state()` return / restore D and its
+optimiser; the loop saves them with every checkpoint (extra.pt) and restores them on resume.
 """
 from __future__ import annotations
 
@@ -224,7 +223,7 @@ class IcmdRecipe:
         return {"loss": loss, "task": task.detach(), "icd": icd.detach(), "mca_gen": mca_gen.detach(),
                 "mca_disc": mca_disc}
 
-    # ---- discriminator state (the loop must call these to checkpoint D; see module docstring) ----
+    # ---- discriminator state (saved with each checkpoint by the loop) ----
     def extra_state(self) -> dict:
         return {"disc": {k: v.detach().cpu() for k, v in self.disc.state_dict().items()},
                 "disc_opt": self.disc_opt.state_dict()}
