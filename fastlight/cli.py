@@ -17,7 +17,7 @@ def _pretrain(a):
 def _sample(a):
     from fastlight.sample import sample_command
 
-    for p in sample_command(a.model, a.prompt, a.out, a.image, a.steps, a.cfg, a.seed, a.shift):
+    for p in sample_command(a.model, a.prompt, a.out, a.image, a.steps, a.cfg, a.seed, a.shift, backend=a.backend):
         print(p)
 
 
@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--shift", type=float, default=None)
     s.add_argument("--out", default="clip.mp4", help=".mp4 (a .gif is written beside it)")
+    s.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="onnx: run MODEL's transformer.onnx (from `fastlight export --format onnx`) with onnxruntime")
     s.set_defaults(fn=_sample)
 
     s = sub.add_parser("info", help="blocks, parameters and config of a model")
@@ -246,7 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="write the figures as JSON here")
     s.add_argument("--record", action="store_true", help="also store the figures in the model's fastlight.json")
     s.set_defaults(fn=_evaluate_teacher)
+
+    # verbs whose parsers live beside their code
+    import importlib
+
+    for mod in PARSER_MODULES:
+        importlib.import_module(mod).add_parsers(sub)
     return p
+
+
+PARSER_MODULES = ("fastlight.export.command", "fastlight.decoder.command")
 
 
 # errors that mean "bad input": one line, exit code 2

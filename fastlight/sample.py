@@ -66,7 +66,9 @@ def generate_shapes(
 
 
 def sample_command(model_path: str, prompt: str, out: str, image: str | None, num_steps: int, cfg_scale: float,
-                   seed: int, shift: float | None, upscale: int = 8) -> list[Path]:
+                   seed: int, shift: float | None, upscale: int = 8, backend: str = "torch") -> list[Path]:
+    if backend != "torch":
+        raise ValueError(f"--backend {backend} is not available yet; use --backend torch")
     if num_steps < 1:
         raise ValueError(f"--steps must be >= 1 (got {num_steps})")
     out_path = Path(out)

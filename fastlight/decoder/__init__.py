@@ -1,0 +1,1 @@
+"""The decoder's share: prune and distil the VAE decoder (VDMini / Lightning Video)."""

@@ -1,0 +1,1 @@
+"""Export a trained student: a stock diffusers pipeline folder, or ONNX."""
