@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -155,7 +155,59 @@ class Denoiser(nn.Module):
     null_text: torch.Tensor
     meta: dict
 
-    def _forward(self, x_t, s, cond, skip, capture):  # pragma: no cover - abstract
+    def forward_shared(self, x_t: torch.Tensor, s: torch.Tensor, cond: Cond,
+                       skips: Sequence[Iterable[int]]) -> list[torch.Tensor]:
+        """One velocity per skip set, as `[self(x_t, s, cond, skip=k) for k in skips]`, but the
+        embeddings and every block before the first block on which the skip sets disagree run
+        once (same weights, same inputs => same hidden state): FastLightGen's pruned and unpruned
+        teacher evaluations share that prefix."""
+        skips = [frozenset(k) for k in skips]
+        for k in skips:
+            bad = [i for i in k if not 0 <= i < self.num_blocks]
+            if bad:
+                raise ValueError(f"skip ids {sorted(bad)} out of range: this model has blocks 0..{self.num_blocks - 1}")
+        s = torch.as_tensor(s, dtype=torch.float32, device=x_t.device)
+        if s.ndim == 0:
+            s = s.expand(x_t.shape[0])
+        n, split = self.num_blocks, self.shared_prefix_blocks(skips)
+        st = self._embed(x_t, s, cond)
+        for i in range(split):
+            if i not in skips[0]:
+                st = self._block(i, st)
+        outs = []
+        for k in skips:
+            branch = st
+            for i in range(split, n):
+                if i not in k:
+                    branch = self._block(i, branch)
+            outs.append(self._head(branch))
+        return outs
+
+    def shared_prefix_blocks(self, skips: Sequence[Iterable[int]]) -> int:
+        """How many leading block positions `forward_shared(skips)` evaluates once for all sets."""
+        skips = [frozenset(k) for k in skips]
+        return next((i for i in range(self.num_blocks) if len({i in k for k in skips}) > 1), self.num_blocks)
+
+    def _forward(self, x_t, s, cond, skip, capture):
+        """embed -> blocks not in `skip` (hidden states captured after the `capture` ones) -> head."""
+        st = self._embed(x_t, s, cond)
+        captured = {}
+        for i in range(self.num_blocks):
+            if i in skip:
+                continue
+            st = self._block(i, st)
+            if capture is not None and i in capture:
+                captured[i] = st["hidden"]
+        return self._head(st), captured
+
+    # the three pieces each adapter implements
+    def _embed(self, x_t, s, cond) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _block(self, i: int, st: dict) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _head(self, st: dict) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def block_infos(self) -> list[BlockInfo]:  # pragma: no cover - abstract

@@ -132,7 +132,8 @@ class HunyuanDenoiser(Denoiser):
         return pooled, mask, guidance
 
     # ---- forward --------------------------------------------------------------------------
-    def _forward(self, x_t, s, cond: Cond, skip, capture):
+    def _embed(self, x_t, s, cond: Cond) -> dict:
+        """RoPE, conditional embeddings, patch + text embedding (token refiner), joint attention mask."""
         m = self.model
         cfg = m.config
         B, C, F, H, W = x_t.shape
@@ -150,48 +151,50 @@ class HunyuanDenoiser(Denoiser):
             if p_t != 1:
                 raise ModelError("image conditioning (token_replace) needs a temporal patch size of 1")
             x_t = torch.cat([cond.image.to(x_t), x_t[:, :, 1:]], dim=2)  # keep the first frame clean
-        f, h, w = F // p_t, H // p, W // p
-        first_frame_num_tokens = h * w
+        h, w = H // p, W // p
         dtype = x_t.dtype
         timestep = s * 1000.0  # (B,)
         text = cond.text.to(dtype)
         pooled, text_mask, guidance = self._extras(cond, B, x_t.device, dtype)
 
-        # 1-2. RoPE, conditional embeddings, patch + text embedding (token refiner)
         rotary_emb = m.rope(x_t)
         temb, token_replace_emb = m.time_text_embed(timestep, pooled, guidance)
         hidden = m.x_embedder(x_t)  # (B, N, D)
         text = m.context_embedder(text, timestep, text_mask)  # (B, L, D)
 
-        # 3. joint attention mask: all video tokens + the valid text tokens (a prefix)
+        # joint attention mask: all video tokens + the valid text tokens (a prefix)
         N, L = hidden.shape[1], text.shape[1]
         valid = N + text_mask.sum(dim=1, dtype=torch.int)  # (B,)
         idx = torch.arange(N + L, device=hidden.device).unsqueeze(0)  # (1, N + L)
         attention_mask = (idx < valid.unsqueeze(1)).unsqueeze(1).unsqueeze(1)  # (B, 1, 1, N + L) bool
+        return {"hidden": hidden, "text": text, "temb": temb,
+                "args": (temb, attention_mask, rotary_emb, token_replace_emb, h * w),  # h * w: first-frame tokens
+                "shape": (B, F, H, W), "image": cond.image is not None}
 
-        # 4. blocks (skipped ones are not called)
-        checkpoint = torch.is_grad_enabled() and m.gradient_checkpointing
-        args = (temb, attention_mask, rotary_emb, token_replace_emb, first_frame_num_tokens)
-        captured = {}
-        for i, block in enumerate([*m.transformer_blocks, *m.single_transformer_blocks]):
-            if i in skip:
-                continue
-            if checkpoint:
-                hidden, text = m._gradient_checkpointing_func(block, hidden, text, *args)
-            else:
-                hidden, text = block(hidden, text, *args)
-            if capture is not None and i in capture:
-                captured[i] = hidden  # video tokens (B, N, D)
+    def _block(self, i: int, st: dict) -> dict:
+        m = self.model
+        n_double = len(m.transformer_blocks)
+        block = m.transformer_blocks[i] if i < n_double else m.single_transformer_blocks[i - n_double]
+        if torch.is_grad_enabled() and m.gradient_checkpointing:
+            hidden, text = m._gradient_checkpointing_func(block, st["hidden"], st["text"], *st["args"])
+        else:
+            hidden, text = block(st["hidden"], st["text"], *st["args"])
+        return {**st, "hidden": hidden, "text": text}  # hidden: video tokens (B, N, D)
 
-        # 5. output head, unpatchify
-        hidden = m.norm_out(hidden, temb)
+    def _head(self, st: dict) -> torch.Tensor:
+        m = self.model
+        cfg = m.config
+        B, F, H, W = st["shape"]
+        p, p_t = cfg.patch_size, cfg.patch_size_t
+        f, h, w = F // p_t, H // p, W // p
+        hidden = m.norm_out(st["hidden"], st["temb"])
         out = m.proj_out(hidden)  # (B, N, C * p_t * p * p)
         # (B, f, h, w, C, p_t, p, p) -> (B, C, f, p_t, h, p, w, p) -> (B, C, F, H, W)
         out = out.reshape(B, f, h, w, -1, p_t, p, p).permute(0, 4, 1, 5, 2, 6, 3, 7)
         v = out.reshape(B, -1, F, H, W)
-        if cond.image is not None:
+        if st["image"]:
             v = torch.cat([torch.zeros_like(v[:, :, :1]), v[:, :, 1:]], dim=2)
-        return v, captured
+        return v
 
 
 def tiny_hunyuan_config(

@@ -79,7 +79,8 @@ class WanDenoiser(Denoiser):
         t[:, 0] = 0.0
         return t.reshape(B, F * tokens_per_frame)  # (B, N)
 
-    def _forward(self, x_t, s, cond: Cond, skip, capture):
+    def _embed(self, x_t, s, cond: Cond) -> dict:
+        """Patch + condition embeddings: the state the blocks update (`hidden`: (B, N, D))."""
         m = self.model
         B, C, F, H, W = x_t.shape
         p_t, p_h, p_w = m.config.patch_size
@@ -101,18 +102,23 @@ class WanDenoiser(Denoiser):
         timestep_proj = timestep_proj.unflatten(-1, (6, -1))  # (B, 6, D) or (B, N, 6, D)
         if image_emb is not None:
             text = torch.cat([image_emb, text], dim=1)
+        return {"hidden": hidden, "text": text, "timestep_proj": timestep_proj, "rotary_emb": rotary_emb,
+                "temb": temb, "shape": (B, F, H, W), "image": cond.image is not None}
 
-        captured = {}
-        for i, block in enumerate(m.blocks):
-            if i in skip:
-                continue
-            if torch.is_grad_enabled() and m.gradient_checkpointing:  # recompute in backward, as diffusers does
-                hidden = torch.utils.checkpoint.checkpoint(block, hidden, text, timestep_proj, rotary_emb, use_reentrant=False)
-            else:
-                hidden = block(hidden, text, timestep_proj, rotary_emb)
-            if capture is not None and i in capture:
-                captured[i] = hidden
+    def _block(self, i: int, st: dict) -> dict:
+        block = self.model.blocks[i]
+        args = (st["hidden"], st["text"], st["timestep_proj"], st["rotary_emb"])
+        if torch.is_grad_enabled() and self.model.gradient_checkpointing:  # recompute in backward, as diffusers does
+            hidden = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+        else:
+            hidden = block(*args)
+        return {**st, "hidden": hidden}
 
+    def _head(self, st: dict) -> torch.Tensor:
+        m = self.model
+        hidden, temb = st["hidden"], st["temb"]
+        B, F, H, W = st["shape"]
+        p_t, p_h, p_w = m.config.patch_size
         if temb.ndim == 3:  # (B, N, D): per-token modulation (TI2V)
             shift, scale = (m.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).unbind(2)
         else:
@@ -124,9 +130,9 @@ class WanDenoiser(Denoiser):
         # (B, f, h, w, p_t, p_h, p_w, C) -> (B, C, f, p_t, h, p_h, w, p_w) -> (B, C, F, H, W)
         out = out.reshape(B, f, h, w, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
         v = out.reshape(B, -1, F, H, W)
-        if cond.image is not None:
+        if st["image"]:
             v = torch.cat([torch.zeros_like(v[:, :, :1]), v[:, :, 1:]], dim=2)
-        return v, captured
+        return v
 
 
 def tiny_wan_config(num_layers: int = 4, in_channels: int = 4, text_dim: int = 16, patch_size=(1, 2, 2)) -> dict:
