@@ -91,11 +91,28 @@ def _preprocess(a):
         raise SystemExit(rc)
 
 
+def _config_and_overrides(a) -> tuple[str | None, list[str]]:
+    """`verb [config.yaml] [key=value ...]`: a first positional that is key=value is an override."""
+    if a.config is not None and "=" in a.config and not a.config.endswith((".yaml", ".yml")):
+        return None, [a.config, *a.overrides]
+    return a.config, list(a.overrides)
+
+
 def _train(a):
     from fastlight.train.command import train_command
 
-    out = train_command(a.recipe, a.config, a.overrides)
+    out = train_command(a.recipe, *_config_and_overrides(a))
     print(f"trained model written to {out}")
+
+
+def _distill(a):
+    from fastlight.train.command import train_command
+
+    if a.recipe not in ("fastlightgen", "dmd2"):
+        raise ValueError(f"unknown distill recipe {a.recipe!r}: use fastlightgen (well-guided, pruned) or dmd2 "
+                         "(step-only); Stage II recipes run with `fastlight train`")
+    out = train_command(a.recipe, *_config_and_overrides(a))
+    print(f"few-step generator written to {out} (sample it with `fastlight evaluate {out} --sampler few_step`)")
 
 
 def _bench(a):
@@ -221,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="key=value overrides")
     s.set_defaults(fn=_train)
 
+    s = sub.add_parser("distill", help="Stage III: DMD to a few-step generator (fastlightgen | dmd2), resumable")
+    s.add_argument("--recipe", required=True, help="fastlightgen (well-guided teacher, pruned) or dmd2 (step-only)")
+    s.add_argument("config", nargs="?", default=None, help="YAML recipe, e.g. configs/shapes/distill.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value overrides")
+    s.set_defaults(fn=_distill)
+
     s = sub.add_parser("bench", help="end-to-end time per video of several models, side by side")
     s.add_argument("--model", action="append", required=True,
                    help="PATH_OR_PRESET[:steps=N,cfg=W,sampler=euler|few_step,skip=1+2,timesteps=1000+750+500+250] (repeat)")
@@ -266,7 +289,11 @@ def _user_errors():
     from fastlight.data.text import PromptError
     from fastlight.models.denoiser import ModelError
 
-    return (ConfigError, PromptError, ModelError, FileNotFoundError, ValueError, FileExistsError)
+    from fastlight.distill.dmd import CollapseError
+
+    # FloatingPointError: the loop's non-finite-loss stop; CollapseError: Stage III's collapse guard
+    return (ConfigError, PromptError, ModelError, FileNotFoundError, ValueError, FileExistsError, FloatingPointError,
+            CollapseError)
 
 
 def main(argv: list[str] | None = None) -> int:

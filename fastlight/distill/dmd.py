@@ -31,6 +31,16 @@ moves parameters on a zero gradient through its first moment and weight decay, w
 the DMD configs default to Adam beta1 = 0 and weight_decay = 0 (then a zero-gradient step is an
 exact no-op for G; EMA still averages). The recipe refuses critic_steps > 1 otherwise.
 
+Options: `score_init=unpruned` starts the fake score from the unpruned model and uses the
+unpruned model alone as the real score (FastLightGen Table 9's "strong teacher"); `shared_prefix`
+(default on) evaluates the pruned and unpruned real score in one `Denoiser.forward_shared`, so
+the blocks before the first pruned block run once (benchmarks/dmd_cost.py measures the saving);
+`gan_weight > 0` adds DMD2's GAN head on the critic's hidden state (critic: softplus
+classification of real Shapes clips vs G samples, G: non-saturating loss through the frozen
+critic); `collapse_std > 0` stops the run (CollapseError, one line from the CLI) when G's samples
+lose their contrast for `collapse_patience` generator steps. `plan: teacher` (default) takes the
+plan the Stage II model carries in its folder.
+
 Config name clash: LoopConfig already owns `beta1`/`beta2` (AdamW betas), so the guidance
 scales are `beta1_min`, `beta1_max` and `guide_beta2` (the paper's beta2).
 """
@@ -44,6 +54,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from fastlight.diffusion.flow import add_noise, pin_first_frame, sample_s, x0_from_v
 from fastlight.fileio import atomic_write_json
@@ -77,19 +88,31 @@ def cfg_v(model: Denoiser, x_t: torch.Tensor, s: torch.Tensor, cond: Cond, beta1
 
 
 def well_guided_v(real: Denoiser, x_t: torch.Tensor, s: torch.Tensor, cond: Cond, skip_pruned: Iterable[int],
-                  beta1: torch.Tensor, beta2: float) -> torch.Tensor:
+                  beta1: torch.Tensor, beta2: float, shared: bool = True) -> torch.Tensor:
     """v_real = v_cfg(p) + beta2 (v_cfg(u) - v_cfg(p)) (float32, (B, C, F, H, W)).
 
     p = `real` run with skip=skip_pruned, u = `real` unpruned; each with CFG scale beta1 (B,).
     Evaluations that cannot matter are not run: beta2 == 0 -> pruned only, beta2 == 1 ->
-    unpruned only, empty skip_pruned -> one evaluation (p == u). No grad context is imposed."""
+    unpruned only, empty skip_pruned -> one evaluation (p == u). `shared`: p and u (cond and
+    uncond batched) in one `forward_shared`, so the embeddings and the blocks before the first
+    pruned block run once. No grad context is imposed."""
+    from fastlight.diffusion.sampling import guided_cond
+
     skip_pruned = tuple(sorted(set(skip_pruned)))
     if not skip_pruned or beta2 == 1:
         return cfg_v(real, x_t, s, cond, beta1, skip=() if beta2 == 1 else skip_pruned)
-    v_p = cfg_v(real, x_t, s, cond, beta1, skip=skip_pruned)
     if beta2 == 0:
-        return v_p
-    v_u = cfg_v(real, x_t, s, cond, beta1)
+        return cfg_v(real, x_t, s, cond, beta1, skip=skip_pruned)
+    g = guided_cond(real, cond)
+    if shared and g.both is not None:
+        s = torch.as_tensor(s, dtype=torch.float32, device=x_t.device).expand(x_t.shape[0])
+        v_p, v_u = real.forward_shared(torch.cat([x_t, x_t]), torch.cat([s, s]), g.both, [skip_pruned, ()])
+        (vp_c, vp_u), (vu_c, vu_u) = v_p.float().chunk(2), v_u.float().chunk(2)
+        w = _per_sample(beta1, vp_u)
+        v_p, v_u = vp_u + w * (vp_c - vp_u), vu_u + w * (vu_c - vu_u)
+    else:
+        v_p = cfg_v(real, x_t, s, cond, beta1, skip=skip_pruned)
+        v_u = cfg_v(real, x_t, s, cond, beta1)
     return v_p + beta2 * (v_u - v_p)
 
 
@@ -140,13 +163,29 @@ def zero_loss_of(module: torch.nn.Module) -> torch.Tensor:
     return sum(p.sum() * 0 for p in module.parameters() if p.requires_grad)
 
 
+class GanHead(torch.nn.Module):
+    """DMD2's GAN classifier on the fake score's features: tokens (B, N, D) -> one logit per sample."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.LayerNorm(dim), torch.nn.Linear(dim, dim), torch.nn.SiLU(),
+                                       torch.nn.Linear(dim, 1))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.net(hidden.float()).mean(dim=(1, 2))  # (B,)
+
+
+class CollapseError(RuntimeError):
+    """Stage III stopped because the generator's samples collapsed (see DmdConfig.collapse_std)."""
+
+
 # ---- config and recipe ------------------------------------------------------------------------
 
 @dataclass
 class DmdConfig(ShapesRecipeConfig):
     out: str = "runs/fastlightgen"
     teacher: str = "runs/dpp/model"  # Stage II elastic model folder (or 'shapes-teacher')
-    plan: str = "runs/study/plan30.json"  # depth plan json; "" = no pruning (dmd2)
+    plan: str = "teacher"  # depth plan json; "teacher" = the plan.json in the Stage II folder; "" = no pruning (dmd2)
     timesteps: list = field(default_factory=lambda: [1000, 750, 500, 250])
     beta1_min: float = 2.0  # inter CFG scale, per sample ~ U(beta1_min, beta1_max)
     beta1_max: float = 3.5
@@ -155,6 +194,13 @@ class DmdConfig(ShapesRecipeConfig):
     critic_lr: float = 2e-6
     s_min: float = 0.02
     s_max: float = 0.98
+    score_init: str = "pruned"  # pruned: real = well-guided (pruned+unpruned), fake = pruned copy; unpruned: both unpruned
+    shared_prefix: bool = True  # pruned and unpruned teacher evaluations share the blocks before the first pruned one
+    gan_weight: float = 0.0  # DMD2 GAN head on the critic's features (0 = off): G loss weight
+    gan_critic_weight: float = 0.01  # the head's classification loss weight inside the critic update
+    gan_block: int = -1  # critic block whose output the head reads; -1 = the middle kept block
+    collapse_std: float = 0.0  # stop when G's sample std (frames after the first) stays below this (0 = off)
+    collapse_patience: int = 5  # ... for this many consecutive generator steps
     batch_size: int = 4
     cfg_dropout: float = 0.0
     lr: float = 2e-6
@@ -177,6 +223,12 @@ def check_dmd_config(cfg: DmdConfig) -> None:
         raise ValueError(f"need 0 <= s_min < s_max <= 1, got {cfg.s_min}, {cfg.s_max}")
     if cfg.critic_steps < 1:
         raise ValueError(f"critic_steps must be >= 1, got {cfg.critic_steps}")
+    if cfg.score_init not in ("pruned", "unpruned"):
+        raise ValueError(f"score_init must be pruned or unpruned, got {cfg.score_init!r}")
+    if not 0 <= cfg.guide_beta2 <= 1:
+        raise ValueError(f"guide_beta2 (the paper's beta2) must be in [0, 1], got {cfg.guide_beta2}")
+    if cfg.gan_weight < 0 or cfg.gan_critic_weight < 0:
+        raise ValueError(f"gan_weight and gan_critic_weight must be >= 0, got {cfg.gan_weight}, {cfg.gan_critic_weight}")
     if cfg.critic_steps > 1 and (cfg.beta1 != 0 or cfg.weight_decay != 0):
         raise ValueError(f"critic_steps={cfg.critic_steps} needs Adam beta1=0 and weight_decay=0 (got {cfg.beta1}, "
                          f"{cfg.weight_decay}): otherwise the critic-only steps still move G through AdamW")
@@ -200,25 +252,55 @@ class DmdRecipe:
         self.s_list = few_step_grid(cfg.timesteps)
         self.teacher_path = resolve_model_path(cfg.teacher)
         self.real = load_denoiser(self.teacher_path).requires_grad_(False).eval()
-        self.plan_path = Path(cfg.plan) if cfg.plan else None
+        self.plan_path = self._plan_path(cfg.plan)
         self.drop_blocks: list[int] = []
         if self.plan_path is not None:
             plan = self._read_plan(read_plan)
             if plan.get("type") != "depth":
                 raise ValueError(f"plan {self.plan_path} is a {plan.get('type')!r} plan; Stage III needs a depth plan")
             self.drop_blocks = sorted(plan["drop_blocks"])
-        if self.drop_blocks:
-            self.G = prune_depth(self.real, self.drop_blocks)
-            self.critic = prune_depth(self.real, self.drop_blocks)
-        else:
-            self.G, self.critic = copy.deepcopy(self.real), copy.deepcopy(self.real)
+        self.G = prune_depth(self.real, self.drop_blocks) if self.drop_blocks else copy.deepcopy(self.real)
+        # score_init (FastLightGen Table 9): the fake score starts as the pruned model (matched to the
+        # student) or the unpruned one; with "unpruned" the real score is the unpruned model alone
+        pruned_scores = cfg.score_init == "pruned" and self.drop_blocks
+        self.critic = prune_depth(self.real, self.drop_blocks) if pruned_scores else copy.deepcopy(self.real)
+        self.beta2 = cfg.guide_beta2 if pruned_scores else 1.0
         self.G.requires_grad_(True).train()
         self.critic.requires_grad_(True).train()
-        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, betas=(0.0, 0.999),
-                                            weight_decay=0.0)
+        self.gan_head = self._gan_head() if cfg.gan_weight > 0 else None
+        critic_params = list(self.critic.parameters()) + (list(self.gan_head.parameters()) if self.gan_head else [])
+        self.critic_opt = torch.optim.AdamW(critic_params, lr=cfg.critic_lr, betas=(0.0, 0.999), weight_decay=0.0)
+        self._low_std_steps = 0
         world = self.real.meta.get("world", {})
         self.size, self.num_frames = world.get("size", 24), world.get("num_frames", 8)
         self.run_info: dict = {}
+
+    def _plan_path(self, plan: str) -> Path | None:
+        """cfg.plan -> a path (None = no pruning). "teacher": the plan the Stage II model was trained with."""
+        if not plan:
+            return None
+        if plan != "teacher":
+            return Path(plan)
+        own = self.teacher_path / "plan.json"
+        if not own.exists():
+            raise FileNotFoundError(f"{self.teacher_path} has no plan.json (not a Stage II `dpp` model?): pass "
+                                    f"plan=PATH to a depth plan from `fastlight plan`, or plan='' for step-only dmd2")
+        return own
+
+    def _gan_head(self) -> "GanHead":
+        blocks = [b.index for b in self.critic.blocks]
+        i = self.cfg.gan_block if self.cfg.gan_block >= 0 else blocks[len(blocks) // 2]
+        if i not in blocks:
+            raise ValueError(f"gan_block {i} is not a block of the critic (0..{len(blocks) - 1})")
+        self.gan_block = i
+        dim = self.critic.model.config.num_attention_heads * self.critic.model.config.attention_head_dim
+        return GanHead(dim)
+
+    def _gan_logits(self, x0: torch.Tensor, s: torch.Tensor, eps: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """D(x0): the head on the critic's hidden state after `gan_block`, at noise level s."""
+        x_t = pin_first_frame(add_noise(x0, eps, s), cond.image)
+        _, hidden = self.critic(x_t, s, cond, capture=[self.gan_block])
+        return self.gan_head(hidden[self.gan_block])
 
     def _read_plan(self, read_plan) -> dict:
         """The plan, checked against the real-score model. A Stage II model keeps the plan it was
@@ -244,7 +326,7 @@ class DmdRecipe:
         n, shape = b["x0"].shape[0], b["x0"].shape
         k_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
         return {
-            "image": b["x0"][:, :, :1], "text": b["text"],
+            "image": b["x0"][:, :, :1], "text": b["text"], "real": b["x0"],
             "noise": torch.randn(shape, generator=gen),
             "sim_seed": int(torch.randint(0, 2**62, (1,), generator=gen)),
             "k": int(torch.randint(0, len(self.s_list), (1,), generator=k_gen)),
@@ -262,8 +344,10 @@ class DmdRecipe:
             if next(m.parameters()).device != dev:
                 m.to(dev)  # in place: the critic optimiser keeps the same Parameter objects
 
-    def update_critic(self, x0_g: torch.Tensor, s: torch.Tensor, eps: torch.Tensor, cond: Cond) -> torch.Tensor:
-        """One AdamW step of the critic on G's detached sample; returns the loss (detached)."""
+    def update_critic(self, x0_g: torch.Tensor, s: torch.Tensor, eps: torch.Tensor, cond: Cond,
+                      real: torch.Tensor | None = None) -> torch.Tensor:
+        """One AdamW step of the critic on G's detached sample; returns the loss (detached). With the
+        GAN head: + gan_critic_weight * (softplus(-D(real)) + softplus(D(x0_g))) at the same s, eps."""
         f0 = 0 if cond.image is None else 1
         self.critic.requires_grad_(True)
         self.critic_opt.zero_grad(set_to_none=True)
@@ -271,11 +355,15 @@ class DmdRecipe:
             x_t = pin_first_frame(add_noise(x0_g.detach(), eps, s), cond.image)
             v = self.critic(x_t, s, cond)
             loss = critic_loss(v[:, :, f0:], x0_g[:, :, f0:], eps[:, :, f0:])
+            if self.gan_head is not None and real is not None:
+                d_real = self._gan_logits(real, s, eps, cond)
+                d_fake = self._gan_logits(x0_g.detach(), s, eps, cond)
+                loss = loss + self.cfg.gan_critic_weight * (F.softplus(-d_real) + F.softplus(d_fake)).mean()
             loss.backward()
         if torch.distributed.is_available() and torch.distributed.is_initialized() \
                 and torch.distributed.get_world_size() > 1:
             w = torch.distributed.get_world_size()
-            for p in self.critic.parameters():
+            for p in self.critic_opt.param_groups[0]["params"]:
                 if p.grad is not None:
                     torch.distributed.all_reduce(p.grad)
                     p.grad /= w
@@ -297,31 +385,57 @@ class DmdRecipe:
             v_g = self.G(x_k, s_k, cond)
             x0_g = pin_first_frame(x0_from_v(x_k, s_k, v_g.float()), image)
 
-        critic = self.update_critic(x0_g, batch["s_critic"].to(dev), batch["eps_critic"].to(dev), cond)
+        real = batch["real"].to(dev) if self.gan_head is not None else None
+        critic = self.update_critic(x0_g, batch["s_critic"].to(dev), batch["eps_critic"].to(dev), cond, real)
         gen = x0_g[:, :, f0:].detach()
         logs = {"critic": critic, "k": torch.tensor(float(batch["k"])), "beta1": batch["beta1"].float().mean(),
                 "x0_mean": gen.mean(), "x0_std": gen.std()}
         if not gen_step:
             return {"loss": zero_loss_of(self.G), "dmd": torch.zeros((), device=dev), **logs}
+        self._check_collapse(float(logs["x0_std"]), int(batch["opt_step"]))
 
         s, eps, beta1 = batch["s_dmd"].to(dev), batch["eps_dmd"].to(dev), batch["beta1"].to(dev)
         with torch.no_grad():
             x_t = pin_first_frame(add_noise(x0_g.detach(), eps, s), image)
-            x0_real = x0_from_v(x_t, s, well_guided_v(self.real, x_t, s, cond, self.drop_blocks, beta1,
-                                                      cfg.guide_beta2).float())
+            x0_real = x0_from_v(x_t, s, well_guided_v(self.real, x_t, s, cond, self.drop_blocks if self.beta2 < 1 else (),
+                                                      beta1, self.beta2, shared=cfg.shared_prefix).float())
             self.critic.requires_grad_(False)
             x0_fake = x0_from_v(x_t, s, self.critic(x_t, s, cond).float())
         dmd = dmd_generator_loss(x0_g[:, :, f0:], x0_real[:, :, f0:], x0_fake[:, :, f0:])
-        return {"loss": dmd, "dmd": dmd.detach(), **logs}
+        loss = dmd
+        if self.gan_head is not None:  # non-saturating G loss through the frozen critic + head
+            self.gan_head.requires_grad_(False)
+            gan = F.softplus(-self._gan_logits(x0_g, s, eps, cond)).mean()
+            self.gan_head.requires_grad_(True)
+            loss = loss + cfg.gan_weight * gan
+            logs["gan_g"] = gan.detach()
+        return {"loss": loss, "dmd": dmd.detach(), **logs}
+
+    def _check_collapse(self, std: float, opt_step: int) -> None:
+        """Mode collapse guard: G's samples (after the pinned first frame) losing their contrast."""
+        if self.cfg.collapse_std <= 0:
+            return
+        self._low_std_steps = self._low_std_steps + 1 if std < self.cfg.collapse_std else 0
+        if self._low_std_steps >= self.cfg.collapse_patience:
+            raise CollapseError(
+                f"generator collapsed at optimizer step {opt_step + 1}: sample std {std:.4f} < collapse_std "
+                f"{self.cfg.collapse_std} for {self._low_std_steps} generator steps; lower lr ({self.cfg.lr}) or raise "
+                f"critic_steps, and restart from the Stage II model (the last checkpoint is in {self.cfg.out})")
 
     # ---- critic state (saved with each checkpoint by the loop) ----
     def extra_state(self) -> dict:
-        return {"critic": {k: v.detach().cpu() for k, v in self.critic.state_dict().items()},
-                "critic_opt": self.critic_opt.state_dict()}
+        st = {"critic": {k: v.detach().cpu() for k, v in self.critic.state_dict().items()},
+              "critic_opt": self.critic_opt.state_dict(), "low_std_steps": self._low_std_steps}
+        if self.gan_head is not None:
+            st["gan_head"] = {k: v.detach().cpu() for k, v in self.gan_head.state_dict().items()}
+        return st
 
     def load_extra_state(self, state: dict) -> None:
         self.critic.load_state_dict(state["critic"])
+        if self.gan_head is not None:
+            self.gan_head.load_state_dict(state["gan_head"])
         self.critic_opt.load_state_dict(state["critic_opt"])
+        self._low_std_steps = int(state.get("low_std_steps", 0))
 
     def save_output(self, path: Path, module: Denoiser) -> None:
         path = Path(path)
@@ -337,7 +451,7 @@ class DmdRecipe:
         manifest = {"recipe": self.name, "teacher": str(self.teacher_path),
                     "plan": str(self.plan_path) if self.plan_path else None, "drop_blocks": self.drop_blocks,
                     "timesteps": sampler["timesteps"], "s_list": self.s_list,
-                    "beta1": [cfg.beta1_min, cfg.beta1_max], "beta2": cfg.guide_beta2,
+                    "beta1": [cfg.beta1_min, cfg.beta1_max], "beta2": self.beta2, "score_init": cfg.score_init,
                     "critic_steps": cfg.critic_steps, **self.run_info, "config": asdict(cfg)}
         atomic_write_json(path / "manifest.json", manifest)
 

@@ -193,3 +193,88 @@ def test_stage2_model_accepts_the_plan_it_was_trained_with(tiny4, tmp_path):
     (tmp_path / "stage2" / "plan.json").unlink()  # without its own plan, the fingerprint must match the model
     with pytest.raises(ValueError, match="another model"):
         DmdRecipe(_cfg(tiny4, tmp_path, teacher=str(tmp_path / "stage2")))
+
+
+def test_shared_prefix_well_guided_v_equals_unshared(tiny4, tmp_path):
+    r = DmdRecipe(_cfg(tiny4, tmp_path))
+    x_t, s, cond = _inputs(r)
+    beta1 = torch.tensor([3.0])
+    with torch.no_grad():
+        a = well_guided_v(r.real, x_t, s, cond, [2], beta1, 0.25, shared=True)
+        b = well_guided_v(r.real, x_t, s, cond, [2], beta1, 0.25, shared=False)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_score_init_unpruned_uses_unpruned_critic_and_teacher(tiny4, tmp_path):
+    r = DmdRecipe(_cfg(tiny4, tmp_path, score_init="unpruned"))
+    assert r.G.num_blocks == 3 and r.critic.num_blocks == 4 and r.beta2 == 1.0
+    assert float(r.step(r.batch(0))["dmd"]) > 0
+    p = DmdRecipe(_cfg(tiny4, tmp_path))
+    assert p.critic.num_blocks == 3 and p.beta2 == 0.25
+
+
+def test_gan_head_trains_and_pushes_G(tiny4, tmp_path):
+    r = DmdRecipe(_cfg(tiny4, tmp_path, gan_weight=0.1, gan_critic_weight=1.0))
+    before = [p.detach().clone() for p in r.gan_head.parameters()]
+    out = r.step(r.batch(0))  # opt_step 0: a generator step
+    assert "gan_g" in out and float(out["gan_g"]) > 0
+    out["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in r.G.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, r.gan_head.parameters()))
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in r.real.parameters())
+
+
+def test_collapse_guard_stops_with_a_clear_message(tiny4, tmp_path):
+    from fastlight.distill.dmd import CollapseError
+
+    r = DmdRecipe(_cfg(tiny4, tmp_path, collapse_std=1e9, collapse_patience=2, critic_steps=1))
+    r.step(r.batch(0))
+    with pytest.raises(CollapseError, match="collapsed at optimizer step 2"):
+        r.step(r.batch(1))
+
+
+def test_resume_restores_critic_exactly(tiny4, tmp_path):
+    """2 steps, then resume to 4 == 4 steps straight: G, its EMA and the critic (+ its Adam state)."""
+    from safetensors.torch import load_file
+
+    from fastlight.train.loop import train
+
+    straight = _cfg(tiny4, tmp_path, out=str(tmp_path / "a"), steps=4, save_every=2, ema_decay=0.9)
+    train(DmdRecipe(straight), straight, progress=False)
+    first = _cfg(tiny4, tmp_path, out=str(tmp_path / "b"), steps=2, save_every=2, ema_decay=0.9)
+    train(DmdRecipe(first), first, progress=False)
+    resumed = _cfg(tiny4, tmp_path, out=str(tmp_path / "b"), steps=4, save_every=2, ema_decay=0.9)
+    train(DmdRecipe(resumed), resumed, progress=False)
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(str(tmp_path / "a" / "checkpoints" / "step-00000004" / name))
+        b = load_file(str(tmp_path / "b" / "checkpoints" / "step-00000004" / name))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    ea = torch.load(tmp_path / "a" / "checkpoints" / "step-00000004" / "extra.pt", weights_only=True)
+    eb = torch.load(tmp_path / "b" / "checkpoints" / "step-00000004" / "extra.pt", weights_only=True)
+    assert all(torch.equal(ea["critic"][k], eb["critic"][k]) for k in ea["critic"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("timesteps=[750,1000]", "strictly decreasing"),
+    ("timesteps=[1000,0]", "must lie in"),
+    ("beta1_min=3.5", "beta1_min <= beta1_max"),
+    ("critic_steps=0", "critic_steps must be >= 1"),
+    ("plan=teacher", "has no plan.json"),
+])
+def test_distill_bad_input_one_line(tiny4, tmp_path, capsys, override, message):
+    from fastlight.cli import main
+
+    path, plan = tiny4
+    args = ["distill", "--recipe", "fastlightgen", f"teacher={path}", f"plan={plan}", f"out={tmp_path / 'r'}",
+            "beta1_max=3.0", "steps=1", "cpu=true", override]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "r" / "model").exists()
+
+
+def test_distill_verb_refuses_stage2_recipes(capsys):
+    from fastlight.cli import main
+
+    assert main(["distill", "--recipe", "dpp"]) == 2
+    assert "fastlightgen" in capsys.readouterr().err
