@@ -278,3 +278,22 @@ def test_distill_verb_refuses_stage2_recipes(capsys):
 
     assert main(["distill", "--recipe", "dpp"]) == 2
     assert "fastlightgen" in capsys.readouterr().err
+
+
+def test_dmd_cost_benchmark_counts_block_evaluations(tiny4, tmp_path):
+    """benchmarks/dmd_cost.py on the tiny 4-block model, G drops block 2 (k = 1):
+    G no-grad + G grad + critic + fake = 4 x 3/4; real cond+uncond: shared 2x(2 + 1 + 2)/4, unshared 2x(3 + 4)/4."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "dmd_cost.py"
+    spec = importlib.util.spec_from_file_location("dmd_cost", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path, _ = tiny4
+    res = mod.main(["--model", str(path), "--drop", "2", "--batch-size", "2", "--repeats", "1"])
+    fe = {r["case"]: r["forward_equivalents"] for r in res["rows"]}
+    assert fe["teacher forward (unit)"] == 1.0
+    assert fe["generator iteration, shared prefix"] == pytest.approx(3.0 + 2.5)
+    assert fe["generator iteration, no sharing"] == pytest.approx(3.0 + 3.5)
+    assert res["block_evals_saved"] == pytest.approx(1 - 5.5 / 6.5)
