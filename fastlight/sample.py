@@ -5,6 +5,7 @@ and the first frame is either a PNG (`--image`) or drawn from the prompt (`--see
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 from fastlight.data import shapes, text, video
 from fastlight.diffusion import sampling
-from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
+from fastlight.models.denoiser import Cond, Denoiser, ModelError, load_denoiser
 from fastlight.models.presets import resolve_model_path
 
 
@@ -65,16 +66,57 @@ def generate_shapes(
     return sampling.euler_sample(model, noise, cond, grid, cfg_scale=cfg_scale, skip=skip, progress=progress).clamp(-1, 1)
 
 
+def load_model(model_path: str, backend: str = "torch") -> Denoiser:
+    """The model behind `--model` for a backend: torch (a diffusers folder or an exported pipeline
+    folder) or onnx (a folder from `fastlight export --format onnx`, run with onnxruntime)."""
+    path = resolve_model_path(model_path)
+    if backend == "torch":
+        return load_denoiser(path).eval()
+    if backend == "onnx":
+        from fastlight.export.to_onnx import OnnxDenoiser
+
+        if not path.is_dir():
+            raise ModelError(f"--model {model_path} is not a folder; pass the folder written by "
+                             "`fastlight export MODEL --format onnx --out DIR`")
+        return OnnxDenoiser.from_folder(path)
+    raise ValueError(f"--backend {backend} is unknown; use torch or onnx")
+
+
+def model_sampler(model_path: str):
+    """The model's own sampler (sampler.json of a few-step student), or None for Euler models."""
+    from fastlight.export.common import find_model_dir, read_sampler
+
+    path = resolve_model_path(model_path)
+    model_dir = path if (path / "sampler.json").is_file() else find_model_dir(path)
+    meta_file = model_dir / "fastlight.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    spec = read_sampler(model_dir, meta)
+    return spec if spec.kind == "few_step" else None
+
+
+def generate_few_step(model: Denoiser, prompts: list[str], images: torch.Tensor, s_list, cfg_scale: float = 1.0,
+                      seed: int = 0, progress: bool = False) -> torch.Tensor:
+    """Sample Shapes videos with a student's stochastic few-step sampler. The noise and then the
+    re-noising eps come from ONE generator seeded `seed` (the stream a stock diffusers pipeline
+    uses after `torch.manual_seed(seed)`). images: (B, 3, H, W). Returns (B, 3, F, H, W)."""
+    world = world_of(model)
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(len(prompts), 3, world.num_frames, world.size, world.size, generator=gen)
+    cond = Cond(text.encode(prompts), images[:, :, None])
+    return sampling.few_step_sample(model, noise, cond, list(s_list), generator=gen, cfg_scale=cfg_scale,
+                                    progress=progress).clamp(-1, 1)
+
+
 def sample_command(model_path: str, prompt: str, out: str, image: str | None, num_steps: int, cfg_scale: float,
                    seed: int, shift: float | None, upscale: int = 8, backend: str = "torch") -> list[Path]:
-    if backend != "torch":
-        raise ValueError(f"--backend {backend} is not available yet; use --backend torch")
+    """Write one clip (.mp4 + .gif). A few-step student (sampler.json) runs its own sampler, its
+    timesteps and CFG; `num_steps` / `cfg_scale` / `shift` apply to Euler models."""
     if num_steps < 1:
         raise ValueError(f"--steps must be >= 1 (got {num_steps})")
     out_path = Path(out)
     if out_path.suffix not in (".mp4", ".gif"):
         raise ValueError(f"--out {out} must end in .mp4 or .gif")
-    model = load_denoiser(resolve_model_path(model_path)).eval()
+    model = load_model(model_path, backend)
     if not is_shapes_model(model):
         raise ValueError(
             f"{model_path} is not an embedded Shapes model; for real Wan/HunyuanVideo folders use the Python API "
@@ -82,7 +124,13 @@ def sample_command(model_path: str, prompt: str, out: str, image: str | None, nu
         )
     world = world_of(model)
     spec = shapes_spec(prompt, world, seed, image)
-    vid = generate_shapes(model, [prompt], spec.image[None], num_steps, cfg_scale, seed, shift, progress=True)[0]
+    student = model_sampler(model_path)
+    if student is not None:
+        print(f"few-step student: timesteps {[round(1000 * s) for s in student.s_list]}, cfg {student.cfg_scale:g} "
+              "(from its sampler.json)")
+        vid = generate_few_step(model, [prompt], spec.image[None], student.s_list, student.cfg_scale, seed, progress=True)[0]
+    else:
+        vid = generate_shapes(model, [prompt], spec.image[None], num_steps, cfg_scale, seed, shift, progress=True)[0]
     frames = video.to_uint8_frames(vid, upscale)
     fps = 4
     written = [video.write_video(out_path.with_suffix(".mp4"), frames, fps), video.write_video(out_path.with_suffix(".gif"), frames, fps)]

@@ -1,6 +1,37 @@
-"""`fastlight export`: argument parsing (filled in by the export work)."""
+"""`fastlight export RUN --format diffusers|onnx --out DIR`: argument parsing; the work lives in
+`to_diffusers.py` and `to_onnx.py`."""
 from __future__ import annotations
 
 
 def add_parsers(sub) -> None:
     """Register this package's verbs on the `fastlight` sub-parser object."""
+    s = sub.add_parser("export", help="a trained student as a diffusers pipeline folder or an ONNX transformer")
+    s.add_argument("run", help="run folder (with model/), model folder, or 'shapes-teacher'")
+    s.add_argument("--format", required=True, choices=["diffusers", "onnx"])
+    s.add_argument("--out", required=True, help="output folder (must be absent or empty, unless --overwrite)")
+    s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    s.add_argument("--source", default=None,
+                   help="diffusers: the pipeline folder whose vae/text_encoder/tokenizer to link (default: found "
+                        "from the model folder or its teacher chain; none for the Shapes models)")
+    s.add_argument("--opset", type=int, default=18, help="onnx: opset version (18 .. what onnxruntime runs)")
+    s.add_argument("--frames", type=int, default=None, help="onnx, non-Shapes models: latent frames")
+    s.add_argument("--height", type=int, default=None, help="onnx, non-Shapes models: latent height")
+    s.add_argument("--width", type=int, default=None, help="onnx, non-Shapes models: latent width")
+    s.add_argument("--text-len", type=int, default=None, help="onnx, non-Shapes models: text tokens (Wan: 512)")
+    s.set_defaults(fn=_export)
+
+
+def _export(a) -> None:
+    if a.format == "diffusers":
+        from fastlight.export.to_diffusers import export_diffusers
+
+        out = export_diffusers(a.run, a.out, overwrite=a.overwrite, source=a.source)
+        print(f"diffusers pipeline written to {out} (load it with WanPipeline.from_pretrained)")
+    else:
+        from fastlight.export.to_onnx import export_onnx
+
+        out, info = export_onnx(a.run, a.out, overwrite=a.overwrite, opset=a.opset, frames=a.frames,
+                                height=a.height, width=a.width, text_len=a.text_len)
+        print(f"ONNX transformer written to {out}/transformer.onnx (opset {info['opset']}, dynamic batch; "
+              f"max |onnxruntime - torch| {info['max_abs_diff_vs_torch']:.1e}); "
+              f"sample with `fastlight sample --backend onnx --model {out}`")
