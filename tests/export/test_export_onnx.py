@@ -1,0 +1,90 @@
+"""`fastlight export --format onnx`: the transformer in onnxruntime matches torch (T2V, TI2V, batch
+1 and 3), and `fastlight sample --backend onnx` gives the torch video."""
+import json
+
+import pytest
+import torch
+
+from fastlight.cli import main
+from fastlight.data import text
+from fastlight.export.to_onnx import OnnxDenoiser
+from fastlight.models.denoiser import Cond, load_denoiser
+from fastlight.sample import generate_few_step, generate_shapes, load_model
+
+pytest.importorskip("onnxruntime")
+
+PROMPT = "a red circle moving left quickly"
+SHAPE = (3, 8, 24, 24)
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory, shapes_model_factory):
+    run = tmp_path_factory.mktemp("run")
+    shapes_model_factory(run / "model", num_layers=2, perturb=0.1)
+    (run / "model" / "sampler.json").write_text(json.dumps(
+        {"sampler": "few_step", "timesteps": [1000.0, 750.0, 500.0, 250.0], "s_list": [1.0, 0.75, 0.5, 0.25],
+         "cfg_scale": 1.0}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(student, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "student_onnx"
+    assert main(["export", str(student), "--format", "onnx", "--out", str(out)]) == 0
+    return out
+
+
+def test_layout_and_recorded_difference(onnx_dir):
+    info = json.loads((onnx_dir / "onnx.json").read_text())
+    assert info["opset"] == 18 and info["inputs"]["x"] == ["batch", *SHAPE]
+    assert info["inputs"]["timestep"] == ["batch", 8 * 6 * 6] and info["inputs"]["text"] == ["batch", 2, 32]
+    assert info["max_abs_diff_vs_torch"] < 1e-4
+    for name in ("transformer.onnx", "config.json", "fastlight.json", "null_text.safetensors", "sampler.json"):
+        assert (onnx_dir / name).is_file()
+    assert not (onnx_dir / "diffusion_pytorch_model.safetensors").exists()  # the on-device folder needs no torch weights
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("ti2v", [False, True])
+def test_onnx_denoiser_equals_torch(onnx_dir, student, batch, ti2v):
+    den, ox = load_denoiser(student / "model"), OnnxDenoiser.from_folder(onnx_dir)
+    g = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, *SHAPE, generator=g)
+    image = torch.rand(batch, 3, 1, 24, 24, generator=g) * 2 - 1 if ti2v else None
+    cond = Cond(text.encode([PROMPT] * batch), image)
+    s = torch.rand(batch, generator=g)
+    with torch.no_grad():
+        ref = den(x, s, cond)
+    out = ox(x, s, cond)
+    assert ref.abs().max() > 0.1
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+    if ti2v:
+        assert torch.equal(out[:, :, 0], torch.zeros_like(out[:, :, 0]))
+
+
+def test_samplers_run_on_onnx(onnx_dir, student):
+    """Few-step (TI2V, as `fastlight sample` runs it) and Euler with CFG (batched cond+uncond, batch 2)."""
+    den, ox = load_model(str(student / "model")), load_model(str(onnx_dir), backend="onnx")
+    image = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    a = generate_few_step(ox, [PROMPT], image, [1.0, 0.75, 0.5, 0.25], seed=3)
+    b = generate_few_step(den, [PROMPT], image, [1.0, 0.75, 0.5, 0.25], seed=3)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    a = generate_shapes(ox, [PROMPT], image, num_steps=2, cfg_scale=4.0, seed=1)
+    b = generate_shapes(den, [PROMPT], image, num_steps=2, cfg_scale=4.0, seed=1)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_sample_backend_onnx(onnx_dir, tmp_path, capsys):
+    assert main(["sample", "--model", str(onnx_dir), "--backend", "onnx", "--prompt", PROMPT,
+                 "--out", str(tmp_path / "clip.mp4")]) == 0
+    assert (tmp_path / "clip.mp4").stat().st_size > 0 and (tmp_path / "clip.gif").stat().st_size > 0
+    assert "few-step student" in capsys.readouterr().out
+
+
+def test_onnx_denoiser_refuses_skip_and_wrong_shapes(onnx_dir):
+    ox = OnnxDenoiser.from_folder(onnx_dir)
+    x, cond = torch.randn(1, *SHAPE), Cond(text.encode([PROMPT]))
+    with pytest.raises(ValueError, match="cannot skip"):
+        ox(x, torch.ones(1), cond, skip={0})
+    with pytest.raises(ValueError, match="exported for"):
+        ox(torch.randn(1, 3, 8, 16, 16), torch.ones(1), cond)
