@@ -1,6 +1,109 @@
-"""`fastlight prune-decoder` / `fastlight distill-decoder`: argument parsing (filled in by the decoder work)."""
+"""`fastlight prune-decoder` / `fastlight distill-decoder`: argument parsing and the prune command."""
 from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def prune_decoder_command(vae_dir, ratio: float, out_dir, calib: int = 16, latents: str = "shapes",
+                          seed: int = 0, overwrite: bool = False, progress: bool = True) -> dict:
+    """Score the decoder's channels on calibration latents, prune to the parameter `ratio`, write a stock
+    AutoencoderKLWan folder + manifest.json to `out_dir` (atomically). Returns the manifest."""
+    from fastlight.decoder.distill import _load_latent_file, denormalise, resolve_vae_path, shapes_latents, shapes_world
+    from fastlight.decoder.prune import channel_scores, check_latents, check_ratio, load_vae, plan_decoder, \
+        prune_decoder, read_vae_config, write_manifest
+
+    ratio = check_ratio(ratio)
+    src = resolve_vae_path(str(vae_dir))
+    read_vae_config(src)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} is a file; pass a folder path")
+    if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
+        raise ValueError(f"output folder {out} is (or contains) the source VAE {src}; choose another folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"output folder {out} is not empty; choose another folder or pass --overwrite")
+    if isinstance(calib, bool) or not isinstance(calib, int) or calib < 1:
+        raise ValueError(f"--calib must be an integer >= 1, got {calib!r}")
+    t0 = time.time()
+    vae = load_vae(src)
+    plan = plan_decoder(vae, ratio)
+    if latents == "shapes":
+        z = shapes_latents(vae, shapes_world(src), 2_000_000 + seed, calib)[1]
+        source = f"teacher encoder (posterior mean) on {calib} Shapes clips, seed {2_000_000 + seed}"
+    else:
+        z = _load_latent_file(Path(latents))
+        check_latents(vae, z, f"latents {latents}")
+        z = denormalise(vae, z[:calib])
+        source = f"{latents} (first {z.shape[0]}, de-normalised)"
+    check_latents(vae, z, "calibration latents")
+    if progress:
+        print(f"scoring decoder channels on {z.shape[0]} calibration latents {tuple(z.shape[1:])} ...")
+    scores = channel_scores(vae, z)
+    light, info = prune_decoder(vae, plan["decoder_base_dim"], scores)
+    manifest = {
+        "what": "AutoencoderKLWan with a channel-pruned decoder (fastlight prune-decoder)",
+        "source": str(src), "class": "diffusers.AutoencoderKLWan",
+        "config_change": {"decoder_base_dim": {"from": plan["decoder_base_dim_before"], "to": plan["decoder_base_dim"]}},
+        "target_ratio": ratio, "achieved_ratio": plan["achieved_ratio"], "width_keep": plan["width_keep"],
+        "decoder_params_before": info["decoder_params_before"], "decoder_params": info["decoder_params"],
+        "params_before": info["params_before"], "params": info["params"],
+        "criterion": "per channel: L2 norm of its activation (sqrt mean a^2) on the calibration latents, summed "
+                     "over the group's sites; top-k per channel group, k = width * decoder_base_dim' / decoder_base_dim",
+        "calibration": source, "seconds": round(time.time() - t0, 1),
+        "kept_channels": info["kept_channels"],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        light.save_pretrained(tmp, safe_serialization=True)
+        write_manifest(tmp, manifest)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if progress:
+        print(f"decoder_base_dim {plan['decoder_base_dim_before']} -> {plan['decoder_base_dim']}: decoder "
+              f"{info['decoder_params_before']:,} -> {info['decoder_params']:,} parameters (removed "
+              f"{plan['achieved_ratio']:.1%}, target {ratio:.0%}); written to {out}")
+    return manifest
+
+
+def _prune(a):
+    prune_decoder_command(a.vae, a.ratio, a.out, calib=a.calib, latents=a.latents, seed=a.seed,
+                          overwrite=a.overwrite)
+
+
+def _distill(a):
+    from fastlight.decoder.distill import distill_decoder_command
+
+    config, overrides = a.config, list(a.overrides)
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        config, overrides = None, [config, *overrides]
+    out = distill_decoder_command(config, overrides)
+    print(f"distilled decoder written to {out}")
 
 
 def add_parsers(sub) -> None:
     """Register this package's verbs on the `fastlight` sub-parser object."""
+    s = sub.add_parser("prune-decoder", help="channel-prune an AutoencoderKLWan decoder (VDMini) into the same class")
+    s.add_argument("vae", help="AutoencoderKLWan folder (e.g. Wan2.1-T2V-1.3B-Diffusers/vae) or 'shapes-vae'")
+    s.add_argument("--ratio", type=float, required=True,
+                   help="fraction of the decoder's parameters to remove, in (0, 1)")
+    s.add_argument("--out", required=True, help="output folder (a stock AutoencoderKLWan folder + manifest.json)")
+    s.add_argument("--calib", type=int, default=16, help="calibration latents for the channel scores")
+    s.add_argument("--latents", default="shapes",
+                   help="calibration latents: 'shapes' (the VAE's encoder on Shapes clips), a `fastlight "
+                        "preprocess` folder or a safetensors file with `latents` (normalised)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(fn=_prune)
+
+    s = sub.add_parser("distill-decoder", help="train a light decoder to reproduce the teacher VAE decoder, resumable")
+    s.add_argument("config", nargs="?", default=None, help="YAML, e.g. configs/shapes/decoder.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value overrides")
+    s.set_defaults(fn=_distill)

@@ -1,0 +1,316 @@
+"""Decoder distillation: a light decoder learns to reproduce the teacher VAE decoder's output.
+
+    fastlight distill-decoder configs/shapes/decoder.yaml [key=value ...]
+
+Student: a pruned `AutoencoderKLWan` folder (`fastlight prune-decoder` output; only its decoder and
+post_quant_conv train, its encoder stays frozen and unused) or `student: tiny` (a `TinyWanDecoder`,
+fastlight/decoder/tiny.py, `tiny_width` channels). Teacher: the full VAE, frozen.
+
+Latents (`latents:`), raw (un-normalised) VAE latents either way:
+* `shapes`: the teacher's own encoder (posterior mean) on Shapes-world clips rendered at the teacher's
+  resolution and length (from its manifest, or `size` / `num_frames`), streamed, a pure function of
+  (data_seed, step, rank). With a real VAE this is "the teacher's encoder on real clips": point
+  `latents` at the output of `fastlight preprocess VIDEOS --vae TEACHER` instead.
+* a path: a `fastlight preprocess` shard folder (index.json) or a safetensors file whose `latents`
+  tensor (N, C, T, h, w) holds e.g. the DiT's own samples. Both are *normalised* latents (the Wan
+  pipelines' (z - latents_mean) / latents_std), de-normalised here with the teacher's config.
+
+Loss = l1_weight * |student(z) - teacher(z)| (pixels, the student's unclamped output against the
+teacher's clamped one) + feature_weight * mean over the decoder's stage outputs (mid block, each up
+block) of ||P(student feature) - teacher feature||^2 / mean(teacher feature^2). P selects the
+teacher channels the pruning kept (from the student's manifest, no parameters) for a pruned student,
+and is a learned 1x1x1 conv for the tiny decoder. Runs on the one training loop (resume, progress,
+checkpoints, metrics.jsonl); `out/model/` is a stock `AutoencoderKLWan` folder (or a TinyWanDecoder
+folder) plus manifest.json.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fastlight.decoder.prune import check_latents, count, decoder_groups, load_vae, read_vae_config
+from fastlight.decoder.tiny import TinyWanDecoder
+from fastlight.fileio import atomic_write_json
+from fastlight.train.loop import LoopConfig
+
+SHIPPED_VAE = Path(__file__).resolve().parents[1] / "assets" / "shapes_vae"
+
+
+def resolve_vae_path(name_or_path: str) -> Path:
+    """'shapes-vae' -> the shipped Shapes VAE; anything else is a path."""
+    return SHIPPED_VAE if name_or_path == "shapes-vae" else Path(name_or_path)
+
+
+@dataclass
+class DecoderDistillConfig(LoopConfig):
+    out: str = "runs/decoder/distill"
+    teacher: str = "shapes-vae"
+    student: str = "runs/decoder/pruned"  # prune-decoder output folder, or "tiny"
+    latents: str = "shapes"  # shapes | shard folder | safetensors file with `latents` (normalised)
+    batch_size: int = 4
+    l1_weight: float = 1.0
+    feature_weight: float = 0.1
+    tiny_width: int = 16
+    size: int = 0  # shapes latents: clip size / frames (0 = from the teacher's manifest)
+    num_frames: int = 0
+    data_seed: int = 0
+    threads: int = 2
+    steps: int = 300
+    lr: float = 5e-4
+    warmup_steps: int = 10
+    save_every: int = 50
+    log_every: int = 10
+
+
+# ----------------------------------------------------------------------------- decoding with features
+
+
+def decode_raw(vae, z: torch.Tensor) -> torch.Tensor:
+    """`AutoencoderKLWan._decode` without the final clamp (so the pixel loss has gradients everywhere).
+    Same causal frame-by-frame loop with the feature cache; no tiling, no patch_size."""
+    vae.clear_cache()
+    x = vae.post_quant_conv(z)
+    outs = []
+    for i in range(z.shape[2]):
+        vae._conv_idx = [0]
+        outs.append(vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
+                                first_chunk=(i == 0)))
+    vae.clear_cache()
+    return torch.cat(outs, 2)
+
+
+def stage_sites(decoder) -> list[tuple[str, str]]:
+    """(module name, channel group) of the Wan decoder's stage outputs: the mid block, then each up block
+    (after its upsampler)."""
+    _, _, sites = decoder_groups(decoder)
+    n_mid = len(decoder.mid_block.resnets)
+    names = [f"mid_block.resnets.{n_mid - 1}"]
+    for b, blk in enumerate(decoder.up_blocks):
+        names.append(f"up_blocks.{b}.upsamplers.0" if blk.upsamplers is not None
+                     else f"up_blocks.{b}.resnets.{len(blk.resnets) - 1}")
+    return [(n, sites[n]) for n in names]
+
+
+class _Capture:
+    """Forward hooks that collect the given modules' outputs (concatenated over the causal chunks)."""
+
+    def __init__(self, root: nn.Module, names: list[str]):
+        mods = dict(root.named_modules())
+        self.out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        self.hooks = [mods[n].register_forward_hook(self._fn(n)) for n in names]
+
+    def _fn(self, name):
+        def fn(_m, _i, o):
+            self.out[name].append(o)
+        return fn
+
+    def result(self) -> dict[str, torch.Tensor]:
+        return {n: torch.cat(v, 2) for n, v in self.out.items()}
+
+    def close(self):
+        for h in self.hooks:
+            h.remove()
+
+
+def decode_with_features(vae, z: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    cap = _Capture(vae.decoder, names)
+    try:
+        x = decode_raw(vae, z)
+    finally:
+        cap.close()
+    feats = cap.result()
+    return x, [feats[n] for n in names]
+
+
+# ----------------------------------------------------------------------------- latents
+
+
+def _load_latent_file(path: Path) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    if path.is_dir():
+        if not (path / "index.json").is_file():
+            raise FileNotFoundError(f"{path} has no index.json; pass a `fastlight preprocess` output folder, a "
+                                    f"safetensors file with a `latents` tensor, or `shapes`")
+        from fastlight.data.latents import LatentShards
+
+        data = LatentShards(path)
+        return data.batch(range(len(data)))["x0"].float()
+    if not path.is_file():
+        raise FileNotFoundError(f"latents {path} not found; pass a `fastlight preprocess` folder, a safetensors "
+                                f"file with a `latents` tensor, or `shapes`")
+    t = load_file(str(path))
+    if "latents" not in t:
+        raise ValueError(f"{path} has no `latents` tensor (keys: {', '.join(sorted(t)) or 'none'})")
+    return t["latents"].float()
+
+
+def denormalise(vae, x: torch.Tensor) -> torch.Tensor:
+    """Wan pipelines' normalised latents -> the VAE's raw latents."""
+    mean = torch.tensor(vae.config.latents_mean, dtype=x.dtype).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=x.dtype).view(1, -1, 1, 1, 1)
+    return x * std + mean
+
+
+def shapes_world(vae_dir: Path, size: int = 0, num_frames: int = 0):
+    from fastlight.data.shapes import WorldConfig
+
+    man = {}
+    if (vae_dir / "manifest.json").is_file():
+        man = json.loads((vae_dir / "manifest.json").read_text()).get("world", {})
+    size = size or man.get("size", 64)
+    frames = num_frames or man.get("num_frames", 9)
+    r = man.get("radius_px", [3.5 * size / 24, 4.5 * size / 24])
+    return WorldConfig(size=size, num_frames=frames, radius_min_px=r[0], radius_max_px=r[1])
+
+
+@torch.no_grad()
+def shapes_latents(vae, world, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clips in [-1, 1], raw latents = the encoder's posterior mean) for n Shapes clips of `seed`."""
+    from fastlight.data.shapes import render_batch, sample_clips
+
+    x = render_batch(sample_clips(seed, n, world), world)
+    return x, vae.encode(x).latent_dist.mean
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+class _Student(nn.Module):
+    def __init__(self, model: nn.Module, proj: nn.ModuleList):
+        super().__init__()
+        self.model = model
+        self.proj = proj
+
+
+class DecoderDistillRecipe:
+    def __init__(self, cfg: DecoderDistillConfig):
+        torch.set_num_threads(cfg.threads)
+        if cfg.l1_weight < 0 or cfg.feature_weight < 0:
+            raise ValueError("l1_weight and feature_weight must be >= 0")
+        self.cfg = cfg
+        self.teacher_dir = resolve_vae_path(cfg.teacher)
+        self.teacher = load_vae(self.teacher_dir).requires_grad_(False)
+        self.sites = stage_sites(self.teacher.decoder)
+        self.names = [n for n, _ in self.sites]
+        tw = decoder_groups(self.teacher.decoder)[0]
+        z_dim = self.teacher.config.z_dim
+        if cfg.student == "tiny":
+            if cfg.tiny_width < 1:
+                raise ValueError(f"tiny_width must be >= 1, got {cfg.tiny_width}")
+            model = TinyWanDecoder(z_dim=z_dim, width=cfg.tiny_width,
+                                   temporal_upsample=tuple(self.teacher.config.temperal_downsample[::-1]))
+            self.kind = "tiny"
+            _, feats = model.stages(torch.zeros(1, z_dim, 1, 2, 2))
+            proj = nn.ModuleList([nn.Conv3d(f.shape[1], tw[g], 1) for f, (_, g) in zip(feats, self.sites)])
+            self.keep = None
+        else:
+            self.student_dir = Path(cfg.student)
+            scfg = read_vae_config(self.student_dir)
+            tcfg = dict(self.teacher.config)
+            for k in ("z_dim", "dim_mult", "num_res_blocks", "temperal_downsample", "out_channels"):
+                if scfg.get(k, tcfg.get(k)) != tcfg.get(k):
+                    raise ValueError(f"student {self.student_dir} has {k}={scfg.get(k)!r}, the teacher "
+                                     f"{tcfg.get(k)!r}; prune the teacher with `fastlight prune-decoder`")
+            model = load_vae(self.student_dir)
+            model.encoder.requires_grad_(False)
+            model.quant_conv.requires_grad_(False)
+            self.kind = "pruned"
+            man_file = self.student_dir / "manifest.json"
+            kept = json.loads(man_file.read_text()).get("kept_channels") if man_file.is_file() else None
+            sw = decoder_groups(model.decoder)[0]
+            self.keep = []
+            for _, g in self.sites:
+                if kept and g in kept and len(kept[g]) == sw[g]:
+                    self.keep.append(torch.tensor(kept[g]))
+                else:  # no manifest: the first channels (a truncated decoder)
+                    self.keep.append(torch.arange(sw[g]))
+            proj = nn.ModuleList()
+        self.student = _Student(model, proj)
+        self.world = shapes_world(self.teacher_dir, cfg.size, cfg.num_frames)
+        self.pool = None
+        if cfg.latents != "shapes":
+            pool = _load_latent_file(Path(cfg.latents))
+            check_latents(self.teacher, pool, f"latents {cfg.latents}")
+            self.pool = denormalise(self.teacher, pool)
+        self.run_info: dict = {}
+
+    def trainable(self) -> nn.Module:
+        return self.student
+
+    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
+        cfg = self.cfg
+        n = cfg.batch_size // world_size
+        seed = (cfg.data_seed * 1_000_003 + step) * 64 + rank
+        if self.pool is None:
+            return {"z": shapes_latents(self.teacher, self.world, seed, n)[1]}
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randint(self.pool.shape[0], (n,), generator=g)
+        return {"z": self.pool[idx]}
+
+    def _student_forward(self, module: _Student, z):
+        if self.kind == "tiny":
+            x, feats = module.model.stages(z)
+            return x, [p(f) for p, f in zip(module.proj, feats[:len(module.proj)])]
+        x, feats = decode_with_features(module.model, z, self.names)
+        return x, feats
+
+    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        dev = next(self.student.parameters()).device
+        z = batch["z"].to(dev)
+        self.teacher.to(dev)
+        with torch.no_grad():
+            tx, tf = decode_with_features(self.teacher, z, self.names)
+            tx = tx.clamp(-1, 1)
+            if self.keep is not None:
+                tf = [f.index_select(1, k.to(dev)) for f, k in zip(tf, self.keep)]
+        sx, sf = self._student_forward(self.student, z)
+        l1 = (sx - tx).abs().mean()
+        feat = sum(((s - t) ** 2).mean() / (t.pow(2).mean() + 1e-6) for s, t in zip(sf, tf)) / len(tf)
+        loss = cfg.l1_weight * l1 + cfg.feature_weight * feat
+        with torch.no_grad():
+            mse = ((sx.clamp(-1, 1) - tx) ** 2).mean()
+            psnr = 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
+        return {"loss": loss, "loss_l1": l1, "loss_feature": feat, "psnr_vs_teacher_db": psnr}
+
+    def save_output(self, path: Path, module: _Student) -> None:
+        path = Path(path)
+        module.model.save_pretrained(path, safe_serialization=True)
+        man = {"recipe": "distill-decoder", "kind": self.kind, "teacher": str(self.teacher_dir),
+               "student": self.cfg.student, "latents": self.cfg.latents,
+               "decoder_params": count(module.model if self.kind == "tiny" else module.model.decoder),
+               "teacher_decoder_params": count(self.teacher.decoder), **self.run_info,
+               "config": asdict(self.cfg)}
+        if self.kind == "pruned":
+            src = self.student_dir / "manifest.json"
+            if src.is_file():
+                prev = json.loads(src.read_text())
+                man["pruning"] = {k: v for k, v in prev.items() if k != "kept_channels"}
+                man["kept_channels"] = prev.get("kept_channels")
+        else:
+            man["loader"] = "fastlight.decoder.tiny.TinyWanDecoder.from_pretrained(path)"
+        atomic_write_json(path / "manifest.json", man)
+
+
+def load_light_decoder(path: str | Path):
+    """A distilled decoder folder -> a model with `.decode(z).sample`: a stock AutoencoderKLWan, or a
+    TinyWanDecoder (its config's _class_name says which)."""
+    p = Path(path)
+    cfg_file = p / "config.json"
+    if cfg_file.is_file() and json.loads(cfg_file.read_text()).get("_class_name") == "TinyWanDecoder":
+        return TinyWanDecoder.from_pretrained(str(p)).eval()
+    return load_vae(p)
+
+
+def distill_decoder_command(config_path: str | None, overrides: list[str] | None = None,
+                            progress: bool = True) -> Path:
+    from fastlight.config import load_config
+    from fastlight.train.loop import train
+
+    cfg = load_config(DecoderDistillConfig, config_path, overrides or [])
+    return train(DecoderDistillRecipe(cfg), cfg, progress=progress)

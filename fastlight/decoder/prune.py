@@ -1,0 +1,325 @@
+"""Channel pruning of the diffusers `AutoencoderKLWan` decoder (VDMini's decoder pruning).
+
+    vae = load_vae("fastlight/assets/shapes_vae")
+    plan = plan_decoder(vae, ratio=0.75)                 # decoder_base_dim for a parameter ratio
+    scores = channel_scores(vae, calibration_latents)    # {group: (width,) L2 activation norms}
+    light, info = prune_decoder(vae, plan["decoder_base_dim"], scores)
+    light.save_pretrained(out)                           # a stock AutoencoderKLWan folder
+
+What the class allows. `AutoencoderKLWan` has a `decoder_base_dim` argument: every decoder width is
+`decoder_base_dim * m` for the multipliers `m` of `dim_mult` (the encoder keeps `base_dim`). So the
+pruned decoder is the *same class with a smaller config* as long as every width shrinks by the same
+factor d'/d; a different keep ratio per layer can not be expressed by the config (there is one
+width knob), and neither can removing whole residual blocks of one stage (`num_res_blocks` is shared
+with the encoder). Within that constraint the *which* channels is free: each width group below gets
+its own top-k by score, so the surgery is a real per-layer channel selection, not a truncation.
+
+Channel groups (Wan 2.1 decoder, `is_residual=False`). A *stream* group is a set of channels shared
+by every tensor added into one residual stream: conv_in's output, each identity-shortcut resnet's
+input and output, the attention block (its q, k, v and proj use the stream's indices), the RMS-norm
+gains, and the upsampler's time_conv (whose 2C outputs are two copies of the stream's channels, one
+per output frame). A resnet with in != out width (conv_shortcut) starts a new stream; an upsampler's
+2-D conv starts a new stream (the next stage's input). Each resnet's hidden width (conv1 out, norm2,
+conv2 in) is a group of its own.
+
+Criterion (documented, `channel_scores`): the L2 norm of the channel's activation over calibration
+latents, i.e. sqrt(mean over positions, frames and latents of a^2), summed over every site of the
+group (each resnet output / conv_in output / upsampler output for a stream; conv1's output for a
+hidden group). Channels that carry little signal through the network are the first to go.
+RMS norms renormalise over the kept channels (their scale sqrt(C) follows C), so the pruned decoder
+is close to, not equal to, the teacher: distillation (`fastlight distill-decoder`) closes the gap.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fastlight.fileio import atomic_write_text
+
+VAE_CLASS = "AutoencoderKLWan"
+
+
+# ----------------------------------------------------------------------------- loading / checks
+
+
+def check_ratio(ratio: float) -> float:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0.0 < float(ratio) < 1.0):
+        raise ValueError(f"--ratio must be a fraction of the decoder's parameters strictly between 0 and 1, "
+                         f"got {ratio!r}")
+    return float(ratio)
+
+
+def read_vae_config(path: str | Path) -> dict:
+    """The folder's config.json, checked to be an AutoencoderKLWan (else one clear ValueError)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"VAE folder {p} does not exist")
+    cfg_file = p / "config.json" if p.is_dir() else p
+    if not cfg_file.is_file():
+        raise ValueError(f"{p} is not a diffusers VAE folder (no config.json); pass a folder saved with "
+                         f"AutoencoderKLWan.save_pretrained (e.g. Wan2.1-T2V-1.3B-Diffusers/vae)")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{cfg_file} is not valid JSON ({e})") from None
+    name = cfg.get("_class_name") if isinstance(cfg, dict) else None
+    if name != VAE_CLASS:
+        raise ValueError(f"{p} holds a {name or 'non-diffusers'} model, not an {VAE_CLASS}; the decoder tools "
+                         f"support the Wan VAE (e.g. Wan2.1-T2V-1.3B-Diffusers/vae)")
+    if cfg.get("is_residual"):
+        raise ValueError(f"{p} is a Wan 2.2 residual VAE (is_residual=true); decoder pruning supports the Wan 2.1 "
+                         f"layout only")
+    return cfg
+
+
+def load_vae(path: str | Path, device: str | torch.device = "cpu"):
+    """Stock `AutoencoderKLWan.from_pretrained` in float32 (the shipped asset is stored in float16)."""
+    from diffusers import AutoencoderKLWan
+
+    read_vae_config(path)
+    try:
+        vae = AutoencoderKLWan.from_pretrained(str(path), torch_dtype=torch.float32)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ValueError(f"could not load the VAE in {path}: {str(e).splitlines()[0]}") from None
+    return vae.to(device).eval()
+
+
+def check_latents(vae, z: torch.Tensor, what: str = "latents") -> None:
+    c = vae.config.z_dim
+    if z.dim() != 5:
+        raise ValueError(f"{what}: expected (B, C, T, H, W) latents, got shape {tuple(z.shape)}")
+    if z.shape[1] != c:
+        raise ValueError(f"{what} have {z.shape[1]} channels but the VAE's z_dim is {c}; use latents made by "
+                         f"this VAE's encoder (or a DiT trained on it)")
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ----------------------------------------------------------------------------- channel groups
+
+
+def _is_conv(m) -> bool:
+    return isinstance(m, (nn.Conv2d, nn.Conv3d))
+
+
+def decoder_groups(decoder) -> tuple[dict, dict, dict]:
+    """Walk a WanDecoder3d (Wan 2.1 layout) in forward order.
+
+    Returns (widths, param_map, sites): widths {group: channels}; param_map {param name (relative to
+    the decoder): (out_spec, in_spec)} where a spec is None (keep all), a group name, or
+    ("repeat", group, n) for n stacked copies of a group (qkv, time_conv); sites {module name: group}
+    whose forward output carries that group (for scoring and feature matching).
+    """
+    widths: dict[str, int] = {}
+    pmap: dict[str, tuple] = {}
+    sites: dict[str, str] = {}
+
+    def new(name, width):
+        widths[name] = int(width)
+        return name
+
+    def conv(prefix, mod, out, inp):
+        pmap[f"{prefix}.weight"] = (out, inp)
+        if getattr(mod, "bias", None) is not None:
+            pmap[f"{prefix}.bias"] = (out, None)
+
+    def norm(prefix, g):
+        pmap[f"{prefix}.gamma"] = (g, None)
+        # WanRMS_norm has an optional bias (False in the VAE)
+        pmap[f"{prefix}.bias"] = (g, None)
+
+    def resnet(prefix, rn, cur):
+        out = cur if rn.in_dim == rn.out_dim else new(f"{prefix}.out", rn.out_dim)
+        hid = new(f"{prefix}.hidden", rn.out_dim)
+        norm(f"{prefix}.norm1", cur)
+        conv(f"{prefix}.conv1", rn.conv1, hid, cur)
+        norm(f"{prefix}.norm2", hid)
+        conv(f"{prefix}.conv2", rn.conv2, out, hid)
+        if _is_conv(rn.conv_shortcut):
+            conv(f"{prefix}.conv_shortcut", rn.conv_shortcut, out, cur)
+        sites[f"{prefix}.conv1"] = hid
+        sites[prefix] = out
+        return out
+
+    cur = new("conv_in", decoder.conv_in.out_channels)
+    conv("conv_in", decoder.conv_in, cur, None)
+    sites["conv_in"] = cur
+    mid = decoder.mid_block
+    cur = resnet("mid_block.resnets.0", mid.resnets[0], cur)
+    for i, (attn, rn) in enumerate(zip(mid.attentions, mid.resnets[1:])):
+        a = f"mid_block.attentions.{i}"
+        norm(f"{a}.norm", cur)
+        conv(f"{a}.to_qkv", attn.to_qkv, ("repeat", cur, 3), cur)
+        conv(f"{a}.proj", attn.proj, cur, cur)
+        sites[a] = cur
+        cur = resnet(f"mid_block.resnets.{i + 1}", rn, cur)
+    for b, blk in enumerate(decoder.up_blocks):
+        if not hasattr(blk, "upsamplers"):
+            raise ValueError("decoder pruning supports the Wan 2.1 decoder layout only (is_residual=false)")
+        if blk.in_dim != widths[cur]:
+            raise ValueError(f"up block {b}: input width {blk.in_dim} != stream width {widths[cur]}")
+        for r, rn in enumerate(blk.resnets):
+            cur = resnet(f"up_blocks.{b}.resnets.{r}", rn, cur)
+        if blk.upsamplers is not None:
+            up = blk.upsamplers[0]
+            u = f"up_blocks.{b}.upsamplers.0"
+            if hasattr(up, "time_conv"):
+                conv(f"{u}.time_conv", up.time_conv, ("repeat", cur, 2), cur)
+            c2 = up.resample[1]
+            nxt = new(f"{u}.out", c2.out_channels)
+            conv(f"{u}.resample.1", c2, nxt, cur)
+            sites[u] = nxt
+            cur = nxt
+    norm("norm_out", cur)
+    conv("conv_out", decoder.conv_out, None, cur)
+    return widths, pmap, sites
+
+
+# ----------------------------------------------------------------------------- plan and scores
+
+
+def _decoder_params(cfg: dict, decoder_base_dim: int) -> int:
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanDecoder3d
+
+    with torch.device("meta"):
+        dec = WanDecoder3d(dim=decoder_base_dim, z_dim=cfg["z_dim"], dim_mult=cfg["dim_mult"],
+                           num_res_blocks=cfg["num_res_blocks"], attn_scales=cfg.get("attn_scales", []),
+                           temperal_upsample=list(cfg["temperal_downsample"])[::-1],
+                           out_channels=cfg.get("out_channels", 3))
+    return count(dec)
+
+
+def plan_decoder(vae, ratio: float) -> dict:
+    """The largest decoder_base_dim that removes at least `ratio` of the decoder's parameters."""
+    ratio = check_ratio(ratio)
+    cfg = dict(vae.config)
+    d = cfg.get("decoder_base_dim") or cfg["base_dim"]
+    full = count(vae.decoder)
+    best = None
+    for dd in range(d - 1, 0, -1):
+        n = _decoder_params(cfg, dd)
+        if 1 - n / full >= ratio:
+            best = (dd, n)
+            break
+    if best is None:
+        raise ValueError(f"ratio {ratio} can not be reached: even decoder_base_dim=1 keeps "
+                         f"{_decoder_params(cfg, 1)} of {full} decoder parameters")
+    dd, n = best
+    return {"decoder_base_dim_before": d, "decoder_base_dim": dd, "decoder_params_before": full,
+            "decoder_params_after": n, "target_ratio": ratio, "achieved_ratio": round(1 - n / full, 4),
+            "width_keep": round(dd / d, 4)}
+
+
+@torch.no_grad()
+def channel_scores(vae, latents: torch.Tensor, batch: int = 4) -> dict[str, torch.Tensor]:
+    """Per group, per channel: L2 norm of its activation on `latents` (raw, un-normalised VAE latents),
+    summed over the group's sites (see the module docstring)."""
+    check_latents(vae, latents, "calibration latents")
+    widths, _, sites = decoder_groups(vae.decoder)
+    sq = {name: torch.zeros(widths[g], dtype=torch.float64) for name, g in sites.items()}
+    cnt = {name: 0 for name in sites}
+    hooks = []
+    mods = dict(vae.decoder.named_modules())
+
+    def hook(name):
+        def fn(_m, _inp, out):
+            a = out.detach().double()
+            sq[name] += a.pow(2).transpose(0, 1).reshape(a.shape[1], -1).sum(1)
+            cnt[name] += a.numel() // a.shape[1]
+        return fn
+
+    for name in sites:
+        hooks.append(mods[name].register_forward_hook(hook(name)))
+    try:
+        for i in range(0, latents.shape[0], batch):
+            vae.decode(latents[i:i + batch])
+    finally:
+        for h in hooks:
+            h.remove()
+    scores = {g: torch.zeros(w, dtype=torch.float64) for g, w in widths.items()}
+    for name, g in sites.items():
+        scores[g] += (sq[name] / max(cnt[name], 1)).sqrt()
+    return {g: s.float() for g, s in scores.items()}
+
+
+# ----------------------------------------------------------------------------- surgery
+
+
+def _index(spec, keep: dict[str, torch.Tensor], widths: dict[str, int]):
+    if spec is None:
+        return None
+    if isinstance(spec, tuple):
+        _, g, n = spec
+        return torch.cat([keep[g] + k * widths[g] for k in range(n)])
+    return keep[spec]
+
+
+def prune_decoder(vae, decoder_base_dim: int, scores: dict[str, torch.Tensor] | None = None,
+                  keep: dict[str, torch.Tensor] | None = None):
+    """A new AutoencoderKLWan with `decoder_base_dim`, the teacher's encoder and quant convs, and each
+    decoder group's top-scoring channels (in their original order). Without scores: the first
+    channels (a plain truncation, for tests / ablation). `keep` ({group: indices}, any order) overrides
+    the selection (tests use a permutation at full width: the output must not change). Returns (model, info)."""
+    from diffusers import AutoencoderKLWan
+
+    cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+    d = cfg.get("decoder_base_dim") or cfg["base_dim"]
+    if not (isinstance(decoder_base_dim, int) and 0 < decoder_base_dim <= d):
+        raise ValueError(f"decoder_base_dim must be an integer in [1, {d}], got {decoder_base_dim!r}")
+    widths, pmap, _ = decoder_groups(vae.decoder)
+    given = keep
+    keep = {}
+    for g, w in widths.items():
+        if w % d:
+            raise ValueError(f"group {g}: width {w} is not a multiple of decoder_base_dim {d}")
+        k = w // d * decoder_base_dim
+        if given is not None:
+            keep[g] = torch.as_tensor(given[g], dtype=torch.long)
+            if keep[g].numel() != k or keep[g].unique().numel() != k or not (0 <= int(keep[g].min()) and int(keep[g].max()) < w):
+                raise ValueError(f"keep[{g!r}] must hold {k} distinct channel indices in [0, {w})")
+        elif scores is None:
+            keep[g] = torch.arange(k)
+        else:
+            s = scores[g]
+            if s.numel() != w:
+                raise ValueError(f"scores for {g} have {s.numel()} entries, expected {w}")
+            keep[g] = torch.topk(s, k).indices.sort().values
+    cfg["decoder_base_dim"] = decoder_base_dim
+    new = AutoencoderKLWan(**cfg)
+    old_sd = vae.state_dict()
+    sd = {}
+    for name, p in new.state_dict().items():
+        src = old_sd[name]
+        if name.startswith("decoder."):
+            rel = name[len("decoder."):]
+            if rel not in pmap:
+                raise RuntimeError(f"decoder parameter {rel} is not covered by the channel map")
+            o, i = pmap[rel]
+            io, ii = _index(o, keep, widths), _index(i, keep, widths)
+            if io is not None:
+                src = src.index_select(0, io)
+            if ii is not None:
+                src = src.index_select(1, ii)
+        if src.shape != p.shape:
+            raise RuntimeError(f"surgery produced {tuple(src.shape)} for {name}, the config expects {tuple(p.shape)}")
+        sd[name] = src.clone()
+    new.load_state_dict(sd, strict=True)
+    n_dec = count(new.decoder)
+    expected = _decoder_params(cfg, decoder_base_dim)
+    assert n_dec == expected, (n_dec, expected)
+    assert count(new) == count(vae) - count(vae.decoder) + n_dec
+    info = {"decoder_base_dim": decoder_base_dim, "decoder_params": n_dec,
+            "decoder_params_before": count(vae.decoder), "params": count(new), "params_before": count(vae),
+            "kept_channels": {g: keep[g].tolist() for g in widths},
+            "criterion": ("given" if given is not None else "L2 norm of activations on calibration latents"
+                          if scores is not None else "first channels")}
+    return new.eval(), info
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    atomic_write_text(Path(out) / "manifest.json", json.dumps(manifest, indent=1) + "\n")

@@ -1,0 +1,89 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from fastlight.cli import main
+from fastlight.decoder.distill import load_light_decoder
+from fastlight.decoder.tiny import TinyWanDecoder
+
+VAE_CFG = dict(base_dim=4, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+               latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.0, 2.0, 0.5, 1.5])
+
+
+@pytest.fixture(scope="module")
+def teacher_and_pruned(tmp_path_factory):
+    from diffusers import AutoencoderKLWan
+
+    root = tmp_path_factory.mktemp("distill")
+    torch.manual_seed(0)
+    AutoencoderKLWan(**VAE_CFG).save_pretrained(root / "vae")
+    (root / "vae" / "manifest.json").write_text(json.dumps({"world": {"size": 16, "num_frames": 5}}))
+    assert main(["prune-decoder", str(root / "vae"), "--ratio", "0.5", "--out", str(root / "pruned"),
+                 "--calib", "2"]) == 0
+    return root
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_distill_pruned_resumes_and_loads_with_stock_class(teacher_and_pruned, tmp_path):
+    from diffusers import AutoencoderKLWan
+
+    root = teacher_and_pruned
+    out = tmp_path / "run"
+    args = ["distill-decoder", f"teacher={root / 'vae'}", f"student={root / 'pruned'}", f"out={out}",
+            "batch_size=2", "save_every=2", "log_every=1", "lr=1e-3", "warmup_steps=0"]
+    assert main(args + ["steps=2"]) == 0
+    assert main(args + ["steps=4"]) == 0  # resumes from the step-2 checkpoint
+    m = _metrics(out)
+    assert [r["step"] for r in m] == [1, 2, 3, 4]
+    assert {"loss_l1", "loss_feature", "psnr_vs_teacher_db"} <= set(m[0])
+    man = json.loads((out / "model" / "manifest.json").read_text())
+    assert man["kind"] == "pruned" and man["decoder_params"] < man["teacher_decoder_params"]
+    light = AutoencoderKLWan.from_pretrained(out / "model").eval()  # the stock diffusers class
+    assert light.config.decoder_base_dim < 4
+    z = torch.randn(1, 4, 2, 2, 2)
+    with torch.no_grad():
+        assert light.decode(z).sample.shape == (1, 3, 5, 16, 16)
+    assert type(load_light_decoder(out / "model")) is AutoencoderKLWan
+
+
+def test_distill_tiny_from_latent_file(teacher_and_pruned, tmp_path):
+    root = teacher_and_pruned
+    f = tmp_path / "dit_samples.safetensors"  # e.g. a DiT's own (normalised) samples
+    save_file({"latents": torch.randn(3, 4, 2, 2, 2)}, str(f))
+    out = tmp_path / "tiny"
+    assert main(["distill-decoder", f"teacher={root / 'vae'}", "student=tiny", "tiny_width=2", f"latents={f}",
+                 f"out={out}", "steps=2", "batch_size=2", "log_every=1"]) == 0
+    dec = load_light_decoder(out / "model")
+    assert isinstance(dec, TinyWanDecoder)
+    with torch.no_grad():
+        assert dec.decode(torch.randn(1, 4, 3, 2, 2)).sample.shape == (1, 3, 9, 16, 16)
+
+
+def test_distill_bad_latents(teacher_and_pruned, tmp_path, capsys):
+    root = teacher_and_pruned
+    f = tmp_path / "lat.safetensors"
+    save_file({"latents": torch.randn(2, 16, 2, 2, 2)}, str(f))
+    assert main(["distill-decoder", f"teacher={root / 'vae'}", f"student={root / 'pruned'}", f"latents={f}",
+                 f"out={tmp_path / 'o'}", "steps=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "16 channels" in err
+    assert main(["distill-decoder", f"teacher={tmp_path}", f"out={tmp_path / 'o'}", "steps=1"]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_tiny_decoder_shapes_and_causality():
+    torch.manual_seed(0)
+    dec = TinyWanDecoder(z_dim=4, width=2).eval()
+    z = torch.randn(1, 4, 3, 2, 2)
+    z2 = z.clone()
+    z2[:, :, 2] += 1.0
+    with torch.no_grad():
+        a, b = dec.decode(z).sample, dec.decode(z2).sample
+    assert a.shape == (1, 3, 9, 16, 16)
+    # latent frame 2 decodes to frames 5..8: the first 5 frames must not depend on it
+    assert torch.equal(a[:, :, :5], b[:, :, :5]) and not torch.equal(a[:, :, 5:], b[:, :, 5:])
