@@ -88,3 +88,20 @@ def test_onnx_denoiser_refuses_skip_and_wrong_shapes(onnx_dir):
         ox(x, torch.ones(1), cond, skip={0})
     with pytest.raises(ValueError, match="exported for"):
         ox(torch.randn(1, 3, 8, 16, 16), torch.ones(1), cond)
+
+
+def test_onnx_vs_torch_benchmark_runs(onnx_dir, student, tmp_path, capsys):
+    """benchmarks/onnx_vs_torch.py end to end on the tiny student (timings not asserted)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "onnx_vs_torch.py"
+    spec = importlib.util.spec_from_file_location("onnx_vs_torch", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--model", str(student / "model"), "--onnx", str(onnx_dir), "--repeats", "1", "--warmup", "0",
+                    "--out", str(tmp_path / "r.json")])
+    assert res["settings"]["nfe_per_video"] == 4 and res["ratio"] > 0
+    assert res["max_abs_diff_forward"] < 1e-4 and res["max_abs_diff_video"] < 1e-4
+    assert json.loads((tmp_path / "r.json").read_text())["ratio"] == res["ratio"]
+    assert "ratio onnx/torch" in capsys.readouterr().out
