@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-PARSER_MODULES = ("fastlight.export.command", "fastlight.decoder.command")
+PARSER_MODULES = ("fastlight.export.command", "fastlight.decoder.command", "fastlight.run.command")
 
 
 # errors that mean "bad input": one line, exit code 2

@@ -481,11 +481,12 @@ def analyze_command(
     metric_cases: int = 16,
     metric_steps: int = 20,
     metric_cfg: float = 4.0,
+    data_free: bool = True,
 ) -> dict:
     """`fastlight analyze MODEL --calib N`: Stage I block (and width) importance.
 
     methods "elbo": ELBO importance with the data reference AND the data-free one, both tables,
-    their Spearman correlation, out_dir/importance.json (data rows in "blocks", data-free rows in
+    their Spearman correlation (data_free=False: the data reference only, half the time), out_dir/importance.json (data rows in "blocks", data-free rows in
     "data_free") and importance.png (+ importance_data_free.png); with `iterative` also the
     greedy drop order ("iterative" key). "taylor": Lightning Video width saliency -> taylor.json.
     "metric": VDMini metric-drop importance with the Shapes oracle -> importance_metric.json/.png.
@@ -509,13 +510,14 @@ def analyze_command(
 
     if "elbo" in methods:
         rows_data = elbo_importance(model, cal, "data", progress=progress)
-        rows_free = elbo_importance(model, cal, "self", progress=progress)
-        rho = rows_spearman(rows_data, rows_free)
         con.print(importance_table(rows_data, "ELBO importance (reference: data)"))
-        con.print(importance_table(rows_free, "ELBO importance (reference: self, data-free)"))
-        con.print(f"Spearman rank correlation data vs data-free: {rho:.3f}")
-        meta = {"method": "elbo", "reference": "data", "calib": cal.info,
-                "data_free": {"reference": "self", "blocks": rows_free}, "spearman_data_vs_data_free": rho}
+        meta = {"method": "elbo", "reference": "data", "calib": cal.info}
+        if data_free:
+            rows_free = elbo_importance(model, cal, "self", progress=progress)
+            rho = rows_spearman(rows_data, rows_free)
+            con.print(importance_table(rows_free, "ELBO importance (reference: self, data-free)"))
+            con.print(f"Spearman rank correlation data vs data-free: {rho:.3f}")
+            meta.update({"data_free": {"reference": "self", "blocks": rows_free}, "spearman_data_vs_data_free": rho})
         if iterative:
             order = iterative_elbo_importance(model, cal, "data", progress=progress)
             meta["iterative"] = {"reference": "data", "order": [r["index"] for r in order], "blocks": order}
@@ -523,9 +525,10 @@ def analyze_command(
             result["iterative_order"] = [r["index"] for r in order]
         result["files"]["importance"] = str(write_importance(out / "importance.json", model, rows_data, meta))
         result["files"]["plot"] = str(plot_importance(rows_data, out / "importance.png", "ELBO importance (data)"))
-        result["files"]["plot_data_free"] = str(
-            plot_importance(rows_free, out / "importance_data_free.png", "ELBO importance (data-free)"))
-        result["spearman_data_vs_data_free"] = rho
+        if data_free:
+            result["files"]["plot_data_free"] = str(
+                plot_importance(rows_free, out / "importance_data_free.png", "ELBO importance (data-free)"))
+            result["spearman_data_vs_data_free"] = rho
         result["rows"] = rows_data
 
     if "taylor" in methods:

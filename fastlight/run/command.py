@@ -1,0 +1,41 @@
+"""`fastlight run RECIPE.yaml [key=value ...]` and `fastlight search`: argument parsing."""
+from __future__ import annotations
+
+
+def _run(a):
+    from fastlight.run.pipeline import run_command
+
+    only = [s.strip() for s in a.only.split(",") if s.strip()] if a.only else None
+    run_command(a.config, a.overrides, only)
+
+
+def add_parsers(sub) -> None:
+    s = sub.add_parser("run", help="the whole compression (Stage I -> II -> III -> evaluate -> bench -> report), resumable")
+    s.add_argument("config", help="run recipe, e.g. configs/shapes/fastlightgen.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value (preset=full, out=..., stage2.steps=100, stage3.lr=1e-5)")
+    s.add_argument("--only", default=None, help="comma list of stages to run now (e.g. evaluate,bench,report)")
+    s.set_defaults(fn=_run)
+    add_search_parser(sub)
+
+
+def _search(a):
+    from fastlight.run.search import search_command
+
+    steps = [int(s) for s in a.steps.split(",") if s.strip()]
+    ratios = [float(r) for r in a.ratios.split(",") if r.strip()]
+    search_command(a.model, a.budget_ms, a.importance, a.out, steps, ratios, a.num_cases, a.cfg, a.repeats, a.seed)
+
+
+def add_search_parser(sub) -> None:
+    s = sub.add_parser("search", help="(steps, prune ratio) quality-vs-cost front of an elastic Stage II model")
+    s.add_argument("model", help="Stage II (dpp) model folder, e.g. runs/fastlightgen/3_stage2/model")
+    s.add_argument("--budget-ms", type=float, required=True, help="time budget per video on this machine")
+    s.add_argument("--importance", default=None, help="Stage I importance.json (default: the run's 1_analyze/)")
+    s.add_argument("--out", default="runs/search")
+    s.add_argument("--steps", default="2,4,8,16,32")
+    s.add_argument("--ratios", default="0,0.1,0.2,0.3,0.4,0.5")
+    s.add_argument("--num-cases", type=int, default=16)
+    s.add_argument("--cfg", type=float, default=4.0)
+    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_search)

@@ -1,0 +1,218 @@
+"""`fastlight search MODEL --budget-ms T`: the quality-vs-cost design space of an elastic model.
+
+A Stage II (dpp) model is one set of weights that runs at any depth, so every (sampling steps,
+prune ratio) pair can be tried without training: for each prune ratio the blocks come from the
+Stage I importance (`depth_plan`, ends kept: the same greedy plan `fastlight plan` writes), and
+the model samples with multi-step Euler + CFG at that depth. Per pair:
+
+  quality  ShapesBench score on `num_cases` held-out cases (the fixed ShapesBench cases)
+  cost     predicted ms per video = steps x (measured time of one CFG-batched forward at that
+           depth, batch 1, median of `repeats`) + the measured fixed cost (text + decode);
+           forwards are timed side by side in one run, interleaved over depths
+
+Writes search.json and search.png (left: score over steps x parameters kept, the FastLightGen
+Figure 1 contour, with the budget line; right: score vs predicted ms, the Pareto front and the
+budget) and recommends the best-scoring pair within the budget.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from fastlight.fileio import atomic_write_json
+
+DEFAULT_STEPS = (2, 4, 8, 16, 32)
+DEFAULT_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def skips_for_ratios(model, rows: list[dict], ratios) -> dict[float, list[int]]:
+    """prune ratio -> blocks to skip (greedy by importance, ends kept); 0 -> none."""
+    from fastlight.analyze.plans import depth_plan
+
+    out = {}
+    for r in ratios:
+        out[r] = [] if r == 0 else sorted(depth_plan(rows, model, r, keep_ends=True, verbose=False)["drop_blocks"])
+    return out
+
+
+@torch.inference_mode()
+def forward_ms(model, skips: dict[float, list[int]], repeats: int = 5) -> dict[float, float]:
+    """Median ms of one CFG-batched forward (batch 2 = cond + uncond of one video) per depth, interleaved."""
+    from fastlight.data import text
+    from fastlight.models.denoiser import Cond
+    from fastlight.sample import world_of
+
+    world = world_of(model)
+    x = torch.randn(2, 3, world.num_frames, world.size, world.size)
+    cond = Cond(text.encode(["a red circle moving left quickly"] * 2), torch.zeros(2, 3, 1, world.size, world.size))
+    s = torch.full((2,), 0.5)
+    times: dict[float, list[float]] = {r: [] for r in skips}
+    for r, k in skips.items():  # warm-up
+        model(x, s, cond, skip=k)
+    for _ in range(repeats):
+        for r, k in skips.items():
+            t0 = time.perf_counter()
+            model(x, s, cond, skip=k)
+            times[r].append((time.perf_counter() - t0) * 1000)
+    return {r: statistics.median(v) for r, v in times.items()}
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points (cost, quality) not dominated by a cheaper-or-equal, better-or-equal point."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -float("inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def recommend(rows: list[dict], budget_ms: float) -> dict | None:
+    """The best-scoring row whose predicted cost fits the budget (ties: the cheaper)."""
+    fits = [r for r in rows if r["pred_ms"] <= budget_ms]
+    return max(fits, key=lambda r: (r["score"], -r["pred_ms"])) if fits else None
+
+
+def plot(rows: list[dict], steps, ratios, budget_ms: float, best: dict | None, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from fastlight.analyze.io import atomic_savefig
+
+    kept = [1 - r for r in ratios]
+    grid = np.array([[next(x["score"] for x in rows if x["steps"] == st and x["prune_ratio"] == r) for st in steps]
+                     for r in ratios])
+    cost = np.array([[next(x["pred_ms"] for x in rows if x["steps"] == st and x["prune_ratio"] == r) for st in steps]
+                     for r in ratios])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    cs = a.contourf(steps, kept, grid, levels=12, cmap="viridis")
+    fig.colorbar(cs, ax=a, label="ShapesBench score")
+    if cost.min() <= budget_ms <= cost.max():
+        a.contour(steps, kept, cost, levels=[budget_ms], colors="white", linestyles="--")
+    a.set_xscale("log", base=2)
+    a.set_xticks(list(steps), [str(s) for s in steps])
+    a.set_xlabel("sampling steps (Euler + CFG)")
+    a.set_ylabel("DiT parameters kept")
+    a.set_title(f"quality; dashed: {budget_ms:g} ms budget")
+    if best:
+        a.plot(best["steps"], 1 - best["prune_ratio"], "r*", ms=14)
+    pts = [(r["pred_ms"], r["score"]) for r in rows]
+    front = pareto(pts)
+    a_ms, a_sc = [p[0] for p in pts], [p[1] for p in pts]
+    b.scatter(a_ms, a_sc, c=[r["prune_ratio"] for r in rows], cmap="plasma", s=28)
+    fx = sorted(front, key=lambda i: pts[i][0])
+    b.plot([pts[i][0] for i in fx], [pts[i][1] for i in fx], "k-", lw=1, label="Pareto front")
+    b.axvline(budget_ms, color="grey", ls="--", label=f"budget {budget_ms:g} ms")
+    if best:
+        b.plot(best["pred_ms"], best["score"], "r*", ms=14, label=f"pick: {best['steps']} steps, {best['prune_ratio']:.0%} pruned")
+    b.set_xscale("log")
+    b.set_xlabel("predicted ms per video (this machine)")
+    b.set_ylabel("ShapesBench score")
+    b.legend(fontsize=8, loc="lower right")
+    b.set_title("quality vs cost")
+    fig.tight_layout()
+    atomic_savefig(fig, path)
+    plt.close(fig)
+    return path
+
+
+def search_command(model_path: str, budget_ms: float, importance: str | None, out: str, steps=DEFAULT_STEPS,
+                   ratios=DEFAULT_RATIOS, num_cases: int = 16, cfg_scale: float = 4.0, repeats: int = 5,
+                   seed: int = 0) -> dict:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fastlight.analyze.importance import importance_rows, read_importance
+    from fastlight.evaluate.shapesbench import shapesbench
+    from fastlight.models.denoiser import load_denoiser
+    from fastlight.models.presets import resolve_model_path
+    from fastlight.sample import is_shapes_model
+
+    if budget_ms <= 0:
+        raise ValueError(f"--budget-ms must be > 0, got {budget_ms}")
+    steps, ratios = sorted({int(s) for s in steps}), sorted({float(r) for r in ratios})
+    if not steps or steps[0] < 1 or not ratios or not all(0 <= r < 1 for r in ratios):
+        raise ValueError(f"--steps must be >= 1 and --ratios in [0, 1), got {steps}, {ratios}")
+    path = resolve_model_path(model_path)
+    model = load_denoiser(path).eval()
+    if not is_shapes_model(model):
+        raise ValueError(f"{model_path} is not an embedded Shapes model; search scores with the Shapes oracle")
+    imp = Path(importance) if importance else _find_importance(path)
+    rows_imp = importance_rows(read_importance(imp))
+    skips = skips_for_ratios(model, rows_imp, ratios)
+    console = Console()
+    console.print(f"search {path}: steps {steps} x prune ratios {ratios} ({len(steps) * len(ratios)} pairs, "
+                  f"{num_cases} cases each); blocks from {imp}")
+    fwd = forward_ms(model, skips, repeats)
+    fixed = _fixed_ms(model, repeats)
+    rows = []
+    from tqdm import tqdm
+
+    pairs = [(r, st) for r in ratios for st in steps]
+    for r, st in tqdm(pairs, desc="search"):
+        res = shapesbench(model, num_cases, "euler", st, cfg_scale, skip=skips[r], seed=seed, progress=False,
+                          vbench=False)
+        rows.append({"steps": st, "prune_ratio": r, "skip": skips[r], "params": model.num_params(skips[r]),
+                     "removed": 1 - model.num_params(skips[r]) / model.num_params(), "score": round(res["score"], 4),
+                     "direction": res["parts"].get("direction"), "pred_ms": round(st * fwd[r] + fixed, 2)})
+    front = pareto([(x["pred_ms"], x["score"]) for x in rows])
+    for i, x in enumerate(rows):
+        x["pareto"] = i in front
+    best = recommend(rows, budget_ms)
+    t = Table(title=f"design space (Pareto front marked *), budget {budget_ms:g} ms")
+    for c in ("steps", "pruned", "score", "direction", "pred. ms", ""):
+        t.add_column(c)
+    for x in sorted(rows, key=lambda x: x["pred_ms"]):
+        t.add_row(str(x["steps"]), f"{x['removed']:.0%}", f"{x['score']:.3f}",
+                  "-" if x["direction"] is None else f"{x['direction']:.2f}", f"{x['pred_ms']:.0f}",
+                  ("*" if x["pareto"] else "") + (" <- pick" if x is best else ""))
+    console.print(t)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = plot(rows, steps, ratios, budget_ms, best, out_dir / "search.png")
+    doc = {"model": str(path), "importance": str(imp), "budget_ms": budget_ms, "cfg_scale": cfg_scale,
+           "num_cases": num_cases, "forward_ms": {str(k): round(v, 3) for k, v in fwd.items()}, "fixed_ms": round(fixed, 3),
+           "rows": rows, "recommendation": best}
+    atomic_write_json(out_dir / "search.json", doc)
+    if best is None:
+        cheapest = min(rows, key=lambda x: x["pred_ms"])
+        print(f"nothing fits {budget_ms:g} ms: the cheapest pair ({cheapest['steps']} steps, "
+              f"{cheapest['removed']:.0%} pruned) needs {cheapest['pred_ms']:.0f} ms")
+    else:
+        print(f"recommended under {budget_ms:g} ms: {best['steps']} Euler steps with {best['removed']:.0%} of the "
+              f"parameters removed (skip {best['skip']}): ShapesBench {best['score']:.3f}, predicted "
+              f"{best['pred_ms']:.0f} ms per video. A Stage III DMD run at that depth cuts the steps further.")
+    print(f"wrote {out_dir / 'search.json'} and {png}")
+    return doc
+
+
+def _find_importance(model_dir: Path) -> Path:
+    """The Stage I importance of a `fastlight run` folder (RUN/3_stage2/model -> RUN/1_analyze)."""
+    for cand in (model_dir.parent.parent / "1_analyze" / "importance.json", model_dir / "importance.json"):
+        if cand.exists():
+            return cand
+    raise FileNotFoundError(f"no importance.json found for {model_dir}; pass --importance (from `fastlight analyze`)")
+
+
+@torch.inference_mode()
+def _fixed_ms(model, repeats: int) -> float:
+    """Text encoding + noise + uint8 conversion of one video (the per-video cost outside the network)."""
+    from fastlight.data import text, video
+    from fastlight.sample import world_of
+
+    world = world_of(model)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        text.encode(["a red circle moving left quickly"])
+        x = torch.randn(1, 3, world.num_frames, world.size, world.size)
+        video.to_uint8_frames(x[0].clamp(-1, 1), 1)
+        ts.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(ts)

@@ -1,0 +1,80 @@
+"""`fastlight run`: every stage on a tiny 4-block Shapes model, skipping complete stages on re-run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fastlight.cli import main
+from fastlight.run.pipeline import RunConfig, resolve, split_overrides, stages
+
+TINY = ["calib=2", "eval_cases=2", "teacher_steps=2", "bench_repeats=1", "metric_cases=2",
+        "stage2.steps=2", "stage2.batch_size=2", "stage2.save_every=1", "stage2.warmup_steps=0",
+        "stage3.steps=2", "stage3.batch_size=1", "stage3.critic_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory, shapes_model_factory):
+    return shapes_model_factory(tmp_path_factory.mktemp("run") / "teacher", num_layers=4, perturb=0.05)
+
+
+def _yaml(tmp_path, method="fastlightgen"):
+    p = tmp_path / "recipe.yaml"
+    p.write_text(f"method: {method}\npresets:\n  quick:\n    calib: 3\n    stage2: {{steps: 5, lr: 1.0e-4}}\n")
+    return p
+
+
+def test_fastlightgen_run_end_to_end_and_rerun_skips(tiny_teacher, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", str(_yaml(tmp_path)), f"out={out}", f"teacher={tiny_teacher}", *TINY]
+    assert main(args) == 0
+    state = json.loads((out / "run.json").read_text())
+    names = ["1_analyze", "2_plan", "3_stage2", "4_stage3", "evaluate", "bench", "report"]
+    assert list(state["stages"]) == names and all(state["stages"][n]["done"] for n in names)
+    assert (out / "3_stage2" / "model" / "plan.json").exists()
+    sampler = json.loads((out / "4_stage3" / "model" / "sampler.json").read_text())
+    assert sampler["s_list"] == [1.0, 0.75, 0.5, 0.25]
+    assert (out / "report" / "report.md").exists() and (out / "bench" / "bench.json").exists()
+    assert "ShapesBench" in state["headline"] and "faster end to end" in state["headline"]
+    # command-line values beat the preset; the preset's other keys still apply
+    cfg = json.loads(json.dumps(__import__("yaml").safe_load((out / "config.yaml").read_text())))
+    assert cfg["calib"] == 2 and cfg["stage2"]["steps"] == 2 and cfg["stage2"]["lr"] == 1e-4
+    printed = capsys.readouterr().out
+    assert "report:" in printed and str(out / "report" / "report.md") in printed
+    # re-run: every stage is complete, nothing is redone (the stage markers keep their times)
+    before = {n: state["stages"][n]["wall_s"] for n in names}
+    assert main(args) == 0
+    again = json.loads((out / "run.json").read_text())
+    assert {n: again["stages"][n]["wall_s"] for n in names} == before
+    # an interrupted stage (no marker) continues from its checkpoint: stage3's loop resumes at its last step
+    (out / "4_stage3" / ".done.json").unlink()
+    assert main([*args, "--only", "4_stage3"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    # a different config in the same folder is refused
+    assert main([*args[:-1], "stage3.critic_steps=2"]) == 2
+    assert "different config" in capsys.readouterr().err
+
+
+def test_dmd2_method_has_no_pruning_stages(tiny_teacher, tmp_path):
+    cfg = resolve(RunConfig(method="dmd2"))
+    assert [s.name for s in stages(cfg)] == ["4_stage3", "evaluate", "bench", "report"]
+    assert [s.name for s in stages(resolve(RunConfig(method="vdmini")))][:3] == ["1_analyze", "2_plan", "3_stage2"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["method=distill"], "method must be one of"),
+    (["prune_ratio=1.5"], "prune_ratio must be in (0, 1)"),
+    (["stage4.steps=3"], "only stage2.KEY=VALUE"),
+    (["stage2.stepz=3"], "unknown key(s) ['stepz']"),
+    (["bogus=1"], "unknown key(s) ['bogus']"),
+])
+def test_run_bad_input_one_line(tiny_teacher, tmp_path, capsys, args, message):
+    rc = main(["run", str(_yaml(tmp_path)), f"out={tmp_path / 'r'}", f"teacher={tiny_teacher}", *TINY, *args])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_split_overrides():
+    plain, nested = split_overrides(["a=1", "stage2.steps=5", "stage3.timesteps=[1000,500]"])
+    assert plain == ["a=1"] and nested == {"stage2": {"steps": 5}, "stage3": {"timesteps": [1000, 500]}}
