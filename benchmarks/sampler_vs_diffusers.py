@@ -18,7 +18,8 @@ medians (target <= 1.0), and the max |difference| of the two final latents (they
 ODE; ~1e-5 apart in float32).
 
 Options: `--compile` compiles every transformer block in place (`nn.Module.compile`, shared by
-both sides); `--dtype bfloat16` (CUDA only) casts the transformer; `--sdpa` picks the
+both sides) and also times an eager copy of our sampler ("ours_eager"), reporting the speedup,
+the first (compiling) call's time and max |compiled - eager|; `--dtype bfloat16` (CUDA only) casts the transformer; `--sdpa` picks the
 scaled-dot-product-attention backend (CUDA: flash / efficient / cudnn / math). Timing: CUDA is
 synchronised before and after each run; wall time by `time.perf_counter`.
 """
@@ -145,7 +146,11 @@ def main(argv=None) -> dict:
     den = den.to(device)
     if dtype != torch.float32:
         _cast_like_from_pretrained(den.model, dtype)
-    if a.compile:
+    eager = None
+    if a.compile:  # keep an eager twin (same weights) to measure what compiling buys
+        import copy
+
+        eager = copy.deepcopy(den)
         for block in den.model.blocks:
             block.compile()
     n_params = sum(p.numel() for p in den.model.parameters())
@@ -176,6 +181,9 @@ def main(argv=None) -> dict:
         ).frames
 
     runners = {"ours": run_ours, "diffusers": run_diffusers}
+    if eager is not None:
+        runners["ours_eager"] = lambda: euler_sample(eager, noise, cond, grid, cfg_scale=a.cfg)
+    first = {}
     times = {k: [] for k in runners}
     last = {}
     with _sdpa_context(a.sdpa):
@@ -186,6 +194,7 @@ def main(argv=None) -> dict:
                 out = fn()
                 _sync(device)
                 dt = time.perf_counter() - t0
+                first.setdefault(name, dt / a.batch_size)
                 if rnd >= a.warmup:
                     times[name].append(dt / a.batch_size)
                 last[name] = out
@@ -212,6 +221,11 @@ def main(argv=None) -> dict:
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         },
     }
+    if eager is not None:  # the measured effect of --compile on our sampler
+        res["ours_eager"] = _stats(times["ours_eager"])
+        res["compile_speedup"] = statistics.median(times["ours_eager"]) / statistics.median(times["ours"])
+        res["compile_first_call_s"] = first["ours"]
+        res["compile_max_abs_diff"] = (last["ours"].float() - last["ours_eager"].float()).abs().max().item()
     _print_table(res)
     if a.out:
         _write_json_atomic(Path(a.out), res)
@@ -230,6 +244,10 @@ def _print_table(res: dict) -> None:
         print(f"| {name} | {r['median_s']:.4f} | {r['min_s']:.4f} | {r['max_s']:.4f} |")
     print(f"ratio ours/diffusers (median): {res['ratio']:.3f}  (target <= 1.0)")
     print(f"final latents max |ours - diffusers|: {res['max_abs_diff']:.2e}")
+    if "compile_speedup" in res:
+        print(f"--compile: ours eager {res['ours_eager']['median_s']:.4f} s -> compiled {res['ours']['median_s']:.4f} s "
+              f"(speedup {res['compile_speedup']:.2f}x; first compiled call {res['compile_first_call_s']:.1f} s; "
+              f"max |compiled - eager| {res['compile_max_abs_diff']:.1e})")
 
 
 if __name__ == "__main__":
