@@ -174,7 +174,7 @@ def stage_plan(run: Run) -> dict:
     importance, kind = {"vdmini": (d / "importance_metric.json", "depth"),
                         "lightning": (d / "taylor.json", "width")}.get(c.method, (d / "importance.json", "depth"))
     plan = plan_command(str(importance), c.teacher, c.prune_ratio, str(run.plan), kind)
-    return {"kind": kind, "drop_blocks": plan.get("drop_blocks"), "removed_fraction": plan.get("removed_fraction")}
+    return {"kind": kind, "drop_blocks": plan.get("drop_blocks"), "removed_fraction": plan.get("achieved_ratio")}
 
 
 def stage2_recipe(c: RunConfig) -> str:

@@ -24,10 +24,18 @@ def _yaml(tmp_path, method="fastlightgen"):
     return p
 
 
-def test_fastlightgen_run_end_to_end_and_rerun_skips(tiny_teacher, tmp_path, capsys):
-    out = tmp_path / "run"
-    args = ["run", str(_yaml(tmp_path)), f"out={out}", f"teacher={tiny_teacher}", *TINY]
+@pytest.fixture(scope="module")
+def tiny_run(tiny_teacher, tmp_path_factory):
+    """A finished tiny fastlightgen run: (run folder, the command's arguments)."""
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    out = tmp / "run"
+    args = ["run", str(_yaml(tmp)), f"out={out}", f"teacher={tiny_teacher}", *TINY]
     assert main(args) == 0
+    return out, args
+
+
+def test_fastlightgen_run_end_to_end_and_rerun_skips(tiny_run, capsys):
+    out, args = tiny_run
     state = json.loads((out / "run.json").read_text())
     names = ["1_analyze", "2_plan", "3_stage2", "4_stage3", "evaluate", "bench", "report"]
     assert list(state["stages"]) == names and all(state["stages"][n]["done"] for n in names)
@@ -39,11 +47,11 @@ def test_fastlightgen_run_end_to_end_and_rerun_skips(tiny_teacher, tmp_path, cap
     # command-line values beat the preset; the preset's other keys still apply
     cfg = json.loads(json.dumps(__import__("yaml").safe_load((out / "config.yaml").read_text())))
     assert cfg["calib"] == 2 and cfg["stage2"]["steps"] == 2 and cfg["stage2"]["lr"] == 1e-4
-    printed = capsys.readouterr().out
-    assert "report:" in printed and str(out / "report" / "report.md") in printed
     # re-run: every stage is complete, nothing is redone (the stage markers keep their times)
     before = {n: state["stages"][n]["wall_s"] for n in names}
     assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "report:" in printed and str(out / "report" / "report.md") in printed
     again = json.loads((out / "run.json").read_text())
     assert {n: again["stages"][n]["wall_s"] for n in names} == before
     # an interrupted stage (no marker) continues from its checkpoint: stage3's loop resumes at its last step
@@ -78,3 +86,27 @@ def test_run_bad_input_one_line(tiny_teacher, tmp_path, capsys, args, message):
 def test_split_overrides():
     plain, nested = split_overrides(["a=1", "stage2.steps=5", "stage3.timesteps=[1000,500]"])
     assert plain == ["a=1"] and nested == {"stage2": {"steps": 5}, "stage3": {"timesteps": [1000, 500]}}
+
+
+@pytest.mark.slow
+def test_ablation_study_on_a_finished_run(tiny_run):
+    """benchmarks/ablations.py trains its variants into RUN/ablations and writes one table."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "ablations.py"
+    spec = importlib.util.spec_from_file_location("ablations", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out, _ = tiny_run
+    found = mod.main(["--run", str(out), "--only", "importance,alpha,beta2,teacher,joint,stage3", "--eval-cases", "2"])
+    assert set(found) >= {"importance", "alpha", "beta2", "teacher", "joint", "stage3"}
+    assert set(found["alpha"]["error_at_plan"]) == {"1.0", "0.5", "0.0", "untrained"}
+    assert set(found["beta2"]["rows"]) == {"beta2=0.25 (run)", "beta2=0", "beta2=1"}
+    assert found["joint"]["rows"]["step-only 3 steps, unpruned"]["speedup"] > 0
+    for name in ("dpp_alpha1", "dpp_alpha0", "dmd_beta2_0", "dmd_beta2_1", "dmd_unpruned_scores", "dmd2_3steps"):
+        assert (out / "ablations" / name / "model" / "config.json").exists(), name
+    sampler = json.loads((out / "ablations" / "dmd2_3steps" / "model" / "sampler.json").read_text())
+    assert sampler["s_list"] == [1.0, 0.667, 0.333]
+    md = (out / "ablations" / "ablations.md").read_text()
+    assert md.count("\n| ") == 6 and "reproduces?" in md
