@@ -104,7 +104,8 @@ def test_ablation_study_on_a_finished_run(tiny_run):
     assert set(found["alpha"]["error_at_plan"]) == {"1.0", "0.5", "0.0", "untrained"}
     assert set(found["beta2"]["rows"]) == {"beta2=0.25 (run)", "beta2=0", "beta2=1"}
     assert found["joint"]["rows"]["step-only 3 steps, unpruned"]["speedup"] > 0
-    for name in ("dpp_alpha1", "dpp_alpha0", "dmd_beta2_0", "dmd_beta2_1", "dmd_unpruned_scores", "dmd2_3steps"):
+    assert found["joint"]["rows"]["step-only 4 steps, unpruned"]["direction"] is not None
+    for name in ("dpp_alpha1", "dpp_alpha0", "dmd_beta2_0", "dmd_beta2_1", "dmd_unpruned_scores", "dmd2_3steps", "dmd2_4steps"):
         assert (out / "ablations" / name / "model" / "config.json").exists(), name
     sampler = json.loads((out / "ablations" / "dmd2_3steps" / "model" / "sampler.json").read_text())
     assert sampler["s_list"] == [1.0, 0.667, 0.333]
