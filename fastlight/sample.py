@@ -67,10 +67,12 @@ def generate_shapes(
 
 
 def load_model(model_path: str, backend: str = "torch") -> Denoiser:
-    """The model behind `--model` for a backend: torch (a diffusers folder or an exported pipeline
-    folder) or onnx (a folder from `fastlight export --format onnx`, run with onnxruntime)."""
+    """The model behind `--model` for a backend: torch (a diffusers folder, a run folder with model/,
+    or an exported pipeline folder) or onnx (a folder from `fastlight export --format onnx`, run with onnxruntime)."""
     path = resolve_model_path(model_path)
     if backend == "torch":
+        if not (path / "config.json").exists() and (path / "model" / "config.json").is_file():
+            path = path / "model"  # a run folder: its finished generator
         return load_denoiser(path).eval()
     if backend == "onnx":
         from fastlight.export.to_onnx import OnnxDenoiser

@@ -84,8 +84,10 @@ def test_stock_pipeline_equals_our_few_step_sampler(exported, student):
                                den(noise, torch.full((2,), 0.5), Cond(emb)), atol=0, rtol=0)
 
 
-def test_fastlight_sample_runs_on_the_export(exported, tmp_path, capsys):
-    assert main(["sample", "--model", str(exported), "--prompt", PROMPTS[0], "--out", str(tmp_path / "c.gif")]) == 0
+@pytest.mark.parametrize("which", ["export", "run"])
+def test_fastlight_sample_runs_on_the_export_and_the_run(exported, student, tmp_path, capsys, which):
+    model = exported if which == "export" else student
+    assert main(["sample", "--model", str(model), "--prompt", PROMPTS[0], "--out", str(tmp_path / "c.gif")]) == 0
     assert "timesteps [1000, 750, 500, 250]" in capsys.readouterr().out
     assert (tmp_path / "c.gif").stat().st_size > 0
 
