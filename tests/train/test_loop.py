@@ -219,7 +219,8 @@ def test_gradient_checkpointing_not_hashed(tmp_path):
     assert [d.name for d in list_checkpoints(tmp_path)] == ["step-00000002", "step-00000004"]
 
 
-@pytest.mark.parametrize("name", ["cpu_2proc", "single_gpu_bf16", "ddp_bf16", "fsdp_bf16", "deepspeed_zero3_bf16"])
+@pytest.mark.parametrize("name", ["cpu_2proc", "single_gpu_bf16", "ddp_bf16", "fsdp_bf16", "fsdp_cpu_2proc",
+                                  "deepspeed_zero3_bf16"])
 def test_accelerate_configs_parse(name):
     from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
 
@@ -228,14 +229,14 @@ def test_accelerate_configs_parse(name):
     c = load_config_from_file(str(path))
     assert isinstance(c, ClusterConfig)
     want = {"cpu_2proc": ("MULTI_GPU", "no"), "single_gpu_bf16": ("NO", "bf16"), "ddp_bf16": ("MULTI_GPU", "bf16"),
-            "fsdp_bf16": ("FSDP", "bf16"), "deepspeed_zero3_bf16": ("DEEPSPEED", "bf16")}[name]
+            "fsdp_bf16": ("FSDP", "bf16"), "fsdp_cpu_2proc": ("FSDP", "no"),
+            "deepspeed_zero3_bf16": ("DEEPSPEED", "bf16")}[name]
     assert (c.distributed_type.value, c.mixed_precision) == want
-    if name == "cpu_2proc":
+    if name in ("cpu_2proc", "fsdp_cpu_2proc"):
         assert c.num_processes == 2 and not c.use_cpu
-    if name == "fsdp_bf16":
-        assert c.fsdp_config["fsdp_reshard_after_forward"] == "FULL_SHARD"
+    if name.startswith("fsdp"):  # the loop shards with FSDP2 itself: blocks for TRANSFORMER_BASED_WRAP
+        assert c.fsdp_config["fsdp_version"] == 2 and c.fsdp_config["fsdp_reshard_after_forward"] is True
         assert c.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
-        assert c.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "WanTransformerBlock"
     if name == "deepspeed_zero3_bf16":
         assert c.deepspeed_config["zero_stage"] == 3
 
