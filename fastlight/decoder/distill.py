@@ -9,7 +9,9 @@ fastlight/decoder/tiny.py, `tiny_width` channels). Teacher: the full VAE, frozen
 Latents (`latents:`), raw (un-normalised) VAE latents either way:
 * `shapes`: the teacher's own encoder (posterior mean) on Shapes-world clips rendered at the teacher's
   resolution and length (from its manifest, or `size` / `num_frames`), streamed, a pure function of
-  (data_seed, step, rank). With a real VAE this is "the teacher's encoder on real clips": point
+  (data_seed, step, rank); `short_frames` > 0 makes 3 steps in 4 use shorter clips (e.g. 5 frames =
+  2 latent frames: the causal decoder's first chunk and a cached one, about half the cost) and every
+  4th step the full length. With a real VAE this is "the teacher's encoder on real clips": point
   `latents` at the output of `fastlight preprocess VIDEOS --vae TEACHER` instead.
 * a path: a `fastlight preprocess` shard folder (index.json) or a safetensors file whose `latents`
   tensor (N, C, T, h, w) holds e.g. the DiT's own samples. Both are *normalised* latents (the Wan
@@ -25,6 +27,7 @@ folder) plus manifest.json.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +60,7 @@ class DecoderDistillConfig(LoopConfig):
     tiny_width: int = 16
     size: int = 0  # shapes latents: clip size / frames (0 = from the teacher's manifest)
     num_frames: int = 0
+    short_frames: int = 0  # shapes latents: > 0 = 3 steps in 4 use clips of this many frames (cheaper)
     data_seed: int = 0
     threads: int = 2
     steps: int = 300
@@ -247,7 +251,10 @@ class DecoderDistillRecipe:
         n = cfg.batch_size // world_size
         seed = (cfg.data_seed * 1_000_003 + step) * 64 + rank
         if self.pool is None:
-            return {"z": shapes_latents(self.teacher, self.world, seed, n)[1]}
+            world = self.world
+            if cfg.short_frames and step % 4 != 3:
+                world = dataclasses.replace(world, num_frames=cfg.short_frames)
+            return {"z": shapes_latents(self.teacher, world, seed, n)[1]}
         g = torch.Generator().manual_seed(seed)
         idx = torch.randint(self.pool.shape[0], (n,), generator=g)
         return {"z": self.pool[idx]}
