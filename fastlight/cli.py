@@ -140,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="shapes-teacher", help="model folder or 'shapes-teacher'")
     s.add_argument("--prompt", required=True)
     s.add_argument("--image", default=None, help="first frame PNG (default: drawn from the prompt with --seed)")
-    s.add_argument("--steps", type=int, default=50)
-    s.add_argument("--cfg", type=float, default=4.0, help="guidance w in v_uncond + w (v_cond - v_uncond)")
+    s.add_argument("--steps", type=int, default=None, help="Euler steps (default 50; a few-step student uses its own)")
+    s.add_argument("--cfg", type=float, default=None,
+                   help="guidance w in v_uncond + w (v_cond - v_uncond) (default 4; a few-step student uses its own)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--shift", type=float, default=None)
     s.add_argument("--out", default="clip.mp4", help=".mp4 (a .gif is written beside it)")

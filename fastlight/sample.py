@@ -112,8 +112,8 @@ def generate_few_step(model: Denoiser, prompts: list[str], images: torch.Tensor,
 def sample_command(model_path: str, prompt: str, out: str, image: str | None, num_steps: int, cfg_scale: float,
                    seed: int, shift: float | None, upscale: int = 8, backend: str = "torch") -> list[Path]:
     """Write one clip (.mp4 + .gif). A few-step student (sampler.json) runs its own sampler, its
-    timesteps and CFG; `num_steps` / `cfg_scale` / `shift` apply to Euler models."""
-    if num_steps < 1:
+    timesteps and CFG; `num_steps` / `cfg_scale` / `shift` apply to Euler models (None: 50 steps, CFG 4)."""
+    if num_steps is not None and num_steps < 1:
         raise ValueError(f"--steps must be >= 1 (got {num_steps})")
     out_path = Path(out)
     if out_path.suffix not in (".mp4", ".gif"):
@@ -127,6 +127,11 @@ def sample_command(model_path: str, prompt: str, out: str, image: str | None, nu
     world = world_of(model)
     spec = shapes_spec(prompt, world, seed, image)
     student = model_sampler(model_path)
+    if student is not None and (num_steps is not None or cfg_scale is not None):
+        raise ValueError(f"{model_path} is a few-step student: it samples at its trained timesteps "
+                         f"{[round(1000 * s) for s in student.s_list]} with its own CFG (sampler.json); drop --steps/--cfg")
+    num_steps = 50 if num_steps is None else num_steps
+    cfg_scale = 4.0 if cfg_scale is None else cfg_scale
     if student is not None:
         print(f"few-step student: timesteps {[round(1000 * s) for s in student.s_list]}, cfg {student.cfg_scale:g} "
               "(from its sampler.json)")

@@ -119,3 +119,18 @@ def test_analyze_plan_prune_chain(tiny_shapes_model, tmp_path, capsys):
     assert rc == 2 and ("not empty" in err or "exists" in err)
     rc, _, err = _run(capsys, "analyze", str(tiny_shapes_model), "--calib", "0", "--out", str(tmp_path / "an0"))
     assert rc == 2 and "empty" in err
+
+
+def test_sample_few_step_student_uses_its_sampler_and_refuses_steps(tiny_shapes_model, tmp_path, capsys):
+    import json
+    import shutil
+
+    student = tmp_path / "student"
+    shutil.copytree(tiny_shapes_model, student)
+    (student / "sampler.json").write_text(json.dumps({"sampler": "few_step", "timesteps": [1000, 500],
+                                                      "s_list": [1.0, 0.5], "cfg_scale": 1.0}))
+    base = ["sample", "--model", str(student), "--prompt", "a red circle moving left quickly", "--out", str(tmp_path / "c.mp4")]
+    rc, stdout, _ = _run(capsys, *base)
+    assert rc == 0 and "few-step student: timesteps [1000, 500]" in stdout
+    rc, _, err = _run(capsys, *base, "--steps", "8")
+    assert rc == 2 and "drop --steps/--cfg" in err and len(err.strip().splitlines()) == 1
