@@ -132,11 +132,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--run", default="runs/fastlightgen", help="a finished `fastlight run` fastlightgen folder")
     ap.add_argument("--only", default=None, help="comma list of: " + ", ".join(PAPER))
     ap.add_argument("--eval-cases", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for training (default: the run's)")
     a = ap.parse_args(argv)
     run_dir = Path(a.run)
     if not (run_dir / "run.json").exists() or not (run_dir / "4_stage3" / "model").exists():
         raise SystemExit(f"{run_dir} is not a finished fastlightgen run; run `fastlight run configs/shapes/fastlightgen.yaml` first")
     st = Study(run_dir, a.eval_cases)
+    if a.threads:
+        import torch
+
+        st.c.threads = a.threads
+        torch.set_num_threads(a.threads)
     only = set(a.only.split(",")) if a.only else set(PAPER)
     plan = json.loads(st.run.plan.read_text())
     drop = sorted(plan["drop_blocks"])
