@@ -109,13 +109,8 @@ class Denoiser(nn.Module):
 
         With `capture`, returns (v, {block_id: hidden (B, N, D) after that block}).
         """
-        skip = frozenset(skip)
-        bad = [i for i in skip if not 0 <= i < self.num_blocks]
-        if bad:
-            raise ValueError(f"skip ids {sorted(bad)} out of range: this model has blocks 0..{self.num_blocks - 1}")
-        s = torch.as_tensor(s, dtype=torch.float32, device=x_t.device)
-        if s.ndim == 0:
-            s = s.expand(x_t.shape[0])
+        skip = self._skip_set(skip)
+        s = self._s_per_sample(s, x_t)
         capture_set = None if capture is None else frozenset(capture)
         v, hidden = self._forward(x_t, s, cond, skip, capture_set)
         return v if capture is None else (v, hidden)
@@ -161,14 +156,8 @@ class Denoiser(nn.Module):
         embeddings and every block before the first block on which the skip sets disagree run
         once (same weights, same inputs => same hidden state): FastLightGen's pruned and unpruned
         teacher evaluations share that prefix."""
-        skips = [frozenset(k) for k in skips]
-        for k in skips:
-            bad = [i for i in k if not 0 <= i < self.num_blocks]
-            if bad:
-                raise ValueError(f"skip ids {sorted(bad)} out of range: this model has blocks 0..{self.num_blocks - 1}")
-        s = torch.as_tensor(s, dtype=torch.float32, device=x_t.device)
-        if s.ndim == 0:
-            s = s.expand(x_t.shape[0])
+        skips = [self._skip_set(k) for k in skips]
+        s = self._s_per_sample(s, x_t)
         n, split = self.num_blocks, self.shared_prefix_blocks(skips)
         st = self._embed(x_t, s, cond)
         for i in range(split):
@@ -182,6 +171,19 @@ class Denoiser(nn.Module):
                     branch = self._block(i, branch)
             outs.append(self._head(branch))
         return outs
+
+    def _skip_set(self, skip: Iterable[int]) -> frozenset:
+        skip = frozenset(skip)
+        bad = [i for i in skip if not 0 <= i < self.num_blocks]
+        if bad:
+            raise ValueError(f"skip ids {sorted(bad)} out of range: this model has blocks 0..{self.num_blocks - 1}")
+        return skip
+
+    @staticmethod
+    def _s_per_sample(s, x_t: torch.Tensor) -> torch.Tensor:
+        """s as float32 (B,) on x_t's device (a scalar is broadcast)."""
+        s = torch.as_tensor(s, dtype=torch.float32, device=x_t.device)
+        return s.expand(x_t.shape[0]) if s.ndim == 0 else s
 
     def shared_prefix_blocks(self, skips: Sequence[Iterable[int]]) -> int:
         """How many leading block positions `forward_shared(skips)` evaluates once for all sets."""
