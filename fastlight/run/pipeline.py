@@ -383,7 +383,7 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset 
     for n in only or []:
         if n not in names:
             raise ValueError(f"unknown stage {n!r} for method {cfg.method}; stages: {', '.join(names)}")
-    state = {"method": cfg.method, "preset": cfg.preset, "stages": {}}
+    state = {"method": cfg.method, "preset": cfg.preset, "out": str(run.root), "stages": {}}
     for st in plan:
         marker = run.dir(st.name) / DONE
         if marker.exists():
@@ -428,5 +428,5 @@ def run_command(config_path: str, overrides: list[str], only: list[str] | None =
     print(f"\n{state['headline']}")
     if report:
         print(f"report: {report} (and {Path(report).with_suffix('.html')})")
-    print(f"run folder: {cfg.out} ({_fmt(state['total_wall_s'])} of stage time)")
+    print(f"run folder: {state['out']} ({_fmt(state['total_wall_s'])} of stage time)")
     return state
