@@ -38,3 +38,17 @@ def shapes_model_factory():
 def tiny_shapes_model(tmp_path_factory):
     """A 2-block Shapes-world Wan model (untrained), saved like the shipped teacher."""
     return save_tiny_shapes_model(tmp_path_factory.mktemp("models") / "tiny_shapes")
+
+
+@pytest.fixture(scope="session")
+def tiny4(tmp_path_factory):
+    """A perturbed 4-block Shapes Wan and a depth plan that drops block 2: (model path, plan path)."""
+    from fastlight.analyze.plans import depth_plan, write_plan
+    from fastlight.models.denoiser import load_denoiser
+
+    root = tmp_path_factory.mktemp("tiny4")
+    path = save_tiny_shapes_model(root / "tiny4", num_layers=4, perturb=0.05)
+    rows = [{"index": i, "score": sc} for i, sc in enumerate([1.0, 0.9, 0.1, 1.0])]
+    plan = depth_plan(rows, load_denoiser(path), 0.05, keep_ends=True, verbose=False)
+    assert plan["drop_blocks"] == [2]
+    return path, write_plan(root / "plan.json", plan)

@@ -6,22 +6,10 @@ import json
 import pytest
 import torch
 
-from fastlight.analyze.plans import depth_plan, write_plan
 from fastlight.diffusion.flow import add_noise
 from fastlight.distill.dmd import (DMD2, FASTLIGHTGEN, DmdConfig, DmdRecipe, backward_simulation, cfg_v,
                                    critic_loss, dmd_grad, dmd_generator_loss, well_guided_v)
 from fastlight.models.denoiser import Cond, load_denoiser
-
-
-@pytest.fixture(scope="module")
-def tiny4(tmp_path_factory, shapes_model_factory):
-    root = tmp_path_factory.mktemp("dmd")
-    path = shapes_model_factory(root / "tiny4", num_layers=4, perturb=0.05)
-    model = load_denoiser(path)
-    rows = [{"index": i, "score": sc} for i, sc in enumerate([1.0, 0.9, 0.1, 1.0])]
-    plan = depth_plan(rows, model, 0.05, keep_ends=False, verbose=False)
-    assert plan["drop_blocks"] == [2]
-    return path, write_plan(root / "plan.json", plan)
 
 
 def _cfg(tiny4, tmp_path, **kw):

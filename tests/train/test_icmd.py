@@ -6,21 +6,9 @@ import json
 import pytest
 import torch
 
-from fastlight.analyze.plans import depth_plan, write_plan
 from fastlight.diffusion.flow import add_noise
 from fastlight.models.denoiser import Cond, load_denoiser
 from fastlight.train.icmd import ICMD, IcmdConfig, IcmdRecipe, d_hinge_loss, g_nonsat_loss, icd_terms
-
-
-@pytest.fixture(scope="module")
-def tiny4(tmp_path_factory, shapes_model_factory):
-    root = tmp_path_factory.mktemp("icmd")
-    path = shapes_model_factory(root / "tiny4", num_layers=4, perturb=0.05)
-    model = load_denoiser(path)
-    rows = [{"index": i, "score": sc} for i, sc in enumerate([1.0, 0.9, 0.1, 1.0])]
-    plan = depth_plan(rows, model, 0.05, keep_ends=True, verbose=False)
-    assert plan["drop_blocks"] == [2]
-    return path, write_plan(root / "plan.json", plan)
 
 
 def _cfg(tiny4, tmp_path, **kw):
