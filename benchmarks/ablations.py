@@ -29,7 +29,8 @@ from pathlib import Path
 import yaml
 
 from fastlight.fileio import atomic_write_json, atomic_write_text
-from fastlight.run.pipeline import Run, RunConfig, _recipe_config, _train, student_sampling
+from fastlight.models.presets import resolve_model_path
+from fastlight.run.pipeline import Run, RunConfig, _recipe_config, _train, bench_spec as spec, sampling_of, student_sampling
 
 PAPER = {
     "importance": "U-shape: first and last blocks most important, middle redundant",
@@ -78,7 +79,7 @@ class Study:
             return json.loads((out / "shapesbench.json").read_text())
         s_list = None
         if sampler is None:
-            sm = student_sampling(_FakeRun(Path(model), self.c))
+            sm = sampling_of(Path(model), self.c)
             sampler, steps, cfg, s_list = sm["sampler"], sm["steps"], sm["cfg"], sm["s_list"]
         return evaluate_command(str(model), str(out), steps, cfg, sampler, self.eval_cases, self.c.seed, s_list=s_list,
                                 skip=skip, save_videos=False)
@@ -104,27 +105,11 @@ class Study:
         return {n: r["time_s"]["median"] for n, r in zip(specs, rows)}
 
 
-class _FakeRun:
-    """Just enough of `Run` for `student_sampling` on an arbitrary model folder."""
-
-    def __init__(self, student: Path, cfg: RunConfig):
-        self.student, self.cfg = student, cfg
-
-
 def motion(res: dict) -> dict:
     vb = res.get("vbench") or {}
     dd = vb.get("dynamic_degree", {}).get("score") if isinstance(vb.get("dynamic_degree"), dict) else None
     return {"score": res["score"], "direction": res["parts"].get("direction"),
             "speed_ratio": res["metrics"].get("speed_ratio_mean"), "dynamic_degree": dd}
-
-
-def spec(model: Path | str, sampling: dict, skip=()) -> str:
-    s = f"{model}:sampler={sampling['sampler']},steps={sampling['steps']},cfg={sampling['cfg']:g}"
-    if sampling.get("timesteps"):
-        s += ",timesteps=" + "+".join(f"{t:g}" for t in sampling["timesteps"])
-    if skip:
-        s += ",skip=" + "+".join(str(i) for i in skip)
-    return s
 
 
 def main(argv=None) -> dict:
@@ -168,7 +153,7 @@ def main(argv=None) -> dict:
         for alpha in (1.0, 0.5, 0.0):
             model = st.run.stage2_model if alpha == 0.5 else st.stage2(f"dpp_alpha{alpha:g}", alpha=alpha)
             res[alpha] = st.tweedie_error(model, drop)
-        res["untrained"] = st.tweedie_error(Path(_teacher_path(st.c.teacher)), drop)
+        res["untrained"] = st.tweedie_error(resolve_model_path(st.c.teacher), drop)
         best = min((1.0, 0.5, 0.0), key=lambda k: res[k][0])
         found["alpha"] = {"error_at_plan": {str(k): v for k, v in res.items()}, "best": best, "reproduces": best == 1.0}
 
@@ -199,7 +184,7 @@ def main(argv=None) -> dict:
         if "joint" in only:  # the step-only DMD2 baseline at 4 steps (issue #5) and at 3 (about the joint's cost)
             for k, ts in ((4, [1000, 750, 500, 250]), (3, [1000, 667, 333])):
                 dmd2 = st.stage3(f"dmd2_{k}steps", recipe="dmd2", teacher=st.c.teacher, timesteps=ts)
-                specs[f"step-only {k} steps, unpruned"] = spec(dmd2, student_sampling(_FakeRun(dmd2, st.c)))
+                specs[f"step-only {k} steps, unpruned"] = spec(dmd2, sampling_of(dmd2, st.c))
                 res[f"step-only {k} steps, unpruned"] = st.shapesbench(f"dmd2_{k}steps", dmd2)
         if "stage3" in only:
             k28 = "Stage II, 28 Euler steps + CFG, pruned"
@@ -240,12 +225,6 @@ def main(argv=None) -> dict:
     print(md)
     print(f"written to {st.root / 'ablations.json'} and ablations.md ({found['wall_s']:.0f} s)")
     return found
-
-
-def _teacher_path(name: str) -> str:
-    from fastlight.models.presets import resolve_model_path
-
-    return str(resolve_model_path(name))
 
 
 def _f(x, fmt=".3f"):

@@ -215,15 +215,18 @@ def stage_stage3(run: Run) -> dict:
     return {"recipe": recipe, "model": str(out), "steps": cfg.steps, "timesteps": list(cfg.timesteps)}
 
 
-def student_sampling(run: Run) -> dict:
-    """How the student samples: its sampler.json (few-step) or the teacher's Euler + CFG."""
-    sampler = run.student / "sampler.json"
+def sampling_of(model_dir: Path, c: RunConfig) -> dict:
+    """How a model samples: its sampler.json (few-step student) or the teacher's Euler + CFG."""
+    sampler = Path(model_dir) / "sampler.json"
     if sampler.exists():
         s = json.loads(sampler.read_text())
         return {"sampler": "few_step", "steps": len(s["s_list"]), "cfg": float(s.get("cfg_scale", 1.0)),
                 "s_list": s["s_list"], "timesteps": s["timesteps"]}
-    return {"sampler": "euler", "steps": run.cfg.teacher_steps, "cfg": run.cfg.cfg_scale, "s_list": None,
-            "timesteps": None}
+    return {"sampler": "euler", "steps": c.teacher_steps, "cfg": c.cfg_scale, "s_list": None, "timesteps": None}
+
+
+def student_sampling(run: Run) -> dict:
+    return sampling_of(run.student, run.cfg)
 
 
 def teacher_eval_dir(c: RunConfig) -> str:
@@ -248,13 +251,20 @@ def stage_evaluate(run: Run) -> dict:
             "teacher_direction": teacher["parts"].get("direction"), "student_direction": student["parts"].get("direction")}
 
 
+def bench_spec(model: Path | str, sampling: dict, skip=()) -> str:
+    """A `fastlight bench` model spec from a sampling dict (sampler, steps, cfg[, timesteps])."""
+    spec = f"{model}:sampler={sampling['sampler']},steps={sampling['steps']},cfg={sampling['cfg']:g}"
+    if sampling.get("timesteps"):
+        spec += ",timesteps=" + "+".join(f"{t:g}" for t in sampling["timesteps"])
+    if skip:
+        spec += ",skip=" + "+".join(str(i) for i in skip)
+    return spec
+
+
 def bench_specs(run: Run) -> list[str]:
     c = run.cfg
-    s = student_sampling(run)
-    student = f"{run.student}:sampler={s['sampler']},steps={s['steps']},cfg={s['cfg']:g}"
-    if s["timesteps"]:
-        student += ",timesteps=" + "+".join(f"{t:g}" for t in s["timesteps"])
-    return [f"{c.teacher}:sampler=euler,steps={c.teacher_steps},cfg={c.cfg_scale:g}", student]
+    teacher = {"sampler": "euler", "steps": c.teacher_steps, "cfg": c.cfg_scale}
+    return [bench_spec(c.teacher, teacher), bench_spec(run.student, student_sampling(run))]
 
 
 def stage_bench(run: Run) -> dict:
@@ -274,7 +284,7 @@ def stage_report(run: Run) -> dict:
     return {"markdown": str(md), "html": str(html)}
 
 
-def _train_est(recipe: str, overrides: dict, default_steps: int, s_per_step: float) -> float:
+def _train_est(overrides: dict, default_steps: int, s_per_step: float) -> float:
     return float(overrides.get("steps", default_steps)) * s_per_step
 
 
@@ -288,11 +298,11 @@ def stages(c: RunConfig) -> list[Stage]:
         out.append(Stage("2_plan", f"plan: remove {c.prune_ratio:.0%} of the parameters", stage_plan, 1.0))
         recipe = stage2_recipe(c)
         per_step = {"dpp": 1.0, "icmd": 1.2, "align": 1.0}[recipe] * float(c.stage2.get("batch_size", 16)) / 16
-        out.append(Stage("3_stage2", f"Stage II: {recipe}", stage_stage2, _train_est(recipe, c.stage2, 300, per_step)))
+        out.append(Stage("3_stage2", f"Stage II: {recipe}", stage_stage2, _train_est(c.stage2, 300, per_step)))
     if c.method in ("fastlightgen", "lightning", "dmd2"):
         recipe = "fastlightgen" if c.method == "fastlightgen" else "dmd2"
         per_step = 0.3 * float(c.stage3.get("batch_size", 4)) / 4
-        out.append(Stage("4_stage3", f"Stage III: {recipe} DMD", stage_stage3, _train_est(recipe, c.stage3, 300, per_step)))
+        out.append(Stage("4_stage3", f"Stage III: {recipe} DMD", stage_stage3, _train_est(c.stage3, 300, per_step)))
     evals = c.eval_cases * (c.teacher_steps * 2 + 50) * 0.012
     out.append(Stage("evaluate", f"ShapesBench: teacher and student on {c.eval_cases} held-out cases", stage_evaluate, evals))
     out.append(Stage("bench", "end-to-end time per video, side by side", stage_bench, (c.bench_repeats + 1) * 2.5))
