@@ -8,17 +8,14 @@ from fastlight.cli import main
 from fastlight.decoder.distill import load_light_decoder
 from fastlight.decoder.tiny import TinyWanDecoder
 
-VAE_CFG = dict(base_dim=4, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
-               latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.0, 2.0, 0.5, 1.5])
-
 
 @pytest.fixture(scope="module")
-def teacher_and_pruned(tmp_path_factory):
+def teacher_and_pruned(tmp_path_factory, vae_cfg):
     from diffusers import AutoencoderKLWan
 
     root = tmp_path_factory.mktemp("distill")
     torch.manual_seed(0)
-    AutoencoderKLWan(**VAE_CFG).save_pretrained(root / "vae")
+    AutoencoderKLWan(**vae_cfg).save_pretrained(root / "vae")
     (root / "vae" / "manifest.json").write_text(json.dumps({"world": {"size": 16, "num_frames": 5}}))
     assert main(["prune-decoder", str(root / "vae"), "--ratio", "0.5", "--out", str(root / "pruned"),
                  "--calib", "2"]) == 0

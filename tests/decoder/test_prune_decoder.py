@@ -8,18 +8,14 @@ from fastlight.cli import main
 from fastlight.decoder.distill import decode_raw
 from fastlight.decoder.prune import channel_scores, count, decoder_groups, load_vae, plan_decoder, prune_decoder
 
-# tiny Wan 2.1 VAE with the real layout (4 stages, 8x spatial / 4x temporal, attention in the mid block)
-VAE_CFG = dict(base_dim=4, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
-               latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[1.0, 2.0, 0.5, 1.5])
-
 
 @pytest.fixture(scope="module")
-def tiny_vae(tmp_path_factory):
+def tiny_vae(tmp_path_factory, vae_cfg):
     from diffusers import AutoencoderKLWan
 
     root = tmp_path_factory.mktemp("vae")
     torch.manual_seed(0)
-    vae = AutoencoderKLWan(**VAE_CFG).eval()
+    vae = AutoencoderKLWan(**vae_cfg).eval()
     with torch.no_grad():  # untrained RMS gains are all 1 and biases 0: perturb so every channel differs
         for p in vae.decoder.parameters():
             p.add_(0.1 * torch.randn_like(p))

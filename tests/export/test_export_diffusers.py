@@ -27,15 +27,6 @@ def write_sampler(model_dir, timesteps=(1000, 750, 500, 250)):
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory, shapes_model_factory):
-    """A tiny Shapes student: model/ inside a run folder, with a few-step sampler.json."""
-    run = tmp_path_factory.mktemp("run")
-    shapes_model_factory(run / "model", num_layers=2, perturb=0.1)
-    write_sampler(run / "model")
-    return run
-
-
-@pytest.fixture(scope="module")
 def exported(student, tmp_path_factory):
     out = tmp_path_factory.mktemp("exp") / "student_diffusers"
     assert main(["export", str(student), "--format", "diffusers", "--out", str(out)]) == 0

@@ -18,16 +18,6 @@ SHAPE = (3, 8, 24, 24)
 
 
 @pytest.fixture(scope="module")
-def student(tmp_path_factory, shapes_model_factory):
-    run = tmp_path_factory.mktemp("run")
-    shapes_model_factory(run / "model", num_layers=2, perturb=0.1)
-    (run / "model" / "sampler.json").write_text(json.dumps(
-        {"sampler": "few_step", "timesteps": [1000.0, 750.0, 500.0, 250.0], "s_list": [1.0, 0.75, 0.5, 0.25],
-         "cfg_scale": 1.0}))
-    return run
-
-
-@pytest.fixture(scope="module")
 def onnx_dir(student, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx") / "student_onnx"
     assert main(["export", str(student), "--format", "onnx", "--out", str(out)]) == 0
