@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from fastlight.fileio import atomic_write_json, atomic_write_text
-from fastlight.models.presets import resolve_model_path
+from fastlight.models.load import resolve_model_path
 from fastlight.run.pipeline import Run, RunConfig, _recipe_config, _train, bench_spec as spec, sampling_of, student_sampling
 
 PAPER = {
@@ -72,7 +72,7 @@ class Study:
     # ---- measurements ----
     def shapesbench(self, name: str, model: Path | str, sampler: str | None = None, steps: int | None = None,
                     cfg: float | None = None, skip=()) -> dict:
-        from fastlight.evaluate.shapesbench import evaluate_command
+        from fastlight.shapes.bench import evaluate_command
 
         out = self.root / "eval" / name
         if (out / "shapesbench.json").exists():
@@ -89,7 +89,7 @@ class Study:
 
         from fastlight.analyze.calib import shapes_calibration
         from fastlight.analyze.importance import denoising_error, tweedie_x0
-        from fastlight.models.denoiser import load_denoiser
+        from fastlight.models.load import load_denoiser
 
         m = load_denoiser(model).eval()
         calib = shapes_calibration(m, 64, seed=1)  # held out: the training stream uses seed 0

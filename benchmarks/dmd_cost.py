@@ -25,8 +25,9 @@ import torch
 
 from fastlight.analyze.plans import depth_plan, write_plan
 from fastlight.distill.dmd import DmdConfig, DmdRecipe
-from fastlight.models.denoiser import Cond, load_denoiser
-from fastlight.models.presets import resolve_model_path
+from fastlight.models.denoiser import Cond
+from fastlight.models.load import load_denoiser
+from fastlight.models.load import resolve_model_path
 
 
 def make_plan(model_path: Path, drop: list[int], out: Path) -> Path:

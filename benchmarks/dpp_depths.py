@@ -18,8 +18,8 @@ import torch
 from fastlight.analyze.calib import shapes_calibration
 from fastlight.analyze.importance import denoising_error, importance_rows, read_importance, tweedie_x0
 from fastlight.analyze.plans import depth_plan
-from fastlight.models.denoiser import load_denoiser
-from fastlight.models.presets import resolve_model_path
+from fastlight.models.load import load_denoiser
+from fastlight.models.load import resolve_model_path
 
 RATIOS = (0.0, 0.2, 0.3, 0.5)
 

@@ -72,7 +72,7 @@ class Counting(torch.nn.Module):
 
 def forward_diff(den, ox) -> float:
     """Max |onnx - torch| of v on random inputs: batch 1 and 3, T2V and TI2V."""
-    from fastlight.data import text
+    from fastlight.shapes import text
     from fastlight.models.denoiser import Cond
 
     shape = tuple(ox.info["inputs"]["x"][1:])
@@ -88,7 +88,8 @@ def forward_diff(den, ox) -> float:
 
 
 def main(argv=None) -> dict:
-    from fastlight.sample import generate_few_step, generate_shapes, load_model, model_sampler, shapes_spec, world_of
+    from fastlight.shapes.generate import generate_few_step, generate_shapes, shapes_spec, world_of
+    from fastlight.sample import load_model, model_sampler
 
     a = parse_args(argv)
     if a.threads:

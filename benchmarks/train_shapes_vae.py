@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastlight.decoder.distill import decode_raw  # noqa: E402
-from fastlight.data.shapes import BACKGROUND, WorldConfig, render_batch, sample_clips  # noqa: E402
+from fastlight.shapes.world import BACKGROUND, render_batch, sample_clips, WorldConfig  # noqa: E402
 
 SIZE, FRAMES = 64, 9
 VAE_CONFIG = dict(base_dim=16, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,

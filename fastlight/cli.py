@@ -7,7 +7,7 @@ import sys
 
 def _pretrain(a):
     from fastlight.config import load_config
-    from fastlight.train.pretrain import PretrainConfig, pretrain
+    from fastlight.shapes.pretrain import pretrain, PretrainConfig
 
     cfg = load_config(PretrainConfig, a.config, a.overrides)
     out = pretrain(cfg)
@@ -28,14 +28,14 @@ def _info(a):
 
 
 def _demo(a):
-    from fastlight.sample import demo_command
+    from fastlight.shapes.generate import demo_command
 
     out = demo_command(a.out, a.model, a.steps, a.cfg, a.seed)
     print(f"demo videos in {out}/ (open {out}/grid.gif: top = teacher samples, bottom = ideal clips)")
 
 
 def _evaluate_teacher(a):
-    from fastlight.evaluate.teacher import evaluate_teacher
+    from fastlight.shapes.teacher_eval import evaluate_teacher
 
     evaluate_teacher(a.model, a.num_cases, a.steps, a.cfg, a.seed, a.out, record=a.record)
 
@@ -56,7 +56,7 @@ def _plan(a):
 
 
 def _evaluate(a):
-    from fastlight.evaluate.shapesbench import evaluate_command
+    from fastlight.shapes.bench import evaluate_command
 
     skip = tuple(int(i) for i in a.skip.split(",") if i.strip()) if a.skip else ()
     res = evaluate_command(a.model, a.out, a.steps, a.cfg, a.sampler, a.num_cases, a.seed, save_videos=not a.no_videos,
@@ -287,7 +287,7 @@ PARSER_MODULES = ("fastlight.export.command", "fastlight.decoder.command", "fast
 # errors that mean "bad input": one line, exit code 2
 def _user_errors():
     from fastlight.config import ConfigError
-    from fastlight.data.text import PromptError
+    from fastlight.shapes.text import PromptError
     from fastlight.models.denoiser import ModelError
 
     from fastlight.distill.dmd import CollapseError

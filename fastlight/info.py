@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from fastlight.models.denoiser import load_denoiser
-from fastlight.models.presets import resolve_model_path
+from fastlight.models.load import load_denoiser
+from fastlight.models.load import resolve_model_path
 
 
 def info_command(path: str) -> dict:

@@ -14,7 +14,7 @@ def _seed():
 def save_tiny_shapes_model(path, num_layers: int = 2, perturb: float = 0.0):
     """A tiny untrained Shapes-world Wan saved like the shipped teacher. Untrained Wan blocks start
     near-identity (zero-init modulation): `perturb` adds noise to the blocks so every block acts."""
-    from fastlight.models.presets import SHAPES_TEACHER_CONFIG
+    from fastlight.shapes.preset import SHAPES_TEACHER_CONFIG
     from fastlight.models.wan import WanDenoiser
 
     torch.manual_seed(0)
@@ -44,7 +44,7 @@ def tiny_shapes_model(tmp_path_factory):
 def tiny4(tmp_path_factory):
     """A perturbed 4-block Shapes Wan and a depth plan that drops block 2: (model path, plan path)."""
     from fastlight.analyze.plans import depth_plan, write_plan
-    from fastlight.models.denoiser import load_denoiser
+    from fastlight.models.load import load_denoiser
 
     root = tmp_path_factory.mktemp("tiny4")
     path = save_tiny_shapes_model(root / "tiny4", num_layers=4, perturb=0.05)

@@ -28,7 +28,7 @@ def test_sample_writes_mp4_and_gif(tiny_shapes_model, tmp_path, capsys):
 def test_sample_with_first_frame_png(tiny_shapes_model, tmp_path, capsys):
     import torch
 
-    from fastlight.data import shapes
+    from fastlight.shapes import world as shapes
 
     clip = shapes.sample_clips(0, 1)[0]
     first = shapes.render(clip)[:, 0]
@@ -89,8 +89,9 @@ def test_analyze_plan_prune_chain(tiny_shapes_model, tmp_path, capsys):
     import torch
     from diffusers import WanTransformer3DModel
 
-    from fastlight.data import text
-    from fastlight.models.denoiser import Cond, load_denoiser
+    from fastlight.shapes import text
+    from fastlight.models.denoiser import Cond
+    from fastlight.models.load import load_denoiser
 
     an = tmp_path / "an"
     rc, out, err = _run(capsys, "analyze", str(tiny_shapes_model), "--calib", "4", "--out", str(an), "--methods", "elbo,taylor")

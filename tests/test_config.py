@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from fastlight.config import ConfigError, load_config, save_config
-from fastlight.train.pretrain import PretrainConfig
+from fastlight.shapes.pretrain import PretrainConfig
 
 
 def test_shipped_recipe_loads_and_overrides(tmp_path):

@@ -76,8 +76,8 @@ def shapes_calibration(model: Denoiser, num_samples: int, seed: int = 0, batch_s
     eps ~ N(0, I) like x0, s = shift(u), u ~ U(0, 1) (B,) with `shift` (default: the model's
     fastlight.json shift, else 3.0). No CFG dropout: the conditional model is what we prune.
     """
-    from fastlight.data import shapes, text
-    from fastlight.sample import world_of
+    from fastlight.shapes import text, world as shapes
+    from fastlight.shapes.generate import world_of
 
     _check_counts(num_samples, batch_size, "Shapes")
     world = world_of(model)

@@ -39,7 +39,8 @@ import torch
 from fastlight.analyze.calib import CalibBatch, CalibrationSet
 from fastlight.analyze.io import atomic_savefig, atomic_write_json, check_fingerprint, read_json
 from fastlight.diffusion.flow import add_noise, x0_from_v
-from fastlight.models.denoiser import Denoiser, model_fingerprint
+from fastlight.models.denoiser import Denoiser
+from fastlight.models.load import model_fingerprint
 
 REFERENCES = ("data", "self")
 METHODS = ("elbo", "taylor", "metric")
@@ -219,9 +220,9 @@ def shapes_oracle_metric(num_cases: int = 16, num_steps: int = 20, cfg_scale: fl
     cache: dict = {}
 
     def metric(model: Denoiser, skip: frozenset = frozenset()) -> float:
-        from fastlight.data import shapes
-        from fastlight.evaluate.teacher import score_videos
-        from fastlight.sample import generate_shapes, world_of
+        from fastlight.shapes import world as shapes
+        from fastlight.shapes.teacher_eval import score_videos
+        from fastlight.shapes.generate import generate_shapes, world_of
 
         world = world_of(model)
         key = (world.size, world.num_frames)
@@ -449,7 +450,7 @@ def build_calibration(model: Denoiser, num_samples: int, seed: int = 0, latents:
     """Shapes models: `shapes_calibration`; any model with `latents` (a safetensors file with x0
     (N,C,F,H,W), text (N,L,D) [, image (N,C,1,H,W), pooled, text_mask]): `latent_calibration`."""
     from fastlight.analyze.calib import DEFAULT_SHIFT, latent_calibration, load_latents, shapes_calibration
-    from fastlight.sample import is_shapes_model
+    from fastlight.shapes.generate import is_shapes_model
 
     if latents is not None:
         x0, cond = load_latents(latents)
@@ -494,8 +495,8 @@ def analyze_command(
     """
     from rich.console import Console
 
-    from fastlight.models.denoiser import load_denoiser
-    from fastlight.models.presets import resolve_model_path
+    from fastlight.models.load import load_denoiser
+    from fastlight.models.load import resolve_model_path
 
     methods = _parse_methods(methods)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -539,7 +540,7 @@ def analyze_command(
         result["files"]["taylor"] = str(write_taylor(out / "taylor.json", model, scores, {"calib": cal.info}))
 
     if "metric" in methods:
-        from fastlight.sample import is_shapes_model
+        from fastlight.shapes.generate import is_shapes_model
 
         if not is_shapes_model(model):
             raise ValueError("--methods metric needs the Shapes oracle, i.e. an embedded Shapes model; for other models "

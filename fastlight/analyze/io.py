@@ -54,7 +54,7 @@ def atomic_savefig(fig, path: str | Path) -> Path:
 
 def check_fingerprint(doc: dict, model, what: str, rerun: str = "re-run fastlight analyze", made: str = "computed on") -> None:
     """Refuse an analysis file / plan computed on another model than `model` (one-line ValueError)."""
-    from fastlight.models.denoiser import model_fingerprint
+    from fastlight.models.load import model_fingerprint
 
     fp = model_fingerprint(model)
     if doc["fingerprint"] != fp:

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from fastlight.analyze.io import atomic_write_json, check_fingerprint
-from fastlight.models.denoiser import Denoiser, model_fingerprint
+from fastlight.models.denoiser import Denoiser
+from fastlight.models.load import model_fingerprint
 
 PLAN_TYPES = ("depth", "width")
 
@@ -331,8 +332,8 @@ def plan_command(importance_path: str, model_path: str, prune_ratio: float, out:
     `reference` None = its primary rows ("blocks"), "self" = the data-free rows, "iterative" = the
     greedy drop order. width: IMPORTANCE = taylor.json. `out`: a .json path (a folder gets plan.json).
     """
-    from fastlight.models.denoiser import load_denoiser
-    from fastlight.models.presets import resolve_model_path
+    from fastlight.models.load import load_denoiser
+    from fastlight.models.load import resolve_model_path
 
     if kind not in PLAN_TYPES:
         raise ValueError(f"--kind must be one of {PLAN_TYPES}, got {kind!r}")

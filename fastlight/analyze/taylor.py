@@ -50,7 +50,8 @@ from torch import nn
 from fastlight.analyze.calib import CalibrationSet
 from fastlight.analyze.io import atomic_write_json, check_fingerprint, read_json
 from fastlight.diffusion.flow import add_noise
-from fastlight.models.denoiser import Denoiser, model_fingerprint
+from fastlight.models.denoiser import Denoiser
+from fastlight.models.load import model_fingerprint
 
 
 # ---- where the heads and FFN units of a block live ---------------------------------------------

@@ -161,7 +161,7 @@ def denormalise(vae, x: torch.Tensor) -> torch.Tensor:
 
 
 def shapes_world(vae_dir: Path, size: int = 0, num_frames: int = 0):
-    from fastlight.data.shapes import WorldConfig
+    from fastlight.shapes.world import WorldConfig
 
     man = {}
     if (vae_dir / "manifest.json").is_file():
@@ -175,7 +175,7 @@ def shapes_world(vae_dir: Path, size: int = 0, num_frames: int = 0):
 @torch.no_grad()
 def shapes_latents(vae, world, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(clips in [-1, 1], raw latents = the encoder's posterior mean) for n Shapes clips of `seed`."""
-    from fastlight.data.shapes import render_batch, sample_clips
+    from fastlight.shapes.world import render_batch, sample_clips
 
     x = render_batch(sample_clips(seed, n, world), world)
     return x, vae.encode(x).latent_dist.mean

@@ -242,8 +242,8 @@ class DmdRecipe:
     def __init__(self, cfg: DmdConfig):
         from fastlight.analyze.plans import read_plan
         from fastlight.diffusion.sampling import few_step_grid
-        from fastlight.models.denoiser import load_denoiser
-        from fastlight.models.presets import resolve_model_path
+        from fastlight.models.load import load_denoiser
+        from fastlight.models.load import resolve_model_path
         from fastlight.prune.surgery import prune_depth
 
         check_dmd_config(cfg)

@@ -495,9 +495,9 @@ def _unique_names(specs: Sequence[ModelSpec]) -> list[str]:
 
 
 def _load_shapes_model(spec: ModelSpec, dev: torch.device):
-    from fastlight.models.denoiser import load_denoiser
-    from fastlight.models.presets import resolve_model_path
-    from fastlight.sample import is_shapes_model
+    from fastlight.models.load import load_denoiser
+    from fastlight.models.load import resolve_model_path
+    from fastlight.shapes.generate import is_shapes_model
 
     model = load_denoiser(resolve_model_path(spec.path), dev).eval()
     if not is_shapes_model(model):
@@ -514,10 +514,11 @@ def _load_shapes_model(spec: ModelSpec, dev: torch.device):
 
 def _shapes_run(p: _Pipeline, dev: torch.device, seed: int) -> Callable[[], None]:
     """The timed closure of one Shapes model: text -> denoise -> decode, with NFE counting."""
-    from fastlight.data import shapes, text, video
+    from fastlight.shapes import text, world as shapes
+    from fastlight.data import video
     from fastlight.diffusion import sampling
     from fastlight.models.denoiser import Cond
-    from fastlight.sample import world_of
+    from fastlight.shapes.generate import world_of
 
     spec, model, B = p.spec, p.model, p.batch_size
     world = world_of(model)
@@ -648,11 +649,12 @@ def print_rows(rows: list[dict], console=None) -> None:
                   _fmt_s(ts["median"]), f"{_fmt_s(ts['min'])} - {_fmt_s(ts['max'])}", _fmt_s(r["text_s"]),
                   _fmt_s(r["denoise_s"]), _fmt_s(r["decode_s"]), mem, f"{r['speedup']:.2f}x")
     console.print(t)
-    console.print(f"peak memory: {first['mem_method']}")
+    # the lines below never wrap (soft_wrap), so what they say does not depend on the terminal's width
+    console.print(f"peak memory: {first['mem_method']}", soft_wrap=True)
     for r in rows[1:]:
         work = (first["nfe"] * first["dit_params"]) / max(r["nfe"] * r["dit_params"], 1)
         console.print(f"speedup of {r['model']} vs {first['model']}: {r['speedup']:.2f}x measured "
-                      f"(NFE {first['nfe']} -> {r['nfe']}, NFE x params {work:.2f}x fewer)")
+                      f"(NFE {first['nfe']} -> {r['nfe']}, NFE x params {work:.2f}x fewer)", soft_wrap=True)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastlight.models.denoiser import ModelError
-from fastlight.models.presets import resolve_model_path
+from fastlight.models.load import resolve_model_path
 
 # the small files of a fastlight model folder that describe it (besides config.json + weights)
 META_FILES = ("config.json", "fastlight.json", "null_text.safetensors", "sampler.json", "manifest.json", "plan.json")

@@ -23,8 +23,9 @@ from pathlib import Path
 from fastlight.export.common import (SamplerSpec, atomic_dir, check_out_dir, copy_meta_files, find_model_dir,
                                      link_or_copy, read_sampler)
 from fastlight.fileio import atomic_write_json
-from fastlight.models.denoiser import ModelError, load_denoiser
-from fastlight.models.presets import resolve_model_path
+from fastlight.models.denoiser import ModelError
+from fastlight.models.load import load_denoiser
+from fastlight.models.load import resolve_model_path
 
 GRID_TOL = 1e-6  # max |scheduler sigma - student level| accepted
 LINKED_COMPONENTS = ("vae", "text_encoder", "tokenizer", "image_encoder", "image_processor")

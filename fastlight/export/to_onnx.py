@@ -26,7 +26,8 @@ import torch
 
 from fastlight.export.common import atomic_dir, check_out_dir, copy_meta_files, find_model_dir
 from fastlight.fileio import atomic_write_json
-from fastlight.models.denoiser import Cond, Denoiser, ModelError, load_denoiser
+from fastlight.models.denoiser import Cond, Denoiser, ModelError
+from fastlight.models.load import load_denoiser
 
 ONNX_FILE = "transformer.onnx"
 INFO_FILE = "onnx.json"
@@ -113,7 +114,7 @@ def latent_shape(den: Denoiser, frames, height, width, text_len) -> dict:
     """The fixed (non-batch) sizes of the graph: the Shapes world's, or the ones given."""
     world = den.meta.get("world")
     if world:
-        from fastlight.data.text import MAX_OBJECTS
+        from fastlight.shapes.text import MAX_OBJECTS
 
         d = {"frames": world["num_frames"], "height": world["size"], "width": world["size"], "text_len": MAX_OBJECTS}
     else:

@@ -13,7 +13,6 @@ called (identity on its input); there is no wrapper module and no per-block over
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -214,83 +213,3 @@ class Denoiser(nn.Module):
 
     def block_infos(self) -> list[BlockInfo]:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> Denoiser:
-    """Load any supported diffusers transformer folder as a Denoiser (clear errors on bad input)."""
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model folder {path} does not exist; pass a diffusers transformer folder or 'shapes-teacher'")
-    if path.is_file():
-        raise ModelError(f"{path} is a file; pass the diffusers model folder that holds config.json and the safetensors")
-    cfg_file = path / "config.json"
-    if not cfg_file.exists() and (path / "transformer" / "config.json").exists():
-        path, cfg_file = path / "transformer", path / "transformer" / "config.json"
-    if not cfg_file.exists():
-        raise ModelError(f"{path} has no config.json: not a diffusers model folder (save one with `save_pretrained`)")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{cfg_file} is not valid JSON ({e}); re-export the model") from None
-    cls = cfg.get("_class_name")
-    if cls == "WanTransformer3DModel":
-        from fastlight.models.wan import WanDenoiser
-
-        return WanDenoiser.from_folder(path, device)
-    if cls == "HunyuanVideoTransformer3DModel":
-        from fastlight.models.hunyuan import HunyuanDenoiser
-
-        return HunyuanDenoiser.from_folder(path, device)
-    raise ModelError(
-        f"{cfg_file} names class {cls!r}; fastlight supports WanTransformer3DModel and HunyuanVideoTransformer3DModel"
-    )
-
-
-def load_diffusers_module(cls, path: Path, device) -> nn.Module:
-    """`cls.from_pretrained(path)` with one-line errors for missing / mismatched weights."""
-    weights = list(path.glob("*.safetensors"))
-    weights = [w for w in weights if w.name != "null_text.safetensors"]
-    if not weights:
-        raise ModelError(f"{path} has no *.safetensors weights; fastlight only loads safetensors (never pickles)")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            model = cls.from_pretrained(path, use_safetensors=True)
-        except (RuntimeError, ValueError, OSError, KeyError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(
-                f"weights in {path} do not match its config.json ({first[:300]}); "
-                "re-export the model or fix config.json"
-            ) from None
-    # from_pretrained silently re-initialises missing keys only with low_cpu_mem_usage=False;
-    # check the weights really cover the module.
-    from safetensors import safe_open
-
-    keys: set[str] = set()
-    for w in weights:
-        with safe_open(str(w), "pt") as f:
-            keys |= set(f.keys())
-    missing = [k for k in model.state_dict() if k not in keys]
-    if missing:
-        raise ModelError(f"{path}: weights lack {len(missing)} tensors (e.g. {missing[0]}); the checkpoint is incomplete")
-    return model.to(device).eval()
-
-
-def model_fingerprint(denoiser: Denoiser) -> str:
-    """A short id of a model's architecture and weights (class, config, every tensor's name,
-    shape and a strided sample of its values), to tie analysis files and plans to the model
-    they were computed on without hashing gigabytes."""
-    import hashlib
-
-    h = hashlib.sha256()
-    h.update(type(denoiser.model).__name__.encode())
-    cfg = {k: v for k, v in dict(denoiser.model.config).items() if not k.startswith("_")}
-    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
-    for name, t in denoiser.model.state_dict().items():
-        flat = t.detach().reshape(-1)
-        step = max(1, flat.numel() // 64)
-        h.update(f"{name}:{tuple(t.shape)}".encode())
-        h.update(flat[::step][:64].float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import torch
 
-from fastlight.models.denoiser import BlockInfo, Cond, Denoiser, ModelError, load_diffusers_module
+from fastlight.models.denoiser import BlockInfo, Cond, Denoiser, ModelError
+from fastlight.models.weights import load_diffusers_module
 
 DEFAULT_GUIDANCE = 6.0  # diffusers HunyuanVideo pipelines' default `guidance_scale` (passed * 1000)
 

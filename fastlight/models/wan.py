@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 import torch.utils.checkpoint
 
-from fastlight.models.denoiser import BlockInfo, Cond, Denoiser, ModelError, load_diffusers_module
+from fastlight.models.denoiser import BlockInfo, Cond, Denoiser, ModelError
+from fastlight.models.weights import load_diffusers_module
 
 
 class WanDenoiser(Denoiser):

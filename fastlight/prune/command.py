@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from fastlight.analyze.plans import read_plan, validate_plan
-from fastlight.models.denoiser import load_denoiser, model_fingerprint
-from fastlight.models.presets import resolve_model_path
+from fastlight.models.load import load_denoiser, model_fingerprint
+from fastlight.models.load import resolve_model_path
 from fastlight.prune.surgery import depth_mapping, prune_depth, prune_width, wan_ffn_keep
 
 # source meta that describes the source model's measured behaviour, not the pruned one's

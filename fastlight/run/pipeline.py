@@ -239,7 +239,7 @@ def student_eval_dir(run: Run) -> str:
 
 
 def stage_evaluate(run: Run) -> dict:
-    from fastlight.evaluate.shapesbench import evaluate_command
+    from fastlight.shapes.bench import evaluate_command
 
     c = run.cfg
     s = student_sampling(run)

@@ -41,9 +41,9 @@ def skips_for_ratios(model, rows: list[dict], ratios) -> dict[float, list[int]]:
 @torch.inference_mode()
 def forward_ms(model, skips: dict[float, list[int]], repeats: int = 5) -> dict[float, float]:
     """Median ms of one CFG-batched forward (batch 2 = cond + uncond of one video) per depth, interleaved."""
-    from fastlight.data import text
+    from fastlight.shapes import text
     from fastlight.models.denoiser import Cond
-    from fastlight.sample import world_of
+    from fastlight.shapes.generate import world_of
 
     world = world_of(model)
     x = torch.randn(2, 3, world.num_frames, world.size, world.size)
@@ -130,10 +130,10 @@ def search_command(model_path: str, budget_ms: float, importance: str | None, ou
     from rich.table import Table
 
     from fastlight.analyze.importance import importance_rows, read_importance
-    from fastlight.evaluate.shapesbench import shapesbench
-    from fastlight.models.denoiser import load_denoiser
-    from fastlight.models.presets import resolve_model_path
-    from fastlight.sample import is_shapes_model
+    from fastlight.shapes.bench import shapesbench
+    from fastlight.models.load import load_denoiser
+    from fastlight.models.load import resolve_model_path
+    from fastlight.shapes.generate import is_shapes_model
 
     if budget_ms <= 0:
         raise ValueError(f"--budget-ms must be > 0, got {budget_ms}")
@@ -204,8 +204,9 @@ def _find_importance(model_dir: Path) -> Path:
 @torch.inference_mode()
 def _fixed_ms(model, repeats: int) -> float:
     """Text encoding + noise + uint8 conversion of one video (the per-video cost outside the network)."""
-    from fastlight.data import text, video
-    from fastlight.sample import world_of
+    from fastlight.shapes import text
+    from fastlight.data import video
+    from fastlight.shapes.generate import world_of
 
     world = world_of(model)
     ts = []

@@ -30,7 +30,8 @@ import torch
 
 from fastlight.diffusion.flow import add_noise, v_target
 from fastlight.fileio import atomic_write_json
-from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
+from fastlight.models.denoiser import Cond, Denoiser
+from fastlight.models.load import load_denoiser
 from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
 
 
@@ -98,7 +99,7 @@ class AlignRecipe:
 
     def __init__(self, cfg: AlignConfig):
         from fastlight.analyze.plans import read_plan
-        from fastlight.models.presets import resolve_model_path
+        from fastlight.models.load import resolve_model_path
 
         if cfg.w_output < 0 or cfg.w_layer < 0:
             raise ValueError(f"w_output and w_layer must be >= 0, got {cfg.w_output}, {cfg.w_layer}")

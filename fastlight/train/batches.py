@@ -28,7 +28,7 @@ def shapes_batch(cfg, step: int, rank: int, world_size: int, size: int, num_fram
     (null text), cfg.shift (noise levels). Returns ({x0, text, eps, s}, the generator) so a
     recipe can draw its own extras (skip sets, instance noise) from the same stream.
     """
-    from fastlight.data import shapes, text
+    from fastlight.shapes import text, world as shapes
 
     if cfg.batch_size % world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world_size} processes")

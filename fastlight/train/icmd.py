@@ -43,7 +43,8 @@ from torch import nn
 
 from fastlight.diffusion.flow import add_noise, v_target, x0_from_v
 from fastlight.fileio import atomic_write_json
-from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
+from fastlight.models.denoiser import Cond, Denoiser
+from fastlight.models.load import load_denoiser
 from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
 
 
@@ -121,7 +122,7 @@ class IcmdRecipe:
 
     def __init__(self, cfg: IcmdConfig):
         from fastlight.analyze.plans import read_plan
-        from fastlight.models.presets import resolve_model_path
+        from fastlight.models.load import resolve_model_path
         from fastlight.prune.surgery import prune_depth
 
         if cfg.lambda_icd < 0 or cfg.lambda_mca < 0:

@@ -19,7 +19,8 @@ import torch
 
 from fastlight.diffusion.flow import add_noise, v_target
 from fastlight.fileio import atomic_write_json
-from fastlight.models.denoiser import Cond, Denoiser, load_denoiser
+from fastlight.models.denoiser import Cond, Denoiser
+from fastlight.models.load import load_denoiser
 from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
 
 
@@ -72,7 +73,7 @@ class DppRecipe:
 
     def __init__(self, cfg: DppConfig):
         from fastlight.analyze.plans import read_plan
-        from fastlight.models.presets import resolve_model_path
+        from fastlight.models.load import resolve_model_path
 
         if not 0 <= cfg.p <= 1 or not 0 <= cfg.alpha <= 1:
             raise ValueError(f"p and alpha must be in [0, 1], got p={cfg.p}, alpha={cfg.alpha}")

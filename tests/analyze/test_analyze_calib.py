@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import save_file
 
 from fastlight.analyze.calib import latent_calibration, load_latents, shapes_calibration
-from fastlight.models.denoiser import load_denoiser
+from fastlight.models.load import load_denoiser
 
 from analyze_helpers import wan_cond
 

@@ -20,7 +20,7 @@ from fastlight.analyze.importance import (
     spearman,
     write_importance,
 )
-from fastlight.models.denoiser import load_denoiser
+from fastlight.models.load import load_denoiser
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
 
 

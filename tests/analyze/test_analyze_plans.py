@@ -6,7 +6,7 @@ import torch
 from fastlight.analyze.importance import assign_ranks, elbo_importance, write_importance
 from fastlight.analyze.plans import depth_plan, plan_command, read_plan, width_plan, write_plan
 from fastlight.analyze.taylor import taylor_saliency, width_layout, write_taylor
-from fastlight.models.denoiser import load_denoiser
+from fastlight.models.load import load_denoiser
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
 
 

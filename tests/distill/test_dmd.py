@@ -9,7 +9,8 @@ import torch
 from fastlight.diffusion.flow import add_noise
 from fastlight.distill.dmd import (DMD2, FASTLIGHTGEN, DmdConfig, DmdRecipe, backward_simulation, cfg_v,
                                    critic_loss, dmd_grad, dmd_generator_loss, well_guided_v)
-from fastlight.models.denoiser import Cond, load_denoiser
+from fastlight.models.denoiser import Cond
+from fastlight.models.load import load_denoiser
 
 
 def _cfg(tiny4, tmp_path, **kw):

@@ -131,7 +131,7 @@ def test_bench_rejects_bad_input(tiny_shapes_model, tmp_path):
         bench([f"{tiny_shapes_model}:steps=1,skip=7"], repeats=1, warmup=0, device="cpu", progress=False)
     with pytest.raises(ValueError, match="batch size"):
         bench([str(tiny_shapes_model)], batch_size=0, progress=False)
-    from fastlight.models.presets import SHAPES_TEACHER_CONFIG
+    from fastlight.shapes.preset import SHAPES_TEACHER_CONFIG
     from fastlight.models.wan import WanDenoiser
 
     cfg = dict(SHAPES_TEACHER_CONFIG, num_layers=1, attention_head_dim=8, ffn_dim=16, freq_dim=16)

@@ -8,11 +8,12 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline
 
 from fastlight.cli import main
-from fastlight.data import text
+from fastlight.shapes import text
 from fastlight.diffusion.sampling import euler_sample, few_step_grid, few_step_sample, shifted_grid
 from fastlight.export.common import SamplerSpec
 from fastlight.export.to_diffusers import scheduler_for
-from fastlight.models.denoiser import Cond, ModelError, load_denoiser
+from fastlight.models.denoiser import Cond, ModelError
+from fastlight.models.load import load_denoiser
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
 
 PROMPTS = ["a red circle moving left quickly", "a blue square staying still and a green triangle moving up slowly"]

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from fastlight.cli import main
-from fastlight.data import text
+from fastlight.shapes import text
 from fastlight.export.to_onnx import OnnxDenoiser
-from fastlight.models.denoiser import Cond, load_denoiser
-from fastlight.sample import generate_few_step, generate_shapes, load_model
+from fastlight.models.denoiser import Cond
+from fastlight.models.load import load_denoiser
+from fastlight.shapes.generate import generate_few_step, generate_shapes
+from fastlight.sample import load_model
 
 pytest.importorskip("onnxruntime")
 

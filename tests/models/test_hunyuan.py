@@ -4,7 +4,8 @@ import copy
 import pytest
 import torch
 
-from fastlight.models.denoiser import Cond, ModelError, load_denoiser
+from fastlight.models.denoiser import Cond, ModelError
+from fastlight.models.load import load_denoiser
 from fastlight.models.hunyuan import DEFAULT_GUIDANCE, HunyuanDenoiser, tiny_hunyuan_config
 
 B, C, F, H, W, L = 2, 4, 3, 4, 6, 5

@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from fastlight.models.denoiser import Cond, ModelError, load_denoiser
+from fastlight.models.denoiser import Cond, ModelError
+from fastlight.models.load import load_denoiser
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
-from fastlight.models.denoiser import Cond, Denoiser, load_denoiser, model_fingerprint
+from fastlight.models.denoiser import Cond, Denoiser
+from fastlight.models.load import load_denoiser, model_fingerprint
 from fastlight.models.hunyuan import HunyuanDenoiser, tiny_hunyuan_config
 from fastlight.analyze.plans import read_plan, validate_plan
 from fastlight.prune import prune_command

@@ -4,7 +4,8 @@ import pytest
 import torch
 from diffusers import HunyuanVideoTransformer3DModel, WanTransformer3DModel
 
-from fastlight.models.denoiser import Cond, load_denoiser
+from fastlight.models.denoiser import Cond
+from fastlight.models.load import load_denoiser
 from fastlight.models.hunyuan import HunyuanDenoiser, tiny_hunyuan_config
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
 from fastlight.prune import surgery

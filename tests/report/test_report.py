@@ -207,7 +207,7 @@ def test_empty_run_dir_error(tmp_path):
 
 def test_real_evaluate_outputs(tiny_shapes_model, tmp_path):
     """Two 2-step ShapesBench runs of the tiny model (2 cases, no VBench), then the report."""
-    from fastlight.evaluate.shapesbench import evaluate_command
+    from fastlight.shapes.bench import evaluate_command
 
     evaluate_command(str(tiny_shapes_model), tmp_path / "teacher", steps=2, cfg=4.0, num_cases=2, vbench=False)
     evaluate_command(str(tiny_shapes_model), tmp_path / "student", steps=2, cfg=1.0, sampler="few_step",

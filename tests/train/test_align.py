@@ -8,7 +8,8 @@ import torch
 
 from fastlight.analyze.plans import depth_plan, width_plan, write_plan
 from fastlight.diffusion.flow import add_noise
-from fastlight.models.denoiser import Cond, load_denoiser, model_fingerprint
+from fastlight.models.denoiser import Cond
+from fastlight.models.load import load_denoiser, model_fingerprint
 from fastlight.train.align import ALIGN, AlignConfig, AlignRecipe, block_pairs
 from fastlight.train.loop import train
 

@@ -8,7 +8,8 @@ import torch
 
 from fastlight.analyze.plans import depth_plan, write_plan
 from fastlight.diffusion.flow import add_noise
-from fastlight.models.denoiser import Cond, load_denoiser
+from fastlight.models.denoiser import Cond
+from fastlight.models.load import load_denoiser
 from fastlight.train.command import train_command
 from fastlight.train.recipes import DppConfig, DppRecipe, draw_skips
 

@@ -136,7 +136,7 @@ def _launched(out: Path) -> None:
 
 def test_fsdp_two_processes(tmp_path, shapes_model_factory):
     from fastlight.analyze.plans import depth_plan, write_plan
-    from fastlight.models.denoiser import load_denoiser
+    from fastlight.models.load import load_denoiser
 
     teacher = load_denoiser(shapes_model_factory(tmp_path / "teacher", num_layers=2, perturb=0.05))
     plan = depth_plan([{"index": 0, "score": 1.0}, {"index": 1, "score": 0.1}], teacher, 0.05, keep_ends=False,

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fastlight.diffusion.flow import add_noise
-from fastlight.models.denoiser import Cond, load_denoiser
+from fastlight.models.denoiser import Cond
+from fastlight.models.load import load_denoiser
 from fastlight.train.icmd import ICMD, IcmdConfig, IcmdRecipe, d_hinge_loss, g_nonsat_loss, icd_terms
 
 

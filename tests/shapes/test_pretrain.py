@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fastlight.train import pretrain as pt
+from fastlight.shapes import pretrain as pt
 
 
 def _cfg(tmp_path, name, **kw):

@@ -3,12 +3,13 @@ import json
 
 import torch
 
-from fastlight.data import shapes
-from fastlight.evaluate.teacher import score_videos
-from fastlight.models.denoiser import load_denoiser
-from fastlight.models.presets import SHIPPED_DIR, resolve_model_path
-from fastlight.sample import generate_shapes, world_of
-from fastlight.train.pretrain import PretrainConfig, probe, probe_set
+from fastlight.shapes import world as shapes
+from fastlight.shapes.teacher_eval import score_videos
+from fastlight.models.load import load_denoiser
+from fastlight.shapes.preset import SHIPPED_DIR
+from fastlight.models.load import resolve_model_path
+from fastlight.shapes.generate import generate_shapes, world_of
+from fastlight.shapes.pretrain import PretrainConfig, probe, probe_set
 
 
 def test_shipped_teacher_files_and_manifest():

@@ -12,11 +12,11 @@ import time
 
 import torch
 
-from fastlight.data import shapes
+from fastlight.shapes import world as shapes
 from fastlight.fileio import atomic_write_json
-from fastlight.models.denoiser import load_denoiser
-from fastlight.models.presets import resolve_model_path
-from fastlight.sample import generate_shapes, world_of
+from fastlight.models.load import load_denoiser
+from fastlight.models.load import resolve_model_path
+from fastlight.shapes.generate import generate_shapes, world_of
 
 
 def score_videos(videos: torch.Tensor, clips: list[shapes.Clip], world: shapes.WorldConfig) -> dict:

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastlight.data import shapes
-from fastlight.evaluate import shapesbench as sb
+from fastlight.shapes import world as shapes
+from fastlight.shapes import bench as sb
 
 WORLD = shapes.WorldConfig()
 FLIP = {"left": "right", "right": "left", "up": "down", "down": "up", "still": "still"}
@@ -134,7 +134,7 @@ def test_score_real_is_deterministic():
 
 @pytest.fixture(scope="module")
 def tiny(tiny_shapes_model):
-    from fastlight.models.denoiser import load_denoiser
+    from fastlight.models.load import load_denoiser
 
     return load_denoiser(tiny_shapes_model).eval()
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fastlight.data import shapes, text
+from fastlight.shapes import text, world as shapes
 
 
 def test_sampling_is_deterministic_by_seed():

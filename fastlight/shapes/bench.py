@@ -79,7 +79,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from fastlight.data import shapes, text
+from fastlight.shapes import text, world as shapes
 from fastlight.evaluate.fvd import frechet_distance_features
 
 SHAPESBENCH_SEED = 77_000_000
@@ -163,7 +163,7 @@ def generate(model, cases: Sequence[BenchCase], sampler: str = "euler", num_step
     """Generate every case with `model` and the given sampler. Returns (N, 3, F, H, W) in [-1, 1] (cpu)."""
     from fastlight.diffusion import sampling
     from fastlight.models.denoiser import Cond
-    from fastlight.sample import world_of
+    from fastlight.shapes.generate import world_of
 
     world = world_of(model)
     skip = tuple(skip)
@@ -437,8 +437,8 @@ def _nfe(sampler: str, levels: list[float], cfg_scale: float) -> int:
 
 def _bench(model, num_cases, sampler, num_steps, cfg_scale, s_list, skip, seed, batch_size, progress, vbench,
            case_seed) -> tuple[dict, list[BenchCase], torch.Tensor]:
-    from fastlight.models.denoiser import model_fingerprint
-    from fastlight.sample import world_of
+    from fastlight.models.load import model_fingerprint
+    from fastlight.shapes.generate import world_of
 
     world = world_of(model)
     cases = make_cases(num_cases, world, case_seed)
@@ -523,9 +523,9 @@ def evaluate_command(model_path: str, out_dir: str, steps: int = 50, cfg: float 
                      vbench: bool = True) -> dict:
     """Load a Shapes model folder (or 'shapes-teacher'), run ShapesBench, write out_dir/shapesbench.json
     (atomically) with the ideal upper-bound row under "ideal", and sample GIF/MP4s."""
-    from fastlight.models.denoiser import load_denoiser
-    from fastlight.models.presets import resolve_model_path
-    from fastlight.sample import is_shapes_model, world_of
+    from fastlight.models.load import load_denoiser
+    from fastlight.models.load import resolve_model_path
+    from fastlight.shapes.generate import is_shapes_model, world_of
 
     model = load_denoiser(resolve_model_path(model_path)).eval()
     if not is_shapes_model(model):

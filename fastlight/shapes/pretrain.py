@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from fastlight.data import shapes, text
+from fastlight.shapes import text, world as shapes
 from fastlight.diffusion.flow import add_noise, sample_s, v_target, x0_from_v
 from fastlight.models.denoiser import Cond
-from fastlight.models.presets import SHAPES_TEACHER_CONFIG
+from fastlight.shapes.preset import SHAPES_TEACHER_CONFIG
 from fastlight.models.wan import WanDenoiser
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from fastlight.data.shapes import COLOURS, DIRECTIONS, SHAPES, SPEEDS_PX
+from fastlight.shapes.world import COLOURS, DIRECTIONS, SHAPES, SPEEDS_PX
 
 TEXT_DIM = 32
 MAX_OBJECTS = 2

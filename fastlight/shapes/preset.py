@@ -1,9 +1,9 @@
-"""Named model configs, including the tiny embedded Shapes teacher."""
+"""The embedded Shapes teacher: its architecture and the shipped folder (the `shapes-teacher` preset)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastlight.data.text import TEXT_DIM
+from fastlight.shapes.text import TEXT_DIM
 
 # The embedded teacher: diffusers WanTransformer3DModel, the class real Wan uses, at tiny dims.
 # Pixels are the "latents" (3 x 8 x 24 x 24); patch (1, 4, 4) -> 8 x 6 x 6 = 288 tokens,
@@ -22,9 +22,8 @@ SHAPES_TEACHER_CONFIG = dict(
 )
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_teacher"
-PRESETS = {"shapes-teacher": SHIPPED_DIR}
 
 
-def resolve_model_path(name_or_path: str) -> Path:
-    """'shapes-teacher' -> the shipped folder; anything else is a path."""
-    return PRESETS.get(name_or_path, Path(name_or_path))
+def teacher_dir() -> Path:
+    """The shipped teacher's folder: the `shapes-teacher` model preset (pyproject entry point)."""
+    return SHIPPED_DIR

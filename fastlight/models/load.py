@@ -1,0 +1,73 @@
+"""Loading models: the {diffusers class: adapter} registry, presets, fingerprints.
+
+    model = load_denoiser("Wan2.1-T2V-1.3B-Diffusers/transformer")   # a Denoiser (models/denoiser.py)
+    path = resolve_model_path("shapes-teacher")                       # a registered preset, or a path
+
+The registry maps a diffusers transformer class name (config.json's `_class_name`) to the
+adapter that implements the denoiser contract for it; adding a model family means adding an
+adapter module and a row here. Presets are plug-in entry points (fastlight/plugins.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from fastlight.models.denoiser import Denoiser, ModelError
+from fastlight.models.hunyuan import HunyuanDenoiser
+from fastlight.models.wan import WanDenoiser
+from fastlight.plugins import component, registered
+
+ADAPTERS: dict[str, type[Denoiser]] = {
+    "WanTransformer3DModel": WanDenoiser,
+    "HunyuanVideoTransformer3DModel": HunyuanDenoiser,
+}
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    """A registered model preset (entry point group `fastlight.models`, e.g. 'shapes-teacher')
+    -> its folder; anything else is a path."""
+    name = str(name_or_path)
+    if name in registered("fastlight.models"):
+        return Path(component("fastlight.models", name)())
+    return Path(name_or_path)
+
+
+def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> Denoiser:
+    """Load any supported diffusers transformer folder as a Denoiser (clear errors on bad input)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model folder {path} does not exist; pass a diffusers transformer folder or a model preset name")
+    if path.is_file():
+        raise ModelError(f"{path} is a file; pass the diffusers model folder that holds config.json and the safetensors")
+    cfg_file = path / "config.json"
+    if not cfg_file.exists() and (path / "transformer" / "config.json").exists():
+        path, cfg_file = path / "transformer", path / "transformer" / "config.json"
+    if not cfg_file.exists():
+        raise ModelError(f"{path} has no config.json: not a diffusers model folder (save one with `save_pretrained`)")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{cfg_file} is not valid JSON ({e}); re-export the model") from None
+    cls = cfg.get("_class_name")
+    if cls not in ADAPTERS:
+        raise ModelError(f"{cfg_file} names class {cls!r}; fastlight supports {' and '.join(ADAPTERS)}")
+    return ADAPTERS[cls].from_folder(path, device)
+
+
+def model_fingerprint(denoiser: Denoiser) -> str:
+    """A short id of a model's architecture and weights (class, config, every tensor's name,
+    shape and a strided sample of its values), to tie analysis files and plans to the model
+    they were computed on without hashing gigabytes."""
+    h = hashlib.sha256()
+    h.update(type(denoiser.model).__name__.encode())
+    cfg = {k: v for k, v in dict(denoiser.model.config).items() if not k.startswith("_")}
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for name, t in denoiser.model.state_dict().items():
+        flat = t.detach().reshape(-1)
+        step = max(1, flat.numel() // 64)
+        h.update(f"{name}:{tuple(t.shape)}".encode())
+        h.update(flat[::step][:64].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
