@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+from pathlib import Path
 
 
 def _pretrain(a):
@@ -22,9 +24,15 @@ def _sample(a):
 
 
 def _info(a):
-    from fastlight.info import info_command
+    from fastlight.info import model_info, print_info
 
-    info_command(a.path)
+    print_info(model_info(a.path))
+
+
+def _info_parser(sub) -> None:
+    s = sub.add_parser("info", help="blocks, parameters and config of a model")
+    s.add_argument("path", help="model folder or preset name (e.g. shapes-teacher)")
+    s.set_defaults(fn=_info)
 
 
 def _demo(a):
@@ -64,15 +72,48 @@ def _evaluate(a):
     print(f"ShapesBench score {res['score']:.3f} (ideal clips {res['ideal']['score']:.3f}); details in {a.out}/shapesbench.json")
 
 
-def _vbench(a):
-    from fastlight.evaluate.vbench import main as vbench_main
+# the synthetic-video checks of the VBench-style dimensions live with the tests (a source checkout)
+VBENCH_CHECKS = Path(__file__).resolve().parents[1] / "tests" / "evaluate" / "test_vbench_known_answers.py"
 
-    argv = ([a.folder] if a.folder else []) + (["--images", a.images] if a.images else []) + \
-        (["--fps", str(a.fps)] if a.fps else []) + (["--dims", a.dims] if a.dims else []) + \
-        ["--backend", a.backend] + (["--out", a.out] if a.out else []) + (["--validate"] if a.validate else [])
-    rc = vbench_main(argv)
-    if rc:
-        raise SystemExit(rc)
+
+def _vbench(a):
+    from fastlight.evaluate.vbench import DIMENSIONS, VBenchUnavailable, evaluate_folder
+
+    if a.validate:
+        if not VBENCH_CHECKS.is_file():
+            raise ValueError(f"--validate runs the known-answer checks of a source checkout ({VBENCH_CHECKS} is "
+                             "missing); clone the repository and run it there")
+        rc = subprocess.run([sys.executable, str(VBENCH_CHECKS)]).returncode
+        if rc:
+            raise SystemExit(rc)
+        return
+    if not a.folder:
+        raise ValueError("give a folder of videos (or --validate)")
+    try:
+        res = evaluate_folder(a.folder, images=a.images, fps=a.fps, dims=a.dims, backend=a.backend, out_json=a.out)
+    except VBenchUnavailable as e:  # a missing optional package is bad input here, not a bug
+        raise ValueError(str(e)) from None
+    for d in DIMENSIONS:
+        if d in res:
+            s = res[d]["score"]
+            print(f"{d:24s} {res[d]['kind']:6s} {'n/a' if s is None else f'{s:.4f}'}")
+    if res["num_skipped"]:
+        print(f"skipped {res['num_skipped']}: {', '.join(res['skipped'])}")
+
+
+def _vbench_parser(sub) -> None:
+    s = sub.add_parser("vbench", help="VBench-style dimensions (weight-free, exact/proxy labelled) on a folder of videos")
+    s.add_argument("folder", nargs="?", help="folder of *.mp4 / *.gif videos")
+    s.add_argument("--images", default=None,
+                   help="folder of conditioning images (I2V dims), matched by stem or sorted order")
+    s.add_argument("--fps", type=float, default=None, help="override each video's fps (default: the file's, else 8)")
+    s.add_argument("--dims", default=None,
+                   help="comma-separated subset of the dimensions (default: all; the i2v_* ones need --images)")
+    s.add_argument("--backend", default="builtin", choices=["builtin", "vbench"],
+                   help="builtin (weight-free) or vbench (the official package and its weights)")
+    s.add_argument("--out", default=None, help="write the results JSON here")
+    s.add_argument("--validate", action="store_true", help="print the synthetic-video validation table")
+    s.set_defaults(fn=_vbench)
 
 
 def _report(a):
@@ -80,6 +121,16 @@ def _report(a):
 
     md, html = report_command(a.run_dir, a.out, a.title, a.baseline)
     print(f"report: {md} and {html}")
+
+
+def _report_parser(sub) -> None:
+    s = sub.add_parser("report", help="Markdown + self-contained HTML report of a run folder")
+    s.add_argument("run_dir", help="folder searched recursively for shapesbench.json, bench JSON and importance files")
+    s.add_argument("--out", default=None, help="output folder (default RUN_DIR/report)")
+    s.add_argument("--title", default=None, help="report title (default: 'fastlight report: <run folder name>')")
+    s.add_argument("--baseline", default=None,
+                   help="method (folder path relative to RUN_DIR) to compare against (default: the most NFE x params)")
+    s.set_defaults(fn=_report)
 
 
 def _preprocess(a):
@@ -150,9 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="onnx: run MODEL's transformer.onnx (from `fastlight export --format onnx`) with onnxruntime")
     s.set_defaults(fn=_sample)
 
-    s = sub.add_parser("info", help="blocks, parameters and config of a model")
-    s.add_argument("path")
-    s.set_defaults(fn=_info)
+    _info_parser(sub)
 
     s = sub.add_parser("demo", help="sample the shipped teacher on several prompts")
     s.add_argument("--out", default="runs/demo")
@@ -203,22 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-vbench", action="store_true")
     s.set_defaults(fn=_evaluate)
 
-    s = sub.add_parser("vbench", help="VBench-style dimensions (weight-free, exact/proxy labelled) on a folder of videos")
-    s.add_argument("folder", nargs="?")
-    s.add_argument("--images", default=None)
-    s.add_argument("--fps", type=float, default=None)
-    s.add_argument("--dims", default=None)
-    s.add_argument("--backend", default="builtin", choices=["builtin", "vbench"])
-    s.add_argument("--out", default=None)
-    s.add_argument("--validate", action="store_true", help="print the synthetic-video validation table")
-    s.set_defaults(fn=_vbench)
-
-    s = sub.add_parser("report", help="Markdown + self-contained HTML report of a run folder")
-    s.add_argument("run_dir")
-    s.add_argument("--out", default=None, help="default RUN_DIR/report")
-    s.add_argument("--title", default=None)
-    s.add_argument("--baseline", default=None, help="method folder (relative to RUN_DIR) to compare against")
-    s.set_defaults(fn=_report)
+    _vbench_parser(sub)
+    _report_parser(sub)
 
     s = sub.add_parser("preprocess", help="real videos -> VAE latents + text embeddings in safetensors shards")
     s.add_argument("videos_dir")

@@ -1,11 +1,20 @@
-"""Video and image files: write MP4/GIF atomically (PyAV / imageio), read a first-frame image."""
+"""Video and image files, the project's one reader and writer: MP4 (and anything else FFmpeg
+decodes) through PyAV, GIF through Pillow, PNG / JPEG through imageio; every write is atomic
+(`fastlight.fileio.atomic_path`)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import av
+import imageio.v3 as iio
 import numpy as np
 import torch
+from PIL import Image, ImageSequence
+
+from fastlight.fileio import atomic_write_bytes
+
+VIDEO_EXTS = (".mp4", ".gif")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def to_uint8_frames(video: torch.Tensor, upscale: int = 1) -> np.ndarray:
@@ -17,49 +26,90 @@ def to_uint8_frames(video: torch.Tensor, upscale: int = 1) -> np.ndarray:
     return x.numpy()
 
 
-def _tmp_name(path: Path) -> Path:
-    # keep the extension last so imageio picks the right writer
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-
-
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 8) -> Path:
     """Write (F, H, W, 3) uint8 frames as .mp4 (H.264 via PyAV) or .gif, atomically."""
-    import imageio.v3 as iio
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        if path.suffix == ".mp4":
-            iio.imwrite(tmp, frames, plugin="pyav", codec="libx264", fps=fps, out_pixel_format="yuv420p")
-        elif path.suffix == ".gif":
-            iio.imwrite(tmp, frames, plugin="pillow", duration=int(1000 / fps), loop=0)
-        else:
-            raise ValueError(f"unsupported video extension {path.suffix!r}; use .mp4 or .gif")
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    if path.suffix == ".mp4":
+        data = iio.imwrite("<bytes>", frames, plugin="pyav", extension=".mp4", codec="libx264", fps=fps,
+                           out_pixel_format="yuv420p")
+    elif path.suffix == ".gif":
+        data = iio.imwrite("<bytes>", frames, plugin="pillow", extension=".gif", duration=int(1000 / fps), loop=0)
+    else:
+        raise ValueError(f"unsupported video extension {path.suffix!r}; use .mp4 or .gif")
+    return atomic_write_bytes(path, data)
 
 
-def read_video(path: str | Path) -> np.ndarray:
-    """(F, H, W, 3) uint8 from an MP4 or GIF."""
-    import imageio.v3 as iio
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
 
+
+def _gif_frames(path: Path, num_frames: int | None, frame_stride: int) -> list[np.ndarray]:
+    frames = []
+    with Image.open(path) as im:
+        for i, fr in enumerate(ImageSequence.Iterator(im)):
+            if i % frame_stride == 0:
+                frames.append(np.asarray(fr.convert("RGB"), dtype=np.uint8))
+            if num_frames is not None and len(frames) >= num_frames:
+                break
+    return frames
+
+
+def _av_frames(path: Path, num_frames: int | None, frame_stride: int) -> list[np.ndarray]:
+    frames = []
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        for i, frame in enumerate(container.decode(stream)):  # stops decoding once enough frames are read
+            if i % frame_stride == 0:
+                frames.append(frame.to_ndarray(format="rgb24"))
+            if num_frames is not None and len(frames) >= num_frames:
+                break
+    return frames
+
+
+def read_video(path: str | Path, num_frames: int | None = None, frame_stride: int = 1) -> np.ndarray:
+    """(F, H, W, 3) uint8 RGB frames of a video file: every `frame_stride`-th frame, the first
+    `num_frames` of them (all when None; fewer when the video is shorter). GIF through Pillow,
+    anything else through PyAV. A missing file raises FileNotFoundError; an unreadable file or
+    one without frames a one-line ValueError naming it."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"video {path} does not exist")
-    arr = iio.imread(path, plugin="pyav" if path.suffix == ".mp4" else None)
-    if arr.ndim == 3:
-        arr = arr[None]
-    return arr[..., :3]
+    if frame_stride < 1 or (num_frames is not None and num_frames < 1):
+        raise ValueError(f"num_frames (got {num_frames}) and frame_stride (got {frame_stride}) must be >= 1")
+    try:
+        read = _gif_frames if path.suffix.lower() == ".gif" else _av_frames
+        frames = read(path, num_frames, frame_stride)
+    except (OSError, ValueError) as e:  # PIL.UnidentifiedImageError is an OSError, av.FFmpegError a ValueError
+        raise ValueError(f"cannot read video {path} ({_first_line(e)}); pass an MP4 or GIF") from None
+    if not frames:
+        raise ValueError(f"video {path} has no frames")
+    if len({f.shape for f in frames}) != 1:
+        raise ValueError(f"video {path} has frames of different sizes")
+    return np.stack(frames)
 
 
-def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
-    """A first-frame image -> (3, H, W) in [-1, 1]; checks the size against the model's."""
-    import imageio.v3 as iio
+def video_fps(path: str | Path) -> float | None:
+    """Frames per second from a video file's metadata (a GIF: 1000 / its mean frame duration in ms),
+    None when the file does not say."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".gif":
+            with Image.open(path) as im:
+                durations = [fr.info.get("duration", 0) or 0 for fr in ImageSequence.Iterator(im)]
+            mean_ms = float(np.mean(durations)) if durations else 0.0
+            return 1000.0 / mean_ms if mean_ms > 0 else None
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate if container.streams.video else None
+            return float(rate) if rate else None
+    except (OSError, ValueError):
+        return None
 
+
+def read_image_array(path: str | Path) -> np.ndarray:
+    """An image file -> (H, W, 3) uint8 RGB (grey is repeated, alpha dropped, 16-bit scaled to 8)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image {path} does not exist")
@@ -67,9 +117,18 @@ def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
         arr = iio.imread(path)
     except Exception as e:  # imageio raises many types for unreadable files
         raise ValueError(f"cannot read image {path} ({type(e).__name__}); pass a PNG or JPEG") from None
+    if arr.dtype == np.uint16:
+        arr = np.rint(arr / 257.0).astype(np.uint8)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
+        raise ValueError(f"image {path} is not an 8-bit still image ({arr.dtype}, shape {arr.shape}); pass a PNG or JPEG")
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, -1)
-    arr = arr[..., :3]
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
+    """A first-frame image -> (3, H, W) in [-1, 1]; checks the size against the model's."""
+    arr = read_image_array(path)
     if size is not None and arr.shape[:2] != (size, size):
         raise ValueError(f"image {path} is {arr.shape[1]}x{arr.shape[0]} but this model needs {size}x{size}; resize it")
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 127.5 - 1
@@ -77,14 +136,7 @@ def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
 
 def write_image(path: str | Path, image: torch.Tensor) -> Path:
     """(3, H, W) in [-1, 1] -> PNG, atomically."""
-    import imageio.v3 as iio
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    iio.imwrite(tmp, to_uint8_frames(image[:, None])[0])
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, iio.imwrite("<bytes>", to_uint8_frames(image[:, None])[0], extension=".png"))
 
 
 def grid(videos: torch.Tensor, ncols: int, pad: int = 1) -> torch.Tensor:

@@ -7,25 +7,16 @@ import types
 
 import numpy as np
 import pytest
+from synthetic_videos import disk_clip, shifted_texture, texture, upscale_video
 
+from fastlight.cli import main
+from fastlight.data.video import write_video
 from fastlight.evaluate import vbench as vb
-
-
-def _write_mp4(path, frames, fps=8):
-    import imageio.v3 as iio
-
-    iio.imwrite(path, frames, plugin="pyav", codec="libx264", fps=fps)
-
-
-def _write_gif(path, frames, duration_ms=125):
-    from PIL import Image
-
-    ims = [Image.fromarray(f) for f in frames]
-    ims[0].save(path, save_all=True, append_images=ims[1:], duration=duration_ms, loop=0)
+from fastlight.evaluate.vbench.flow import block_factor
 
 
 def _moving(k=1.0, size=24, n=8):
-    return vb._disk_clip(size, [6 + k * t for t in range(n)])
+    return disk_clip(size, [6 + k * t for t in range(n)])
 
 
 def _still_for_gif(n=8):
@@ -35,7 +26,7 @@ def _still_for_gif(n=8):
     return v
 
 
-# --------------------------------------------------------------------------- registry / validation
+# --------------------------------------------------------------------------- registry
 
 def test_dimensions_registry():
     assert set(vb.DIMENSIONS) == {
@@ -52,34 +43,23 @@ def test_dimensions_registry():
     assert {d for d, m in vb.DIMENSIONS.items() if m["needs_image"]} == {"i2v_subject", "i2v_background"}
 
 
-def test_validation_table_all_pass():
-    rows = vb.validation_table()
-    failed = [r for r in rows if not r["pass"]]
-    assert not failed, vb.format_validation_table(failed)
-    assert {r["dimension"] for r in rows} == set(vb.DIMENSIONS)
-    for r in rows:
-        assert set(r) == {"dimension", "case", "expected", "got", "pass"}
-    table = vb.format_validation_table(rows)
-    assert table.count("\n") == len(rows) + 1 and "| NO |" not in table
-
-
 # --------------------------------------------------------------------------- per-video functions
 
 def test_temporal_flickering_is_vbench_formula_and_static_only():
     rng = np.random.default_rng(0)
-    base = vb._texture(20, 28, 1)
+    base = texture(20, 28, 1)
     v = np.clip(base[None].astype(int) + rng.integers(-9, 10, (5, 20, 28, 3)), 0, 255).astype(np.uint8)
     f = v.astype(np.float64)
     expect = (255 - np.mean([np.abs(f[i + 1] - f[i]).mean() for i in range(4)])) / 255
     assert vb.temporal_flickering(v, static_filter=False) == pytest.approx(expect, abs=1e-6)  # float32 as VBench
-    moving = vb._shifted_texture(32, 3.0)
+    moving = shifted_texture(32, 3.0)
     assert not vb.is_static(moving)
     assert vb.temporal_flickering(moving) is None
     assert vb.temporal_flickering(moving, static_filter=False) < 1.0
 
 
 def test_dynamic_degree_protocol():
-    v = vb._shifted_texture(64, 1.0, n=16)
+    v = shifted_texture(64, 1.0, n=16)
     d = vb.dynamic_degree_details(v, fps=16)
     assert d["interval"] == 2 and d["num_sampled"] == 8
     assert d["thres"] == pytest.approx(6.0 * 64 / 256)
@@ -94,20 +74,20 @@ def test_dynamic_degree_protocol():
 
 
 def test_flow_scale_free_and_blocky_upscale():
-    v = vb._shifted_texture(64, 2.0, n=2)
+    v = shifted_texture(64, 2.0, n=2)
     flow = vb.optical_flow(v[0], v[1])
     assert flow.shape == (64, 64, 2)
     assert np.median(flow[8:-8, 8:-8, 0]) == pytest.approx(-2.0, abs=0.2)  # content moves left
     small = _moving(1.0)
-    assert vb._block_factor(small) == 1
-    assert vb._block_factor(vb._upscale_video(small, 8)) == 8
-    assert vb._block_factor(vb._upscale_video(small, 4)) == 4
+    assert block_factor(small) == 1
+    assert block_factor(upscale_video(small, 8)) == 8
+    assert block_factor(upscale_video(small, 4)) == 4
     far = vb.optical_flow(small[0], small[1], method="farneback")
     assert far.shape == (24, 24, 2) and np.isfinite(far).all()
 
 
 def test_motion_smoothness_and_interpolation():
-    still = np.stack([vb._texture(16, 16, 2)] * 5)
+    still = np.stack([texture(16, 16, 2)] * 5)
     assert vb.motion_smoothness(still) == pytest.approx(1.0)
     mid = vb.interpolate_midpoint(still[0], still[0])
     assert np.array_equal(mid, still[0])
@@ -190,8 +170,8 @@ def test_score_videos_errors_are_one_line_valueerrors():
 def video_folder(tmp_path):
     d = tmp_path / "videos"
     d.mkdir()
-    _write_mp4(d / "a_moving.mp4", vb._upscale_video(_moving(1.0), 8))
-    _write_gif(d / "b_still.gif", _still_for_gif())
+    write_video(d / "a_moving.mp4", upscale_video(_moving(1.0), 8), fps=8)
+    write_video(d / "b_still.gif", _still_for_gif(), fps=8)
     (d / "c_empty.mp4").write_bytes(b"")
     (d / "d_garbage.gif").write_bytes(b"GIF89a not really")
     (d / "notes.txt").write_text("ignored")
@@ -212,20 +192,12 @@ def test_evaluate_folder_skips_bad_files_and_writes_json(video_folder, tmp_path)
     assert [p.name for p in out.parent.iterdir()] == ["vbench.json"]  # no temp file left behind
 
 
-def test_read_video_mp4_and_gif(video_folder):
-    frames, fps = vb.read_video(video_folder / "a_moving.mp4")
-    assert frames.shape == (8, 192, 192, 3) and frames.dtype == np.uint8 and fps == pytest.approx(8.0)
-    frames, fps = vb.read_video(video_folder / "b_still.gif")
-    assert frames.shape == (8, 24, 24, 3) and fps == pytest.approx(8.0, rel=0.05)  # GIF stores centiseconds
-    assert len(vb.read_video(video_folder / "c_empty.mp4")[0]) == 0
-
-
 def test_evaluate_folder_images(video_folder, tmp_path):
     import cv2
 
     imgs = tmp_path / "imgs"
     imgs.mkdir()
-    a, b = vb._upscale_video(_moving(1.0), 8)[0], _moving(0.0)[0]
+    a, b = upscale_video(_moving(1.0), 8)[0], _moving(0.0)[0]
     # same stems -> matched by stem, whatever the sorted order of names
     for name, img in (("a_moving", a), ("b_still", b), ("c_empty", b), ("d_garbage", b)):
         cv2.imwrite(str(imgs / f"{name}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
@@ -245,12 +217,24 @@ def test_evaluate_folder_bad_folder(tmp_path):
         vb.evaluate_folder(tmp_path / "missing", progress=False)
 
 
-def test_cli_main(video_folder, tmp_path, capsys):
+def test_cli_verb(video_folder, tmp_path, capsys):
     out = tmp_path / "cli.json"
-    assert vb.main([str(video_folder), "--dims", "dynamic_degree,imaging_quality", "--out", str(out)]) == 0
+    assert main(["vbench", str(video_folder), "--dims", "dynamic_degree,imaging_quality", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["dynamic_degree"]["score"] == 0.5
-    assert "dynamic_degree" in capsys.readouterr().out
-    assert vb.main([str(tmp_path / "missing")]) == 2
+    printed = capsys.readouterr().out
+    assert "dynamic_degree" in printed and "skipped 2: c_empty.mp4, d_garbage.gif" in printed
+    assert main(["vbench", str(tmp_path / "missing")]) == 2
+    assert "not a folder of videos" in capsys.readouterr().err
+    assert main(["vbench"]) == 2  # no folder and no --validate
+    assert "give a folder of videos" in capsys.readouterr().err
+
+
+def test_cli_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["vbench", "--help"])
+    text = capsys.readouterr().out
+    for opt in ("--images", "--fps", "--dims", "--backend", "--out", "--validate"):
+        assert opt in text
 
 
 # --------------------------------------------------------------------------- official backend
@@ -261,7 +245,7 @@ def test_vbench_backend_missing_says_how_to_install(video_folder, monkeypatch):
         vb.evaluate_folder(video_folder, dims=["dynamic_degree"], backend="vbench", progress=False)
     msg = str(e.value)
     assert "pip install vbench" in msg and "\n" not in msg
-    assert vb.main([str(video_folder), "--backend", "vbench", "--dims", "dynamic_degree"]) == 2
+    assert main(["vbench", str(video_folder), "--backend", "vbench", "--dims", "dynamic_degree"]) == 2
 
 
 def test_vbench_backend_lays_out_custom_input_and_maps_results(video_folder, monkeypatch, tmp_path):
