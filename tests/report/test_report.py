@@ -1,7 +1,6 @@
 """fastlight.report: collect a fake run folder (hand-written shapesbench.json, bench JSON, importance.json,
 tiny grid GIFs) and write the Markdown / HTML / JSON report. No model is run."""
 import json
-import math
 import re
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 
 from fastlight.data.video import grid, read_video, to_uint8_frames, write_video
 from fastlight.report import collect, report_command
-from fastlight.report.report import pareto_front, side_by_side_gif, split_grid
+from fastlight.report.samples import side_by_side_gif, split_grid
 
 F, H, N = 5, 8, 3  # frames, clip size, cases per grid
 PALETTE = torch.tensor([[-1.0, -1.0, -1.0], [1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0]])
@@ -187,12 +186,6 @@ def test_gif_without_split_keeps_whole_grids(tmp_path):
     info = side_by_side_gif([("a", str(tmp_path / "a.gif")), ("b", str(tmp_path / "b.gif"))], tmp_path / "s.gif")
     assert info["ideal_once"] is False and info["num_frames"] == 4
     assert read_video(tmp_path / "s.gif").shape[:2] == (4, 2 * (18 + 10))
-
-
-def test_pareto_front():
-    pts = [(1.0, 0.8), (10.0, 0.78), (10.0, 0.5), (5.0, 0.6), (40.0, 0.7)]
-    assert pareto_front(pts) == [0, 1, 4]
-    assert all(math.isfinite(x) for x, _ in pts)
 
 
 def test_empty_run_dir_error(tmp_path):
