@@ -30,6 +30,7 @@ project's layout), or uint8 frames (N, F, H, W, 3) as a numpy array / torch tens
 """
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from pathlib import Path
@@ -38,6 +39,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import linalg
+from tqdm.auto import tqdm
 
 FVD_NUM_FRAMES = 16
 FVD_RESOLUTION = 224
@@ -68,8 +71,6 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     dimensions), `eps` I is added to both covariances and it is taken again. A square root with
     a small imaginary part (round-off) keeps its real part. Round-off below zero is clipped to 0.
     """
-    from scipy import linalg
-
     mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
     mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
     s1 = np.atleast_2d(np.asarray(sigma1, dtype=np.float64))
@@ -168,8 +169,6 @@ def _detector_kwargs(detector) -> dict:
     try:
         names = {a.name for a in detector.forward.schema.arguments}
     except AttributeError:  # a plain nn.Module (not scripted): pass what its signature names
-        import inspect
-
         names = set(inspect.signature(detector.forward).parameters)
     return {k: v for k, v in wanted.items() if k in names}
 
@@ -183,11 +182,7 @@ def i3d_features(videos, detector, batch_size: int = 16, device: str | torch.dev
         raise ValueError("no videos given")
     kwargs = _detector_kwargs(detector)
     feats = []
-    starts = range(0, len(units), batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="i3d", leave=False)
+    starts = tqdm(range(0, len(units), batch_size), desc="i3d", leave=False, disable=not progress)
     with torch.no_grad():
         for i in starts:
             x = torch.stack([_resize_crop(_fit_frames(v, num_frames), resolution) * 2 - 1 for v in units[i:i + batch_size]])
