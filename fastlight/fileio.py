@@ -1,8 +1,9 @@
 """Atomic file writes and the project's one JSON rule.
 
-Every output goes to a hidden temporary file in the same folder and is renamed over the target
-only once it is complete, so a crash or a bad input never leaves a half-written file
-(`atomic_path` is the one mechanism; the writers below and `fastlight.data.video` use it).
+Every output goes to a hidden temporary file (or folder) beside the target and is renamed over it
+only once it is complete, so a crash or a bad input never leaves a half-written output
+(`atomic_path` for files, used by the writers below and `fastlight.data.video`; `atomic_dir` for
+folders such as a saved model).
 
 JSON rule (`to_json_safe`, applied by `atomic_write_json`): non-finite floats (NaN, +inf, -inf)
 become null, numpy / torch scalars and arrays become Python numbers and lists, tuples become
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -33,6 +35,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def atomic_dir(out: str | Path) -> Iterator[Path]:
+    """A hidden empty temporary folder beside `out`; when the block ends without an error it takes
+    `out`'s place in one rename (an existing `out` is moved aside first, put back if the rename
+    fails, and deleted after); on an error it is removed and `out` is left as it was."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    for p in (tmp, old):
+        if p.exists():
+            shutil.rmtree(p)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old.exists():
+                os.replace(old, out)
+            raise
+    finally:
+        for p in (tmp, old):
+            if p.exists():
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastlight.fileio import atomic_path, atomic_write_json, atomic_write_text, to_json_safe
+from fastlight.fileio import atomic_dir, atomic_path, atomic_write_json, atomic_write_text, to_json_safe
 
 
 def test_to_json_safe_rule():
@@ -38,3 +38,19 @@ def test_atomic_path_keeps_the_old_file_on_error(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash while writing")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["t.txt"]
+
+
+def test_atomic_dir_replaces_whole_folder_or_nothing(tmp_path):
+    out = tmp_path / "model"
+    with atomic_dir(out) as d:
+        (d / "a.txt").write_text("1")
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as d:
+            (d / "b.txt").write_text("half")
+            raise RuntimeError("crash while saving")
+    assert [p.name for p in out.iterdir()] == ["a.txt"]  # untouched
+    with atomic_dir(out) as d:
+        (d / "c.txt").write_text("2")
+    assert [p.name for p in out.iterdir()] == ["c.txt"]  # replaced, not merged
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary or old folder left
