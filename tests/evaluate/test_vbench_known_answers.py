@@ -4,19 +4,14 @@ the README). Each group of checks is one test; `python tests/evaluate/test_vbenc
 from __future__ import annotations
 
 import functools
-import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from synthetic_videos import disk_clip, shifted_texture, texture, upscale_video  # beside this file
 
-sys.path.insert(0, str(Path(__file__).parent))  # run as a script: the helper module beside this file
-
-from synthetic_videos import disk_clip, shifted_texture, texture, upscale_video  # noqa: E402
-
-from fastlight.evaluate.vbench import (DIMENSIONS, aesthetic_quality, background_consistency,  # noqa: E402
+from fastlight.evaluate.vbench import (DIMENSIONS, aesthetic_quality, background_consistency,
                                        dynamic_degree, dynamic_degree_details, i2v_background, i2v_subject,
                                        imaging_quality, motion_smoothness, subject_consistency, temporal_flickering)
 
@@ -166,6 +161,11 @@ GROUPS = (dynamic_degree_checks, temporal_flickering_checks, motion_smoothness_c
           i2v_checks, quality_checks)
 
 
+@functools.cache
+def _rows(group) -> tuple[dict, ...]:
+    return tuple(group())
+
+
 def validation_table() -> list[dict]:
     """Every check's row, grouped by dimension in DIMENSIONS' order (cases keep their order)."""
     order = {d: i for i, d in enumerate(DIMENSIONS)}
@@ -180,11 +180,6 @@ def format_validation_table(rows: list[dict]) -> str:
         lines.append(f"| {r['dimension']} | {DIMENSIONS[r['dimension']]['kind']} | {r['case']} | {r['expected']} | "
                      f"{r['got']} | {'yes' if r['pass'] else 'NO'} |")
     return "\n".join(lines)
-
-
-@functools.cache
-def _rows(group) -> tuple[dict, ...]:
-    return tuple(group())
 
 
 @pytest.mark.parametrize("group", GROUPS, ids=lambda g: g.__name__)
