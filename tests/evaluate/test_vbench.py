@@ -1,7 +1,9 @@
-"""VBench-style dimensions: synthetic known answers, VBench's formulas, folder I/O, errors."""
+"""VBench-style dimensions: VBench's formulas and protocols, score_videos, folder I/O, the verb, errors (the
+known-answer table is test_vbench_known_answers.py)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import types
 
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 from synthetic_videos import disk_clip, shifted_texture, texture, upscale_video
 
+from fastlight import cli
 from fastlight.cli import main
 from fastlight.data.video import write_video
 from fastlight.evaluate import vbench as vb
@@ -235,6 +238,15 @@ def test_cli_help_lists_every_option(capsys):
     text = capsys.readouterr().out
     for opt in ("--images", "--fps", "--dims", "--backend", "--out", "--validate"):
         assert opt in text
+
+
+def test_cli_validate_runs_the_known_answer_checks(capfd, monkeypatch, tmp_path):
+    assert main(["vbench", "--validate"]) == 0
+    out = capfd.readouterr().out
+    assert "| dimension | kind | case |" in out and re.search(r"\n(\d+)/\1 passed in", out)  # all of them
+    monkeypatch.setattr(cli, "VBENCH_CHECKS", tmp_path / "missing.py")  # an installed package: no tests folder
+    assert main(["vbench", "--validate"]) == 2
+    assert "known-answer checks of a source checkout" in capfd.readouterr().err
 
 
 # --------------------------------------------------------------------------- official backend
