@@ -36,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--onnx", default=None, help="folder from `fastlight export --format onnx` (default: export now)")
     ap.add_argument("--prompt", default="a red circle moving left quickly")
     ap.add_argument("--steps", type=int, default=None, help="override the model's own sampler's steps")
-    ap.add_argument("--guidance", "--cfg", dest="cfg", type=float, default=None,
+    ap.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
                     help="override the model's own sampler's guidance")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
@@ -108,7 +108,7 @@ def main(argv=None) -> dict:
             export_s = time.perf_counter() - t0
         den = load_model(a.model, "torch")
         ox = load_model(str(onnx_dir), "onnx")  # its session uses `threads` intra-op threads
-        choice = choose_sampler(resolve_model_path(a.model), num_steps=a.steps, guidance=a.cfg)
+        choice = choose_sampler(resolve_model_path(a.model), num_steps=a.steps, guidance=a.guidance)
         print(choice.line)
         world = world_of(den)
         spec = shapes_spec(a.prompt, world, a.seed)

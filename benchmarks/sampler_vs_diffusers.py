@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from fastlight.diffusion.sampling import euler_sample, shifted_grid
+from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond
 from fastlight.models.wan import WanDenoiser
 
@@ -126,12 +127,6 @@ def _sdpa_context(name: str):
 
 def _stats(times: list[float]) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "times_s": times}
-
-
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    from fastlight.fileio import atomic_write_json
-
-    atomic_write_json(path, obj)
 
 
 def main(argv=None) -> dict:
@@ -229,7 +224,7 @@ def main(argv=None) -> dict:
         res["compile_max_abs_diff"] = (last["ours"].float() - last["ours_eager"].float()).abs().max().item()
     _print_table(res)
     if a.out:
-        _write_json_atomic(Path(a.out), res)
+        atomic_write_json(Path(a.out), res)
     return res
 
 

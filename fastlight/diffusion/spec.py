@@ -178,24 +178,29 @@ def model_folder(path: str | Path) -> Path | None:
     return None
 
 
+def model_shift(path: str | Path) -> float:
+    """The shift the model was trained with (its fastlight.json), else DEFAULT_SHIFT."""
+    meta_file = (model_folder(path) or Path(path)) / "fastlight.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    return float(meta.get("shift", DEFAULT_SHIFT))
+
+
 def own_sampler(path: str | Path) -> tuple[SamplerSpec, str]:
     """The model's own sampler and where it came from: its sampler.json, or (none written, e.g. a
     Stage II or pruned model) the default Euler sampler with the model's shift from fastlight.json."""
     folder = model_folder(path) or Path(path)
     if (folder / FILE).is_file():
         return SamplerSpec.load(folder), f"from {folder / FILE}"
-    meta_file = folder / "fastlight.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    shift = float(meta.get("shift", DEFAULT_SHIFT))
-    return SamplerSpec.euler(shift=shift), f"the default: {folder} has no {FILE}"
+    return SamplerSpec.euler(shift=model_shift(folder)), f"the default: {folder} has no {FILE}"
 
 
 def override(own: SamplerSpec, sampler: str | None = None, num_steps: int | None = None,
              guidance: float | None = None, shift: float | None = None,
-             timesteps=None) -> SamplerSpec:
+             timesteps=None, default_shift: float = DEFAULT_SHIFT) -> SamplerSpec:
     """`own` with the given fields replaced. Fields not given keep `own`'s values while the kind
-    stays, and take the kind's defaults when it changes (euler: 50 steps, guidance 4, own shift or 3;
-    few_step: steps evenly spaced from 1000, 4 by default, guidance 1). `timesteps` implies few_step.
+    stays, and take the kind's defaults when it changes (euler: 50 steps, guidance 4, `default_shift`
+    (the model's); few_step: steps evenly spaced from 1000, 4 by default, guidance 1). `timesteps`
+    implies few_step.
 
     A few-step student was trained for its timesteps: overriding any part of its sampler without
     naming the sampler (`sampler="few_step"` or `"euler"`) is refused with one line."""
@@ -218,7 +223,7 @@ def override(own: SamplerSpec, sampler: str | None = None, num_steps: int | None
             raise SamplerError("timesteps only apply to the few_step sampler (euler uses steps and shift)")
         return SamplerSpec.euler(num_steps if num_steps is not None else own.num_steps if same else DEFAULT_EULER_STEPS,
                                  guidance if guidance is not None else own.guidance if same else DEFAULT_EULER_GUIDANCE,
-                                 shift if shift is not None else own.shift if own.shift is not None else DEFAULT_SHIFT)
+                                 shift if shift is not None else own.shift if same else default_shift)
     if shift is not None:
         raise SamplerError("shift only applies to the euler sampler (few_step uses timesteps)")
     if timesteps is not None:
@@ -247,7 +252,7 @@ def choose_sampler(path: str | Path, given: SamplerSpec | None = None, **overrid
     if given is not None:
         return Choice(given, f"sampler: {given.describe()} (set by the caller)")
     own, source = own_sampler(path)
-    spec = override(own, **overrides)
+    spec = override(own, **overrides, default_shift=model_shift(path))
     if spec == own:
         return Choice(own, f"sampler: {own.describe()} (the model's own, {source})")
     return Choice(spec, f"sampler: {spec.describe()} (explicit override; the model's own: {own.describe()})")

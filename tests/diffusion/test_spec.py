@@ -110,18 +110,20 @@ def test_partial_overrides_of_a_few_step_student_are_refused():
         assert "few-step student" in msg and "--sampler" in msg and "\n" not in msg
     # naming the sampler makes the override explicit
     assert override(STUDENT, sampler="euler", num_steps=28, guidance=4) == SamplerSpec.euler(28, 4.0, 3.0)
+    assert override(STUDENT, sampler="euler", default_shift=5.0) == SamplerSpec.euler(50, 4.0, 5.0)  # the model's shift
     assert override(STUDENT, sampler="few_step", num_steps=2) == SamplerSpec.few_step((1000, 500), 1.0)
     assert override(STUDENT, sampler="few_step") == STUDENT
 
 
 def test_choose_sampler_says_which_it_used(tmp_path):
     (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "fastlight.json").write_text(json.dumps({"shift": 5.0}))
     STUDENT.save(tmp_path)
     own = choose_sampler(tmp_path)
     assert own.spec == STUDENT and "the model's own" in own.line and "sampler.json" in own.line
     assert choose_sampler(tmp_path, sampler="few_step", num_steps=None).spec == STUDENT  # None = not given
     over = choose_sampler(tmp_path, sampler="euler", num_steps=28, guidance=4.0)
-    assert over.spec == SamplerSpec.euler(28, 4.0, 3.0) and "explicit override" in over.line
+    assert over.spec == SamplerSpec.euler(28, 4.0, 5.0) and "explicit override" in over.line  # the model's shift
     assert STUDENT.describe() in over.line
     given = choose_sampler(tmp_path, TEACHER)
     assert given.spec == TEACHER and "set by the caller" in given.line

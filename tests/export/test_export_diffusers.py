@@ -84,11 +84,12 @@ def test_fastlight_sample_runs_on_the_export_and_the_run(exported, student, tmp_
     assert (tmp_path / "c.gif").stat().st_size > 0
 
 
-def test_euler_teacher_without_sampler_json(tmp_path, shapes_model_factory):
+def test_euler_teacher_without_sampler_json(tmp_path, shapes_model_factory, capsys):
     """A model without sampler.json exports with the Euler scheduler and its shift; CFG 4."""
     src = shapes_model_factory(tmp_path / "teacher", num_layers=2, perturb=0.1)
     out = tmp_path / "teacher_diffusers"
     assert main(["export", str(src), "--format", "diffusers", "--out", str(out)]) == 0
+    assert "sampler: 50 Euler steps (shift 3), guidance 4 (the model's own, the default" in capsys.readouterr().out
     info = json.loads((out / "fastlight_export.json").read_text())
     assert info["sampler"]["sampler"] == "euler" and info["call"]["guidance_scale"] == 4.0
     assert SamplerSpec.load(out / "transformer") == SamplerSpec.euler(50, 4.0, 3.0)  # the default, written down
