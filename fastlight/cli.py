@@ -22,10 +22,17 @@ def _sampler_args(s) -> None:
     s.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
                    help="w in v_uncond + w (v_cond - v_uncond); 1 = no guidance (default: the model's own)")
     s.add_argument("--shift", type=float, default=None, help="Euler grid shift (default: the model's own)")
+    s.add_argument("--timesteps", default=None, help="few-step timesteps, e.g. 1000,750,500,250 (implies few_step)")
 
 
 def _sampler_overrides(a) -> dict:
-    return {"sampler": a.sampler, "num_steps": a.steps, "guidance": a.guidance, "shift": a.shift}
+    timesteps = None
+    if a.timesteps is not None:
+        try:
+            timesteps = tuple(float(t) for t in a.timesteps.split(",") if t.strip())
+        except ValueError:
+            raise ValueError(f"--timesteps {a.timesteps!r}: give comma-separated numbers, e.g. 1000,750,500,250") from None
+    return {"sampler": a.sampler, "num_steps": a.steps, "guidance": a.guidance, "shift": a.shift, "timesteps": timesteps}
 
 
 def _sample(a):
@@ -45,7 +52,7 @@ def _demo(a):
     from fastlight.shapes.generate import demo_command
 
     out = demo_command(a.out, a.model, a.seed, _sampler_overrides(a))
-    print(f"demo videos in {out}/ (open {out}/grid.gif: top = teacher samples, bottom = ideal clips)")
+    print(f"demo videos in {out}/ (open {out}/grid.gif: top = the model's samples, bottom = ideal clips)")
 
 
 def _evaluate_teacher(a):

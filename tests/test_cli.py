@@ -139,6 +139,8 @@ def test_sample_few_step_student_uses_its_sampler_and_refuses_steps(tiny_shapes_
     rc, stdout, err = _run(capsys, *base, "--sampler", "euler", "--steps", "2", "--guidance", "3")
     assert rc == 0, err
     assert "sampler: 2 Euler steps (shift 3), guidance 3 (explicit override" in stdout
+    rc, stdout, err = _run(capsys, *base, "--sampler", "few_step", "--timesteps", "1000")
+    assert rc == 0 and "sampler: 1 few-step step at timesteps 1000, no guidance (explicit override" in stdout, err
 
 
 def test_evaluate_and_bench_of_a_student_folder_use_its_sampler(shapes_model_factory, tmp_path, capsys):

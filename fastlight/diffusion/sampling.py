@@ -44,6 +44,7 @@ from fastlight.diffusion.grids import few_step_grid, shifted_grid  # noqa: F401 
 from fastlight.diffusion.spec import SamplerSpec
 from fastlight.models.denoiser import Cond, Denoiser
 
+
 # ---- guidance --------------------------------------------------------------------------------
 def cfg_velocity(
     denoiser: Denoiser,

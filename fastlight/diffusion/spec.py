@@ -109,9 +109,10 @@ class SamplerSpec:
         """One phrase, e.g. '50 Euler steps (shift 3), guidance 4' or '4 few-step steps at timesteps
         1000/750/500/250, no guidance'."""
         w = "no guidance" if self.guidance == 1 else f"guidance {self.guidance:g}"
+        steps = "step" if self.num_steps == 1 else "steps"
         if self.kind == "euler":
-            return f"{self.num_steps} Euler steps (shift {self.shift:g}), {w}"
-        return f"{self.num_steps} few-step steps at timesteps {'/'.join(f'{t:g}' for t in self.timesteps)}, {w}"
+            return f"{self.num_steps} Euler {steps} (shift {self.shift:g}), {w}"
+        return f"{self.num_steps} few-step {steps} at timesteps {'/'.join(f'{t:g}' for t in self.timesteps)}, {w}"
 
     # ---- files ----
     def to_json(self) -> dict:
@@ -204,38 +205,35 @@ def override(own: SamplerSpec, sampler: str | None = None, num_steps: int | None
 
     A few-step student was trained for its timesteps: overriding any part of its sampler without
     naming the sampler (`sampler="few_step"` or `"euler"`) is refused with one line."""
-    given = {k: v for k, v in dict(num_steps=num_steps, guidance=guidance, shift=shift, timesteps=timesteps).items()
+    given = {k: v for k, v in dict(steps=num_steps, guidance=guidance, shift=shift, timesteps=timesteps).items()
              if v is not None}
     if sampler is None and not given:
         return own
     if own.kind == "few_step" and sampler is None:
-        flags = ", ".join(f"--{k.replace('num_', '')}" for k in given)
-        raise SamplerError(f"this model is a few-step student ({own.describe()}, from its sampler.json): {flags} "
-                           "would change what it was trained for; drop it, or name the sampler to override it "
-                           "explicitly (--sampler few_step or --sampler euler)")
-    kind = sampler or ("few_step" if timesteps is not None else own.kind)
-    kind = kind.lower().replace("-", "_")
+        raise SamplerError(f"this model is a few-step student ({own.describe()}, from its sampler.json): its "
+                           f"{' and '.join(given)} would change what it was trained for; drop that, or name the sampler "
+                           "to override it explicitly (--sampler few_step|euler, or sampler= in a bench spec)")
+    kind = (sampler or ("few_step" if timesteps is not None else own.kind)).lower().replace("-", "_")
     if kind not in KINDS:
         raise SamplerError(f"sampler must be euler or few_step, got {sampler!r}")
     same = kind == own.kind
+
+    def pick(value, own_value, default):  # given > own (same kind) > the kind's default
+        return value if value is not None else own_value if same else default
+
     if kind == "euler":
         if timesteps is not None:
             raise SamplerError("timesteps only apply to the few_step sampler (euler uses steps and shift)")
-        return SamplerSpec.euler(num_steps if num_steps is not None else own.num_steps if same else DEFAULT_EULER_STEPS,
-                                 guidance if guidance is not None else own.guidance if same else DEFAULT_EULER_GUIDANCE,
-                                 shift if shift is not None else own.shift if same else default_shift)
+        return SamplerSpec.euler(pick(num_steps, own.num_steps, DEFAULT_EULER_STEPS),
+                                 pick(guidance, own.guidance, DEFAULT_EULER_GUIDANCE), pick(shift, own.shift, default_shift))
     if shift is not None:
         raise SamplerError("shift only applies to the euler sampler (few_step uses timesteps)")
-    if timesteps is not None:
-        ts = tuple(float(t) for t in timesteps)
-        if num_steps is not None and num_steps != len(ts):
-            raise SamplerError(f"steps={num_steps} but {len(ts)} timesteps given")
-    elif num_steps is not None:
-        ts = even_timesteps(num_steps)
-    else:
-        ts = own.timesteps if same else DEFAULT_FEW_STEP_TIMESTEPS
-    return SamplerSpec.few_step(ts, guidance if guidance is not None else own.guidance if same
-                                else DEFAULT_FEW_STEP_GUIDANCE)
+    if timesteps is not None and num_steps is not None and num_steps != len(timesteps):
+        raise SamplerError(f"steps={num_steps} but {len(timesteps)} timesteps given")
+    if timesteps is None and num_steps is not None:
+        timesteps = even_timesteps(num_steps)
+    return SamplerSpec.few_step(pick(timesteps, own.timesteps, DEFAULT_FEW_STEP_TIMESTEPS),
+                                pick(guidance, own.guidance, DEFAULT_FEW_STEP_GUIDANCE))
 
 
 class Choice(NamedTuple):
