@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from fastlight.diffusion.spec import SamplerSpec, override
 from fastlight.fileio import atomic_write_json, atomic_write_text
 from fastlight.models.load import resolve_model_path
 from fastlight.run.pipeline import Run, RunConfig, _recipe_config, _train, bench_spec as spec, sampling_of, student_sampling
@@ -70,19 +71,15 @@ class Study:
         return _train(recipe, _recipe_config(recipe, base, {**self.c.stage3, **over}))
 
     # ---- measurements ----
-    def shapesbench(self, name: str, model: Path | str, sampler: str | None = None, steps: int | None = None,
-                    cfg: float | None = None, skip=()) -> dict:
+    def shapesbench(self, name: str, model: Path | str, sampler: SamplerSpec | None = None, skip=()) -> dict:
+        """ShapesBench of `model` with `sampler` (default: how the run samples it, `sampling_of`)."""
         from fastlight.shapes.bench import evaluate_command
 
         out = self.root / "eval" / name
         if (out / "shapesbench.json").exists():
             return json.loads((out / "shapesbench.json").read_text())
-        s_list = None
-        if sampler is None:
-            sm = sampling_of(Path(model), self.c)
-            sampler, steps, cfg, s_list = sm["sampler"], sm["steps"], sm["cfg"], sm["s_list"]
-        return evaluate_command(str(model), str(out), steps, cfg, sampler, self.eval_cases, self.c.seed, s_list=s_list,
-                                skip=skip, save_videos=False)
+        return evaluate_command(str(model), str(out), sampler or sampling_of(model, self.c), num_cases=self.eval_cases,
+                                seed=self.c.seed, skip=skip, save_videos=False)
 
     def tweedie_error(self, model: Path, skip) -> tuple[float, float]:
         import torch
@@ -133,7 +130,7 @@ def main(argv=None) -> dict:
     drop = sorted(plan["drop_blocks"])
     student = st.run.stage3_model
     four = student_sampling(st.run)
-    teacher_sampling = {"sampler": "euler", "steps": st.c.teacher_steps, "cfg": st.c.cfg_scale}
+    teacher_sampling = sampling_of(st.c.teacher, st.c)
     teacher_spec = spec(st.c.teacher, teacher_sampling)
     found: dict = {}
     t0 = time.time()
@@ -180,7 +177,7 @@ def main(argv=None) -> dict:
         run_teacher = run_dir / teacher_eval_dir(st.c) / "shapesbench.json"
         res = {"joint 4 steps, 30% pruned": st.shapesbench("beta2=0.25_run", student),
                "teacher": json.loads(run_teacher.read_text()) if st.eval_cases == st.c.eval_cases and run_teacher.exists()
-               else st.shapesbench("teacher", st.c.teacher, "euler", st.c.teacher_steps, st.c.cfg_scale)}
+               else st.shapesbench("teacher", st.c.teacher, teacher_sampling)}
         if "joint" in only:  # the step-only DMD2 baseline at 4 steps (issue #5) and at 3 (about the joint's cost)
             for k, ts in ((4, [1000, 750, 500, 250]), (3, [1000, 667, 333])):
                 dmd2 = st.stage3(f"dmd2_{k}steps", recipe="dmd2", teacher=st.c.teacher, timesteps=ts)
@@ -188,8 +185,9 @@ def main(argv=None) -> dict:
                 res[f"step-only {k} steps, unpruned"] = st.shapesbench(f"dmd2_{k}steps", dmd2)
         if "stage3" in only:
             k28 = "Stage II, 28 Euler steps + CFG, pruned"
-            specs[k28] = spec(st.run.stage2_model, {"sampler": "euler", "steps": 28, "cfg": st.c.cfg_scale}, drop)
-            res[k28] = st.shapesbench("stage2_28steps", st.run.stage2_model, "euler", 28, st.c.cfg_scale, skip=drop)
+            euler28 = override(sampling_of(st.run.stage2_model, st.c), sampler="euler", num_steps=28)
+            specs[k28] = spec(st.run.stage2_model, euler28, drop)
+            res[k28] = st.shapesbench("stage2_28steps", st.run.stage2_model, euler28, skip=drop)
         times = st.bench(specs)
         rows = {k: {**motion(res[k]), "time_s": times[k], "speedup": times["teacher"] / times[k]} for k in specs}
         score = {k: r["score"] for k, r in rows.items()}

@@ -4,7 +4,7 @@
     python benchmarks/onnx_vs_torch.py --model runs/x/model --onnx runs/x_onnx --out onnx_vs_torch.json
 
 Both sides sample the same Shapes clip (same prompt, first frame, noise and re-noising stream)
-with the model's own sampler (a student's sampler.json; else Euler `--steps` with CFG `--cfg`):
+with the model's own sampler (its sampler.json; `--steps` / `--guidance` override it explicitly):
 
 - torch: `load_denoiser(MODEL)` (the diffusers WanTransformer3DModel in fastlight's adapter);
 - onnx:  `OnnxDenoiser` over `--onnx DIR/transformer.onnx` (exported into a temporary folder with
@@ -35,15 +35,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--model", default=DEFAULT_MODEL if Path(DEFAULT_MODEL).is_dir() else "shapes-teacher")
     ap.add_argument("--onnx", default=None, help="folder from `fastlight export --format onnx` (default: export now)")
     ap.add_argument("--prompt", default="a red circle moving left quickly")
-    ap.add_argument("--steps", type=int, default=50, help="Euler models only")
-    ap.add_argument("--cfg", type=float, default=4.0, help="Euler models only")
+    ap.add_argument("--steps", type=int, default=None, help="override the model's own sampler's steps")
+    ap.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
+                    help="override the model's own sampler's guidance")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads for both (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the result as JSON (atomically)")
     a = ap.parse_args(argv)
-    if a.repeats < 1 or a.warmup < 0 or a.steps < 1:
+    if a.repeats < 1 or a.warmup < 0 or (a.steps is not None and a.steps < 1):
         ap.error("need --repeats >= 1, --warmup >= 0, --steps >= 1")
     return a
 
@@ -88,8 +89,10 @@ def forward_diff(den, ox) -> float:
 
 
 def main(argv=None) -> dict:
-    from fastlight.shapes.generate import generate_few_step, generate_shapes, shapes_spec, world_of
-    from fastlight.sample import load_model, model_sampler
+    from fastlight.diffusion.spec import choose_sampler
+    from fastlight.models.load import resolve_model_path
+    from fastlight.sample import load_model
+    from fastlight.shapes.generate import generate, shapes_spec, world_of
 
     a = parse_args(argv)
     if a.threads:
@@ -105,15 +108,14 @@ def main(argv=None) -> dict:
             export_s = time.perf_counter() - t0
         den = load_model(a.model, "torch")
         ox = load_model(str(onnx_dir), "onnx")  # its session uses `threads` intra-op threads
-        student = model_sampler(a.model)
+        choice = choose_sampler(resolve_model_path(a.model), num_steps=a.steps, guidance=a.guidance)
+        print(choice.line)
         world = world_of(den)
         spec = shapes_spec(a.prompt, world, a.seed)
         image = spec.image[None]
 
         def run(model):
-            if student is not None:
-                return generate_few_step(model, [a.prompt], image, student.s_list, student.cfg_scale, a.seed)
-            return generate_shapes(model, [a.prompt], image, a.steps, a.cfg, a.seed)
+            return generate(model, [a.prompt], image, choice.spec, a.seed)
 
         sides = {"torch": Counting(den), "onnx": Counting(ox)}
         times, forwards, last = {k: [] for k in sides}, {k: [] for k in sides}, {}
@@ -135,7 +137,7 @@ def main(argv=None) -> dict:
             "max_abs_diff_forward": forward_diff(den, ox),
             "max_abs_diff_video": (last["onnx"] - last["torch"]).abs().max().item(),
             "settings": {"model": str(a.model), "onnx": str(a.onnx or "exported to a temporary folder"),
-                         "sampler": student.to_json() if student else {"sampler": "euler", "steps": a.steps, "cfg": a.cfg},
+                         "sampler": choice.spec.to_json(),
                          "nfe_per_video": len(sides["torch"].times), "prompt": a.prompt, "repeats": a.repeats,
                          "warmup": a.warmup, "threads": threads, "export_s": export_s,
                          "opset": ox.info.get("opset")},

@@ -1,6 +1,6 @@
 """Our Euler CFG sampler vs the stock diffusers WanPipeline, side by side in one run.
 
-    python benchmarks/sampler_vs_diffusers.py                       # CPU, float32, 20 steps, cfg 5
+    python benchmarks/sampler_vs_diffusers.py                       # CPU, float32, 20 steps, guidance 5
     python benchmarks/sampler_vs_diffusers.py --device cuda --dtype bfloat16 --compile --out bench.json
 
 Both sides drive the SAME randomly initialised tiny `WanTransformer3DModel` with the same
@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from fastlight.diffusion.sampling import euler_sample, shifted_grid
+from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond
 from fastlight.models.wan import WanDenoiser
 
@@ -44,7 +45,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--cfg", type=float, default=5.0, help="guidance scale w (v_u + w (v_c - v_u)); 1 = none")
+    ap.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=5.0,
+                    help="guidance scale w (v_u + w (v_c - v_u)); 1 = none")
     ap.add_argument("--shift", type=float, default=5.0)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
@@ -127,12 +129,6 @@ def _stats(times: list[float]) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "times_s": times}
 
 
-def _write_json_atomic(path: Path, obj: dict) -> None:
-    from fastlight.fileio import atomic_write_json
-
-    atomic_write_json(path, obj)
-
-
 def main(argv=None) -> dict:
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
@@ -172,17 +168,17 @@ def main(argv=None) -> dict:
     noise_f32 = noise.float()  # the pipeline keeps its latents in float32 (same values as ours)
 
     def run_ours() -> torch.Tensor:
-        return euler_sample(den, noise, cond, grid, cfg_scale=a.cfg)
+        return euler_sample(den, noise, cond, grid, guidance=a.guidance)
 
     def run_diffusers() -> torch.Tensor:
         return pipe(
             prompt_embeds=text, negative_prompt_embeds=neg_text, latents=noise_f32.clone(),
-            num_inference_steps=a.steps, guidance_scale=a.cfg, output_type="latent",
+            num_inference_steps=a.steps, guidance_scale=a.guidance, output_type="latent",
         ).frames
 
     runners = {"ours": run_ours, "diffusers": run_diffusers}
     if eager is not None:
-        runners["ours_eager"] = lambda: euler_sample(eager, noise, cond, grid, cfg_scale=a.cfg)
+        runners["ours_eager"] = lambda: euler_sample(eager, noise, cond, grid, guidance=a.guidance)
     first = {}
     times = {k: [] for k in runners}
     last = {}
@@ -207,9 +203,9 @@ def main(argv=None) -> dict:
         "ratio": statistics.median(times["ours"]) / statistics.median(times["diffusers"]),
         "max_abs_diff": max_abs_diff,
         "mean_abs_change_from_noise": moved,
-        "nfe_per_video": a.steps * (2 if a.cfg != 1 else 1),
+        "nfe_per_video": a.steps * (2 if a.guidance != 1 else 1),
         "settings": {
-            "steps": a.steps, "cfg": a.cfg, "shift": a.shift, "repeats": a.repeats, "warmup": a.warmup,
+            "steps": a.steps, "guidance": a.guidance, "shift": a.shift, "repeats": a.repeats, "warmup": a.warmup,
             "batch_size": a.batch_size, "latent_shape": list(shape), "text_len": a.text_len,
             "device": str(device), "dtype": a.dtype, "compile": a.compile, "sdpa": a.sdpa,
             "wan_config": {k: list(v) if isinstance(v, tuple) else v for k, v in wan_config(a).items()},
@@ -228,13 +224,13 @@ def main(argv=None) -> dict:
         res["compile_max_abs_diff"] = (last["ours"].float() - last["ours_eager"].float()).abs().max().item()
     _print_table(res)
     if a.out:
-        _write_json_atomic(Path(a.out), res)
+        atomic_write_json(Path(a.out), res)
     return res
 
 
 def _print_table(res: dict) -> None:
     s = res["settings"]
-    print(f"# {s['device']} {s['dtype']} compile={s['compile']} sdpa={s['sdpa']} | steps {s['steps']} cfg {s['cfg']} "
+    print(f"# {s['device']} {s['dtype']} compile={s['compile']} sdpa={s['sdpa']} | steps {s['steps']} guidance {s['guidance']} "
           f"shift {s['shift']} | latents {tuple(s['latent_shape'])} | {s['params'] / 1e6:.2f}M params | "
           f"{s['repeats']} repeats, {s['warmup']} warmup")
     print("| sampler | median s/video | min | max |")

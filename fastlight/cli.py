@@ -16,10 +16,31 @@ def _pretrain(a):
     print(f"teacher written to {out}")
 
 
+def _sampler_args(s) -> None:
+    """The explicit override of a model's own sampler (sampler.json); nothing given = the model's own."""
+    s.add_argument("--sampler", default=None, choices=["euler", "few_step"],
+                   help="override the model's own sampler (needed to override a few-step student's)")
+    s.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own)")
+    s.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
+                   help="w in v_uncond + w (v_cond - v_uncond); 1 = no guidance (default: the model's own)")
+    s.add_argument("--shift", type=float, default=None, help="Euler grid shift (default: the model's own)")
+    s.add_argument("--timesteps", default=None, help="few-step timesteps, e.g. 1000,750,500,250 (implies few_step)")
+
+
+def _sampler_overrides(a) -> dict:
+    timesteps = None
+    if a.timesteps is not None:
+        try:
+            timesteps = tuple(float(t) for t in a.timesteps.split(",") if t.strip())
+        except ValueError:
+            raise ValueError(f"--timesteps {a.timesteps!r}: give comma-separated numbers, e.g. 1000,750,500,250") from None
+    return {"sampler": a.sampler, "num_steps": a.steps, "guidance": a.guidance, "shift": a.shift, "timesteps": timesteps}
+
+
 def _sample(a):
     from fastlight.sample import sample_command
 
-    for p in sample_command(a.model, a.prompt, a.out, a.image, a.steps, a.cfg, a.seed, a.shift, backend=a.backend):
+    for p in sample_command(a.model, a.prompt, a.out, a.image, a.seed, _sampler_overrides(a), backend=a.backend):
         print(p)
 
 
@@ -38,14 +59,14 @@ def _info_parser(sub) -> None:
 def _demo(a):
     from fastlight.shapes.generate import demo_command
 
-    out = demo_command(a.out, a.model, a.steps, a.cfg, a.seed)
-    print(f"demo videos in {out}/ (open {out}/grid.gif: top = teacher samples, bottom = ideal clips)")
+    out = demo_command(a.out, a.model, a.seed, _sampler_overrides(a))
+    print(f"demo videos in {out}/ (open {out}/grid.gif: top = the model's samples, bottom = ideal clips)")
 
 
 def _evaluate_teacher(a):
     from fastlight.shapes.teacher_eval import evaluate_teacher
 
-    evaluate_teacher(a.model, a.num_cases, a.steps, a.cfg, a.seed, a.out, record=a.record)
+    evaluate_teacher(a.model, a.num_cases, a.seed, a.out, record=a.record, overrides=_sampler_overrides(a))
 
 
 def _analyze(a):
@@ -67,8 +88,8 @@ def _evaluate(a):
     from fastlight.shapes.bench import evaluate_command
 
     skip = tuple(int(i) for i in a.skip.split(",") if i.strip()) if a.skip else ()
-    res = evaluate_command(a.model, a.out, a.steps, a.cfg, a.sampler, a.num_cases, a.seed, save_videos=not a.no_videos,
-                           skip=skip, vbench=not a.no_vbench)
+    res = evaluate_command(a.model, a.out, overrides=_sampler_overrides(a), num_cases=a.num_cases, seed=a.seed,
+                           save_videos=not a.no_videos, skip=skip, vbench=not a.no_vbench)
     print(f"ShapesBench score {res['score']:.3f} (ideal clips {res['ideal']['score']:.3f}); details in {a.out}/shapesbench.json")
 
 
@@ -191,11 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="shapes-teacher", help="model folder or 'shapes-teacher'")
     s.add_argument("--prompt", required=True)
     s.add_argument("--image", default=None, help="first frame PNG (default: drawn from the prompt with --seed)")
-    s.add_argument("--steps", type=int, default=None, help="Euler steps (default 50; a few-step student uses its own)")
-    s.add_argument("--cfg", type=float, default=None,
-                   help="guidance w in v_uncond + w (v_cond - v_uncond) (default 4; a few-step student uses its own)")
+    _sampler_args(s)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--shift", type=float, default=None)
     s.add_argument("--out", default="clip.mp4", help=".mp4 (a .gif is written beside it)")
     s.add_argument("--backend", default="torch", choices=["torch", "onnx"],
                    help="onnx: run MODEL's transformer.onnx (from `fastlight export --format onnx`) with onnxruntime")
@@ -206,8 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="sample the shipped teacher on several prompts")
     s.add_argument("--out", default="runs/demo")
     s.add_argument("--model", default="shapes-teacher")
-    s.add_argument("--steps", type=int, default=50)
-    s.add_argument("--cfg", type=float, default=4.0)
+    _sampler_args(s)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_demo)
 
@@ -242,9 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="ShapesBench (+ VBench-style dimensions) of a Shapes model")
     s.add_argument("model", help="model folder or 'shapes-teacher'")
     s.add_argument("--out", default="runs/evaluate")
-    s.add_argument("--steps", type=int, default=50)
-    s.add_argument("--cfg", type=float, default=4.0)
-    s.add_argument("--sampler", default="euler", choices=["euler", "few_step"])
+    _sampler_args(s)
     s.add_argument("--num-cases", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--skip", default="", help="comma list of block ids to skip")
@@ -282,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="end-to-end time per video of several models, side by side")
     s.add_argument("--model", action="append", required=True,
-                   help="PATH_OR_PRESET[:steps=N,cfg=W,sampler=euler|few_step,skip=1+2,timesteps=1000+750+500+250] (repeat)")
+                   help="PATH_OR_PRESET[:sampler=euler|few_step,steps=N,guidance=W,shift=S,timesteps=1000+750+500+250,"
+                        "skip=1+2] (repeat); without options, the model's own sampler (its sampler.json)")
     s.add_argument("--batch-size", type=int, default=1)
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--warmup", type=int, default=1)
@@ -301,8 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate-teacher", help="the teacher's quality bar on held-out cases (oracle)")
     s.add_argument("--model", default="shapes-teacher")
     s.add_argument("--num-cases", type=int, default=64)
-    s.add_argument("--steps", type=int, default=50)
-    s.add_argument("--cfg", type=float, default=4.0)
+    _sampler_args(s)
     s.add_argument("--seed", type=int, default=10_000)
     s.add_argument("--out", default=None, help="write the figures as JSON here")
     s.add_argument("--record", action="store_true", help="also store the figures in the model's fastlight.json")

@@ -11,9 +11,10 @@ def _seed():
     torch.manual_seed(0)
 
 
-def save_tiny_shapes_model(path, num_layers: int = 2, perturb: float = 0.0):
+def save_tiny_shapes_model(path, num_layers: int = 2, perturb: float = 0.0, sampler=None):
     """A tiny untrained Shapes-world Wan saved like the shipped teacher. Untrained Wan blocks start
-    near-identity (zero-init modulation): `perturb` adds noise to the blocks so every block acts."""
+    near-identity (zero-init modulation): `perturb` adds noise to the blocks so every block acts.
+    `sampler`: a SamplerSpec to save as its sampler.json (none: the default Euler sampler applies)."""
     from fastlight.shapes.preset import SHAPES_TEACHER_CONFIG
     from fastlight.models.wan import WanDenoiser
 
@@ -25,6 +26,8 @@ def save_tiny_shapes_model(path, num_layers: int = 2, perturb: float = 0.0):
             for p in m.model.blocks.parameters():
                 p.add_(perturb * torch.randn_like(p))
     m.save(path, {"kind": "shapes-teacher", "world": {"size": 24, "num_frames": 8}, "shift": 3.0})
+    if sampler is not None:
+        sampler.save(path)
     return path
 
 

@@ -128,10 +128,39 @@ def test_sample_few_step_student_uses_its_sampler_and_refuses_steps(tiny_shapes_
 
     student = tmp_path / "student"
     shutil.copytree(tiny_shapes_model, student)
+    # the DMD recipe's sampler.json form (fastlight/distill/dmd.py), read by the SamplerSpec
     (student / "sampler.json").write_text(json.dumps({"sampler": "few_step", "timesteps": [1000, 500],
                                                       "s_list": [1.0, 0.5], "cfg_scale": 1.0}))
     base = ["sample", "--model", str(student), "--prompt", "a red circle moving left quickly", "--out", str(tmp_path / "c.mp4")]
     rc, stdout, _ = _run(capsys, *base)
-    assert rc == 0 and "few-step student: timesteps [1000, 500]" in stdout
+    assert rc == 0 and "2 few-step steps at timesteps 1000/500, no guidance (the model's own" in stdout
     rc, _, err = _run(capsys, *base, "--steps", "8")
-    assert rc == 2 and "drop --steps/--cfg" in err and len(err.strip().splitlines()) == 1
+    assert rc == 2 and "few-step student" in err and "--sampler" in err and len(err.strip().splitlines()) == 1
+    rc, stdout, err = _run(capsys, *base, "--sampler", "euler", "--steps", "2", "--guidance", "3")
+    assert rc == 0, err
+    assert "sampler: 2 Euler steps (shift 3), guidance 3 (explicit override" in stdout
+    rc, stdout, err = _run(capsys, *base, "--sampler", "few_step", "--timesteps", "1000")
+    assert rc == 0 and "sampler: 1 few-step step at timesteps 1000, no guidance (explicit override" in stdout, err
+
+
+def test_evaluate_and_bench_of_a_student_folder_use_its_sampler(shapes_model_factory, tmp_path, capsys):
+    """`fastlight evaluate` / `bench` of a few-step student default to its sampler.json and say so."""
+    import json
+
+    from fastlight.diffusion.spec import SamplerSpec
+
+    student = shapes_model_factory(tmp_path / "student", sampler=SamplerSpec.few_step((1000, 500)))
+    rc, out, err = _run(capsys, "evaluate", str(student), "--out", str(tmp_path / "ev"), "--num-cases", "2",
+                        "--no-videos", "--no-vbench")
+    assert rc == 0, err
+    doc = json.loads((tmp_path / "ev" / "shapesbench.json").read_text())
+    assert (doc["sampler"], doc["num_steps"], doc["nfe_per_video"]) == ("few_step", 2, 2)
+    assert "the model's own" in out
+    rc, out, err = _run(capsys, "bench", "--model", str(student), "--model", f"{student}:sampler=euler,steps=2",
+                        "--repeats", "1", "--warmup", "0", "--out", str(tmp_path / "b.json"))
+    assert rc == 0, err
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [(r["sampler"], r["nfe"]) for r in rows] == [("few_step", 2), ("euler", 4)]
+    assert "the model's own" in out and "explicit override" in out
+    rc, _, err = _run(capsys, "evaluate", str(student), "--out", str(tmp_path / "ev2"), "--guidance", "4")
+    assert rc == 2 and "few-step student" in err and len(err.strip().splitlines()) == 1

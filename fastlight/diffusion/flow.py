@@ -3,7 +3,6 @@
     x_t = (1 - s) * x0 + s * eps        (noising, s in [0, 1], timestep = 1000 s)
     v   = eps - x0                       (the velocity the network predicts)
     x0_hat = x_t - s * v                 (Tweedie / the flow's clean estimate)
-    eps_hat = x_t + (1 - s) * v
     shift(s) = k s / (1 + (k - 1) s)    (Wan / SD3 timestep shift, k = `shift`)
 """
 from __future__ import annotations
@@ -29,10 +28,6 @@ def v_target(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 def x0_from_v(x_t: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Tweedie's clean estimate x0_hat = x_t - s v (done in float32)."""
     return (x_t.float() - _bcast(s, x_t.float()) * v.float()).to(x_t.dtype)
-
-
-def eps_from_v(x_t: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return (x_t.float() + (1 - _bcast(s, x_t.float())) * v.float()).to(x_t.dtype)
 
 
 def shift_s(s: torch.Tensor | float, shift: float) -> torch.Tensor | float:

@@ -1,5 +1,12 @@
-"""Samplers (DESIGN.md section 1): Euler ODE with classifier-free guidance, and the
-stochastic few-step sampler of distilled students. Small pure functions over a `Denoiser`.
+"""Samplers (DESIGN.md section 1) with one head, k-diffusion style: the Euler ODE and the stochastic
+few-step sampler of distilled students share one signature
+
+    euler_sample(denoiser, noise, cond, levels, guidance=1.0, generator=None, skip=(), progress=False)
+    few_step_sample(denoiser, noise, cond, levels, guidance=1.0, generator=None, skip=(), progress=False)
+
+and one loop (`_integrate`): the same guided velocity (`cfg_velocity`, the one CFG of the samplers),
+the same skip set, the same first-frame pinning; they differ only in their update. `sample(denoiser,
+noise, cond, spec)` runs the sampler a `SamplerSpec` names (fastlight/diffusion/spec.py).
 
 Notation (rectified flow, as in Wan):
     x_t    = (1 - s) x0 + s eps            s in [0, 1], timestep = 1000 s
@@ -7,7 +14,7 @@ Notation (rectified flow, as in Wan):
     x0_hat = x_t - s v                      Tweedie / the flow's clean estimate
 
 CFG in the DMD2 / diffusers form (DESIGN.md: "we use the first form everywhere"):
-    v_cfg = v(uncond) + w (v(cond) - v(uncond))          w = cfg_scale; w = 1: no guidance
+    v_cfg = v(uncond) + w (v(cond) - v(uncond))          w = guidance; w = 1: no guidance
 
 Euler ODE on a decreasing grid s_0 > s_1 > ... > s_N (= 0):
     x_{i+1} = x_i + (s_{i+1} - s_i) v_cfg(x_i, s_i)
@@ -27,65 +34,15 @@ Tensor shapes: x, noise (B, C, F, H, W); s (B,) for the denoiser; grids are 1-D.
 """
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
-import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from fastlight.diffusion.flow import pin_first_frame
+from fastlight.diffusion.grids import few_step_grid, shifted_grid  # noqa: F401  (re-exported: the samplers' grids)
+from fastlight.diffusion.spec import SamplerSpec
 from fastlight.models.denoiser import Cond, Denoiser
-
-NUM_TRAIN_TIMESTEPS = 1000
-
-
-# ---- noise-level grids ---------------------------------------------------------------------
-def shifted_grid(num_steps: int, shift: float) -> torch.Tensor:
-    """The num_steps + 1 noise levels s_0 = 1 > ... > s_{N-1} > s_N = 0 of an N-step Euler run.
-
-    Bit-for-bit the `sigmas` that diffusers' `FlowMatchEulerDiscreteScheduler(shift=shift)`
-    (num_train_timesteps = 1000, no dynamic shifting) holds after `set_timesteps(num_steps)`:
-      1. training table: t = 1000, 999, ..., 1 (float32), s = t / 1000, shifted
-         s' = shift s / (1 + (shift - 1) s) in float32; s_max = s'[0] (= 1), s_min = s'[-1];
-      2. a float64 linspace of timesteps from 1000 s_max to 1000 s_min with N entries,
-         divided by 1000 and shifted AGAIN (so s_min is shifted twice), cast to float32;
-      3. a terminal 0 appended.
-    Returns a float32 tensor (N + 1,).
-    """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
-        raise ValueError(f"steps must be an integer, got {num_steps!r}")
-    if num_steps < 1:
-        raise ValueError(f"steps must be >= 1, got {num_steps}")
-    if not shift > 0:
-        raise ValueError(f"shift must be > 0, got {shift}")
-    n_train = NUM_TRAIN_TIMESTEPS
-    # 1. the scheduler's training table (float32 torch, op by op as diffusers does it)
-    t_train = torch.from_numpy(np.linspace(1, n_train, n_train, dtype=np.float32)[::-1].copy())  # (1000,)
-    s_train = t_train / n_train
-    s_train = shift * s_train / (1 + (shift - 1) * s_train)
-    s_max, s_min = s_train[0].item(), s_train[-1].item()
-    # 2. inference grid (float64 numpy), shifted once more, then float32
-    t = np.linspace(s_max * n_train, s_min * n_train, num_steps)  # (N,)
-    s = t / n_train
-    s = shift * s / (1 + (shift - 1) * s)
-    s = torch.from_numpy(s).to(torch.float32)
-    # 3. terminal level
-    return torch.cat([s, torch.zeros(1)])  # (N + 1,)
-
-
-def few_step_grid(timesteps: Sequence[float] = (1000, 750, 500, 250)) -> list[float]:
-    """Timesteps of a few-step student -> its noise levels s = timestep / 1000.
-
-    E.g. FastVideo's Wan students: [1000, 750, 500, 250] -> [1.0, 0.75, 0.5, 0.25]. These are
-    the levels the network is evaluated at (no terminal 0; `few_step_sample` ends with x0_hat).
-    """
-    timesteps = [float(t) for t in timesteps]
-    if not timesteps:
-        raise ValueError("timesteps must not be empty, e.g. [1000, 750, 500, 250]")
-    if any(not 0 < t <= NUM_TRAIN_TIMESTEPS for t in timesteps):
-        raise ValueError(f"timesteps must lie in (0, {NUM_TRAIN_TIMESTEPS}], got {timesteps}")
-    if any(b >= a for a, b in zip(timesteps, timesteps[1:])):
-        raise ValueError(f"timesteps must be strictly decreasing, got {timesteps}")
-    return [t / NUM_TRAIN_TIMESTEPS for t in timesteps]
 
 
 # ---- guidance --------------------------------------------------------------------------------
@@ -94,11 +51,11 @@ def cfg_velocity(
     x_t: torch.Tensor,
     s: torch.Tensor,
     cond: Cond,
-    cfg_scale: float,
+    guidance: float,
     skip: Iterable[int] = (),
     guided: "GuidedCond | None" = None,
 ) -> torch.Tensor:
-    """Guided velocity v = v_u + w (v_c - v_u), v_c = v(x_t, s, cond), v_u = v(x_t, s, null_cond).
+    """Guided velocity v = v_u + w (v_c - v_u), v_c = v(x_t, s, cond), v_u = v(x_t, s, null_cond), w = guidance.
 
     `guided`: the null condition and the stacked (cond, uncond) batch built once by
     `guided_cond` — samplers pass it so the text is not rebuilt at every step.
@@ -106,24 +63,30 @@ def cfg_velocity(
     cond and uncond run batched in ONE forward (batch 2B, `Cond.cat`). If their text (or
     extra) shapes differ, e.g. a 1-token null text against a longer prompt, the two cannot be
     stacked without padding (which would change the result), so two forwards run instead.
-    cfg_scale == 1 runs the conditional forward only. x_t: (B, C, F, H, W); s: (B,) or scalar.
+    guidance == 1 runs the conditional forward only. x_t: (B, C, F, H, W); s: (B,) or scalar.
     Returns v: (B, C, F, H, W). No grad context is imposed (the caller chooses).
     """
     skip = tuple(skip)
-    if cfg_scale == 1:
+    if guidance == 1:
         return denoiser(x_t, s, cond, skip=skip)
     B = x_t.shape[0]
     s = torch.as_tensor(s, dtype=torch.float32, device=x_t.device)
     s = s.expand(B) if s.ndim == 0 else s  # (B,)
     guided = guided if guided is not None else guided_cond(denoiser, cond)
-    uncond = guided.uncond
     if guided.both is not None:
         v = denoiser(torch.cat([x_t, x_t]), torch.cat([s, s]), guided.both, skip=skip)  # (2B, ...)
         v_c, v_u = v.chunk(2)
     else:
         v_c = denoiser(x_t, s, cond, skip=skip)
-        v_u = denoiser(x_t, s, uncond, skip=skip)
-    return v_u + cfg_scale * (v_c - v_u)
+        v_u = denoiser(x_t, s, guided.uncond, skip=skip)
+    return v_u + guidance * (v_c - v_u)
+
+
+def guided_velocity(denoiser: Denoiser, cond: Cond, guidance: float, skip: Iterable[int] = ()) -> Callable:
+    """(x_t, s) -> `cfg_velocity(...)` with the CFG batch built once (guidance as a wrapper)."""
+    skip = tuple(skip)
+    guided = guided_cond(denoiser, cond) if guidance != 1 else None
+    return lambda x_t, s: cfg_velocity(denoiser, x_t, s, cond, guidance, skip, guided)
 
 
 class GuidedCond(NamedTuple):
@@ -156,45 +119,39 @@ def euler_sample(
     denoiser: Denoiser,
     noise: torch.Tensor,
     cond: Cond,
-    s_grid: torch.Tensor | Sequence[float],
-    cfg_scale: float = 1.0,
+    levels: torch.Tensor | Sequence[float],
+    guidance: float = 1.0,
+    generator: torch.Generator | None = None,
     skip: Iterable[int] = (),
     progress: bool = False,
 ) -> torch.Tensor:
-    """Euler ODE from noise (at s_grid[0]) to the last level of s_grid:
+    """Euler ODE from noise (at levels[0]) to the last level:
 
-        x_{i+1} = x_i + (s_{i+1} - s_i) v_cfg(x_i, s_i),   i = 0 .. len(s_grid) - 2
+        x_{i+1} = x_i + (s_{i+1} - s_i) v_cfg(x_i, s_i),   i = 0 .. len(levels) - 2
 
-    With `s_grid = shifted_grid(N, shift)` this is diffusers' WanPipeline with
-    `FlowMatchEulerDiscreteScheduler(shift=shift)`, N steps and guidance_scale = cfg_scale.
-    noise: (B, C, F, H, W); s_grid: (N + 1,) strictly decreasing in [0, 1].
-    Returns x0 (B, C, F, H, W) in noise's dtype.
+    With `levels = shifted_grid(N, shift)` this is diffusers' WanPipeline with
+    `FlowMatchEulerDiscreteScheduler(shift=shift)`, N steps and guidance_scale = guidance.
+    Deterministic: `generator` is part of the one head and unused. noise: (B, C, F, H, W);
+    levels: (N + 1,) strictly decreasing in [0, 1]. Returns x0 (B, C, F, H, W) in noise's dtype.
     """
-    s_grid = _as_grid(s_grid, "s_grid")
-    if s_grid.numel() < 2:
-        raise ValueError(f"s_grid needs at least 2 levels (start and end), got {s_grid.tolist()}")
-    _check_decreasing(s_grid, "s_grid", lo_inclusive=True)
-    _check_batch(noise, cond)
-    skip = tuple(skip)
-    B = noise.shape[0]
-    x = pin_first_frame(noise.float(), cond.image)  # (B, C, F, H, W) float32 state
-    guided = guided_cond(denoiser, cond) if cfg_scale != 1 else None  # text built once, not per step
-    with torch.inference_mode():
-        for i in _steps(len(s_grid) - 1, progress, "euler"):
-            s, s_next = s_grid[i], s_grid[i + 1]  # 0-d float32
-            v = cfg_velocity(denoiser, x.to(noise.dtype), s.expand(B).to(noise.device), cond, cfg_scale, skip, guided)
-            x = x + (s_next - s).to(x.device) * v.float()
-            x = pin_first_frame(x, cond.image)
-    return x.to(noise.dtype).clone()  # clone outside inference mode: a normal tensor, usable in autograd
+    levels = _as_grid(levels, "levels")
+    if levels.numel() < 2:
+        raise ValueError(f"Euler needs at least 2 levels (start and end), got {levels.tolist()}")
+    _check_decreasing(levels, "levels", lo_inclusive=True)
+
+    def update(x, v, s, s_next, last):
+        return x + (s_next - s) * v
+
+    return _integrate(denoiser, noise, cond, levels, guidance, skip, update, progress, "euler")
 
 
 def few_step_sample(
     denoiser: Denoiser,
     noise: torch.Tensor,
     cond: Cond,
-    s_list: torch.Tensor | Sequence[float],
+    levels: torch.Tensor | Sequence[float],
+    guidance: float = 1.0,
     generator: torch.Generator | None = None,
-    cfg_scale: float = 1.0,
     skip: Iterable[int] = (),
     progress: bool = False,
 ) -> torch.Tensor:
@@ -206,38 +163,56 @@ def few_step_sample(
     and returns x0_hat at the last level. eps_i = torch.randn(shape, generator, float32) drawn
     on the generator's device (the global RNG of noise's device if generator is None), like
     diffusers' `randn_tensor`. Identical to diffusers' FlowMatchEulerDiscreteScheduler with
-    `stochastic_sampling=True` on sigmas s_list + [0], including its RNG use: diffusers also
+    `stochastic_sampling=True` on sigmas levels + [0], including its RNG use: diffusers also
     draws a (discarded, weight 0) eps at the last step, and so do we, so a generator shared
     across calls stays in step with diffusers.
 
-    s_list: (K,) strictly decreasing levels in (0, 1], e.g. `few_step_grid()`; a trailing 0
-    (as in `shifted_grid`'s output) is dropped. noise: (B, C, F, H, W).
+    levels: (K,) strictly decreasing in (0, 1], e.g. `few_step_grid()`; a trailing 0 (as in
+    `shifted_grid`'s output) is dropped. noise: (B, C, F, H, W).
     Returns x0 (B, C, F, H, W) in noise's dtype.
     """
-    s_list = _as_grid(s_list, "s_list")
-    if s_list.numel() >= 2 and s_list[-1] == 0:
-        s_list = s_list[:-1]
-    if s_list.numel() < 1:
-        raise ValueError("s_list needs at least 1 noise level > 0, e.g. few_step_grid() = [1.0, 0.75, 0.5, 0.25]")
-    _check_decreasing(s_list, "s_list", lo_inclusive=False)
-    _check_batch(noise, cond)
-    skip = tuple(skip)
-    B = noise.shape[0]
-    levels = torch.cat([s_list, torch.zeros(1)])  # (K + 1,) the last re-noise has weight 0
+    levels = _as_grid(levels, "levels")
+    if levels.numel() >= 2 and levels[-1] == 0:
+        levels = levels[:-1]
+    if levels.numel() < 1:
+        raise ValueError("levels need at least 1 noise level > 0, e.g. few_step_grid() = [1.0, 0.75, 0.5, 0.25]")
+    _check_decreasing(levels, "levels", lo_inclusive=False)
     rand_device = generator.device if generator is not None else noise.device
+
+    def update(x, v, s, s_next, last):
+        x0_hat = x - s * v
+        eps = torch.randn(x.shape, generator=generator, dtype=torch.float32, device=rand_device).to(x.device)
+        # at the last level s_next = 0: x0_hat itself; eps is drawn anyway to keep the RNG in step with diffusers
+        return x0_hat if last else (1.0 - s_next) * x0_hat + s_next * eps
+
+    levels = torch.cat([levels, torch.zeros(1)])  # (K + 1,) the last re-noise has weight 0
+    return _integrate(denoiser, noise, cond, levels, guidance, skip, update, progress, "few-step")
+
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"euler": euler_sample, "few_step": few_step_sample}
+
+
+def sample(denoiser: Denoiser, noise: torch.Tensor, cond: Cond, spec: SamplerSpec,
+           generator: torch.Generator | None = None, skip: Iterable[int] = (), progress: bool = False) -> torch.Tensor:
+    """Run the sampler `spec` names, at its levels and guidance. noise: (B, C, F, H, W).
+    `generator`: the few-step sampler's re-noising stream (the Euler sampler is deterministic)."""
+    return SAMPLERS[spec.kind](denoiser, noise, cond, spec.levels, spec.guidance, generator, skip, progress)
+
+
+def _integrate(denoiser: Denoiser, noise: torch.Tensor, cond: Cond, levels: torch.Tensor, guidance: float,
+               skip: Iterable[int], update: Callable, progress: bool, desc: str) -> torch.Tensor:
+    """The one loop: x <- update(x, v_cfg(x, s_i), s_i, s_{i+1}, last) over levels (checked, (N + 1,)),
+    the state in float32 and the first frame pinned to the image (TI2V)."""
+    _check_batch(noise, cond)
+    B = noise.shape[0]
+    velocity = guided_velocity(denoiser, cond, guidance, skip)  # the CFG batch is built once, not per step
     x = pin_first_frame(noise.float(), cond.image)  # (B, C, F, H, W) float32 state
-    guided = guided_cond(denoiser, cond) if cfg_scale != 1 else None  # text built once, not per step
+    n = len(levels) - 1
     with torch.inference_mode():
-        for i in _steps(len(s_list), progress, "few-step"):
-            s, s_next = levels[i], levels[i + 1]  # 0-d float32
-            v = cfg_velocity(denoiser, x.to(noise.dtype), s.expand(B).to(noise.device), cond, cfg_scale, skip, guided)
-            x0_hat = pin_first_frame(x - s.to(x.device) * v.float(), cond.image)
-            eps_new = torch.randn(x.shape, generator=generator, dtype=torch.float32, device=rand_device).to(x.device)
-            if i == len(s_list) - 1:
-                x = x0_hat  # = (1 - 0) x0_hat + 0 eps_new; eps_new drawn only to keep RNG streams aligned
-            else:
-                s_next = s_next.to(x.device)
-                x = pin_first_frame((1.0 - s_next) * x0_hat + s_next * eps_new, cond.image)
+        for i in _steps(n, progress, desc):
+            s, s_next = levels[i].to(x.device), levels[i + 1].to(x.device)  # 0-d float32
+            v = velocity(x.to(noise.dtype), s.expand(B).to(noise.device)).float()
+            x = pin_first_frame(update(x, v, s, s_next, i == n - 1), cond.image)
     return x.to(noise.dtype).clone()  # clone outside inference mode: a normal tensor, usable in autograd
 
 
@@ -257,7 +232,7 @@ def _check_decreasing(g: torch.Tensor, name: str, lo_inclusive: bool) -> None:
     lo_ok = g.min() >= 0 if lo_inclusive else g.min() > 0
     if not lo_ok or g.max() > 1:
         interval = "[0, 1]" if lo_inclusive else "(0, 1]"
-        raise ValueError(f"{name} levels must lie in {interval}, got {g.tolist()}")
+        raise ValueError(f"{name} must lie in {interval}, got {g.tolist()}")
 
 
 def _check_batch(noise: torch.Tensor, cond: Cond) -> None:
@@ -272,8 +247,4 @@ def _check_batch(noise: torch.Tensor, cond: Cond) -> None:
 
 
 def _steps(n: int, progress: bool, desc: str):
-    if not progress:
-        return range(n)
-    from tqdm.auto import tqdm
-
-    return tqdm(range(n), desc=desc, leave=False)
+    return tqdm(range(n), desc=desc, leave=False) if progress else range(n)

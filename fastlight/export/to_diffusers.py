@@ -20,8 +20,12 @@ import math
 import shutil
 from pathlib import Path
 
-from fastlight.export.common import (SamplerSpec, atomic_dir, check_out_dir, copy_meta_files, find_model_dir,
-                                     link_or_copy, read_sampler)
+import diffusers
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from fastlight.diffusion.spec import SamplerSpec, choose_sampler
+from fastlight.evaluate.pipelines import pipeline_for
+from fastlight.export.common import atomic_dir, check_out_dir, copy_meta_files, find_model_dir, link_or_copy
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import ModelError
 from fastlight.models.load import load_denoiser
@@ -33,13 +37,11 @@ LINKED_COMPONENTS = ("vae", "text_encoder", "tokenizer", "image_encoder", "image
 
 # ---- scheduler --------------------------------------------------------------------------------
 def scheduler_for(spec: SamplerSpec):
-    """A FlowMatchEulerDiscreteScheduler whose set_timesteps(spec.num_inference_steps) gives the
-    student's levels (few-step, stochastic) or the Euler grid with the model's shift."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
+    """A FlowMatchEulerDiscreteScheduler whose set_timesteps(spec.num_steps) gives the student's
+    levels (few-step, stochastic) or the Euler grid with the model's shift."""
     if spec.kind == "euler":
         return FlowMatchEulerDiscreteScheduler(shift=spec.shift)
-    s = list(spec.s_list)
+    s = spec.levels
     if s[0] != 1.0:
         raise ModelError(f"the student's first timestep is {1000 * s[0]:g}; diffusers' scheduler always starts at "
                          "1000, so only grids starting at 1000 can be exported")
@@ -62,8 +64,6 @@ def scheduler_for(spec: SamplerSpec):
 
 
 def _few_step_scheduler(shift: float, s_list: list[float]):
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
     kw = {"shift_terminal": s_list[-1]} if len(s_list) > 1 else {}
     return FlowMatchEulerDiscreteScheduler(shift=shift, stochastic_sampling=True, **kw)
 
@@ -103,8 +103,6 @@ def find_source_pipeline(model_dir: Path, meta: dict, source: str | None = None)
 
 def model_index(source: Path | None) -> tuple[dict, list[str]]:
     """model_index.json for the export and the component folders to link from the source."""
-    import diffusers
-
     if source is None:
         index = {"_class_name": "WanPipeline", "_diffusers_version": diffusers.__version__,
                  "boundary_ratio": None, "expand_timesteps": False,
@@ -130,14 +128,17 @@ def export_diffusers(run: str, out: str, overwrite: bool = False, source: str | 
     den = load_denoiser(model_dir)
     if den.family != "wan":
         raise ModelError(f"{run} is a {type(den.model).__name__}; `fastlight export` supports Wan students only")
-    spec = read_sampler(model_dir, den.meta)
+    choice = choose_sampler(model_dir)
+    print(choice.line)
+    spec = choice.spec
     scheduler = scheduler_for(spec)
     src = find_source_pipeline(model_dir, den.meta, source)
     index, linked = model_index(src)
     out_dir = check_out_dir(out, overwrite, tuple(p for p in (model_dir, src) if p is not None))
     with atomic_dir(out_dir) as tmp:
         den.model.save_pretrained(tmp / "transformer", safe_serialization=True)
-        copy_meta_files(model_dir, tmp / "transformer", skip=("config.json",))
+        copy_meta_files(model_dir, tmp / "transformer", skip=("config.json", "sampler.json"))
+        spec.save(tmp / "transformer")  # every export says how it samples, the default Euler sampler too
         scheduler.save_pretrained(tmp / "scheduler")
         for comp in linked:
             shutil.copytree(src / comp, tmp / comp, copy_function=link_or_copy)
@@ -150,15 +151,14 @@ def export_info(run, model_dir: Path, src: Path | None, linked: list[str], spec:
     """What the export holds and how to call the pipeline (written as fastlight_export.json)."""
     info = {"format": "diffusers", "run": str(run), "model": str(model_dir), "source_pipeline": str(src) if src else None,
             "linked": linked, "pipeline": index["_class_name"], "sampler": spec.to_json(),
-            "call": {"num_inference_steps": spec.num_inference_steps, "guidance_scale": spec.cfg_scale,
+            "call": {"num_inference_steps": spec.num_steps, "guidance_scale": spec.guidance,
                      "negative_prompt_embeds": "transformer/null_text.safetensors (null_text), padded with zero tokens"},
             "params": sum(p.numel() for p in den.model.parameters())}
-    world = den.meta.get("world")
-    if world:
-        c = den.model.config.in_channels
-        info["latent_shape"] = [c, world["num_frames"], world["size"], world["size"]]
-        info["ti2v"] = ("the stock WanPipeline runs text-to-video; Shapes models are TI2V (clean first frame, "
-                        "timestep 0 on its tokens), which the stock pipelines cannot express in pixel space "
+    pipe = pipeline_for(den)
+    if pipe is not None:  # a plug-in world (e.g. Shapes): its latent layout, and what the stock pipelines cannot do
+        info["latent_shape"] = list(pipe.latent_shape(den))
+        info["ti2v"] = ("the stock WanPipeline runs text-to-video; a pixel-space TI2V model (clean first frame, "
+                        "timestep 0 on its tokens) cannot be expressed by the stock pipelines "
                         "(WanImageToVideoPipeline needs a VAE and assumes a 2x2 spatial patch): use "
                         "`fastlight sample --model DIR` for that")
     return info

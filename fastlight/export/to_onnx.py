@@ -7,6 +7,7 @@
                            output  v (B, C, F, H, W) float32    velocity; B is dynamic, the rest fixed
     DIR/onnx.json          opset, shapes, versions, max |onnxruntime - torch| measured at export
     DIR/config.json, fastlight.json, null_text.safetensors, sampler.json   the student's description
+                                                                (sampler.json: its own SamplerSpec)
 
 The graph is the stock `WanTransformer3DModel.forward` with per-token timesteps (the Wan 2.2 TI2V
 form, which also covers T2V), exported with torch's dynamo exporter (`torch.onnx.export(...,
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from fastlight.diffusion.spec import choose_sampler
+from fastlight.evaluate.pipelines import pipeline_for
 from fastlight.export.common import atomic_dir, check_out_dir, copy_meta_files, find_model_dir
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser, ModelError
@@ -111,19 +114,19 @@ def example_inputs(config: dict, shape: dict, batch: int, seed: int = 0) -> tupl
 
 
 def latent_shape(den: Denoiser, frames, height, width, text_len) -> dict:
-    """The fixed (non-batch) sizes of the graph: the Shapes world's, or the ones given."""
-    world = den.meta.get("world")
-    if world:
-        from fastlight.shapes.text import MAX_OBJECTS
-
-        d = {"frames": world["num_frames"], "height": world["size"], "width": world["size"], "text_len": MAX_OBJECTS}
-    else:
-        d = {}
+    """The fixed (non-batch) sizes of the graph: the ones given, else those of the registered
+    end-to-end pipeline that handles the model (e.g. the Shapes world's; `evaluate/pipelines.py`)."""
+    pipe = pipeline_for(den)
+    d = {}
+    if pipe is not None:
+        _, f, h, w = pipe.latent_shape(den)
+        d = {"frames": f, "height": h, "width": w, "text_len": pipe.text_len(den)}
     given = {"frames": frames, "height": height, "width": width, "text_len": text_len}
     d.update({k: v for k, v in given.items() if v is not None})
     missing = [k for k in ("frames", "height", "width", "text_len") if k not in d]
     if missing:
-        raise ValueError(f"this is not a Shapes model: give the latent sizes --{' --'.join(m.replace('_', '-') for m in missing)}")
+        raise ValueError(f"no registered pipeline knows this model's sizes: give the latent sizes "
+                         f"--{' --'.join(m.replace('_', '-') for m in missing)}")
     bad = [k for k, v in d.items() if v < 1]
     if bad:
         raise ValueError(f"--{bad[0].replace('_', '-')} must be >= 1")
@@ -189,7 +192,10 @@ def export_onnx(run: str, out: str, overwrite: bool = False, opset: int = MIN_OP
         diff = max_diff_vs_torch(den.model, session(tmp / ONNX_FILE), config, shape)
         if diff > TOLERANCE:
             raise ModelError(f"the ONNX graph differs from torch by {diff:.2e} (> {TOLERANCE}); not written")
-        copy_meta_files(model_dir, tmp)
+        copy_meta_files(model_dir, tmp, skip=("sampler.json",))
+        choice = choose_sampler(model_dir)
+        print(choice.line)
+        choice.spec.save(tmp)  # every export says how it samples, the default Euler sampler too
         info = {"format": "onnx", "run": str(run), "model": str(model_dir), "file": ONNX_FILE, "opset": opset,
                 "inputs": {"x": ["batch", config["in_channels"], shape["frames"], shape["height"], shape["width"]],
                            "timestep": ["batch", _num_tokens(config, shape)],

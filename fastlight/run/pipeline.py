@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fastlight.diffusion.spec import SamplerSpec, override, own_sampler
 from fastlight.fileio import atomic_write_json
+from fastlight.models.load import resolve_model_path
 
 METHODS = ("fastlightgen", "vdmini", "lightning", "dmd2", "prune_only")
 PRESETS = ("quick", "full")
@@ -215,17 +217,16 @@ def stage_stage3(run: Run) -> dict:
     return {"recipe": recipe, "model": str(out), "steps": cfg.steps, "timesteps": list(cfg.timesteps)}
 
 
-def sampling_of(model_dir: Path, c: RunConfig) -> dict:
-    """How a model samples: its sampler.json (few-step student) or the teacher's Euler + CFG."""
-    sampler = Path(model_dir) / "sampler.json"
-    if sampler.exists():
-        s = json.loads(sampler.read_text())
-        return {"sampler": "few_step", "steps": len(s["s_list"]), "cfg": float(s.get("cfg_scale", 1.0)),
-                "s_list": s["s_list"], "timesteps": s["timesteps"]}
-    return {"sampler": "euler", "steps": c.teacher_steps, "cfg": c.cfg_scale, "s_list": None, "timesteps": None}
+def sampling_of(model_dir: Path | str, c: RunConfig) -> SamplerSpec:
+    """How a model samples in a run: a few-step student with its own sampler.json; an Euler model
+    (the teacher, a Stage-II-only student) with its own sampler at the run's teacher_steps and cfg_scale."""
+    own, _ = own_sampler(resolve_model_path(model_dir))
+    if own.kind == "few_step":
+        return own
+    return override(own, num_steps=c.teacher_steps, guidance=c.cfg_scale)
 
 
-def student_sampling(run: Run) -> dict:
+def student_sampling(run: Run) -> SamplerSpec:
     return sampling_of(run.student, run.cfg)
 
 
@@ -234,28 +235,28 @@ def teacher_eval_dir(c: RunConfig) -> str:
 
 
 def student_eval_dir(run: Run) -> str:
-    s = student_sampling(run)
-    return f"evaluate/{run.cfg.method}_student_{s['steps']}steps"
+    return f"evaluate/{run.cfg.method}_student_{student_sampling(run).num_steps}steps"
 
 
 def stage_evaluate(run: Run) -> dict:
     from fastlight.shapes.bench import evaluate_command
 
     c = run.cfg
-    s = student_sampling(run)
-    teacher = evaluate_command(c.teacher, str(run.root / teacher_eval_dir(c)), c.teacher_steps, c.cfg_scale, "euler",
-                               c.eval_cases, c.seed)
-    student = evaluate_command(str(run.student), str(run.root / student_eval_dir(run)), s["steps"], s["cfg"],
-                               s["sampler"], c.eval_cases, c.seed, s_list=s["s_list"])
+    teacher = evaluate_command(c.teacher, str(run.root / teacher_eval_dir(c)), sampling_of(c.teacher, c),
+                               num_cases=c.eval_cases, seed=c.seed)
+    student = evaluate_command(str(run.student), str(run.root / student_eval_dir(run)), student_sampling(run),
+                               num_cases=c.eval_cases, seed=c.seed)
     return {"teacher_score": teacher["score"], "student_score": student["score"],
             "teacher_direction": teacher["parts"].get("direction"), "student_direction": student["parts"].get("direction")}
 
 
-def bench_spec(model: Path | str, sampling: dict, skip=()) -> str:
-    """A `fastlight bench` model spec from a sampling dict (sampler, steps, cfg[, timesteps])."""
-    spec = f"{model}:sampler={sampling['sampler']},steps={sampling['steps']},cfg={sampling['cfg']:g}"
-    if sampling.get("timesteps"):
-        spec += ",timesteps=" + "+".join(f"{t:g}" for t in sampling["timesteps"])
+def bench_spec(model: Path | str, sampling: SamplerSpec, skip=()) -> str:
+    """A `fastlight bench` model spec that runs `model` with the sampler `sampling` (and `skip`)."""
+    spec = f"{model}:sampler={sampling.kind},steps={sampling.num_steps},guidance={sampling.guidance:g}"
+    if sampling.kind == "euler":
+        spec += f",shift={sampling.shift:g}"
+    else:
+        spec += ",timesteps=" + "+".join(f"{t:g}" for t in sampling.timesteps)
     if skip:
         spec += ",skip=" + "+".join(str(i) for i in skip)
     return spec
@@ -263,8 +264,7 @@ def bench_spec(model: Path | str, sampling: dict, skip=()) -> str:
 
 def bench_specs(run: Run) -> list[str]:
     c = run.cfg
-    teacher = {"sampler": "euler", "steps": c.teacher_steps, "cfg": c.cfg_scale}
-    return [bench_spec(c.teacher, teacher), bench_spec(run.student, student_sampling(run))]
+    return [bench_spec(c.teacher, sampling_of(c.teacher, c)), bench_spec(run.student, student_sampling(run))]
 
 
 def stage_bench(run: Run) -> dict:
@@ -273,7 +273,8 @@ def stage_bench(run: Run) -> dict:
     rows = bench_command(bench_specs(run), repeats=run.cfg.bench_repeats, warmup=1,
                          out_json=str(run.dir("bench") / "bench.json"), seed=run.cfg.seed)
     return {"teacher_s": rows[0]["time_s"]["median"], "student_s": rows[1]["time_s"]["median"],
-            "speedup": rows[0]["time_s"]["median"] / rows[1]["time_s"]["median"]}
+            "speedup": rows[0]["time_s"]["median"] / rows[1]["time_s"]["median"],
+            "teacher_denoise_s": rows[0]["denoise_s"], "student_denoise_s": rows[1]["denoise_s"]}
 
 
 def stage_report(run: Run) -> dict:
@@ -356,7 +357,7 @@ def headline(run: Run, state: dict) -> str:
     plan = state["stages"].get("2_plan", {}).get("summary") or {}
     if plan.get("removed_fraction") is not None:
         pruned = f", {plan['removed_fraction']:.0%} of the parameters removed"
-    return (f"{run.cfg.method} student ({s['steps']} {s['sampler'].replace('_', '-')} steps{pruned}): ShapesBench "
+    return (f"{run.cfg.method} student ({s.num_steps} {s.kind.replace('_', '-')} steps{pruned}): ShapesBench "
             f"{ev['student_score']:.3f} vs teacher {ev['teacher_score']:.3f} "
             f"({ev['student_score'] / ev['teacher_score']:.1%}); {be['speedup']:.1f}x faster end to end "
             f"({be['student_s'] * 1000:.0f} ms vs {be['teacher_s']:.2f} s per video)")

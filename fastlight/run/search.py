@@ -3,11 +3,13 @@
 A Stage II (dpp) model is one set of weights that runs at any depth, so every (sampling steps,
 prune ratio) pair can be tried without training: for each prune ratio the blocks come from the
 Stage I importance (`depth_plan`, ends kept: the same greedy plan `fastlight plan` writes), and
-the model samples with multi-step Euler + CFG at that depth. Per pair:
+the model samples with its own sampler (its sampler.json; for a Stage II model the default Euler
+sampler, guidance 4) at that step count and depth; `guidance` overrides the sampler's. Per pair:
 
   quality  ShapesBench score on `num_cases` held-out cases (the fixed ShapesBench cases)
-  cost     predicted ms per video = steps x (measured time of one CFG-batched forward at that
-           depth, batch 1, median of `repeats`) + the measured fixed cost (text + decode);
+  cost     predicted ms per video = steps x (measured time of one forward at that depth, batch 1,
+           cond + uncond batched when guided, median of `repeats`) + the measured fixed cost
+           (text + decode);
            forwards are timed side by side in one run, interleaved over depths
 
 Writes search.json and search.png (left: score over steps x parameters kept, the FastLightGen
@@ -22,7 +24,21 @@ from pathlib import Path
 
 import torch
 
+from rich.console import Console
+from rich.table import Table
+from tqdm.auto import tqdm
+
+from fastlight.analyze.importance import importance_rows, read_importance
+from fastlight.analyze.io import atomic_savefig
+from fastlight.analyze.plans import depth_plan
+from fastlight.data import video
+from fastlight.diffusion.spec import choose_sampler, override
 from fastlight.fileio import atomic_write_json
+from fastlight.models.denoiser import Cond
+from fastlight.models.load import load_denoiser, resolve_model_path
+from fastlight.shapes import text
+from fastlight.shapes.bench import shapesbench
+from fastlight.shapes.generate import is_shapes_model, world_of
 
 DEFAULT_STEPS = (2, 4, 8, 16, 32)
 DEFAULT_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -30,8 +46,6 @@ DEFAULT_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 def skips_for_ratios(model, rows: list[dict], ratios) -> dict[float, list[int]]:
     """prune ratio -> blocks to skip (greedy by importance, ends kept); 0 -> none."""
-    from fastlight.analyze.plans import depth_plan
-
     out = {}
     for r in ratios:
         out[r] = [] if r == 0 else sorted(depth_plan(rows, model, r, keep_ends=True, verbose=False)["drop_blocks"])
@@ -39,16 +53,13 @@ def skips_for_ratios(model, rows: list[dict], ratios) -> dict[float, list[int]]:
 
 
 @torch.inference_mode()
-def forward_ms(model, skips: dict[float, list[int]], repeats: int = 5) -> dict[float, float]:
-    """Median ms of one CFG-batched forward (batch 2 = cond + uncond of one video) per depth, interleaved."""
-    from fastlight.shapes import text
-    from fastlight.models.denoiser import Cond
-    from fastlight.shapes.generate import world_of
-
+def forward_ms(model, skips: dict[float, list[int]], repeats: int = 5, guided: bool = True) -> dict[float, float]:
+    """Median ms of one forward of one video per depth, interleaved; `guided`: batch 2 (cond + uncond)."""
     world = world_of(model)
-    x = torch.randn(2, 3, world.num_frames, world.size, world.size)
-    cond = Cond(text.encode(["a red circle moving left quickly"] * 2), torch.zeros(2, 3, 1, world.size, world.size))
-    s = torch.full((2,), 0.5)
+    b = 2 if guided else 1
+    x = torch.randn(b, 3, world.num_frames, world.size, world.size)
+    cond = Cond(text.encode(["a red circle moving left quickly"] * b), torch.zeros(b, 3, 1, world.size, world.size))
+    s = torch.full((b,), 0.5)
     times: dict[float, list[float]] = {r: [] for r in skips}
     for r, k in skips.items():  # warm-up
         model(x, s, cond, skip=k)
@@ -77,14 +88,12 @@ def recommend(rows: list[dict], budget_ms: float) -> dict | None:
     return max(fits, key=lambda r: (r["score"], -r["pred_ms"])) if fits else None
 
 
-def plot(rows: list[dict], steps, ratios, budget_ms: float, best: dict | None, path: Path) -> Path:
+def plot(rows: list[dict], steps, ratios, budget_ms: float, best: dict | None, path: Path, sampler: str = "euler") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from fastlight.analyze.io import atomic_savefig
 
     kept = [1 - r for r in ratios]
     grid = np.array([[next(x["score"] for x in rows if x["steps"] == st and x["prune_ratio"] == r) for st in steps]
@@ -98,7 +107,7 @@ def plot(rows: list[dict], steps, ratios, budget_ms: float, best: dict | None, p
         a.contour(steps, kept, cost, levels=[budget_ms], colors="white", linestyles="--")
     a.set_xscale("log", base=2)
     a.set_xticks(list(steps), [str(s) for s in steps])
-    a.set_xlabel("sampling steps (Euler + CFG)")
+    a.set_xlabel(f"sampling steps ({sampler.replace('_', '-')})")
     a.set_ylabel("DiT parameters kept")
     a.set_title(f"quality; dashed: {budget_ms:g} ms budget")
     if best:
@@ -124,17 +133,8 @@ def plot(rows: list[dict], steps, ratios, budget_ms: float, best: dict | None, p
 
 
 def search_command(model_path: str, budget_ms: float, importance: str | None, out: str, steps=DEFAULT_STEPS,
-                   ratios=DEFAULT_RATIOS, num_cases: int = 16, cfg_scale: float = 4.0, repeats: int = 5,
+                   ratios=DEFAULT_RATIOS, num_cases: int = 16, guidance: float | None = None, repeats: int = 5,
                    seed: int = 0) -> dict:
-    from rich.console import Console
-    from rich.table import Table
-
-    from fastlight.analyze.importance import importance_rows, read_importance
-    from fastlight.shapes.bench import shapesbench
-    from fastlight.models.load import load_denoiser
-    from fastlight.models.load import resolve_model_path
-    from fastlight.shapes.generate import is_shapes_model
-
     if budget_ms <= 0:
         raise ValueError(f"--budget-ms must be > 0, got {budget_ms}")
     steps, ratios = sorted({int(s) for s in steps}), sorted({float(r) for r in ratios})
@@ -144,21 +144,22 @@ def search_command(model_path: str, budget_ms: float, importance: str | None, ou
     model = load_denoiser(path).eval()
     if not is_shapes_model(model):
         raise ValueError(f"{model_path} is not an embedded Shapes model; search scores with the Shapes oracle")
+    choice = choose_sampler(path, guidance=guidance)
+    base = choice.spec
     imp = Path(importance) if importance else _find_importance(path)
     rows_imp = importance_rows(read_importance(imp))
     skips = skips_for_ratios(model, rows_imp, ratios)
     console = Console()
     console.print(f"search {path}: steps {steps} x prune ratios {ratios} ({len(steps) * len(ratios)} pairs, "
                   f"{num_cases} cases each); blocks from {imp}")
-    fwd = forward_ms(model, skips, repeats)
+    console.print(f"{choice.line}; its step count is what the search varies", soft_wrap=True)
+    fwd = forward_ms(model, skips, repeats, guided=base.guidance != 1)
     fixed = _fixed_ms(model, repeats)
     rows = []
-    from tqdm import tqdm
-
     pairs = [(r, st) for r in ratios for st in steps]
     for r, st in tqdm(pairs, desc="search"):
-        res = shapesbench(model, num_cases, "euler", st, cfg_scale, skip=skips[r], seed=seed, progress=False,
-                          vbench=False)
+        spec = override(base, sampler=base.kind, num_steps=st)
+        res = shapesbench(model, spec, num_cases, skip=skips[r], seed=seed, progress=False, vbench=False)
         rows.append({"steps": st, "prune_ratio": r, "skip": skips[r], "params": model.num_params(skips[r]),
                      "removed": 1 - model.num_params(skips[r]) / model.num_params(), "score": round(res["score"], 4),
                      "direction": res["parts"].get("direction"), "pred_ms": round(st * fwd[r] + fixed, 2)})
@@ -176,8 +177,8 @@ def search_command(model_path: str, budget_ms: float, importance: str | None, ou
     console.print(t)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = plot(rows, steps, ratios, budget_ms, best, out_dir / "search.png")
-    doc = {"model": str(path), "importance": str(imp), "budget_ms": budget_ms, "cfg_scale": cfg_scale,
+    png = plot(rows, steps, ratios, budget_ms, best, out_dir / "search.png", base.kind)
+    doc = {"model": str(path), "importance": str(imp), "budget_ms": budget_ms, "sampler": base.to_json(),
            "num_cases": num_cases, "forward_ms": {str(k): round(v, 3) for k, v in fwd.items()}, "fixed_ms": round(fixed, 3),
            "rows": rows, "recommendation": best}
     atomic_write_json(out_dir / "search.json", doc)
@@ -186,7 +187,7 @@ def search_command(model_path: str, budget_ms: float, importance: str | None, ou
         print(f"nothing fits {budget_ms:g} ms: the cheapest pair ({cheapest['steps']} steps, "
               f"{cheapest['removed']:.0%} pruned) needs {cheapest['pred_ms']:.0f} ms")
     else:
-        print(f"recommended under {budget_ms:g} ms: {best['steps']} Euler steps with {best['removed']:.0%} of the "
+        print(f"recommended under {budget_ms:g} ms: {best['steps']} {base.kind.replace('_', '-')} steps with {best['removed']:.0%} of the "
               f"parameters removed (skip {best['skip']}): ShapesBench {best['score']:.3f}, predicted "
               f"{best['pred_ms']:.0f} ms per video. A Stage III DMD run at that depth cuts the steps further.")
     print(f"wrote {out_dir / 'search.json'} and {png}")
@@ -204,10 +205,6 @@ def _find_importance(model_dir: Path) -> Path:
 @torch.inference_mode()
 def _fixed_ms(model, repeats: int) -> float:
     """Text encoding + noise + uint8 conversion of one video (the per-video cost outside the network)."""
-    from fastlight.shapes import text
-    from fastlight.data import video
-    from fastlight.shapes.generate import world_of
-
     world = world_of(model)
     ts = []
     for _ in range(repeats):

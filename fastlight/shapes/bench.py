@@ -9,11 +9,9 @@ case i is the same for every n >= i + 1. Case i's initial noise is drawn by its 
 few-step sampler's fresh noise is drawn batch-wise (one generator per batch, seeded from the
 batch's first case), so its results are reproducible for a fixed `batch_size`.
 
-**Samplers.** `"euler"`: `sampling.euler_sample` on `shifted_grid(num_steps, shift)` (shift from
-the model's fastlight.json, default 3) with CFG `cfg_scale` (DMD2 form, w = 1: no guidance).
-`"few_step"`: `sampling.few_step_sample` on `s_list` (default: `num_steps` evenly spaced
-timesteps from 1000, e.g. 4 -> [1.0, 0.75, 0.5, 0.25]); distilled students normally run with
-`cfg_scale=1`. `skip` runs the model with those blocks skipped (a pruned configuration).
+**Sampler.** A `SamplerSpec` (fastlight/diffusion/spec.py): `evaluate_command` uses the model's
+own (its sampler.json; the default Euler sampler without one) unless told otherwise, and says
+which. `skip` runs the model with those blocks skipped (a pruned configuration).
 
 **Per-video metrics** (the oracle, `shapes.check_clip`, per object; frame 0 is the given
 image, pinned by the sampler):
@@ -64,7 +62,8 @@ ideal clips (`score_real`) give the upper-bound row (score ~ 0.996: the oracle's
 classifier misses a few % of ideal objects).
 
 JSON (`evaluate_command` -> out_dir/shapesbench.json, written atomically): {benchmark,
-version, model, fingerprint, sampler, num_steps, levels, cfg_scale, skip, seed, case_seed,
+version, model, fingerprint, sampler, num_steps, levels, cfg_scale (= the guidance), sampler_spec
+(the SamplerSpec's JSON), skip, seed, case_seed,
 num_cases, world, nfe_per_video, params, params_full, sample_time_s, score, weights, parts,
 metrics, vbench, ideal: {score, parts, metrics, vbench}, per_video: [...], files: [...]}.
 """
@@ -79,13 +78,21 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from fastlight.shapes import text, world as shapes
+from tqdm.auto import tqdm
+
+from fastlight.data import video as vio
+from fastlight.diffusion import sampling
+from fastlight.diffusion.spec import SamplerSpec, choose_sampler
 from fastlight.evaluate.fvd import frechet_distance_features
+from fastlight.fileio import atomic_write_json
+from fastlight.models.denoiser import Cond
+from fastlight.models.load import load_denoiser, model_fingerprint, resolve_model_path
+from fastlight.shapes import text, world as shapes
+from fastlight.shapes.generate import is_shapes_model, world_of
 
 SHAPESBENCH_SEED = 77_000_000
 VERSION = 1
 DEFAULT_NUM_CASES = 64
-SAMPLERS = ("euler", "few_step")
 WEIGHTS: dict[str, float] = {
     "direction": 0.35,
     "speed": 0.15,
@@ -131,43 +138,16 @@ def ideal_videos(cases: Sequence[BenchCase], world: shapes.WorldConfig | None = 
 
 
 # ---- generation ----------------------------------------------------------------------------
-def default_levels(num_steps: int) -> list[float]:
-    """`num_steps` evenly spaced few-step levels from s = 1: 4 -> [1.0, 0.75, 0.5, 0.25]."""
-    from fastlight.diffusion.sampling import few_step_grid
-
-    if num_steps < 1:
-        raise ValueError(f"steps must be >= 1 (got {num_steps})")
-    return few_step_grid([1000.0 * (num_steps - k) / num_steps for k in range(num_steps)])
-
-
-def _levels(model, sampler: str, num_steps: int, s_list) -> list[float]:
-    from fastlight.diffusion import sampling
-
-    if sampler == "euler":
-        if s_list is not None:
-            raise ValueError("s_list is for sampler='few_step'; the Euler sampler uses shifted_grid(num_steps, shift)")
-        return sampling.shifted_grid(num_steps, float(model.meta.get("shift", 3.0))).tolist()
-    if sampler == "few_step":
-        return [float(s) for s in s_list] if s_list is not None else default_levels(num_steps)
-    raise ValueError(f"unknown sampler {sampler!r}; use one of {SAMPLERS}")
-
-
 def _case_noise(case: BenchCase, seed: int, shape) -> torch.Tensor:
     gen = torch.Generator().manual_seed(case.seed + seed * 1_000_003)
     return torch.randn(shape, generator=gen)
 
 
-def generate(model, cases: Sequence[BenchCase], sampler: str = "euler", num_steps: int = 50, cfg_scale: float = 4.0,
-             s_list: Sequence[float] | None = None, skip: Iterable[int] = (), seed: int = 0, batch_size: int = 32,
-             progress: bool = True) -> torch.Tensor:
-    """Generate every case with `model` and the given sampler. Returns (N, 3, F, H, W) in [-1, 1] (cpu)."""
-    from fastlight.diffusion import sampling
-    from fastlight.models.denoiser import Cond
-    from fastlight.shapes.generate import world_of
-
+def generate(model, cases: Sequence[BenchCase], spec: SamplerSpec, skip: Iterable[int] = (), seed: int = 0,
+             batch_size: int = 32, progress: bool = True) -> torch.Tensor:
+    """Generate every case with `model` and the sampler `spec`. Returns (N, 3, F, H, W) in [-1, 1] (cpu)."""
     world = world_of(model)
     skip = tuple(skip)
-    levels = _levels(model, sampler, num_steps, s_list)
     if not cases:
         raise ValueError("no cases given")
     if batch_size < 1:
@@ -180,21 +160,16 @@ def generate(model, cases: Sequence[BenchCase], sampler: str = "euler", num_step
     shape = (3, world.num_frames, world.size, world.size)
     starts = range(0, len(cases), batch_size)
     if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=f"shapesbench {sampler}", unit="batch")
+        starts = tqdm(starts, desc=f"shapesbench {spec.kind}", unit="batch")
     out = []
     for i in starts:
         batch = cases[i:i + batch_size]
         noise = torch.stack([_case_noise(c, seed, shape) for c in batch]).to(device)
         images = torch.stack([c.image for c in batch])[:, :, None]  # (B, 3, 1, H, W)
         cond = Cond(text.encode([c.prompt for c in batch]), images).to(device)
-        if sampler == "euler":
-            x = sampling.euler_sample(model, noise, cond, levels, cfg_scale=cfg_scale, skip=skip, progress=progress)
-        else:
-            gen = torch.Generator(device=device).manual_seed(batch[0].seed + seed * 1_000_003 + 500_000)
-            x = sampling.few_step_sample(model, noise, cond, levels, generator=gen, cfg_scale=cfg_scale,
-                                         skip=skip, progress=progress)
+        # the few-step sampler's re-noising stream: one per batch (the Euler sampler draws none)
+        gen = torch.Generator(device=device).manual_seed(batch[0].seed + seed * 1_000_003 + 500_000)
+        x = sampling.sample(model, noise, cond, spec, generator=gen, skip=skip, progress=progress)
         out.append(x.float().clamp(-1, 1).cpu())
     return torch.cat(out)
 
@@ -351,8 +326,6 @@ def score_videos(videos: torch.Tensor, cases: Sequence[BenchCase], world: shapes
         raise ValueError(f"videos are {tuple(videos.shape[1:])} but the cases' clips are {tuple(ideal.shape[1:])}")
     it = range(len(cases))
     if progress:
-        from tqdm.auto import tqdm
-
         it = tqdm(it, desc="oracle", unit="video", leave=False)
     per_video = [score_video(videos[i], cases[i], world, ideal[i]) for i in it]
     objs = [o for pv in per_video for o in pv["objects"]]
@@ -422,45 +395,35 @@ def vbench_dimensions(videos: torch.Tensor, cases: Sequence[BenchCase], fps: flo
         vb = importlib.import_module("fastlight.evaluate.vbench")
     except ImportError as e:
         return {"skipped": f"fastlight.evaluate.vbench unavailable ({e}); VBench-style dimensions not computed"}
-    from fastlight.data.video import to_uint8_frames
-
-    frames = [to_uint8_frames(v) for v in videos]
-    images = [to_uint8_frames(c.image[:, None])[0] for c in cases]
+    frames = [vio.to_uint8_frames(v) for v in videos]
+    images = [vio.to_uint8_frames(c.image[:, None])[0] for c in cases]
     return _jsonable(vb.score_videos(frames, images, fps))
 
 
 # ---- entry points -----------------------------------------------------------------------------------
-def _nfe(sampler: str, levels: list[float], cfg_scale: float) -> int:
-    steps = len(levels) - 1 if sampler == "euler" else len([s for s in levels if s > 0])
-    return steps * (1 if cfg_scale == 1 else 2)
-
-
-def _bench(model, num_cases, sampler, num_steps, cfg_scale, s_list, skip, seed, batch_size, progress, vbench,
+def _bench(model, spec: SamplerSpec, num_cases, skip, seed, batch_size, progress, vbench,
            case_seed) -> tuple[dict, list[BenchCase], torch.Tensor]:
-    from fastlight.models.load import model_fingerprint
-    from fastlight.shapes.generate import world_of
-
     world = world_of(model)
     cases = make_cases(num_cases, world, case_seed)
     skip = sorted(int(i) for i in skip)
-    levels = _levels(model, sampler, num_steps, s_list)
     t0 = time.time()
-    videos = generate(model, cases, sampler, num_steps, cfg_scale, s_list, skip, seed, batch_size, progress)
+    videos = generate(model, cases, spec, skip, seed, batch_size, progress)
     elapsed = time.time() - t0
     res = {
         "benchmark": "shapesbench",
         "version": VERSION,
         "fingerprint": model_fingerprint(model),
-        "sampler": sampler,
-        "num_steps": len(levels) - 1 if sampler == "euler" else len(levels),
-        "levels": [round(float(s), 6) for s in levels],
-        "cfg_scale": cfg_scale,
+        "sampler": spec.kind,  # sampler / num_steps / cfg_scale: the keys the report joins on
+        "num_steps": spec.num_steps,
+        "levels": [round(float(s), 6) for s in spec.levels],
+        "cfg_scale": spec.guidance,
+        "sampler_spec": spec.to_json(),
         "skip": skip,
         "seed": seed,
         "case_seed": case_seed,
         "num_cases": num_cases,
         "world": {"size": world.size, "num_frames": world.num_frames, "p_two_objects": world.p_two_objects},
-        "nfe_per_video": _nfe(sampler, levels, cfg_scale),
+        "nfe_per_video": spec.nfe,
         "params": model.num_params(skip),
         "params_full": model.num_params(),
         "sample_time_s": round(elapsed, 2),
@@ -469,13 +432,12 @@ def _bench(model, num_cases, sampler, num_steps, cfg_scale, s_list, skip, seed, 
     return res, cases, videos
 
 
-def shapesbench(model, num_cases: int = DEFAULT_NUM_CASES, sampler: str = "euler", num_steps: int = 50,
-                cfg_scale: float = 4.0, s_list: Sequence[float] | None = None, skip: Iterable[int] = (), seed: int = 0,
+def shapesbench(model, spec: SamplerSpec, num_cases: int = DEFAULT_NUM_CASES, skip: Iterable[int] = (), seed: int = 0,
                 batch_size: int = 32, progress: bool = True, vbench: bool = True,
                 case_seed: int = SHAPESBENCH_SEED) -> dict:
-    """Run ShapesBench on a loaded Shapes model; returns the result dict (module doc, JSON layout)."""
-    return _bench(model, num_cases, sampler, num_steps, cfg_scale, s_list, skip, seed, batch_size, progress, vbench,
-                  case_seed)[0]
+    """Run ShapesBench on a loaded Shapes model with the sampler `spec`; returns the result dict
+    (module doc, JSON layout)."""
+    return _bench(model, spec, num_cases, skip, seed, batch_size, progress, vbench, case_seed)[0]
 
 
 def score_real(num_cases: int = DEFAULT_NUM_CASES, world: shapes.WorldConfig | None = None, vbench: bool = True,
@@ -491,8 +453,6 @@ def score_real(num_cases: int = DEFAULT_NUM_CASES, world: shapes.WorldConfig | N
 
 
 def _write_json(path: Path, data: dict) -> None:
-    from fastlight.fileio import atomic_write_json
-
     atomic_write_json(path, _jsonable(data))
 
 
@@ -500,8 +460,6 @@ def save_samples(out_dir: str | Path, videos: torch.Tensor, cases: Sequence[Benc
                  world: shapes.WorldConfig | None = None, num: int = 8, upscale: int = 8) -> list[Path]:
     """grid.gif / grid.mp4 (top row generated, bottom row ideal) of the first `num` cases, and
     case_XXX.gif for the first 4."""
-    from fastlight.data import video as vio
-
     out_dir = Path(out_dir)
     n = min(num, len(cases))
     ideal = ideal_videos(cases[:n], world)
@@ -517,23 +475,21 @@ def save_samples(out_dir: str | Path, videos: torch.Tensor, cases: Sequence[Benc
     return files
 
 
-def evaluate_command(model_path: str, out_dir: str, steps: int = 50, cfg: float = 4.0, sampler: str = "euler",
+def evaluate_command(model_path: str, out_dir: str, sampler: SamplerSpec | None = None, overrides: dict | None = None,
                      num_cases: int = DEFAULT_NUM_CASES, seed: int = 0, save_videos: bool = True,
-                     s_list: Sequence[float] | None = None, skip: Iterable[int] = (), batch_size: int = 32,
-                     vbench: bool = True) -> dict:
-    """Load a Shapes model folder (or 'shapes-teacher'), run ShapesBench, write out_dir/shapesbench.json
+                     skip: Iterable[int] = (), batch_size: int = 32, vbench: bool = True) -> dict:
+    """Load a Shapes model folder (or 'shapes-teacher'), run ShapesBench with its own sampler (or
+    `sampler`, or `overrides` of its own: `spec.override`'s keywords), write out_dir/shapesbench.json
     (atomically) with the ideal upper-bound row under "ideal", and sample GIF/MP4s."""
-    from fastlight.models.load import load_denoiser
-    from fastlight.models.load import resolve_model_path
-    from fastlight.shapes.generate import is_shapes_model, world_of
-
-    model = load_denoiser(resolve_model_path(model_path)).eval()
+    path = resolve_model_path(model_path)
+    model = load_denoiser(path).eval()
     if not is_shapes_model(model):
         raise ValueError(f"{model_path} is not an embedded Shapes model (no world in its fastlight.json); "
                          "ShapesBench needs one")
+    choice = choose_sampler(path, sampler, **(overrides or {}))
+    print(f"{model_path}: {choice.line}")
     out = Path(out_dir)
-    res, cases, videos = _bench(model, num_cases, sampler, steps, cfg, s_list, skip, seed, batch_size, True, vbench,
-                                SHAPESBENCH_SEED)
+    res, cases, videos = _bench(model, choice.spec, num_cases, skip, seed, batch_size, True, vbench, SHAPESBENCH_SEED)
     res = {"model": str(model_path), **res}
     real = score_real(num_cases, world_of(model), vbench=vbench)
     res["ideal"] = {k: real[k] for k in ("score", "parts", "metrics", "vbench")}

@@ -8,6 +8,7 @@ import torch
 
 from fastlight.data import video
 from fastlight.diffusion import sampling
+from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec, choose_sampler
 from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.models.load import load_denoiser, resolve_model_path
 from fastlight.shapes import text, world as shapes
@@ -39,40 +40,24 @@ def shapes_spec(prompt: str, world: shapes.WorldConfig, seed: int, image_path: s
     return ShapesSampleSpec(prompt, shapes.render(clip, world)[:, 0], clip)
 
 
-def generate_shapes(
-    model: Denoiser,
-    prompts: list[str],
-    images: torch.Tensor,
-    num_steps: int = 50,
-    cfg_scale: float = 4.0,
-    seed: int = 0,
-    shift: float | None = None,
-    skip=(),
-    progress: bool = False,
-) -> torch.Tensor:
-    """Sample Shapes videos. images: (B, 3, H, W) first frames. Returns (B, 3, F, H, W)."""
-    if num_steps < 1:
-        raise ValueError(f"steps must be >= 1 (got {num_steps})")
-    world = world_of(model)
-    B = len(prompts)
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(B, 3, world.num_frames, world.size, world.size, generator=gen)
-    cond = Cond(text.encode(prompts), images[:, :, None])
-    grid = sampling.shifted_grid(num_steps, shift if shift is not None else model.meta.get("shift", 3.0))
-    return sampling.euler_sample(model, noise, cond, grid, cfg_scale=cfg_scale, skip=skip, progress=progress).clamp(-1, 1)
-
-
-def generate_few_step(model: Denoiser, prompts: list[str], images: torch.Tensor, s_list, cfg_scale: float = 1.0,
-                      seed: int = 0, progress: bool = False) -> torch.Tensor:
-    """Sample Shapes videos with a student's stochastic few-step sampler. The noise and then the
+def generate(model: Denoiser, prompts: list[str], images: torch.Tensor, spec: SamplerSpec, seed: int = 0,
+             skip=(), progress: bool = False) -> torch.Tensor:
+    """Sample Shapes videos with the sampler `spec`. The noise and then the few-step sampler's
     re-noising eps come from ONE generator seeded `seed` (the stream a stock diffusers pipeline
-    uses after `torch.manual_seed(seed)`). images: (B, 3, H, W). Returns (B, 3, F, H, W)."""
+    uses after `torch.manual_seed(seed)`). images: (B, 3, H, W) first frames. Returns (B, 3, F, H, W)."""
     world = world_of(model)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(len(prompts), 3, world.num_frames, world.size, world.size, generator=gen)
     cond = Cond(text.encode(prompts), images[:, :, None])
-    return sampling.few_step_sample(model, noise, cond, list(s_list), generator=gen, cfg_scale=cfg_scale,
-                                    progress=progress).clamp(-1, 1)
+    return sampling.sample(model, noise, cond, spec, generator=gen, skip=skip, progress=progress).clamp(-1, 1)
+
+
+def generate_shapes(model: Denoiser, prompts: list[str], images: torch.Tensor, num_steps: int = 50,
+                    guidance: float = 4.0, seed: int = 0, shift: float | None = None, skip=(),
+                    progress: bool = False) -> torch.Tensor:
+    """`generate` with `num_steps` Euler steps (shift: the model's own unless given)."""
+    spec = SamplerSpec.euler(num_steps, guidance, shift if shift is not None else model.meta.get("shift", DEFAULT_SHIFT))
+    return generate(model, prompts, images, spec, seed, skip, progress)
 
 
 DEMO_PROMPTS = [
@@ -85,14 +70,18 @@ DEMO_PROMPTS = [
 ]
 
 
-def demo_command(out: str, model_path: str = "shapes-teacher", num_steps: int = 50, cfg_scale: float = 4.0, seed: int = 0) -> Path:
-    """Sample each demo prompt, write each clip and a labelled grid next to its ideal rendering."""
+def demo_command(out: str, model_path: str = "shapes-teacher", seed: int = 0, overrides: dict | None = None) -> Path:
+    """Sample each demo prompt with the model's own sampler (or `overrides` of it: `spec.override`'s
+    keywords), write each clip and a labelled grid next to its ideal rendering."""
     out_dir = Path(out)
-    model = load_denoiser(resolve_model_path(model_path)).eval()
+    path = resolve_model_path(model_path)
+    choice = choose_sampler(path, **(overrides or {}))
+    model = load_denoiser(path).eval()
     world = world_of(model)
+    print(choice.line)
     specs = [shapes_spec(p, world, seed + i) for i, p in enumerate(DEMO_PROMPTS)]
     images = torch.stack([s.image for s in specs])
-    vids = generate_shapes(model, DEMO_PROMPTS, images, num_steps, cfg_scale, seed, progress=True)
+    vids = generate(model, DEMO_PROMPTS, images, choice.spec, seed, progress=True)
     ideal = torch.stack([shapes.render(s.clip, world) for s in specs])
     lines = []
     for i, (p, v) in enumerate(zip(DEMO_PROMPTS, vids)):
@@ -107,7 +96,7 @@ def demo_command(out: str, model_path: str = "shapes-teacher", num_steps: int = 
     video.write_video(out_dir / "grid.gif", video.to_uint8_frames(g, 6), 4)
     video.write_video(out_dir / "grid.mp4", video.to_uint8_frames(g, 6), 4)
     (out_dir / "README.txt").write_text(
-        "grid.gif: top row = teacher samples (50 Euler steps, CFG), bottom row = the world's ideal clip\n" + "\n".join(lines) + "\n"
+        f"grid.gif: top row = samples of {model_path} ({choice.spec.describe()}), bottom row = the world's ideal clip\n" + "\n".join(lines) + "\n"
     )
     for line in lines:
         print(line)

@@ -16,7 +16,8 @@ from fastlight.shapes import world as shapes
 from fastlight.fileio import atomic_write_json
 from fastlight.models.load import load_denoiser
 from fastlight.models.load import resolve_model_path
-from fastlight.shapes.generate import generate_shapes, world_of
+from fastlight.diffusion.spec import choose_sampler
+from fastlight.shapes.generate import generate, world_of
 
 
 def score_videos(videos: torch.Tensor, clips: list[shapes.Clip], world: shapes.WorldConfig) -> dict:
@@ -35,25 +36,31 @@ def score_videos(videos: torch.Tensor, clips: list[shapes.Clip], world: shapes.W
     }
 
 
-def evaluate_teacher(model_path: str = "shapes-teacher", num_cases: int = 64, num_steps: int = 50,
-                     cfg_scale: float = 4.0, seed: int = 10_000, out: str | None = None, batch: int = 32,
-                     record: bool = False) -> dict:
-    model = load_denoiser(resolve_model_path(model_path)).eval()
+def evaluate_teacher(model_path: str = "shapes-teacher", num_cases: int = 64, seed: int = 10_000, out: str | None = None,
+                     batch: int = 32, record: bool = False, overrides: dict | None = None) -> dict:
+    """The oracle's figures for `num_cases` held-out cases sampled with the model's own sampler (or
+    `overrides` of it: `spec.override`'s keywords)."""
+    path = resolve_model_path(model_path)
+    choice = choose_sampler(path, **(overrides or {}))
+    model = load_denoiser(path).eval()
+    print(choice.line)
     world = world_of(model)
     world.p_two_objects = 0.3
     clips = shapes.sample_clips(seed, num_cases, world)
     ideal = shapes.render_batch(clips, world)
     t0 = time.time()
     vids = torch.cat([
-        generate_shapes(model, [c.prompt for c in clips[i:i + batch]], ideal[i:i + batch, :, 0], num_steps, cfg_scale, seed + i, progress=True)
+        generate(model, [c.prompt for c in clips[i:i + batch]], ideal[i:i + batch, :, 0], choice.spec, seed + i, progress=True)
         for i in range(0, num_cases, batch)
     ])
-    res = {"model": str(model_path), "num_cases": num_cases, "num_steps": num_steps, "cfg_scale": cfg_scale, "seed": seed,
-           "sample_time_s": round(time.time() - t0, 1), **score_videos(vids, clips, world)}
+    spec = choice.spec
+    res = {"model": str(model_path), "num_cases": num_cases, "num_steps": spec.num_steps, "cfg_scale": spec.guidance,
+           "sampler": spec.to_json(), "seed": seed, "sample_time_s": round(time.time() - t0, 1),
+           **score_videos(vids, clips, world)}
     res["ideal_reference"] = score_videos(ideal, clips, world)
     print(json.dumps(res, indent=2))
     if record:  # keep the figures with the weights, in the model's manifest
-        meta_path = resolve_model_path(model_path) / "fastlight.json"
+        meta_path = path / "fastlight.json"
         meta = json.loads(meta_path.read_text())
         meta["quality"] = {k: v for k, v in res.items() if k != "model"}
         atomic_write_json(meta_path, meta)

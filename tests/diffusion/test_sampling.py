@@ -1,10 +1,11 @@
-"""fastlight.diffusion.sampling: grids, CFG, Euler ODE and the few-step stochastic sampler,
+"""fastlight.diffusion.sampling: grids, CFG, Euler ODE and the few-step stochastic sampler (one head),
 checked against diffusers' own FlowMatchEulerDiscreteScheduler and WanPipeline."""
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
-from fastlight.diffusion.sampling import cfg_velocity, euler_sample, few_step_grid, few_step_sample, shifted_grid
+from fastlight.diffusion.sampling import cfg_velocity, euler_sample, few_step_grid, few_step_sample, sample, shifted_grid
+from fastlight.diffusion.spec import SamplerSpec
 from fastlight.models.denoiser import Cond
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
 
@@ -163,7 +164,7 @@ def test_euler_with_cfg_one_is_plain_conditional_euler(den, data):
     with torch.no_grad():
         for i in range(3):
             x = x + (grid[i + 1] - grid[i]) * den(x, grid[i].expand(B), cond)
-    out = euler_sample(den, noise, cond, grid, cfg_scale=1.0)
+    out = euler_sample(den, noise, cond, grid, guidance=1.0)
     torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
 
 
@@ -173,7 +174,7 @@ def test_euler_sample_equals_wan_pipeline(den, data, guidance):
     noise, text, _ = data
     steps, shift = 4, 3.0
     ref = run_pipeline(wan_pipeline(den, shift), den, noise, text, steps, guidance)
-    out = euler_sample(den, noise, Cond(text), shifted_grid(steps, shift), cfg_scale=guidance)
+    out = euler_sample(den, noise, Cond(text), shifted_grid(steps, shift), guidance=guidance)
     assert (out - noise).abs().mean() > 0.1  # it really moved
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
@@ -190,12 +191,12 @@ def test_few_step_sample_equals_wan_pipeline_stochastic(den, data, guidance):
     ref = run_pipeline(pipe, den, noise, text, steps, guidance)
     rng_after_pipeline = torch.get_rng_state()
     gen = torch.Generator().manual_seed(seed)
-    out = few_step_sample(den, noise, Cond(text), shifted_grid(steps, shift), generator=gen, cfg_scale=guidance)
+    out = few_step_sample(den, noise, Cond(text), shifted_grid(steps, shift), generator=gen, guidance=guidance)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     # diffusers draws a (zero-weighted) eps at the last step too; so do we: the streams stay aligned
     assert torch.equal(gen.get_state(), rng_after_pipeline)
     # a different seed gives a different sample (the fresh noise matters)
-    other = few_step_sample(den, noise, Cond(text), shifted_grid(steps, shift), torch.Generator().manual_seed(7), guidance)
+    other = few_step_sample(den, noise, Cond(text), shifted_grid(steps, shift), guidance, torch.Generator().manual_seed(7))
     assert (other - out).abs().max() > 1e-3
 
 
@@ -230,8 +231,8 @@ def test_one_step_returns_x0_hat_of_pure_noise(den, data):
 def test_ti2v_first_frame_stays_the_image(den, data):
     noise, text, image = data
     cond = Cond(text, image=image)
-    out_ode = euler_sample(den, noise, cond, shifted_grid(3, 3.0), cfg_scale=3.0)
-    out_few = few_step_sample(den, noise, cond, few_step_grid(), torch.Generator().manual_seed(0), cfg_scale=3.0)
+    out_ode = euler_sample(den, noise, cond, shifted_grid(3, 3.0), guidance=3.0)
+    out_few = few_step_sample(den, noise, cond, few_step_grid(), guidance=3.0, generator=torch.Generator().manual_seed(0))
     for out in (out_ode, out_few):
         assert torch.equal(out[:, :, :1], image)
         assert (out[:, :, 1:] - noise[:, :, 1:]).abs().mean() > 0.1
@@ -244,3 +245,36 @@ def test_outputs_are_ordinary_tensors_in_the_noise_dtype(den, data):
     out = few_step_sample(den, noise, Cond(text), [1.0, 0.5], progress=True)
     assert out.dtype == noise.dtype and not out.is_inference()
     (out * torch.ones_like(out, requires_grad=True)).sum().backward()  # usable as a training input
+
+
+# ---- one head: sample(spec), guidance and skip applied alike ------------------------------------
+def test_sample_runs_the_sampler_its_spec_names(den, data):
+    noise, text, image = data
+    cond = Cond(text, image=image)
+    euler = SamplerSpec.euler(3, guidance=2.5, shift=5.0)
+    torch.testing.assert_close(sample(den, noise, cond, euler),
+                               euler_sample(den, noise, cond, shifted_grid(3, 5.0), guidance=2.5), atol=0, rtol=0)
+    few = SamplerSpec.few_step((1000, 600, 300), guidance=2.0)
+    out = sample(den, noise, cond, few, generator=torch.Generator().manual_seed(4))
+    ref = few_step_sample(den, noise, cond, [1.0, 0.6, 0.3], guidance=2.0, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("spec", [SamplerSpec.euler(2, guidance=3.0), SamplerSpec.few_step((1000, 500), guidance=3.0),
+                                  SamplerSpec.euler(2, guidance=1.0), SamplerSpec.few_step((1000, 500), guidance=1.0)])
+def test_both_samplers_apply_guidance_and_skip_the_same_way(den, data, spec):
+    """Every step is one forward (cond + uncond stacked when guided) with the skip set passed through."""
+    noise, text, _ = data
+
+    class SkipSeen(Counting):
+        def forward(self, x_t, s, cond, skip=()):
+            self.skips = getattr(self, "skips", []) + [tuple(skip)]
+            return super().forward(x_t, s, cond, skip=skip)
+
+    counting = SkipSeen(den)
+    out = sample(counting, noise, Cond(text), spec, generator=torch.Generator().manual_seed(0), skip={1})
+    per_forward = 2 * B if spec.guidance != 1 else B
+    assert counting.batches == [per_forward] * spec.num_steps and counting.skips == [(1,)] * spec.num_steps
+    assert sum(counting.batches) // B == spec.nfe
+    full = sample(den, noise, Cond(text), spec, generator=torch.Generator().manual_seed(0))
+    assert (out - full).abs().max() > 1e-4  # the skipped block mattered

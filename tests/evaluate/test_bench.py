@@ -1,31 +1,30 @@
-"""fastlight.evaluate.bench: spec parsing, counted NFE, side-by-side timing rows, JSON.
-Tiny 2-block Shapes model, few steps, CPU; never asserts on timings."""
+"""fastlight.evaluate.bench: spec parsing, the model's own sampler by default, counted NFE, side-by-side
+timing rows (end to end and denoise only), JSON. Tiny 2-block Shapes model, few steps, CPU; never
+asserts on timings."""
 import json
 
 import pytest
 import torch
 
 from fastlight.diffusion import sampling
-from fastlight.evaluate import bench as B
+from fastlight.evaluate.timing import resolve_device
 from fastlight.evaluate.bench import ModelSpec, bench, bench_callables, bench_command, parse_spec, phase
 
-ROW_KEYS = {"model", "path", "sampler", "steps", "cfg", "skip", "timesteps", "shift", "batch_size", "nfe", "forwards",
-            "dit_params", "time_s", "text_s", "denoise_s", "decode_s", "peak_mem_mb", "mem_method", "speedup", "device"}
+ROW_KEYS = {"model", "path", "sampler", "steps", "cfg", "sampler_spec", "skip", "timesteps", "shift", "batch_size", "nfe",
+            "forwards", "dit_params", "time_s", "text_s", "denoise_s", "decode_s", "peak_mem_mb", "mem_method", "speedup",
+            "denoise_speedup", "device"}
 
 
 # ---- specs ------------------------------------------------------------------------------------
 def test_parse_defaults_and_options():
-    s = parse_spec("shapes-teacher")
-    assert (s.path, s.sampler, s.steps, s.cfg, s.skip, s.timesteps) == ("shapes-teacher", "euler", 50, 4.0, (), None)
-    assert s.expected_nfe == 100
+    s = parse_spec("shapes-teacher")  # no options: the model's own sampler, nothing overridden
+    assert (s.path, s.sampler, s.num_steps, s.guidance, s.shift, s.timesteps, s.skip) == \
+        ("shapes-teacher", None, None, None, None, None, ())
     s = parse_spec("runs/student:steps=4,cfg=1,sampler=few_step,skip=3+1+2")
-    assert (s.path, s.sampler, s.steps, s.cfg, s.skip) == ("runs/student", "few_step", 4, 1.0, (1, 2, 3))
-    assert s.timesteps == (1000.0, 750.0, 500.0, 250.0) and s.expected_nfe == 4
+    assert (s.path, s.sampler, s.num_steps, s.guidance, s.skip) == ("runs/student", "few_step", 4, 1.0, (1, 2, 3))
     assert s.label == "runs/student:steps=4,cfg=1,sampler=few_step,skip=3+1+2"
-    s = parse_spec("m:timesteps=1000+757+522")  # timesteps alone imply few_step
-    assert (s.sampler, s.steps, s.cfg, s.timesteps) == ("few_step", 3, 1.0, (1000.0, 757.0, 522.0))
-    s = parse_spec("m:sampler=few_step,steps=2,cfg=3")
-    assert s.timesteps == (1000.0, 500.0) and s.expected_nfe == 4
+    s = parse_spec("m:timesteps=1000+757+522,guidance=2")
+    assert (s.sampler, s.timesteps, s.guidance) == (None, (1000.0, 757.0, 522.0), 2.0)
     assert parse_spec("m:steps=8,shift=5").shift == 5.0
     assert parse_spec(r"C:\models\teacher").path == r"C:\models\teacher"  # a ':' without '=' is part of the path
 
@@ -35,8 +34,10 @@ def test_parse_defaults_and_options():
     ("m:steps=abc", "steps must be a whole number"),
     ("m:steps=2.5", "steps must be a whole number"),
     ("m:steps=0", "steps must be >= 1"),
-    ("m:cfg=x", "cfg must be a number"),
-    ("m:cfg=nan", "cfg must be finite"),
+    ("m:cfg=x", "guidance must be a number"),
+    ("m:guidance=nan", "guidance must be finite"),
+    ("m:guidance=2,cfg=3", "guidance given twice"),
+    ("m:sampler=few_step,shift=3", "shift only applies"),
     ("m:sampler=ddim", "sampler must be euler or few_step"),
     ("m:skip=1+a", "skip must be a whole number"),
     ("m:timesteps=500+750", "strictly decreasing"),
@@ -84,11 +85,11 @@ def test_bench_callables_interleaves_and_splits_phases():
         bench_callables({}, progress=False)
 
 
-# ---- Shapes models end to end ------------------------------------------------------------------
+# ---- models end to end (the Shapes pipeline plug-in) ----------------------------------------------
 def test_bench_rows_nfe_and_speedup(tiny_shapes_model):
     m = str(tiny_shapes_model)
-    specs = [f"{m}:steps=4,cfg=4", f"{m}:steps=2,cfg=1", f"{m}:sampler=few_step,timesteps=1000+500",
-             f"{m}:sampler=few_step,steps=2,cfg=3,skip=1"]
+    specs = [f"{m}:steps=4,cfg=4", f"{m}:steps=2,guidance=1", f"{m}:sampler=few_step,timesteps=1000+500",
+             f"{m}:sampler=few_step,steps=2,guidance=3,skip=1"]
     rows = bench(specs, batch_size=2, repeats=2, warmup=1, device="cpu", progress=False)
     assert [r["model"] for r in rows] == specs
     for r in rows:
@@ -96,14 +97,36 @@ def test_bench_rows_nfe_and_speedup(tiny_shapes_model):
         assert set(r["time_s"]) == {"median", "min", "max", "runs"} and len(r["time_s"]["runs"]) == 2
         assert r["time_s"]["min"] <= r["time_s"]["median"] <= r["time_s"]["max"]
         assert all(r[k] >= 0 for k in ("text_s", "denoise_s", "decode_s"))
-        assert r["speedup"] > 0
-    assert rows[0]["speedup"] == 1.0
-    assert [r["nfe"] for r in rows] == [8, 2, 2, 4]  # euler cfg 4: 2 per step; cfg 1: 1; few_step
+        assert r["denoise_s"] <= r["time_s"]["max"]  # denoise only is a part of end to end
+        assert r["speedup"] > 0 and r["denoise_speedup"] > 0
+    assert rows[0]["speedup"] == 1.0 and rows[0]["denoise_speedup"] == 1.0
+    assert [r["nfe"] for r in rows] == [8, 2, 2, 4]  # euler guidance 4: 2 per step; guidance 1: 1; few_step
     assert [r["forwards"] for r in rows] == [4, 2, 2, 2]  # cond + uncond batched in one forward
-    assert rows[0]["nfe"] / rows[1]["nfe"] == 4.0
+    assert [r["sampler"] for r in rows] == ["euler", "euler", "few_step", "few_step"]
+    assert rows[3]["timesteps"] == [1000.0, 500.0] and rows[3]["cfg"] == 3.0
     full = rows[0]["dit_params"]
     assert rows[2]["dit_params"] == full and rows[3]["dit_params"] < full
     assert rows[0]["shift"] == 3.0 and rows[2]["shift"] is None
+
+
+def test_bench_uses_the_models_own_sampler_by_default(tiny_shapes_model, tmp_path, capsys):
+    """A few-step student is timed with its sampler.json (not 50 Euler steps + CFG 4); an explicit
+    override is used and reported; a partial override of the student is refused."""
+    import shutil
+
+    from fastlight.diffusion.spec import SamplerSpec
+
+    student = tmp_path / "student"
+    shutil.copytree(tiny_shapes_model, student)
+    SamplerSpec.few_step((1000, 500)).save(student)
+    rows = bench([str(student), f"{student}:sampler=euler,steps=3,guidance=4"], repeats=1, warmup=0, device="cpu")
+    out = capsys.readouterr().out
+    assert (rows[0]["sampler"], rows[0]["steps"], rows[0]["nfe"]) == ("few_step", 2, 2)
+    assert (rows[1]["sampler"], rows[1]["steps"], rows[1]["nfe"]) == ("euler", 3, 6)
+    assert "the model's own" in out and "explicit override" in out
+    with pytest.raises(ValueError, match="few-step student") as e:
+        bench([f"{student}:steps=8"], repeats=1, warmup=0, device="cpu", progress=False)
+    assert "\n" not in str(e.value)
 
 
 def test_nfe_counts_samples_not_forwards(tiny_shapes_model, monkeypatch):
@@ -121,7 +144,7 @@ def test_nfe_mismatch_is_caught(tiny_shapes_model, monkeypatch):
             model(noise, torch.ones(noise.shape[0]), cond)
         return real(model, noise, cond, *a, **k)
 
-    monkeypatch.setattr(sampling, "euler_sample", extra_forward)
+    monkeypatch.setitem(sampling.SAMPLERS, "euler", extra_forward)
     with pytest.raises(RuntimeError, match="counted 3 network evaluations per video, expected 2"):
         bench([f"{tiny_shapes_model}:steps=2,cfg=1"], repeats=1, warmup=0, device="cpu", progress=False)
 
@@ -136,7 +159,7 @@ def test_bench_rejects_bad_input(tiny_shapes_model, tmp_path):
 
     cfg = dict(SHAPES_TEACHER_CONFIG, num_layers=1, attention_head_dim=8, ffn_dim=16, freq_dim=16)
     WanDenoiser.from_config(**cfg).save(tmp_path / "wan", {"kind": "custom"})  # no Shapes world
-    with pytest.raises(ValueError, match="need text embeddings and a VAE") as e:
+    with pytest.raises(ValueError, match="no registered pipeline") as e:
         bench([str(tmp_path / "wan") + ":steps=1"], repeats=1, warmup=0, device="cpu", progress=False)
     assert "\n" not in str(e.value)
 
@@ -151,16 +174,16 @@ def test_bench_command_writes_json(tiny_shapes_model, tmp_path, capsys):
     assert [r["nfe"] for r in data["rows"]] == [4, 1]
     assert [p.name for p in out.parent.iterdir()] == ["bench.json"]  # no temp file left
     printed = capsys.readouterr().out
-    assert "speedup of" in printed and "NFE 4 -> 1" in printed
+    assert "speedup of" in printed and "NFE 4 -> 1" in printed and "end to end" in printed and "denoise only" in printed
     with pytest.raises(ValueError, match="unknown key"):
         bench_command([f"{tiny_shapes_model}:stepz=2"], out_json=str(out))
 
 
 def test_model_spec_object_accepted(tiny_shapes_model):
-    spec = ModelSpec(str(tiny_shapes_model), steps=1, cfg=1.0)
+    spec = ModelSpec(str(tiny_shapes_model), num_steps=1, guidance=1.0)
     rows = bench([spec], repeats=1, warmup=0, device="cpu", progress=False)
     assert rows[0]["nfe"] == 1 and rows[0]["speedup"] == 1.0
-    assert B.resolve_device(None).type in ("cpu", "cuda")
+    assert resolve_device(None).type in ("cpu", "cuda")
 
 
 def test_cli_bench_writes_json(tiny_shapes_model, tmp_path, capsys):

@@ -10,7 +10,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, 
 from fastlight.cli import main
 from fastlight.shapes import text
 from fastlight.diffusion.sampling import euler_sample, few_step_grid, few_step_sample, shifted_grid
-from fastlight.export.common import SamplerSpec
+from fastlight.diffusion.spec import SamplerSpec
 from fastlight.export.to_diffusers import scheduler_for
 from fastlight.models.denoiser import Cond, ModelError
 from fastlight.models.load import load_denoiser
@@ -80,24 +80,26 @@ def test_stock_pipeline_equals_our_few_step_sampler(exported, student):
 def test_fastlight_sample_runs_on_the_export_and_the_run(exported, student, tmp_path, capsys, which):
     model = exported if which == "export" else student
     assert main(["sample", "--model", str(model), "--prompt", PROMPTS[0], "--out", str(tmp_path / "c.gif")]) == 0
-    assert "timesteps [1000, 750, 500, 250]" in capsys.readouterr().out
+    assert "4 few-step steps at timesteps 1000/750/500/250, no guidance (the model's own" in capsys.readouterr().out
     assert (tmp_path / "c.gif").stat().st_size > 0
 
 
-def test_euler_teacher_without_sampler_json(tmp_path, shapes_model_factory):
+def test_euler_teacher_without_sampler_json(tmp_path, shapes_model_factory, capsys):
     """A model without sampler.json exports with the Euler scheduler and its shift; CFG 4."""
     src = shapes_model_factory(tmp_path / "teacher", num_layers=2, perturb=0.1)
     out = tmp_path / "teacher_diffusers"
     assert main(["export", str(src), "--format", "diffusers", "--out", str(out)]) == 0
+    assert "sampler: 50 Euler steps (shift 3), guidance 4 (the model's own, the default" in capsys.readouterr().out
     info = json.loads((out / "fastlight_export.json").read_text())
     assert info["sampler"]["sampler"] == "euler" and info["call"]["guidance_scale"] == 4.0
+    assert SamplerSpec.load(out / "transformer") == SamplerSpec.euler(50, 4.0, 3.0)  # the default, written down
     pipe = load_pipe(out)
     assert not pipe.scheduler.config.stochastic_sampling and pipe.scheduler.config.shift == 3.0
     emb = text.encode(PROMPTS[:1])
     noise = torch.randn(1, *SHAPE, generator=torch.Generator().manual_seed(1))
     ref = pipe(prompt_embeds=emb, negative_prompt_embeds=torch.zeros_like(emb), latents=noise.clone(),
                num_inference_steps=3, guidance_scale=4.0, output_type="latent").frames
-    out_ours = euler_sample(load_denoiser(src), noise, Cond(emb), shifted_grid(3, 3.0), cfg_scale=4.0)
+    out_ours = euler_sample(load_denoiser(src), noise, Cond(emb), shifted_grid(3, 3.0), guidance=4.0)
     torch.testing.assert_close(ref, out_ours, atol=1e-5, rtol=0)
 
 
@@ -163,7 +165,7 @@ def test_ti2v_source_pipeline_with_vae(tmp_path):
                                        (1000, 800, 600, 400, 200)])
 def test_scheduler_reproduces_the_student_levels(timesteps):
     s = few_step_grid(timesteps)
-    sched = scheduler_for(SamplerSpec("few_step", 1.0, s_list=tuple(s)))
+    sched = scheduler_for(SamplerSpec.few_step(timesteps))
     sched.set_timesteps(len(s))
     assert sched.config.stochastic_sampling
     torch.testing.assert_close(sched.sigmas, torch.tensor(s + [0.0]), atol=1e-6, rtol=0)
@@ -171,7 +173,7 @@ def test_scheduler_reproduces_the_student_levels(timesteps):
 
 def test_scheduler_refuses_grids_it_cannot_express():
     with pytest.raises(ModelError, match="not a shifted"):
-        scheduler_for(SamplerSpec("few_step", 1.0, s_list=(1.0, 0.9, 0.3, 0.25)))
+        scheduler_for(SamplerSpec.few_step((1000, 900, 300, 250)))
     with pytest.raises(ModelError, match="starts at 1000"):
-        scheduler_for(SamplerSpec("few_step", 1.0, s_list=(0.9, 0.5)))
-    assert isinstance(scheduler_for(SamplerSpec("euler", 4.0, shift=5.0)), FlowMatchEulerDiscreteScheduler)
+        scheduler_for(SamplerSpec.few_step((900, 500)))
+    assert isinstance(scheduler_for(SamplerSpec.euler(shift=5.0)), FlowMatchEulerDiscreteScheduler)

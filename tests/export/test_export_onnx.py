@@ -10,7 +10,8 @@ from fastlight.shapes import text
 from fastlight.export.to_onnx import OnnxDenoiser
 from fastlight.models.denoiser import Cond
 from fastlight.models.load import load_denoiser
-from fastlight.shapes.generate import generate_few_step, generate_shapes
+from fastlight.diffusion.spec import SamplerSpec
+from fastlight.shapes.generate import generate
 from fastlight.sample import load_model
 
 pytest.importorskip("onnxruntime")
@@ -58,11 +59,12 @@ def test_samplers_run_on_onnx(onnx_dir, student):
     """Few-step (TI2V, as `fastlight sample` runs it) and Euler with CFG (batched cond+uncond, batch 2)."""
     den, ox = load_model(str(student / "model")), load_model(str(onnx_dir), backend="onnx")
     image = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    a = generate_few_step(ox, [PROMPT], image, [1.0, 0.75, 0.5, 0.25], seed=3)
-    b = generate_few_step(den, [PROMPT], image, [1.0, 0.75, 0.5, 0.25], seed=3)
+    few, euler = SamplerSpec.few_step(), SamplerSpec.euler(2, guidance=4.0)
+    a = generate(ox, [PROMPT], image, few, seed=3)
+    b = generate(den, [PROMPT], image, few, seed=3)
     torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
-    a = generate_shapes(ox, [PROMPT], image, num_steps=2, cfg_scale=4.0, seed=1)
-    b = generate_shapes(den, [PROMPT], image, num_steps=2, cfg_scale=4.0, seed=1)
+    a = generate(ox, [PROMPT], image, euler, seed=1)
+    b = generate(den, [PROMPT], image, euler, seed=1)
     torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
 
 
@@ -70,7 +72,7 @@ def test_sample_backend_onnx(onnx_dir, tmp_path, capsys):
     assert main(["sample", "--model", str(onnx_dir), "--backend", "onnx", "--prompt", PROMPT,
                  "--out", str(tmp_path / "clip.mp4")]) == 0
     assert (tmp_path / "clip.mp4").stat().st_size > 0 and (tmp_path / "clip.gif").stat().st_size > 0
-    assert "few-step student" in capsys.readouterr().out
+    assert "4 few-step steps at timesteps 1000/750/500/250" in capsys.readouterr().out
 
 
 def test_onnx_denoiser_refuses_skip_and_wrong_shapes(onnx_dir):

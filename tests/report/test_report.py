@@ -202,8 +202,9 @@ def test_real_evaluate_outputs(tiny_shapes_model, tmp_path):
     """Two 2-step ShapesBench runs of the tiny model (2 cases, no VBench), then the report."""
     from fastlight.shapes.bench import evaluate_command
 
-    evaluate_command(str(tiny_shapes_model), tmp_path / "teacher", steps=2, cfg=4.0, num_cases=2, vbench=False)
-    evaluate_command(str(tiny_shapes_model), tmp_path / "student", steps=2, cfg=1.0, sampler="few_step",
+    evaluate_command(str(tiny_shapes_model), tmp_path / "teacher", overrides={"num_steps": 2, "guidance": 4.0},
+                     num_cases=2, vbench=False)
+    evaluate_command(str(tiny_shapes_model), tmp_path / "student", overrides={"sampler": "few_step", "num_steps": 2},
                      num_cases=2, skip=(1,), vbench=False)
     md, _ = report_command(tmp_path, progress=False)
     data = collect(tmp_path, exclude=tmp_path / "report")

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from fastlight.cli import main
+from fastlight.diffusion.spec import SamplerSpec
 from fastlight.run.pipeline import RunConfig, resolve, split_overrides, stages
 
 TINY = ["calib=2", "eval_cases=2", "teacher_steps=2", "bench_repeats=1", "metric_cases=2",
@@ -40,8 +41,12 @@ def test_fastlightgen_run_end_to_end_and_rerun_skips(tiny_run, capsys):
     names = ["1_analyze", "2_plan", "3_stage2", "4_stage3", "evaluate", "bench", "report"]
     assert list(state["stages"]) == names and all(state["stages"][n]["done"] for n in names)
     assert (out / "3_stage2" / "model" / "plan.json").exists()
-    sampler = json.loads((out / "4_stage3" / "model" / "sampler.json").read_text())
-    assert sampler["s_list"] == [1.0, 0.75, 0.5, 0.25]
+    assert SamplerSpec.load(out / "4_stage3" / "model").levels == [1.0, 0.75, 0.5, 0.25]
+    # evaluate and bench ran the student with its own sampler, the teacher with the run's Euler steps
+    ev = json.loads((out / "evaluate" / "fastlightgen_student_4steps" / "shapesbench.json").read_text())
+    assert (ev["sampler"], ev["num_steps"], ev["nfe_per_video"]) == ("few_step", 4, 4)
+    rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
+    assert [(r["sampler"], r["steps"]) for r in rows] == [("euler", 2), ("few_step", 4)]
     assert (out / "report" / "report.md").exists() and (out / "bench" / "bench.json").exists()
     assert "ShapesBench" in state["headline"] and "faster end to end" in state["headline"]
     # command-line values beat the preset; the preset's other keys still apply
@@ -107,7 +112,6 @@ def test_ablation_study_on_a_finished_run(tiny_run):
     assert found["joint"]["rows"]["step-only 4 steps, unpruned"]["direction"] is not None
     for name in ("dpp_alpha1", "dpp_alpha0", "dmd_beta2_0", "dmd_beta2_1", "dmd_unpruned_scores", "dmd2_3steps", "dmd2_4steps"):
         assert (out / "ablations" / name / "model" / "config.json").exists(), name
-    sampler = json.loads((out / "ablations" / "dmd2_3steps" / "model" / "sampler.json").read_text())
-    assert sampler["s_list"] == [1.0, 0.667, 0.333]
+    assert SamplerSpec.load(out / "ablations" / "dmd2_3steps" / "model").levels == [1.0, 0.667, 0.333]
     md = (out / "ablations" / "ablations.md").read_text()
     assert md.count("\n| ") == 6 and "reproduces?" in md

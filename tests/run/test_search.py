@@ -42,9 +42,13 @@ def test_search_writes_front_plot_and_pick(tiny_run, tmp_path, capsys):
     assert any(r["pareto"] for r in doc["rows"])
     for r in doc["rows"]:  # cost = steps x forward(depth) + fixed
         assert r["pred_ms"] == pytest.approx(r["steps"] * doc["forward_ms"][str(r["prune_ratio"])] + doc["fixed_ms"], abs=0.02)
-    assert "recommended under" in capsys.readouterr().out
-    assert main([*args, "--budget-ms", "0.001"]) == 0
-    assert "nothing fits" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "recommended under" in out and "the model's own" in out  # its default Euler sampler (no sampler.json)
+    assert doc["sampler"] == {"sampler": "euler", "num_steps": 50, "guidance": 4.0, "shift": 3.0}
+    assert main([*args, "--budget-ms", "0.001", "--guidance", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing fits" in out and "explicit override" in out
+    assert json.loads((tmp_path / "search.json").read_text())["sampler"]["guidance"] == 1.0
 
 
 def test_search_bad_input(tiny_run, tmp_path, capsys):

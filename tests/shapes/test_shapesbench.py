@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fastlight.shapes import world as shapes
+from fastlight.diffusion.spec import SamplerSpec
 from fastlight.shapes import bench as sb
 
 WORLD = shapes.WorldConfig()
@@ -141,44 +142,44 @@ def tiny(tiny_shapes_model):
 
 def test_generate_euler_deterministic_and_batch_independent(tiny):
     cases = sb.make_cases(3, WORLD)
-    a = sb.generate(tiny, cases, num_steps=2, cfg_scale=2.0, batch_size=3, progress=False)
-    b = sb.generate(tiny, cases, num_steps=2, cfg_scale=2.0, batch_size=2, progress=False)
+    euler = SamplerSpec.euler(2, guidance=2.0)
+    a = sb.generate(tiny, cases, euler, batch_size=3, progress=False)
+    b = sb.generate(tiny, cases, euler, batch_size=2, progress=False)
     assert a.shape == (3, 3, WORLD.num_frames, WORLD.size, WORLD.size)
     assert torch.allclose(a, b, atol=1e-5)
     assert a.abs().max() <= 1
     # frame 0 is the given image
     assert torch.allclose(a[:, :, 0], torch.stack([c.image for c in cases]), atol=1e-5)
-    c = sb.generate(tiny, cases, num_steps=2, cfg_scale=2.0, batch_size=3, seed=1, progress=False)
+    c = sb.generate(tiny, cases, euler, batch_size=3, seed=1, progress=False)
     assert not torch.allclose(a, c)
 
 
 def test_generate_few_step_and_skip(tiny):
     cases = sb.make_cases(2, WORLD)
-    a = sb.generate(tiny, cases, sampler="few_step", num_steps=2, cfg_scale=1.0, progress=False)
-    b = sb.generate(tiny, cases, sampler="few_step", s_list=[1.0, 0.5], cfg_scale=1.0, progress=False)
-    assert torch.equal(a, b)  # default levels for 2 steps are [1.0, 0.5]
-    c = sb.generate(tiny, cases, sampler="few_step", num_steps=2, cfg_scale=1.0, skip=[1], progress=False)
+    few = SamplerSpec.few_step((1000, 500))
+    a = sb.generate(tiny, cases, few, progress=False)
+    assert torch.equal(a, sb.generate(tiny, cases, few, progress=False))  # reproducible for a fixed batch size
+    c = sb.generate(tiny, cases, few, skip=[1], progress=False)
     assert not torch.allclose(a, c)
-    with pytest.raises(ValueError, match="sampler"):
-        sb.generate(tiny, cases, sampler="ddim", progress=False)
-    with pytest.raises(ValueError, match="s_list"):
-        sb.generate(tiny, cases, sampler="euler", s_list=[1.0, 0.5], progress=False)
+    assert not torch.allclose(a, sb.generate(tiny, cases, SamplerSpec.euler(2, 1.0), progress=False))
 
 
 def test_shapesbench_on_tiny_model(tiny):
-    r = sb.shapesbench(tiny, num_cases=4, num_steps=2, cfg_scale=2.0, progress=False, vbench=False)
+    r = sb.shapesbench(tiny, SamplerSpec.euler(2, guidance=2.0), num_cases=4, progress=False, vbench=False)
     assert 0 <= r["score"] <= 1
     assert set(r["parts"]) == set(sb.WEIGHTS)
     assert r["nfe_per_video"] == 4 and r["num_steps"] == 2 and r["params"] == r["params_full"]
-    r2 = sb.shapesbench(tiny, num_cases=4, num_steps=2, cfg_scale=2.0, progress=False, vbench=False)
+    assert r["sampler_spec"] == SamplerSpec.euler(2, guidance=2.0).to_json()
+    r2 = sb.shapesbench(tiny, SamplerSpec.euler(2, guidance=2.0), num_cases=4, progress=False, vbench=False)
     assert r["score"] == r2["score"] and r["metrics"] == r2["metrics"]
     json.dumps(r)
 
 
-def test_evaluate_command_writes_json_and_videos(tiny_shapes_model, tmp_path):
+def test_evaluate_command_writes_json_and_videos(tiny_shapes_model, tmp_path, capsys):
     out = tmp_path / "bench"
-    r = sb.evaluate_command(str(tiny_shapes_model), str(out), steps=2, cfg=1.0, sampler="few_step", num_cases=4,
-                            seed=0, save_videos=True, vbench=False)
+    r = sb.evaluate_command(str(tiny_shapes_model), str(out), overrides={"sampler": "few_step", "num_steps": 2},
+                            num_cases=4, seed=0, save_videos=True, vbench=False)
+    assert "explicit override" in capsys.readouterr().out
     data = json.loads((out / "shapesbench.json").read_text())
     assert data["score"] == pytest.approx(r["score"])
     assert data["ideal"]["score"] > 0.95 and data["ideal"]["score"] >= data["score"]
@@ -189,6 +190,21 @@ def test_evaluate_command_writes_json_and_videos(tiny_shapes_model, tmp_path):
         assert (out / f).stat().st_size > 0
     assert {"samples/grid.gif", "samples/grid.mp4"} <= set(data["files"])
     assert not list(out.glob(".*tmp*"))
+
+
+def test_evaluate_command_uses_the_students_own_sampler(tiny_shapes_model, tmp_path, capsys):
+    """A few-step student is scored with its sampler.json by default, not 50 Euler steps + CFG 4."""
+    import shutil
+
+    student = tmp_path / "student"
+    shutil.copytree(tiny_shapes_model, student)
+    SamplerSpec.few_step((1000, 500), guidance=1.0).save(student)
+    data = sb.evaluate_command(str(student), str(tmp_path / "ev"), num_cases=2, save_videos=False, vbench=False)
+    assert "the model's own" in capsys.readouterr().out
+    assert data["sampler"] == "few_step" and data["num_steps"] == 2 and data["nfe_per_video"] == 2
+    with pytest.raises(ValueError, match="few-step student"):
+        sb.evaluate_command(str(student), str(tmp_path / "ev2"), overrides={"num_steps": 8}, num_cases=2)
+    assert not (tmp_path / "ev2").exists()
 
 
 def test_vbench_dimensions_wired_and_skipped(monkeypatch, ideal, cases):

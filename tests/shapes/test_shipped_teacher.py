@@ -8,7 +8,8 @@ from fastlight.shapes.teacher_eval import score_videos
 from fastlight.models.load import load_denoiser
 from fastlight.shapes.preset import SHIPPED_DIR
 from fastlight.models.load import resolve_model_path
-from fastlight.shapes.generate import generate_shapes, world_of
+from fastlight.diffusion.spec import SamplerSpec, override
+from fastlight.shapes.generate import generate, world_of
 from fastlight.shapes.pretrain import PretrainConfig, probe, probe_set
 
 
@@ -23,6 +24,13 @@ def test_shipped_teacher_files_and_manifest():
     from diffusers import WanTransformer3DModel
 
     assert isinstance(WanTransformer3DModel.from_pretrained(SHIPPED_DIR), WanTransformer3DModel)
+
+
+def test_shipped_teacher_has_its_own_sampler():
+    """What the README's figures use: 50 Euler steps, guidance 4, shift 3 (the shift it was trained with)."""
+    spec = SamplerSpec.load(SHIPPED_DIR)
+    assert spec == SamplerSpec.euler(50, 4.0, 3.0)
+    assert spec.shift == json.loads((SHIPPED_DIR / "fastlight.json").read_text())["shift"]
 
 
 def test_shipped_teacher_shape():
@@ -43,7 +51,8 @@ def test_shipped_teacher_follows_prompts_quick():
     world = world_of(m)
     clips = shapes.sample_clips(20_000, 8, world)
     first = shapes.render_batch(clips, world)[:, :, 0]
-    vids = generate_shapes(m, [c.prompt for c in clips], first, num_steps=20, cfg_scale=4.0, seed=0)
+    spec = override(SamplerSpec.load(SHIPPED_DIR), num_steps=20)  # its own sampler, fewer steps
+    vids = generate(m, [c.prompt for c in clips], first, spec, seed=0)
     res = score_videos(vids, clips, world)
     assert res["direction_acc"] >= 0.75 and res["colour_kept_frames"] >= 0.85, res
     assert torch.isfinite(vids).all()
