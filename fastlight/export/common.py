@@ -2,7 +2,6 @@
 output folder (built beside DIR under a hidden name, renamed into place at the end)."""
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -45,29 +44,6 @@ def check_out_dir(out: str | Path, overwrite: bool, sources: tuple[Path, ...] = 
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
     return out
-
-
-@contextlib.contextmanager
-def atomic_dir(out: Path):
-    """Yield a hidden temporary folder beside `out`; on success it replaces `out` in one rename
-    (an existing `out` is moved aside first and deleted after), on failure it is removed."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    old = out.with_name(f".{out.name}.{os.getpid()}.old")
-    for p in (tmp, old):
-        if p.exists():
-            shutil.rmtree(p)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        for p in (tmp, old):
-            if p.exists():
-                shutil.rmtree(p, ignore_errors=True)
 
 
 def link_or_copy(src: str, dst: str) -> str:

@@ -25,7 +25,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from fastlight.diffusion.spec import SamplerSpec, choose_sampler
 from fastlight.evaluate.pipelines import pipeline_for
-from fastlight.export.common import atomic_dir, check_out_dir, copy_meta_files, find_model_dir, link_or_copy
+from fastlight.fileio import atomic_dir
+from fastlight.export.common import check_out_dir, copy_meta_files, find_model_dir, link_or_copy
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import ModelError
 from fastlight.models.load import load_denoiser

@@ -27,7 +27,8 @@ import torch
 
 from fastlight.diffusion.spec import choose_sampler
 from fastlight.evaluate.pipelines import pipeline_for
-from fastlight.export.common import atomic_dir, check_out_dir, copy_meta_files, find_model_dir
+from fastlight.fileio import atomic_dir
+from fastlight.export.common import check_out_dir, copy_meta_files, find_model_dir
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser, ModelError
 from fastlight.models.load import load_denoiser

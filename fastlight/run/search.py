@@ -33,6 +33,7 @@ from fastlight.analyze.io import atomic_savefig
 from fastlight.analyze.plans import depth_plan
 from fastlight.data import video
 from fastlight.diffusion.spec import choose_sampler, override
+from fastlight.evaluate.metrics import pareto_front
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond
 from fastlight.models.load import load_denoiser, resolve_model_path
@@ -71,17 +72,6 @@ def forward_ms(model, skips: dict[float, list[int]], repeats: int = 5, guided: b
     return {r: statistics.median(v) for r, v in times.items()}
 
 
-def pareto(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points (cost, quality) not dominated by a cheaper-or-equal, better-or-equal point."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], -float("inf")
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
 def recommend(rows: list[dict], budget_ms: float) -> dict | None:
     """The best-scoring row whose predicted cost fits the budget (ties: the cheaper)."""
     fits = [r for r in rows if r["pred_ms"] <= budget_ms]
@@ -113,7 +103,7 @@ def plot(rows: list[dict], steps, ratios, budget_ms: float, best: dict | None, p
     if best:
         a.plot(best["steps"], 1 - best["prune_ratio"], "r*", ms=14)
     pts = [(r["pred_ms"], r["score"]) for r in rows]
-    front = pareto(pts)
+    front = pareto_front(pts, maximize_x=False)
     a_ms, a_sc = [p[0] for p in pts], [p[1] for p in pts]
     b.scatter(a_ms, a_sc, c=[r["prune_ratio"] for r in rows], cmap="plasma", s=28)
     fx = sorted(front, key=lambda i: pts[i][0])
@@ -163,7 +153,7 @@ def search_command(model_path: str, budget_ms: float, importance: str | None, ou
         rows.append({"steps": st, "prune_ratio": r, "skip": skips[r], "params": model.num_params(skips[r]),
                      "removed": 1 - model.num_params(skips[r]) / model.num_params(), "score": round(res["score"], 4),
                      "direction": res["parts"].get("direction"), "pred_ms": round(st * fwd[r] + fixed, 2)})
-    front = pareto([(x["pred_ms"], x["score"]) for x in rows])
+    front = pareto_front([(x["pred_ms"], x["score"]) for x in rows], maximize_x=False)
     for i, x in enumerate(rows):
         x["pareto"] = i in front
     best = recommend(rows, budget_ms)

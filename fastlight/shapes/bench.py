@@ -84,7 +84,8 @@ from fastlight.data import video as vio
 from fastlight.diffusion import sampling
 from fastlight.diffusion.spec import SamplerSpec, choose_sampler
 from fastlight.evaluate.fvd import frechet_distance_features
-from fastlight.fileio import atomic_write_json
+from fastlight.evaluate import metrics
+from fastlight.fileio import atomic_write_json, to_json_safe
 from fastlight.models.denoiser import Cond
 from fastlight.models.load import load_denoiser, model_fingerprint, resolve_model_path
 from fastlight.shapes import text, world as shapes
@@ -104,7 +105,6 @@ WEIGHTS: dict[str, float] = {
 SPEED_CAP = math.log(2.0)
 SIZE_CAP = math.log(2.0)
 COUNT_MIN_AREA_PX = 6.0
-PSNR_CAP_DB = 100.0
 FPS = 4  # the Shapes clips' playback rate (as `fastlight sample` writes them)
 
 
@@ -195,9 +195,8 @@ def sharpness_ratio(video: torch.Tensor, ideal: torch.Tensor) -> float:
 
 
 def psnr_db(video: torch.Tensor, ideal: torch.Tensor) -> float:
-    """PSNR of frames 1..F-1 against the ideal clip, RGB in [0, 1], capped at PSNR_CAP_DB."""
-    mse = float(((_judged_frames(video) - _judged_frames(ideal)) ** 2).mean())
-    return min(10 * math.log10(1.0 / mse), PSNR_CAP_DB) if mse > 0 else PSNR_CAP_DB
+    """PSNR of frames 1..F-1 against the ideal clip, RGB in [0, 1], capped at 100 dB."""
+    return metrics.psnr_db(_judged_frames(video), _judged_frames(ideal), data_range=1.0)
 
 
 def colours_present(frame_video: torch.Tensor, min_area_px: float = COUNT_MIN_AREA_PX) -> set[str]:
@@ -370,22 +369,6 @@ def score_videos(videos: torch.Tensor, cases: Sequence[BenchCase], world: shapes
 
 
 # ---- VBench-style dimensions (optional module) -----------------------------------------------------
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.generic,)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, torch.Tensor):
-        return x.tolist()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def vbench_dimensions(videos: torch.Tensor, cases: Sequence[BenchCase], fps: float = FPS) -> dict:
     """`fastlight.evaluate.vbench.score_videos` on the videos (uint8, native size) with the cases'
     first frames as the image condition; {"skipped": why} when that module cannot be imported."""
@@ -397,7 +380,7 @@ def vbench_dimensions(videos: torch.Tensor, cases: Sequence[BenchCase], fps: flo
         return {"skipped": f"fastlight.evaluate.vbench unavailable ({e}); VBench-style dimensions not computed"}
     frames = [vio.to_uint8_frames(v) for v in videos]
     images = [vio.to_uint8_frames(c.image[:, None])[0] for c in cases]
-    return _jsonable(vb.score_videos(frames, images, fps))
+    return to_json_safe(vb.score_videos(frames, images, fps))
 
 
 # ---- entry points -----------------------------------------------------------------------------------
@@ -452,10 +435,6 @@ def score_real(num_cases: int = DEFAULT_NUM_CASES, world: shapes.WorldConfig | N
     return res
 
 
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write_json(path, _jsonable(data))
-
-
 def save_samples(out_dir: str | Path, videos: torch.Tensor, cases: Sequence[BenchCase],
                  world: shapes.WorldConfig | None = None, num: int = 8, upscale: int = 8) -> list[Path]:
     """grid.gif / grid.mp4 (top row generated, bottom row ideal) of the first `num` cases, and
@@ -497,7 +476,7 @@ def evaluate_command(model_path: str, out_dir: str, sampler: SamplerSpec | None 
     res["files"] = [str(p.relative_to(out)) for p in files]
     # per-video rows last: the summary reads first in the file
     res["per_video"] = res.pop("per_video")
-    _write_json(out / "shapesbench.json", res)
+    atomic_write_json(out / "shapesbench.json", res)
     print(f"ShapesBench score {res['score']:.4f} (ideal {real['score']:.4f}); "
           + ", ".join(f"{k} {v:.3f}" for k, v in res["parts"].items() if v is not None)
           + f" -> {out / 'shapesbench.json'}")

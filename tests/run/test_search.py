@@ -6,12 +6,13 @@ import json
 import pytest
 
 from fastlight.cli import main
-from fastlight.run.search import pareto, recommend
+from fastlight.evaluate.metrics import pareto_front
+from fastlight.run.search import recommend
 
 
 def test_pareto_and_recommend():
     pts = [(10, 0.5), (20, 0.4), (20, 0.7), (40, 0.7), (50, 0.9)]
-    assert pareto(pts) == [0, 2, 4]
+    assert pareto_front(pts, maximize_x=False) == [0, 2, 4]
     rows = [{"pred_ms": c, "score": q} for c, q in pts]
     assert recommend(rows, 45) == rows[2]  # 0.7 at 20 ms beats 0.7 at 40 ms
     assert recommend(rows, 60) == rows[4]

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from fastlight.shapes import world as shapes
 from fastlight.diffusion.spec import SamplerSpec
+from fastlight.evaluate import metrics
 from fastlight.shapes import bench as sb
 
 WORLD = shapes.WorldConfig()
@@ -64,7 +65,7 @@ def test_ideal_clips_score_at_the_top(ideal_result):
     assert p["sharpness"] == pytest.approx(1.0)
     assert p["speed"] > 0.95 and p["shape"] >= 0.9
     assert ideal_result["score"] > 0.98
-    assert m["psnr_db"] == sb.PSNR_CAP_DB
+    assert m["psnr_db"] == metrics.PSNR_CAP_DB
     assert m["frechet_oracle"] == pytest.approx(0.0, abs=1e-6)
     assert len(ideal_result["per_video"]) == 12
     json.dumps(ideal_result)  # serialisable as is
