@@ -15,7 +15,6 @@ KNOWN_PLUGIN_IMPORTS = {
     "fastlight.decoder.distill": ['fastlight.shapes.world'],
     "fastlight.evaluate.bench": ['fastlight.shapes.generate', 'fastlight.shapes.text', 'fastlight.shapes.world'],
     "fastlight.export.to_onnx": ['fastlight.shapes.text'],
-    "fastlight.train.batches": ['fastlight.shapes.text', 'fastlight.shapes.world'],
 }
 
 

@@ -59,7 +59,8 @@ import torch.nn.functional as F
 from fastlight.diffusion.flow import add_noise, pin_first_frame, sample_s, x0_from_v
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
-from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
+from fastlight.data.source import stream_generator
+from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, recipe_source
 
 
 # ---- pure pieces ------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ class CollapseError(RuntimeError):
 # ---- config and recipe ------------------------------------------------------------------------
 
 @dataclass
-class DmdConfig(ShapesRecipeConfig):
+class DmdConfig(RecipeConfig):
     out: str = "runs/fastlightgen"
     teacher: str = "runs/dpp/model"  # Stage II elastic model folder (or 'shapes-teacher')
     plan: str = "teacher"  # depth plan json; "teacher" = the plan.json in the Stage II folder; "" = no pruning (dmd2)
@@ -271,8 +272,7 @@ class DmdRecipe:
         critic_params = list(self.critic.parameters()) + (list(self.gan_head.parameters()) if self.gan_head else [])
         self.critic_opt = torch.optim.AdamW(critic_params, lr=cfg.critic_lr, betas=(0.0, 0.999), weight_decay=0.0)
         self._low_std_steps = 0
-        world = self.real.meta.get("world", {})
-        self.size, self.num_frames = world.get("size", 24), world.get("num_frames", 8)
+        self.source = recipe_source(cfg, self.real)
         self.run_info: dict = {}
 
     def _plan_path(self, plan: str) -> Path | None:
@@ -319,14 +319,16 @@ class DmdRecipe:
         return self.G
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        """Conditions (text, first-frame image) from the Shapes stream, starting noise, beta1, noise
-        levels and eps for critic / DMD; k is drawn from (seed, step) only (same on all ranks)."""
+        """Conditions (text, first-frame image when the source gives one) and clean clips (for the GAN
+        head) from the source; starting noise, beta1, noise levels and eps for critic / DMD from the
+        recipe's stream "dmd"; the exit step k from (seed, step) only (stream "dmd/k": same on all ranks)."""
         cfg = self.cfg
-        b, gen = shapes_batch(cfg, step, rank, world_size, self.size, self.num_frames)
+        b = flow_batch(self.source, self.real, cfg, "dmd", step, rank, world_size)
+        gen = b["gen"]
         n, shape = b["x0"].shape[0], b["x0"].shape
-        k_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
-        return {
-            "image": b["x0"][:, :, :1], "text": b["text"], "real": b["x0"],
+        k_gen = stream_generator(cfg.seed, "dmd/k", step)
+        out = {
+            "text": b["text"], "real": b["x0"],
             "noise": torch.randn(shape, generator=gen),
             "sim_seed": int(torch.randint(0, 2**62, (1,), generator=gen)),
             "k": int(torch.randint(0, len(self.s_list), (1,), generator=k_gen)),
@@ -335,6 +337,10 @@ class DmdRecipe:
             "s_dmd": sample_s(n, cfg.shift, gen, cfg.s_min, cfg.s_max), "eps_dmd": torch.randn(shape, generator=gen),
             "opt_step": step // cfg.grad_accum,
         }
+        for key in ("image", "extra"):
+            if key in b:
+                out[key] = b[key]
+        return out
 
     def is_generator_step(self, opt_step: int) -> bool:
         return opt_step % self.cfg.critic_steps == 0
@@ -375,8 +381,8 @@ class DmdRecipe:
         cfg = self.cfg
         dev = next(self.G.parameters()).device
         self._to(dev)
-        image = batch["image"].to(dev)
-        cond = Cond(batch["text"].to(dev), image)
+        cond = batch_cond(batch, dev)
+        image = cond.image
         f0 = 0 if cond.image is None else 1
         gen_step = self.is_generator_step(int(batch["opt_step"]))
         sim_gen = torch.Generator().manual_seed(int(batch["sim_seed"]))

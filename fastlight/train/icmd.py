@@ -45,11 +45,11 @@ from fastlight.diffusion.flow import add_noise, v_target, x0_from_v
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.models.load import load_denoiser
-from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
+from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, recipe_source
 
 
 @dataclass
-class IcmdConfig(ShapesRecipeConfig):
+class IcmdConfig(RecipeConfig):
     out: str = "runs/icmd"
     plan: str = "runs/study/plan30.json"
     lambda_icd: float = 0.1
@@ -143,8 +143,7 @@ class IcmdRecipe:
         self.drop_blocks = sorted(self.plan["drop_blocks"])
         self.kept_ids = [i for i in range(self.teacher.num_blocks) if i not in set(self.drop_blocks)]
         self.student = prune_depth(self.teacher, self.drop_blocks)  # new module; teacher untouched
-        world = self.teacher.meta.get("world", {})
-        self.size, self.num_frames = world.get("size", 24), world.get("num_frames", 8)
+        self.source = recipe_source(cfg, self.teacher)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 7919)
             self.disc = Discriminator(self.teacher.model.config.in_channels, cfg.disc_channels)
@@ -161,7 +160,8 @@ class IcmdRecipe:
         """Shapes clips streamed on the fly plus the instance-noise draw; pure in (seed, step, rank).
         `step` is the loop's micro-batch index; batch["opt_step"] = step // grad_accum."""
         cfg = self.cfg
-        b, gen = shapes_batch(cfg, step, rank, world_size, self.size, self.num_frames)
+        b = flow_batch(self.source, self.teacher, cfg, "icmd", step, rank, world_size)
+        gen = b.pop("gen")
         n = b["x0"].shape[0]
         lo, hi = cfg.instance_noise_min, cfg.instance_noise_max
         disc_s = lo + (hi - lo) * torch.rand(n, generator=gen)
@@ -200,7 +200,7 @@ class IcmdRecipe:
         dev = next(self.student.parameters()).device
         self._to(dev)
         x0, eps, s = batch["x0"].to(dev), batch["eps"].to(dev), batch["s"].to(dev)
-        cond = Cond(batch["text"].to(dev), x0[:, :, :1])
+        cond = batch_cond(batch, dev)
         first_frame = cond.image is None
         x_t = add_noise(x0, eps, s)
         with torch.no_grad():
