@@ -119,17 +119,17 @@ class AlignRecipe:
     def trainable(self) -> Denoiser:
         return self.student.requires_grad_(True)
 
-    def phase(self, index: int) -> int:
-        """1 or 2 for micro-batch `index` (= optimizer step * grad_accum + micro, as the loop calls batch)."""
-        return 1 if index // self.cfg.grad_accum < self.cfg.phase1_steps else 2
+    def phase(self, step: int) -> int:
+        """1 or 2 for optimizer step `step` (0-based)."""
+        return 1 if step < self.cfg.phase1_steps else 2
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
         """The source's batch plus eps, s and CFG dropout (stream "align"); pure in (seed, step, rank)."""
         b = flow_batch(self.source, self.teacher, self.cfg, "align", step, rank, world_size)
         del b["gen"]
-        return {**b, "phase": self.phase(step)}
+        return b
 
-    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         dev = next(self.student.parameters()).device
         if next(self.teacher.parameters()).device != dev:
             self.teacher.to(dev)
@@ -137,7 +137,7 @@ class AlignRecipe:
         cond = batch_cond(batch, dev)
         x_t = add_noise(x0, eps, s)
         first_frame = cond.image is None
-        if batch["phase"] == 2:
+        if self.phase(step) == 2:
             v_s = self.student(x_t, s, cond)
             return align_loss(v_s, x0, eps, first_frame)
         student_ids = [p[0] for p in self.pairs]

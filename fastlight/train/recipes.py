@@ -97,7 +97,7 @@ class DppRecipe:
         u = torch.rand(b["x0"].shape[0] if cfg.per_sample else 1, len(self.candidates), generator=b.pop("gen"))
         return {**b, "skips": draw_skips(u, self.candidates, cfg.p)}
 
-    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         dev = next(self.model.parameters()).device
         x0, eps, s = batch["x0"].to(dev), batch["eps"].to(dev), batch["s"].to(dev)
         cond = batch_cond(batch, dev)

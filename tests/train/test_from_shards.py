@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from fastlight.models.load import load_denoiser
 from fastlight.train.command import available_recipes
-from fastlight.train.loop import list_checkpoints
+from fastlight.train.checkpoint import list_checkpoints
 from fastlight.train.loop import train
 
 RECIPE_KW = {

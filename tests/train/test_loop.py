@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from fastlight.train import loop as loop_mod
-from fastlight.train.loop import (LoopConfig, check_batch_divides, enable_gradient_checkpointing, global_batch_size,
-                                  list_checkpoints, train)
+from fastlight.train.checkpoint import list_checkpoints
+from fastlight.train.loop import LoopConfig, check_batch_divides, enable_gradient_checkpointing, global_batch_size, train
 
 FULL_BATCH = 8
 
@@ -37,7 +37,7 @@ class LinearRecipe:
         n = FULL_BATCH // world_size
         return step, x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n]
 
-    def step(self, batch):
+    def step(self, batch, opt_step):
         step, x, y = batch
         if 0 <= self.slow_after <= step:
             time.sleep(0.3)
