@@ -59,8 +59,7 @@ import torch.nn.functional as F
 from fastlight.diffusion.flow import add_noise, pin_first_frame, sample_s, x0_from_v
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
-from fastlight.data.source import stream_generator
-from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, recipe_source
+from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, per_sample, recipe_source
 from fastlight.train.loop import Optimized
 
 
@@ -140,11 +139,12 @@ def critic_loss(v_fake: torch.Tensor, x0_g: torch.Tensor, eps: torch.Tensor) -> 
 
 
 def backward_simulation(G: Denoiser, noise: torch.Tensor, cond: Cond, s_list: Sequence[float], k: int,
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        generator: torch.Generator | None = None,
+                        renoise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run G WITHOUT grad through steps 0..k-1 of the few-step sampler (x0 = x - s v, then re-noise
-    to s_{i+1} with fresh eps ~ N(0, I) from `generator`), returning (x_k, s_k): the input of G's
-    step k (first frame pinned to cond.image), detached, float32, and s_k as a (B,) tensor.
-    k = 0 returns the (pinned) noise at s_list[0]."""
+    to s_{i+1} with eps = renoise[i] when given (drawn in advance: (>= k, B, C, F, H, W)), else fresh
+    eps ~ N(0, I) from `generator`), returning (x_k, s_k): the input of G's step k (first frame pinned
+    to cond.image), detached, float32, and s_k as a (B,) tensor. k = 0 returns the (pinned) noise at s_list[0]."""
     if not 0 <= k < len(s_list):
         raise ValueError(f"exit step k={k} outside 0..{len(s_list) - 1}")
     B = noise.shape[0]
@@ -155,7 +155,10 @@ def backward_simulation(G: Denoiser, noise: torch.Tensor, cond: Cond, s_list: Se
             s = torch.full((B,), float(s_list[i]), device=x.device)
             v = G(x.to(noise.dtype), s, cond)
             x0 = pin_first_frame(x0_from_v(x, s, v.float()), cond.image)
-            eps = torch.randn(x.shape, generator=generator, dtype=torch.float32, device=rand_dev).to(x.device)
+            if renoise is not None:
+                eps = renoise[i].to(x.device, torch.float32)
+            else:
+                eps = torch.randn(x.shape, generator=generator, dtype=torch.float32, device=rand_dev).to(x.device)
             x = pin_first_frame(add_noise(x0, eps, float(s_list[i + 1])), cond.image)
     return x.detach(), torch.full((B,), float(s_list[k]), device=x.device)
 
@@ -317,21 +320,23 @@ class DmdRecipe:
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
         """Conditions (text, first-frame image when the source gives one) and clean clips (for the GAN
-        head) from the source; starting noise, beta1, noise levels and eps for critic / DMD from the
-        recipe's stream "dmd"; the exit step k from (seed, step) only (stream "dmd/k": same on all ranks)."""
+        head) from the source; per sample (stream "dmd"): starting noise, the backward simulation's
+        re-noising eps, beta1, noise levels and eps for critic / DMD; for the batch (the same on every
+        process): the exit step k."""
         cfg = self.cfg
         b = flow_batch(self.source, self.real, cfg, "dmd", step, rank, world_size)
-        gen = b["gen"]
-        n, shape = b["x0"].shape[0], b["x0"].shape
-        k_gen = stream_generator(cfg.seed, "dmd/k", step)
+        gens, shape = b["gens"], b["x0"].shape[1:]
+        randn = lambda *size: per_sample(gens, lambda g: torch.randn(*size, generator=g))  # noqa: E731
+        unif = lambda lo, hi: per_sample(gens, lambda g: lo + (hi - lo) * torch.rand((), generator=g))  # noqa: E731
+        shifted = lambda lo, hi: per_sample(gens, lambda g: sample_s(1, cfg.shift, g, lo, hi)[0])  # noqa: E731
         out = {
             "text": b["text"], "real": b["x0"],
-            "noise": torch.randn(shape, generator=gen),
-            "sim_seed": int(torch.randint(0, 2**62, (1,), generator=gen)),
-            "k": int(torch.randint(0, len(self.s_list), (1,), generator=k_gen)),
-            "beta1": cfg.beta1_min + (cfg.beta1_max - cfg.beta1_min) * torch.rand(n, generator=gen),
-            "s_critic": sample_s(n, cfg.shift, gen), "eps_critic": torch.randn(shape, generator=gen),
-            "s_dmd": sample_s(n, cfg.shift, gen, cfg.s_min, cfg.s_max), "eps_dmd": torch.randn(shape, generator=gen),
+            "k": int(torch.randint(0, len(self.s_list), (1,), generator=b["batch_gen"])),
+            "noise": randn(shape),
+            "renoise": randn(len(self.s_list) - 1, *shape).transpose(0, 1),  # (steps - 1, B, C, F, H, W)
+            "beta1": unif(cfg.beta1_min, cfg.beta1_max),
+            "s_critic": shifted(0.0, 1.0), "eps_critic": randn(shape),
+            "s_dmd": shifted(cfg.s_min, cfg.s_max), "eps_dmd": randn(shape),
         }
         for key in ("image", "extra"):
             if key in b:
@@ -367,8 +372,8 @@ class DmdRecipe:
         image = cond.image
         f0 = 0 if cond.image is None else 1
         gen_step = self.is_generator_step(step)
-        sim_gen = torch.Generator().manual_seed(int(batch["sim_seed"]))
-        x_k, s_k = backward_simulation(self.G, batch["noise"].to(dev), cond, self.s_list, int(batch["k"]), sim_gen)
+        x_k, s_k = backward_simulation(self.G, batch["noise"].to(dev), cond, self.s_list, int(batch["k"]),
+                                       renoise=batch["renoise"])
         with torch.set_grad_enabled(gen_step and torch.is_grad_enabled()):
             v_g = self.G(x_k, s_k, cond)
             x0_g = pin_first_frame(x0_from_v(x_k, s_k, v_g.float()), image)

@@ -126,7 +126,7 @@ class AlignRecipe:
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
         """The source's batch plus eps, s and CFG dropout (stream "align"); pure in (seed, step, rank)."""
         b = flow_batch(self.source, self.teacher, self.cfg, "align", step, rank, world_size)
-        del b["gen"]
+        del b["gens"], b["batch_gen"]
         return b
 
     def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:

@@ -2,15 +2,19 @@
 
     source = recipe_source(cfg, model)              # the source cfg.data names (fastlight/data/source.py)
     b = flow_batch(source, model, cfg, "dpp", index, rank, num_processes)
-    # b: {x0, text, image?, extra?, eps, s} on the CPU; b["gen"] continues the recipe's own stream
+    # b: {x0, text, image?, extra?, eps, s} on the CPU, plus b["gens"] (one generator per sample)
+    # and b["batch_gen"] (one for the batch) for the recipe's own further draws
     cond = batch_cond(b, device)                    # Cond(text, image or None, extra)
 
-The source gives clean latents and conditions; the recipe draws the noise `eps`, the noise levels
-`s` (u ~ U(0, 1), shifted by cfg.shift) and the CFG dropout (a sample's text replaced by the
-model's null text, `Denoiser.null_cond`, with probability cfg.cfg_dropout) from
-`stream_generator(cfg.seed, stream, index, rank)`, a namespace of its own: the same (seed, index,
-rank) always gives the same batch, whatever the source. A source that gives `image` makes the run
-text+image-to-video (frame 0 is the clean condition); without it the run is text-to-video.
+The source gives clean latents and conditions; the recipe draws the CFG dropout (a sample's text
+replaced by the model's null text, `Denoiser.null_cond`, with probability cfg.cfg_dropout), the
+noise `eps` and the noise level `s` (u ~ U(0, 1), shifted by cfg.shift) of each sample from that
+sample's own generator, `stream_generator(cfg.seed, stream, index, row)` with `row` its place in
+the global batch (b["gens"], for the recipe's further per-sample draws), and draws shared by the
+whole batch from `stream_generator(cfg.seed, stream + "/batch", index)` (b["batch_gen"]). So the
+same (seed, index) gives the same global batch however it is split over processes (N processes
+train like one), and a recipe's streams never meet a source's. A source that gives `image` makes
+the run text+image-to-video (frame 0 is the clean condition); without it the run is text-to-video.
 """
 from __future__ import annotations
 
@@ -59,18 +63,30 @@ def drop_text(model: Denoiser, text: torch.Tensor, extra: dict | None, drop: tor
     return text, extra
 
 
+def sample_generators(seed: int, stream: str, index: int, rank: int, n: int) -> list[torch.Generator]:
+    """One generator per sample of this process's share (rows rank * n .. rank * n + n - 1 of the global batch)."""
+    return [stream_generator(seed, stream, index, rank * n + j) for j in range(n)]
+
+
+def per_sample(gens: list[torch.Generator], draw) -> torch.Tensor:
+    """torch.stack([draw(g) for g in gens]): one draw per sample, each from its own generator."""
+    return torch.stack([draw(g) for g in gens])
+
+
 def flow_batch(source: DataSource, model: Denoiser, cfg: RecipeConfig, stream: str, index: int, rank: int = 0,
                num_processes: int = 1) -> dict:
-    """One micro-batch of the source plus the recipe's draws (CFG dropout, eps, s), in that order,
-    from the recipe's stream; b["gen"] is that generator, for the recipe's further draws."""
+    """One micro-batch of the source plus the recipe's per-sample draws (CFG dropout, eps, s, in that
+    order, from each sample's generator); b["gens"] and b["batch_gen"] for the recipe's further draws."""
     b = source.batch(index, rank, num_processes)
     x0 = b["x0"].float()
     n = x0.shape[0]
-    gen = stream_generator(cfg.seed, stream, index, rank)
-    drop = torch.rand(n, generator=gen) < cfg.cfg_dropout
+    gens = sample_generators(cfg.seed, stream, index, rank, n)
+    drop = per_sample(gens, lambda g: torch.rand((), generator=g)) < cfg.cfg_dropout
     text, extra = drop_text(model, b["text"].float(), b.get("extra"), drop)
-    out = {"x0": x0, "text": text, "eps": torch.randn(x0.shape, generator=gen), "s": sample_s(n, cfg.shift, gen),
-           "gen": gen}
+    eps = per_sample(gens, lambda g: torch.randn(x0.shape[1:], generator=g))
+    s = per_sample(gens, lambda g: sample_s(1, cfg.shift, g)[0])
+    out = {"x0": x0, "text": text, "eps": eps, "s": s, "gens": gens,
+           "batch_gen": stream_generator(cfg.seed, f"{stream}/batch", index)}
     if b.get("image") is not None:
         out["image"] = b["image"].float()
     if extra is not None:

@@ -43,7 +43,7 @@ from fastlight.diffusion.flow import add_noise, v_target, x0_from_v
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.models.load import load_denoiser
-from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, recipe_source
+from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, per_sample, recipe_source
 from fastlight.train.loop import Optimized
 
 
@@ -161,11 +161,11 @@ class IcmdRecipe:
         pure in (seed, step, rank)."""
         cfg = self.cfg
         b = flow_batch(self.source, self.teacher, cfg, "icmd", step, rank, world_size)
-        gen = b.pop("gen")
-        n = b["x0"].shape[0]
+        gens = b.pop("gens")
+        del b["batch_gen"]
         lo, hi = cfg.instance_noise_min, cfg.instance_noise_max
-        disc_s = lo + (hi - lo) * torch.rand(n, generator=gen)
-        disc_eps = torch.randn(b["x0"].shape, generator=gen)
+        disc_s = lo + (hi - lo) * per_sample(gens, lambda g: torch.rand((), generator=g))
+        disc_eps = per_sample(gens, lambda g: torch.randn(b["x0"].shape[1:], generator=g))
         return {**b, "disc_s": disc_s, "disc_eps": disc_eps}
 
     def _to(self, dev) -> None:

@@ -21,7 +21,7 @@ from fastlight.diffusion.flow import add_noise, v_target
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.models.load import load_denoiser
-from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, recipe_source
+from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, per_sample, recipe_source
 
 
 @dataclass
@@ -91,10 +91,16 @@ class DppRecipe:
         return self.model.requires_grad_(True)
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        """The source's batch plus eps, s, CFG dropout and the skip sets (stream "dpp"); pure in (seed, step, rank)."""
+        """The source's batch plus eps, s, CFG dropout and the skip sets (stream "dpp"); pure in (seed, step, rank).
+        One skip set for the whole global batch (the same on every process), or one per sample (per_sample)."""
         cfg = self.cfg
         b = flow_batch(self.source, self.model, cfg, "dpp", step, rank, world_size)
-        u = torch.rand(b["x0"].shape[0] if cfg.per_sample else 1, len(self.candidates), generator=b.pop("gen"))
+        gens, batch_gen = b.pop("gens"), b.pop("batch_gen")
+        m = len(self.candidates)
+        if cfg.per_sample:
+            u = per_sample(gens, lambda g: torch.rand(m, generator=g))
+        else:
+            u = torch.rand(1, m, generator=batch_gen)
         return {**b, "skips": draw_skips(u, self.candidates, cfg.p)}
 
     def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:

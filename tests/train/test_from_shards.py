@@ -92,26 +92,38 @@ def test_dmd_from_shards_resumes_exactly_after_sigkill(shard_world, tmp_path):
     assert _metrics(ref) == [{k: v for k, v in r.items()} for r in _metrics(run)]
 
 
-def test_dmd_from_shards_two_processes_match_one(shard_world, tmp_path):
+LOSS_KEYS = ("loss", "loss_distill", "loss_flow", "task", "icd", "mca_gen", "mca_disc", "fm", "out", "layer", "dmd",
+             "critic", "grad_norm", "beta1", "x0_mean")  # not x0_std: a std over each process's share
+
+
+def test_every_recipe_from_shards_two_processes_match_one(shard_world, tmp_path):
+    """accelerate launch, 2 gloo processes with half the batch each == one process: the sources and the
+    recipes draw per sample (row of the global batch), so the split does not change the data."""
     one, two = tmp_path / "one", tmp_path / "two"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    r1 = subprocess.run([sys.executable, __file__, "single", str(one), *_world_args(shard_world)], env=env,
-                        capture_output=True, text=True, timeout=240)
+    r1 = subprocess.run([sys.executable, __file__, "all", str(one), *_world_args(shard_world)], env=env,
+                        capture_output=True, text=True, timeout=300)
     assert r1.returncode == 0, r1.stderr[-3000:]
     r2 = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", __file__,
-                         "single", str(two), *_world_args(shard_world)], env=env, capture_output=True, text=True,
-                        timeout=300)
+                         "all", str(two), *_world_args(shard_world)], env=env, capture_output=True, text=True,
+                        timeout=400)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    m1, m2 = _metrics(one), _metrics(two)
-    assert [m["step"] for m in m1] == [m["step"] for m in m2] == list(range(1, 7))
-    for a, b in zip(m1, m2):
-        assert a.keys() == b.keys()
-        for k in a:
-            assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (k, a, b)
-    for f in ("model.safetensors", "critic.safetensors"):
-        ta, tb = (load_file(str(list_checkpoints(d)[-1] / f)) for d in (one, two))
-        assert all(torch.allclose(ta[k], tb[k], atol=1e-5) for k in ta), f
+    for recipe in RECIPE_KW:
+        m1, m2 = _metrics(one / recipe), _metrics(two / recipe)
+        assert [m["step"] for m in m1] == [m["step"] for m in m2] == [1, 2, 3], recipe
+        for a, b in zip(m1, m2):
+            assert a.keys() == b.keys(), recipe
+            for k in set(LOSS_KEYS) & set(a):
+                assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (recipe, k, a, b)
+        files = [f.name for f in list_checkpoints(one / recipe)[-1].glob("*.safetensors")]
+        assert "model.safetensors" in files
+        for f in files:
+            ta, tb = (load_file(str(list_checkpoints(d / recipe)[-1] / f)) for d in (one, two))
+            # the discriminator's conv bias before its GroupNorm has an analytically zero gradient: Adam
+            # turns its float noise into steps of up to lr (1e-5) each, so allow 3 steps of it there
+            atol = 3e-5 if f == "discriminator.safetensors" else 1e-5
+            assert all(torch.allclose(ta[k], tb[k], atol=atol) for k in ta), (recipe, f)
 
 
 if __name__ == "__main__":
@@ -127,6 +139,10 @@ if __name__ == "__main__":
     a = ap.parse_args()
     torch.set_num_threads(1)
     world = {"model": a.model, "plan": a.plan, "shards": a.shards}
+    if a.mode == "all":  # every recipe, 3 steps each
+        for name in RECIPE_KW:
+            _run(name, _cfg(name, world, Path(a.out) / name, steps=3, save_every=3))
+        sys.exit(0)
     cfg = _cfg("fastlightgen", world, Path(a.out), steps=6)
     _, recipe_cls = available_recipes()["fastlightgen"]
     recipe = recipe_cls(cfg)
