@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from fastlight.train.sharding import is_dtensor
 
 GENERATOR = "generator"
-_NOT_HASHED = ("out", "steps", "gradient_checkpointing", "shard")  # may change on resume without changing the result
+_NOT_HASHED = ("out", "steps", "gradient_checkpointing", "shard", "hooks")  # may change on resume, same result
 
 
 def hashed_config(cfg) -> dict:
