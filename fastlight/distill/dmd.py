@@ -1,12 +1,12 @@
 """fastlightgen / dmd2 — Stage III distribution matching distillation (DESIGN.md section 1).
 
 Three models:
-  G      the few-step generator = prune_depth(Stage II model, plan drop_blocks); the loop's
-         trainable (AdamW + EMA by the loop).
+  G      the few-step generator = prune_depth(Stage II model, plan drop_blocks); trained by the
+         loop (AdamW + EMA).
   real   the frozen Stage II (elastic) model with its full weights; its *pruned* evaluation
          runs it with skip = the plan's drop_blocks (no copy).
-  fake   the critic: a trainable copy of the PRUNED model (starts equal to G), with its own
-         AdamW inside `step()`; checkpointed through extra_state()/load_extra_state().
+  fake   the critic: a trainable copy of the PRUNED model (starts equal to G), trained by the
+         loop with its own AdamW (`optimized()`).
 
 Well-guided teacher (CFG form `uncond + w (cond - uncond)` everywhere, cond and uncond
 batched in one forward):

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from fastlight.data.source import DataError, local_batch_size, stream_generator
 from fastlight.shapes import text, world as shapes
 

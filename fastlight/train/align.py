@@ -30,7 +30,7 @@ import torch
 
 from fastlight.diffusion.flow import add_noise, v_target
 from fastlight.fileio import atomic_write_json
-from fastlight.models.denoiser import Cond, Denoiser
+from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser
 from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, recipe_source
 

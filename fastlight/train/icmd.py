@@ -41,7 +41,7 @@ from torch import nn
 
 from fastlight.diffusion.flow import add_noise, v_target, x0_from_v
 from fastlight.fileio import atomic_write_json
-from fastlight.models.denoiser import Cond, Denoiser
+from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser
 from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, per_sample, recipe_source
 from fastlight.train.loop import Optimized

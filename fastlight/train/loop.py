@@ -181,6 +181,12 @@ def optimized_parts(recipe) -> dict[str, Optimized]:
     return {GENERATOR: parts[GENERATOR], **{k: v for k, v in parts.items() if k != GENERATOR}}
 
 
+def progress_postfix(logs: dict, losses: list[str], probed: dict) -> dict[str, str]:
+    """What the progress bar shows: the losses computed on this step (those of the modules updated),
+    then the hooks' metrics."""
+    return {k: f"{logs[k]:.4g}" for k in dict.fromkeys(losses)} | {k: f"{v:.3g}" for k, v in probed.items()}
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters()):
@@ -402,8 +408,7 @@ def train(recipe, cfg: LoopConfig, progress: bool = True, hooks=()) -> Path:
                     for k, v in rec.items():
                         if k != "step" and isinstance(v, (int, float)):
                             tb.add_scalar(k, v, done)
-                shown = dict.fromkeys(run.parts[n].loss for n in stepped)  # the losses computed this step
-                bar.set_postfix({k: f"{logs[k]:.4g}" for k in shown} | {k: f"{v:.3g}" for k, v in probed.items()})
+                bar.set_postfix(progress_postfix(logs, [run.parts[n].loss for n in stepped], probed))
             if done % cfg.save_every == 0 or done == cfg.steps:
                 run.save(done, wall_before + time.time() - t0)
     finally:

@@ -8,8 +8,8 @@
          forwards with the same `skip=` (`SameForwardsCheck`: a mismatch stops the run with one line
          instead of pairing the wrong collectives).
   root   FSDP2 with one unit for the whole module, never resharded between forwards: parameters are
-         gathered once per micro-batch, so processes may run different forwards (dpp draws its skip
-         sets per process). Sharded at rest, full while a micro-batch runs.
+         gathered once per micro-batch, so processes may run different forwards (dpp with
+         per_sample=true groups its samples by skip set). Sharded at rest, full while a micro-batch runs.
   auto   blocks when launched with accelerate's FSDP type (root when its fsdp_auto_wrap_policy is
          NO_WRAP), none otherwise. One process: none.
 
@@ -135,5 +135,5 @@ class SameForwardsCheck:
         dist.all_gather(got, code)
         if any(int(g) != int(code) for g in got):
             raise RuntimeError(f"shard=blocks needs every process to run the same forwards and blocks, but rank "
-                               f"{self.rank} was at {what} while another rank differs (a recipe that draws skip sets "
-                               f"per process, like dpp, needs shard=root)")
+                               f"{self.rank} was at {what} while another rank differs (a recipe whose processes run "
+                               f"different forwards, like dpp with per_sample=true, needs shard=root)")

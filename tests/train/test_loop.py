@@ -100,6 +100,23 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
     assert (run / "model" / "final.pt").exists()
 
 
+def test_progress_bar_shows_the_losses_computed():
+    """A DMD-like critic-only step shows the critic's loss (no generator loss=0), a generator step both."""
+    from fastlight.train.loop import progress_postfix
+
+    assert progress_postfix({"critic": 0.25, "x0_std": 0.5}, ["critic"], {}) == {"critic": "0.25"}
+    assert progress_postfix({"loss": 0.125, "critic": 0.25}, ["loss", "critic", "critic"], {"probe": 0.5}) == \
+        {"loss": "0.125", "critic": "0.25", "probe": "0.5"}
+
+
+def test_step_without_a_trained_loss_is_one_line(tmp_path):
+    class NoLoss(_Recipe):
+        def step(self, batch, opt_step):
+            return {"abs_err": super().step(batch, opt_step)["abs_err"]}
+    with pytest.raises(ValueError, match=r"returned \['abs_err'\]: none is the loss of a trained module \(loss\)"):
+        train(NoLoss(), _cfg(tmp_path, steps=1), progress=False)
+
+
 def test_keep_last_and_state(tmp_path):
     train(_Recipe(), _cfg(tmp_path, keep_last=2, ema_decay=0.0), progress=False)
     assert [d.name for d in list_checkpoints(tmp_path)] == ["step-00000015", "step-00000020"]
