@@ -130,5 +130,5 @@ def test_train_command_writes_stock_diffusers_folder(tiny_shapes_model, plan_pat
     assert man["alpha"] == 1.0 and man["p"] == 0.5 and man["steps"] == 2 and "wall_time_s" in man
     assert load_denoiser(out).num_blocks == 2
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 2
-    with pytest.raises(ValueError, match=r"unknown recipe 'nope'; available recipes: align, dmd2, dpp, fastlightgen, icmd$"):
+    with pytest.raises(ValueError, match=r"unknown recipe 'nope'; available recipes: align, dmd2, dpp, fastlightgen, icmd, pretrain$"):
         train_command("nope", None, [])
