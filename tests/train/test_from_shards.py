@@ -60,6 +60,21 @@ def test_recipe_trains_a_non_shapes_wan_from_shards(recipe, shard_world, tmp_pat
     assert any(not torch.equal(v, start[k]) for k, v in ck.items() if k in start and v.shape == start[k].shape)
 
 
+def test_train_verb_takes_the_source_from_the_command_line(shard_world, tmp_path, capsys):
+    from fastlight.cli import main
+
+    w = shard_world
+    args = ["train", "--recipe", "align", f"teacher={w['model']}", f"plan={w['plan']}", "steps=1", "batch_size=2",
+            "cpu=true", "threads=1", "ema_decay=0"]
+    assert main([*args, f"out={tmp_path / 'ok'}", f"data={{_component_: latents, path: {w['shards']}}}"]) == 0
+    assert load_denoiser(tmp_path / "ok" / "model").model.config.in_channels == 4
+    capsys.readouterr()
+    assert main([*args, f"out={tmp_path / 'bad'}", f"data={{_component_: latents, path: {tmp_path / 'none'}}}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run `fastlight preprocess" in err[0], err
+    assert not (tmp_path / "bad" / "model").exists()
+
+
 def _script(args, **kw):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, __file__, *args], env=env, **kw)
