@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     n_blocks = r.real.num_blocks
     batch = r.batch(0)
     batch["k"] = 1
-    critic_batch = dict(batch, opt_step=1)  # not a generator step
-    cond = Cond(batch["text"], batch["image"])
+    cond = Cond(batch["text"], batch.get("image"))
     x = batch["noise"]
     s = torch.full((a.batch_size,), 0.6)
 
@@ -96,16 +95,19 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.no_grad():
             r.real(x, s, cond)
 
-    def iteration(recipe, b):
+    def iteration(recipe, b, step):
+        """One optimizer step's work: the recipe's forwards and the backward of the losses it returns."""
         def run():
-            recipe.G.zero_grad(set_to_none=True)
-            recipe.step(b)["loss"].backward()
+            for m in (recipe.G, recipe.critic):
+                m.zero_grad(set_to_none=True)
+            out = recipe.step(b, step)
+            sum(out[k] for k in ("loss", "critic") if k in out).backward()
         return run
 
     cases = {"teacher forward (unit)": unit,
-             "generator iteration, shared prefix": iteration(recipes[True], batch),
-             "generator iteration, no sharing": iteration(recipes[False], batch),
-             "critic-only iteration": iteration(recipes[True], critic_batch)}
+             "generator iteration, shared prefix": iteration(recipes[True], batch, 0),
+             "generator iteration, no sharing": iteration(recipes[False], batch, 0),
+             "critic-only iteration": iteration(recipes[True], batch, 1)}  # step 1: not a generator step
     counts = {}
     for name, fn in cases.items():
         rec = recipes[False] if "no sharing" in name else recipes[True]

@@ -8,12 +8,10 @@ from pathlib import Path
 
 
 def _pretrain(a):
-    from fastlight.config import load_config
-    from fastlight.shapes.pretrain import pretrain, PretrainConfig
+    from fastlight.train.command import train_command
 
-    cfg = load_config(PretrainConfig, a.config, a.overrides)
-    out = pretrain(cfg)
-    print(f"teacher written to {out}")
+    out = train_command("pretrain", a.config, a.overrides)
+    print(f"model written to {out}")
 
 
 def _sampler_args(s) -> None:
@@ -203,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastlight", description="Distil a video DiT's steps and size together.")
     sub = p.add_subparsers(dest="verb", required=True)
 
-    s = sub.add_parser("pretrain", help="train the embedded Shapes teacher")
+    s = sub.add_parser("pretrain", help="train a denoiser from random weights (the embedded Shapes teacher)")
     s.add_argument("config", help="YAML recipe, e.g. configs/shapes/pretrain.yaml")
     s.add_argument("overrides", nargs="*", help="key=value overrides")
     s.set_defaults(fn=_pretrain)

@@ -13,7 +13,6 @@ KNOWN_PLUGIN_IMPORTS = {
     "fastlight.analyze.calib": ['fastlight.shapes.generate', 'fastlight.shapes.text', 'fastlight.shapes.world'],
     "fastlight.analyze.importance": ['fastlight.shapes.generate', 'fastlight.shapes.teacher_eval', 'fastlight.shapes.world'],
     "fastlight.decoder.distill": ['fastlight.shapes.world'],
-    "fastlight.train.batches": ['fastlight.shapes.text', 'fastlight.shapes.world'],
 }
 
 

@@ -5,6 +5,8 @@
     data = LatentShards("shards/")
     item = data[0]                      # {"x0": (C, F', H', W'), "text": (L, D), "text_mask": (L,)}
     batch = data.batch([0, 1, 2])       # same keys with a leading batch axis (one bucket per batch)
+    source = LatentShardSource("shards/", batch_size=8, seed=0)   # the `latents` data source
+    b = source.batch(step, rank, num_processes)                   # {x0, text, text_mask}, one bucket
 
 Per video: decode with PyAV (first `num_frames` frames, every `frame_stride`-th), pick the bucket
 (H, W) with the closest aspect ratio, resize so the bucket is covered and centre-crop, scale to
@@ -35,12 +37,14 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
+from fastlight.data.source import local_batch_size, stream_generator
 from fastlight.fileio import atomic_write_bytes
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
@@ -545,3 +549,62 @@ class LatentShards:
         if len(shapes) > 1:
             raise ValueError(f"batch mixes buckets with latent shapes {sorted(shapes)}; batch indices of one bucket")
         return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+# ----------------------------------------------------------------------------- data source
+
+
+@dataclass
+class LatentShardSource:
+    """The shards of a `fastlight preprocess` folder as a data source (fastlight/data/source.py),
+    registered as `latents`: `data: {_component_: latents, path: SHARDS}`.
+
+    Epoch e visits every sample once in a seeded order: each bucket's samples are permuted
+    (stream `latents/<stream>/epoch`, step e), cut into global batches of `batch_size` (a bucket's
+    last batch is filled up from the start of its permutation: every batch is full and of one
+    latent shape), and the batches of all buckets are shuffled together. Global batch `step` is
+    batch `step % E` of epoch `step // E` (E batches per epoch); process `rank` of N takes rows
+    [rank * B / N, (rank + 1) * B / N). A pure function of (path, seed, stream, step, rank, N)."""
+
+    path: str = ""
+    batch_size: int = 16
+    seed: int = 0
+    stream: str = "train"
+
+    def __post_init__(self):
+        if not self.path:
+            raise DataError("the latents source needs the folder `fastlight preprocess` wrote: "
+                            "data: {_component_: latents, path: SHARDS}")
+        self.shards = LatentShards(self.path)
+        if len(self.shards) == 0:
+            raise DataError(f"{self.path} holds no samples; re-run fastlight preprocess on readable videos")
+        buckets: dict[tuple, list[int]] = {}
+        for s, info in enumerate(self.shards.index["shards"]):
+            key = tuple(info.get("bucket") or ())
+            buckets.setdefault(key, []).extend(range(int(self.shards.offsets[s]), int(self.shards.offsets[s + 1])))
+        self.buckets = [buckets[k] for k in sorted(buckets)]
+        self._epochs: dict[int, list[list[int]]] = {}
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return sum(math.ceil(len(b) / self.batch_size) for b in self.buckets)
+
+    def epoch(self, e: int) -> list[list[int]]:
+        """The global batches (sample indices) of epoch `e`, in order."""
+        if e not in self._epochs:
+            gen = stream_generator(self.seed, f"latents/{self.stream}/epoch", e)
+            batches = []
+            for members in self.buckets:
+                perm = [members[i] for i in torch.randperm(len(members), generator=gen).tolist()]
+                for start in range(0, len(perm), self.batch_size):
+                    batches.append([perm[(start + j) % len(perm)] for j in range(self.batch_size)])
+            order = torch.randperm(len(batches), generator=gen).tolist()
+            self._epochs = {e: [batches[i] for i in order]}  # keep one epoch: steps advance monotonically
+        return self._epochs[e]
+
+    def batch(self, step: int, rank: int = 0, num_processes: int = 1) -> dict:
+        n = local_batch_size(self.batch_size, num_processes)
+        e, j = divmod(int(step), self.batches_per_epoch)
+        rows = self.epoch(e)[j][rank * n:(rank + 1) * n]
+        b = self.shards.batch(rows)
+        return {"x0": b["x0"].float(), "text": b["text"].float(), "text_mask": b["text_mask"].float()}

@@ -266,7 +266,7 @@ class DecoderDistillRecipe:
         x, feats = decode_with_features(module.model, z, self.names)
         return x, feats
 
-    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         dev = next(self.student.parameters()).device
         z = batch["z"].to(dev)

@@ -1,12 +1,12 @@
 """fastlightgen / dmd2 — Stage III distribution matching distillation (DESIGN.md section 1).
 
 Three models:
-  G      the few-step generator = prune_depth(Stage II model, plan drop_blocks); the loop's
-         trainable (AdamW + EMA by the loop).
+  G      the few-step generator = prune_depth(Stage II model, plan drop_blocks); trained by the
+         loop (AdamW + EMA).
   real   the frozen Stage II (elastic) model with its full weights; its *pruned* evaluation
          runs it with skip = the plan's drop_blocks (no copy).
-  fake   the critic: a trainable copy of the PRUNED model (starts equal to G), with its own
-         AdamW inside `step()`; checkpointed through extra_state()/load_extra_state().
+  fake   the critic: a trainable copy of the PRUNED model (starts equal to G), trained by the
+         loop with its own AdamW (`optimized()`).
 
 Well-guided teacher (CFG form `uncond + w (cond - uncond)` everywhere, cond and uncond
 batched in one forward):
@@ -17,19 +17,19 @@ batched in one forward):
 beta1 ~ U(beta1_min, beta1_max) per sample, beta2 fixed. `dmd2` is the same code with no plan
 (G, critic and teacher are the unpruned model) and beta2 = 0.
 
-One loop step (micro-batch) = backward simulation to a random exit step k (same on all ranks),
-G's x0 prediction at s_k (first frame pinned to the TI2V image), one critic update on the
-detached sample (flow matching at shifted s ~ U(0, 1)), and, on every `critic_steps`-th
-optimizer step, the DMD generator loss at shifted s ~ U(s_min, s_max):
+One optimizer step = backward simulation to a random exit step k (same on all ranks), G's x0
+prediction at s_k (first frame pinned to the TI2V image), the critic's loss on the detached sample
+(flow matching at shifted s ~ U(0, 1)) and, on every `critic_steps`-th optimizer step, the DMD
+generator loss at shifted s ~ U(s_min, s_max):
 
     grad = (x0_fake - x0_real) / mean|x0_g - x0_real|        (per sample; float32; nan_to_num)
     loss = 0.5 || x0_g - sg(x0_g - grad) ||^2                (mean)    => dloss/dx0_g = grad / numel
 
-On critic-only steps `step()` returns a zero loss that is connected to G's parameters
-(sum of p.sum() * 0), so the loop's backward gives all-zero gradients. NOTE: AdamW still
-moves parameters on a zero gradient through its first moment and weight decay, which is why
-the DMD configs default to Adam beta1 = 0 and weight_decay = 0 (then a zero-gradient step is an
-exact no-op for G; EMA still averages). The recipe refuses critic_steps > 1 otherwise.
+The loop trains both (`optimized()`): the critic (loss `critic`, its own AdamW: critic_lr, betas
+(0, 0.999), no weight decay, constant, unclipped) on every step, G (loss `loss`) only on the steps
+whose `step()` returns it; x0_fake and x0_real are computed under no_grad, so one backward sends
+each gradient to its own module. Both are synced, sharded (FSDP2), checkpointed and resumed by the
+loop; the EMA follows G.
 
 Options: `score_init=unpruned` starts the fake score from the unpruned model and uses the
 unpruned model alone as the real score (FastLightGen Table 9's "strong teacher"); `shared_prefix`
@@ -41,8 +41,8 @@ critic); `collapse_std > 0` stops the run (CollapseError, one line from the CLI)
 lose their contrast for `collapse_patience` generator steps. `plan: teacher` (default) takes the
 plan the Stage II model carries in its folder.
 
-Config name clash: LoopConfig already owns `beta1`/`beta2` (AdamW betas), so the guidance
-scales are `beta1_min`, `beta1_max` and `guide_beta2` (the paper's beta2).
+Config name clash: LoopConfig already owns `beta1`/`beta2` (G's AdamW betas; beta1 = 0 as in DMD2), so
+the guidance scales are `beta1_min`, `beta1_max` and `guide_beta2` (the paper's beta2).
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ import torch.nn.functional as F
 from fastlight.diffusion.flow import add_noise, pin_first_frame, sample_s, x0_from_v
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
-from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
+from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, per_sample, recipe_source
+from fastlight.train.loop import Optimized
 
 
 # ---- pure pieces ------------------------------------------------------------------------------
@@ -138,11 +139,12 @@ def critic_loss(v_fake: torch.Tensor, x0_g: torch.Tensor, eps: torch.Tensor) -> 
 
 
 def backward_simulation(G: Denoiser, noise: torch.Tensor, cond: Cond, s_list: Sequence[float], k: int,
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        generator: torch.Generator | None = None,
+                        renoise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run G WITHOUT grad through steps 0..k-1 of the few-step sampler (x0 = x - s v, then re-noise
-    to s_{i+1} with fresh eps ~ N(0, I) from `generator`), returning (x_k, s_k): the input of G's
-    step k (first frame pinned to cond.image), detached, float32, and s_k as a (B,) tensor.
-    k = 0 returns the (pinned) noise at s_list[0]."""
+    to s_{i+1} with eps = renoise[i] when given (drawn in advance: (>= k, B, C, F, H, W)), else fresh
+    eps ~ N(0, I) from `generator`), returning (x_k, s_k): the input of G's step k (first frame pinned
+    to cond.image), detached, float32, and s_k as a (B,) tensor. k = 0 returns the (pinned) noise at s_list[0]."""
     if not 0 <= k < len(s_list):
         raise ValueError(f"exit step k={k} outside 0..{len(s_list) - 1}")
     B = noise.shape[0]
@@ -153,14 +155,12 @@ def backward_simulation(G: Denoiser, noise: torch.Tensor, cond: Cond, s_list: Se
             s = torch.full((B,), float(s_list[i]), device=x.device)
             v = G(x.to(noise.dtype), s, cond)
             x0 = pin_first_frame(x0_from_v(x, s, v.float()), cond.image)
-            eps = torch.randn(x.shape, generator=generator, dtype=torch.float32, device=rand_dev).to(x.device)
+            if renoise is not None:
+                eps = renoise[i].to(x.device, torch.float32)
+            else:
+                eps = torch.randn(x.shape, generator=generator, dtype=torch.float32, device=rand_dev).to(x.device)
             x = pin_first_frame(add_noise(x0, eps, float(s_list[i + 1])), cond.image)
     return x.detach(), torch.full((B,), float(s_list[k]), device=x.device)
-
-
-def zero_loss_of(module: torch.nn.Module) -> torch.Tensor:
-    """A zero scalar whose backward gives every trainable parameter of `module` an all-zero grad."""
-    return sum(p.sum() * 0 for p in module.parameters() if p.requires_grad)
 
 
 class GanHead(torch.nn.Module):
@@ -182,7 +182,7 @@ class CollapseError(RuntimeError):
 # ---- config and recipe ------------------------------------------------------------------------
 
 @dataclass
-class DmdConfig(ShapesRecipeConfig):
+class DmdConfig(RecipeConfig):
     out: str = "runs/fastlightgen"
     teacher: str = "runs/dpp/model"  # Stage II elastic model folder (or 'shapes-teacher')
     plan: str = "teacher"  # depth plan json; "teacher" = the plan.json in the Stage II folder; "" = no pruning (dmd2)
@@ -204,7 +204,7 @@ class DmdConfig(ShapesRecipeConfig):
     batch_size: int = 4
     cfg_dropout: float = 0.0
     lr: float = 2e-6
-    beta1: float = 0.0  # Adam beta1 = 0 (DMD2): a zero-gradient critic-only step is a no-op for G
+    beta1: float = 0.0  # G's Adam beta1 = 0, as in DMD2
     lr_schedule: str = "constant"
     ema_decay: float = 0.99
 
@@ -229,13 +229,10 @@ def check_dmd_config(cfg: DmdConfig) -> None:
         raise ValueError(f"guide_beta2 (the paper's beta2) must be in [0, 1], got {cfg.guide_beta2}")
     if cfg.gan_weight < 0 or cfg.gan_critic_weight < 0:
         raise ValueError(f"gan_weight and gan_critic_weight must be >= 0, got {cfg.gan_weight}, {cfg.gan_critic_weight}")
-    if cfg.critic_steps > 1 and (cfg.beta1 != 0 or cfg.weight_decay != 0):
-        raise ValueError(f"critic_steps={cfg.critic_steps} needs Adam beta1=0 and weight_decay=0 (got {cfg.beta1}, "
-                         f"{cfg.weight_decay}): otherwise the critic-only steps still move G through AdamW")
 
 
 class DmdRecipe:
-    """trainable() is G (pruned); real score frozen (Stage II weights); critic private to the recipe."""
+    """Trains G (pruned) and the critic (fake score); the real score is frozen (Stage II weights)."""
 
     name = "fastlightgen"
 
@@ -268,11 +265,8 @@ class DmdRecipe:
         self.G.requires_grad_(True).train()
         self.critic.requires_grad_(True).train()
         self.gan_head = self._gan_head() if cfg.gan_weight > 0 else None
-        critic_params = list(self.critic.parameters()) + (list(self.gan_head.parameters()) if self.gan_head else [])
-        self.critic_opt = torch.optim.AdamW(critic_params, lr=cfg.critic_lr, betas=(0.0, 0.999), weight_decay=0.0)
         self._low_std_steps = 0
-        world = self.real.meta.get("world", {})
-        self.size, self.num_frames = world.get("size", 24), world.get("num_frames", 8)
+        self.source = recipe_source(cfg, self.real)
         self.run_info: dict = {}
 
     def _plan_path(self, plan: str) -> Path | None:
@@ -315,101 +309,101 @@ class DmdRecipe:
             return plan
         return read_plan(self.plan_path, self.real)
 
-    def trainable(self) -> Denoiser:
-        return self.G
+    def optimized(self) -> dict[str, Optimized]:
+        """G (loss `loss`, the run's AdamW settings) and the critic (loss `critic`, its own); the GAN head
+        trains with the critic's loss and settings."""
+        critic = dict(lr=self.cfg.critic_lr, betas=(0.0, 0.999), weight_decay=0.0, grad_clip=0.0, scheduled=False)
+        parts = {"generator": Optimized(self.G, "loss"), "critic": Optimized(self.critic, "critic", **critic)}
+        if self.gan_head is not None:
+            parts["gan_head"] = Optimized(self.gan_head, "critic", **critic)
+        return parts
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        """Conditions (text, first-frame image) from the Shapes stream, starting noise, beta1, noise
-        levels and eps for critic / DMD; k is drawn from (seed, step) only (same on all ranks)."""
+        """Conditions (text, first-frame image when the source gives one) and clean clips (for the GAN
+        head) from the source; per sample (stream "dmd"): starting noise, the backward simulation's
+        re-noising eps, beta1, noise levels and eps for critic / DMD; for the batch (the same on every
+        process): the exit step k."""
         cfg = self.cfg
-        b, gen = shapes_batch(cfg, step, rank, world_size, self.size, self.num_frames)
-        n, shape = b["x0"].shape[0], b["x0"].shape
-        k_gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
-        return {
-            "image": b["x0"][:, :, :1], "text": b["text"], "real": b["x0"],
-            "noise": torch.randn(shape, generator=gen),
-            "sim_seed": int(torch.randint(0, 2**62, (1,), generator=gen)),
-            "k": int(torch.randint(0, len(self.s_list), (1,), generator=k_gen)),
-            "beta1": cfg.beta1_min + (cfg.beta1_max - cfg.beta1_min) * torch.rand(n, generator=gen),
-            "s_critic": sample_s(n, cfg.shift, gen), "eps_critic": torch.randn(shape, generator=gen),
-            "s_dmd": sample_s(n, cfg.shift, gen, cfg.s_min, cfg.s_max), "eps_dmd": torch.randn(shape, generator=gen),
-            "opt_step": step // cfg.grad_accum,
+        b = flow_batch(self.source, self.real, cfg, "dmd", step, rank, world_size)
+        gens, shape = b["gens"], b["x0"].shape[1:]
+        randn = lambda *size: per_sample(gens, lambda g: torch.randn(*size, generator=g))  # noqa: E731
+        unif = lambda lo, hi: per_sample(gens, lambda g: lo + (hi - lo) * torch.rand((), generator=g))  # noqa: E731
+        shifted = lambda lo, hi: per_sample(gens, lambda g: sample_s(1, cfg.shift, g, lo, hi)[0])  # noqa: E731
+        out = {
+            "text": b["text"], "real": b["x0"],
+            "k": int(torch.randint(0, len(self.s_list), (1,), generator=b["batch_gen"])),
+            "noise": randn(shape),
+            "renoise": randn(len(self.s_list) - 1, *shape).transpose(0, 1),  # (steps - 1, B, C, F, H, W)
+            "beta1": unif(cfg.beta1_min, cfg.beta1_max),
+            "s_critic": shifted(0.0, 1.0), "eps_critic": randn(shape),
+            "s_dmd": shifted(cfg.s_min, cfg.s_max), "eps_dmd": randn(shape),
         }
+        for key in ("image", "extra"):
+            if key in b:
+                out[key] = b[key]
+        return out
 
     def is_generator_step(self, opt_step: int) -> bool:
         return opt_step % self.cfg.critic_steps == 0
 
     def _to(self, dev) -> None:
-        for m in (self.real, self.critic):
-            if next(m.parameters()).device != dev:
-                m.to(dev)  # in place: the critic optimiser keeps the same Parameter objects
+        if next(self.real.parameters()).device != dev:
+            self.real.to(dev)
 
-    def update_critic(self, x0_g: torch.Tensor, s: torch.Tensor, eps: torch.Tensor, cond: Cond,
-                      real: torch.Tensor | None = None) -> torch.Tensor:
-        """One AdamW step of the critic on G's detached sample; returns the loss (detached). With the
-        GAN head: + gan_critic_weight * (softplus(-D(real)) + softplus(D(x0_g))) at the same s, eps."""
+    def critic_loss(self, x0_g: torch.Tensor, s: torch.Tensor, eps: torch.Tensor, cond: Cond,
+                    real: torch.Tensor | None = None) -> torch.Tensor:
+        """The critic's flow-matching loss on G's detached sample; with the GAN head
+        + gan_critic_weight * (softplus(-D(real)) + softplus(D(x0_g))) at the same s, eps."""
         f0 = 0 if cond.image is None else 1
-        self.critic.requires_grad_(True)
-        self.critic_opt.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            x_t = pin_first_frame(add_noise(x0_g.detach(), eps, s), cond.image)
-            v = self.critic(x_t, s, cond)
-            loss = critic_loss(v[:, :, f0:], x0_g[:, :, f0:], eps[:, :, f0:])
-            if self.gan_head is not None and real is not None:
-                d_real = self._gan_logits(real, s, eps, cond)
-                d_fake = self._gan_logits(x0_g.detach(), s, eps, cond)
-                loss = loss + self.cfg.gan_critic_weight * (F.softplus(-d_real) + F.softplus(d_fake)).mean()
-            loss.backward()
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            w = torch.distributed.get_world_size()
-            for p in self.critic_opt.param_groups[0]["params"]:
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= w
-        self.critic_opt.step()
-        self.critic_opt.zero_grad(set_to_none=True)
-        return loss.detach()
+        x_t = pin_first_frame(add_noise(x0_g.detach(), eps, s), cond.image)
+        v = self.critic(x_t, s, cond)
+        loss = critic_loss(v[:, :, f0:], x0_g[:, :, f0:], eps[:, :, f0:])
+        if self.gan_head is not None and real is not None:
+            d_real = self._gan_logits(real, s, eps, cond)
+            d_fake = self._gan_logits(x0_g.detach(), s, eps, cond)
+            loss = loss + self.cfg.gan_critic_weight * (F.softplus(-d_real) + F.softplus(d_fake)).mean()
+        return loss
 
-    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         dev = next(self.G.parameters()).device
         self._to(dev)
-        image = batch["image"].to(dev)
-        cond = Cond(batch["text"].to(dev), image)
+        cond = batch_cond(batch, dev)
+        image = cond.image
         f0 = 0 if cond.image is None else 1
-        gen_step = self.is_generator_step(int(batch["opt_step"]))
-        sim_gen = torch.Generator().manual_seed(int(batch["sim_seed"]))
-        x_k, s_k = backward_simulation(self.G, batch["noise"].to(dev), cond, self.s_list, int(batch["k"]), sim_gen)
+        gen_step = self.is_generator_step(step)
+        x_k, s_k = backward_simulation(self.G, batch["noise"].to(dev), cond, self.s_list, int(batch["k"]),
+                                       renoise=batch["renoise"])
         with torch.set_grad_enabled(gen_step and torch.is_grad_enabled()):
             v_g = self.G(x_k, s_k, cond)
             x0_g = pin_first_frame(x0_from_v(x_k, s_k, v_g.float()), image)
 
         real = batch["real"].to(dev) if self.gan_head is not None else None
-        critic = self.update_critic(x0_g, batch["s_critic"].to(dev), batch["eps_critic"].to(dev), cond, real)
         gen = x0_g[:, :, f0:].detach()
-        logs = {"critic": critic, "k": torch.tensor(float(batch["k"])), "beta1": batch["beta1"].float().mean(),
-                "x0_mean": gen.mean(), "x0_std": gen.std()}
+        out = {"critic": self.critic_loss(x0_g, batch["s_critic"].to(dev), batch["eps_critic"].to(dev), cond, real),
+               "k": torch.tensor(float(batch["k"])), "beta1": batch["beta1"].float().mean(),
+               "x0_mean": gen.mean(), "x0_std": gen.std()}
         if not gen_step:
-            return {"loss": zero_loss_of(self.G), "dmd": torch.zeros((), device=dev), **logs}
-        self._check_collapse(float(logs["x0_std"]), int(batch["opt_step"]))
+            return out
+        self._check_collapse(float(out["x0_std"]), step)
 
         s, eps, beta1 = batch["s_dmd"].to(dev), batch["eps_dmd"].to(dev), batch["beta1"].to(dev)
         with torch.no_grad():
             x_t = pin_first_frame(add_noise(x0_g.detach(), eps, s), image)
             x0_real = x0_from_v(x_t, s, well_guided_v(self.real, x_t, s, cond, self.drop_blocks if self.beta2 < 1 else (),
                                                       beta1, self.beta2, shared=cfg.shared_prefix).float())
-            self.critic.requires_grad_(False)
             x0_fake = x0_from_v(x_t, s, self.critic(x_t, s, cond).float())
         dmd = dmd_generator_loss(x0_g[:, :, f0:], x0_real[:, :, f0:], x0_fake[:, :, f0:])
         loss = dmd
-        if self.gan_head is not None:  # non-saturating G loss through the frozen critic + head
+        if self.gan_head is not None:  # non-saturating G loss through the critic and head, both frozen here
+            self.critic.requires_grad_(False)
             self.gan_head.requires_grad_(False)
             gan = F.softplus(-self._gan_logits(x0_g, s, eps, cond)).mean()
+            self.critic.requires_grad_(True)
             self.gan_head.requires_grad_(True)
             loss = loss + cfg.gan_weight * gan
-            logs["gan_g"] = gan.detach()
-        return {"loss": loss, "dmd": dmd.detach(), **logs}
+            out["gan_g"] = gan.detach()
+        return {"loss": loss, "dmd": dmd.detach(), **out}
 
     def _check_collapse(self, std: float, opt_step: int) -> None:
         """Mode collapse guard: G's samples (after the pinned first frame) losing their contrast."""
@@ -422,19 +416,11 @@ class DmdRecipe:
                 f"{self.cfg.collapse_std} for {self._low_std_steps} generator steps; lower lr ({self.cfg.lr}) or raise "
                 f"critic_steps, and restart from the Stage II model (the last checkpoint is in {self.cfg.out})")
 
-    # ---- critic state (saved with each checkpoint by the loop) ----
+    # ---- the collapse guard's counter (saved with each checkpoint by the loop) ----
     def extra_state(self) -> dict:
-        st = {"critic": {k: v.detach().cpu() for k, v in self.critic.state_dict().items()},
-              "critic_opt": self.critic_opt.state_dict(), "low_std_steps": self._low_std_steps}
-        if self.gan_head is not None:
-            st["gan_head"] = {k: v.detach().cpu() for k, v in self.gan_head.state_dict().items()}
-        return st
+        return {"low_std_steps": self._low_std_steps}
 
     def load_extra_state(self, state: dict) -> None:
-        self.critic.load_state_dict(state["critic"])
-        if self.gan_head is not None:
-            self.gan_head.load_state_dict(state["gan_head"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
         self._low_std_steps = int(state.get("low_std_steps", 0))
 
     def save_output(self, path: Path, module: Denoiser) -> None:

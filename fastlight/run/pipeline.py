@@ -151,11 +151,9 @@ def _recipe_config(recipe: str, base: dict, overrides: dict):
 
 
 def _train(recipe: str, cfg) -> Path:
-    from fastlight.train.command import available_recipes
-    from fastlight.train.loop import train
+    from fastlight.train.command import run_recipe
 
-    _, recipe_cls = available_recipes()[recipe]
-    return train(recipe_cls(cfg), cfg, progress=True)
+    return run_recipe(recipe, cfg, progress=True)
 
 
 def stage_analyze(run: Run) -> dict:

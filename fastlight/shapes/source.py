@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from fastlight.data.source import DataError, local_batch_size, stream_generator
 from fastlight.shapes import text, world as shapes
 
@@ -13,8 +11,10 @@ from fastlight.shapes import text, world as shapes
 class ShapesSource:
     """Shapes clips as pixel "latents" (B, 3, F, H, W) in [-1, 1], their phrase-token text
     (B, MAX_OBJECTS, TEXT_DIM) and mask, and the first frame as the TI2V image (B, 3, 1, H, W).
-    A pure function of (seed, stream, step, rank): `stream` names its namespace
-    (train, calibration, validation, test)."""
+    Clip j of global batch `step` is drawn from its own generator (seed, stream, step, j), so a
+    process renders only its share and N processes see the batch one process would: a pure
+    function of (seed, stream, step, rank, num_processes); `stream` names its namespace (train,
+    calibration, validation, test)."""
 
     batch_size: int = 16
     seed: int = 0
@@ -36,9 +36,9 @@ class ShapesSource:
 
     def batch(self, step: int, rank: int = 0, num_processes: int = 1) -> dict:
         n = local_batch_size(self.batch_size, num_processes)
-        gen = stream_generator(self.seed, f"shapes/{self.stream}", step, rank)
         world = self.world
-        clips = [shapes.sample_clip(gen, world) for _ in range(n)]
+        clips = [shapes.sample_clip(stream_generator(self.seed, f"shapes/{self.stream}", step, row), world)
+                 for row in range(rank * n, (rank + 1) * n)]
         x0 = shapes.render_batch(clips, world)  # (n, 3, F, H, W)
         txt = text.encode([c.prompt for c in clips])  # (n, MAX_OBJECTS, TEXT_DIM)
         out = {"x0": x0, "text": txt, "text_mask": (txt.abs().sum(-1) > 0).float(),

@@ -30,13 +30,13 @@ import torch
 
 from fastlight.diffusion.flow import add_noise, v_target
 from fastlight.fileio import atomic_write_json
-from fastlight.models.denoiser import Cond, Denoiser
+from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser
-from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
+from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, recipe_source
 
 
 @dataclass
-class AlignConfig(ShapesRecipeConfig):
+class AlignConfig(RecipeConfig):
     out: str = "runs/align"
     plan: str = "runs/study/width30.json"  # a width plan (FFN units) or a depth plan
     w_output: float = 1.0
@@ -113,32 +113,31 @@ class AlignRecipe:
         self.plan = read_plan(self.plan_path, self.teacher)
         self.student = build_student(self.teacher, self.plan).train()
         self.pairs = block_pairs(self.plan, self.teacher.num_blocks, cfg.align_blocks)
-        world = self.teacher.meta.get("world", {})
-        self.size, self.num_frames = world.get("size", 24), world.get("num_frames", 8)
+        self.source = recipe_source(cfg, self.teacher)
         self.run_info: dict = {}
 
     def trainable(self) -> Denoiser:
         return self.student.requires_grad_(True)
 
-    def phase(self, index: int) -> int:
-        """1 or 2 for micro-batch `index` (= optimizer step * grad_accum + micro, as the loop calls batch)."""
-        return 1 if index // self.cfg.grad_accum < self.cfg.phase1_steps else 2
+    def phase(self, step: int) -> int:
+        """1 or 2 for optimizer step `step` (0-based)."""
+        return 1 if step < self.cfg.phase1_steps else 2
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        """Shapes clips streamed on the fly; a pure function of (seed, step, rank)."""
-        cfg = self.cfg
-        b, _ = shapes_batch(cfg, step, rank, world_size, self.size, self.num_frames)
-        return {**b, "phase": self.phase(step)}
+        """The source's batch plus eps, s and CFG dropout (stream "align"); pure in (seed, step, rank)."""
+        b = flow_batch(self.source, self.teacher, self.cfg, "align", step, rank, world_size)
+        del b["gens"], b["batch_gen"]
+        return b
 
-    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         dev = next(self.student.parameters()).device
         if next(self.teacher.parameters()).device != dev:
             self.teacher.to(dev)
         x0, eps, s = batch["x0"].to(dev), batch["eps"].to(dev), batch["s"].to(dev)
-        cond = Cond(batch["text"].to(dev), x0[:, :, :1])
+        cond = batch_cond(batch, dev)
         x_t = add_noise(x0, eps, s)
         first_frame = cond.image is None
-        if batch["phase"] == 2:
+        if self.phase(step) == 2:
             v_s = self.student(x_t, s, cond)
             return align_loss(v_s, x0, eps, first_frame)
         student_ids = [p[0] for p in self.pairs]

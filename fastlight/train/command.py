@@ -1,29 +1,57 @@
-"""`fastlight train --recipe NAME config.yaml key=value ...`: config -> recipe -> the one loop."""
+"""`fastlight train --recipe NAME config.yaml key=value ...` (and `fastlight pretrain`): config -> recipe -> the loop."""
 from __future__ import annotations
 
 from pathlib import Path
+
+from fastlight.plugins import component
+
+
+def build_hooks(specs) -> list:
+    """A config's `hooks: [{_component_: NAME, ...}]` -> the loop's logging hooks (entry point group
+    `fastlight.hooks`, or `package.module:Class`)."""
+    hooks = []
+    for spec in specs or []:
+        spec = {"_component_": spec} if isinstance(spec, str) else dict(spec)
+        if "_component_" not in spec:
+            raise ValueError(f"a hook must name its component, e.g. hooks: [{{_component_: shapes-probe}}]; got {spec!r}")
+        cls = component("fastlight.hooks", spec.pop("_component_"))
+        try:
+            hooks.append(cls(**spec))
+        except TypeError as e:
+            raise ValueError(f"hook {cls.__name__}: {e}") from None
+    return hooks
 
 
 def train_command(recipe: str, config_path: str | None = None, overrides: list[str] | None = None,
                   progress: bool = True) -> Path:
     """Load the recipe's typed config (YAML + overrides), build the recipe, train; returns out/model."""
     from fastlight.config import load_config
-    from fastlight.train.loop import train
 
     RECIPES = available_recipes()
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; available recipes: {', '.join(sorted(RECIPES))}")
-    config_cls, recipe_cls = RECIPES[recipe]
+    config_cls, _ = RECIPES[recipe]
     cfg = load_config(config_cls, config_path, overrides or [])
-    return train(recipe_cls(cfg), cfg, progress=progress)
+    return run_recipe(recipe, cfg, progress)
+
+
+def run_recipe(recipe: str, cfg, progress: bool = True) -> Path:
+    """Build recipe `recipe` from its typed config and train it on the loop, with the config's hooks."""
+    from fastlight.train.loop import train
+
+    _, recipe_cls = available_recipes()[recipe]
+    hooks = build_hooks(getattr(cfg, "hooks", []))
+    return train(recipe_cls(cfg), cfg, progress=progress, hooks=hooks)
 
 
 def available_recipes() -> dict:
-    """name -> (config class, recipe class): dpp (FastLightGen Stage II), icmd (VDMini), align (Lightning
-    Video), fastlightgen (Stage III: DMD with the well-guided teacher), dmd2 (step-only baseline)."""
+    """name -> (config class, recipe class): pretrain (flow matching from random weights), dpp (FastLightGen
+    Stage II), icmd (VDMini), align (Lightning Video), fastlightgen (Stage III: DMD with the well-guided
+    teacher), dmd2 (step-only baseline)."""
     from fastlight.distill.dmd import DMD2, FASTLIGHTGEN
     from fastlight.train.align import ALIGN
     from fastlight.train.icmd import ICMD
+    from fastlight.train.pretrain import PRETRAIN
     from fastlight.train.recipes import RECIPES
 
-    return {**RECIPES, "icmd": ICMD, "align": ALIGN, "fastlightgen": FASTLIGHTGEN, "dmd2": DMD2}
+    return {"pretrain": PRETRAIN, **RECIPES, "icmd": ICMD, "align": ALIGN, "fastlightgen": FASTLIGHTGEN, "dmd2": DMD2}

@@ -22,14 +22,12 @@ fewer layers); the teacher is frozen (no grad, never optimised). Per step:
             G: non-saturating  -log sigmoid(D(fake)) = softplus(-D(fake)). Each head's loss is
             the mean over its logits; the heads' losses are summed.
 
-The discriminator is NOT the loop's trainable: the loop only knows (and all-reduces, clips,
-checkpoints) the generator's optimiser. `step()` updates D itself, once per call (i.e. per
-micro-batch when grad_accum > 1), with its own AdamW (lr = disc_lr), after mca_warmup_steps
-optimizer steps, on detached student predictions, before the generator loss is formed; the
-generator loss is then computed with D's parameters frozen so the loop's backward sends no
-gradient into D. With several processes (torch.distributed initialised) D's gradients are
-averaged across ranks here. `extra_state()` / `load_extra_state()` return / restore D and its
-optimiser; the loop saves them with every checkpoint (extra.pt) and restores them on resume.
+The loop trains two modules (`optimized()`): the student (loss `loss`) and, once MCA is active
+(optimizer step >= mca_warmup_steps), the discriminator (loss `mca_disc`, its own AdamW with
+lr = disc_lr, betas (0, 0.99), constant, unclipped). Both losses come from the same forwards: D's
+hinge loss reads the student's predictions detached, and the student's adversarial loss runs D
+with requires_grad off, so one backward sends each gradient to its own module. The loop syncs,
+shards (FSDP2, like the student), checkpoints and resumes D like any other trained module.
 """
 from __future__ import annotations
 
@@ -43,13 +41,14 @@ from torch import nn
 
 from fastlight.diffusion.flow import add_noise, v_target, x0_from_v
 from fastlight.fileio import atomic_write_json
-from fastlight.models.denoiser import Cond, Denoiser
+from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser
-from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
+from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, per_sample, recipe_source
+from fastlight.train.loop import Optimized
 
 
 @dataclass
-class IcmdConfig(ShapesRecipeConfig):
+class IcmdConfig(RecipeConfig):
     out: str = "runs/icmd"
     plan: str = "runs/study/plan30.json"
     lambda_icd: float = 0.1
@@ -118,7 +117,7 @@ class Discriminator(nn.Module):
 # ---- the recipe -----------------------------------------------------------------------------------
 
 class IcmdRecipe:
-    """trainable() is the pruned student; the full teacher is frozen; D is private to the recipe."""
+    """Trains the pruned student and the discriminator; the full teacher is frozen."""
 
     def __init__(self, cfg: IcmdConfig):
         from fastlight.analyze.plans import read_plan
@@ -143,64 +142,42 @@ class IcmdRecipe:
         self.drop_blocks = sorted(self.plan["drop_blocks"])
         self.kept_ids = [i for i in range(self.teacher.num_blocks) if i not in set(self.drop_blocks)]
         self.student = prune_depth(self.teacher, self.drop_blocks)  # new module; teacher untouched
-        world = self.teacher.meta.get("world", {})
-        self.size, self.num_frames = world.get("size", 24), world.get("num_frames", 8)
+        self.source = recipe_source(cfg, self.teacher)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 7919)
             self.disc = Discriminator(self.teacher.model.config.in_channels, cfg.disc_channels)
-        self.disc_opt = torch.optim.AdamW(self.disc.parameters(), lr=cfg.disc_lr, betas=(0.0, 0.99))
         self.run_info: dict = {}
 
-    def trainable(self) -> Denoiser:
-        return self.student.requires_grad_(True)
+    def optimized(self) -> dict[str, Optimized]:
+        return {"generator": Optimized(self.student.requires_grad_(True), "loss"),
+                "discriminator": Optimized(self.disc, "mca_disc", lr=self.cfg.disc_lr, betas=(0.0, 0.99),
+                                           weight_decay=0.01, grad_clip=0.0, scheduled=False)}
 
     def mca_active(self, opt_step: int) -> bool:
         return self.cfg.lambda_mca > 0 and opt_step >= self.cfg.mca_warmup_steps
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        """Shapes clips streamed on the fly plus the instance-noise draw; pure in (seed, step, rank).
-        `step` is the loop's micro-batch index; batch["opt_step"] = step // grad_accum."""
+        """The source's batch plus eps, s, CFG dropout and the instance-noise draw (stream "icmd");
+        pure in (seed, step, rank)."""
         cfg = self.cfg
-        b, gen = shapes_batch(cfg, step, rank, world_size, self.size, self.num_frames)
-        n = b["x0"].shape[0]
+        b = flow_batch(self.source, self.teacher, cfg, "icmd", step, rank, world_size)
+        gens = b.pop("gens")
+        del b["batch_gen"]
         lo, hi = cfg.instance_noise_min, cfg.instance_noise_max
-        disc_s = lo + (hi - lo) * torch.rand(n, generator=gen)
-        disc_eps = torch.randn(b["x0"].shape, generator=gen)
-        return {**b, "disc_s": disc_s, "disc_eps": disc_eps,
-                "opt_step": step // cfg.grad_accum}
+        disc_s = lo + (hi - lo) * per_sample(gens, lambda g: torch.rand((), generator=g))
+        disc_eps = per_sample(gens, lambda g: torch.randn(b["x0"].shape[1:], generator=g))
+        return {**b, "disc_s": disc_s, "disc_eps": disc_eps}
 
     def _to(self, dev) -> None:
         if next(self.teacher.parameters()).device != dev:
             self.teacher.to(dev)
-        if next(self.disc.parameters()).device != dev:
-            self.disc.to(dev)  # in place: the optimiser keeps the same Parameter objects
 
-    def _update_disc(self, real: torch.Tensor, fake: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """One AdamW step of D on the hinge loss (inputs detached); returns the loss (detached)."""
-        self.disc.requires_grad_(True)
-        self.disc_opt.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            real_l = self.disc(real.detach(), s)
-            fake_l = self.disc(fake.detach(), s)
-            loss = sum(d_hinge_loss(r, f) for r, f in zip(real_l, fake_l))
-            loss.backward()
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            w = torch.distributed.get_world_size()
-            for p in self.disc.parameters():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= w
-        self.disc_opt.step()
-        self.disc_opt.zero_grad(set_to_none=True)  # free D's grads; the loop never sees them
-        return loss.detach()
-
-    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         dev = next(self.student.parameters()).device
         self._to(dev)
         x0, eps, s = batch["x0"].to(dev), batch["eps"].to(dev), batch["s"].to(dev)
-        cond = Cond(batch["text"].to(dev), x0[:, :, :1])
+        cond = batch_cond(batch, dev)
         first_frame = cond.image is None
         x_t = add_noise(x0, eps, s)
         with torch.no_grad():
@@ -210,28 +187,20 @@ class IcmdRecipe:
         task = task_loss(v_s, x0, eps, first_frame)
         icd = torch.stack(icd_terms(h_s, h_t, self.kept_ids)).mean()
         loss = task + cfg.lambda_icd * icd
-        zero = torch.zeros((), device=dev)
-        mca_gen, mca_disc = zero, zero
-        if self.mca_active(int(batch["opt_step"])):
+        out = {"task": task.detach(), "icd": icd.detach()}
+        if self.mca_active(step):
             f0 = 0 if first_frame else 1
             d_s, d_eps = batch["disc_s"].to(dev), batch["disc_eps"].to(dev)[:, :, f0:]
             real = add_noise(x0_from_v(x_t, s, v_t)[:, :, f0:].float(), d_eps, d_s)
             fake = add_noise(x0_from_v(x_t, s, v_s)[:, :, f0:].float(), d_eps, d_s)
-            mca_disc = self._update_disc(real, fake, d_s)
-            self.disc.requires_grad_(False)  # the generator loss sends no gradient into D
+            out["mca_disc"] = sum(d_hinge_loss(r, f) for r, f in zip(self.disc(real.detach(), d_s),
+                                                                     self.disc(fake.detach(), d_s)))
+            self.disc.requires_grad_(False)  # the student's adversarial loss sends no gradient into D
             mca_gen = sum(g_nonsat_loss(f) for f in self.disc(fake, d_s))
+            self.disc.requires_grad_(True)
             loss = loss + cfg.lambda_mca * mca_gen
-        return {"loss": loss, "task": task.detach(), "icd": icd.detach(), "mca_gen": mca_gen.detach(),
-                "mca_disc": mca_disc}
-
-    # ---- discriminator state (saved with each checkpoint by the loop) ----
-    def extra_state(self) -> dict:
-        return {"disc": {k: v.detach().cpu() for k, v in self.disc.state_dict().items()},
-                "disc_opt": self.disc_opt.state_dict()}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.disc.load_state_dict(state["disc"])
-        self.disc_opt.load_state_dict(state["disc_opt"])
+            out["mca_gen"] = mca_gen.detach()
+        return {"loss": loss, **out}
 
     def save_output(self, path: Path, module: Denoiser) -> None:
         path = Path(path)

@@ -21,11 +21,11 @@ from fastlight.diffusion.flow import add_noise, v_target
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.models.load import load_denoiser
-from fastlight.train.batches import ShapesRecipeConfig, shapes_batch
+from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, per_sample, recipe_source
 
 
 @dataclass
-class DppConfig(ShapesRecipeConfig):
+class DppConfig(RecipeConfig):
     out: str = "runs/dpp"
     plan: str = "runs/study/plan30.json"
     alpha: float = 1.0
@@ -84,25 +84,29 @@ class DppRecipe:
         self.plan_path = Path(cfg.plan)
         self.plan = read_plan(self.plan_path, self.model)
         self.candidates = list(self.plan["drop_blocks"])
-        world = self.model.meta.get("world", {})
-        self.size, self.num_frames = world.get("size", 24), world.get("num_frames", 8)
+        self.source = recipe_source(cfg, self.model)
         self.run_info: dict = {}
 
     def trainable(self) -> Denoiser:
         return self.model.requires_grad_(True)
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
-        """Shapes clips streamed on the fly; a pure function of (seed, step, rank)."""
+        """The source's batch plus eps, s, CFG dropout and the skip sets (stream "dpp"); pure in (seed, step, rank).
+        One skip set for the whole global batch (the same on every process), or one per sample (per_sample)."""
         cfg = self.cfg
-        b, gen = shapes_batch(cfg, step, rank, world_size, self.size, self.num_frames)
-        n = b["x0"].shape[0]
-        u = torch.rand(n if cfg.per_sample else 1, len(self.candidates), generator=gen)
+        b = flow_batch(self.source, self.model, cfg, "dpp", step, rank, world_size)
+        gens, batch_gen = b.pop("gens"), b.pop("batch_gen")
+        m = len(self.candidates)
+        if cfg.per_sample:
+            u = per_sample(gens, lambda g: torch.rand(m, generator=g))
+        else:
+            u = torch.rand(1, m, generator=batch_gen)
         return {**b, "skips": draw_skips(u, self.candidates, cfg.p)}
 
-    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+    def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         dev = next(self.model.parameters()).device
         x0, eps, s = batch["x0"].to(dev), batch["eps"].to(dev), batch["s"].to(dev)
-        cond = Cond(batch["text"].to(dev), x0[:, :, :1])
+        cond = batch_cond(batch, dev)
         x_t = add_noise(x0, eps, s)
         with torch.no_grad():
             v_unpruned = self.model(x_t, s, cond)

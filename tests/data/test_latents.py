@@ -182,3 +182,46 @@ def test_corrupt_index_is_one_line_error(tmp_path):
     with pytest.raises(DataError) as e:
         LatentShards(tmp_path)
     assert "\n" not in str(e.value) and "re-run fastlight preprocess" in str(e.value)
+
+
+def test_latent_shard_source_epochs_buckets_and_ranks(world):
+    from fastlight.data.latents import LatentShardSource
+    from fastlight.data.source import DataSource, build_source
+
+    src = build_source({"_component_": "latents", "path": str(world["out"])}, seed=1, batch_size=2)
+    assert isinstance(src, LatentShardSource) and isinstance(src, DataSource)
+    assert src.batches_per_epoch == 2  # bucket 16x16 holds a, c (one batch); bucket 16x32 holds b (filled up: b, b)
+    data = LatentShards(world["out"])
+    index_of = {tuple(data[i]["x0"].flatten()[:4].tolist()): i for i in range(len(data))}
+
+    def rows(b):
+        return sorted(index_of[tuple(x.flatten()[:4].tolist())] for x in b["x0"])
+    seen = []
+    for step in range(4):
+        b = src.batch(step)
+        assert b["x0"].shape[:2] == (2, 4) and b["text"].shape == (2, 7, 6) and b["text_mask"].shape == (2, 7)
+        assert torch.equal(b["x0"], src.batch(step)["x0"])  # a pure function of the step
+        seen.append(rows(b))
+    wide = next(i for i in range(len(data)) if data[i]["x0"].shape[-1] == 16)
+    for epoch in (seen[:2], seen[2:]):  # every epoch visits every sample; the wide one fills its batch
+        assert sorted(map(tuple, epoch)) == sorted([tuple(i for i in range(3) if i != wide), (wide, wide)])
+    again = LatentShardSource(str(world["out"]), batch_size=2, seed=1)  # a fresh source (a resumed run)
+    assert torch.equal(again.batch(3)["x0"], src.batch(3)["x0"])
+    r0, r1 = src.batch(0, 0, 2), src.batch(0, 1, 2)  # two processes share one global batch
+    assert torch.equal(torch.cat([r0["x0"], r1["x0"]]), src.batch(0)["x0"])
+    orders = {tuple(tuple(r) for r in LatentShardSource(str(world["out"]), batch_size=1, seed=s).epoch(0))
+              for s in range(6)}
+    assert len(orders) > 1  # the seed shuffles
+
+
+def test_latent_shard_source_bad_specs(world, tmp_path):
+    from fastlight.data.latents import LatentShardSource
+    from fastlight.data.source import local_batch_size
+
+    with pytest.raises(DataError, match="needs the folder"):
+        LatentShardSource()
+    with pytest.raises(FileNotFoundError, match="run `fastlight preprocess"):
+        LatentShardSource(str(tmp_path / "nothing"))
+    with pytest.raises(Exception, match="does not divide across 2 processes"):
+        LatentShardSource(str(world["out"]), batch_size=3).batch(0, 0, 2)
+    assert local_batch_size(4, 2) == 2

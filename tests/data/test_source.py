@@ -16,6 +16,7 @@ def test_shapes_source_is_a_pure_function_of_step_and_rank():
     assert not torch.equal(a["x0"], src.batch(6)["x0"])
     r0, r1 = src.batch(5, 0, 2), src.batch(5, 1, 2)
     assert r0["x0"].shape[0] == 2 and not torch.equal(r0["x0"], r1["x0"])
+    assert torch.equal(torch.cat([r0["x0"], r1["x0"]]), a["x0"])  # 2 processes share the batch of one
 
 
 def test_streams_are_disjoint_namespaces():

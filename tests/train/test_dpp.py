@@ -47,11 +47,11 @@ def test_loss_matches_hand_computation(tiny_shapes_model, plan_path, tmp_path, a
     batch = r.batch(0)
     batch["skips"] = [frozenset({1})]  # fixed skip draw
     distill, flow = _hand(r, batch)
-    out = r.step(batch)
+    out = r.step(batch, 0)
     assert torch.allclose(out["loss"], alpha * distill + (1 - alpha) * flow, rtol=1e-5, atol=1e-7)
     assert torch.allclose(out["loss_distill"], distill, rtol=1e-5)
     batch["skips"] = [frozenset()]  # nothing skipped: pruned == unpruned, distillation term 0
-    assert r.step(batch)["loss_distill"].item() == 0.0
+    assert r.step(batch, 0)["loss_distill"].item() == 0.0
 
 
 def test_unpruned_forward_has_no_grad_and_weights_shared(tiny_shapes_model, plan_path, tmp_path):
@@ -68,7 +68,7 @@ def test_unpruned_forward_has_no_grad_and_weights_shared(tiny_shapes_model, plan
     batch = r.batch(0)
     batch["skips"] = [frozenset({1})]
     r.model.zero_grad()
-    r.step(batch)["loss"].backward()
+    r.step(batch, 0)["loss"].backward()
     assert seen == [(frozenset(), False, False), (frozenset({1}), True, True)]
     assert r.trainable() is r.model  # one set of weights for both paths
     g = r.model.model.blocks[0].ffn.net[0].proj.weight.grad
@@ -81,7 +81,7 @@ def test_per_sample_draws_grouped(tiny_shapes_model, plan_path, tmp_path):
     b = r.batch(5)
     assert len(b["skips"]) == 4
     b["skips"] = [frozenset({1}), frozenset(), frozenset({1}), frozenset()]
-    out = r.step(b)
+    out = r.step(b, 0)
     m = r.model
     x_t = add_noise(b["x0"], b["eps"], b["s"])
     cond = Cond(b["text"], b["x0"][:, :, :1])
@@ -108,7 +108,7 @@ def test_few_steps_reduce_alpha1_loss_on_fixed_batch(tiny_shapes_model, plan_pat
     batch["skips"] = [frozenset({1})]
     losses = []
     for _ in range(8):
-        loss = r.step(batch)["loss"]
+        loss = r.step(batch, 0)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -130,5 +130,5 @@ def test_train_command_writes_stock_diffusers_folder(tiny_shapes_model, plan_pat
     assert man["alpha"] == 1.0 and man["p"] == 0.5 and man["steps"] == 2 and "wall_time_s" in man
     assert load_denoiser(out).num_blocks == 2
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 2
-    with pytest.raises(ValueError, match=r"unknown recipe 'nope'; available recipes: align, dmd2, dpp, fastlightgen, icmd$"):
+    with pytest.raises(ValueError, match=r"unknown recipe 'nope'; available recipes: align, dmd2, dpp, fastlightgen, icmd, pretrain$"):
         train_command("nope", None, [])

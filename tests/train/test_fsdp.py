@@ -14,8 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fastlight.train.loop import (LoopConfig, check_loop_config, full_module, list_checkpoints, meta_skeleton,
-                                  resolve_shard, shard_units, train)
+from fastlight.train.checkpoint import list_checkpoints
+from fastlight.train.loop import LoopConfig, check_loop_config, train
+from fastlight.train.sharding import full_module, meta_skeleton, resolve_shard, shard_units
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL_BATCH = 8
@@ -62,7 +63,7 @@ class BlockyRecipe:
             skips.append(frozenset(i for i in range(4) if u[1, i] < 0.5))
         return x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n], skips
 
-    def step(self, batch):
+    def step(self, batch, step):
         x, y, skips = batch
         with torch.no_grad():
             full = self.model(x)
@@ -125,13 +126,29 @@ def _launched(out: Path) -> None:
                         steps=3, save_every=3, log_every=1, lr=1e-3, warmup_steps=0, ema_decay=0.5, cpu=True,
                         threads=1, p=p, alpha=0.5, shard=shard, gradient_checkpointing=gc)
         train(DppRecipe(cfg), cfg, progress=False)
-    # dmd: critic-only steps return a zero loss built from G's (sharded) parameters themselves
+    # dmd: G and its critic, each sharded; critic-only steps update the critic alone
     from fastlight.distill.dmd import DmdConfig, DmdRecipe
+    from fastlight.train.icmd import IcmdConfig, IcmdRecipe
+    from fastlight.train.sharding import local_numel
+    numel = {}
     for shard in ("blocks", "none"):
         cfg = DmdConfig(out=str(out / f"dmd-{shard}"), teacher=str(out / "teacher"), plan=str(out / "plan.json"),
                         batch_size=2, steps=3, save_every=3, log_every=1, lr=1e-3, critic_lr=1e-3, critic_steps=2,
                         ema_decay=0.0, cpu=True, threads=1, shard=shard)
-        train(DmdRecipe(cfg), cfg, progress=False)
+        rec = DmdRecipe(cfg)
+        train(rec, cfg, progress=False)
+        if shard == "blocks":
+            numel["critic"] = [local_numel(rec.critic), sum(p.numel() for p in rec.critic.parameters())]
+    # icmd: the student and its discriminator, each sharded (MCA from the first step)
+    for shard in ("blocks", "none"):
+        cfg = IcmdConfig(out=str(out / f"icmd-{shard}"), teacher=str(out / "teacher"), plan=str(out / "plan.json"),
+                         batch_size=2, steps=3, save_every=3, log_every=1, lr=1e-3, disc_lr=1e-3, mca_warmup_steps=0,
+                         disc_channels=8, ema_decay=0.0, cpu=True, threads=1, shard=shard)
+        rec = IcmdRecipe(cfg)
+        train(rec, cfg, progress=False)
+        if shard == "blocks":
+            numel["discriminator"] = [local_numel(rec.disc), sum(p.numel() for p in rec.disc.parameters())]
+    (out / f"parts-{rank}.json").write_text(json.dumps(numel))
 
 
 def test_fsdp_two_processes(tmp_path, shapes_model_factory):
@@ -197,14 +214,26 @@ def test_fsdp_two_processes(tmp_path, shapes_model_factory):
         msg = (tmp_path / f"bad-{rank}.txt").read_text()
         assert "shard=root" in msg and "\n" not in msg, msg
 
-    # dpp: root (per-process skip sets) == none; blocks + gradient checkpointing == none; dmd: blocks == none
-    for a, b in [("dpp-root", "dpp-none"), ("dpp-blocks", "dpp-none1"), ("dmd-blocks", "dmd-none")]:
+    # the critic and the discriminator are sharded like the generator: about half on each process
+    for rank in (0, 1):
+        for part, (local, full) in json.loads((tmp_path / f"parts-{rank}.json").read_text()).items():
+            assert 0.35 * full <= local <= 0.65 * full, (rank, part, local, full)
+
+    # dpp: root (per-process skip sets) == none; blocks + gradient checkpointing == none; dmd, icmd: blocks == none
+    for a, b in [("dpp-root", "dpp-none"), ("dpp-blocks", "dpp-none1"), ("dmd-blocks", "dmd-none"),
+                 ("icmd-blocks", "icmd-none")]:
         ma, mb = _metrics(tmp_path / a), _metrics(tmp_path / b)
         assert len(ma) == len(mb) == 3
         for x, y in zip(ma, mb):
-            assert abs(x["loss"] - y["loss"]) <= 1e-4 * max(1.0, abs(x["loss"])), (a, x, y)
+            assert x.keys() == y.keys(), (a, x, y)
+            for k in x:
+                assert abs(x[k] - y[k]) <= 1e-4 * max(1.0, abs(x[k])), (a, k, x, y)
         fa, fb = _final_ckpt(tmp_path / a), _final_ckpt(tmp_path / b)
         assert all(torch.allclose(fa[k], fb[k], atol=1e-5) for k in fb), a
+        other = {"dmd-blocks": "critic.safetensors", "icmd-blocks": "discriminator.safetensors"}.get(a)
+        if other:  # the second module's full tensors, gathered into the checkpoint, match too
+            ca, cb = (load_file(str(list_checkpoints(tmp_path / d)[-1] / other)) for d in (a, b))
+            assert all(torch.allclose(ca[k], cb[k], atol=1e-5) for k in cb), (a, other)
         den = load_denoiser(tmp_path / a / "model")  # save_output wrote a stock folder from the full module
         ck = list_checkpoints(tmp_path / a)[-1]
         ema = load_file(str(ck / ("ema.safetensors" if (ck / "ema.safetensors").exists() else "model.safetensors")))

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from fastlight.train import loop as loop_mod
-from fastlight.train.loop import (LoopConfig, check_batch_divides, enable_gradient_checkpointing, global_batch_size,
-                                  list_checkpoints, train)
+from fastlight.train.checkpoint import list_checkpoints
+from fastlight.train.loop import LoopConfig, check_batch_divides, enable_gradient_checkpointing, global_batch_size, train
 
 FULL_BATCH = 8
 
@@ -37,7 +37,7 @@ class LinearRecipe:
         n = FULL_BATCH // world_size
         return step, x[rank * n:(rank + 1) * n], y[rank * n:(rank + 1) * n]
 
-    def step(self, batch):
+    def step(self, batch, opt_step):
         step, x, y = batch
         if 0 <= self.slow_after <= step:
             time.sleep(0.3)
@@ -98,6 +98,23 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
     steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 21))
     assert (run / "model" / "final.pt").exists()
+
+
+def test_progress_bar_shows_the_losses_computed():
+    """A DMD-like critic-only step shows the critic's loss (no generator loss=0), a generator step both."""
+    from fastlight.train.loop import progress_postfix
+
+    assert progress_postfix({"critic": 0.25, "x0_std": 0.5}, ["critic"], {}) == {"critic": "0.25"}
+    assert progress_postfix({"loss": 0.125, "critic": 0.25}, ["loss", "critic", "critic"], {"probe": 0.5}) == \
+        {"loss": "0.125", "critic": "0.25", "probe": "0.5"}
+
+
+def test_step_without_a_trained_loss_is_one_line(tmp_path):
+    class NoLoss(_Recipe):
+        def step(self, batch, opt_step):
+            return {"abs_err": super().step(batch, opt_step)["abs_err"]}
+    with pytest.raises(ValueError, match=r"returned \['abs_err'\]: none is the loss of a trained module \(loss\)"):
+        train(NoLoss(), _cfg(tmp_path, steps=1), progress=False)
 
 
 def test_keep_last_and_state(tmp_path):

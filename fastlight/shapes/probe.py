@@ -1,0 +1,91 @@
+"""The Shapes teacher's prompt-sensitivity probe, a logging hook of the training loop (`shapes-probe`).
+
+    hooks: [{_component_: shapes-probe, every: 100}]      # in a recipe config (e.g. configs/shapes/pretrain.yaml)
+
+Every `every` optimizer steps it logs the mean |x0_hat(true prompt) - x0_hat(opposite direction)| on
+a fixed probe batch with the same noise (`prompt_sensitivity`), and the direction accuracy the oracle
+reads off that one-step x0_hat (`probe_direction_acc`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fastlight.diffusion.flow import add_noise, x0_from_v
+from fastlight.models.denoiser import Cond
+from fastlight.shapes import text, world as shapes
+
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def _world_of(cfg) -> tuple[int, int]:
+    """(size, num_frames) of a config or model meta that records a Shapes `world` (default 24, 8)."""
+    world = (getattr(cfg, "meta", None) or {}).get("world", {}) if not isinstance(cfg, dict) else cfg
+    return int(world.get("size", 24)), int(world.get("num_frames", 8))
+
+
+def probe_set(cfg=None, n: int = 16):
+    """n single-object moving clips (a fixed seed), the same clips with the opposite direction, x0, eps."""
+    size, num_frames = _world_of(cfg if cfg is not None else {})
+    world = shapes.WorldConfig(size=size, num_frames=num_frames, p_two_objects=0.0)
+    gen = torch.Generator().manual_seed(987_654)
+    clips = []
+    while len(clips) < n:
+        c = shapes.sample_clip(gen, world)
+        if c.objects[0].direction != "still":
+            clips.append(c)
+    swapped = [
+        shapes.Clip(tuple(shapes.ShapeObject(**{**o.__dict__, "direction": _OPPOSITE[o.direction]}) for o in c.objects))
+        for c in clips
+    ]
+    x0 = shapes.render_batch(clips, world)
+    eps = torch.randn(x0.shape, generator=gen)
+    return world, clips, swapped, x0, eps
+
+
+@torch.no_grad()
+def probe(model, probe_data, s_value: float = 0.75) -> dict:
+    world, clips, swapped, x0, eps = probe_data
+    dev = next(model.parameters()).device
+    x0, eps = x0.to(dev), eps.to(dev)
+    s = torch.full((x0.shape[0],), s_value, device=dev)
+    x_t = add_noise(x0, eps, s)
+    image = x0[:, :, :1]
+    x0_true = x0_from_v(x_t, s, model(x_t, s, Cond(text.encode([c.prompt for c in clips]).to(dev), image)))
+    x0_swap = x0_from_v(x_t, s, model(x_t, s, Cond(text.encode([c.prompt for c in swapped]).to(dev), image)))
+    sens = (x0_true - x0_swap)[:, :, 1:].abs().mean().item()
+    ok = 0
+    for i, c in enumerate(clips):
+        tr = shapes.track(x0_true[i].cpu(), [c.objects[0].colour], min_area_px=1.0)[c.objects[0].colour]
+        a, b = tr.centroid_px[0], tr.centroid_px[-1]
+        if a is not None and b is not None:
+            ok += shapes.classify_motion(b[0] - a[0], b[1] - a[1], still_px=0.5) == c.objects[0].direction
+    return {"prompt_sensitivity": sens, "probe_direction_acc": ok / len(clips)}
+
+
+@dataclass
+class PromptProbe:
+    """hook(done_steps, model) -> the probe's metrics every `every` steps (None otherwise); the probe
+    set follows the model's recorded Shapes world. Runs on every process (a sharded model's forwards
+    are collective); the model is put back in train mode."""
+
+    every: int = 100
+    num_cases: int = 16
+
+    def __post_init__(self):
+        if self.every < 1:
+            raise ValueError(f"shapes-probe: every must be >= 1, got {self.every}")
+        self._data = None
+
+    def __call__(self, done: int, model) -> dict | None:
+        if done % self.every:
+            return None
+        if self._data is None:
+            self._data = probe_set(dict(model.meta.get("world", {})), self.num_cases)
+        was_training = model.training
+        model.eval()
+        try:
+            return probe(model, self._data)
+        finally:
+            model.train(was_training)
