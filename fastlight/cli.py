@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from fastlight.errors import FastlightError, InputError
 
 
 def _pretrain(a):
@@ -31,7 +34,7 @@ def _sampler_overrides(a) -> dict:
         try:
             timesteps = tuple(float(t) for t in a.timesteps.split(",") if t.strip())
         except ValueError:
-            raise ValueError(f"--timesteps {a.timesteps!r}: give comma-separated numbers, e.g. 1000,750,500,250") from None
+            raise InputError(f"--timesteps {a.timesteps!r}: give comma-separated numbers, e.g. 1000,750,500,250") from None
     return {"sampler": a.sampler, "num_steps": a.steps, "guidance": a.guidance, "shift": a.shift, "timesteps": timesteps}
 
 
@@ -82,10 +85,18 @@ def _plan(a):
                  score=a.score, prune_heads=a.prune_heads)
 
 
+def _block_ids(text: str) -> tuple[int, ...]:
+    """`--skip 4,5` -> (4, 5)."""
+    try:
+        return tuple(int(i) for i in text.split(",") if i.strip()) if text else ()
+    except ValueError:
+        raise InputError(f"--skip {text!r}: give comma-separated block ids, e.g. 4,5") from None
+
+
 def _evaluate(a):
     from fastlight.shapes.bench import evaluate_command
 
-    skip = tuple(int(i) for i in a.skip.split(",") if i.strip()) if a.skip else ()
+    skip = _block_ids(a.skip)
     res = evaluate_command(a.model, a.out, overrides=_sampler_overrides(a), num_cases=a.num_cases, seed=a.seed,
                            save_videos=not a.no_videos, skip=skip, vbench=not a.no_vbench)
     print(f"ShapesBench score {res['score']:.3f} (ideal clips {res['ideal']['score']:.3f}); details in {a.out}/shapesbench.json")
@@ -100,18 +111,18 @@ def _vbench(a):
 
     if a.validate:
         if not VBENCH_CHECKS.is_file():
-            raise ValueError(f"--validate runs the known-answer checks of a source checkout ({VBENCH_CHECKS} is "
+            raise InputError(f"--validate runs the known-answer checks of a source checkout ({VBENCH_CHECKS} is "
                              "missing); clone the repository and run it there")
         rc = subprocess.run([sys.executable, str(VBENCH_CHECKS)]).returncode
         if rc:
             raise SystemExit(rc)
         return
     if not a.folder:
-        raise ValueError("give a folder of videos (or --validate)")
+        raise InputError("give a folder of videos (or --validate)")
     try:
         res = evaluate_folder(a.folder, images=a.images, fps=a.fps, dims=a.dims, backend=a.backend, out_json=a.out)
     except VBenchUnavailable as e:  # a missing optional package is bad input here, not a bug
-        raise ValueError(str(e)) from None
+        raise InputError(str(e)) from None
     for d in DIMENSIONS:
         if d in res:
             s = res[d]["score"]
@@ -179,7 +190,7 @@ def _distill(a):
     from fastlight.train.command import train_command
 
     if a.recipe not in ("fastlightgen", "dmd2"):
-        raise ValueError(f"unknown distill recipe {a.recipe!r}: use fastlightgen (well-guided, pruned) or dmd2 "
+        raise InputError(f"unknown distill recipe {a.recipe!r}: use fastlightgen (well-guided, pruned) or dmd2 "
                          "(step-only); Stage II recipes run with `fastlight train`")
     out = train_command(a.recipe, *_config_and_overrides(a))
     print(f"few-step generator written to {out} (sample it with `fastlight evaluate {out} --sampler few_step`)")
@@ -332,34 +343,26 @@ def build_parser() -> argparse.ArgumentParser:
 PARSER_MODULES = ("fastlight.export.command", "fastlight.decoder.command", "fastlight.run.command")
 
 
-# errors that mean "bad input": one line, exit code 2
-def _user_errors():
-    from fastlight.config import ConfigError
-    from fastlight.shapes.text import PromptError
-    from fastlight.models.denoiser import ModelError
-
-    from fastlight.distill.dmd import CollapseError
-
-    # FloatingPointError: the loop's non-finite-loss stop; CollapseError: Stage III's collapse guard
-    return (ConfigError, PromptError, ModelError, FileNotFoundError, ValueError, FileExistsError, FloatingPointError,
-            CollapseError)
-
-
 def main(argv: list[str] | None = None) -> int:
-    import os
-
+    """Run one verb. A FastlightError (bad input, a refused state) is one line on stderr and exit 2;
+    Ctrl-C is exit 130; any other exception is a bug and propagates with its traceback."""
     if not sys.stdout.isatty():  # logs and pipes: give rich tables room instead of 80 columns
         os.environ.setdefault("COLUMNS", "160")
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)
-    except _user_errors() as e:
-        print(f"fastlight {args.verb}: error: {e}", file=sys.stderr)
+    except FastlightError as e:
+        print(f"fastlight {args.verb}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fastlight {args.verb}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _one_line(e: FastlightError) -> str:
+    """The message on one line (a message that wraps a library's text may hold newlines)."""
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -15,11 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from fastlight.errors import ConfigError, make_dir
 from fastlight.fileio import atomic_write_text
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def _coerce(name: str, value, typ, where: str):
@@ -108,5 +105,5 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
 
 def save_config(cfg, run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(run_dir)
     return atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from fastlight.errors import make_parent_dir
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -27,7 +29,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     removed otherwise. The temporary name is hidden and ends in `.tmp`, so it never matches a glob
     such as `*.json` or `*.mp4`: writers that pick a format from the suffix must be told the format."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_dir(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
@@ -43,7 +45,7 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     `out`'s place in one rename (an existing `out` is moved aside first, put back if the rename
     fails, and deleted after); on an error it is removed and `out` is left as it was."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_dir(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     old = out.with_name(f".{out.name}.{os.getpid()}.old")
     for p in (tmp, old):

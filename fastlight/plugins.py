@@ -17,9 +17,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-
-class PluginError(ValueError):
-    """An unknown component name (the message lists the registered ones)."""
+from fastlight.errors import PluginError
 
 
 def registered(group: str) -> dict[str, str]:

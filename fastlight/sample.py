@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastlight.data import video
 from fastlight.diffusion.spec import choose_sampler
+from fastlight.errors import InputError, ModelError, make_parent_dir
 from fastlight.models.denoiser import Denoiser, ModelError
 from fastlight.models.load import load_denoiser, resolve_model_path
 from fastlight.shapes.generate import generate, is_shapes_model, shapes_spec, world_of
@@ -29,7 +30,7 @@ def load_model(model_path: str, backend: str = "torch") -> Denoiser:
             raise ModelError(f"--model {model_path} is not a folder; pass the folder written by "
                              "`fastlight export MODEL --format onnx --out DIR`")
         return OnnxDenoiser.from_folder(path)
-    raise ValueError(f"--backend {backend} is unknown; use torch or onnx")
+    raise InputError(f"--backend {backend} is unknown; use torch or onnx")
 
 
 def sample_command(model_path: str, prompt: str, out: str, image: str | None, seed: int, overrides: dict | None = None,
@@ -39,13 +40,14 @@ def sample_command(model_path: str, prompt: str, out: str, image: str | None, se
     student is refused). Prints which sampler it used."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if overrides.get("num_steps") is not None and overrides["num_steps"] < 1:
-        raise ValueError(f"--steps must be >= 1 (got {overrides['num_steps']})")
+        raise InputError(f"--steps must be >= 1 (got {overrides['num_steps']})")
     out_path = Path(out)
     if out_path.suffix not in (".mp4", ".gif"):
-        raise ValueError(f"--out {out} must end in .mp4 or .gif")
+        raise InputError(f"--out {out} must end in .mp4 or .gif")
+    make_parent_dir(out_path, "--out")  # fail before loading the model
     model = load_model(model_path, backend)
     if not is_shapes_model(model):
-        raise ValueError(
+        raise ModelError(
             f"{model_path} is not an embedded Shapes model; for real Wan/HunyuanVideo folders use the Python API "
             "(fastlight.diffusion.sampling.sample with your own text embeddings and VAE)"
         )

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from fastlight.data.source import local_batch_size, stream_generator
+from fastlight.errors import DataError, MissingFileError, make_dir
 from fastlight.fileio import atomic_write_bytes
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
@@ -53,10 +54,6 @@ SHARD_PATTERN = "latents_{:05d}.safetensors"
 DEFAULT_BUCKETS = ((480, 832), (832, 480), (480, 480))
 _CAPTION_ID_KEYS = ("id", "video", "file", "path", "name")
 _CAPTION_TEXT_KEYS = ("caption", "text", "prompt")
-
-
-class DataError(ValueError):
-    """A data folder, captions file or shard index that cannot be used (message names the fix)."""
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -231,7 +228,7 @@ def decode_frames(path: str | Path, num_frames: int, frame_stride: int = 1) -> n
     frames = []
     with av.open(str(path)) as container:
         if not container.streams.video:
-            raise ValueError("no video stream")
+            raise DataError("no video stream")
         stream = container.streams.video[0]
         for i, frame in enumerate(container.decode(stream)):
             if i % frame_stride == 0:
@@ -239,8 +236,8 @@ def decode_frames(path: str | Path, num_frames: int, frame_stride: int = 1) -> n
             if i + 1 >= need:
                 break
     if len(frames) < num_frames:
-        raise ValueError(f"too short: {len(frames)} usable frames < num_frames={num_frames}"
-                         + (f" (frame_stride={frame_stride})" if frame_stride > 1 else ""))
+        raise DataError(f"too short: {len(frames)} usable frames < num_frames={num_frames}"
+                        + (f" (frame_stride={frame_stride})" if frame_stride > 1 else ""))
     return np.stack(frames[:num_frames])
 
 
@@ -374,7 +371,7 @@ def preprocess(
         text_len = max_text_len
     vae = _Vae(vae_dir, device, dtype)
     vae.check(num_frames, buckets)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(out_dir, "--out")
 
     pending: dict[tuple[int, int], list[dict]] = {b: [] for b in buckets}
     shards, done, skipped = [], [], []
@@ -489,8 +486,8 @@ class LatentShards:
         out_dir = Path(out_dir)
         index_file = out_dir / INDEX_NAME
         if not index_file.exists():
-            raise FileNotFoundError(f"{index_file} does not exist; "
-                                    f"run `fastlight preprocess VIDEOS_DIR --out {out_dir}` first")
+            raise MissingFileError(f"{index_file} does not exist; "
+                                   f"run `fastlight preprocess VIDEOS_DIR --out {out_dir}` first")
         try:
             index = json.loads(index_file.read_text())
             shards = index["shards"]
@@ -502,8 +499,8 @@ class LatentShards:
         for s, f in zip(shards, files):
             path = out_dir / f
             if not path.exists():
-                raise FileNotFoundError(f"shard {path} listed in {index_file} is missing; "
-                                        "re-run fastlight preprocess to rebuild the shards")
+                raise MissingFileError(f"shard {path} listed in {index_file} is missing; "
+                                       "re-run fastlight preprocess to rebuild the shards")
             if verify and s.get("sha256") and _sha256(path) != s["sha256"]:
                 raise DataError(f"shard {path} does not match the sha256 in {index_file} (changed or truncated); "
                                 "re-run fastlight preprocess")

@@ -26,11 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from fastlight.errors import DataError
 from fastlight.plugins import component
-
-
-class DataError(ValueError):
-    """A data source that cannot be built or read (the message names the fix)."""
 
 
 @runtime_checkable

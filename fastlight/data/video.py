@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageSequence
 
+from fastlight.errors import DataError, MissingFileError
 from fastlight.fileio import atomic_write_bytes
 
 VIDEO_EXTS = (".mp4", ".gif")
@@ -35,7 +36,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 8) -> Path:
     elif path.suffix == ".gif":
         data = iio.imwrite("<bytes>", frames, plugin="pillow", extension=".gif", duration=int(1000 / fps), loop=0)
     else:
-        raise ValueError(f"unsupported video extension {path.suffix!r}; use .mp4 or .gif")
+        raise DataError(f"unsupported video extension {path.suffix!r}; use .mp4 or .gif")
     return atomic_write_bytes(path, data)
 
 
@@ -59,7 +60,7 @@ def _av_frames(path: Path, num_frames: int | None, frame_stride: int) -> list[np
     frames = []
     with av.open(str(path)) as container:
         if not container.streams.video:
-            raise ValueError("no video stream")
+            raise DataError("no video stream")
         stream = container.streams.video[0]
         for i, frame in enumerate(container.decode(stream)):  # stops decoding once enough frames are read
             if i % frame_stride == 0:
@@ -76,18 +77,18 @@ def read_video(path: str | Path, num_frames: int | None = None, frame_stride: in
     one without frames a one-line ValueError naming it."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"video {path} does not exist")
+        raise MissingFileError(f"video {path} does not exist")
     if frame_stride < 1 or (num_frames is not None and num_frames < 1):
-        raise ValueError(f"num_frames (got {num_frames}) and frame_stride (got {frame_stride}) must be >= 1")
+        raise DataError(f"num_frames (got {num_frames}) and frame_stride (got {frame_stride}) must be >= 1")
     try:
         read = _gif_frames if path.suffix.lower() == ".gif" else _av_frames
         frames = read(path, num_frames, frame_stride)
     except (OSError, ValueError) as e:  # PIL.UnidentifiedImageError is an OSError, av.FFmpegError a ValueError
-        raise ValueError(f"cannot read video {path} ({_first_line(e)}); pass an MP4 or GIF") from None
+        raise DataError(f"cannot read video {path} ({_first_line(e)}); pass an MP4 or GIF") from None
     if not frames:
-        raise ValueError(f"video {path} has no frames")
+        raise DataError(f"video {path} has no frames")
     if len({f.shape for f in frames}) != 1:
-        raise ValueError(f"video {path} has frames of different sizes")
+        raise DataError(f"video {path} has frames of different sizes")
     return np.stack(frames)
 
 
@@ -112,15 +113,15 @@ def read_image_array(path: str | Path) -> np.ndarray:
     """An image file -> (H, W, 3) uint8 RGB (grey is repeated, alpha dropped, 16-bit scaled to 8)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"image {path} does not exist")
+        raise MissingFileError(f"image {path} does not exist")
     try:
         arr = iio.imread(path)
     except Exception as e:  # imageio raises many types for unreadable files
-        raise ValueError(f"cannot read image {path} ({type(e).__name__}); pass a PNG or JPEG") from None
+        raise DataError(f"cannot read image {path} ({type(e).__name__}); pass a PNG or JPEG") from None
     if arr.dtype == np.uint16:
         arr = np.rint(arr / 257.0).astype(np.uint8)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3):
-        raise ValueError(f"image {path} is not an 8-bit still image ({arr.dtype}, shape {arr.shape}); pass a PNG or JPEG")
+        raise DataError(f"image {path} is not an 8-bit still image ({arr.dtype}, shape {arr.shape}); pass a PNG or JPEG")
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, -1)
     return np.ascontiguousarray(arr[..., :3])
@@ -130,7 +131,7 @@ def read_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     """A first-frame image -> (3, H, W) in [-1, 1]; checks the size against the model's."""
     arr = read_image_array(path)
     if size is not None and arr.shape[:2] != (size, size):
-        raise ValueError(f"image {path} is {arr.shape[1]}x{arr.shape[0]} but this model needs {size}x{size}; resize it")
+        raise DataError(f"image {path} is {arr.shape[1]}x{arr.shape[0]} but this model needs {size}x{size}; resize it")
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 127.5 - 1
 
 

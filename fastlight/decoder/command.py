@@ -6,6 +6,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fastlight.errors import InputError, make_parent_dir
+
 
 def prune_decoder_command(vae_dir, ratio: float, out_dir, calib: int = 16, latents: str = "shapes",
                           seed: int = 0, overwrite: bool = False, progress: bool = True) -> dict:
@@ -20,13 +22,13 @@ def prune_decoder_command(vae_dir, ratio: float, out_dir, calib: int = 16, laten
     read_vae_config(src)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"output {out} is a file; pass a folder path")
+        raise InputError(f"output {out} is a file; pass a folder path")
     if out.resolve() == src.resolve() or out.resolve() in src.resolve().parents:
-        raise ValueError(f"output folder {out} is (or contains) the source VAE {src}; choose another folder")
+        raise InputError(f"output folder {out} is (or contains) the source VAE {src}; choose another folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"output folder {out} is not empty; choose another folder or pass --overwrite")
+        raise InputError(f"output folder {out} is not empty; choose another folder or pass --overwrite")
     if isinstance(calib, bool) or not isinstance(calib, int) or calib < 1:
-        raise ValueError(f"--calib must be an integer >= 1, got {calib!r}")
+        raise InputError(f"--calib must be an integer >= 1, got {calib!r}")
     t0 = time.time()
     vae = load_vae(src)
     plan = plan_decoder(vae, ratio)
@@ -55,7 +57,7 @@ def prune_decoder_command(vae_dir, ratio: float, out_dir, calib: int = 16, laten
         "calibration": source, "seconds": round(time.time() - t0, 1),
         "kept_channels": info["kept_channels"],
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_dir(out, "--out")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         light.save_pretrained(tmp, safe_serialization=True)

@@ -37,6 +37,7 @@ from torch import nn
 
 from fastlight.decoder.prune import check_latents, count, decoder_groups, load_vae, read_vae_config
 from fastlight.decoder.tiny import TinyWanDecoder
+from fastlight.errors import ConfigError, DataError, MissingFileError, ModelError
 from fastlight.fileio import atomic_write_json
 from fastlight.train.loop import LoopConfig
 
@@ -138,18 +139,18 @@ def _load_latent_file(path: Path) -> torch.Tensor:
 
     if path.is_dir():
         if not (path / "index.json").is_file():
-            raise FileNotFoundError(f"{path} has no index.json; pass a `fastlight preprocess` output folder, a "
-                                    f"safetensors file with a `latents` tensor, or `shapes`")
+            raise MissingFileError(f"{path} has no index.json; pass a `fastlight preprocess` output folder, a "
+                                   f"safetensors file with a `latents` tensor, or `shapes`")
         from fastlight.data.latents import LatentShards
 
         data = LatentShards(path)
         return data.batch(range(len(data)))["x0"].float()
     if not path.is_file():
-        raise FileNotFoundError(f"latents {path} not found; pass a `fastlight preprocess` folder, a safetensors "
-                                f"file with a `latents` tensor, or `shapes`")
+        raise MissingFileError(f"latents {path} not found; pass a `fastlight preprocess` folder, a safetensors "
+                               f"file with a `latents` tensor, or `shapes`")
     t = load_file(str(path))
     if "latents" not in t:
-        raise ValueError(f"{path} has no `latents` tensor (keys: {', '.join(sorted(t)) or 'none'})")
+        raise DataError(f"{path} has no `latents` tensor (keys: {', '.join(sorted(t)) or 'none'})")
     return t["latents"].float()
 
 
@@ -195,7 +196,7 @@ class DecoderDistillRecipe:
     def __init__(self, cfg: DecoderDistillConfig):
         torch.set_num_threads(cfg.threads)
         if cfg.l1_weight < 0 or cfg.feature_weight < 0:
-            raise ValueError("l1_weight and feature_weight must be >= 0")
+            raise ConfigError("l1_weight and feature_weight must be >= 0")
         self.cfg = cfg
         self.teacher_dir = resolve_vae_path(cfg.teacher)
         self.teacher = load_vae(self.teacher_dir).requires_grad_(False)
@@ -205,7 +206,7 @@ class DecoderDistillRecipe:
         z_dim = self.teacher.config.z_dim
         if cfg.student == "tiny":
             if cfg.tiny_width < 1:
-                raise ValueError(f"tiny_width must be >= 1, got {cfg.tiny_width}")
+                raise ConfigError(f"tiny_width must be >= 1, got {cfg.tiny_width}")
             model = TinyWanDecoder(z_dim=z_dim, width=cfg.tiny_width,
                                    temporal_upsample=tuple(self.teacher.config.temperal_downsample[::-1]))
             self.kind = "tiny"
@@ -218,7 +219,7 @@ class DecoderDistillRecipe:
             tcfg = dict(self.teacher.config)
             for k in ("z_dim", "dim_mult", "num_res_blocks", "temperal_downsample", "out_channels"):
                 if scfg.get(k, tcfg.get(k)) != tcfg.get(k):
-                    raise ValueError(f"student {self.student_dir} has {k}={scfg.get(k)!r}, the teacher "
+                    raise ModelError(f"student {self.student_dir} has {k}={scfg.get(k)!r}, the teacher "
                                      f"{tcfg.get(k)!r}; prune the teacher with `fastlight prune-decoder`")
             model = load_vae(self.student_dir)
             model.encoder.requires_grad_(False)

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastlight.errors import DataError, InputError, MissingFileError, ModelError
 from fastlight.fileio import atomic_write_text
 
 VAE_CLASS = "AutoencoderKLWan"
@@ -47,7 +48,7 @@ VAE_CLASS = "AutoencoderKLWan"
 
 def check_ratio(ratio: float) -> float:
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0.0 < float(ratio) < 1.0):
-        raise ValueError(f"--ratio must be a fraction of the decoder's parameters strictly between 0 and 1, "
+        raise InputError(f"--ratio must be a fraction of the decoder's parameters strictly between 0 and 1, "
                          f"got {ratio!r}")
     return float(ratio)
 
@@ -56,21 +57,21 @@ def read_vae_config(path: str | Path) -> dict:
     """The folder's config.json, checked to be an AutoencoderKLWan (else one clear ValueError)."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"VAE folder {p} does not exist")
+        raise MissingFileError(f"VAE folder {p} does not exist")
     cfg_file = p / "config.json" if p.is_dir() else p
     if not cfg_file.is_file():
-        raise ValueError(f"{p} is not a diffusers VAE folder (no config.json); pass a folder saved with "
+        raise ModelError(f"{p} is not a diffusers VAE folder (no config.json); pass a folder saved with "
                          f"AutoencoderKLWan.save_pretrained (e.g. Wan2.1-T2V-1.3B-Diffusers/vae)")
     try:
         cfg = json.loads(cfg_file.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{cfg_file} is not valid JSON ({e})") from None
+        raise ModelError(f"{cfg_file} is not valid JSON ({e})") from None
     name = cfg.get("_class_name") if isinstance(cfg, dict) else None
     if name != VAE_CLASS:
-        raise ValueError(f"{p} holds a {name or 'non-diffusers'} model, not an {VAE_CLASS}; the decoder tools "
+        raise ModelError(f"{p} holds a {name or 'non-diffusers'} model, not an {VAE_CLASS}; the decoder tools "
                          f"support the Wan VAE (e.g. Wan2.1-T2V-1.3B-Diffusers/vae)")
     if cfg.get("is_residual"):
-        raise ValueError(f"{p} is a Wan 2.2 residual VAE (is_residual=true); decoder pruning supports the Wan 2.1 "
+        raise ModelError(f"{p} is a Wan 2.2 residual VAE (is_residual=true); decoder pruning supports the Wan 2.1 "
                          f"layout only")
     return cfg
 
@@ -83,17 +84,17 @@ def load_vae(path: str | Path, device: str | torch.device = "cpu"):
     try:
         vae = AutoencoderKLWan.from_pretrained(str(path), torch_dtype=torch.float32)
     except (OSError, RuntimeError, ValueError) as e:
-        raise ValueError(f"could not load the VAE in {path}: {str(e).splitlines()[0]}") from None
+        raise ModelError(f"could not load the VAE in {path}: {str(e).splitlines()[0]}") from None
     return vae.to(device).eval()
 
 
 def check_latents(vae, z: torch.Tensor, what: str = "latents") -> None:
     c = vae.config.z_dim
     if z.dim() != 5:
-        raise ValueError(f"{what}: expected (B, C, T, H, W) latents, got shape {tuple(z.shape)}")
+        raise DataError(f"{what}: expected (B, C, T, H, W) latents, got shape {tuple(z.shape)}")
     if z.shape[1] != c:
-        raise ValueError(f"{what} have {z.shape[1]} channels but the VAE's z_dim is {c}; use latents made by "
-                         f"this VAE's encoder (or a DiT trained on it)")
+        raise DataError(f"{what} have {z.shape[1]} channels but the VAE's z_dim is {c}; use latents made by "
+                        f"this VAE's encoder (or a DiT trained on it)")
 
 
 def count(module: nn.Module) -> int:
@@ -160,7 +161,7 @@ def decoder_groups(decoder) -> tuple[dict, dict, dict]:
         cur = resnet(f"mid_block.resnets.{i + 1}", rn, cur)
     for b, blk in enumerate(decoder.up_blocks):
         if not hasattr(blk, "upsamplers"):
-            raise ValueError("decoder pruning supports the Wan 2.1 decoder layout only (is_residual=false)")
+            raise ModelError("decoder pruning supports the Wan 2.1 decoder layout only (is_residual=false)")
         if blk.in_dim != widths[cur]:
             raise ValueError(f"up block {b}: input width {blk.in_dim} != stream width {widths[cur]}")
         for r, rn in enumerate(blk.resnets):
@@ -207,7 +208,7 @@ def plan_decoder(vae, ratio: float) -> dict:
             best = (dd, n)
             break
     if best is None:
-        raise ValueError(f"ratio {ratio} can not be reached: even decoder_base_dim=1 keeps "
+        raise InputError(f"ratio {ratio} can not be reached: even decoder_base_dim=1 keeps "
                          f"{_decoder_params(cfg, 1)} of {full} decoder parameters")
     dd, n = best
     return {"decoder_base_dim_before": d, "decoder_base_dim": dd, "decoder_params_before": full,
@@ -270,24 +271,24 @@ def prune_decoder(vae, decoder_base_dim: int, scores: dict[str, torch.Tensor] | 
     cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
     d = cfg.get("decoder_base_dim") or cfg["base_dim"]
     if not (isinstance(decoder_base_dim, int) and 0 < decoder_base_dim <= d):
-        raise ValueError(f"decoder_base_dim must be an integer in [1, {d}], got {decoder_base_dim!r}")
+        raise InputError(f"decoder_base_dim must be an integer in [1, {d}], got {decoder_base_dim!r}")
     widths, pmap, _ = decoder_groups(vae.decoder)
     given = keep
     keep = {}
     for g, w in widths.items():
         if w % d:
-            raise ValueError(f"group {g}: width {w} is not a multiple of decoder_base_dim {d}")
+            raise ModelError(f"group {g}: width {w} is not a multiple of decoder_base_dim {d}")
         k = w // d * decoder_base_dim
         if given is not None:
             keep[g] = torch.as_tensor(given[g], dtype=torch.long)
             if keep[g].numel() != k or keep[g].unique().numel() != k or not (0 <= int(keep[g].min()) and int(keep[g].max()) < w):
-                raise ValueError(f"keep[{g!r}] must hold {k} distinct channel indices in [0, {w})")
+                raise InputError(f"keep[{g!r}] must hold {k} distinct channel indices in [0, {w})")
         elif scores is None:
             keep[g] = torch.arange(k)
         else:
             s = scores[g]
             if s.numel() != w:
-                raise ValueError(f"scores for {g} have {s.numel()} entries, expected {w}")
+                raise InputError(f"scores for {g} have {s.numel()} entries, expected {w}")
             keep[g] = torch.topk(s, k).indices.sort().values
     cfg["decoder_base_dim"] = decoder_base_dim
     new = AutoencoderKLWan(**cfg)

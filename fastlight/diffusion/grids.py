@@ -7,6 +7,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from fastlight.errors import SamplerError
+
 NUM_TRAIN_TIMESTEPS = 1000
 
 
@@ -23,11 +25,11 @@ def shifted_grid(num_steps: int, shift: float) -> torch.Tensor:
     Returns a float32 tensor (N + 1,).
     """
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
-        raise ValueError(f"steps must be an integer, got {num_steps!r}")
+        raise SamplerError(f"steps must be an integer, got {num_steps!r}")
     if num_steps < 1:
-        raise ValueError(f"steps must be >= 1, got {num_steps}")
+        raise SamplerError(f"steps must be >= 1, got {num_steps}")
     if not shift > 0:
-        raise ValueError(f"shift must be > 0, got {shift}")
+        raise SamplerError(f"shift must be > 0, got {shift}")
     n_train = NUM_TRAIN_TIMESTEPS
     # 1. the scheduler's training table (float32 torch, op by op as diffusers does it)
     t_train = torch.from_numpy(np.linspace(1, n_train, n_train, dtype=np.float32)[::-1].copy())  # (1000,)
@@ -51,16 +53,16 @@ def few_step_grid(timesteps: Sequence[float] = (1000, 750, 500, 250)) -> list[fl
     """
     timesteps = [float(t) for t in timesteps]
     if not timesteps:
-        raise ValueError("timesteps must not be empty, e.g. [1000, 750, 500, 250]")
+        raise SamplerError("timesteps must not be empty, e.g. [1000, 750, 500, 250]")
     if any(not 0 < t <= NUM_TRAIN_TIMESTEPS for t in timesteps):
-        raise ValueError(f"timesteps must lie in (0, {NUM_TRAIN_TIMESTEPS}], got {timesteps}")
+        raise SamplerError(f"timesteps must lie in (0, {NUM_TRAIN_TIMESTEPS}], got {timesteps}")
     if any(b >= a for a, b in zip(timesteps, timesteps[1:])):
-        raise ValueError(f"timesteps must be strictly decreasing, got {timesteps}")
+        raise SamplerError(f"timesteps must be strictly decreasing, got {timesteps}")
     return [t / NUM_TRAIN_TIMESTEPS for t in timesteps]
 
 
 def even_timesteps(num_steps: int) -> tuple[float, ...]:
     """`num_steps` evenly spaced timesteps from 1000 down: 1000 (1 - i / N); 4 -> 1000, 750, 500, 250."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {num_steps!r}")
+        raise SamplerError(f"steps must be an integer >= 1, got {num_steps!r}")
     return tuple(NUM_TRAIN_TIMESTEPS * (num_steps - i) / num_steps for i in range(num_steps))

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from fastlight.diffusion.flow import pin_first_frame
 from fastlight.diffusion.grids import few_step_grid, shifted_grid  # noqa: F401  (re-exported: the samplers' grids)
 from fastlight.diffusion.spec import SamplerSpec
+from fastlight.errors import InputError, SamplerError
 from fastlight.models.denoiser import Cond, Denoiser
 
 
@@ -136,7 +137,7 @@ def euler_sample(
     """
     levels = _as_grid(levels, "levels")
     if levels.numel() < 2:
-        raise ValueError(f"Euler needs at least 2 levels (start and end), got {levels.tolist()}")
+        raise SamplerError(f"Euler needs at least 2 levels (start and end), got {levels.tolist()}")
     _check_decreasing(levels, "levels", lo_inclusive=True)
 
     def update(x, v, s, s_next, last):
@@ -175,7 +176,7 @@ def few_step_sample(
     if levels.numel() >= 2 and levels[-1] == 0:
         levels = levels[:-1]
     if levels.numel() < 1:
-        raise ValueError("levels need at least 1 noise level > 0, e.g. few_step_grid() = [1.0, 0.75, 0.5, 0.25]")
+        raise SamplerError("levels need at least 1 noise level > 0, e.g. few_step_grid() = [1.0, 0.75, 0.5, 0.25]")
     _check_decreasing(levels, "levels", lo_inclusive=False)
     rand_device = generator.device if generator is not None else noise.device
 
@@ -220,30 +221,30 @@ def _integrate(denoiser: Denoiser, noise: torch.Tensor, cond: Cond, levels: torc
 def _as_grid(grid, name: str) -> torch.Tensor:
     g = torch.as_tensor(grid).detach().to("cpu", torch.float32)
     if g.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {tuple(g.shape)}")
+        raise SamplerError(f"{name} must be 1-D, got shape {tuple(g.shape)}")
     if not torch.isfinite(g).all():
-        raise ValueError(f"{name} must be finite, got {g.tolist()}")
+        raise SamplerError(f"{name} must be finite, got {g.tolist()}")
     return g
 
 
 def _check_decreasing(g: torch.Tensor, name: str, lo_inclusive: bool) -> None:
     if (g[1:] >= g[:-1]).any():
-        raise ValueError(f"{name} must be strictly decreasing (noise to clean), got {g.tolist()}")
+        raise SamplerError(f"{name} must be strictly decreasing (noise to clean), got {g.tolist()}")
     lo_ok = g.min() >= 0 if lo_inclusive else g.min() > 0
     if not lo_ok or g.max() > 1:
         interval = "[0, 1]" if lo_inclusive else "(0, 1]"
-        raise ValueError(f"{name} must lie in {interval}, got {g.tolist()}")
+        raise SamplerError(f"{name} must lie in {interval}, got {g.tolist()}")
 
 
 def _check_batch(noise: torch.Tensor, cond: Cond) -> None:
     if noise.ndim != 5:
-        raise ValueError(f"noise must be (B, C, F, H, W), got shape {tuple(noise.shape)}")
+        raise InputError(f"noise must be (B, C, F, H, W), got shape {tuple(noise.shape)}")
     if cond.batch_size != noise.shape[0]:
-        raise ValueError(f"cond has batch {cond.batch_size} but noise has batch {noise.shape[0]}")
+        raise InputError(f"cond has batch {cond.batch_size} but noise has batch {noise.shape[0]}")
     if cond.image is not None:
         B, C, _, H, W = noise.shape
         if tuple(cond.image.shape) != (B, C, 1, H, W):
-            raise ValueError(f"cond.image must be (B, C, 1, H, W) = {(B, C, 1, H, W)}, got {tuple(cond.image.shape)}")
+            raise InputError(f"cond.image must be (B, C, 1, H, W) = {(B, C, 1, H, W)}, got {tuple(cond.image.shape)}")
 
 
 def _steps(n: int, progress: bool, desc: str):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from fastlight.diffusion.grids import even_timesteps, few_step_grid, shifted_grid
+from fastlight.errors import SamplerError
 from fastlight.fileio import atomic_write_json
 
 FILE = "sampler.json"
@@ -36,10 +37,6 @@ DEFAULT_FEW_STEP_TIMESTEPS = (1000.0, 750.0, 500.0, 250.0)
 DEFAULT_FEW_STEP_GUIDANCE = 1.0
 # the folders a model may sit in: itself, a run folder's model/, an exported pipeline's transformer/
 MODEL_SUBFOLDERS = ("", "model", "transformer")
-
-
-class SamplerError(ValueError):
-    """A bad sampler.json or a sampler override that conflicts with the model (one line)."""
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from fastlight.diffusion.flow import add_noise, pin_first_frame, sample_s, x0_from_v
+from fastlight.errors import CollapseError, ConfigError, MissingFileError, PlanError
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, per_sample, recipe_source
@@ -175,10 +176,6 @@ class GanHead(torch.nn.Module):
         return self.net(hidden.float()).mean(dim=(1, 2))  # (B,)
 
 
-class CollapseError(RuntimeError):
-    """Stage III stopped because the generator's samples collapsed (see DmdConfig.collapse_std)."""
-
-
 # ---- config and recipe ------------------------------------------------------------------------
 
 @dataclass
@@ -218,17 +215,17 @@ class Dmd2Config(DmdConfig):
 
 def check_dmd_config(cfg: DmdConfig) -> None:
     if not 0 < cfg.beta1_min <= cfg.beta1_max:
-        raise ValueError(f"need 0 < beta1_min <= beta1_max, got {cfg.beta1_min}, {cfg.beta1_max}")
+        raise ConfigError(f"need 0 < beta1_min <= beta1_max, got {cfg.beta1_min}, {cfg.beta1_max}")
     if not 0 <= cfg.s_min < cfg.s_max <= 1:
-        raise ValueError(f"need 0 <= s_min < s_max <= 1, got {cfg.s_min}, {cfg.s_max}")
+        raise ConfigError(f"need 0 <= s_min < s_max <= 1, got {cfg.s_min}, {cfg.s_max}")
     if cfg.critic_steps < 1:
-        raise ValueError(f"critic_steps must be >= 1, got {cfg.critic_steps}")
+        raise ConfigError(f"critic_steps must be >= 1, got {cfg.critic_steps}")
     if cfg.score_init not in ("pruned", "unpruned"):
-        raise ValueError(f"score_init must be pruned or unpruned, got {cfg.score_init!r}")
+        raise ConfigError(f"score_init must be pruned or unpruned, got {cfg.score_init!r}")
     if not 0 <= cfg.guide_beta2 <= 1:
-        raise ValueError(f"guide_beta2 (the paper's beta2) must be in [0, 1], got {cfg.guide_beta2}")
+        raise ConfigError(f"guide_beta2 (the paper's beta2) must be in [0, 1], got {cfg.guide_beta2}")
     if cfg.gan_weight < 0 or cfg.gan_critic_weight < 0:
-        raise ValueError(f"gan_weight and gan_critic_weight must be >= 0, got {cfg.gan_weight}, {cfg.gan_critic_weight}")
+        raise ConfigError(f"gan_weight and gan_critic_weight must be >= 0, got {cfg.gan_weight}, {cfg.gan_critic_weight}")
 
 
 class DmdRecipe:
@@ -254,7 +251,7 @@ class DmdRecipe:
         if self.plan_path is not None:
             plan = self._read_plan(read_plan)
             if plan.get("type") != "depth":
-                raise ValueError(f"plan {self.plan_path} is a {plan.get('type')!r} plan; Stage III needs a depth plan")
+                raise PlanError(f"plan {self.plan_path} is a {plan.get('type')!r} plan; Stage III needs a depth plan")
             self.drop_blocks = sorted(plan["drop_blocks"])
         self.G = prune_depth(self.real, self.drop_blocks) if self.drop_blocks else copy.deepcopy(self.real)
         # score_init (FastLightGen Table 9): the fake score starts as the pruned model (matched to the
@@ -277,15 +274,15 @@ class DmdRecipe:
             return Path(plan)
         own = self.teacher_path / "plan.json"
         if not own.exists():
-            raise FileNotFoundError(f"{self.teacher_path} has no plan.json (not a Stage II `dpp` model?): pass "
-                                    f"plan=PATH to a depth plan from `fastlight plan`, or plan='' for step-only dmd2")
+            raise MissingFileError(f"{self.teacher_path} has no plan.json (not a Stage II `dpp` model?): pass "
+                                   f"plan=PATH to a depth plan from `fastlight plan`, or plan='' for step-only dmd2")
         return own
 
     def _gan_head(self) -> "GanHead":
         blocks = [b.index for b in self.critic.blocks]
         i = self.cfg.gan_block if self.cfg.gan_block >= 0 else blocks[len(blocks) // 2]
         if i not in blocks:
-            raise ValueError(f"gan_block {i} is not a block of the critic (0..{len(blocks) - 1})")
+            raise ConfigError(f"gan_block {i} is not a block of the critic (0..{len(blocks) - 1})")
         self.gan_block = i
         dim = self.critic.model.config.num_attention_heads * self.critic.model.config.attention_head_dim
         return GanHead(dim)
@@ -305,7 +302,7 @@ class DmdRecipe:
         if own.exists() and read_plan(own)["fingerprint"] == plan["fingerprint"]:
             bad = [i for i in plan["drop_blocks"] + plan["keep_blocks"] if i >= self.real.num_blocks]
             if bad or len(plan["drop_blocks"]) + len(plan["keep_blocks"]) != self.real.num_blocks:
-                raise ValueError(f"plan {self.plan_path} does not fit {self.teacher_path} ({self.real.num_blocks} blocks)")
+                raise PlanError(f"plan {self.plan_path} does not fit {self.teacher_path} ({self.real.num_blocks} blocks)")
             return plan
         return read_plan(self.plan_path, self.real)
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from fastlight.diffusion.spec import model_folder
+from fastlight.errors import InputError, MissingFileError, OutputExistsError
 from fastlight.models.denoiser import ModelError
 from fastlight.models.load import resolve_model_path
 
@@ -19,7 +20,7 @@ def find_model_dir(run: str | Path) -> Path:
     preset name) -> the folder holding the student's config.json. One-line errors otherwise."""
     path = resolve_model_path(str(run))
     if not path.exists():
-        raise FileNotFoundError(f"{run} does not exist; pass a run folder (with model/) or a model folder")
+        raise MissingFileError(f"{run} does not exist; pass a run folder (with model/) or a model folder")
     if not path.is_dir():
         raise ModelError(f"{run} is a file; pass a run folder (with model/) or a model folder")
     found = model_folder(path)
@@ -35,14 +36,14 @@ def check_out_dir(out: str | Path, overwrite: bool, sources: tuple[Path, ...] = 
     """Refuse an output folder that is a file, holds the source, or is not empty (unless overwrite)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file; pass a folder")
+        raise OutputExistsError(f"--out {out} is a file; pass a folder")
     res = out.resolve()
     for src in sources:
         src = Path(src).resolve()
         if res == src or res in src.parents:
-            raise ValueError(f"--out {out} would overwrite the model being exported ({src}); pick another folder")
+            raise InputError(f"--out {out} would overwrite the model being exported ({src}); pick another folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
+        raise OutputExistsError(f"--out {out} exists and is not empty; pass --overwrite to replace it")
     return out
 
 

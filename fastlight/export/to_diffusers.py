@@ -24,6 +24,7 @@ import diffusers
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from fastlight.diffusion.spec import SamplerSpec, choose_sampler
+from fastlight.errors import MissingFileError
 from fastlight.evaluate.pipelines import pipeline_for
 from fastlight.fileio import atomic_dir
 from fastlight.export.common import check_out_dir, copy_meta_files, find_model_dir, link_or_copy
@@ -83,7 +84,7 @@ def find_source_pipeline(model_dir: Path, meta: dict, source: str | None = None)
     if source is not None:
         src = Path(source)
         if not (src / "model_index.json").is_file():
-            raise FileNotFoundError(f"--source {source} is not a diffusers pipeline folder (no model_index.json)")
+            raise MissingFileError(f"--source {source} is not a diffusers pipeline folder (no model_index.json)")
         return src
     seen, cur, cur_meta = set(), Path(model_dir), meta
     for _ in range(8):

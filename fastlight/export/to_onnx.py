@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from fastlight.diffusion.spec import choose_sampler
+from fastlight.errors import InputError
 from fastlight.evaluate.pipelines import pipeline_for
 from fastlight.fileio import atomic_dir
 from fastlight.export.common import check_out_dir, copy_meta_files, find_model_dir
@@ -44,7 +45,7 @@ def _require_onnx():
 
     missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
-        raise ValueError(f"ONNX needs onnx, onnxscript and onnxruntime ({', '.join(missing)} missing): "
+        raise InputError(f"ONNX needs onnx, onnxscript and onnxruntime ({', '.join(missing)} missing): "
                          "pip install 'fastlight[onnx]'")
 
 
@@ -71,12 +72,12 @@ def check_opset(opset: int) -> None:
     import onnxruntime as ort
 
     if opset < MIN_OPSET:
-        raise ValueError(f"--opset {opset}: torch {torch.__version__}'s ONNX exporter (dynamo) writes opset >= "
+        raise InputError(f"--opset {opset}: torch {torch.__version__}'s ONNX exporter (dynamo) writes opset >= "
                          f"{MIN_OPSET}; use --opset {MIN_OPSET} or higher")
     top = onnx.defs.onnx_opset_version()
     if opset > top or ort_runs_opset(opset) is not None:
         runnable = max((o for o in range(MIN_OPSET, top + 1) if ort_runs_opset(o) is None), default=None)
-        raise ValueError(f"--opset {opset}: the installed onnxruntime {ort.__version__} (onnx {onnx.__version__}) "
+        raise InputError(f"--opset {opset}: the installed onnxruntime {ort.__version__} (onnx {onnx.__version__}) "
                          f"cannot run it; use --opset {MIN_OPSET}..{runnable}")
 
 
@@ -126,14 +127,14 @@ def latent_shape(den: Denoiser, frames, height, width, text_len) -> dict:
     d.update({k: v for k, v in given.items() if v is not None})
     missing = [k for k in ("frames", "height", "width", "text_len") if k not in d]
     if missing:
-        raise ValueError(f"no registered pipeline knows this model's sizes: give the latent sizes "
+        raise InputError(f"no registered pipeline knows this model's sizes: give the latent sizes "
                          f"--{' --'.join(m.replace('_', '-') for m in missing)}")
     bad = [k for k, v in d.items() if v < 1]
     if bad:
-        raise ValueError(f"--{bad[0].replace('_', '-')} must be >= 1")
+        raise InputError(f"--{bad[0].replace('_', '-')} must be >= 1")
     p_t, p_h, p_w = den.model.config.patch_size
     if d["frames"] % p_t or d["height"] % p_h or d["width"] % p_w:
-        raise ValueError(f"latent frames/height/width {d['frames']}x{d['height']}x{d['width']} must be multiples of "
+        raise InputError(f"latent frames/height/width {d['frames']}x{d['height']}x{d['width']} must be multiples of "
                          f"the patch size {tuple(den.model.config.patch_size)}")
     return d
 
@@ -246,10 +247,10 @@ class OnnxDenoiser(Denoiser):
     def forward(self, x_t, s, cond: Cond, skip=(), capture=None):
         """v = eps - x0 from onnxruntime; TI2V as in `WanDenoiser` (clean first frame, timestep 0, v 0)."""
         if tuple(skip) or capture is not None:
-            raise ValueError("the ONNX backend runs the exported graph as is: it cannot skip or capture blocks")
+            raise InputError("the ONNX backend runs the exported graph as is: it cannot skip or capture blocks")
         expected = tuple(self.info.get("inputs", {}).get("x", [None])[1:])
         if expected and tuple(x_t.shape[1:]) != expected:
-            raise ValueError(f"x_t has shape {tuple(x_t.shape[1:])} per sample; the ONNX graph was exported for {expected}")
+            raise InputError(f"x_t has shape {tuple(x_t.shape[1:])} per sample; the ONNX graph was exported for {expected}")
         s = torch.as_tensor(s, dtype=torch.float32).expand(x_t.shape[0]) if torch.as_tensor(s).ndim == 0 else s
         if cond.image is not None:
             x_t = torch.cat([cond.image.to(x_t), x_t[:, :, 1:]], dim=2)

@@ -20,9 +20,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-
-class ModelError(ValueError):
-    """A model folder or checkpoint that cannot be used (message names the fix)."""
+from fastlight.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -175,7 +173,7 @@ class Denoiser(nn.Module):
         skip = frozenset(skip)
         bad = [i for i in skip if not 0 <= i < self.num_blocks]
         if bad:
-            raise ValueError(f"skip ids {sorted(bad)} out of range: this model has blocks 0..{self.num_blocks - 1}")
+            raise ModelError(f"skip ids {sorted(bad)} out of range: this model has blocks 0..{self.num_blocks - 1}")
         return skip
 
     @staticmethod

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from fastlight.errors import ModelError
 from fastlight.models.denoiser import BlockInfo, Cond, Denoiser, ModelError
 from fastlight.models.weights import load_diffusers_module
 
@@ -114,13 +115,13 @@ class HunyuanDenoiser(Denoiser):
         extra = cond.extra or {}
         for key in ("pooled", "text_mask"):
             if key not in extra:
-                raise ValueError(
+                raise ModelError(
                     f"HunyuanVideo needs cond.extra[{key!r}] (pooled: (B, pooled_projection_dim) CLIP pooled "
                     "projection; text_mask: (B, L) text attention mask)"
                 )
         pooled, mask = extra["pooled"].to(device=device, dtype=dtype), extra["text_mask"].to(device)
         if mask.shape != cond.text.shape[:2]:
-            raise ValueError(f"text_mask has shape {tuple(mask.shape)} but cond.text has {tuple(cond.text.shape[:2])} tokens")
+            raise ModelError(f"text_mask has shape {tuple(mask.shape)} but cond.text has {tuple(cond.text.shape[:2])} tokens")
         guidance = None
         if self.model.config.guidance_embeds:
             guidance = extra.get("guidance")
@@ -140,9 +141,9 @@ class HunyuanDenoiser(Denoiser):
         B, C, F, H, W = x_t.shape
         p, p_t = cfg.patch_size, cfg.patch_size_t
         if C != cfg.in_channels:
-            raise ValueError(f"x_t has {C} channels but the model expects {cfg.in_channels}")
+            raise ModelError(f"x_t has {C} channels but the model expects {cfg.in_channels}")
         if F % p_t or H % p or W % p:
-            raise ValueError(f"x_t frames/height/width {F}x{H}x{W} must be multiples of the patch size ({p_t}, {p}, {p})")
+            raise ModelError(f"x_t frames/height/width {F}x{H}x{W} must be multiples of the patch size ({p_t}, {p}, {p})")
         if cond.image is not None:
             if cfg.image_condition_type != "token_replace":
                 raise ModelError(

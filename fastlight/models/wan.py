@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.utils.checkpoint
 
+from fastlight.errors import ModelError
 from fastlight.models.denoiser import BlockInfo, Cond, Denoiser, ModelError
 from fastlight.models.weights import load_diffusers_module
 
@@ -86,9 +87,9 @@ class WanDenoiser(Denoiser):
         B, C, F, H, W = x_t.shape
         p_t, p_h, p_w = m.config.patch_size
         if C != m.config.in_channels:
-            raise ValueError(f"x_t has {C} channels but the model expects {m.config.in_channels}")
+            raise ModelError(f"x_t has {C} channels but the model expects {m.config.in_channels}")
         if F % p_t or H % p_h or W % p_w:
-            raise ValueError(f"x_t frames/height/width {F}x{H}x{W} must be multiples of the patch size {m.config.patch_size}")
+            raise ModelError(f"x_t frames/height/width {F}x{H}x{W} must be multiples of the patch size {m.config.patch_size}")
         if cond.image is not None:
             x_t = torch.cat([cond.image.to(x_t), x_t[:, :, 1:]], dim=2)  # keep the first frame clean
         timestep = self._timesteps(s, x_t, cond.image)

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from fastlight.analyze.plans import read_plan, validate_plan
+from fastlight.errors import InputError, PlanError, make_parent_dir
 from fastlight.models.load import load_denoiser, model_fingerprint
 from fastlight.models.load import resolve_model_path
 from fastlight.prune.surgery import depth_mapping, prune_depth, prune_width, wan_ffn_keep
@@ -26,17 +27,17 @@ STALE_META = ("quality",)
 
 def _check_out_dir(out: Path, overwrite: bool, source: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise ValueError(f"output {out} is a file; pass a folder path")
+        raise InputError(f"output {out} is a file; pass a folder path")
     src, dst = source.resolve(), out.resolve()
     if src == dst or dst in src.parents:
-        raise ValueError(f"output folder {out} is (or contains) the source model {source}; choose another folder")
+        raise InputError(f"output folder {out} is (or contains) the source model {source}; choose another folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"output folder {out} is not empty; choose another folder or pass overwrite=True (--overwrite)")
+        raise InputError(f"output folder {out} is not empty; choose another folder or pass overwrite=True (--overwrite)")
 
 
 def _write_atomically(out: Path, write) -> None:
     """Call write(tmp_folder), then move tmp_folder to `out` (replacing it)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_dir(out, "--out")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         write(tmp)
@@ -92,7 +93,7 @@ def prune_command(model_path, plan_path, out_dir, overwrite: bool = False, devic
         }
     after = pruned.num_params()
     if plan["num_params_after"] != after:
-        raise ValueError(
+        raise PlanError(
             f"{where}: 'num_params_after' says {plan['num_params_after']} parameters remain but the pruned model has "
             f"{after}; the plan's parameter accounting disagrees with the surgery (re-run fastlight plan)"
         )

@@ -47,6 +47,7 @@ from typing import Iterable, Mapping
 
 import torch
 
+from fastlight.errors import ModelError, PlanError
 from fastlight.models.denoiser import Denoiser
 
 # family -> block kind -> (state-dict prefix of that kind's ModuleList, config key of its length)
@@ -125,13 +126,13 @@ def depth_mapping(denoiser: Denoiser, drop_blocks: Iterable[int]) -> tuple[dict,
     drop = set(drop_blocks)
     layout = DEPTH_LAYOUT.get(denoiser.family)
     if layout is None:
-        raise ValueError(f"depth pruning does not know the {denoiser.family!r} family (supported: {sorted(DEPTH_LAYOUT)})")
+        raise ModelError(f"depth pruning does not know the {denoiser.family!r} family (supported: {sorted(DEPTH_LAYOUT)})")
     n = denoiser.num_blocks
     bad = sorted(i for i in drop if not (isinstance(i, int) and 0 <= i < n))
     if bad:
-        raise ValueError(f"cannot drop block {bad[0]}: the model has blocks 0..{n - 1}")
+        raise PlanError(f"cannot drop block {bad[0]}: the model has blocks 0..{n - 1}")
     if len(drop) >= n:
-        raise ValueError("cannot drop every block of the model")
+        raise PlanError("cannot drop every block of the model")
     config = dict(denoiser.model.config)
     rename, changes = {}, {}
     for kind, (prefix, key) in layout.items():
@@ -177,21 +178,21 @@ def _layer_spec(block: int, spec):
     if spec is None:
         return None, None
     if not isinstance(spec, Mapping):
-        raise ValueError(f"width spec of block {block} must be an object with 'keep_heads' / 'keep_ffn', "
-                         f"got {type(spec).__name__}")
+        raise PlanError(f"width spec of block {block} must be an object with 'keep_heads' / 'keep_ffn', "
+                        f"got {type(spec).__name__}")
     unknown = set(spec) - {"keep_heads", "keep_ffn"}
     if unknown:
-        raise ValueError(f"width spec of block {block} has unknown keys {sorted(unknown)} (expected 'keep_heads', 'keep_ffn')")
+        raise PlanError(f"width spec of block {block} has unknown keys {sorted(unknown)} (expected 'keep_heads', 'keep_ffn')")
     return spec.get("keep_heads"), spec.get("keep_ffn")
 
 
 def _check_ids(what: str, ids, limit: int) -> list[int]:
     ids = [int(i) for i in ids]
     if sorted(set(ids)) != ids:
-        raise ValueError(f"{what} must be sorted and without duplicates")
+        raise PlanError(f"{what} must be sorted and without duplicates")
     if ids and (ids[0] < 0 or ids[-1] >= limit):
         bad = ids[0] if ids[0] < 0 else ids[-1]
-        raise ValueError(f"{what} names id {bad} but there are {limit} (0..{limit - 1})")
+        raise PlanError(f"{what} names id {bad} but there are {limit} (0..{limit - 1})")
     return ids
 
 
@@ -200,7 +201,7 @@ def wan_ffn_keep(denoiser: Denoiser, layers: Mapping) -> tuple[dict[int, list[in
     {"keep_heads": [...] | None, "keep_ffn": [...] | None}}): {block: kept FFN unit ids} for every
     block, and the common kept count. Raises ValueError for head pruning and for unequal widths."""
     if denoiser.family != "wan":
-        raise ValueError(
+        raise PlanError(
             f"width pruning supports Wan only (this model is {denoiser.family}); use a depth plan for HunyuanVideo"
         )
     cfg = denoiser.model.config
@@ -210,11 +211,11 @@ def wan_ffn_keep(denoiser: Denoiser, layers: Mapping) -> tuple[dict[int, list[in
         try:
             b = int(key)
         except (TypeError, ValueError):
-            raise ValueError(f"width spec key {key!r} is not a block id") from None
+            raise PlanError(f"width spec key {key!r} is not a block id") from None
         if not 0 <= b < n:
-            raise ValueError(f"width spec names block {b} but the model has blocks 0..{n - 1}")
+            raise PlanError(f"width spec names block {b} but the model has blocks 0..{n - 1}")
         if b in specs:
-            raise ValueError(f"width spec names block {b} twice")
+            raise PlanError(f"width spec names block {b} twice")
         specs[b] = _layer_spec(b, spec)
     keep: dict[int, list[int]] = {}
     for b in range(n):
@@ -222,19 +223,19 @@ def wan_ffn_keep(denoiser: Denoiser, layers: Mapping) -> tuple[dict[int, list[in
         if heads is not None:
             heads = _check_ids(f"block {b} keep_heads", heads, H)
             if len(heads) != H:
-                raise ValueError(
+                raise PlanError(
                     f"block {b} drops {H - len(heads)} of {H} attention heads, but the stock WanTransformer3DModel "
                     "ties the head count to the residual width (inner_dim = heads * head_dim), so head pruning "
                     "cannot be exported to it; prune FFN units only (keep every head)"
                 )
         keep[b] = list(range(F)) if ffn is None else _check_ids(f"block {b} keep_ffn", ffn, F)
         if not keep[b]:
-            raise ValueError(f"block {b} keeps no FFN units; drop the block with a depth plan instead")
+            raise PlanError(f"block {b} keeps no FFN units; drop the block with a depth plan instead")
     counts = {b: len(k) for b, k in keep.items()}
     if len(set(counts.values())) > 1:
         by_width = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))
         (b1, k1), (b2, k2) = by_width[0], by_width[-1]
-        raise ValueError(
+        raise PlanError(
             f"block {b1} keeps {k1} FFN units but block {b2} keeps {k2}: the stock WanTransformer3DModel has one "
             "ffn_dim for all blocks, so every block must keep the same number of units"
         )

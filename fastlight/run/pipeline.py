@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from fastlight.diffusion.spec import SamplerSpec, override, own_sampler
+from fastlight.errors import ConfigError, InputError, make_dir
 from fastlight.fileio import atomic_write_json
 from fastlight.models.load import resolve_model_path
 
@@ -62,14 +63,14 @@ def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | N
     `keep` (top-level keys) and `keep_nested` ({"stage2": {...}}) came from the command line: they win
     over the preset."""
     if cfg.method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     if cfg.preset not in PRESETS:
-        raise ValueError(f"preset must be quick or full, got {cfg.preset!r}")
+        raise ConfigError(f"preset must be quick or full, got {cfg.preset!r}")
     preset = dict(cfg.presets.get(cfg.preset) or {})
     fields = {f.name for f in dataclasses.fields(RunConfig)} - {"presets", "preset"}
     unknown = sorted(set(preset) - fields)
     if unknown:
-        raise ValueError(f"preset {cfg.preset!r} sets unknown key(s) {unknown}; valid keys are {sorted(fields)}")
+        raise ConfigError(f"preset {cfg.preset!r} sets unknown key(s) {unknown}; valid keys are {sorted(fields)}")
     values = dataclasses.asdict(cfg)
     for k, v in preset.items():
         if k in keep:
@@ -79,10 +80,10 @@ def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | N
         values[k] = {**values[k], **v}
     out = RunConfig(**values)
     if not 0 < out.prune_ratio < 1:
-        raise ValueError(f"prune_ratio must be in (0, 1), got {out.prune_ratio}")
+        raise ConfigError(f"prune_ratio must be in (0, 1), got {out.prune_ratio}")
     for key in ("calib", "eval_cases", "teacher_steps", "bench_repeats"):
         if getattr(out, key) < 1:
-            raise ValueError(f"{key} must be >= 1, got {getattr(out, key)}")
+            raise ConfigError(f"{key} must be >= 1, got {getattr(out, key)}")
     return out
 
 
@@ -97,7 +98,7 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, dict]]:
         if sep and dot and section in nested:
             nested[section][sub.strip()] = yaml.safe_load(value) if value.strip() else ""
         elif sep and dot:
-            raise ValueError(f"override {o!r}: only stage2.KEY=VALUE and stage3.KEY=VALUE may be dotted")
+            raise ConfigError(f"override {o!r}: only stage2.KEY=VALUE and stage3.KEY=VALUE may be dotted")
         else:
             plain.append(o)
     return plain, nested
@@ -374,7 +375,7 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset 
     torch.set_num_threads(cfg.threads)
     run = Run(cfg)
     console = Console()
-    run.root.mkdir(parents=True, exist_ok=True)
+    make_dir(run.root, "run folder (out=)")
     old = run.root / "config.yaml"
     if old.exists():
         import yaml
@@ -383,15 +384,15 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset 
         now = dataclasses.asdict(cfg)
         diff = sorted(k for k in set(prev) | set(now) if k != "out" and prev.get(k) != now.get(k))
         if diff:
-            raise ValueError(f"{run.root} holds a run with a different config ({', '.join(diff[:4])} differ); "
-                             f"use a new out=... or delete the folder")
+            raise ConfigError(f"{run.root} holds a run with a different config ({', '.join(diff[:4])} differ); "
+                              f"use a new out=... or delete the folder")
     save_config(cfg, run.root)
     plan = stages(cfg)
     check_stage_configs(run, [s.name for s in plan])
     names = [s.name for s in plan]
     for n in only or []:
         if n not in names:
-            raise ValueError(f"unknown stage {n!r} for method {cfg.method}; stages: {', '.join(names)}")
+            raise InputError(f"unknown stage {n!r} for method {cfg.method}; stages: {', '.join(names)}")
     state = {"method": cfg.method, "preset": cfg.preset, "out": str(run.root), "stages": {}}
     for st in plan:
         marker = run.dir(st.name) / DONE

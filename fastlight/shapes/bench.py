@@ -83,6 +83,7 @@ from tqdm.auto import tqdm
 from fastlight.data import video as vio
 from fastlight.diffusion import sampling
 from fastlight.diffusion.spec import SamplerSpec, choose_sampler
+from fastlight.errors import InputError, ModelError
 from fastlight.evaluate.fvd import frechet_distance_features
 from fastlight.evaluate import metrics
 from fastlight.fileio import atomic_write_json, to_json_safe
@@ -126,7 +127,7 @@ def make_cases(num_cases: int = DEFAULT_NUM_CASES, world: shapes.WorldConfig | N
                case_seed: int = SHAPESBENCH_SEED) -> list[BenchCase]:
     """The fixed held-out cases (the first `num_cases` of the ShapesBench stream)."""
     if num_cases < 1:
-        raise ValueError(f"num_cases must be >= 1 (got {num_cases})")
+        raise InputError(f"num_cases must be >= 1 (got {num_cases})")
     world = world or shapes.WorldConfig()
     clips = shapes.sample_clips(case_seed, num_cases, world)
     return [BenchCase(i, c, shapes.render(c, world)[:, 0], case_seed + 1 + i) for i, c in enumerate(clips)]
@@ -149,12 +150,12 @@ def generate(model, cases: Sequence[BenchCase], spec: SamplerSpec, skip: Iterabl
     world = world_of(model)
     skip = tuple(skip)
     if not cases:
-        raise ValueError("no cases given")
+        raise InputError("no cases given")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+        raise InputError(f"batch_size must be >= 1 (got {batch_size})")
     H = cases[0].image.shape[-1]
     if H != world.size:
-        raise ValueError(f"cases are {H}x{H} but the model's world is {world.size}x{world.size}; "
+        raise InputError(f"cases are {H}x{H} but the model's world is {world.size}x{world.size}; "
                          "make them with make_cases(n, world_of(model))")
     device = next(model.parameters()).device
     shape = (3, world.num_frames, world.size, world.size)
@@ -319,10 +320,10 @@ def score_videos(videos: torch.Tensor, cases: Sequence[BenchCase], world: shapes
     """
     world = world or shapes.WorldConfig()
     if len(videos) != len(cases):
-        raise ValueError(f"{len(videos)} videos for {len(cases)} cases")
+        raise InputError(f"{len(videos)} videos for {len(cases)} cases")
     ideal = ideal_videos(cases, world)
     if tuple(videos.shape[1:]) != tuple(ideal.shape[1:]):
-        raise ValueError(f"videos are {tuple(videos.shape[1:])} but the cases' clips are {tuple(ideal.shape[1:])}")
+        raise InputError(f"videos are {tuple(videos.shape[1:])} but the cases' clips are {tuple(ideal.shape[1:])}")
     it = range(len(cases))
     if progress:
         it = tqdm(it, desc="oracle", unit="video", leave=False)
@@ -463,7 +464,7 @@ def evaluate_command(model_path: str, out_dir: str, sampler: SamplerSpec | None 
     path = resolve_model_path(model_path)
     model = load_denoiser(path).eval()
     if not is_shapes_model(model):
-        raise ValueError(f"{model_path} is not an embedded Shapes model (no world in its fastlight.json); "
+        raise ModelError(f"{model_path} is not an embedded Shapes model (no world in its fastlight.json); "
                          "ShapesBench needs one")
     choice = choose_sampler(path, sampler, **(overrides or {}))
     print(f"{model_path}: {choice.line}")

@@ -9,6 +9,7 @@ import torch
 from fastlight.data import video
 from fastlight.diffusion import sampling
 from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec, choose_sampler
+from fastlight.errors import ModelError
 from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.models.load import load_denoiser, resolve_model_path
 from fastlight.shapes import text, world as shapes
@@ -24,7 +25,7 @@ class ShapesSampleSpec:
 def world_of(model: Denoiser) -> shapes.WorldConfig:
     w = model.meta.get("world")
     if w is None:
-        raise ValueError("this model has no Shapes world in its fastlight.json; it is not an embedded Shapes model")
+        raise ModelError("this model has no Shapes world in its fastlight.json; it is not an embedded Shapes model")
     return shapes.WorldConfig(size=w["size"], num_frames=w["num_frames"])
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from fastlight.diffusion.flow import add_noise, x0_from_v
+from fastlight.errors import ConfigError
 from fastlight.models.denoiser import Cond
 from fastlight.shapes import text, world as shapes
 
@@ -75,7 +76,7 @@ class PromptProbe:
 
     def __post_init__(self):
         if self.every < 1:
-            raise ValueError(f"shapes-probe: every must be >= 1, got {self.every}")
+            raise ConfigError(f"shapes-probe: every must be >= 1, got {self.every}")
         self._data = None
 
     def __call__(self, done: int, model) -> dict | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from fastlight.errors import InputError
 from fastlight.shapes.world import COLOURS, DIRECTIONS, SHAPES, SPEEDS_PX
 
 TEXT_DIM = 32
@@ -35,7 +36,7 @@ VOCABULARY = sorted(
 )
 
 
-class PromptError(ValueError):
+class PromptError(InputError):
     """A prompt the Shapes text encoder cannot read."""
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fastlight.errors import InputError
+
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.92, 0.12, 0.12),
     "green": (0.12, 0.80, 0.15),
@@ -136,7 +138,7 @@ def place_objects(specs: list[dict], gen: torch.Generator, world: WorldConfig | 
             objects.append(ShapeObject(spec["colour"], spec["shape"], r, x, y, spec["direction"], spec["speed"]))
         if len(objects) == len(specs):
             return Clip(tuple(objects))
-    raise ValueError("could not place the objects without overlap; use fewer objects")
+    raise InputError("could not place the objects without overlap; use fewer objects")
 
 
 def sample_clips(seed: int, n: int, world: WorldConfig | None = None) -> list[Clip]:
@@ -164,7 +166,7 @@ def _coverage(obj: ShapeObject, cx: torch.Tensor, cy: torch.Tensor, xs: torch.Te
         frac = (dy - top) / (bottom - top)  # 0 at apex, 1 at base
         inside = (frac >= 0) & (frac <= 1) & (dx.abs() <= frac * 1.15 * r)
     else:
-        raise ValueError(f"unknown shape {obj.shape!r}; use one of {SHAPES}")
+        raise InputError(f"unknown shape {obj.shape!r}; use one of {SHAPES}")
     F = cx.shape[0]
     S = xs.shape[0]
     inside = inside.expand(F, S, S).float()

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from fastlight.diffusion.flow import add_noise, v_target
+from fastlight.errors import ConfigError
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser
@@ -58,8 +59,8 @@ def block_pairs(plan: dict, num_teacher_blocks: int, align_blocks=None) -> list[
         have = {t for _, t in pairs}
         missing = sorted(set(align_blocks) - have)
         if missing:
-            raise ValueError(f"align_blocks {missing} have no student counterpart (the plan drops them or the "
-                             f"teacher has blocks 0..{num_teacher_blocks - 1}); align only kept teacher blocks")
+            raise ConfigError(f"align_blocks {missing} have no student counterpart (the plan drops them or the "
+                              f"teacher has blocks 0..{num_teacher_blocks - 1}); align only kept teacher blocks")
         pairs = [(s, t) for s, t in pairs if t in set(align_blocks)]
     return pairs
 
@@ -102,9 +103,9 @@ class AlignRecipe:
         from fastlight.models.load import resolve_model_path
 
         if cfg.w_output < 0 or cfg.w_layer < 0:
-            raise ValueError(f"w_output and w_layer must be >= 0, got {cfg.w_output}, {cfg.w_layer}")
+            raise ConfigError(f"w_output and w_layer must be >= 0, got {cfg.w_output}, {cfg.w_layer}")
         if cfg.phase1_steps < 0:
-            raise ValueError(f"phase1_steps must be >= 0, got {cfg.phase1_steps}")
+            raise ConfigError(f"phase1_steps must be >= 0, got {cfg.phase1_steps}")
         torch.set_num_threads(cfg.threads)
         self.cfg = cfg
         self.teacher_path = resolve_model_path(cfg.teacher)

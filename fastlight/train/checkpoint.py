@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from fastlight.errors import ConfigError
 from fastlight.train.sharding import is_dtensor
 
 GENERATOR = "generator"
@@ -152,7 +153,7 @@ def check_resume_config(out: Path, state: dict, cfg) -> None:
     old, new = state.get("config", {}), hashed_config(cfg)
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     what = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4]) + (" ..." if len(diff) > 4 else "")
-    raise ValueError(f"resume folder {out} was made with a different config ({what}); use a new --out")
+    raise ConfigError(f"resume folder {out} was made with a different config ({what}); use a new --out")
 
 
 def load_weights(ck: Path, modules: dict, ema) -> None:

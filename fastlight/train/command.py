@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastlight.errors import ConfigError, InputError
 from fastlight.plugins import component
 
 
@@ -13,12 +14,12 @@ def build_hooks(specs) -> list:
     for spec in specs or []:
         spec = {"_component_": spec} if isinstance(spec, str) else dict(spec)
         if "_component_" not in spec:
-            raise ValueError(f"a hook must name its component, e.g. hooks: [{{_component_: shapes-probe}}]; got {spec!r}")
+            raise ConfigError(f"a hook must name its component, e.g. hooks: [{{_component_: shapes-probe}}]; got {spec!r}")
         cls = component("fastlight.hooks", spec.pop("_component_"))
         try:
             hooks.append(cls(**spec))
         except TypeError as e:
-            raise ValueError(f"hook {cls.__name__}: {e}") from None
+            raise ConfigError(f"hook {cls.__name__}: {e}") from None
     return hooks
 
 
@@ -29,7 +30,7 @@ def train_command(recipe: str, config_path: str | None = None, overrides: list[s
 
     RECIPES = available_recipes()
     if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; available recipes: {', '.join(sorted(RECIPES))}")
+        raise InputError(f"unknown recipe {recipe!r}; available recipes: {', '.join(sorted(RECIPES))}")
     config_cls, _ = RECIPES[recipe]
     cfg = load_config(config_cls, config_path, overrides or [])
     return run_recipe(recipe, cfg, progress)

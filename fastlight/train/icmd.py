@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastlight.diffusion.flow import add_noise, v_target, x0_from_v
+from fastlight.errors import ConfigError, PlanError
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser
@@ -125,12 +126,12 @@ class IcmdRecipe:
         from fastlight.prune.surgery import prune_depth
 
         if cfg.lambda_icd < 0 or cfg.lambda_mca < 0:
-            raise ValueError(f"lambda_icd and lambda_mca must be >= 0, got {cfg.lambda_icd}, {cfg.lambda_mca}")
+            raise ConfigError(f"lambda_icd and lambda_mca must be >= 0, got {cfg.lambda_icd}, {cfg.lambda_mca}")
         if not 0 <= cfg.instance_noise_min <= cfg.instance_noise_max <= 1:
-            raise ValueError(f"need 0 <= instance_noise_min <= instance_noise_max <= 1, got "
-                             f"{cfg.instance_noise_min}, {cfg.instance_noise_max}")
+            raise ConfigError(f"need 0 <= instance_noise_min <= instance_noise_max <= 1, got "
+                              f"{cfg.instance_noise_min}, {cfg.instance_noise_max}")
         if cfg.mca_warmup_steps < 0:
-            raise ValueError(f"mca_warmup_steps must be >= 0, got {cfg.mca_warmup_steps}")
+            raise ConfigError(f"mca_warmup_steps must be >= 0, got {cfg.mca_warmup_steps}")
         torch.set_num_threads(cfg.threads)
         self.cfg = cfg
         self.teacher_path = resolve_model_path(cfg.teacher)
@@ -138,7 +139,7 @@ class IcmdRecipe:
         self.plan_path = Path(cfg.plan)
         self.plan = read_plan(self.plan_path, self.teacher)
         if self.plan.get("type") != "depth":
-            raise ValueError(f"plan {self.plan_path} is a {self.plan.get('type')!r} plan; icmd needs a depth plan")
+            raise PlanError(f"plan {self.plan_path} is a {self.plan.get('type')!r} plan; icmd needs a depth plan")
         self.drop_blocks = sorted(self.plan["drop_blocks"])
         self.kept_ids = [i for i in range(self.teacher.num_blocks) if i not in set(self.drop_blocks)]
         self.student = prune_depth(self.teacher, self.drop_blocks)  # new module; teacher untouched

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import torch
 
+from fastlight.errors import ConfigError, NonFiniteError
 from fastlight.train.checkpoint import (GENERATOR, check_resume_config, full_optimizer_state, full_state_dict,
                                         list_checkpoints, load_optimizers, load_state, load_weights,
                                         prune_checkpoints, save_checkpoint, trim_metrics)
@@ -122,16 +123,16 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 def check_loop_config(cfg: LoopConfig) -> None:
     if cfg.lr_schedule not in ("cosine", "constant"):
-        raise ValueError(f"lr_schedule must be cosine or constant, got {cfg.lr_schedule!r}")
+        raise ConfigError(f"lr_schedule must be cosine or constant, got {cfg.lr_schedule!r}")
     if cfg.mixed_precision not in ("no", "bf16"):
-        raise ValueError(f"mixed_precision must be no or bf16, got {cfg.mixed_precision!r}")
+        raise ConfigError(f"mixed_precision must be no or bf16, got {cfg.mixed_precision!r}")
     for key in ("steps", "grad_accum", "save_every", "keep_last", "log_every"):
         if getattr(cfg, key) < 1:
-            raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+            raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
     if not 0 <= cfg.ema_decay < 1:
-        raise ValueError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+        raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     if getattr(cfg, "shard", "auto") not in SHARD_MODES:
-        raise ValueError(f"shard must be one of {', '.join(SHARD_MODES)}, got {cfg.shard!r}")
+        raise ConfigError(f"shard must be one of {', '.join(SHARD_MODES)}, got {cfg.shard!r}")
 
 
 def check_batch_divides(batch_size, num_processes: int) -> None:
@@ -139,8 +140,8 @@ def check_batch_divides(batch_size, num_processes: int) -> None:
     if batch_size is None or num_processes <= 1:
         return
     if int(batch_size) % num_processes:
-        raise ValueError(f"batch_size {batch_size} does not divide across {num_processes} processes; "
-                         f"use a multiple of {num_processes}")
+        raise ConfigError(f"batch_size {batch_size} does not divide across {num_processes} processes; "
+                          f"use a multiple of {num_processes}")
 
 
 def global_batch_size(recipe, cfg):
@@ -315,7 +316,7 @@ class _Run:
                 logged = self.acc.reduce(logged, reduction="mean")
             for key in dict.fromkeys(parts[n].loss for n in stepped):
                 if not torch.isfinite(logged[keys.index(key)]):
-                    raise FloatingPointError(
+                    raise NonFiniteError(
                         f"non-finite {key} at step {step + 1} (micro-batch {micro}); nothing was saved for it: "
                         f"lower lr (now {cfg.lr}) and resume from the last checkpoint in {cfg.out}")
             total = sum(losses[key] for key in dict.fromkeys(parts[n].loss for n in stepped)) / cfg.grad_accum

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from fastlight.diffusion.flow import add_noise, v_target
+from fastlight.errors import ConfigError
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.models.load import load_denoiser
@@ -76,7 +77,7 @@ class DppRecipe:
         from fastlight.models.load import resolve_model_path
 
         if not 0 <= cfg.p <= 1 or not 0 <= cfg.alpha <= 1:
-            raise ValueError(f"p and alpha must be in [0, 1], got p={cfg.p}, alpha={cfg.alpha}")
+            raise ConfigError(f"p and alpha must be in [0, 1], got p={cfg.p}, alpha={cfg.alpha}")
         torch.set_num_threads(cfg.threads)
         self.cfg = cfg
         self.teacher_path = resolve_model_path(cfg.teacher)

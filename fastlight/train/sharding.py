@@ -25,6 +25,8 @@ import zlib
 
 import torch
 
+from fastlight.errors import ConfigError
+
 
 SHARD_MODES = ("auto", "none", "blocks", "root")
 
@@ -42,8 +44,8 @@ def resolve_shard(cfg, distributed_type: str, num_processes: int, env=None) -> s
     env = os.environ if env is None else env
     flag = lambda key: env.get(key, "false").lower() == "true"
     if str(distributed_type).endswith("DEEPSPEED") or flag("ACCELERATE_USE_DEEPSPEED"):
-        raise ValueError("this loop does not run DeepSpeed (no accelerator.prepare); to shard parameters launch "
-                         "with configs/accelerate/fsdp_bf16.yaml (FSDP2) instead")
+        raise ConfigError("this loop does not run DeepSpeed (no accelerator.prepare); to shard parameters launch "
+                          "with configs/accelerate/fsdp_bf16.yaml (FSDP2) instead")
     mode = getattr(cfg, "shard", "auto")
     if mode == "auto":
         if not (str(distributed_type).endswith("FSDP") or flag("ACCELERATE_USE_FSDP")):
