@@ -26,6 +26,7 @@ import torch
 
 from fastlight.diffusion import sampling
 from fastlight.diffusion.spec import SamplerSpec
+from fastlight.errors import InputError, ModelError
 from fastlight.evaluate.bench_spec import SPEC_FORMAT, ModelSpec, parse_spec
 from fastlight.evaluate.bench_table import print_rows
 from fastlight.evaluate.pipelines import pipeline_for, registered_pipelines
@@ -64,13 +65,13 @@ def _load(spec: ModelSpec, dev: torch.device, batch_size: int, seed: int, progre
     choice = spec.choose()
     pipe_cls = pipeline_for(model)
     if pipe_cls is None:
-        raise ValueError(
+        raise ModelError(
             f"{spec.path}: no registered pipeline ({', '.join(registered_pipelines()) or 'none'}) runs this model end to "
             "end; real Wan/HunyuanVideo folders need text embeddings and a VAE, so time them with the Python API "
             "fastlight.evaluate.timing.bench_callables({'name': fn})")
     bad = [i for i in spec.skip if i >= model.num_blocks]
     if bad:
-        raise ValueError(f"{spec.name}: skip ids {bad} out of range; this model has blocks 0..{model.num_blocks - 1}")
+        raise InputError(f"{spec.name}: skip ids {bad} out of range; this model has blocks 0..{model.num_blocks - 1}")
     if progress:
         print(f"{spec.name}: {choice.line}")
     return _Entry(spec, choice.spec, model, pipe_cls(model, batch_size, seed, dev), ForwardCounter(model), batch_size)
@@ -151,9 +152,9 @@ def bench(
     """
     specs = [parse_spec(s) for s in specs]
     if not specs:
-        raise ValueError("nothing to bench: give at least one model spec")
+        raise InputError("nothing to bench: give at least one model spec")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch size must be an integer >= 1, got {batch_size!r}")
+        raise InputError(f"batch size must be an integer >= 1, got {batch_size!r}")
     dev = resolve_device(device)
     names = _unique_names(specs)
     entries: list[_Entry] = []
@@ -180,7 +181,7 @@ def bench_command(
 ) -> list[dict]:
     """`fastlight bench --model SPEC [--model SPEC ...]`: print the table, write JSON if asked."""
     if not model_specs:
-        raise ValueError(f"give at least one --model {SPEC_FORMAT}")
+        raise InputError(f"give at least one --model {SPEC_FORMAT}")
     specs = [parse_spec(s) for s in model_specs]  # fail on a bad spec before loading anything
     rows = bench(specs, batch_size=batch_size, repeats=repeats, warmup=warmup, device=device, seed=seed, progress=True)
     print_rows(rows)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from fastlight.diffusion.grids import few_step_grid
 from fastlight.diffusion.spec import Choice, SamplerError, choose_sampler
+from fastlight.errors import InputError
 from fastlight.models.load import resolve_model_path
 
 SPEC_KEYS = ("sampler", "steps", "guidance", "cfg", "shift", "timesteps", "skip")
@@ -51,8 +52,8 @@ class ModelSpec:
             raise SamplerError(f"model spec {self.name!r}: {e}") from None
 
 
-def _spec_error(text: str, msg: str) -> ValueError:
-    return ValueError(f"model spec {text!r}: {msg} (format: {SPEC_FORMAT})")
+def _spec_error(text: str, msg: str) -> InputError:
+    return InputError(f"model spec {text!r}: {msg} (format: {SPEC_FORMAT})")
 
 
 def _parse_int(text: str, key: str, value: str, lo: int) -> int:
@@ -112,7 +113,7 @@ def parse_spec(text: str | ModelSpec) -> ModelSpec:
     if isinstance(text, ModelSpec):
         return text
     if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"empty model spec; use {SPEC_FORMAT}")
+        raise InputError(f"empty model spec; use {SPEC_FORMAT}")
     text = text.strip()
     path, opts = _split(text)
     if not path:

@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from scipy import linalg
 from tqdm.auto import tqdm
 
+from fastlight.errors import DataError, InputError, MissingFileError
+
 FVD_NUM_FRAMES = 16
 FVD_RESOLUTION = 224
 I3D_URL = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt"
@@ -59,7 +61,7 @@ def feature_stats(features) -> tuple[np.ndarray, np.ndarray]:
     if f.ndim != 2:
         raise ValueError(f"features must be (N, D), got shape {f.shape}")
     if f.shape[0] < 2:
-        raise ValueError(f"need at least 2 feature vectors for a covariance, got {f.shape[0]}")
+        raise InputError(f"need at least 2 feature vectors for a covariance, got {f.shape[0]}")
     return f.mean(axis=0), np.atleast_2d(np.cov(f, rowvar=False))
 
 
@@ -101,17 +103,17 @@ def frechet_distance_features(features_a, features_b) -> float:
 def load_i3d(path: str | Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
     """Load the user-supplied StyleGAN-V I3D TorchScript file (map_location cpu, then `device`)."""
     if path is None:
-        raise FileNotFoundError(f"no I3D detector given: {I3D_HELP}")
+        raise MissingFileError(f"no I3D detector given: {I3D_HELP}")
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"I3D detector {p} not found: {I3D_HELP}")
+        raise MissingFileError(f"I3D detector {p} not found: {I3D_HELP}")
     try:
         with warnings.catch_warnings():  # torch >= 2.10 marks torch.jit deprecated; the file is TorchScript
             warnings.simplefilter("ignore", DeprecationWarning)
             model = torch.jit.load(str(p), map_location="cpu")
     except Exception as e:  # torch raises RuntimeError / ValueError / pickle errors for other files
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{p} is not a TorchScript file ({reason[:160]}); {I3D_HELP}") from None
+        raise InputError(f"{p} is not a TorchScript file ({reason[:160]}); {I3D_HELP}") from None
     return model.eval().to(device)
 
 
@@ -119,7 +121,7 @@ def _as_unit_float(videos) -> list[torch.Tensor]:
     """Any supported video input -> list of (3, F, H, W) float32 tensors in [0, 1]."""
     if isinstance(videos, torch.Tensor) and videos.is_floating_point():
         if videos.ndim != 5 or videos.shape[1] != 3:
-            raise ValueError(f"float videos must be (N, 3, F, H, W) in [-1, 1], got shape {tuple(videos.shape)}")
+            raise DataError(f"float videos must be (N, 3, F, H, W) in [-1, 1], got shape {tuple(videos.shape)}")
         return [((v.detach().float().cpu().clamp(-1, 1) + 1) / 2) for v in videos]
     if isinstance(videos, (np.ndarray, torch.Tensor)):
         videos = list(videos)
@@ -127,7 +129,7 @@ def _as_unit_float(videos) -> list[torch.Tensor]:
     for v in videos:
         a = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
         if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
-            raise ValueError(
+            raise DataError(
                 f"uint8 videos must be (F, H, W, 3) each, got {a.shape} {a.dtype}; "
                 "or pass one float tensor (N, 3, F, H, W) in [-1, 1]"
             )
@@ -159,7 +161,7 @@ def preprocess(videos, num_frames: int = FVD_NUM_FRAMES, resolution: int = FVD_R
     """Videos -> the detector's input (N, 3, num_frames, R, R) float32 in [-1, 1] (see module doc)."""
     clips = [_resize_crop(_fit_frames(v, num_frames), resolution) * 2 - 1 for v in _as_unit_float(videos)]
     if not clips:
-        raise ValueError("no videos given")
+        raise InputError("no videos given")
     return torch.stack(clips).contiguous()
 
 
@@ -179,7 +181,7 @@ def i3d_features(videos, detector, batch_size: int = 16, device: str | torch.dev
     """Detector features (N, D) float64 of videos, preprocessed batch by batch (memory stays small)."""
     units = _as_unit_float(videos)
     if not units:
-        raise ValueError("no videos given")
+        raise InputError("no videos given")
     kwargs = _detector_kwargs(detector)
     feats = []
     starts = tqdm(range(0, len(units), batch_size), desc="i3d", leave=False, disable=not progress)

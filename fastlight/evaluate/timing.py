@@ -32,6 +32,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from fastlight.errors import InputError
+
 PHASES = ("text", "denoise", "decode")
 
 
@@ -211,9 +213,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ValueError(f"device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+        raise InputError(f"device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
+        raise InputError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     return dev
@@ -240,11 +242,11 @@ def bench_callables(
     median time / this one's. Times are per call (seconds).
     """
     if not fns:
-        raise ValueError("nothing to bench: pass at least one callable")
+        raise InputError("nothing to bench: pass at least one callable")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
+        raise InputError(f"repeats must be an integer >= 1, got {repeats!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+        raise InputError(f"warmup must be an integer >= 0, got {warmup!r}")
     dev = resolve_device(device)
     clock = _Clock(dev)
     mem = _mem_probe(dev)

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastlight.errors import InputError
+
 SHAPESBENCH_FILE = "shapesbench.json"
 MAX_JSON_BYTES = 20 * 2**20  # bench files are small; don't parse big logs looking for one
 PARTS = ("direction", "speed", "colour", "shape", "count", "sharpness")
@@ -189,7 +191,7 @@ def _pick_baseline(rows: list[dict], baseline: str | None) -> int:
         for i, r in enumerate(rows):
             if r["method"] == baseline or r["method"].rstrip("/") == baseline.rstrip("/"):
                 return i
-        raise ValueError(f"baseline {baseline!r} is not one of the methods found: {', '.join(r['method'] for r in rows)}")
+        raise InputError(f"baseline {baseline!r} is not one of the methods found: {', '.join(r['method'] for r in rows)}")
     costs = [(r["nfe"] or 0) * (r["params"] or 0) for r in rows]
     return int(np.argmax(costs)) if any(costs) else 0
 
@@ -281,12 +283,12 @@ def collect(run_dir: str | Path, baseline: str | None = None, exclude: str | Pat
     """
     root = Path(run_dir)
     if not root.is_dir():
-        raise ValueError(f"run folder {root} does not exist")
+        raise InputError(f"run folder {root} does not exist")
     excl = Path(exclude).resolve() if exclude is not None else None
     files = _walk(root, excl)
     rows = [r for r in (_shapesbench_row(f, root) for f in files if f.name == SHAPESBENCH_FILE) if r is not None]
     if not rows:
-        raise ValueError(f"no shapesbench.json under {root}; run fastlight evaluate first")
+        raise InputError(f"no shapesbench.json under {root}; run fastlight evaluate first")
     benches = [b for b in (_bench_doc(f, root) for f in files if f.suffix == ".json" and f.name != SHAPESBENCH_FILE
                            and f.name != "importance.json") if b is not None]
     rows.sort(key=lambda r: r["method"])

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from fastlight.data.video import read_video, video_fps, write_video
+from fastlight.errors import InputError
 
 LABEL_STRIP_PX = 18
 DEFAULT_FPS = 4.0  # ShapesBench's grids; used when a GIF does not say
@@ -76,7 +77,7 @@ def side_by_side_gif(items: Sequence[tuple[str, str]], path: str | Path, ideal_t
     difference <= ideal_tol, GIF palettes differ), only the generated halves are stacked and the ideal
     clips are shown once at the bottom. Returns {path, num_frames, shape, ideal_once, fps}."""
     if not items:
-        raise ValueError("no grid GIFs to combine")
+        raise InputError("no grid GIFs to combine")
     vids = [read_video(p) for _, p in items]
     halves = [split_grid(v) for v in vids]
     ideal_once = _same_ideal(halves, ideal_tol)

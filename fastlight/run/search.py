@@ -33,6 +33,7 @@ from fastlight.analyze.io import atomic_savefig
 from fastlight.analyze.plans import depth_plan
 from fastlight.data import video
 from fastlight.diffusion.spec import choose_sampler, override
+from fastlight.errors import InputError, MissingFileError, ModelError
 from fastlight.evaluate.metrics import pareto_front
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond
@@ -126,14 +127,14 @@ def search_command(model_path: str, budget_ms: float, importance: str | None, ou
                    ratios=DEFAULT_RATIOS, num_cases: int = 16, guidance: float | None = None, repeats: int = 5,
                    seed: int = 0) -> dict:
     if budget_ms <= 0:
-        raise ValueError(f"--budget-ms must be > 0, got {budget_ms}")
+        raise InputError(f"--budget-ms must be > 0, got {budget_ms}")
     steps, ratios = sorted({int(s) for s in steps}), sorted({float(r) for r in ratios})
     if not steps or steps[0] < 1 or not ratios or not all(0 <= r < 1 for r in ratios):
-        raise ValueError(f"--steps must be >= 1 and --ratios in [0, 1), got {steps}, {ratios}")
+        raise InputError(f"--steps must be >= 1 and --ratios in [0, 1), got {steps}, {ratios}")
     path = resolve_model_path(model_path)
     model = load_denoiser(path).eval()
     if not is_shapes_model(model):
-        raise ValueError(f"{model_path} is not an embedded Shapes model; search scores with the Shapes oracle")
+        raise ModelError(f"{model_path} is not an embedded Shapes model; search scores with the Shapes oracle")
     choice = choose_sampler(path, guidance=guidance)
     base = choice.spec
     imp = Path(importance) if importance else _find_importance(path)
@@ -189,7 +190,7 @@ def _find_importance(model_dir: Path) -> Path:
     for cand in (model_dir.parent.parent / "1_analyze" / "importance.json", model_dir / "importance.json"):
         if cand.exists():
             return cand
-    raise FileNotFoundError(f"no importance.json found for {model_dir}; pass --importance (from `fastlight analyze`)")
+    raise MissingFileError(f"no importance.json found for {model_dir}; pass --importance (from `fastlight analyze`)")
 
 
 @torch.inference_mode()

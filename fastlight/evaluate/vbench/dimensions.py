@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastlight.errors import DataError, InputError
+
 DIMENSIONS: dict[str, dict] = {
     "subject_consistency": {
         "kind": "proxy", "needs_image": False, "min_frames": 2,
@@ -75,10 +77,10 @@ def check_dims(dims, with_images: bool) -> list[str]:
     dims = list(dict.fromkeys(dims))
     unknown = [d for d in dims if d not in DIMENSIONS]
     if unknown:
-        raise ValueError(f"unknown dimension(s) {unknown}; known: {', '.join(DIMENSIONS)}")
+        raise InputError(f"unknown dimension(s) {unknown}; known: {', '.join(DIMENSIONS)}")
     need_img = [d for d in dims if DIMENSIONS[d]["needs_image"]]
     if need_img and not with_images:
-        raise ValueError(f"{', '.join(need_img)} need the conditioning images (images=...)")
+        raise InputError(f"{', '.join(need_img)} need the conditioning images (images=...)")
     return dims
 
 
@@ -87,4 +89,4 @@ def need_frames(frames: np.ndarray, dim: str, have: int | None = None) -> None:
     need = DIMENSIONS[dim]["min_frames"]
     have = len(frames) if have is None else have
     if have < need:
-        raise ValueError(f"{dim} needs >= {need} frame(s), the video has {have}")
+        raise DataError(f"{dim} needs >= {need} frame(s), the video has {have}")

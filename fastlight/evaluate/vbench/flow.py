@@ -18,6 +18,7 @@ import math
 import cv2
 import numpy as np
 
+from fastlight.errors import InputError
 from fastlight.evaluate.vbench.frames import as_image, gray, haar_sigma
 
 FLOW_METHOD = "dis"  # "dis" (default) or "farneback"
@@ -46,7 +47,7 @@ def _flow_raw(g0: np.ndarray, g1: np.ndarray, method: str) -> np.ndarray:
         win = int(max(9, m // 10)) | 1
         return cv2.calcOpticalFlowFarneback(g0, g1, None, 0.5, levels, win, 5, 7, 1.5,
                                             cv2.OPTFLOW_FARNEBACK_GAUSSIAN)
-    raise ValueError(f"unknown flow method {method!r} (use 'dis' or 'farneback')")
+    raise InputError(f"unknown flow method {method!r} (use 'dis' or 'farneback')")
 
 
 def _trusted(g0: np.ndarray, g1: np.ndarray, flow: np.ndarray) -> np.ndarray:

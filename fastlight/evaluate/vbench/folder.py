@@ -9,6 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fastlight.data.video import IMAGE_EXTS, VIDEO_EXTS, read_image_array, read_video, video_fps
+from fastlight.errors import DataError, InputError
 from fastlight.evaluate.vbench.dimensions import check_dims
 from fastlight.evaluate.vbench.official import evaluate_with_vbench
 from fastlight.evaluate.vbench.score import score_videos
@@ -22,11 +23,11 @@ def _pair_images(video_files: list[Path], images) -> list[Path]:
     sorted order (the counts must match)."""
     folder = Path(images)
     if not folder.is_dir():
-        raise ValueError(f"images must be a folder of PNG/JPG files, got {images}")
+        raise InputError(f"images must be a folder of PNG/JPG files, got {images}")
     imgs = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
     if len(imgs) != len(video_files):
-        raise ValueError(f"{len(video_files)} video(s) in the folder but {len(imgs)} image(s) in {folder}: "
-                         "counts must match")
+        raise DataError(f"{len(video_files)} video(s) in the folder but {len(imgs)} image(s) in {folder}: "
+                        "counts must match")
     by_stem = {p.stem: p for p in imgs}
     if all(v.stem in by_stem for v in video_files):
         return [by_stem[v.stem] for v in video_files]
@@ -54,14 +55,14 @@ def evaluate_folder(folder, images=None, fps: float | None = None, dims=None, ba
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise ValueError(f"not a folder of videos: {folder}")
+        raise InputError(f"not a folder of videos: {folder}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
     if not files:
-        raise ValueError(f"no .mp4/.gif videos in {folder}")
+        raise DataError(f"no .mp4/.gif videos in {folder}")
     image_files = _pair_images(files, images) if images is not None else None
     dims = check_dims(dims, image_files is not None)
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r} (use 'builtin' or 'vbench')")
+        raise InputError(f"unknown backend {backend!r} (use 'builtin' or 'vbench')")
 
     vids, fpss, kept, kept_imgs, skipped = [], [], [], [], []
     for i, p in tqdm(list(enumerate(files)), desc="reading videos", unit="video", disable=not progress):

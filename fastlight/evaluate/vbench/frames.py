@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from fastlight.errors import DataError
+
 
 def as_video(frames, what: str = "video") -> np.ndarray:
     """(F, H, W[, 1|3|4]) uint8, or float in [0, 1] / [0, 255] -> (F, H, W, 3) uint8 RGB."""
@@ -12,7 +14,7 @@ def as_video(frames, what: str = "video") -> np.ndarray:
     if a.ndim == 3:  # (F, H, W) grey
         a = np.repeat(a[..., None], 3, axis=-1)
     if a.ndim != 4 or a.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{what}: expected frames of shape (F, H, W, 3), got {tuple(a.shape)}")
+        raise DataError(f"{what}: expected frames of shape (F, H, W, 3), got {tuple(a.shape)}")
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
     elif a.shape[-1] == 4:
@@ -33,7 +35,7 @@ def as_image(image, what: str = "image") -> np.ndarray:
     if a.ndim in (2, 3):  # (H, W) grey or (H, W, C): a one-frame video
         a = a[None]
     else:
-        raise ValueError(f"{what}: expected an (H, W, 3) image, got {tuple(np.asarray(image).shape)}")
+        raise DataError(f"{what}: expected an (H, W, 3) image, got {tuple(np.asarray(image).shape)}")
     return as_video(a, what)[0]
 
 

@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from fastlight.errors import DataError, InputError
 from fastlight.evaluate.vbench.consistency import (background_features, consistency_sum, i2v_background,
                                                    i2v_subject, subject_features)
 from fastlight.evaluate.vbench.dimensions import DIMENSIONS, check_dims
@@ -32,7 +33,7 @@ def _fps_list(fps: float | Sequence[float] | None, n: int) -> list[float]:
         return [float(fps or 8.0)] * n
     out = [float(f or 8.0) for f in fps]
     if len(out) != n:
-        raise ValueError(f"{n} video(s) but {len(out)} fps values")
+        raise InputError(f"{n} video(s) but {len(out)} fps values")
     return out
 
 
@@ -43,7 +44,7 @@ def _check_lengths(videos: list[np.ndarray], names: list[str], dims: list[str], 
             have = len(v[::max(1, round(fps / 8))]) if d == "dynamic_degree" else len(v)
             if have < DIMENSIONS[d]["min_frames"]:
                 extra = f" after ~8 fps sampling of {len(v)}" if d == "dynamic_degree" else ""
-                raise ValueError(f"{name}: {d} needs >= {DIMENSIONS[d]['min_frames']} frame(s), it has {have}{extra}")
+                raise DataError(f"{name}: {d} needs >= {DIMENSIONS[d]['min_frames']} frame(s), it has {have}{extra}")
 
 
 def _aggregate(dim: str, values: list, pair_sums: list[tuple[float, int]], n: int) -> dict:
@@ -78,7 +79,7 @@ def score_videos(videos: list[np.ndarray], images: list[np.ndarray] | None = Non
     if images is not None:
         images = list(images)
         if len(images) != n:
-            raise ValueError(f"{n} video(s) but {len(images)} conditioning image(s): counts must match")
+            raise InputError(f"{n} video(s) but {len(images)} conditioning image(s): counts must match")
     dims = check_dims(dims, images is not None)
     fps_list = _fps_list(fps, n)
     vids = [as_video(v, name) for v, name in zip(videos, names)]
