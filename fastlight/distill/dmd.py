@@ -47,7 +47,6 @@ the guidance scales are `beta1_min`, `beta1_max` and `guide_beta2` (the paper's 
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from fastlight.diffusion.flow import add_noise, pin_first_frame, sample_s, x0_from_v
+from fastlight.diffusion.spec import SamplerSpec
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, per_sample, recipe_source
@@ -426,17 +426,17 @@ class DmdRecipe:
     def save_output(self, path: Path, module: Denoiser) -> None:
         path = Path(path)
         cfg = self.cfg
-        sampler = {"sampler": "few_step", "timesteps": [float(t) for t in cfg.timesteps], "s_list": self.s_list,
-                   "cfg_scale": 1.0}
+        # the student samples at its trained timesteps without CFG (guidance was distilled in)
+        spec = SamplerSpec.few_step(cfg.timesteps, guidance=1.0)
         module.save(path, {"kind": f"{self.name}-student", "teacher": str(self.teacher_path),
                            "plan": "plan.json" if self.plan_path else None, "drop_blocks": self.drop_blocks,
-                           "sampler": sampler})
-        (path / "sampler.json").write_text(json.dumps(sampler, indent=2))
+                           "sampler": spec.to_json()})
+        spec.save(path)
         if self.plan_path is not None:
             shutil.copyfile(self.plan_path, path / "plan.json")
         manifest = {"recipe": self.name, "teacher": str(self.teacher_path),
                     "plan": str(self.plan_path) if self.plan_path else None, "drop_blocks": self.drop_blocks,
-                    "timesteps": sampler["timesteps"], "s_list": self.s_list,
+                    "timesteps": list(spec.timesteps), "s_list": self.s_list,
                     "beta1": [cfg.beta1_min, cfg.beta1_max], "beta2": self.beta2, "score_init": cfg.score_init,
                     "critic_steps": cfg.critic_steps, **self.run_info, "config": asdict(cfg)}
         atomic_write_json(path / "manifest.json", manifest)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fastlight.diffusion.flow import add_noise
+from fastlight.diffusion.spec import SamplerSpec
 from fastlight.distill.dmd import (DMD2, FASTLIGHTGEN, DmdConfig, DmdRecipe, backward_simulation, cfg_v,
                                    critic_loss, dmd_grad, dmd_generator_loss, well_guided_v)
 from fastlight.models.denoiser import Cond
@@ -114,8 +115,9 @@ def test_train_end_to_end_writes_stock_folder(tiny4, tmp_path):
     out = train(recipe_cls(cfg), cfg, progress=False)
     m = WanTransformer3DModel.from_pretrained(out)
     assert m.config.num_layers == 3
-    sampler = json.loads((out / "sampler.json").read_text())
-    assert sampler["s_list"] == [1.0, 0.75, 0.5, 0.25] and sampler["timesteps"] == [1000, 750, 500, 250]
+    assert json.loads((out / "sampler.json").read_text()) == {
+        "sampler": "few_step", "num_steps": 4, "guidance": 1.0, "timesteps": [1000, 750, 500, 250]}
+    assert SamplerSpec.load(out).levels == [1.0, 0.75, 0.5, 0.25]
     assert json.loads((out / "plan.json").read_text())["drop_blocks"] == [2]
     man = json.loads((out / "manifest.json").read_text())
     assert man["recipe"] == "fastlightgen" and man["beta2"] == 0.25 and man["steps"] == 3
