@@ -87,7 +87,7 @@ class Study:
     def tweedie_error(self, model: Path, skip) -> tuple[float, float]:
         import torch
 
-        from fastlight.analyze.calib import shapes_calibration
+        from fastlight.shapes.analysis import shapes_calibration
         from fastlight.analyze.importance import denoising_error, tweedie_x0
         from fastlight.models.load import load_denoiser
 
