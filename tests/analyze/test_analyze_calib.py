@@ -46,7 +46,7 @@ def test_a_model_folder_can_name_its_own_calibration_data(tmp_path):
     """Generic: a fastlight.json `data` spec, no plug-in involved; without one a clear error says what to pass."""
     torch.manual_seed(0)
     WanDenoiser.from_config(**tiny_wan_config(in_channels=3, text_dim=32)).save(
-        tmp_path / "m", {"data": {"_component_": "shapes", "size": 8, "num_frames": 3}, "shift": 2.0})
+        tmp_path / "m", {"data": {"_component_": "shapes", "size": 8, "num_frames": 3, "p_two_objects": 0}, "shift": 2.0})
     model = load_denoiser(tmp_path / "m")
     cal = model_calibration(model, num_samples=3, seed=1, batch_size=2)
     assert [b.x0.shape for b in cal] == [(2, 3, 3, 8, 8), (1, 3, 3, 8, 8)] and cal.info["shift"] == 2.0
@@ -54,7 +54,7 @@ def test_a_model_folder_can_name_its_own_calibration_data(tmp_path):
     WanDenoiser.from_config(**tiny_wan_config()).save(tmp_path / "plain")
     with pytest.raises(ValueError, match="names no calibration data .*--data SOURCE .*--latents FILE"):
         model_calibration(load_denoiser(tmp_path / "plain"), num_samples=2)
-    spec = {"_component_": "shapes", "size": 8, "num_frames": 3}
+    spec = {"_component_": "shapes", "size": 8, "num_frames": 3, "p_two_objects": 0}
     assert torch.equal(source_calibration(spec, 2, seed=1, batch_size=2, shift=2.0).batches[0].eps, cal.batches[0].eps)
 
 
