@@ -162,7 +162,7 @@ def stage_analyze(run: Run) -> dict:
     c = run.cfg
     method = {"vdmini": "metric", "lightning": "taylor"}.get(c.method, "elbo")
     res = analyze_command(c.teacher, c.calib, str(run.dir("1_analyze")), (method,), seed=c.seed,
-                          metric_cases=c.metric_cases, metric_cfg=c.cfg_scale, data_free=c.data_free)
+                          metric_cases=c.metric_cases, metric_guidance=c.cfg_scale, data_free=c.data_free)
     return {"method": method, "files": {k: str(v) for k, v in res.get("files", {}).items()}}
 
 
@@ -174,7 +174,8 @@ def stage_plan(run: Run) -> dict:
     importance, kind = {"vdmini": (d / "importance_metric.json", "depth"),
                         "lightning": (d / "taylor.json", "width")}.get(c.method, (d / "importance.json", "depth"))
     plan = plan_command(str(importance), c.teacher, c.prune_ratio, str(run.plan), kind)
-    return {"kind": kind, "drop_blocks": plan.get("drop_blocks"), "removed_fraction": plan.get("achieved_ratio")}
+    return {"kind": kind, "drop_blocks": list(plan.drop_blocks) if kind == "depth" else None,
+            "removed_fraction": plan.achieved_ratio}
 
 
 def stage2_recipe(c: RunConfig) -> str:
@@ -204,8 +205,6 @@ def stage3_config(run: Run):
     recipe = "fastlightgen" if c.method == "fastlightgen" else "dmd2"
     teacher = c.teacher if c.method == "dmd2" else str(run.stage2_model)
     base = {"out": str(run.dir("4_stage3")), "teacher": teacher, "seed": c.seed, "threads": c.threads}
-    if recipe == "fastlightgen":
-        base["plan"] = "teacher"
     return recipe, _recipe_config(recipe, base, c.stage3)
 
 
