@@ -187,8 +187,6 @@ def stage2_config(run: Run):
     recipe = stage2_recipe(c)
     base = {"out": str(run.dir("3_stage2")), "teacher": c.teacher, "plan": str(run.plan), "seed": c.seed,
             "threads": c.threads}
-    if recipe == "dpp":
-        base["alpha"] = 0.5  # measured best on the Shapes teacher (README, Stage II); the paper's best is 1
     if c.method == "prune_only":
         base.update(lambda_icd=0.0, lambda_mca=0.0)  # L_task only: a plain fine-tune of the pruned model
     return recipe, _recipe_config(recipe, base, c.stage2)
