@@ -66,8 +66,6 @@ class Study:
             return out / "model"
         base = {"out": str(out), "teacher": teacher or str(self.run.stage2_model), "seed": self.c.seed,
                 "threads": self.c.threads}
-        if recipe == "fastlightgen":
-            base["plan"] = "teacher"
         return _train(recipe, _recipe_config(recipe, base, {**self.c.stage3, **over}))
 
     # ---- measurements ----
@@ -84,7 +82,7 @@ class Study:
     def tweedie_error(self, model: Path, skip) -> tuple[float, float]:
         import torch
 
-        from fastlight.analyze.calib import shapes_calibration
+        from fastlight.shapes.analysis import shapes_calibration
         from fastlight.analyze.importance import denoising_error, tweedie_x0
         from fastlight.models.load import load_denoiser
 

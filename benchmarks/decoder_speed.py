@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from fastlight.decoder.distill import load_light_decoder, resolve_vae_path, shapes_latents, shapes_world
+    from fastlight.decoder.distill import clip_source, load_light_decoder, resolve_vae_path, shapes_latents
     from fastlight.decoder.prune import count, load_vae
     from fastlight.evaluate.bench import bench_callables, phase
 
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     for spec in args.light:
         name, _, path = spec.rpartition("=")
         models[name or path] = load_light_decoder(path)
-    world = shapes_world(tdir)
+    world = clip_source(tdir)
     x, z = shapes_latents(teacher, world, HELD_OUT_SEED, args.clips)
 
     outs = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from fastlight.analyze.calib import shapes_calibration
+from fastlight.shapes.analysis import shapes_calibration
 from fastlight.analyze.importance import denoising_error, importance_rows, read_importance, tweedie_x0
 from fastlight.analyze.plans import depth_plan
 from fastlight.models.load import load_denoiser

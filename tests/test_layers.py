@@ -10,9 +10,6 @@ ROOT = Path(fastlight.__file__).parent
 GENERIC = ("models", "diffusion", "data", "analyze", "prune", "train", "distill", "evaluate", "export", "decoder")
 # the edges that still break the rule; the redesign (issue 14) empties this list
 KNOWN_PLUGIN_IMPORTS = {
-    "fastlight.analyze.calib": ['fastlight.shapes.generate', 'fastlight.shapes.text', 'fastlight.shapes.world'],
-    "fastlight.analyze.importance": ['fastlight.shapes.generate', 'fastlight.shapes.teacher_eval', 'fastlight.shapes.world'],
-    "fastlight.decoder.distill": ['fastlight.shapes.world'],
 }
 
 

@@ -1,9 +1,12 @@
 """Stage I: which blocks (depth) and which heads / FFN units (width) matter.
 
-    calib.py       fixed calibration sets (common random numbers for every block)
+    calib.py       fixed calibration sets (common random numbers for every block), drawn from a data
+                   source's `calibration` stream or a latents file
+    defaults.py    what a model folder is analysed with (its calibration data, its video metric):
+                   its fastlight.json, or a `fastlight.model_defaults` plug-in
     importance.py  ELBO (Tweedie denoising error) block importance, data and data-free,
-                   iterative variant, VDMini metric-drop importance, importance.json, tables, plot,
-                   `analyze_command` (the `fastlight analyze` verb)
+                   iterative variant, VDMini metric-drop importance (metrics: `fastlight.metrics`
+                   plug-ins), importance.json, tables, plot, `analyze_command` (the `fastlight analyze` verb)
     taylor.py      Lightning Video width saliency w_i^T X^T X w_i from forward hooks (taylor.json)
-    plans.py       depth / width pruning plans (plan.json) that `fastlight/prune` executes
+    plans.py       the Plan value: depth / width pruning plans (plan.json) that `fastlight/prune` executes
 """

@@ -3,23 +3,28 @@
 Every block is scored on the SAME triples (common random numbers, DESIGN.md section 1):
 the score of block b is a paired difference err(skip b) - err(no skip) on identical
 (x0, eps, s), so the noise of the draw cancels and a few dozen samples separate blocks.
-A set is drawn once from one seeded `torch.Generator`, so the same (seed, size) gives the
-same tensors on every run and machine.
+A set is a pure function of its seed and size, so the same call gives the same tensors on
+every run and machine.
 
-    calib = shapes_calibration(model, num_samples=64, seed=0)          # embedded Shapes models
+    calib = model_calibration(model, num_samples=64, seed=0)            # what the model folder names
+    calib = source_calibration({"_component_": "latents", "path": "SHARDS"}, 64, seed=0, shift=5.0)
     calib = latent_calibration(x0, cond, num_samples=64, seed=0, shift=3.0)  # any latents + cond
 
-Shapes: x0 (B, 3, F, H, W) in [-1, 1] rendered from `shapes.sample_clip`, text from the
-Shapes encoder, image = x0[:, :, :1] (TI2V), s = flow.sample_s(B, shift) with the model's
-shift (its fastlight.json `shift`, default 3.0): exactly how the teacher was trained.
+From a data source (fastlight/data/source.py): its `calibration` stream, never a training batch;
+x0 (B, C, F, H, W), text, image (TI2V) and extra as the source gives them, s = flow.sample_s(B,
+shift) with the model's shift (its fastlight.json `shift`, default 3.0): how the model was trained.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import torch
+from safetensors.torch import load_file
 
+from fastlight.analyze.defaults import model_defaults
+from fastlight.data.source import build_source, stream_generator
 from fastlight.diffusion.flow import sample_s
 from fastlight.models.denoiser import Cond, Denoiser
 
@@ -67,32 +72,42 @@ def _chunks(n: int, batch_size: int) -> list[int]:
     return [min(batch_size, n - i) for i in range(0, n, batch_size)]
 
 
-def shapes_calibration(model: Denoiser, num_samples: int, seed: int = 0, batch_size: int = 16,
-                       shift: float | None = None) -> CalibrationSet:
-    """Calibration set from the model's Shapes world (how `train.pretrain.make_batch` builds data).
+def cond_of(batch: dict) -> Cond:
+    """A data-source batch (fastlight/data/source.py) -> the model's Cond. text (B, L, D); image
+    (B, C, 1, H, W) or None; architecture-specific `extra` (HunyuanVideo's pooled) gets the batch's
+    text_mask beside it, the key the adapters that need a mask read (models/hunyuan.py)."""
+    extra = dict(batch.get("extra") or {})
+    if extra and "text_mask" in batch:
+        extra.setdefault("text_mask", batch["text_mask"])
+    image = batch.get("image")
+    return Cond(batch["text"].float(), None if image is None else image.float(), extra or None)
 
-    Per batch, from one generator seeded with `seed`: clips ~ shapes.sample_clip, x0 = render
-    (B, 3, F, H, W), text = text.encode(prompts) (B, L, D), image = x0[:, :, :1] (B, 3, 1, H, W),
-    eps ~ N(0, I) like x0, s = shift(u), u ~ U(0, 1) (B,) with `shift` (default: the model's
-    fastlight.json shift, else 3.0). No CFG dropout: the conditional model is what we prune.
+
+def source_calibration(spec: dict | str, num_samples: int, seed: int = 0, batch_size: int = 16,
+                       shift: float = DEFAULT_SHIFT) -> CalibrationSet:
+    """Calibration set from a data source: `build_source(spec, seed=seed, batch_size=batch_size,
+    stream="calibration")`, so the calibration clips never replay a training batch (the `train`
+    stream of the same seed; data/source.py). Batch k is `source.batch(k)` (cut to the remainder for
+    the last one); eps ~ N(0, I) like x0 and s = shift(u), u ~ U(0, 1) come from the disjoint stream
+    `calibration/noise` of the same seed, step k. No CFG dropout: the conditional model is what we prune.
     """
-    from fastlight.shapes import text, world as shapes
-    from fastlight.shapes.generate import world_of
-
-    _check_counts(num_samples, batch_size, "Shapes")
-    world = world_of(model)
-    shift = float(model.meta.get("shift", DEFAULT_SHIFT) if shift is None else shift)
-    gen = torch.Generator().manual_seed(seed)
+    _check_counts(num_samples, batch_size, "data source")
+    source = build_source(spec, seed=seed, batch_size=batch_size, stream="calibration")
     batches = []
-    for n in _chunks(num_samples, batch_size):
-        clips = [shapes.sample_clip(gen, world) for _ in range(n)]
-        x0 = shapes.render_batch(clips, world)  # (n, 3, F, H, W)
-        txt = text.encode([c.prompt for c in clips])  # (n, L, D)
-        eps = torch.randn(x0.shape, generator=gen)  # (n, 3, F, H, W)
+    for k, n in enumerate(_chunks(num_samples, batch_size)):
+        b = source.batch(k)
+        if b["x0"].shape[0] < n:
+            raise ValueError(f"data source {spec!r} gave {b['x0'].shape[0]} samples for a batch of {n}; "
+                             f"give it batch_size {batch_size}")
+        idx = torch.arange(n)
+        x0 = b["x0"][idx].float()  # (n, C, F, H, W)
+        gen = stream_generator(seed, "calibration/noise", k)
+        eps = torch.randn(x0.shape, generator=gen)  # (n, C, F, H, W)
         s = sample_s(n, shift, gen)  # (n,)
-        batches.append(CalibBatch(x0, eps, s, Cond(txt, x0[:, :, :1].clone())))
-    info = {"source": "shapes", "num_samples": num_samples, "seed": seed, "batch_size": batch_size, "shift": shift,
-            "world": {"size": world.size, "num_frames": world.num_frames, "p_two_objects": world.p_two_objects}}
+        batches.append(CalibBatch(x0, eps, s, cond_of(b).index(idx)))
+    info = {"source": spec if isinstance(spec, str) else spec.get("_component_"), "data": spec,
+            "stream": getattr(source, "stream", None), "num_samples": num_samples, "seed": seed,
+            "batch_size": batch_size, "shift": float(shift)}
     return CalibrationSet(batches, info)
 
 
@@ -142,10 +157,6 @@ def load_latents(path, device: str | torch.device = "cpu") -> tuple[torch.Tensor
     image (N, C, 1, H, W) clean first-frame latent (TI2V); any other keys (HunyuanVideo:
     pooled (N, P), text_mask (N, L), guidance (N,)) go to cond.extra.
     """
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"latents file {path} does not exist")
@@ -161,3 +172,26 @@ def load_latents(path, device: str | torch.device = "cpu") -> tuple[torch.Tensor
     if txt.ndim != 3 or txt.shape[0] != x0.shape[0]:
         raise ValueError(f"latents file {path}: text must be (N, L, D) with N = {x0.shape[0]}, got {tuple(txt.shape)}")
     return x0, Cond(txt.float(), None if image is None else image.float(), tensors or None)
+
+
+def model_calibration(model: Denoiser, num_samples: int, seed: int = 0, data: dict | str | None = None,
+                      latents: str | Path | None = None, batch_size: int | None = None,
+                      shift: float | None = None) -> CalibrationSet:
+    """The calibration set `fastlight analyze` uses: `latents` (a safetensors file, `load_latents`)
+    if given, else the data source `data` (a `data:` spec), else the data source the model folder
+    names (`analyze.defaults.model_defaults`: its fastlight.json `data`, or a plug-in's answer, e.g.
+    the Shapes world for its models). `shift` defaults to the model's fastlight.json `shift` (3.0)."""
+    shift = float(model.meta.get("shift", DEFAULT_SHIFT) if shift is None else shift)
+    if latents is not None:
+        x0, cond = load_latents(latents)
+        cal = latent_calibration(x0, cond, num_samples, seed, shift, batch_size or 8)
+        cal.info["latents"] = str(latents)
+        return cal
+    data = data if data is not None else model_defaults(model).get("data")
+    if data is None:
+        raise ValueError(
+            "this model folder names no calibration data (no 'data' in its fastlight.json, and no plug-in knows "
+            "it): pass --data SOURCE (a data: spec, e.g. \"{_component_: latents, path: SHARDS}\") or --latents "
+            "FILE.safetensors with keys x0 (N,C,F,H,W) VAE latents and text (N,L,D) text embeddings [, image "
+            "(N,C,1,H,W) clean first-frame latents for TI2V; HunyuanVideo also pooled (N,P) and text_mask (N,L)]")
+    return source_calibration(data, num_samples, seed, batch_size or 16, shift)

@@ -24,7 +24,8 @@ is left out of the error.
 Iterative variant: drop the least important block, rescore the rest with it skipped, repeat.
 
 Metric-drop importance (VDMini / ICMD): score_b = metric(full) - metric(skip {b}) for any
-callable metric (e.g. the Shapes oracle's direction accuracy and colour kept).
+callable metric; `fastlight analyze --methods metric` builds a registered one (entry point group
+`fastlight.metrics`, e.g. the Shapes plug-in's oracle score `shapes-oracle`) by name.
 
 Files: importance.json (see `write_importance`), importance.png (`plot_importance`).
 """
@@ -32,20 +33,26 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import torch
+from rich.console import Console
+from rich.table import Table
+from scipy.stats import spearmanr
+from tqdm.auto import tqdm
 
-from fastlight.analyze.calib import CalibBatch, CalibrationSet
+from fastlight.analyze.calib import CalibBatch, CalibrationSet, model_calibration
+from fastlight.analyze.defaults import model_defaults
 from fastlight.analyze.io import atomic_savefig, atomic_write_json, check_fingerprint, read_json
+from fastlight.analyze.taylor import print_taylor, taylor_saliency, write_taylor
 from fastlight.diffusion.flow import add_noise, x0_from_v
 from fastlight.models.denoiser import Denoiser
-from fastlight.models.load import model_fingerprint
+from fastlight.models.load import load_denoiser, model_fingerprint, resolve_model_path
+from fastlight.plugins import component, registered
 
 REFERENCES = ("data", "self")
 METHODS = ("elbo", "taylor", "metric")
 ROW_KEYS = ("index", "kind", "kind_index", "params", "score", "stderr", "rank")
-HELDOUT_METRIC_SEED = 31_000_000  # far from training-step seeds (data_seed * 1_000_003 + step)
 
 
 # ---- ELBO importance ------------------------------------------------------------------------
@@ -82,8 +89,6 @@ def _check_skip(model: Denoiser, skip: Iterable[int], what: str) -> frozenset[in
 
 
 def _bar(total: int, progress: bool, desc: str):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, disable=not progress, desc=desc, leave=False)
 
 
@@ -208,81 +213,18 @@ def metric_drop_importance(
     return assign_ranks(rows)
 
 
-def shapes_oracle_metric(num_cases: int = 16, num_steps: int = 20, cfg_scale: float = 4.0,
-                         seed: int = HELDOUT_METRIC_SEED, batch_size: int = 16) -> Callable[[Denoiser, frozenset], float]:
-    """A `metric_fn` for Shapes models: sample a fixed held-out set of (prompt, first frame) cases
-    with `generate_shapes` (same noise for every skip set) and score them with the oracle:
-
-        metric = (direction accuracy + colour kept) / 2          in [0, 1], higher = better
-    """
-    if num_cases < 1:
-        raise ValueError(f"the oracle metric needs num_cases >= 1, got {num_cases}")
-    cache: dict = {}
-
-    def metric(model: Denoiser, skip: frozenset = frozenset()) -> float:
-        from fastlight.shapes import world as shapes
-        from fastlight.shapes.teacher_eval import score_videos
-        from fastlight.shapes.generate import generate_shapes, world_of
-
-        world = world_of(model)
-        key = (world.size, world.num_frames)
-        if key not in cache:
-            clips = shapes.sample_clips(seed, num_cases, world)
-            cache[key] = (clips, shapes.render_batch(clips, world)[:, :, 0])  # first frames (B, 3, H, W)
-        clips, images = cache[key]
-        vids = torch.cat([
-            generate_shapes(model, [c.prompt for c in clips[i:i + batch_size]], images[i:i + batch_size],
-                            num_steps, cfg_scale, seed + i, skip=tuple(sorted(skip)))
-            for i in range(0, num_cases, batch_size)
-        ])
-        res = score_videos(vids, clips, world)
-        return 0.5 * (res["direction_acc"] + res["colour_kept_frames"])
-
-    metric.description = (f"Shapes oracle (direction_acc + colour_kept_frames) / 2 on {num_cases} held-out cases, "
-                          f"{num_steps} Euler steps, cfg {cfg_scale}, seed {seed}")
-    return metric
-
-
 # ---- rank correlation -------------------------------------------------------------------------
-def _average_ranks(x: Sequence[float]) -> list[float]:
-    """Ranks 1..n of x, ties get the average of the ranks they span."""
-    order = sorted(range(len(x)), key=lambda i: x[i])
-    ranks = [0.0] * len(x)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        avg = (i + j) / 2 + 1  # mean of positions i..j (1-based)
-        for k in range(i, j + 1):
-            ranks[order[k]] = avg
-        i = j + 1
-    return ranks
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation: Pearson correlation of the (tie-averaged) ranks. NaN if either
-    side is constant."""
-    a, b = [float(v) for v in a], [float(v) for v in b]
-    if len(a) != len(b):
-        raise ValueError(f"spearman needs sequences of equal length, got {len(a)} and {len(b)}")
-    if len(a) < 2:
-        raise ValueError("spearman needs at least 2 values")
-    ra, rb = _average_ranks(a), _average_ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    va = sum((x - ma) ** 2 for x in ra)
-    vb = sum((y - mb) ** 2 for y in rb)
-    if va == 0 or vb == 0:
-        return float("nan")
-    return cov / math.sqrt(va * vb)
-
-
 def rows_spearman(rows_a: list[dict], rows_b: list[dict]) -> float:
-    """Spearman correlation of two importance row lists over the blocks they share."""
+    """Spearman rank correlation (scipy.stats.spearmanr, ties averaged) of two importance row lists'
+    scores over the blocks they share; NaN if either side is constant."""
     sa, sb = {r["index"]: r["score"] for r in rows_a}, {r["index"]: r["score"] for r in rows_b}
     common = sorted(set(sa) & set(sb))
-    return spearman([sa[i] for i in common], [sb[i] for i in common])
+    if len(common) < 2:
+        raise ValueError(f"a rank correlation needs at least 2 blocks in common, got {len(common)}")
+    a, b = [sa[i] for i in common], [sb[i] for i in common]
+    if len(set(a)) < 2 or len(set(b)) < 2:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
 
 
 # ---- importance.json --------------------------------------------------------------------------
@@ -381,8 +323,6 @@ def importance_rows(doc: dict, reference: str | None = None) -> list[dict]:
 # ---- display -----------------------------------------------------------------------------------
 def importance_table(rows: list[dict], title: str = "block importance"):
     """A rich Table: block, kind, params, score +- stderr, rank and a bar of the score."""
-    from rich.table import Table
-
     table = Table(title=title)
     for col, just in (("block", "right"), ("kind", "left"), ("params", "right"), ("score", "right"),
                       ("± stderr", "right"), ("rank", "right"), ("", "left")):
@@ -395,12 +335,6 @@ def importance_table(rows: list[dict], title: str = "block importance"):
         table.add_row(str(r["index"]), f"{r['kind']}[{r['kind_index']}]", f"{r['params']:,}", f"{r['score']:.4g}",
                       se_txt, str(r["rank"]), bar)
     return table
-
-
-def print_importance(rows: list[dict], title: str = "block importance") -> None:
-    from rich.console import Console
-
-    Console().print(importance_table(rows, title))
 
 
 _KIND_COLOURS = {"double": "tab:red", "single": "tab:blue", "wan": "tab:blue"}
@@ -445,26 +379,21 @@ def _parse_methods(methods) -> tuple[str, ...]:
     return methods
 
 
-def build_calibration(model: Denoiser, num_samples: int, seed: int = 0, latents: str | None = None,
-                      batch_size: int | None = None, shift: float | None = None) -> CalibrationSet:
-    """Shapes models: `shapes_calibration`; any model with `latents` (a safetensors file with x0
-    (N,C,F,H,W), text (N,L,D) [, image (N,C,1,H,W), pooled, text_mask]): `latent_calibration`."""
-    from fastlight.analyze.calib import DEFAULT_SHIFT, latent_calibration, load_latents, shapes_calibration
-    from fastlight.shapes.generate import is_shapes_model
+def build_metric(name: str, num_cases: int = 16, num_steps: int = 20, guidance: float = 4.0) -> Callable:
+    """The video metric registered as `name` in the entry point group `fastlight.metrics` (or a
+    `module:attr`), built with its generation settings: a callable (model, skip) -> float, higher =
+    better, with a `description` (e.g. `shapes-oracle`, fastlight/shapes/analysis.py)."""
+    return component("fastlight.metrics", name)(num_cases=num_cases, num_steps=num_steps, guidance=guidance)
 
-    if latents is not None:
-        x0, cond = load_latents(latents)
-        shift = shift if shift is not None else float(model.meta.get("shift", DEFAULT_SHIFT))
-        cal = latent_calibration(x0, cond, num_samples, seed, shift, batch_size or 8)
-        cal.info["latents"] = str(latents)
-        return cal
-    if is_shapes_model(model):
-        return shapes_calibration(model, num_samples, seed, batch_size or 16, shift)
-    raise ValueError(
-        "this model is not an embedded Shapes model, so analysis needs calibration latents: pass "
-        "--latents FILE.safetensors with keys x0 (N,C,F,H,W) VAE latents and text (N,L,D) text embeddings "
-        "[, image (N,C,1,H,W) clean first-frame latents for TI2V; HunyuanVideo also pooled (N,P) and text_mask (N,L)]"
-    )
+
+def _metric_name(model: Denoiser, metric: str | None) -> str:
+    name = metric or model_defaults(model).get("metric")
+    if name is None:
+        known = ", ".join(sorted(registered("fastlight.metrics"))) or "none"
+        raise ValueError("--methods metric needs a video metric and this model folder names none ('metric' in its "
+                         f"fastlight.json, or a plug-in): pass --metric NAME (registered: {known}; or module:attr), "
+                         "or call fastlight.analyze.importance.metric_drop_importance with your own metric_fn")
+    return name
 
 
 def analyze_command(
@@ -481,33 +410,38 @@ def analyze_command(
     device: str | None = None,
     metric_cases: int = 16,
     metric_steps: int = 20,
-    metric_cfg: float = 4.0,
+    metric_guidance: float = 4.0,
     data_free: bool = True,
+    data: dict | str | None = None,
+    metric: str | None = None,
 ) -> dict:
     """`fastlight analyze MODEL --calib N`: Stage I block (and width) importance.
 
-    methods "elbo": ELBO importance with the data reference AND the data-free one, both tables,
-    their Spearman correlation (data_free=False: the data reference only, half the time), out_dir/importance.json (data rows in "blocks", data-free rows in
-    "data_free") and importance.png (+ importance_data_free.png); with `iterative` also the
+    Calibration (elbo, taylor): `calib.model_calibration` (`latents` file, else the `data` source,
+    else the data source the model folder names). methods "elbo": ELBO importance with the data
+    reference AND the data-free one, both tables, their Spearman correlation (data_free=False: the
+    data reference only, half the time), out_dir/importance.json (data rows in "blocks", data-free
+    rows in "data_free") and importance.png (+ importance_data_free.png); with `iterative` also the
     greedy drop order ("iterative" key). "taylor": Lightning Video width saliency -> taylor.json.
-    "metric": VDMini metric-drop importance with the Shapes oracle -> importance_metric.json/.png.
+    "metric": VDMini metric-drop importance with the video metric `metric` (default: the one the
+    model folder names, e.g. the Shapes oracle) -> importance_metric.json/.png.
     Returns {"out_dir", "files": {...}, "spearman_data_vs_data_free", ...}.
     """
-    from rich.console import Console
-
-    from fastlight.models.load import load_denoiser
-    from fastlight.models.load import resolve_model_path
-
     methods = _parse_methods(methods)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_denoiser(resolve_model_path(model_path), device).eval()
-    cal = build_calibration(model, calib, seed, latents, batch_size, shift)
+    metric_fn = None
+    if "metric" in methods:  # before any long computation: a missing metric is bad input
+        metric_fn = build_metric(_metric_name(model, metric), metric_cases, metric_steps, metric_guidance)
+    cal = None
+    if {"elbo", "taylor"} & set(methods):
+        cal = model_calibration(model, calib, seed, data, latents, batch_size, shift)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     con = Console()
     result: dict = {"out_dir": str(out), "model": str(model_path), "files": {}}
-    con.print(f"analyze {model_path}: {model.num_blocks} blocks, {model.num_params():,} parameters, "
-              f"{cal.num_samples} calibration samples ({cal.info['source']}, seed {seed})")
+    drawn = f", {cal.num_samples} calibration samples ({cal.info['source']}, seed {seed})" if cal else ""
+    con.print(f"analyze {model_path}: {model.num_blocks} blocks, {model.num_params():,} parameters{drawn}")
 
     if "elbo" in methods:
         rows_data = elbo_importance(model, cal, "data", progress=progress)
@@ -533,23 +467,13 @@ def analyze_command(
         result["rows"] = rows_data
 
     if "taylor" in methods:
-        from fastlight.analyze.taylor import print_taylor, taylor_saliency, write_taylor
-
         scores = taylor_saliency(model, cal, progress=progress)
         print_taylor(scores, model)
         result["files"]["taylor"] = str(write_taylor(out / "taylor.json", model, scores, {"calib": cal.info}))
 
-    if "metric" in methods:
-        from fastlight.shapes.generate import is_shapes_model
-
-        if not is_shapes_model(model):
-            raise ValueError("--methods metric needs the Shapes oracle, i.e. an embedded Shapes model; for other models "
-                             "call fastlight.analyze.importance.metric_drop_importance with your own metric_fn")
-        metric_fn = shapes_oracle_metric(metric_cases, metric_steps, metric_cfg)
-        model.to("cpu")  # generate_shapes draws its noise on the CPU; Shapes models are tiny
+    if metric_fn is not None:
         rows_m = metric_drop_importance(model, metric_fn, progress=progress)
-        model.to(device)
-        con.print(importance_table(rows_m, "metric-drop importance (Shapes oracle)"))
+        con.print(importance_table(rows_m, f"metric-drop importance ({metric_fn.description})"))
         meta_m = {"method": "metric_drop", "reference": "metric", "calib": {"metric": metric_fn.description}}
         if "rows" in result:
             meta_m["spearman_vs_elbo_data"] = result["spearman_metric_vs_elbo"] = rows_spearman(rows_m, result["rows"])

@@ -1,10 +1,13 @@
-"""Small helpers shared by the analysis modules: atomic JSON / figure writes."""
+"""Small helpers shared by the analysis modules: atomic JSON / figure writes, the weight-fingerprint check."""
 from __future__ import annotations
 
 import json
 import math
 import os
 from pathlib import Path
+
+from fastlight import fileio
+from fastlight.models.load import model_fingerprint
 
 
 def _finite_or_none(obj):
@@ -20,9 +23,7 @@ def _finite_or_none(obj):
 
 def atomic_write_json(path: str | Path, obj) -> Path:
     """Write `obj` as JSON to `path` via a temporary file and a rename (never a half-written file)."""
-    from fastlight.fileio import atomic_write_json as write
-
-    return write(path, _finite_or_none(obj), allow_nan=False)
+    return fileio.atomic_write_json(path, _finite_or_none(obj), allow_nan=False)
 
 
 def read_json(path: str | Path, what: str) -> dict:
@@ -53,9 +54,7 @@ def atomic_savefig(fig, path: str | Path) -> Path:
 
 
 def check_fingerprint(doc: dict, model, what: str, rerun: str = "re-run fastlight analyze", made: str = "computed on") -> None:
-    """Refuse an analysis file / plan computed on another model than `model` (one-line ValueError)."""
-    from fastlight.models.load import model_fingerprint
-
+    """Refuse an analysis file computed on another model than `model` (its weights: one-line ValueError)."""
     fp = model_fingerprint(model)
     if doc["fingerprint"] != fp:
         raise ValueError(f"{what} was {made} another model (fingerprint {doc['fingerprint']}, this model {fp}); {rerun}")

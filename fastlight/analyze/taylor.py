@@ -37,7 +37,9 @@ Memory: `accumulate="gram"` keeps one d_in x d_in float64 matrix per distinct ro
 `accumulate="direct"` instead sums each row's squared output directly (O(d_out) per layer;
 for large models) and gives the same numbers up to rounding.
 
-HunyuanVideo (double and single blocks) is supported through the same layout description.
+Which layers those are is architecture knowledge, so the adapters say it (`width_modules` in
+fastlight/models/wan.py and hunyuan.py, the layer names above are theirs); this module only scores
+the rows and columns it is given. HunyuanVideo (double and single blocks) goes the same way.
 """
 from __future__ import annotations
 
@@ -90,18 +92,6 @@ class WidthLayout:
         return rows + sum(lin.out_features for lin, _ in self.ffn_cols)
 
 
-def _block_module(model: Denoiser, index: int) -> tuple[str, nn.Module]:
-    info = model.blocks[index]
-    m = model.model
-    if info.kind == "wan":
-        return info.kind, m.blocks[info.kind_index]
-    if info.kind == "double":
-        return info.kind, m.transformer_blocks[info.kind_index]
-    if info.kind == "single":
-        return info.kind, m.single_transformer_blocks[info.kind_index]
-    raise ValueError(f"width analysis does not know block kind {info.kind!r}")
-
-
 def _per_head_norms(attn: nn.Module, inner: int) -> list[nn.Module]:
     out = []
     for name in ("norm_q", "norm_k", "norm_added_q", "norm_added_k"):
@@ -120,30 +110,19 @@ def _heads(attn: nn.Module) -> tuple[int, int]:
 
 
 def width_layout(model: Denoiser, index: int) -> WidthLayout:
-    """Describe block `index`'s heads and FFN units (Wan; HunyuanVideo double / single)."""
-    kind, blk = _block_module(model, index)
-    if kind == "wan":
-        a1, a2 = blk.attn1, blk.attn2
-        H, dh = _heads(a1)
-        head_rows = [[a1.to_q, a1.to_k, a1.to_v], [a2.to_q], [a2.to_k, a2.to_v]]
-        if getattr(a2, "add_k_proj", None) is not None:
-            head_rows.append([a2.add_k_proj, a2.add_v_proj])
-        return WidthLayout(kind, H, dh, blk.ffn.net[0].proj.out_features, head_rows,
-                           [(a1.to_out[0], 0), (a2.to_out[0], 0)], [[blk.ffn.net[0].proj]], [(blk.ffn.net[2], 0)],
-                           _per_head_norms(a1, H * dh) + _per_head_norms(a2, H * dh))
-    if kind == "double":
-        a = blk.attn
-        H, dh = _heads(a)
-        return WidthLayout(kind, H, dh, blk.ff.net[0].proj.out_features,
-                           [[a.to_q, a.to_k, a.to_v], [a.add_q_proj, a.add_k_proj, a.add_v_proj]],
-                           [(a.to_out[0], 0), (a.to_add_out, 0)],
-                           [[blk.ff.net[0].proj], [blk.ff_context.net[0].proj]], [(blk.ff.net[2], 0), (blk.ff_context.net[2], 0)],
-                           _per_head_norms(a, H * dh))
-    # single-stream: proj_out reads cat([attention output (H * dh), MLP activations (mlp_dim)])
-    a = blk.attn
-    H, dh = _heads(a)
-    return WidthLayout(kind, H, dh, blk.proj_mlp.out_features, [[a.to_q, a.to_k, a.to_v]], [(blk.proj_out, 0)],
-                       [[blk.proj_mlp]], [(blk.proj_out, H * dh)], _per_head_norms(a, H * dh))
+    """Describe block `index`'s heads and FFN units, from where its adapter says they live
+    (`width_modules`, fastlight/models/wan.py and hunyuan.py)."""
+    where = getattr(model, "width_modules", None)
+    if where is None:
+        raise ValueError(f"width analysis needs to know where the heads and FFN units of a {type(model).__name__} "
+                         "live; its adapter has no width_modules (fastlight/models/)")
+    m = where(index)
+    H, dh = _heads(m["attentions"][0])
+    for attn in m["attentions"][1:]:
+        _heads(attn)
+    norms = [n for attn in m["attentions"] for n in _per_head_norms(attn, H * dh)]
+    return WidthLayout(m["kind"], H, dh, m["ffn_rows"][0][0].out_features, m["head_rows"], m["head_cols"],
+                       m["ffn_rows"], m["ffn_cols"], norms)
 
 
 # ---- accumulation --------------------------------------------------------------------------------

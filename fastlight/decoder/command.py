@@ -13,7 +13,8 @@ def prune_decoder_command(vae_dir, ratio: float, out_dir, calib: int = 16, laten
                           seed: int = 0, overwrite: bool = False, progress: bool = True) -> dict:
     """Score the decoder's channels on calibration latents, prune to the parameter `ratio`, write a stock
     AutoencoderKLWan folder + manifest.json to `out_dir` (atomically). Returns the manifest."""
-    from fastlight.decoder.distill import _load_latent_file, denormalise, resolve_vae_path, shapes_latents, shapes_world
+    from fastlight.decoder.distill import (_load_latent_file, clip_source, denormalise, is_clip_source,
+                                           resolve_vae_path, shapes_latents)
     from fastlight.decoder.prune import channel_scores, check_latents, check_ratio, load_vae, plan_decoder, \
         prune_decoder, read_vae_config, write_manifest
 
@@ -32,9 +33,9 @@ def prune_decoder_command(vae_dir, ratio: float, out_dir, calib: int = 16, laten
     t0 = time.time()
     vae = load_vae(src)
     plan = plan_decoder(vae, ratio)
-    if latents == "shapes":
-        z = shapes_latents(vae, shapes_world(src), 2_000_000 + seed, calib)[1]
-        source = f"teacher encoder (posterior mean) on {calib} Shapes clips, seed {2_000_000 + seed}"
+    if is_clip_source(latents):
+        z = shapes_latents(vae, clip_source(src, latents), 2_000_000 + seed, calib)[1]
+        source = f"teacher encoder (posterior mean) on {calib} clips of the {latents!r} clip source, seed {2_000_000 + seed}"
     else:
         z = _load_latent_file(Path(latents))
         check_latents(vae, z, f"latents {latents}")
@@ -99,8 +100,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--out", required=True, help="output folder (a stock AutoencoderKLWan folder + manifest.json)")
     s.add_argument("--calib", type=int, default=16, help="calibration latents for the channel scores")
     s.add_argument("--latents", default="shapes",
-                   help="calibration latents: 'shapes' (the VAE's encoder on Shapes clips), a `fastlight "
-                        "preprocess` folder or a safetensors file with `latents` (normalised)")
+                   help="calibration latents: a clip source, e.g. 'shapes' (the VAE's encoder on its clips), a "
+                        "`fastlight preprocess` folder or a safetensors file with `latents` (normalised)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(fn=_prune)

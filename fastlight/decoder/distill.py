@@ -7,7 +7,8 @@ post_quant_conv train, its encoder stays frozen and unused) or `student: tiny` (
 fastlight/decoder/tiny.py, `tiny_width` channels). Teacher: the full VAE, frozen.
 
 Latents (`latents:`), raw (un-normalised) VAE latents either way:
-* `shapes`: the teacher's own encoder (posterior mean) on Shapes-world clips rendered at the teacher's
+* a clip source (entry point group `fastlight.clips`; the Shapes plug-in registers `shapes`, the
+  default): the teacher's own encoder (posterior mean) on the source's clips, rendered at the teacher's
   resolution and length (from its manifest, or `size` / `num_frames`), streamed, a pure function of
   (data_seed, step, rank); `short_frames` > 0 makes 3 steps in 4 use shorter clips (e.g. 5 frames =
   2 latent frames: the causal decoder's first chunk and a cached one, about half the cost) and every
@@ -33,20 +34,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
+from fastlight.data.latents import LatentShards
 from fastlight.decoder.prune import check_latents, count, decoder_groups, load_vae, read_vae_config
 from fastlight.decoder.tiny import TinyWanDecoder
 from fastlight.errors import ConfigError, DataError, MissingFileError, ModelError
 from fastlight.fileio import atomic_write_json
+from fastlight.plugins import component, registered
 from fastlight.train.loop import LoopConfig
-
-SHIPPED_VAE = Path(__file__).resolve().parents[1] / "assets" / "shapes_vae"
 
 
 def resolve_vae_path(name_or_path: str) -> Path:
-    """'shapes-vae' -> the shipped Shapes VAE; anything else is a path."""
-    return SHIPPED_VAE if name_or_path == "shapes-vae" else Path(name_or_path)
+    """A registered VAE preset (entry point group `fastlight.vaes`, e.g. the Shapes plug-in's
+    'shapes-vae') -> its folder; anything else is a path."""
+    name = str(name_or_path)
+    if name in registered("fastlight.vaes"):
+        return Path(component("fastlight.vaes", name)())
+    return Path(name_or_path)
 
 
 @dataclass
@@ -54,14 +60,14 @@ class DecoderDistillConfig(LoopConfig):
     out: str = "runs/decoder/distill"
     teacher: str = "shapes-vae"
     student: str = "runs/decoder/pruned"  # prune-decoder output folder, or "tiny"
-    latents: str = "shapes"  # shapes | shard folder | safetensors file with `latents` (normalised)
+    latents: str = "shapes"  # a clip source (fastlight.clips) | shard folder | safetensors file with `latents` (normalised)
     batch_size: int = 4
     l1_weight: float = 1.0
     feature_weight: float = 0.1
     tiny_width: int = 16
-    size: int = 0  # shapes latents: clip size / frames (0 = from the teacher's manifest)
+    size: int = 0  # clip-source latents: clip size / frames (0 = from the teacher's manifest)
     num_frames: int = 0
-    short_frames: int = 0  # shapes latents: > 0 = 3 steps in 4 use clips of this many frames (cheaper)
+    short_frames: int = 0  # clip-source latents: > 0 = 3 steps in 4 use clips of this many frames (cheaper)
     data_seed: int = 0
     threads: int = 2
     steps: int = 300
@@ -134,20 +140,20 @@ def decode_with_features(vae, z: torch.Tensor, names: list[str]) -> tuple[torch.
 # ----------------------------------------------------------------------------- latents
 
 
-def _load_latent_file(path: Path) -> torch.Tensor:
-    from safetensors.torch import load_file
+def _clip_sources() -> str:
+    return " / ".join(sorted(registered("fastlight.clips"))) or "a registered clip source"
 
+
+def _load_latent_file(path: Path) -> torch.Tensor:
     if path.is_dir():
         if not (path / "index.json").is_file():
             raise MissingFileError(f"{path} has no index.json; pass a `fastlight preprocess` output folder, a "
-                                   f"safetensors file with a `latents` tensor, or `shapes`")
-        from fastlight.data.latents import LatentShards
-
+                                   f"safetensors file with a `latents` tensor, or a clip source ({_clip_sources()})")
         data = LatentShards(path)
         return data.batch(range(len(data)))["x0"].float()
     if not path.is_file():
         raise MissingFileError(f"latents {path} not found; pass a `fastlight preprocess` folder, a safetensors "
-                               f"file with a `latents` tensor, or `shapes`")
+                               f"file with a `latents` tensor, or a clip source ({_clip_sources()})")
     t = load_file(str(path))
     if "latents" not in t:
         raise DataError(f"{path} has no `latents` tensor (keys: {', '.join(sorted(t)) or 'none'})")
@@ -161,24 +167,23 @@ def denormalise(vae, x: torch.Tensor) -> torch.Tensor:
     return x * std + mean
 
 
-def shapes_world(vae_dir: Path, size: int = 0, num_frames: int = 0):
-    from fastlight.shapes.world import WorldConfig
+def is_clip_source(latents: str) -> bool:
+    """Whether a `latents` value names a registered clip source (else it is a path)."""
+    return latents in registered("fastlight.clips")
 
-    man = {}
-    if (vae_dir / "manifest.json").is_file():
-        man = json.loads((vae_dir / "manifest.json").read_text()).get("world", {})
-    size = size or man.get("size", 64)
-    frames = num_frames or man.get("num_frames", 9)
-    r = man.get("radius_px", [3.5 * size / 24, 4.5 * size / 24])
-    return WorldConfig(size=size, num_frames=frames, radius_min_px=r[0], radius_max_px=r[1])
+
+def clip_source(vae_dir: Path, name: str = "shapes", size: int = 0, num_frames: int = 0):
+    """The clip source registered as `name` (entry point group `fastlight.clips`) for the VAE in
+    `vae_dir`: a dataclass with `num_frames` whose `render(seed, n)` gives (n, 3, F, H, W) clips in
+    [-1, 1] at the VAE's resolution (from its folder; `size` / `num_frames` > 0 override)."""
+    return component("fastlight.clips", name)(vae_dir, size, num_frames)
 
 
 @torch.no_grad()
-def shapes_latents(vae, world, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(clips in [-1, 1], raw latents = the encoder's posterior mean) for n Shapes clips of `seed`."""
-    from fastlight.shapes.world import render_batch, sample_clips
-
-    x = render_batch(sample_clips(seed, n, world), world)
+def shapes_latents(vae, clips, seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n clips in [-1, 1] of the clip source `clips` for `seed`, their raw latents = the encoder's
+    posterior mean)."""
+    x = clips.render(seed, n)
     return x, vae.encode(x).latent_dist.mean
 
 
@@ -236,9 +241,10 @@ class DecoderDistillRecipe:
                     self.keep.append(torch.arange(sw[g]))
             proj = nn.ModuleList()
         self.student = _Student(model, proj)
-        self.world = shapes_world(self.teacher_dir, cfg.size, cfg.num_frames)
-        self.pool = None
-        if cfg.latents != "shapes":
+        self.world = self.pool = None  # a clip source, or a pool of latents
+        if is_clip_source(cfg.latents):
+            self.world = clip_source(self.teacher_dir, cfg.latents, cfg.size, cfg.num_frames)
+        else:
             pool = _load_latent_file(Path(cfg.latents))
             check_latents(self.teacher, pool, f"latents {cfg.latents}")
             self.pool = denormalise(self.teacher, pool)

@@ -11,9 +11,9 @@ the partial overrides that make no sense for a few-step student) and is reported
 sampler.json:
     {"sampler": "euler", "num_steps": 50, "guidance": 4.0, "shift": 3.0}
     {"sampler": "few_step", "num_steps": 4, "guidance": 1.0, "timesteps": [1000.0, 750.0, 500.0, 250.0]}
-Compatibility: `DmdRecipe.save_output` (fastlight/distill/dmd.py) still writes the older form
-{"sampler": "few_step", "timesteps": [...], "s_list": [...], "cfg_scale": 1.0}; `from_json` reads it
-(`cfg_scale` -> guidance, `s_list` ignored: the timesteps define the levels).
+Compatibility: students distilled before 2026-12-01 hold the older form
+{"sampler": "few_step", "timesteps": [...], "s_list": [...], "cfg_scale": 1.0}; `from_json` still reads
+it (`cfg_scale` -> guidance, `s_list` ignored: the timesteps define the levels).
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ class SamplerSpec:
     def from_json(cls, d: dict, where: str = FILE) -> "SamplerSpec":
         if not isinstance(d, dict):
             raise SamplerError(f"{where} must hold a JSON object like {SamplerSpec.euler().to_json()}")
-        if "cfg_scale" in d and "guidance" not in d:  # DmdRecipe.save_output's form (see the module doc)
+        if "cfg_scale" in d and "guidance" not in d:  # the older form (see the module doc)
             d = {"sampler": d.get("sampler", "few_step"), "guidance": d["cfg_scale"],
                  **{k: d[k] for k in ("timesteps", "shift", "num_steps") if k in d}}
         known = {"sampler", "num_steps", "guidance", "shift", "timesteps"}

@@ -47,8 +47,6 @@ the guidance scales are `beta1_min`, `beta1_max` and `guide_beta2` (the paper's 
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -56,10 +54,15 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from fastlight.analyze.plans import Plan, model_plan, read_plan, write_plan
 from fastlight.diffusion.flow import add_noise, pin_first_frame, sample_s, x0_from_v
-from fastlight.errors import CollapseError, ConfigError, MissingFileError, PlanError
+from fastlight.diffusion.sampling import few_step_grid
+from fastlight.diffusion.spec import SamplerSpec
+from fastlight.errors import CollapseError, ConfigError, PlanError
 from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond, Denoiser
+from fastlight.models.load import load_denoiser, resolve_model_path
+from fastlight.prune.surgery import prune_depth
 from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, per_sample, recipe_source
 from fastlight.train.loop import Optimized
 
@@ -182,7 +185,7 @@ class GanHead(torch.nn.Module):
 class DmdConfig(RecipeConfig):
     out: str = "runs/fastlightgen"
     teacher: str = "runs/dpp/model"  # Stage II elastic model folder (or 'shapes-teacher')
-    plan: str = "teacher"  # depth plan json; "teacher" = the plan.json in the Stage II folder; "" = no pruning (dmd2)
+    plan: str = ""  # a depth plan (plan.json, or a model folder holding one); "": the plan the Stage II folder carries
     timesteps: list = field(default_factory=lambda: [1000, 750, 500, 250])
     beta1_min: float = 2.0  # inter CFG scale, per sample ~ U(beta1_min, beta1_max)
     beta1_max: float = 3.5
@@ -209,7 +212,6 @@ class DmdConfig(RecipeConfig):
 @dataclass
 class Dmd2Config(DmdConfig):
     out: str = "runs/dmd2"
-    plan: str = ""
     guide_beta2: float = 0.0
 
 
@@ -234,25 +236,14 @@ class DmdRecipe:
     name = "fastlightgen"
 
     def __init__(self, cfg: DmdConfig):
-        from fastlight.analyze.plans import read_plan
-        from fastlight.diffusion.sampling import few_step_grid
-        from fastlight.models.load import load_denoiser
-        from fastlight.models.load import resolve_model_path
-        from fastlight.prune.surgery import prune_depth
-
         check_dmd_config(cfg)
         torch.set_num_threads(cfg.threads)
         self.cfg = cfg
         self.s_list = few_step_grid(cfg.timesteps)
         self.teacher_path = resolve_model_path(cfg.teacher)
         self.real = load_denoiser(self.teacher_path).requires_grad_(False).eval()
-        self.plan_path = self._plan_path(cfg.plan)
-        self.drop_blocks: list[int] = []
-        if self.plan_path is not None:
-            plan = self._read_plan(read_plan)
-            if plan.get("type") != "depth":
-                raise PlanError(f"plan {self.plan_path} is a {plan.get('type')!r} plan; Stage III needs a depth plan")
-            self.drop_blocks = sorted(plan["drop_blocks"])
+        self.plan, self.plan_source = self._plan(cfg)
+        self.drop_blocks: list[int] = sorted(self.plan.drop_blocks) if self.plan is not None else []
         self.G = prune_depth(self.real, self.drop_blocks) if self.drop_blocks else copy.deepcopy(self.real)
         # score_init (FastLightGen Table 9): the fake score starts as the pruned model (matched to the
         # student) or the unpruned one; with "unpruned" the real score is the unpruned model alone
@@ -266,17 +257,21 @@ class DmdRecipe:
         self.source = recipe_source(cfg, self.real)
         self.run_info: dict = {}
 
-    def _plan_path(self, plan: str) -> Path | None:
-        """cfg.plan -> a path (None = no pruning). "teacher": the plan the Stage II model was trained with."""
-        if not plan:
-            return None
-        if plan != "teacher":
-            return Path(plan)
-        own = self.teacher_path / "plan.json"
-        if not own.exists():
-            raise MissingFileError(f"{self.teacher_path} has no plan.json (not a Stage II `dpp` model?): pass "
-                                   f"plan=PATH to a depth plan from `fastlight plan`, or plan='' for step-only dmd2")
-        return own
+    def _plan(self, cfg: DmdConfig) -> tuple[Plan | None, str | None]:
+        """The depth plan G is pruned with, and where it came from: cfg.plan (a plan.json, or a model
+        folder holding one), else the plan the Stage II folder carries (the one it was trained with).
+        Checked against the real-score model: Stage II keeps the teacher's architecture, so a plan made
+        on the teacher fits it."""
+        if cfg.plan:
+            plan, where = read_plan(cfg.plan, self.real), str(cfg.plan)
+        else:
+            plan, where = model_plan(self.teacher_path, self.real), str(self.teacher_path / "plan.json")
+            if plan is None:
+                raise PlanError(f"{self.teacher_path} carries no plan.json (not a Stage II `dpp` model?): pass "
+                                "plan=PATH (a depth plan from `fastlight plan`), or use the step-only dmd2 recipe")
+        if plan.type != "depth":
+            raise PlanError(f"plan {where} is a {plan.type!r} plan; Stage III needs a depth plan")
+        return plan, where
 
     def _gan_head(self) -> "GanHead":
         blocks = [b.index for b in self.critic.blocks]
@@ -292,19 +287,6 @@ class DmdRecipe:
         x_t = pin_first_frame(add_noise(x0, eps, s), cond.image)
         _, hidden = self.critic(x_t, s, cond, capture=[self.gan_block])
         return self.gan_head(hidden[self.gan_block])
-
-    def _read_plan(self, read_plan) -> dict:
-        """The plan, checked against the real-score model. A Stage II model keeps the plan it was
-        trained with (its folder's plan.json, fingerprinted on the teacher it came from): a plan with
-        that same fingerprint is accepted for it too."""
-        own = self.teacher_path / "plan.json"
-        plan = read_plan(self.plan_path)
-        if own.exists() and read_plan(own)["fingerprint"] == plan["fingerprint"]:
-            bad = [i for i in plan["drop_blocks"] + plan["keep_blocks"] if i >= self.real.num_blocks]
-            if bad or len(plan["drop_blocks"]) + len(plan["keep_blocks"]) != self.real.num_blocks:
-                raise PlanError(f"plan {self.plan_path} does not fit {self.teacher_path} ({self.real.num_blocks} blocks)")
-            return plan
-        return read_plan(self.plan_path, self.real)
 
     def optimized(self) -> dict[str, Optimized]:
         """G (loss `loss`, the run's AdamW settings) and the critic (loss `critic`, its own); the GAN head
@@ -423,17 +405,17 @@ class DmdRecipe:
     def save_output(self, path: Path, module: Denoiser) -> None:
         path = Path(path)
         cfg = self.cfg
-        sampler = {"sampler": "few_step", "timesteps": [float(t) for t in cfg.timesteps], "s_list": self.s_list,
-                   "cfg_scale": 1.0}
+        # the student samples at its trained timesteps without CFG (guidance was distilled in)
+        spec = SamplerSpec.few_step(cfg.timesteps, guidance=1.0)
         module.save(path, {"kind": f"{self.name}-student", "teacher": str(self.teacher_path),
-                           "plan": "plan.json" if self.plan_path else None, "drop_blocks": self.drop_blocks,
-                           "sampler": sampler})
-        (path / "sampler.json").write_text(json.dumps(sampler, indent=2))
-        if self.plan_path is not None:
-            shutil.copyfile(self.plan_path, path / "plan.json")
+                           "plan": "plan.json" if self.plan is not None else None, "drop_blocks": self.drop_blocks,
+                           "sampler": spec.to_json()})
+        spec.save(path)
+        if self.plan is not None:  # one plan.json per model folder: the student's own, in the teacher's numbering
+            write_plan(path, self.plan)
         manifest = {"recipe": self.name, "teacher": str(self.teacher_path),
-                    "plan": str(self.plan_path) if self.plan_path else None, "drop_blocks": self.drop_blocks,
-                    "timesteps": sampler["timesteps"], "s_list": self.s_list,
+                    "plan": self.plan_source, "drop_blocks": self.drop_blocks,
+                    "timesteps": list(spec.timesteps), "s_list": self.s_list,
                     "beta1": [cfg.beta1_min, cfg.beta1_max], "beta2": self.beta2, "score_init": cfg.score_init,
                     "critic_steps": cfg.critic_steps, **self.run_info, "config": asdict(cfg)}
         atomic_write_json(path / "manifest.json", manifest)
@@ -443,6 +425,12 @@ class Dmd2Recipe(DmdRecipe):
     """The DMD2 baseline: same code, no plan, beta2 = 0 (unpruned G, critic and teacher)."""
 
     name = "dmd2"
+
+    def _plan(self, cfg: DmdConfig) -> tuple[None, None]:
+        if cfg.plan:
+            raise PlanError(f"dmd2 is the step-only baseline (no pruning) but plan={cfg.plan!r} was given; "
+                            "use the fastlightgen recipe to prune, or drop plan")
+        return None, None
 
 
 FASTLIGHTGEN = (DmdConfig, DmdRecipe)

@@ -198,6 +198,30 @@ class HunyuanDenoiser(Denoiser):
             v = torch.cat([torch.zeros_like(v[:, :, :1]), v[:, :, 1:]], dim=2)
         return v
 
+    # ---- layout: what Stage I analysis and surgery need to know of this architecture ---------------
+    # block kind -> (state-dict prefix of its ModuleList, config key of its length): depth surgery
+    DEPTH_LAYOUT = {"double": ("transformer_blocks", "num_layers"),
+                    "single": ("single_transformer_blocks", "num_single_layers")}
+
+    def width_modules(self, index: int) -> dict:
+        """Where block `index`'s heads and FFN units live (analyze/taylor.py `WidthLayout`; see
+        `WanDenoiser.width_modules`). Double-stream: video and text streams share the head ids, each
+        has its FFN; single-stream: `proj_out` reads cat([attention output, MLP activations])."""
+        info = self.blocks[index]
+        if info.kind == "double":
+            blk = self.model.transformer_blocks[info.kind_index]
+            a = blk.attn
+            return {"kind": "double", "attentions": [a],
+                    "head_rows": [[a.to_q, a.to_k, a.to_v], [a.add_q_proj, a.add_k_proj, a.add_v_proj]],
+                    "head_cols": [(a.to_out[0], 0), (a.to_add_out, 0)],
+                    "ffn_rows": [[blk.ff.net[0].proj], [blk.ff_context.net[0].proj]],
+                    "ffn_cols": [(blk.ff.net[2], 0), (blk.ff_context.net[2], 0)]}
+        blk = self.model.single_transformer_blocks[info.kind_index]
+        a = blk.attn
+        inner = a.to_q.out_features if a.to_q is not None else 0  # heads * head_dim: where the MLP columns start
+        return {"kind": "single", "attentions": [a], "head_rows": [[a.to_q, a.to_k, a.to_v]],
+                "head_cols": [(blk.proj_out, 0)], "ffn_rows": [[blk.proj_mlp]], "ffn_cols": [(blk.proj_out, inner)]}
+
 
 def tiny_hunyuan_config(
     num_layers: int = 2,

@@ -71,3 +71,24 @@ def model_fingerprint(denoiser: Denoiser) -> str:
         h.update(f"{name}:{tuple(t.shape)}".encode())
         h.update(flat[::step][:64].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def architecture(denoiser: Denoiser) -> dict:
+    """A model's architecture, not its weights: the diffusers class, its public config and the
+    block layout (global id -> kind). Training (Stage II) changes the weights, never this."""
+    cfg = {k: v for k, v in dict(denoiser.model.config).items() if not k.startswith("_")}
+    return {
+        "class": type(denoiser.model).__name__,
+        "config": json.loads(json.dumps(cfg, sort_keys=True, default=str)),  # tuples -> lists, as on disk
+        "blocks": [b.kind for b in denoiser.blocks],
+    }
+
+
+def architecture_fingerprint(denoiser: Denoiser) -> str:
+    """A short id of `architecture(denoiser)` plus every parameter's name and shape (no values):
+    equal for a teacher and the Stage II model trained from it, different once a block, a head or
+    an FFN unit is removed."""
+    h = hashlib.sha256(json.dumps(architecture(denoiser), sort_keys=True).encode())
+    for name, p in denoiser.model.named_parameters():
+        h.update(f"{name}:{tuple(p.shape)}".encode())
+    return h.hexdigest()[:16]

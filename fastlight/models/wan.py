@@ -136,6 +136,26 @@ class WanDenoiser(Denoiser):
             v = torch.cat([torch.zeros_like(v[:, :, :1]), v[:, :, 1:]], dim=2)
         return v
 
+    # ---- layout: what Stage I analysis and surgery need to know of this architecture ---------------
+    # block kind -> (state-dict prefix of its ModuleList, config key of its length): depth surgery
+    DEPTH_LAYOUT = {"wan": ("blocks", "num_layers")}
+    # a block's FFN by state-dict name: (first linear, its rows are the units; second, its columns are)
+    FFN_LINEARS = ("ffn.net.0.proj", "ffn.net.2")
+
+    def width_modules(self, index: int) -> dict:
+        """Where block `index`'s heads and FFN units live (analyze/taylor.py `WidthLayout`):
+        attentions, and the linears whose rows (`*_rows`, groups that read the same input) or input
+        columns at an offset (`*_cols`) belong to a head / an FFN unit. A plan keeps the same head
+        ids in self- and cross-attention."""
+        blk = self.model.blocks[index]
+        a1, a2 = blk.attn1, blk.attn2
+        head_rows = [[a1.to_q, a1.to_k, a1.to_v], [a2.to_q], [a2.to_k, a2.to_v]]
+        if getattr(a2, "add_k_proj", None) is not None:  # image cross-attention (Wan I2V)
+            head_rows.append([a2.add_k_proj, a2.add_v_proj])
+        return {"kind": "wan", "attentions": [a1, a2], "head_rows": head_rows,
+                "head_cols": [(a1.to_out[0], 0), (a2.to_out[0], 0)],
+                "ffn_rows": [[blk.ffn.net[0].proj]], "ffn_cols": [(blk.ffn.net[2], 0)]}
+
 
 def tiny_wan_config(num_layers: int = 4, in_channels: int = 4, text_dim: int = 16, patch_size=(1, 2, 2)) -> dict:
     """A few-thousand-parameter Wan config for tests."""

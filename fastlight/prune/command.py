@@ -3,7 +3,8 @@
     prune_command("shapes-teacher", "runs/analyze/plan_depth.json", "runs/prune/depth30")
 
 The output folder is a stock diffusers model folder (`from_pretrained` loads it) written
-by `Denoiser.save`, plus `manifest.json` describing the surgery. It is written to a
+by `Denoiser.save`, plus `manifest.json` describing the surgery and `plan.json`, the plan it
+was made with (in the source model's numbering; `analyze.plans.model_plan`). It is written to a
 temporary sibling folder first and renamed into place, so a failure leaves no
 half-written output.
 """
@@ -15,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from fastlight.analyze.plans import read_plan, validate_plan
+from fastlight.analyze.plans import PLAN_FILE, read_plan
 from fastlight.errors import InputError, PlanError, make_parent_dir
 from fastlight.models.load import load_denoiser, model_fingerprint
 from fastlight.models.load import resolve_model_path
@@ -69,14 +70,14 @@ def prune_command(model_path, plan_path, out_dir, overwrite: bool = False, devic
     source = resolve_model_path(str(model_path))
     _check_out_dir(out, overwrite, Path(source))
     den = load_denoiser(source, device)
-    validate_plan(plan, den, where=where)
+    plan.check(den, where)
     fingerprint = model_fingerprint(den)
-    kind = plan["type"]
+    kind = plan.type
     n = den.num_blocks
     before = den.num_params()
 
     if kind == "depth":
-        drop = sorted(plan["drop_blocks"])
+        drop = list(plan.drop_blocks)
         _, changes = depth_mapping(den, drop)
         pruned = prune_depth(den, drop)
         config_changes = {key: {"from": a, "to": b} for key, (a, b) in changes.items() if a != b}
@@ -92,9 +93,9 @@ def prune_command(model_path, plan_path, out_dir, overwrite: bool = False, devic
             "keep_ffn": {str(b): units for b, units in keep_ffn.items()},
         }
     after = pruned.num_params()
-    if plan["num_params_after"] != after:
+    if plan.num_params_after != after:
         raise PlanError(
-            f"{where}: 'num_params_after' says {plan['num_params_after']} parameters remain but the pruned model has "
+            f"{where}: 'num_params_after' says {plan.num_params_after} parameters remain but the pruned model has "
             f"{after}; the plan's parameter accounting disagrees with the surgery (re-run fastlight plan)"
         )
 
@@ -106,9 +107,9 @@ def prune_command(model_path, plan_path, out_dir, overwrite: bool = False, devic
         "family": den.family,
         "kept_blocks": [i for i in range(n) if i not in set(drop)],
         "dropped_blocks": drop,
-        "prune_ratio": plan["prune_ratio"],
+        "prune_ratio": plan.prune_ratio,
         "achieved_ratio": 1.0 - after / before,
-        "plan_achieved_ratio": plan["achieved_ratio"],
+        "plan_achieved_ratio": plan.achieved_ratio,
         "num_params_before": before,
         "num_params_after": after,
         "config_changes": config_changes,
@@ -124,11 +125,12 @@ def prune_command(model_path, plan_path, out_dir, overwrite: bool = False, devic
     def write(folder: Path) -> None:
         pruned.save(folder, meta)
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        (folder / PLAN_FILE).write_text(json.dumps(plan.to_json(), indent=2))
 
     _write_atomically(out, write)
     blocks = f"{n} -> {n - len(drop)} blocks" if kind == "depth" else f"ffn_dim {den.model.config.ffn_dim} -> {k}"
     print(
         f"pruned {model_path} ({kind}: {blocks}, {before:,} -> {after:,} params, "
-        f"{100 * manifest['achieved_ratio']:.1f}% removed, target {100 * plan['prune_ratio']:.1f}%) -> {out}"
+        f"{100 * manifest['achieved_ratio']:.1f}% removed, target {100 * plan.prune_ratio:.1f}%) -> {out}"
     )
     return out

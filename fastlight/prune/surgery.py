@@ -37,8 +37,10 @@ What is NOT supported, and why:
     `proj_mlp`/`proj_out`, and a plan names one `keep_ffn` per block; there is no
     unambiguous, stock-loadable mapping, so it is refused with a ValueError.
 
-The architecture knowledge here (state-dict prefixes, config keys) is the minimum surgery
-needs; it is kept in the two tables below.
+The architecture knowledge surgery needs (state-dict prefixes and config keys of each block kind,
+the FFN's linears) is the adapters': `DEPTH_LAYOUT` and `FFN_LINEARS` of fastlight/models/wan.py
+and hunyuan.py. The Wan width functions below still read Wan config keys (`ffn_dim`,
+`num_attention_heads`, `attention_head_dim`) themselves.
 """
 from __future__ import annotations
 
@@ -50,17 +52,14 @@ import torch
 from fastlight.errors import ModelError, PlanError
 from fastlight.models.denoiser import Denoiser
 
-# family -> block kind -> (state-dict prefix of that kind's ModuleList, config key of its length)
-DEPTH_LAYOUT = {
-    "wan": {"wan": ("blocks", "num_layers")},
-    "hunyuan": {
-        "double": ("transformer_blocks", "num_layers"),
-        "single": ("single_transformer_blocks", "num_single_layers"),
-    },
-}
-# Wan FFN: (first linear, sliced by rows (weight, bias)), (second linear, sliced by columns)
-WAN_FFN_IN = "ffn.net.0.proj"
-WAN_FFN_OUT = "ffn.net.2"
+
+def depth_layout(denoiser: Denoiser) -> dict[str, tuple[str, str]]:
+    """{block kind: (state-dict prefix of that kind's ModuleList, config key of its length)}: the adapter's."""
+    layout = getattr(denoiser, "DEPTH_LAYOUT", None)
+    if layout is None:
+        raise ModelError(f"depth pruning does not know the {denoiser.family!r} family: its adapter "
+                         f"{type(denoiser).__name__} has no DEPTH_LAYOUT (fastlight/models/)")
+    return layout
 
 
 def count_params(module: torch.nn.Module) -> int:
@@ -124,9 +123,7 @@ def depth_mapping(denoiser: Denoiser, drop_blocks: Iterable[int]) -> tuple[dict,
     """For each kept block: (prefix, old kind index) -> new kind index; and the config
     changes {config key: (old length, new length)}."""
     drop = set(drop_blocks)
-    layout = DEPTH_LAYOUT.get(denoiser.family)
-    if layout is None:
-        raise ModelError(f"depth pruning does not know the {denoiser.family!r} family (supported: {sorted(DEPTH_LAYOUT)})")
+    layout = depth_layout(denoiser)
     n = denoiser.num_blocks
     bad = sorted(i for i in drop if not (isinstance(i, int) and 0 <= i < n))
     if bad:
@@ -153,7 +150,7 @@ def prune_depth(denoiser: Denoiser, drop_blocks: Iterable[int]) -> Denoiser:
     from `denoiser.num_params(drop_blocks)`."""
     drop = sorted(set(drop_blocks))
     rename, changes = depth_mapping(denoiser, drop)
-    prefixes = {p for p, _ in DEPTH_LAYOUT[denoiser.family].values()}
+    prefixes = {p for p, _ in depth_layout(denoiser).values()}
     state = {}
     for name, t in denoiser.model.state_dict().items():
         head, _, rest = name.partition(".")
@@ -259,16 +256,18 @@ def prune_width(denoiser: Denoiser, layers: Mapping) -> Denoiser:
     keep everything. Every block must keep the
     same number of FFN units, and every head."""
     keep, k = wan_ffn_keep(denoiser, layers)
+    (prefix, _), = depth_layout(denoiser).values()
+    ffn_in, ffn_out = denoiser.FFN_LINEARS
     state = {}
     for name, t in denoiser.model.state_dict().items():
         t = t.detach()
         head, _, rest = name.partition(".")
         idx, _, tail = rest.partition(".")
-        if head == "blocks" and idx.isdigit():
+        if head == prefix and idx.isdigit():
             rows = torch.tensor(keep[int(idx)], dtype=torch.long, device=t.device)
-            if tail in (f"{WAN_FFN_IN}.weight", f"{WAN_FFN_IN}.bias"):
+            if tail in (f"{ffn_in}.weight", f"{ffn_in}.bias"):
                 t = t.index_select(0, rows)
-            elif tail == f"{WAN_FFN_OUT}.weight":
+            elif tail == f"{ffn_out}.weight":
                 t = t.index_select(1, rows)
         state[name] = t.clone()
     config = _public_config(denoiser.model)

@@ -163,7 +163,7 @@ def stage_analyze(run: Run) -> dict:
     c = run.cfg
     method = {"vdmini": "metric", "lightning": "taylor"}.get(c.method, "elbo")
     res = analyze_command(c.teacher, c.calib, str(run.dir("1_analyze")), (method,), seed=c.seed,
-                          metric_cases=c.metric_cases, metric_cfg=c.cfg_scale, data_free=c.data_free)
+                          metric_cases=c.metric_cases, metric_guidance=c.cfg_scale, data_free=c.data_free)
     return {"method": method, "files": {k: str(v) for k, v in res.get("files", {}).items()}}
 
 
@@ -175,7 +175,8 @@ def stage_plan(run: Run) -> dict:
     importance, kind = {"vdmini": (d / "importance_metric.json", "depth"),
                         "lightning": (d / "taylor.json", "width")}.get(c.method, (d / "importance.json", "depth"))
     plan = plan_command(str(importance), c.teacher, c.prune_ratio, str(run.plan), kind)
-    return {"kind": kind, "drop_blocks": plan.get("drop_blocks"), "removed_fraction": plan.get("achieved_ratio")}
+    return {"kind": kind, "drop_blocks": list(plan.drop_blocks) if kind == "depth" else None,
+            "removed_fraction": plan.achieved_ratio}
 
 
 def stage2_recipe(c: RunConfig) -> str:
@@ -187,8 +188,6 @@ def stage2_config(run: Run):
     recipe = stage2_recipe(c)
     base = {"out": str(run.dir("3_stage2")), "teacher": c.teacher, "plan": str(run.plan), "seed": c.seed,
             "threads": c.threads}
-    if recipe == "dpp":
-        base["alpha"] = 0.5  # measured best on the Shapes teacher (README, Stage II); the paper's best is 1
     if c.method == "prune_only":
         base.update(lambda_icd=0.0, lambda_mca=0.0)  # L_task only: a plain fine-tune of the pruned model
     return recipe, _recipe_config(recipe, base, c.stage2)
@@ -205,8 +204,6 @@ def stage3_config(run: Run):
     recipe = "fastlightgen" if c.method == "fastlightgen" else "dmd2"
     teacher = c.teacher if c.method == "dmd2" else str(run.stage2_model)
     base = {"out": str(run.dir("4_stage3")), "teacher": teacher, "seed": c.seed, "threads": c.threads}
-    if recipe == "fastlightgen":
-        base["plan"] = "teacher"
     return recipe, _recipe_config(recipe, base, c.stage3)
 
 

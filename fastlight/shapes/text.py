@@ -104,7 +104,3 @@ def encode(prompts: list[str] | str) -> torch.Tensor:
         for j, o in enumerate(parse(p)):
             out[i, j] = phrase_token(**o)
     return out
-
-
-def null_embedding(batch_size: int) -> torch.Tensor:
-    return torch.zeros(batch_size, MAX_OBJECTS, TEXT_DIM)

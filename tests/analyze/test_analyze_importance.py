@@ -16,10 +16,9 @@ from fastlight.analyze.importance import (
     plot_importance,
     read_importance,
     rows_spearman,
-    shapes_oracle_metric,
-    spearman,
     write_importance,
 )
+from fastlight.shapes.analysis import OracleMetric
 from fastlight.models.load import load_denoiser
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
 
@@ -102,20 +101,27 @@ def test_metric_drop_importance_with_any_metric(wan):
 
 def test_shapes_oracle_metric_is_deterministic(tiny_shapes_model):
     model = load_denoiser(tiny_shapes_model)
-    metric = shapes_oracle_metric(num_cases=2, num_steps=1, cfg_scale=1.0, seed=5)
+    metric = OracleMetric(num_cases=2, num_steps=1, guidance=1.0, seed=5)
     a, b = metric(model, frozenset()), metric(model, frozenset())
     assert a == b and 0.0 <= a <= 1.0
     assert 0.0 <= metric(model, frozenset({0})) <= 1.0
 
 
-def test_spearman_known_values():
-    assert spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(8 / math.sqrt(95))  # ties averaged: 0.8207827
-    assert spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
-    assert spearman([1, 2, 3, 4], [1, 4, 9, 16]) == pytest.approx(1.0)  # monotone, not linear
-    assert spearman([3, 1, 2, 2], [1, 2, 3, 4]) == pytest.approx(-1.5 / math.sqrt(22.5))
-    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
-    with pytest.raises(ValueError):
-        spearman([1, 2], [1, 2, 3])
+def _rows_of(scores):
+    return [{"index": i, "score": float(v)} for i, v in enumerate(scores)]
+
+
+def test_rows_spearman_known_values():
+    assert rows_spearman(_rows_of([1, 2, 3, 4, 5]), _rows_of([5, 6, 7, 8, 7])) == pytest.approx(8 / math.sqrt(95))  # ties
+    assert rows_spearman(_rows_of([1, 2, 3]), _rows_of([30, 20, 10])) == pytest.approx(-1.0)
+    assert rows_spearman(_rows_of([1, 2, 3, 4]), _rows_of([1, 4, 9, 16])) == pytest.approx(1.0)  # monotone, not linear
+    assert rows_spearman(_rows_of([3, 1, 2, 2]), _rows_of([1, 2, 3, 4])) == pytest.approx(-1.5 / math.sqrt(22.5))
+    assert math.isnan(rows_spearman(_rows_of([1, 1, 1]), _rows_of([1, 2, 3])))
+    # only the blocks both lists score count
+    b = [{"index": i, "score": v} for i, v in ((1, 3.0), (2, 2.0), (3, 1.0))]
+    assert rows_spearman(_rows_of([-9, 1, 2, 3]), b) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="at least 2 blocks"):
+        rows_spearman(_rows_of([1, 2]), [{"index": 1, "score": 0.0}])
 
 
 def test_write_read_importance_and_fingerprint(wan, wan_calib, tmp_path):
@@ -176,7 +182,7 @@ def test_analyze_command_needs_latents_for_other_models(tmp_path):
                           latents=str(tmp_path / "lat.safetensors"), methods=("elbo", "taylor"))
     doc = read_importance(res["files"]["importance"], load_denoiser(tmp_path / "wan"))
     assert doc["calib"]["source"] == "latents" and len(doc["blocks"]) == 3
-    with pytest.raises(ValueError, match="Shapes oracle"):
+    with pytest.raises(ValueError, match="--metric NAME .*shapes-oracle"):
         analyze_command(str(tmp_path / "wan"), calib=2, out_dir=str(tmp_path / "b"), progress=False,
                         latents=str(tmp_path / "lat.safetensors"), methods="metric")
     with pytest.raises(ValueError, match="--methods"):

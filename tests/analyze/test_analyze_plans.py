@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from fastlight.analyze.importance import assign_ranks, elbo_importance, write_importance
-from fastlight.analyze.plans import depth_plan, plan_command, read_plan, width_plan, write_plan
+from fastlight.analyze.plans import (PLAN_FORMAT, Plan, WidthKeep, depth_plan, model_plan, plan_command, read_plan,
+                                     width_plan, write_plan)
 from fastlight.analyze.taylor import taylor_saliency, width_layout, write_taylor
-from fastlight.models.load import load_denoiser
+from fastlight.models.load import architecture_fingerprint, load_denoiser, model_fingerprint
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
 
 
@@ -88,9 +89,11 @@ def test_plan_files_roundtrip_and_validation(wan, tmp_path):
     plan = depth_plan(rows, wan, 0.2, verbose=False)
     p = write_plan(tmp_path / "plan.json", plan)
     assert read_plan(p, wan) == plan
-    other = WanDenoiser.from_config(**tiny_wan_config(num_layers=4))
-    with pytest.raises(ValueError, match="another model"):
+    other = WanDenoiser.from_config(**tiny_wan_config(num_layers=5))
+    with pytest.raises(ValueError, match="was made for a WanTransformer3DModel with num_layers=4 .*but this model is "
+                                         "a WanTransformer3DModel with num_layers=5") as e:
         read_plan(p, other)
+    assert "\n" not in str(e.value)
     for change, msg in (({"type": "sideways"}, "'type'"), ({"prune_ratio": 1.2}, "prune ratio"),
                         ({"drop_blocks": [40], "keep_blocks": [0, 1, 2, 3]}, "drop_blocks")):
         bad = {**plan, **change}
@@ -123,8 +126,9 @@ def test_plan_files_roundtrip_and_validation(wan, tmp_path):
         assert "\n" not in str(e.value)
     with pytest.raises(FileNotFoundError, match="make one with fastlight plan"):
         read_plan(tmp_path / "nope.json")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="is a folder"):
-        read_plan(tmp_path)
+        read_plan(tmp_path / "empty")
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="must be a JSON object"):
         read_plan(tmp_path / "bad.json")
@@ -174,3 +178,50 @@ def test_plan_command(tmp_path, wan_calib):
     assert read_plan(tmp_path / "w.json", model) == wplan
     # by default the CLI keeps every head: the stock classes cannot export head pruning
     assert all(len(v["keep_heads"]) == 2 for v in wplan["layers"].values())
+
+
+def test_plan_is_typed_and_its_mapping_is_the_file(wan, wan_calib, tmp_path):
+    plan = depth_plan(_rows(wan, [3.0, 1.0, 2.0, 4.0]), wan, 0.1, verbose=False)
+    assert isinstance(plan, Plan) and plan.type == "depth" and plan.drop_blocks == (1,)
+    assert plan.keep_blocks == (0, 2, 3) and plan["keep_blocks"] == [0, 2, 3]
+    assert plan.fingerprint == architecture_fingerprint(wan) != model_fingerprint(wan)
+    assert plan.architecture["class"] == "WanTransformer3DModel" and plan.architecture["blocks"] == ["wan"] * 4
+    p = write_plan(tmp_path, plan)  # a folder gets plan.json
+    assert p == tmp_path / "plan.json"
+    doc = json.loads(p.read_text())
+    assert doc["format"] == PLAN_FORMAT and plan == doc and dict(plan) == doc
+    width = width_plan(taylor_saliency(wan, wan_calib, progress=False), wan, 0.3, verbose=False)
+    assert isinstance(width.layers[2], WidthKeep) and list(width.layers[2].keep_ffn) == width["layers"]["2"]["keep_ffn"]
+    with pytest.raises(AttributeError):
+        plan.drop_blocks = (2,)  # read-only
+
+
+def test_a_teacher_plan_fits_its_stage2_model_and_model_folders_carry_one(wan, tmp_path):
+    """Stage II changes the weights, not the layout: the teacher's plan validates against the trained model."""
+    plan = depth_plan(_rows(wan, [3.0, 1.0, 2.0, 4.0]), wan, 0.1, verbose=False)
+    with torch.no_grad():
+        for q in wan.model.parameters():
+            q.add_(0.01 * torch.randn_like(q))  # "trained": other weights, same architecture
+    wan.save(tmp_path / "stage2")
+    stage2 = load_denoiser(tmp_path / "stage2")
+    assert model_plan(tmp_path / "stage2") is None
+    write_plan(tmp_path / "stage2", plan)
+    assert model_plan(tmp_path / "stage2", stage2) == plan
+    assert read_plan(tmp_path / "stage2", stage2).drop_blocks == (1,)  # a model folder names its plan.json
+    pruned = WanDenoiser.from_config(**tiny_wan_config(num_layers=3))
+    with pytest.raises(ValueError, match="num_layers=4 .* num_layers=3"):
+        model_plan(tmp_path / "stage2", pruned)
+
+
+def test_format1_plans_are_read_against_the_weights(wan, tmp_path):
+    plan = depth_plan(_rows(wan, [3.0, 1.0, 2.0, 4.0]), wan, 0.1, verbose=False)
+    old = {k: v for k, v in plan.to_json().items() if k not in ("format", "architecture")}
+    old["fingerprint"] = model_fingerprint(wan)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert read_plan(tmp_path / "old.json", wan).drop_blocks == (1,)
+    other = WanDenoiser.from_config(**tiny_wan_config(num_layers=4))
+    with pytest.raises(ValueError, match="format 1, tied to weights"):
+        read_plan(tmp_path / "old.json", other)
+    (tmp_path / "future.json").write_text(json.dumps({**plan.to_json(), "format": 9}))
+    with pytest.raises(ValueError, match="'format' 9"):
+        read_plan(tmp_path / "future.json")

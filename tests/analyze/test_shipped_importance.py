@@ -1,8 +1,8 @@
 """Stage I on the shipped teacher: the ranking means something (issue 3, "what must be shown")."""
-from fastlight.analyze.calib import shapes_calibration
 from fastlight.analyze.importance import elbo_importance, rows_spearman
 from fastlight.models.load import load_denoiser
 from fastlight.models.load import resolve_model_path
+from fastlight.shapes.analysis import shapes_calibration
 
 
 def test_least_important_block_hurts_less_than_most_important():

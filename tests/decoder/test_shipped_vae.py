@@ -3,7 +3,8 @@ import math
 
 import torch
 
-from fastlight.decoder.distill import SHIPPED_VAE, resolve_vae_path, shapes_latents, shapes_world
+from fastlight.decoder.distill import clip_source, resolve_vae_path, shapes_latents
+from fastlight.shapes.clips import SHIPPED_VAE
 from fastlight.decoder.prune import load_vae
 
 # measured 2026-11-26: 21.2 dB on these two clips (23.5 dB on the manifest's 16 held-out clips); predicting
@@ -19,7 +20,7 @@ def test_shipped_vae_is_small_stock_and_reconstructs():
     assert (SHIPPED_VAE / "diffusion_pytorch_model.safetensors").stat().st_size < 8_000_000
     vae = load_vae(SHIPPED_VAE)
     assert type(vae) is AutoencoderKLWan
-    world = shapes_world(SHIPPED_VAE)
+    world = clip_source(SHIPPED_VAE)
     assert (world.size, world.num_frames) == (64, 9)
     x, z = shapes_latents(vae, world, 4_000_001, 2)  # a seed stream no training run used
     assert z.shape == (2, 16, 3, 8, 8)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fastlight.diffusion.flow import add_noise
+from fastlight.diffusion.spec import SamplerSpec
 from fastlight.distill.dmd import (DMD2, FASTLIGHTGEN, DmdConfig, DmdRecipe, backward_simulation, cfg_v,
                                    critic_loss, dmd_grad, dmd_generator_loss, well_guided_v)
 from fastlight.models.denoiser import Cond
@@ -114,8 +115,9 @@ def test_train_end_to_end_writes_stock_folder(tiny4, tmp_path):
     out = train(recipe_cls(cfg), cfg, progress=False)
     m = WanTransformer3DModel.from_pretrained(out)
     assert m.config.num_layers == 3
-    sampler = json.loads((out / "sampler.json").read_text())
-    assert sampler["s_list"] == [1.0, 0.75, 0.5, 0.25] and sampler["timesteps"] == [1000, 750, 500, 250]
+    assert json.loads((out / "sampler.json").read_text()) == {
+        "sampler": "few_step", "num_steps": 4, "guidance": 1.0, "timesteps": [1000, 750, 500, 250]}
+    assert SamplerSpec.load(out).levels == [1.0, 0.75, 0.5, 0.25]
     assert json.loads((out / "plan.json").read_text())["drop_blocks"] == [2]
     man = json.loads((out / "manifest.json").read_text())
     assert man["recipe"] == "fastlightgen" and man["beta2"] == 0.25 and man["steps"] == 3
@@ -156,9 +158,10 @@ def test_dmd2_baseline_unpruned(tiny4, tmp_path):
     assert float(out["dmd"]) > 0
 
 
-def test_stage2_model_accepts_the_plan_it_was_trained_with(tiny4, tmp_path):
-    """A Stage II model's weights differ from the teacher's, but it carries its plan (fingerprinted
-    on the teacher): that plan is accepted for it; a plan for some other model is not."""
+def test_stage2_model_accepts_the_plan_it_was_trained_with(tiny4, tmp_path, shapes_model_factory):
+    """A Stage II model's weights differ from the teacher's, but its architecture does not: the plan it
+    carries (plan=''), or the teacher's plan named explicitly, is accepted; a plan for another
+    architecture is not."""
     import shutil
 
     from fastlight.distill.dmd import DmdRecipe
@@ -170,11 +173,15 @@ def test_stage2_model_accepts_the_plan_it_was_trained_with(tiny4, tmp_path):
             p.add_(0.01)
     stage2.save(tmp_path / "stage2", dict(stage2.meta))
     shutil.copy(plan, tmp_path / "stage2" / "plan.json")
-    r = DmdRecipe(_cfg(tiny4, tmp_path, teacher=str(tmp_path / "stage2")))
-    assert r.drop_blocks == [2]
-    (tmp_path / "stage2" / "plan.json").unlink()  # without its own plan, the fingerprint must match the model
-    with pytest.raises(ValueError, match="another model"):
-        DmdRecipe(_cfg(tiny4, tmp_path, teacher=str(tmp_path / "stage2")))
+    r = DmdRecipe(_cfg(tiny4, tmp_path, teacher=str(tmp_path / "stage2"), plan=""))
+    assert r.drop_blocks == [2] and r.plan_source == str(tmp_path / "stage2" / "plan.json")
+    (tmp_path / "stage2" / "plan.json").unlink()  # Stage II keeps the architecture: the teacher's plan fits it
+    assert DmdRecipe(_cfg(tiny4, tmp_path, teacher=str(tmp_path / "stage2"), plan=str(plan))).drop_blocks == [2]
+    with pytest.raises(ValueError, match="carries no plan.json"):
+        DmdRecipe(_cfg(tiny4, tmp_path, teacher=str(tmp_path / "stage2"), plan=""))
+    other = shapes_model_factory(tmp_path / "three", num_layers=3)  # another architecture: refused
+    with pytest.raises(ValueError, match="was made for"):
+        DmdRecipe(_cfg(tiny4, tmp_path, teacher=str(other), plan=str(plan)))
 
 
 def test_shared_prefix_well_guided_v_equals_unshared(tiny4, tmp_path):
@@ -243,7 +250,7 @@ def test_resume_restores_critic_exactly(tiny4, tmp_path):
     ("timesteps=[1000,0]", "must lie in"),
     ("beta1_min=3.5", "beta1_min <= beta1_max"),
     ("critic_steps=0", "critic_steps must be >= 1"),
-    ("plan=teacher", "has no plan.json"),
+    ("plan=", "carries no plan.json"),
 ])
 def test_distill_bad_input_one_line(tiny4, tmp_path, capsys, override, message):
     from fastlight.cli import main
@@ -281,3 +288,11 @@ def test_dmd_cost_benchmark_counts_block_evaluations(tiny4, tmp_path):
     assert fe["generator iteration, shared prefix"] == pytest.approx(3.0 + 2.5)
     assert fe["generator iteration, no sharing"] == pytest.approx(3.0 + 3.5)
     assert res["block_evals_saved"] == pytest.approx(1 - 5.5 / 6.5)
+
+
+def test_dmd2_is_step_only_and_refuses_a_plan(tiny4, tmp_path):
+    path, plan = tiny4
+    base = dict(out=str(tmp_path / "run"), teacher=str(path), batch_size=1, steps=1, cpu=True, threads=2)
+    assert DMD2[1](DMD2[0](**base)).drop_blocks == []
+    with pytest.raises(ValueError, match="step-only baseline"):
+        DMD2[1](DMD2[0](**base, plan=str(plan)))

@@ -21,10 +21,8 @@ SHAPE = (3, 8, 24, 24)  # the Shapes world in pixel space
 
 
 def write_sampler(model_dir, timesteps=(1000, 750, 500, 250)):
-    s = few_step_grid(timesteps)
-    (model_dir / "sampler.json").write_text(json.dumps(
-        {"sampler": "few_step", "timesteps": [float(t) for t in timesteps], "s_list": s, "cfg_scale": 1.0}))
-    return s
+    SamplerSpec.few_step(timesteps, guidance=1.0).save(model_dir)  # what DmdRecipe.save_output writes
+    return few_step_grid(timesteps)
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from fastlight.models.denoiser import Cond, Denoiser
-from fastlight.models.load import load_denoiser, model_fingerprint
+from fastlight.models.load import architecture, architecture_fingerprint, load_denoiser, model_fingerprint
 from fastlight.models.hunyuan import HunyuanDenoiser, tiny_hunyuan_config
-from fastlight.analyze.plans import read_plan, validate_plan
+from fastlight.analyze.plans import model_plan, read_plan, validate_plan
 from fastlight.prune import prune_command
 
 DELETE = object()  # a plan field to leave out
@@ -18,7 +18,8 @@ def depth_plan(den, drop, **over):
     before = den.num_params()
     after = den.num_params(drop)
     plan = {
-        "type": "depth", "fingerprint": model_fingerprint(den), "family": den.family, "prune_ratio": 0.3,
+        "format": 2, "type": "depth", "fingerprint": architecture_fingerprint(den), "architecture": architecture(den),
+        "family": den.family, "prune_ratio": 0.3,
         "achieved_ratio": 1 - after / before, "drop_blocks": drop,
         "keep_blocks": [i for i in range(den.num_blocks) if i not in drop],
         "num_params_before": before, "num_params_after": after,
@@ -33,7 +34,8 @@ def width_plan(den, keep_ffn, heads=None, **over):
     after = den.num_params() - den.num_blocks * (cfg.ffn_dim - len(keep_ffn)) * (2 * dim + 1)
     layers = {str(b): {"keep_heads": heads or list(range(cfg.num_attention_heads)), "keep_ffn": keep_ffn}
               for b in range(den.num_blocks)}
-    plan = {"type": "width", "fingerprint": model_fingerprint(den), "family": den.family, "prune_ratio": 0.1,
+    plan = {"format": 2, "type": "width", "fingerprint": architecture_fingerprint(den), "architecture": architecture(den),
+            "family": den.family, "prune_ratio": 0.1,
             "achieved_ratio": 1 - after / den.num_params(), "layers": layers,
             "num_params_before": den.num_params(), "num_params_after": after}
     plan.update(over)
@@ -66,6 +68,10 @@ def test_depth_manifest_meta_and_stock_load(src, tmp_path, capsys):
     assert m["num_params_before"] == den.num_params() and m["num_params_after"] == den.num_params([1])
     assert m["achieved_ratio"] == pytest.approx(1 - den.num_params([1]) / den.num_params())
     assert m["config_changes"] == {"num_layers": {"from": 2, "to": 1}}
+    # the folder carries the plan it was made with, in the source's numbering: it fits the source, not itself
+    assert model_plan(out, den).drop_blocks == (1,)
+    with pytest.raises(ValueError, match="num_layers=2 .* num_layers=1"):
+        model_plan(out, load_denoiser(out))
     meta = json.loads((out / "fastlight.json").read_text())
     assert meta["world"] == {"size": 24, "num_frames": 8} and meta["shift"] == 3.0
     assert meta["pruned_from"] == str(path) and meta["family"] == "wan"
@@ -129,7 +135,7 @@ def _err(excinfo):
         ({"drop_blocks": [], "keep_blocks": [0]}, r"'drop_blocks' \+ 'keep_blocks' must be the blocks 0\.\.1 exactly \(unassigned: \[1\]"),
         ({"keep_blocks": None}, r"'keep_blocks' must be a list of integer ids"),
         ({"keep_blocks": DELETE}, r"lacks \['keep_blocks'\]"),
-        ({"fingerprint": "0123456789abcdef"}, r"was made for another model"),
+        ({"fingerprint": "0123456789abcdef"}, r"was made for a WanTransformer3DModel of this config but another fingerprint \(architecture 0123456789abcdef"),
         ({"fingerprint": ""}, r"'fingerprint' must be a non-empty string"),
         ({"family": "hunyuan"}, r"is for a hunyuan model but this model is wan"),
         ({"family": "sd"}, r"'family' must be one of"),

@@ -115,3 +115,14 @@ def test_ablation_study_on_a_finished_run(tiny_run):
     assert SamplerSpec.load(out / "ablations" / "dmd2_3steps" / "model").levels == [1.0, 0.667, 0.333]
     md = (out / "ablations" / "ablations.md").read_text()
     assert md.count("\n| ") == 6 and "reproduces?" in md
+
+
+def test_stage2_alpha_comes_from_the_recipe_yaml_not_from_the_pipeline():
+    """alpha = 0.5 is a measured choice for the Shapes teacher: it lives in configs/shapes/fastlightgen.yaml;
+    the pipeline itself passes nothing, so another family gets the recipe's (the paper's) default."""
+    from fastlight.config import load_config
+    from fastlight.run.pipeline import Run, stage2_config
+
+    shapes = resolve(load_config(RunConfig, "configs/shapes/fastlightgen.yaml", []))
+    assert stage2_config(Run(shapes))[1].alpha == 0.5
+    assert stage2_config(Run(resolve(RunConfig(method="fastlightgen"))))[1].alpha == 1.0

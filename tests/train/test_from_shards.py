@@ -26,7 +26,7 @@ RECIPE_KW = {
     "icmd": dict(mca_warmup_steps=0, disc_channels=8),
     "align": dict(phase1_steps=2),
     "fastlightgen": dict(critic_steps=2, timesteps=[1000, 500], lr=1e-4, critic_lr=1e-4),
-    "dmd2": dict(critic_steps=2, timesteps=[1000, 500], lr=1e-4, critic_lr=1e-4, plan=""),
+    "dmd2": dict(critic_steps=2, timesteps=[1000, 500], lr=1e-4, critic_lr=1e-4, plan=""),  # step-only
 }
 
 
