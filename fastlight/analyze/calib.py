@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from fastlight.analyze.defaults import model_defaults
 from fastlight.data.source import build_source, stream_generator
 from fastlight.diffusion.flow import sample_s
+from fastlight.errors import DataError, InputError, MissingFileError, ModelError
 from fastlight.models.denoiser import Cond, Denoiser
 
 DEFAULT_SHIFT = 3.0
@@ -60,11 +61,11 @@ class CalibrationSet:
 
 def _check_counts(num_samples: int, batch_size: int, what: str) -> None:
     if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-        raise ValueError(f"calibration size must be an integer, got {num_samples!r}")
+        raise InputError(f"calibration size must be an integer, got {num_samples!r}")
     if num_samples < 1:
-        raise ValueError(f"calibration set is empty: {what} num_samples={num_samples}; pass --calib N with N >= 1 (e.g. 64)")
+        raise InputError(f"calibration set is empty: {what} num_samples={num_samples}; pass --calib N with N >= 1 (e.g. 64)")
     if batch_size < 1:
-        raise ValueError(f"calibration batch size must be >= 1, got {batch_size}")
+        raise InputError(f"calibration batch size must be >= 1, got {batch_size}")
 
 
 def _chunks(n: int, batch_size: int) -> list[int]:
@@ -97,8 +98,8 @@ def source_calibration(spec: dict | str, num_samples: int, seed: int = 0, batch_
     for k, n in enumerate(_chunks(num_samples, batch_size)):
         b = source.batch(k)
         if b["x0"].shape[0] < n:
-            raise ValueError(f"data source {spec!r} gave {b['x0'].shape[0]} samples for a batch of {n}; "
-                             f"give it batch_size {batch_size}")
+            raise DataError(f"data source {spec!r} gave {b['x0'].shape[0]} samples for a batch of {n}; "
+                            f"give it batch_size {batch_size}")
         idx = torch.arange(n)
         x0 = b["x0"][idx].float()  # (n, C, F, H, W)
         gen = stream_generator(seed, "calibration/noise", k)
@@ -127,15 +128,15 @@ def latent_calibration(
     """
     _check_counts(num_samples, batch_size, "latents")
     if x0.ndim != 5:
-        raise ValueError(f"calibration latents x0 must be (N, C, F, H, W), got shape {tuple(x0.shape)}")
+        raise DataError(f"calibration latents x0 must be (N, C, F, H, W), got shape {tuple(x0.shape)}")
     N = x0.shape[0]
     if N < 1:
-        raise ValueError("calibration set is empty: the latents file holds 0 samples")
+        raise DataError("calibration set is empty: the latents file holds 0 samples")
     if cond.batch_size != N:
-        raise ValueError(f"calibration cond has batch {cond.batch_size} but x0 has {N} latents")
+        raise DataError(f"calibration cond has batch {cond.batch_size} but x0 has {N} latents")
     if cond.image is not None and tuple(cond.image.shape) != (N, x0.shape[1], 1, *x0.shape[3:]):
-        raise ValueError(f"calibration image must be (N, C, 1, H, W) = {(N, x0.shape[1], 1, *x0.shape[3:])}, "
-                         f"got {tuple(cond.image.shape)}")
+        raise DataError(f"calibration image must be (N, C, 1, H, W) = {(N, x0.shape[1], 1, *x0.shape[3:])}, "
+                        f"got {tuple(cond.image.shape)}")
     gen = torch.Generator().manual_seed(seed)
     batches, start = [], 0
     for n in _chunks(num_samples, batch_size):
@@ -159,18 +160,18 @@ def load_latents(path, device: str | torch.device = "cpu") -> tuple[torch.Tensor
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"latents file {path} does not exist")
+        raise MissingFileError(f"latents file {path} does not exist")
     if path.suffix != ".safetensors":
-        raise ValueError(f"--latents {path} must be a .safetensors file with keys x0 (N,C,F,H,W) and text (N,L,D)")
+        raise DataError(f"--latents {path} must be a .safetensors file with keys x0 (N,C,F,H,W) and text (N,L,D)")
     tensors = load_file(str(path), device=str(device))
     missing = [k for k in ("x0", "text") if k not in tensors]
     if missing:
-        raise ValueError(f"latents file {path} lacks {missing}; it needs x0 (N,C,F,H,W) and text (N,L,D) "
-                         f"[, image (N,C,1,H,W), pooled, text_mask]; it has {sorted(tensors)}")
+        raise DataError(f"latents file {path} lacks {missing}; it needs x0 (N,C,F,H,W) and text (N,L,D) "
+                        f"[, image (N,C,1,H,W), pooled, text_mask]; it has {sorted(tensors)}")
     x0, txt = tensors.pop("x0"), tensors.pop("text")
     image = tensors.pop("image", None)
     if txt.ndim != 3 or txt.shape[0] != x0.shape[0]:
-        raise ValueError(f"latents file {path}: text must be (N, L, D) with N = {x0.shape[0]}, got {tuple(txt.shape)}")
+        raise DataError(f"latents file {path}: text must be (N, L, D) with N = {x0.shape[0]}, got {tuple(txt.shape)}")
     return x0, Cond(txt.float(), None if image is None else image.float(), tensors or None)
 
 
@@ -189,7 +190,7 @@ def model_calibration(model: Denoiser, num_samples: int, seed: int = 0, data: di
         return cal
     data = data if data is not None else model_defaults(model).get("data")
     if data is None:
-        raise ValueError(
+        raise ModelError(
             "this model folder names no calibration data (no 'data' in its fastlight.json, and no plug-in knows "
             "it): pass --data SOURCE (a data: spec, e.g. \"{_component_: latents, path: SHARDS}\") or --latents "
             "FILE.safetensors with keys x0 (N,C,F,H,W) VAE latents and text (N,L,D) text embeddings [, image "

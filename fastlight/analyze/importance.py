@@ -46,6 +46,7 @@ from fastlight.analyze.defaults import model_defaults
 from fastlight.analyze.io import atomic_savefig, atomic_write_json, check_fingerprint, read_json
 from fastlight.analyze.taylor import print_taylor, taylor_saliency, write_taylor
 from fastlight.diffusion.flow import add_noise, x0_from_v
+from fastlight.errors import DataError, InputError
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser, model_fingerprint, resolve_model_path
 from fastlight.plugins import component, registered
@@ -75,7 +76,7 @@ def denoising_error(x0_hat: torch.Tensor, x0_ref: torch.Tensor, has_image: bool)
     d = x0_hat.float() - x0_ref.float()  # (B, C, F, H, W)
     if has_image:
         if d.shape[2] < 2:
-            raise ValueError("TI2V calibration clips need at least 2 frames (the first one is the clean image)")
+            raise DataError("TI2V calibration clips need at least 2 frames (the first one is the clean image)")
         d = d[:, :, 1:]
     return d.pow(2).flatten(1).mean(1).double()  # (B,)
 
@@ -84,7 +85,7 @@ def _check_skip(model: Denoiser, skip: Iterable[int], what: str) -> frozenset[in
     skip = frozenset(int(i) for i in skip)
     bad = sorted(i for i in skip if not 0 <= i < model.num_blocks)
     if bad:
-        raise ValueError(f"{what} names block {bad[0]} but the model has blocks 0..{model.num_blocks - 1}")
+        raise InputError(f"{what} names block {bad[0]} but the model has blocks 0..{model.num_blocks - 1}")
     return skip
 
 
@@ -130,13 +131,13 @@ def elbo_importance(
     Returns rows sorted by block index: {index, kind, kind_index, params, score, stderr, rank}.
     """
     if reference not in REFERENCES:
-        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+        raise InputError(f"reference must be one of {REFERENCES}, got {reference!r}")
     if calib.num_samples < 1:
-        raise ValueError("calibration set is empty: it holds no samples")
+        raise InputError("calibration set is empty: it holds no samples")
     skip_base = _check_skip(model, skip_base, "skip_base")
     candidates = [b for b in model.blocks if b.index not in skip_base]
     if not candidates:
-        raise ValueError("every block is already skipped: nothing left to score")
+        raise InputError("every block is already skipped: nothing left to score")
     diffs: dict[int, list[torch.Tensor]] = {b.index: [] for b in candidates}
     bar = _bar(len(calib) * len(candidates), progress, f"ELBO importance ({reference})")
     try:
@@ -220,7 +221,7 @@ def rows_spearman(rows_a: list[dict], rows_b: list[dict]) -> float:
     sa, sb = {r["index"]: r["score"] for r in rows_a}, {r["index"]: r["score"] for r in rows_b}
     common = sorted(set(sa) & set(sb))
     if len(common) < 2:
-        raise ValueError(f"a rank correlation needs at least 2 blocks in common, got {len(common)}")
+        raise InputError(f"a rank correlation needs at least 2 blocks in common, got {len(common)}")
     a, b = [sa[i] for i in common], [sb[i] for i in common]
     if len(set(a)) < 2 or len(set(b)) < 2:
         return float("nan")
@@ -262,24 +263,24 @@ def write_importance(path: str | Path, model: Denoiser, rows: list[dict], meta: 
 
 def _validate_rows(rows, where: str, num_blocks: int | None) -> list[dict]:
     if not isinstance(rows, list) or not rows:
-        raise ValueError(f"{where}: 'blocks' must be a non-empty list; re-run fastlight analyze")
+        raise InputError(f"{where}: 'blocks' must be a non-empty list; re-run fastlight analyze")
     seen = set()
     for r in rows:
         if not isinstance(r, dict) or any(k not in r for k in ROW_KEYS):
-            raise ValueError(f"{where}: every block entry needs keys {list(ROW_KEYS)}; re-run fastlight analyze")
+            raise InputError(f"{where}: every block entry needs keys {list(ROW_KEYS)}; re-run fastlight analyze")
         i = r["index"]
         if not isinstance(i, int) or isinstance(i, bool) or i < 0 or i in seen:
-            raise ValueError(f"{where}: block index {i!r} is not a new non-negative integer")
+            raise InputError(f"{where}: block index {i!r} is not a new non-negative integer")
         if num_blocks is not None and i >= num_blocks:
-            raise ValueError(f"{where} names block {i} but the model has blocks 0..{num_blocks - 1}")
+            raise InputError(f"{where} names block {i} but the model has blocks 0..{num_blocks - 1}")
         if not isinstance(r["score"], (int, float)) or isinstance(r["score"], bool) or not math.isfinite(r["score"]):
-            raise ValueError(f"{where}: block {i} has no finite score ({r['score']!r})")
+            raise InputError(f"{where}: block {i} has no finite score ({r['score']!r})")
         seen.add(i)
         if r["stderr"] is None:
             r["stderr"] = float("nan")
     ranks = [r["rank"] for r in rows]
     if any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in ranks) or len(set(ranks)) != len(ranks):
-        raise ValueError(f"{where}: ranks must be distinct non-negative integers (0 = most important), got {ranks}")
+        raise InputError(f"{where}: ranks must be distinct non-negative integers (0 = most important), got {ranks}")
     return rows
 
 
@@ -289,7 +290,7 @@ def read_importance(path: str | Path, model: Denoiser | None = None) -> dict:
     doc = read_json(path, "importance")
     for key in ("fingerprint", "family", "method", "blocks"):
         if key not in doc:
-            raise ValueError(f"importance file {path} lacks '{key}'; re-run fastlight analyze")
+            raise InputError(f"importance file {path} lacks '{key}'; re-run fastlight analyze")
     if model is not None:
         check_fingerprint(doc, model, f"importance file {path}")
     n = None if model is None else model.num_blocks
@@ -298,7 +299,7 @@ def read_importance(path: str | Path, model: Denoiser | None = None) -> dict:
         kinds = {b.index: b.kind for b in model.blocks}
         for r in doc["blocks"]:
             if r["kind"] != kinds[r["index"]]:
-                raise ValueError(f"importance file {path}: block {r['index']} is {r['kind']!r} there but "
+                raise InputError(f"importance file {path}: block {r['index']} is {r['kind']!r} there but "
                                  f"{kinds[r['index']]!r} in the model; re-run fastlight analyze")
     for key, v in doc.items():
         if key != "blocks" and isinstance(v, dict) and "blocks" in v:
@@ -316,7 +317,7 @@ def importance_rows(doc: dict, reference: str | None = None) -> list[dict]:
     if reference == "iterative" and "iterative" in doc:
         return doc["iterative"]["blocks"]
     hint = " --iterative" if reference == "iterative" else ""
-    raise ValueError(f"this importance file has no {reference!r} scores (it has {doc.get('reference')!r}); "
+    raise InputError(f"this importance file has no {reference!r} scores (it has {doc.get('reference')!r}); "
                      f"run fastlight analyze{hint}")
 
 
@@ -375,7 +376,7 @@ def _parse_methods(methods) -> tuple[str, ...]:
     methods = tuple(dict.fromkeys(methods))
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise ValueError(f"--methods must be a comma list of {', '.join(METHODS)}; got {list(methods)}")
+        raise InputError(f"--methods must be a comma list of {', '.join(METHODS)}; got {list(methods)}")
     return methods
 
 
@@ -390,7 +391,7 @@ def _metric_name(model: Denoiser, metric: str | None) -> str:
     name = metric or model_defaults(model).get("metric")
     if name is None:
         known = ", ".join(sorted(registered("fastlight.metrics"))) or "none"
-        raise ValueError("--methods metric needs a video metric and this model folder names none ('metric' in its "
+        raise InputError("--methods metric needs a video metric and this model folder names none ('metric' in its "
                          f"fastlight.json, or a plug-in): pass --metric NAME (registered: {known}; or module:attr), "
                          "or call fastlight.analyze.importance.metric_drop_importance with your own metric_fn")
     return name

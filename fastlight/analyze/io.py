@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from fastlight import fileio
+from fastlight.errors import InputError, MissingFileError
 from fastlight.models.load import model_fingerprint
 
 
@@ -29,13 +30,13 @@ def atomic_write_json(path: str | Path, obj) -> Path:
 def read_json(path: str | Path, what: str) -> dict:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{what} file {path} does not exist")
+        raise MissingFileError(f"{what} file {path} does not exist")
     try:
         obj = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{what} file {path} is not valid JSON ({e}); re-run fastlight analyze") from None
+        raise InputError(f"{what} file {path} is not valid JSON ({e}); re-run fastlight analyze") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{what} file {path} must hold a JSON object")
+        raise InputError(f"{what} file {path} must hold a JSON object")
     return obj
 
 
@@ -57,4 +58,4 @@ def check_fingerprint(doc: dict, model, what: str, rerun: str = "re-run fastligh
     """Refuse an analysis file computed on another model than `model` (its weights: one-line ValueError)."""
     fp = model_fingerprint(model)
     if doc["fingerprint"] != fp:
-        raise ValueError(f"{what} was {made} another model (fingerprint {doc['fingerprint']}, this model {fp}); {rerun}")
+        raise InputError(f"{what} was {made} another model (fingerprint {doc['fingerprint']}, this model {fp}); {rerun}")

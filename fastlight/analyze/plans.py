@@ -51,7 +51,7 @@ import torch
 from fastlight.analyze.importance import importance_rows, read_importance
 from fastlight.analyze.io import atomic_write_json
 from fastlight.analyze.taylor import read_taylor, width_layout
-from fastlight.errors import PlanError
+from fastlight.errors import MissingFileError, PlanError
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import (architecture, architecture_fingerprint, load_denoiser, model_fingerprint,
                                    resolve_model_path)
@@ -459,7 +459,7 @@ def read_plan(path: str | Path, model: Denoiser | None = None) -> Plan:
     anything else wrong a one-line PlanError (a ValueError)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"plan file {path} does not exist; make one with fastlight plan")
+        raise MissingFileError(f"plan file {path} does not exist; make one with fastlight plan")
     if path.is_dir():
         if not (path / PLAN_FILE).is_file():
             raise PlanError(f"plan {path} is a folder; pass the plan JSON file (e.g. {path / PLAN_FILE}) or a model "

@@ -52,6 +52,7 @@ from torch import nn
 from fastlight.analyze.calib import CalibrationSet
 from fastlight.analyze.io import atomic_write_json, check_fingerprint, read_json
 from fastlight.diffusion.flow import add_noise
+from fastlight.errors import InputError, ModelError
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import model_fingerprint
 
@@ -104,7 +105,7 @@ def _per_head_norms(attn: nn.Module, inner: int) -> list[nn.Module]:
 
 def _heads(attn: nn.Module) -> tuple[int, int]:
     if getattr(attn, "to_q", None) is None:
-        raise ValueError("width analysis needs unfused q/k/v projections (call unfuse_qkv_projections first)")
+        raise ModelError("width analysis needs unfused q/k/v projections (call unfuse_qkv_projections first)")
     H = int(attn.heads)
     return H, attn.to_q.out_features // H
 
@@ -114,7 +115,7 @@ def width_layout(model: Denoiser, index: int) -> WidthLayout:
     (`width_modules`, fastlight/models/wan.py and hunyuan.py)."""
     where = getattr(model, "width_modules", None)
     if where is None:
-        raise ValueError(f"width analysis needs to know where the heads and FFN units of a {type(model).__name__} "
+        raise ModelError(f"width analysis needs to know where the heads and FFN units of a {type(model).__name__} "
                          "live; its adapter has no width_modules (fastlight/models/)")
     m = where(index)
     H, dh = _heads(m["attentions"][0])
@@ -246,9 +247,9 @@ def taylor_saliency(model: Denoiser, calib: CalibrationSet, accumulate: str = "g
     "ffn_out": (ffn_dim,)}} float64 CPU tensors (module docstring for what each means).
     """
     if accumulate not in ("gram", "direct"):
-        raise ValueError(f"accumulate must be 'gram' or 'direct', got {accumulate!r}")
+        raise InputError(f"accumulate must be 'gram' or 'direct', got {accumulate!r}")
     if calib.num_samples < 1:
-        raise ValueError("calibration set is empty: it holds no samples")
+        raise InputError("calibration set is empty: it holds no samples")
     p = next(model.parameters())
     stats = {b.index: _BlockStats(width_layout(model, b.index), accumulate, p.device) for b in model.blocks}
     handles = [h for st in stats.values() for h in st.hooks()]
@@ -293,20 +294,20 @@ def read_taylor(path: str | Path, model: Denoiser | None = None) -> dict[int, di
     a file computed on another model and check the sizes."""
     doc = read_json(path, "Taylor saliency")
     if doc.get("method") != "taylor" or not isinstance(doc.get("blocks"), list) or "fingerprint" not in doc:
-        raise ValueError(f"{path} is not a taylor.json (method 'taylor' with 'blocks'); run fastlight analyze --methods taylor")
+        raise InputError(f"{path} is not a taylor.json (method 'taylor' with 'blocks'); run fastlight analyze --methods taylor")
     if model is not None:
         check_fingerprint(doc, model, f"Taylor file {path}")
     out = {}
     for r in doc["blocks"]:
         i = r.get("index")
         if not isinstance(i, int) or "heads" not in r or "ffn" not in r:
-            raise ValueError(f"Taylor file {path}: each block needs index, heads and ffn")
+            raise InputError(f"Taylor file {path}: each block needs index, heads and ffn")
         if model is not None:
             if not 0 <= i < model.num_blocks:
-                raise ValueError(f"Taylor file {path} names block {i} but the model has blocks 0..{model.num_blocks - 1}")
+                raise InputError(f"Taylor file {path} names block {i} but the model has blocks 0..{model.num_blocks - 1}")
             L = width_layout(model, i)
             if len(r["heads"]) != L.num_heads or len(r["ffn"]) != L.ffn_dim:
-                raise ValueError(f"Taylor file {path}: block {i} has {len(r['heads'])} heads / {len(r['ffn'])} FFN units, "
+                raise InputError(f"Taylor file {path}: block {i} has {len(r['heads'])} heads / {len(r['ffn'])} FFN units, "
                                  f"the model {L.num_heads} / {L.ffn_dim}; re-run fastlight analyze")
         out[i] = {k: torch.tensor(r[k], dtype=torch.float64) for k in SCORE_KEYS if k in r}
     return out
