@@ -2,7 +2,11 @@
 custom-input naming (``<stem>.mp4``, GIFs re-encoded), runs its dimensions (temporal flickering on
 the videos its RAFT static filter keeps, the I2V ones through VBench-I2V) and maps the results back
 to this package's layout, every dimension labelled ``exact``. Without the package a one-line
-`VBenchUnavailable` says how to install it."""
+`VBenchUnavailable` says how to install it.
+
+Not run here: this project's tests exercise the adapter against a stand-in of the ``vbench`` module
+(no package, no weights on the test machine), never the real package, so every result it returns
+carries ``"status": NOT_RUN_HERE`` and `fastlight vbench --backend vbench` prints it."""
 from __future__ import annotations
 
 import importlib
@@ -22,6 +26,10 @@ INSTALL_HINT = ("backend 'vbench' needs the official VBench package and its weig
                 "or use backend='builtin'")
 I2V_HINT = ("i2v dimensions need VBench-I2V (vbench2_beta_i2v, not in the pip package): clone "
             "github.com/Vchitect/VBench and add it to PYTHONPATH")
+
+
+NOT_RUN_HERE = ("not run here: the official-VBench adapter is tested only against a stand-in of the vbench "
+                "package; no test of this project has run the real package and its weights")
 
 
 class VBenchUnavailable(ImportError):
@@ -59,7 +67,7 @@ def layout_for_vbench(files: list[Path], fpss: list[float], dest: Path) -> list[
             except OSError:
                 shutil.copy2(p, target)
         else:
-            write_video(target, read_video(p), fps=int(round(f or 8.0)))
+            write_video(target, read_video(p), fps=max(1, int(round(f))))
         out.append(target)
     return out
 
@@ -87,7 +95,8 @@ class _Results:
         self.out[dim] = self.entry(None if score is None else float(score), per)
 
     def entry(self, score: float | None, per_video: list) -> dict:
-        return {"score": score, "kind": "exact", "per_video": per_video, "num_videos": self.n, "backend": "vbench"}
+        return {"score": score, "kind": "exact", "per_video": per_video, "num_videos": self.n, "backend": "vbench",
+                "status": NOT_RUN_HERE}
 
 
 def _run_vbench(vbench, device, videos_dir: Path, work: Path, name: str, dims: list[str]) -> dict:
