@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from PIL import Image, ImageSequence
+from tqdm.auto import tqdm
 
 from fastlight.fileio import atomic_write_bytes
 
@@ -162,11 +163,12 @@ def video_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def read_videos(files: list[Path]) -> tuple[list[np.ndarray | None], dict[str, str]]:
+def read_videos(files: list[Path], progress: bool = False) -> tuple[list[np.ndarray | None], dict[str, str]]:
     """Each file's frames (None where it cannot be read) and {file name: why} for those; a one-line
-    ValueError naming every file when none can be read (a folder of broken files is not a result)."""
+    ValueError naming every file when none can be read (a folder of broken files is not a result).
+    progress: a bar on a terminal (none when stderr is not one)."""
     frames, unreadable = [], {}
-    for p in files:
+    for p in tqdm(files, desc="reading videos", unit="video", leave=False, disable=None if progress else True):
         try:
             frames.append(read_video(p))
         except ValueError as e:

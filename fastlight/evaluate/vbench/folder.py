@@ -11,8 +11,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from fastlight.data.video import IMAGE_EXTS, read_image_array, read_videos, video_files, video_fps
 from fastlight.evaluate.vbench.dimensions import check_dims
 from fastlight.evaluate.vbench.official import NOT_RUN_HERE, evaluate_with_vbench
@@ -87,7 +85,7 @@ def evaluate_folder(folder, images=None, fps: float | None = None, dims=None, ba
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (use 'builtin' or 'vbench')")
     fps_all, assumed = resolve_fps(files, fps)
-    frames, unreadable = read_videos(list(tqdm(files, desc="reading videos", unit="video", disable=not progress)))
+    frames, unreadable = read_videos(files, progress=progress)
     keep = [i for i, f in enumerate(frames) if f is not None]
     if unreadable:
         print(f"vbench: skipped {len(unreadable)} unreadable/empty video(s): {', '.join(unreadable)}", file=sys.stderr)
