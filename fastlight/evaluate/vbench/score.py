@@ -95,7 +95,7 @@ def score_videos(videos: list[np.ndarray], images: list[np.ndarray] | None = Non
 
     per: dict[str, list] = {d: [] for d in dims}
     pair_sums: dict[str, list] = {d: [] for d in dims}
-    for i in tqdm(range(n), desc="vbench dims", unit="video", disable=not progress):
+    for i in tqdm(range(n), desc="vbench dims", unit="video", disable=None if progress else True):
         for d in dims:
             if d in _CONSISTENCY_FEATURES:
                 total, pairs = consistency_sum([_CONSISTENCY_FEATURES[d](f) for f in vids[i]])
