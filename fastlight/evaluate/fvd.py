@@ -118,7 +118,10 @@ def frechet_distance_features(features_a, features_b) -> float:
 
 # ---- I3D ------------------------------------------------------------------------------------------
 def load_i3d(path: str | Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
-    """Load the user-supplied StyleGAN-V I3D TorchScript file (map_location cpu, then `device`)."""
+    """Load the user-supplied StyleGAN-V I3D TorchScript file (map_location cpu, then `device`).
+
+    Trusted input: a TorchScript archive is code that runs here (module doc); only `torch.jit.load`
+    is tried, so a pickle (`torch.save`) is refused, never unpickled."""
     if path is None:
         raise FileNotFoundError(f"no I3D detector given: {I3D_HELP}")
     p = Path(path)
