@@ -122,6 +122,9 @@ def _vbench(a):
             on = f" (on the {scored} of {res[d]['num_videos']} video(s) the static filter kept)" \
                 if scored is not None and res[d].get("static_filter") else ""
             print(f"{d:24s} {res[d]['kind']:6s} {'n/a' if s is None else f'{s:.4f}'}{on}")
+    for d in DIMENSIONS:
+        if res.get(d, {}).get("missing"):
+            print(f"{d}: {res['backend']} returned no per-video result for {', '.join(res[d]['missing'])}")
     print(f"scored {len(res['videos'])} video(s) of {len(res['videos']) + res['num_skipped']}")
     if res["num_skipped"]:
         print(f"skipped {res['num_skipped']}: {', '.join(res['skipped'])}")

@@ -290,6 +290,7 @@ def test_vbench_backend_lays_out_custom_input_and_maps_results(video_folder, mon
     assert calls == [(["a_moving.mp4", "b_still.mp4"], ["dynamic_degree", "subject_consistency"], "custom_input")]
     assert res["backend"] == "vbench" and res["num_skipped"] == 2
     assert res["subject_consistency"] == {"score": 0.75, "kind": "exact", "per_video": [0.5, 1.0],
-                                          "num_videos": 2, "backend": "vbench", "status": vb.NOT_RUN_HERE}
+                                          "num_videos": 2, "backend": "vbench", "status": vb.NOT_RUN_HERE,
+                                          "missing": []}
     assert res["status"].startswith("not run here")
     assert res["dynamic_degree"]["per_video"] == [True, True]

@@ -108,7 +108,10 @@ def test_official_backend_says_not_run_here(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "vbench", fake)
     out = tmp_path / "res.json"
     assert main(["vbench", str(d), "--backend", "vbench", "--dims", "subject_consistency", "--out", str(out)]) == 0
-    first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith("backend vbench: not run here")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("backend vbench: not run here")
+    # the stand-in returned no per-video results: said, not filled in
+    assert "subject_consistency: vbench returned no per-video result for 0.mp4, 1.mp4" in lines
     doc = json.loads(out.read_text())
+    assert doc["subject_consistency"]["missing"] == ["0.mp4", "1.mp4"]
     assert doc["status"] == vb.NOT_RUN_HERE and doc["subject_consistency"]["status"] == vb.NOT_RUN_HERE

@@ -6,7 +6,8 @@ to this package's layout, every dimension labelled ``exact``. Without the packag
 
 Not run here: this project's tests exercise the adapter against a stand-in of the ``vbench`` module
 (no package, no weights on the test machine), never the real package, so every result it returns
-carries ``"status": NOT_RUN_HERE`` and `fastlight vbench --backend vbench` prints it."""
+carries ``"status": NOT_RUN_HERE`` and `fastlight vbench --backend vbench` prints it. A video VBench
+returns no per-video result for is named under the dimension's ``"missing"`` (its per_video is None)."""
 from __future__ import annotations
 
 import importlib
@@ -77,6 +78,7 @@ class _Results:
 
     def __init__(self, laid: list[Path]):
         self.n = len(laid)
+        self.names = [p.name for p in laid]
         self.by_path: dict[str, int] = {}
         for i, p in enumerate(laid):
             self.by_path.update({str(p): i, str(p.resolve()): i, p.stem: i})
@@ -85,14 +87,17 @@ class _Results:
     def collect(self, dim: str, result) -> None:
         """result = VBench's [score, [{"video_path", "video_results"}, ...]] of one dimension."""
         score, video_results = result[0], result[1] if len(result) > 1 else []
-        per = [None] * self.n
+        per, found = [None] * self.n, set()
         for r in video_results or []:
             key = str(r.get("video_path", ""))
             i = self.by_path.get(key, self.by_path.get(Path(key).stem))
             if i is not None:
+                found.add(i)
                 v = r.get("video_results")
                 per[i] = bool(v) if dim == "dynamic_degree" else (None if v is None else float(v))
         self.out[dim] = self.entry(None if score is None else float(score), per)
+        if dim != "temporal_flickering":  # flickering is only asked for the static videos
+            self.out[dim]["missing"] = [self.names[i] for i in range(self.n) if i not in found]
 
     def entry(self, score: float | None, per_video: list) -> dict:
         return {"score": score, "kind": "exact", "per_video": per_video, "num_videos": self.n, "backend": "vbench",
