@@ -124,30 +124,74 @@ def _vbench(a):
     if not a.folder:
         raise InputError("give a folder of videos (or --validate)")
     try:
-        res = evaluate_folder(a.folder, images=a.images, fps=a.fps, dims=a.dims, backend=a.backend, out_json=a.out)
+        res = evaluate_folder(a.folder, images=a.images, fps=a.fps, dims=a.dims, backend=a.backend, out_json=a.out,
+                              static_filter=not a.no_static_filter)
     except VBenchUnavailable as e:  # a missing optional package is bad input here, not a bug
         raise InputError(str(e)) from None
+    if "status" in res:
+        print(f"backend {res['backend']}: {res['status']}")
     for d in DIMENSIONS:
         if d in res:
             s = res[d]["score"]
-            print(f"{d:24s} {res[d]['kind']:6s} {'n/a' if s is None else f'{s:.4f}'}")
+            scored = res[d].get("num_scored")
+            on = f" (on the {scored} of {res[d]['num_videos']} video(s) the static filter kept)" \
+                if scored is not None and res[d].get("static_filter") else ""
+            print(f"{d:24s} {res[d]['kind']:6s} {'n/a' if s is None else f'{s:.4f}'}{on}")
+    for d in DIMENSIONS:
+        if res.get(d, {}).get("missing"):
+            print(f"{d}: {res['backend']} returned no per-video result for {', '.join(res[d]['missing'])}")
+    print(f"scored {len(res['videos'])} video(s) of {len(res['videos']) + res['num_skipped']}")
     if res["num_skipped"]:
         print(f"skipped {res['num_skipped']}: {', '.join(res['skipped'])}")
+        for name, why in res["unreadable"].items():
+            print(f"  {name}: {why}")
+    if res["fps_assumed"]:
+        print(f"fps assumed {res['assumed_fps']:g} (the file gives none; only dynamic_degree uses it; set it with "
+              f"--fps) for {len(res['fps_assumed'])}: {', '.join(res['fps_assumed'])}")
 
 
 def _vbench_parser(sub) -> None:
     s = sub.add_parser("vbench", help="VBench-style dimensions (weight-free, exact/proxy labelled) on a folder of videos")
     s.add_argument("folder", nargs="?", help="folder of *.mp4 / *.gif videos")
     s.add_argument("--images", default=None,
-                   help="folder of conditioning images (I2V dims), matched by stem or sorted order")
-    s.add_argument("--fps", type=float, default=None, help="override each video's fps (default: the file's, else 8)")
+                   help="folder of conditioning images (I2V dims), one per video with its name (a.png for a.mp4)")
+    s.add_argument("--fps", type=float, default=None,
+                   help="every video's fps (default: the file's; where it gives none, 8 is used and the video named)")
     s.add_argument("--dims", default=None,
                    help="comma-separated subset of the dimensions (default: all; the i2v_* ones need --images)")
     s.add_argument("--backend", default="builtin", choices=["builtin", "vbench"],
-                   help="builtin (weight-free) or vbench (the official package and its weights)")
+                   help="builtin (weight-free) or vbench (the official package and its weights; not run here)")
+    s.add_argument("--no-static-filter", action="store_true",
+                   help="score temporal_flickering on every video (exact formula) instead of the static ones "
+                        "picked by the OpenCV-flow static filter (proxy)")
     s.add_argument("--out", default=None, help="write the results JSON here")
     s.add_argument("--validate", action="store_true", help="print the synthetic-video validation table")
     s.set_defaults(fn=_vbench)
+
+
+def _fvd(a):
+    from fastlight.evaluate.fvd import fvd_folders
+
+    res = fvd_folders(a.real, a.generated, a.detector, batch_size=a.batch_size, device=a.device, out_json=a.out)
+    print(f"FVD_{res['num_frames']} {res['fvd']:.4f} ({res['num_real']} real vs {res['num_generated']} generated "
+          f"video(s); detector {res['detector']}, sha256 {res['detector_sha256'][:12]})")
+    print(f"detector status: {res['status']}")
+    for side in ("real", "generated"):
+        for name, why in res["unreadable"][side].items():
+            print(f"skipped {side} {name}: {why}")
+
+
+def _fvd_parser(sub) -> None:
+    s = sub.add_parser("fvd", help="Frechet video distance of two folders of videos with a detector you supply")
+    s.add_argument("real", help="folder of reference *.mp4 / *.gif videos")
+    s.add_argument("generated", help="folder of generated *.mp4 / *.gif videos")
+    s.add_argument("--detector", required=True,
+                   help="TorchScript feature network, e.g. StyleGAN-V's i3d_torchscript.pt; trusted input: it is "
+                        "code that runs here, load only a file you chose")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", default=None, help="write the result JSON here")
+    s.set_defaults(fn=_fvd)
 
 
 def _report(a):
@@ -286,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_evaluate)
 
     _vbench_parser(sub)
+    _fvd_parser(sub)
     _report_parser(sub)
 
     s = sub.add_parser("preprocess", help="real videos -> VAE latents + text embeddings in safetensors shards")

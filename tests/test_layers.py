@@ -13,6 +13,24 @@ KNOWN_PLUGIN_IMPORTS = {
 }
 
 
+# the layers from the bottom up (DESIGN.md section 3): a module imports only its own layer and lower
+# ones. The Shapes plug-in sits above every generic layer it builds on and below the commands that pick it.
+LAYERS = [
+    {"fileio", "config", "plugins", "errors"},
+    {"models"},
+    {"diffusion"},
+    {"data"},
+    {"analyze", "prune"},
+    {"train", "distill"},
+    {"evaluate"},
+    {"export", "decoder"},
+    {"report"},
+    {"shapes"},
+    {"run", "cli", "sample", "info", "commands", "__main__"},
+]
+RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+
 def module_name(path: Path) -> str:
     rel = path.relative_to(ROOT.parent).with_suffix("")
     parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
@@ -47,6 +65,21 @@ def test_generic_packages_never_import_a_plugin():
             if hits:
                 bad[mod] = hits
     assert bad == KNOWN_PLUGIN_IMPORTS
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_every_module_belongs_to_a_layer():
+    assert sorted({layer_of(m) for m in graph()} - set(RANK) - {""}) == []
+
+
+def test_no_upward_import():
+    up = sorted(f"{m} -> {d}" for m, deps in graph().items() for d in deps
+                if layer_of(m) in RANK and layer_of(d) in RANK and RANK[layer_of(d)] > RANK[layer_of(m)])
+    assert up == []
 
 
 def test_no_import_cycle():

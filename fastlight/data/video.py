@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from PIL import Image, ImageSequence
+from tqdm.auto import tqdm
 
 from fastlight.errors import DataError, MissingFileError
 from fastlight.fileio import atomic_write_bytes
@@ -149,3 +150,33 @@ def grid(videos: torch.Tensor, ncols: int, pad: int = 1) -> torch.Tensor:
         r, c = divmod(i, ncols)
         out[:, :, r * (H + pad): r * (H + pad) + H, c * (W + pad): c * (W + pad) + W] = videos[i]
     return out
+
+
+def video_files(folder: str | Path) -> list[Path]:
+    """The *.mp4 / *.gif files of `folder`, sorted by name; a one-line ValueError when it is not a
+    folder or holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"not a folder of videos: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTS)
+    if not files:
+        raise DataError(f"no .mp4/.gif videos in {folder}")
+    return files
+
+
+def read_videos(files: list[Path], progress: bool = False) -> tuple[list[np.ndarray | None], dict[str, str]]:
+    """Each file's frames (None where it cannot be read) and {file name: why} for those; a one-line
+    ValueError naming every file when none can be read (a folder of broken files is not a result).
+    progress: a bar on a terminal (none when stderr is not one)."""
+    frames, unreadable = [], {}
+    for p in tqdm(files, desc="reading videos", unit="video", leave=False, disable=None if progress else True):
+        try:
+            frames.append(read_video(p))
+        except ValueError as e:
+            frames.append(None)
+            unreadable[p.name] = str(e)
+    if files and len(unreadable) == len(files):
+        names = ", ".join(unreadable)
+        raise DataError(f"none of the {len(files)} video(s) in {files[0].parent} can be read ({names}); "
+                        "pass a folder of MP4 or GIF files")
+    return frames, unreadable

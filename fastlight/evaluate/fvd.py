@@ -24,12 +24,26 @@ PyTorch port was checked against the original TensorFlow FVD):
     with `rescale=False, resize=False` (our own resize replaces its internal one);
   * feature statistics (mean, covariance with N - 1) in float64.
 
+**The detector is trusted input.** `load_i3d` runs `torch.jit.load` on the file the user names: a
+TorchScript archive is code (its graph runs here), so load only a file you chose, e.g. the StyleGAN-V
+one above. Nothing else is accepted (a `torch.save` pickle is refused, never unpickled); a
+safetensors file would need an I3D architecture in this project, which it does not have.
+
+**Not run here.** No test of this project has run the real StyleGAN-V I3D (no weights on the test
+machine): the tests run `fastlight fvd` end to end with a small scripted stand-in detector. Every
+result of `fvd_folders` says so (`NOT_RUN_HERE`) until a test runs the real detector.
+
+`fastlight fvd REAL_DIR GENERATED_DIR --detector i3d_torchscript.pt [--out fvd.json]`
+(`fvd_folders`): every readable *.mp4 / *.gif of each folder, unreadable ones named and skipped,
+a folder with fewer than 2 readable videos an error.
+
 Video inputs (`fvd`, `preprocess`): a float torch tensor (N, 3, F, H, W) in [-1, 1] (the
 project's layout), or uint8 frames (N, F, H, W, 3) as a numpy array / torch tensor / list of
 (F, H, W, 3) arrays (what `fastlight.data.video.read_video` returns).
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import warnings
@@ -42,7 +56,9 @@ import torch.nn.functional as F
 from scipy import linalg
 from tqdm.auto import tqdm
 
+from fastlight.data.video import read_videos, video_files
 from fastlight.errors import DataError, InputError, MissingFileError
+from fastlight.fileio import atomic_write_json
 
 FVD_NUM_FRAMES = 16
 FVD_RESOLUTION = 224
@@ -52,6 +68,8 @@ I3D_HELP = (
     f"TorchScript by the StyleGAN-V authors, github.com/universome/stylegan-v; download: {I3D_URL}) "
     "and pass its path"
 )
+NOT_RUN_HERE = ("not run here: no test of this project has run the StyleGAN-V I3D; the command is tested end to "
+                "end with a stand-in detector, so this number is as good as the detector you supplied")
 
 
 # ---- Frechet distance -------------------------------------------------------------------------
@@ -101,7 +119,10 @@ def frechet_distance_features(features_a, features_b) -> float:
 
 # ---- I3D ------------------------------------------------------------------------------------------
 def load_i3d(path: str | Path, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
-    """Load the user-supplied StyleGAN-V I3D TorchScript file (map_location cpu, then `device`)."""
+    """Load the user-supplied StyleGAN-V I3D TorchScript file (map_location cpu, then `device`).
+
+    Trusted input: a TorchScript archive is code that runs here (module doc); only `torch.jit.load`
+    is tried, so a pickle (`torch.save`) is refused, never unpickled."""
     if path is None:
         raise MissingFileError(f"no I3D detector given: {I3D_HELP}")
     p = Path(path)
@@ -188,7 +209,15 @@ def i3d_features(videos, detector, batch_size: int = 16, device: str | torch.dev
     with torch.no_grad():
         for i in starts:
             x = torch.stack([_resize_crop(_fit_frames(v, num_frames), resolution) * 2 - 1 for v in units[i:i + batch_size]])
-            y = detector(x.to(device), **kwargs)
+            try:
+                y = detector(x.to(device), **kwargs)
+            except RuntimeError as e:  # the user's detector refused the clip: say what it was given
+                reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+                raise InputError(f"the detector failed on a {tuple(x.shape)} batch in [-1, 1] ({reason}); "
+                                 f"{I3D_HELP}") from None
+            if not isinstance(y, torch.Tensor) or y.ndim < 2 or y.shape[0] != x.shape[0]:
+                raise InputError(f"the detector returned {type(y).__name__} {tuple(getattr(y, 'shape', ()))}, not "
+                                 f"one feature vector per video ({x.shape[0]}, D); {I3D_HELP}")
             feats.append(y.detach().reshape(y.shape[0], -1).double().cpu().numpy())
     return np.concatenate(feats)
 
@@ -202,7 +231,49 @@ def fvd(videos_a, videos_b, i3d_path: str | Path, batch_size: int = 16, device: 
     return frechet_distance_features(fa, fb)
 
 
+def _readable(folder, side: str) -> tuple[list[np.ndarray], dict[str, str]]:
+    frames, unreadable = read_videos(video_files(folder))
+    kept = [f for f in frames if f is not None]
+    if len(kept) < 2:
+        raise DataError(f"{side} folder {folder}: {len(kept)} readable video(s), FVD needs at least 2 per side")
+    return kept, unreadable
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fvd_folders(real_dir, generated_dir, detector_path, batch_size: int = 16, device: str | torch.device = "cpu",
+                out_json=None) -> dict:
+    """`fastlight fvd`: FVD_16 between the videos of two folders with the user's TorchScript detector.
+
+    Returns {"fvd", "num_real", "num_generated", "num_frames", "resolution", "detector", "detector_sha256",
+    "unreadable": {"real": {name: why}, "generated": {...}}, "status": NOT_RUN_HERE}; written atomically
+    to out_json when given (nothing is written when anything fails)."""
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size} must be >= 1")
+    real, bad_real = _readable(real_dir, "real")
+    gen, bad_gen = _readable(generated_dir, "generated")
+    detector = load_i3d(detector_path, device)
+    fa = i3d_features(real, detector, batch_size, device)
+    fb = i3d_features(gen, detector, batch_size, device)
+    if not (np.isfinite(fa).all() and np.isfinite(fb).all()):
+        raise InputError(f"the detector {detector_path} returned non-finite features; {I3D_HELP}")
+    res = {"fvd": frechet_distance_features(fa, fb), "num_real": len(real), "num_generated": len(gen),
+           "num_frames": FVD_NUM_FRAMES, "resolution": FVD_RESOLUTION, "feature_dim": int(fa.shape[1]),
+           "real": str(real_dir), "generated": str(generated_dir), "detector": str(detector_path),
+           "detector_sha256": _sha256(Path(detector_path)), "unreadable": {"real": bad_real, "generated": bad_gen},
+           "status": NOT_RUN_HERE}
+    if out_json:
+        atomic_write_json(out_json, res)
+    return res
+
+
 __all__: Sequence[str] = (
-    "FVD_NUM_FRAMES", "FVD_RESOLUTION", "I3D_URL", "feature_stats", "frechet_distance",
-    "frechet_distance_features", "load_i3d", "preprocess", "i3d_features", "fvd",
+    "FVD_NUM_FRAMES", "FVD_RESOLUTION", "I3D_URL", "NOT_RUN_HERE", "feature_stats", "frechet_distance",
+    "frechet_distance_features", "load_i3d", "preprocess", "i3d_features", "fvd", "fvd_folders",
 )

@@ -8,6 +8,15 @@ What it reads (recursively under RUN_DIR, hidden files and the report's own fold
     same model path with the same sampler, steps, CFG and skipped blocks;
   * ``importance.json`` / ``importance.png`` (``fastlight analyze``).
 
+Every JSON file it could not use as what its name says is named under "unreadable" (file + why: not
+valid JSON, unreadable, over MAX_JSON_BYTES, a shapesbench.json without a score, an importance.json
+without blocks), and the report lists them.
+
+Dimension labels are re-derived from what the code computed (`vbench.dimension_kind`), not copied:
+a built-in temporal flickering scored with the static filter is a proxy even in files written when it
+was labelled exact; an official-backend score says "exact, not run here"; rows that disagree show
+both kinds ("exact/proxy").
+
 The baseline (the teacher: by default the row with the most work per video, NFE x DiT params)
 comes first and everything is relative to it:
   * pruning ratio = 1 - params / params_full, params_full being the baseline's full DiT size when a
@@ -25,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from fastlight.errors import InputError
+from fastlight.evaluate.vbench.dimensions import DIMENSIONS, dimension_kind
 
 SHAPESBENCH_FILE = "shapesbench.json"
 MAX_JSON_BYTES = 20 * 2**20  # bench files are small; don't parse big logs looking for one
@@ -53,13 +63,34 @@ def finite_number(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _load_json(path: Path):
+def _load_json(path: Path) -> tuple[object, str | None]:
+    """(the parsed document, None) or (None, why it could not be read)."""
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
-            return None
-        return json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
+            return None, f"over {MAX_JSON_BYTES // 2**20} MiB, not read"
+        return json.loads(path.read_text()), None
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except ValueError as e:  # json.JSONDecodeError
+        return None, f"not valid JSON ({str(e).splitlines()[0][:120]})"
+    except OSError as e:
+        return None, f"cannot be read ({type(e).__name__})"
+
+
+def dim_kind(dim: str, entry: dict) -> str | None:
+    """The label of one stored dimension score, from what computed it (module doc)."""
+    if entry.get("backend") == "vbench":
+        return "exact, not run here"
+    if dim in DIMENSIONS:
+        return dimension_kind(dim, entry.get("static_filter", True) is not False)
+    return entry.get("kind")
+
+
+def _dims_of(vb) -> dict:
+    if not isinstance(vb, dict):
+        return {}
+    return {k: {"score": finite_number(v.get("score")), "kind": dim_kind(k, v)}
+            for k, v in vb.items() if isinstance(v, dict) and "score" in v}
 
 
 def _walk(root: Path, exclude: Path | None) -> list[Path]:
@@ -96,18 +127,17 @@ def _same_model(a, b) -> bool:
     return na is not None and nb is not None and (na[0] == nb[0] or na[1] == nb[1])
 
 
-def _shapesbench_row(path: Path, root: Path) -> dict | None:
-    doc = _load_json(path)
-    if not isinstance(doc, dict) or finite_number(doc.get("score")) is None:
+def _shapesbench_row(path: Path, root: Path, unreadable: list[dict]) -> dict | None:
+    doc, why = _load_json(path)
+    if why is None and (not isinstance(doc, dict) or finite_number(doc.get("score")) is None):
+        why = "not a ShapesBench result (no finite score)"
+    if why is not None:
+        unreadable.append({"file": _rel(path, root), "reason": why})
         return None
     folder = path.parent
     params, params_full, nfe = finite_number(doc.get("params")), finite_number(doc.get("params_full")), finite_number(doc.get("nfe_per_video"))
-    dims = {}
     vb = doc.get("vbench")
-    if isinstance(vb, dict):
-        for k, v in vb.items():
-            if isinstance(v, dict) and "score" in v:
-                dims[k] = {"score": finite_number(v.get("score")), "kind": v.get("kind")}
+    dims = _dims_of(vb)
     ideal = doc.get("ideal") if isinstance(doc.get("ideal"), dict) else None
     grid = None
     files = doc.get("files") if isinstance(doc.get("files"), list) else []
@@ -140,8 +170,11 @@ def _shapesbench_row(path: Path, root: Path) -> dict | None:
     }
 
 
-def _bench_doc(path: Path, root: Path) -> dict | None:
-    doc = _load_json(path)
+def _bench_doc(path: Path, root: Path, unreadable: list[dict]) -> dict | None:
+    doc, why = _load_json(path)
+    if why is not None:
+        unreadable.append({"file": _rel(path, root), "reason": why})
+        return None
     if not isinstance(doc, dict):
         return None
     rows = doc.get("rows")
@@ -171,7 +204,7 @@ def _bench_matches(row: dict, b: dict) -> bool:
     return sorted(int(i) for i in (b.get("skip") or [])) == sorted(row["skip"])
 
 
-def _importance_entries(files: list[Path], root: Path) -> list[dict]:
+def _importance_entries(files: list[Path], root: Path, unreadable: list[dict]) -> list[dict]:
     by_dir: dict[Path, dict] = {}
     for f in files:
         if f.name in ("importance.json", "importance.png"):
@@ -180,8 +213,12 @@ def _importance_entries(files: list[Path], root: Path) -> list[dict]:
             if f.suffix == ".png":
                 e["png"] = str(f)
             else:
-                doc = _load_json(f)
-                if isinstance(doc, dict) and isinstance(doc.get("blocks"), list):
+                doc, why = _load_json(f)
+                if why is None and not (isinstance(doc, dict) and isinstance(doc.get("blocks"), list)):
+                    why = "not an importance file (no blocks list)"
+                if why is not None:
+                    unreadable.append({"file": _rel(f, root), "reason": why})
+                else:
                     e["json"], e["doc"], e["rel"] = str(f), doc, _rel(f, root)
     return [e for e in by_dir.values() if e["png"] or e["doc"]]
 
@@ -242,24 +279,23 @@ def _ideal_row(rows: list[dict]) -> dict | None:
     for r in rows:
         d = r.pop("_ideal")
         if ideal is None and isinstance(d, dict) and finite_number(d.get("score")) is not None:
-            vb = d.get("vbench") if isinstance(d.get("vbench"), dict) else {}
             m = d.get("metrics") if isinstance(d.get("metrics"), dict) else {}
             ideal = {"method": "ideal clips (upper bound)", "score": float(d["score"]),
                      "parts": {k: finite_number((d.get("parts") or {}).get(k)) for k in PARTS},
                      "psnr_db": finite_number(m.get("psnr_db")), "frechet_oracle": finite_number(m.get("frechet_oracle")),
-                     "dims": {k: {"score": finite_number(v.get("score")), "kind": v.get("kind")}
-                              for k, v in vb.items() if isinstance(v, dict) and "score" in v}}
+                     "dims": _dims_of(d.get("vbench"))}
     return ideal
 
 
 def _dimensions(rows: list[dict], ideal: dict | None) -> tuple[dict[str, str | None], list[str], list[str]]:
     """({dim: kind}, the dims shown (some row scored them), the dims averaged (every row with
     dims scored them)); sets each row's "dims_avg"."""
-    dims: dict[str, str | None] = {}
+    kinds: dict[str, set] = {}
     for r in rows:
         for k, v in r["dims"].items():
             if v["score"] is not None:
-                dims.setdefault(k, v["kind"])
+                kinds.setdefault(k, set()).add(v["kind"])
+    dims = {k: "/".join(sorted(str(x) for x in ks)) for k, ks in kinds.items()}
     order = list(DIM_NAMES)
     dim_list = sorted(dims, key=lambda k: (order.index(k) if k in order else len(order), k))
     scored = [r for r in rows if any(v["score"] is not None for v in r["dims"].values())]
@@ -278,19 +314,24 @@ def collect(run_dir: str | Path, baseline: str | None = None, exclude: str | Pat
     first, then by method name; each row: method, json, model, sampler, steps, cfg, skip, nfe, params,
     params_full, prune_ratio, work, num_cases, score, parts, psnr_db, frechet_oracle,
     dims {dim: {score, kind}}, dims_avg, sample_time_s, time_s, time_source, bench, speedup,
-    speedup_kind, speedup_work, grid_gif. `exclude`: a folder to leave out of the search.
-    One-line ValueError when there is no ShapesBench result.
+    speedup_kind, speedup_work, grid_gif; "unreadable": [{file, reason}] (module doc). `exclude`: a
+    folder to leave out of the search. One-line ValueError when there is no ShapesBench result
+    (naming the files that could not be read).
     """
     root = Path(run_dir)
     if not root.is_dir():
         raise InputError(f"run folder {root} does not exist")
     excl = Path(exclude).resolve() if exclude is not None else None
     files = _walk(root, excl)
-    rows = [r for r in (_shapesbench_row(f, root) for f in files if f.name == SHAPESBENCH_FILE) if r is not None]
+    unreadable: list[dict] = []
+    rows = [r for r in (_shapesbench_row(f, root, unreadable) for f in files if f.name == SHAPESBENCH_FILE)
+            if r is not None]
     if not rows:
-        raise InputError(f"no shapesbench.json under {root}; run fastlight evaluate first")
-    benches = [b for b in (_bench_doc(f, root) for f in files if f.suffix == ".json" and f.name != SHAPESBENCH_FILE
-                           and f.name != "importance.json") if b is not None]
+        bad = "".join(f"; could not read {u['file']} ({u['reason']})" for u in unreadable[:5])
+        raise InputError(f"no shapesbench.json under {root}{bad}; run fastlight evaluate first")
+    benches = [b for b in (_bench_doc(f, root, unreadable) for f in files if f.suffix == ".json"
+                           and f.name != SHAPESBENCH_FILE and f.name != "importance.json") if b is not None]
+    importance = _importance_entries(files, root, unreadable)
     rows.sort(key=lambda r: r["method"])
     rows.insert(0, rows.pop(_pick_baseline(rows, baseline)))
     _join_benches(rows, benches)
@@ -306,5 +347,6 @@ def collect(run_dir: str | Path, baseline: str | None = None, exclude: str | Pat
         "avg_dims": avg_dims,
         "speedup_basis": MEASURED if all(r["speedup_kind"] == MEASURED for r in rows) else WORK,
         "bench": benches,
-        "importance": _importance_entries(files, root),
+        "importance": importance,
+        "unreadable": sorted(unreadable, key=lambda u: u["file"]),
     }

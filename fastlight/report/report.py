@@ -11,6 +11,9 @@ What it writes (into OUT, default RUN_DIR/report; every file atomically: tempora
                   ShapesBench cases are fixed), a label strip above each; when every grid's lower
                   half (the world's ideal clips) is the same, it is shown once at the bottom (`samples.py`)
   importance*.png copies of the importance plots found (drawn from importance.json if no PNG)
+
+A JSON file under RUN_DIR that could not be read (collect's "unreadable") is named in the command's
+output, in the report's intro and "Files not read" section, and in report.json.
 """
 from __future__ import annotations
 
@@ -75,8 +78,8 @@ def _importance_plots(data: dict, out: Path) -> list[tuple[str, Path]]:
             try:
                 plot_importance(e["doc"]["blocks"], dst, f"block importance ({e['method']})")
                 pngs.append((e["method"], dst))
-            except (KeyError, TypeError, ValueError):
-                pass  # a malformed file still gets its table
+            except (KeyError, TypeError, ValueError) as err:  # a malformed file still gets its table
+                data["unreadable"].append({"file": e["rel"], "reason": f"blocks cannot be plotted ({type(err).__name__})"})
     return pngs
 
 
@@ -92,6 +95,15 @@ def _samples_gif(data: dict, out: Path) -> dict | None:
                     f"pruned {fmt(r['prune_ratio'], '.0%')} | ShapesBench {r['score']:.3f}"
             grids.append((label, r["grid_gif"]))
     return side_by_side_gif(grids, out / "samples.gif") if grids else None
+
+
+def unreadable_text(data: dict) -> str | None:
+    """One sentence naming every JSON file that could not be read, or None."""
+    bad = data["unreadable"]
+    if not bad:
+        return None
+    return (f"{len(bad)} JSON file(s) under the run folder could not be read and are not in this report: "
+            + "; ".join(f"{u['file']} ({u['reason']})" for u in bad) + ".")
 
 
 def _sections(data: dict, out: Path, pareto: Path, gif_info: dict | None, timing_names: list[str],
@@ -117,6 +129,8 @@ def _sections(data: dict, out: Path, pareto: Path, gif_info: dict | None, timing
     if imp_pngs or importance_names:
         sections.append(("Block importance (Stage I)", importance_names, [(f"importance {m}", p) for m, p in imp_pngs],
                          None))
+    if data["unreadable"]:
+        sections.append(("Files not read", [], [], unreadable_text(data)))
     return sections
 
 
@@ -127,7 +141,7 @@ def report_command(run_dir: str | Path, out: str | Path | None = None, title: st
     plots) into `out` (default RUN_DIR/report). Returns (md_path, html_path)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / REPORT_DIR
-    with tqdm(total=6, desc="report", unit="step", disable=not progress) as bar:
+    with tqdm(total=6, desc="report", unit="step", disable=None if progress else True) as bar:  # no bar off a terminal
         def step(what: str):
             bar.set_postfix_str(what)
             bar.update(1)
@@ -151,6 +165,8 @@ def report_command(run_dir: str | Path, out: str | Path | None = None, title: st
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         intro = (f"Run folder `{run_dir}`; {len(data['rows'])} evaluated configuration(s); baseline "
                  f"`{data['baseline']}`; generated {stamp} by `fastlight report`.")
+        if data["unreadable"]:
+            intro += f" {len(data['unreadable'])} JSON file(s) could not be read (see \"Files not read\")."
         sections = _sections(data, out, pareto, gif_info, timing_names, importance_names, imp_pngs)
         md_text = markdown_document(title, intro, sections, tables, links, out)
         html_text = html_document(title, intro, sections, tables, links)
@@ -165,9 +181,11 @@ def report_command(run_dir: str | Path, out: str | Path | None = None, title: st
             "samples_gif": gif_info and {k: v for k, v in gif_info.items() if k != "path"},
             "sources": {"shapesbench": [r["json"] for r in data["rows"]], "bench": [b["path"] for b in data["bench"]],
                         "importance": [{"json": e["json"], "png": e["png"]} for e in data["importance"]]},
-            "files": files,
+            "files": files, "unreadable": data["unreadable"],
         })
         md_path = atomic_write_text(out / "report.md", md_text)
         html_path = atomic_write_text(out / "report.html", html_text)
         step("done")
+    if data["unreadable"]:
+        print(f"report: {unreadable_text(data)}")
     return md_path, html_path

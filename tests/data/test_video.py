@@ -68,3 +68,24 @@ def test_images(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read image"):
         read_image_array(tmp_path / "bad.png")
+
+
+def test_folder_of_videos_names_what_it_cannot_read(tmp_path):
+    from fastlight.data.video import read_videos, video_files
+
+    write_video(tmp_path / "b.gif", _frames(), fps=4)
+    write_video(tmp_path / "a.mp4", _frames(), fps=4)
+    (tmp_path / "c.mp4").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a video")
+    files = video_files(tmp_path)
+    assert [p.name for p in files] == ["a.mp4", "b.gif", "c.mp4"]
+    frames, unreadable = read_videos(files)
+    assert [f is None for f in frames] == [False, False, True]
+    assert list(unreadable) == ["c.mp4"] and "cannot read video" in unreadable["c.mp4"]
+    with pytest.raises(ValueError, match=r"^none of the 1 video\(s\) in .* can be read \(c.mp4\)"):
+        read_videos(files[2:])
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(ValueError, match="no .mp4/.gif videos in"):
+        video_files(tmp_path / "sub")
+    with pytest.raises(ValueError, match="not a folder of videos"):
+        video_files(tmp_path / "missing")

@@ -40,7 +40,10 @@ def test_dimensions_registry():
         assert meta["kind"] in ("exact", "proxy", "n/a")
         assert isinstance(meta["min_frames"], int) and meta["min_frames"] >= 1
         assert meta["doc"]
-    assert vb.DIMENSIONS["temporal_flickering"]["kind"] == "exact"
+    # the static filter's flow is OpenCV's, not RAFT: exact only with the filter off
+    assert vb.DIMENSIONS["temporal_flickering"]["kind"] == "proxy"
+    assert vb.dimension_kind("temporal_flickering", static_filter=False) == "exact"
+    assert {d: vb.dimension_kind(d) for d in vb.DIMENSIONS} == {d: m["kind"] for d, m in vb.DIMENSIONS.items()}
     assert vb.DIMENSIONS["aesthetic_quality"]["kind"] == "n/a"
     assert vb.DIMENSIONS["motion_smoothness"]["min_frames"] == 3
     assert {d for d, m in vb.DIMENSIONS.items() if m["needs_image"]} == {"i2v_subject", "i2v_background"}
@@ -207,7 +210,7 @@ def test_evaluate_folder_images(video_folder, tmp_path):
     res = vb.evaluate_folder(video_folder, images=imgs, dims=["i2v_subject", "i2v_background"], progress=False)
     assert res["i2v_subject"]["num_videos"] == 2 and res["i2v_subject"]["score"] > 0.9
     (imgs / "extra.png").write_bytes((imgs / "b_still.png").read_bytes())
-    with pytest.raises(ValueError, match="counts must match"):
+    with pytest.raises(ValueError, match=r"do not match the videos by name \(no video for extra.png\)"):
         vb.evaluate_folder(video_folder, images=imgs, dims=["i2v_subject"], progress=False)
     with pytest.raises(ValueError, match="need the conditioning images"):
         vb.evaluate_folder(video_folder, dims=["i2v_subject"], progress=False)
@@ -287,5 +290,7 @@ def test_vbench_backend_lays_out_custom_input_and_maps_results(video_folder, mon
     assert calls == [(["a_moving.mp4", "b_still.mp4"], ["dynamic_degree", "subject_consistency"], "custom_input")]
     assert res["backend"] == "vbench" and res["num_skipped"] == 2
     assert res["subject_consistency"] == {"score": 0.75, "kind": "exact", "per_video": [0.5, 1.0],
-                                          "num_videos": 2, "backend": "vbench"}
+                                          "num_videos": 2, "backend": "vbench", "status": vb.NOT_RUN_HERE,
+                                          "missing": []}
+    assert res["status"].startswith("not run here")
     assert res["dynamic_degree"]["per_video"] == [True, True]

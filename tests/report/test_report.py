@@ -34,7 +34,7 @@ def _grid_gif(path, seed: int):
 def _sb(model, sampler, steps, cfg, skip, nfe, params, params_full, score, dims=True, files=True):
     parts = {"direction": score, "speed": 0.7, "colour": 0.9, "shape": 0.8, "count": 1.0, "sharpness": 0.95}
     vb = ({"subject_consistency": {"score": 0.9 + score / 10, "kind": "proxy", "per_video": []},
-           "temporal_flickering": {"score": 0.97, "kind": "exact", "per_video": []},
+           "temporal_flickering": {"score": 0.97, "kind": "exact", "per_video": [], "static_filter": False},
            "aesthetic_quality": {"score": None, "kind": "n/a", "per_video": []}}
           if dims else {"skipped": "not requested"})
     return {"benchmark": "shapesbench", "version": 1, "model": model, "sampler": sampler, "num_steps": steps,
@@ -43,7 +43,7 @@ def _sb(model, sampler, steps, cfg, skip, nfe, params, params_full, score, dims=
             "metrics": {"psnr_db": 20.0, "frechet_oracle": 1.5}, "vbench": vb,
             "ideal": {"score": 0.996, "parts": parts, "metrics": {"psnr_db": 100.0, "frechet_oracle": 0.0},
                       "vbench": {"subject_consistency": {"score": 0.99, "kind": "proxy"},
-                                 "temporal_flickering": {"score": 0.98, "kind": "exact"}}},
+                                 "temporal_flickering": {"score": 0.98, "kind": "exact", "static_filter": False}}},
             "files": ["samples/grid.gif"] if files else [], "per_video": []}
 
 

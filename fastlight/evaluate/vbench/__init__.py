@@ -7,14 +7,16 @@ frame sampling, per-video formula, normalisation to [0, 1], averaging over video
 and replaces each network by a weight-free stand-in from OpenCV/numpy. Every result
 says which it is:
 
-* ``exact``  -- VBench's own computation (temporal flickering: it needs no network);
+* ``exact``  -- VBench's own computation, no stand-in takes part (temporal flickering with
+                the static filter off: the formula needs no network);
 * ``proxy``  -- VBench's protocol and formula, a weight-free estimator inside;
 * ``n/a``    -- cannot be approximated honestly without weights (aesthetic quality).
 
 Dimension           kind   what replaces VBench's network
 ------------------  -----  --------------------------------------------------------------
-temporal_flickering exact  (none: mean |frame diff| formula; the static-video filter that
-                           picks which videos it scores uses OpenCV flow instead of RAFT)
+temporal_flickering proxy  exact formula (mean |frame diff|), but the static-video filter that
+                           picks which videos it scores uses OpenCV flow instead of RAFT;
+                           exact with static_filter=False (every video scored)
 dynamic_degree      proxy  exact protocol (~8 fps sampling, top-5 % flow magnitude,
                            thres 6*min(H,W)/256 * max(1, 8/fps), count round(4N/16));
                            OpenCV DIS optical flow instead of RAFT
@@ -39,20 +41,22 @@ dynamic degree, motion smoothness), ``consistency`` (subject / background, I2V),
 folder of files), ``official`` (``backend="vbench"``: the official package). The command is
 ``fastlight vbench FOLDER``; the synthetic-video checks with known answers are in
 ``tests/evaluate/test_vbench_known_answers.py`` (``fastlight vbench --validate`` prints them).
+The official backend has been tested only against a stand-in of the ``vbench`` package: its results
+carry ``"status": "not run here"`` (`official.NOT_RUN_HERE`) until a test runs the real package.
 """
 from fastlight.evaluate.vbench.consistency import (background_consistency, background_features, i2v_background,
                                                    i2v_subject, subject_consistency, subject_features)
-from fastlight.evaluate.vbench.dimensions import DIMENSIONS
+from fastlight.evaluate.vbench.dimensions import DIMENSIONS, STAND_INS, dimension_kind, stand_ins
 from fastlight.evaluate.vbench.flow import interpolate_midpoint, optical_flow
 from fastlight.evaluate.vbench.folder import BACKENDS, evaluate_folder
 from fastlight.evaluate.vbench.motion import (dynamic_degree, dynamic_degree_details, is_static, motion_smoothness,
                                               temporal_flickering)
-from fastlight.evaluate.vbench.official import VBenchUnavailable
+from fastlight.evaluate.vbench.official import NOT_RUN_HERE, VBenchUnavailable
 from fastlight.evaluate.vbench.quality import aesthetic_quality, imaging_quality, imaging_quality_components
 from fastlight.evaluate.vbench.score import score_videos
 
 __all__ = [
-    "DIMENSIONS", "BACKENDS", "VBenchUnavailable", "temporal_flickering", "is_static", "dynamic_degree",
+    "DIMENSIONS", "STAND_INS", "dimension_kind", "stand_ins", "BACKENDS", "NOT_RUN_HERE", "VBenchUnavailable", "temporal_flickering", "is_static", "dynamic_degree",
     "dynamic_degree_details", "motion_smoothness", "interpolate_midpoint", "subject_consistency",
     "background_consistency", "i2v_subject", "i2v_background", "imaging_quality", "imaging_quality_components",
     "aesthetic_quality", "optical_flow", "subject_features", "background_features", "score_videos",

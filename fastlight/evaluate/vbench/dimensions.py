@@ -1,6 +1,12 @@
 """The VBench-style dimensions this package scores: their kind (exact / proxy / n/a), whether they
-need the conditioning image, the fewest frames they are defined on, and what replaces VBench's
-network (``doc``); the checks every scorer runs on its inputs."""
+need the conditioning image, the fewest frames they are defined on, which weight-free functions stand
+in for VBench's networks (``stand_ins``, checked against the code by a test) and what replaces them
+(``doc``); the checks every scorer runs on its inputs.
+
+A dimension is ``exact`` only when no stand-in takes part in its score. Temporal flickering's formula
+needs no network, but VBench scores it only on the videos its RAFT static filter keeps, and ours
+uses OpenCV flow there: with the filter on (VBench's protocol) it is a ``proxy``; with the filter
+off (every video scored: `static_filter=False`) it is ``exact``."""
 from __future__ import annotations
 
 import numpy as np
@@ -20,11 +26,11 @@ DIMENSIONS: dict[str, dict] = {
                "Hellinger) + 4x4 Lab colour layout instead of CLIP ViT-B/32 -> proxy",
     },
     "temporal_flickering": {
-        "kind": "exact", "needs_image": False, "min_frames": 2,
-        "doc": "exact VBench formula (255 - mean |frame_t+1 - frame_t|) / 255 over all frames; scored "
-               "only on videos VBench's static filter keeps (top-2% flow <= 3*min(H,W)/256 on all but "
-               "round(2N/16) consecutive pairs, first<->last <= 2x that), flow from OpenCV instead of "
-               "RAFT; per_video is None for moving videos",
+        "kind": "proxy", "needs_image": False, "min_frames": 2,
+        "doc": "VBench formula (255 - mean |frame_t+1 - frame_t|) / 255 over all frames, scored only on "
+               "videos VBench's static filter keeps (top-2% flow <= 3*min(H,W)/256 on all but round(2N/16) "
+               "consecutive pairs, first<->last <= 2x that) with OpenCV flow instead of RAFT -> proxy "
+               "(per_video is None for moving videos); static filter off: every video scored, exact",
     },
     "motion_smoothness": {
         "kind": "proxy", "needs_image": False, "min_frames": 3,
@@ -61,6 +67,36 @@ DIMENSIONS: dict[str, dict] = {
                "over the background features instead of DreamSim -> proxy",
     },
 }
+
+
+# the weight-free functions (names in fastlight.evaluate.vbench) that replace VBench's network in each
+# dimension's score; () = none takes part. temporal_flickering's is its static filter's flow.
+STAND_INS: dict[str, tuple[str, ...]] = {
+    "subject_consistency": ("subject_features",),
+    "background_consistency": ("background_features",),
+    "temporal_flickering": ("optical_flow",),
+    "motion_smoothness": ("interpolate_midpoint", "optical_flow"),
+    "dynamic_degree": ("optical_flow",),
+    "aesthetic_quality": (),
+    "imaging_quality": ("imaging_quality_components",),
+    "i2v_subject": ("subject_features",),
+    "i2v_background": ("background_features",),
+}
+
+
+def stand_ins(dim: str, static_filter: bool = True) -> tuple[str, ...]:
+    """The stand-in functions that take part in `dim`'s score (module doc)."""
+    if dim == "temporal_flickering" and not static_filter:
+        return ()
+    return STAND_INS[dim]
+
+
+def dimension_kind(dim: str, static_filter: bool = True) -> str:
+    """'exact' when no stand-in takes part in `dim`'s score, 'proxy' when one does, 'n/a' when the
+    dimension is not computed without weights."""
+    if DIMENSIONS[dim]["kind"] == "n/a":
+        return "n/a"
+    return "proxy" if stand_ins(dim, static_filter) else "exact"
 
 
 def default_dims(with_images: bool) -> list[str]:

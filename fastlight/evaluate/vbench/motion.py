@@ -6,13 +6,15 @@ Temporal flickering, as in VBench, is only defined on *static* videos (VBench's 
 keeps the videos whose RAFT flow stays small; flicker is then the only thing left to measure).
 ``temporal_flickering(frames)`` therefore returns ``None`` for a video the filter rejects as moving;
 the dimension's score is the mean over the static videos. Pass ``static_filter=False`` to score
-every video (not VBench's protocol).
+every video (not VBench's protocol). The filter's flow is OpenCV's, not RAFT: with it the dimension
+is a proxy, without it the exact formula (`dimensions.dimension_kind`).
 """
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from fastlight.errors import InputError
 from fastlight.evaluate.vbench.dimensions import need_frames
 from fastlight.evaluate.vbench.flow import deblock, interpolate_midpoint, optical_flow, top_mean_magnitude
 from fastlight.evaluate.vbench.frames import as_video
@@ -69,7 +71,9 @@ def dynamic_degree_details(frames: np.ndarray, fps: float = 8.0) -> dict:
     video is dynamic when >= round(4 N/16) pairs exceed 6 min(H, W)/256 max(1, 8/fps).
     """
     frames = as_video(frames)
-    fps = float(fps) if fps and fps > 0 else 8.0
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+        raise InputError(f"dynamic_degree: fps {fps!r} is not a positive number; give the video's frame rate")
+    fps = float(fps)
     interval = max(1, round(fps / 8))
     sampled = frames[::interval]
     need_frames(sampled, "dynamic_degree")

@@ -2,7 +2,12 @@
 custom-input naming (``<stem>.mp4``, GIFs re-encoded), runs its dimensions (temporal flickering on
 the videos its RAFT static filter keeps, the I2V ones through VBench-I2V) and maps the results back
 to this package's layout, every dimension labelled ``exact``. Without the package a one-line
-`VBenchUnavailable` says how to install it."""
+`VBenchUnavailable` says how to install it.
+
+Not run here: this project's tests exercise the adapter against a stand-in of the ``vbench`` module
+(no package, no weights on the test machine), never the real package, so every result it returns
+carries ``"status": NOT_RUN_HERE`` and `fastlight vbench --backend vbench` prints it. A video VBench
+returns no per-video result for is named under the dimension's ``"missing"`` (its per_video is None)."""
 from __future__ import annotations
 
 import importlib
@@ -22,6 +27,10 @@ INSTALL_HINT = ("backend 'vbench' needs the official VBench package and its weig
                 "or use backend='builtin'")
 I2V_HINT = ("i2v dimensions need VBench-I2V (vbench2_beta_i2v, not in the pip package): clone "
             "github.com/Vchitect/VBench and add it to PYTHONPATH")
+
+
+NOT_RUN_HERE = ("not run here: the official-VBench adapter is tested only against a stand-in of the vbench "
+                "package; no test of this project has run the real package and its weights")
 
 
 class VBenchUnavailable(ImportError):
@@ -59,7 +68,7 @@ def layout_for_vbench(files: list[Path], fpss: list[float], dest: Path) -> list[
             except OSError:
                 shutil.copy2(p, target)
         else:
-            write_video(target, read_video(p), fps=int(round(f or 8.0)))
+            write_video(target, read_video(p), fps=max(1, int(round(f))))
         out.append(target)
     return out
 
@@ -69,6 +78,7 @@ class _Results:
 
     def __init__(self, laid: list[Path]):
         self.n = len(laid)
+        self.names = [p.name for p in laid]
         self.by_path: dict[str, int] = {}
         for i, p in enumerate(laid):
             self.by_path.update({str(p): i, str(p.resolve()): i, p.stem: i})
@@ -77,17 +87,21 @@ class _Results:
     def collect(self, dim: str, result) -> None:
         """result = VBench's [score, [{"video_path", "video_results"}, ...]] of one dimension."""
         score, video_results = result[0], result[1] if len(result) > 1 else []
-        per = [None] * self.n
+        per, found = [None] * self.n, set()
         for r in video_results or []:
             key = str(r.get("video_path", ""))
             i = self.by_path.get(key, self.by_path.get(Path(key).stem))
             if i is not None:
+                found.add(i)
                 v = r.get("video_results")
                 per[i] = bool(v) if dim == "dynamic_degree" else (None if v is None else float(v))
         self.out[dim] = self.entry(None if score is None else float(score), per)
+        if dim != "temporal_flickering":  # flickering is only asked for the static videos
+            self.out[dim]["missing"] = [self.names[i] for i in range(self.n) if i not in found]
 
     def entry(self, score: float | None, per_video: list) -> dict:
-        return {"score": score, "kind": "exact", "per_video": per_video, "num_videos": self.n, "backend": "vbench"}
+        return {"score": score, "kind": "exact", "per_video": per_video, "num_videos": self.n, "backend": "vbench",
+                "status": NOT_RUN_HERE}
 
 
 def _run_vbench(vbench, device, videos_dir: Path, work: Path, name: str, dims: list[str]) -> dict:
