@@ -24,6 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fastlight.analyze.importance import plot_importance
+from fastlight.errors import make_dir
 from fastlight.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fastlight.report.collect import collect
 from fastlight.report.html import html_document
@@ -149,7 +150,7 @@ def report_command(run_dir: str | Path, out: str | Path | None = None, title: st
         bar.set_postfix_str("collect")
         data = collect(run_dir, baseline=baseline, exclude=out)
         title = title or f"fastlight report: {run_dir.resolve().name}"
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out, "report folder")
         step("tables")
         tables, timing_names, importance_names = _tables(data)
         imp_pngs = _importance_plots(data, out)
