@@ -207,3 +207,11 @@ def test_prune_out_under_a_file_is_one_line(capsys, tiny4, tmp_path):
     (tmp_path / "taken").write_text("x")
     _one_line_exit_2(capsys, ["prune", str(model), "--plan", str(plan), "--out", str(tmp_path / "taken" / "p")],
                      str(tmp_path / "taken" / "p"))
+
+
+def test_analyze_out_under_a_file_is_one_line_before_any_work(capsys, tiny_shapes_model, tmp_path):
+    (tmp_path / "taken").write_text("x")
+    out = str(tmp_path / "taken" / "o")
+    line = _one_line_exit_2(capsys, ["analyze", str(tiny_shapes_model), "--calib", "2", "--methods", "elbo",
+                                     "--out", out], "--out folder")
+    assert out in line
