@@ -120,6 +120,12 @@ def test_ablation_study_on_a_finished_run(tiny_run):
     assert SamplerSpec.load(out / "ablations" / "dmd2_3steps" / "model").levels == [1.0, 0.667, 0.333]
     md = (out / "ablations" / "ablations.md").read_text()
     assert md.count("\n| ") == 6 and "reproduces?" in md
+    # every verdict but importance's is a stated paired test; the scores carry their intervals
+    for key in ("alpha", "beta2", "teacher", "joint", "stage3"):
+        assert found[key]["tests"] and all("difference" in t and "holds" in t for t in found[key]["tests"]), key
+        assert found[key]["reproduces"] == all(t["holds"] for t in found[key]["tests"])
+    assert "paired 95% intervals" in md and "holds" in md or "fails" in md
+    assert found["teacher"]["pruned"]["interval"]["num_cases"] == 2
 
 
 def test_headline_states_intervals_and_case_count():
