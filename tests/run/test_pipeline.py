@@ -124,7 +124,7 @@ def test_ablation_study_on_a_finished_run(tiny_run):
     for key in ("alpha", "beta2", "teacher", "joint", "stage3"):
         assert found[key]["tests"] and all("difference" in t and "holds" in t for t in found[key]["tests"]), key
         assert found[key]["reproduces"] == all(t["holds"] for t in found[key]["tests"])
-    assert "paired 95% intervals" in md and "holds" in md or "fails" in md
+    assert "paired 95% intervals" in md and ("holds" in md or "fails" in md)
     assert found["teacher"]["pruned"]["interval"]["num_cases"] == 2
 
 
