@@ -60,7 +60,7 @@ def test_shipped_teacher_follows_prompts_quick():
 
 def test_oracle_fails_the_issues_wrap_around_clip():
     """Issue 16's clip (`fastlight sample --model shapes-teacher --prompt "a red circle moving left
-    quickly" --seed 2000`): the circle moves left (direction right by the centroid path) and part of
+    quickly" --seed 2000`): the circle moves left, as prompted (the centroid path says so), and part of
     it re-appears at the right border in the last frames; the oracle now fails it. This pins the
     shipped teacher's known defect: a retrained teacher that no longer wraps must flip this test."""
     from fastlight.shapes.generate import shapes_spec
