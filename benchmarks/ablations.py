@@ -107,12 +107,12 @@ class Study:
         """Per-sample Tweedie errors on 64 held-out samples of the VALIDATION stream (the same for every model)."""
         import torch
 
-        from fastlight.analyze.calib import shapes_calibration
         from fastlight.analyze.importance import denoising_error, tweedie_x0
         from fastlight.models.load import load_denoiser
+        from fastlight.shapes.bench import heldout_calibration
 
         m = load_denoiser(model).eval()
-        calib = shapes_calibration(m, 64, seed=self.c.seed, stream="validation")
+        calib = heldout_calibration(m, 64, seed=self.c.seed, split="validation")
         with torch.inference_mode():
             errs = torch.cat([denoising_error(tweedie_x0(m, b, skip), b.x0, b.cond.image is not None) for b in calib])
         return errs.tolist()

@@ -5,7 +5,7 @@
 
 For each prune ratio (0, 0.2, 0.3, 0.5) the blocks come from the teacher's Stage I importance
 (`depth_plan`, ends kept); every model is scored on the same held-out set drawn from the
-VALIDATION stream (`shapes_calibration(..., stream="validation")`: disjoint from the training and
+VALIDATION stream (`shapes.bench.heldout_calibration`: disjoint from the training and
 calibration streams and from the shipped teacher's training batches, tests/shapes/test_streams.py):
 mean ||x0_hat - x0||^2 over frames 1.., with its standard error.
 """
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from fastlight.analyze.calib import shapes_calibration
 from fastlight.analyze.importance import denoising_error, importance_rows, read_importance, tweedie_x0
 from fastlight.analyze.plans import depth_plan
 from fastlight.fileio import atomic_write_json
 from fastlight.models.load import load_denoiser
 from fastlight.models.load import resolve_model_path
+from fastlight.shapes.bench import heldout_calibration
 
 RATIOS = (0.0, 0.2, 0.3, 0.5)
 
@@ -46,7 +46,7 @@ def main() -> None:
     skips = {0.0: []}
     for r in RATIOS[1:]:
         skips[r] = depth_plan(rows, teacher, r, verbose=False)["drop_blocks"]
-    calib = shapes_calibration(teacher, a.calib, seed=0, stream="validation")
+    calib = heldout_calibration(teacher, a.calib, seed=0, split="validation")
     table = {name: {str(r): mean_error(m, calib, skips[r]) for r in RATIOS} for name, m in models.items()}
     print("| model | " + " | ".join(f"{int(r * 100)}% ({len(skips[r])} blocks)" for r in RATIOS) + " |")
     print("|---|" + "---|" * len(RATIOS))

@@ -20,7 +20,6 @@ from typing import Iterator, NamedTuple
 
 import torch
 
-from fastlight.data.source import stream_generator
 from fastlight.diffusion.flow import sample_s
 from fastlight.models.denoiser import Cond, Denoiser
 
@@ -69,16 +68,13 @@ def _chunks(n: int, batch_size: int) -> list[int]:
 
 
 def shapes_calibration(model: Denoiser, num_samples: int, seed: int = 0, batch_size: int = 16,
-                       shift: float | None = None, stream: str = "calibration") -> CalibrationSet:
-    """Calibration set from the model's Shapes world, drawn from the named `stream` (calibration;
-    validation for held-out checks), disjoint from the training stream (fastlight/data/source.py).
+                       shift: float | None = None) -> CalibrationSet:
+    """Calibration set from the model's Shapes world (how `train.pretrain.make_batch` builds data).
 
-    Sample j: its clip from stream_generator(seed, "shapes/<stream>", 0, j) (row j of what
-    ShapesSource(seed=seed, stream=stream) gives at step 0), x0 = render (B, 3, F, H, W), text =
-    text.encode(prompts) (B, L, D), image = x0[:, :, :1] (B, 3, 1, H, W); eps ~ N(0, I) like x0 and
-    s = shift(u), u ~ U(0, 1), from stream_generator(seed, "<stream>/noise", 0, j), with `shift`
-    (default: the model's fastlight.json shift, else 3.0). No CFG dropout: the conditional model is
-    what we prune.
+    Per batch, from one generator seeded with `seed`: clips ~ shapes.sample_clip, x0 = render
+    (B, 3, F, H, W), text = text.encode(prompts) (B, L, D), image = x0[:, :, :1] (B, 3, 1, H, W),
+    eps ~ N(0, I) like x0, s = shift(u), u ~ U(0, 1) (B,) with `shift` (default: the model's
+    fastlight.json shift, else 3.0). No CFG dropout: the conditional model is what we prune.
     """
     from fastlight.shapes import text, world as shapes
     from fastlight.shapes.generate import world_of
@@ -86,20 +82,16 @@ def shapes_calibration(model: Denoiser, num_samples: int, seed: int = 0, batch_s
     _check_counts(num_samples, batch_size, "Shapes")
     world = world_of(model)
     shift = float(model.meta.get("shift", DEFAULT_SHIFT) if shift is None else shift)
+    gen = torch.Generator().manual_seed(seed)
     batches = []
-    start = 0
     for n in _chunks(num_samples, batch_size):
-        rows = range(start, start + n)
-        start += n
-        clips = [shapes.sample_clip(stream_generator(seed, f"shapes/{stream}", 0, j), world) for j in rows]
+        clips = [shapes.sample_clip(gen, world) for _ in range(n)]
         x0 = shapes.render_batch(clips, world)  # (n, 3, F, H, W)
         txt = text.encode([c.prompt for c in clips])  # (n, L, D)
-        gens = [stream_generator(seed, f"{stream}/noise", 0, j) for j in rows]
-        eps = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens])  # (n, 3, F, H, W)
-        s = torch.cat([sample_s(1, shift, g) for g in gens])  # (n,)
+        eps = torch.randn(x0.shape, generator=gen)  # (n, 3, F, H, W)
+        s = sample_s(n, shift, gen)  # (n,)
         batches.append(CalibBatch(x0, eps, s, Cond(txt, x0[:, :, :1].clone())))
-    info = {"source": "shapes", "stream": stream, "num_samples": num_samples, "seed": seed, "batch_size": batch_size,
-            "shift": shift,
+    info = {"source": "shapes", "num_samples": num_samples, "seed": seed, "batch_size": batch_size, "shift": shift,
             "world": {"size": world.size, "num_frames": world.num_frames, "p_two_objects": world.p_two_objects}}
     return CalibrationSet(batches, info)
 

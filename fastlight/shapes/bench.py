@@ -96,9 +96,10 @@ import torch
 
 from tqdm.auto import tqdm
 
+from fastlight.analyze.calib import DEFAULT_SHIFT, CalibBatch, CalibrationSet
 from fastlight.data import video as vio
 from fastlight.data.source import stream_generator, stream_seed
-from fastlight.diffusion import sampling
+from fastlight.diffusion import flow, sampling
 from fastlight.diffusion.spec import SamplerSpec, choose_sampler
 from fastlight.evaluate.fvd import frechet_distance_features
 from fastlight.evaluate import metrics
@@ -108,6 +109,7 @@ from fastlight.models.denoiser import Cond
 from fastlight.models.load import load_denoiser, model_fingerprint, resolve_model_path
 from fastlight.shapes import text, world as shapes
 from fastlight.shapes.generate import is_shapes_model, world_of
+from fastlight.shapes.source import ShapesSource
 
 SHAPESBENCH_SEED = 77_000_000
 VERSION = 2  # 2: ghost part, named case streams (test / validation), per-case data and intervals
@@ -169,6 +171,31 @@ def make_cases(num_cases: int = DEFAULT_NUM_CASES, world: shapes.WorldConfig | N
 def ideal_videos(cases: Sequence[BenchCase], world: shapes.WorldConfig | None = None) -> torch.Tensor:
     """The world's own rendering of each case, (N, 3, F, H, W) in [-1, 1]."""
     return shapes.render_batch([c.clip for c in cases], world)
+
+
+def heldout_calibration(model, num_samples: int, seed: int = 0, batch_size: int = 16, split: str = "validation",
+                        shift: float | None = None) -> CalibrationSet:
+    """A held-out set of (x0, eps, s, cond) samples for checks such as Tweedie errors at several depths
+    (benchmarks/dpp_depths.py, the ablations' alpha), drawn from the named `split` stream (validation,
+    for choosing; test, for reporting), like Stage I's calibration set is drawn from `calibration`:
+    batch k = `ShapesSource(seed=seed, stream=split).batch(k)`, eps ~ N(0, I) and s = shift(u),
+    u ~ U(0, 1), from stream `<split>/noise`, step k. `shift`: the model's (fastlight.json), else 3."""
+    check_split(split)
+    world = world_of(model)
+    shift = float(model.meta.get("shift", DEFAULT_SHIFT) if shift is None else shift)
+    source = ShapesSource(batch_size=batch_size, seed=seed, stream=split, size=world.size, num_frames=world.num_frames)
+    batches = []
+    for k, start in enumerate(range(0, num_samples, batch_size)):
+        n = min(batch_size, num_samples - start)
+        b = source.batch(k)
+        x0 = b["x0"][:n]  # (n, 3, F, H, W)
+        gen = stream_generator(seed, f"{split}/noise", k)
+        eps = torch.randn(x0.shape, generator=gen)  # (n, 3, F, H, W)
+        s = flow.sample_s(n, shift, gen)  # (n,)
+        batches.append(CalibBatch(x0, eps, s, Cond(b["text"][:n], b["image"][:n])))
+    info = {"source": "shapes", "stream": split, "num_samples": num_samples, "seed": seed, "batch_size": batch_size,
+            "shift": shift}
+    return CalibrationSet(batches, info)
 
 
 # ---- generation ----------------------------------------------------------------------------

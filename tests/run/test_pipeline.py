@@ -98,6 +98,16 @@ def test_split_overrides():
     assert plain == ["a=1"] and nested == {"stage2": {"steps": 5}, "stage3": {"timesteps": [1000, 500]}}
 
 
+def test_headline_states_intervals_and_case_count():
+    from fastlight.run.pipeline import evaluation_note
+
+    ev = {"num_cases": 256, "split": "test", "difference": {"estimate": 0.003, "low": -0.006, "high": 0.012}}
+    assert evaluation_note(ev) == "student - teacher +0.003 [-0.006, +0.012] (paired, 95%, 256 test cases)"
+    few = evaluation_note({**ev, "num_cases": 64})
+    assert few.endswith("64 test cases; fewer than the default 256: intervals about 2.0x wider)")
+    assert "no intervals" in evaluation_note({})  # an old run's summary: said, not hidden
+
+
 @pytest.mark.slow
 def test_ablation_study_on_a_finished_run(tiny_run):
     """benchmarks/ablations.py trains its variants into RUN/ablations and writes one table."""
@@ -118,21 +128,12 @@ def test_ablation_study_on_a_finished_run(tiny_run):
     for name in ("dpp_alpha1", "dpp_alpha0", "dmd_beta2_0", "dmd_beta2_1", "dmd_unpruned_scores", "dmd2_3steps", "dmd2_4steps"):
         assert (out / "ablations" / name / "model" / "config.json").exists(), name
     assert SamplerSpec.load(out / "ablations" / "dmd2_3steps" / "model").levels == [1.0, 0.667, 0.333]
-    md = (out / "ablations" / "ablations.md").read_text()
-    assert md.count("\n| ") == 6 and "reproduces?" in md
     # every verdict but importance's is a stated paired test; the scores carry their intervals
     for key in ("alpha", "beta2", "teacher", "joint", "stage3"):
         assert found[key]["tests"] and all("difference" in t and "holds" in t for t in found[key]["tests"]), key
         assert found[key]["reproduces"] == all(t["holds"] for t in found[key]["tests"])
-    assert "paired 95% intervals" in md and ("holds" in md or "fails" in md)
     assert found["teacher"]["pruned"]["interval"]["num_cases"] == 2
-
-
-def test_headline_states_intervals_and_case_count():
-    from fastlight.run.pipeline import evaluation_note
-
-    ev = {"num_cases": 256, "split": "test", "difference": {"estimate": 0.003, "low": -0.006, "high": 0.012}}
-    assert evaluation_note(ev) == "student - teacher +0.003 [-0.006, +0.012] (paired, 95%, 256 test cases)"
-    few = evaluation_note({**ev, "num_cases": 64})
-    assert few.endswith("64 test cases; fewer than the default 256: intervals about 2.0x wider)")
-    assert "no intervals" in evaluation_note({})  # an old run's summary: said, not hidden
+    verdicts = (out / "ablations" / "ablations.md").read_text()
+    assert "paired 95% intervals" in verdicts and ("holds" in verdicts or "fails" in verdicts)
+    md = (out / "ablations" / "ablations.md").read_text()
+    assert md.count("\n| ") == 6 and "reproduces?" in md

@@ -5,7 +5,6 @@ import itertools
 import pytest
 import torch
 
-from fastlight.analyze.calib import shapes_calibration
 from fastlight.models.load import load_denoiser
 from fastlight.shapes import bench as sb, world as shapes
 from fastlight.shapes.source import ShapesSource
@@ -20,19 +19,21 @@ def _legacy_training_clips(step: int, batch_size: int = 16) -> torch.Tensor:
     return shapes.render_batch([shapes.sample_clip(gen, WORLD) for _ in range(batch_size)], WORLD)
 
 
-def _calib_x0(model, stream: str, n: int = 32) -> torch.Tensor:
-    return torch.cat([b.x0 for b in shapes_calibration(model, n, seed=0, stream=stream)])
+def _stream_x0(stream: str, steps: int = 2) -> torch.Tensor:
+    """The first batches of a named stream of the Shapes source (Stage I's calibration set is drawn
+    as `ShapesSource(stream="calibration")` batches: analyze.calib.source_calibration on main)."""
+    src = ShapesSource(batch_size=16, seed=0, stream=stream)
+    return torch.cat([src.batch(step)["x0"] for step in range(steps)])
 
 
 @pytest.fixture(scope="module")
 def streams(tiny_shapes_model):
     model = load_denoiser(tiny_shapes_model)
-    train = ShapesSource(batch_size=16, seed=0, stream="train")
     return {
-        "train": torch.cat([train.batch(step)["x0"] for step in range(LEGACY_STEPS)]),
+        "train": _stream_x0("train", LEGACY_STEPS),
         "shipped teacher's training": torch.cat([_legacy_training_clips(s) for s in range(LEGACY_STEPS)]),
-        "calibration": _calib_x0(model, "calibration"),
-        "validation (held-out calibration)": _calib_x0(model, "validation"),
+        "calibration": _stream_x0("calibration"),
+        "validation (held-out set)": torch.cat([b.x0 for b in sb.heldout_calibration(model, 32, split="validation")]),
         "validation cases": sb.ideal_videos(sb.make_cases(32, WORLD, split="validation"), WORLD),
         "test cases": sb.ideal_videos(sb.make_cases(32, WORLD, split="test"), WORLD),
     }
@@ -52,10 +53,16 @@ def test_the_check_catches_the_old_seeding(streams):
     assert torch.equal(old_calib, streams["shipped teacher's training"][0])
 
 
-def test_calibration_rows_are_the_sources_rows(tiny_shapes_model):
-    """Calibration sample j is row j of the named stream's ShapesSource batch at step 0, whatever
-    the calibration batch size."""
+def test_heldout_set_is_the_validation_stream(tiny_shapes_model):
+    """benchmarks/dpp_depths.py and the ablations' alpha use batch k of the validation stream, with
+    noise from its own stream: reproducible, and a different split gives other clips."""
     model = load_denoiser(tiny_shapes_model)
-    src = ShapesSource(batch_size=5, seed=0, stream="calibration").batch(0)["x0"]
-    for bs in (2, 5):
-        assert torch.equal(torch.cat([b.x0 for b in shapes_calibration(model, 5, seed=0, batch_size=bs)]), src)
+    a = sb.heldout_calibration(model, 5, batch_size=3)
+    assert [b.x0.shape[0] for b in a] == [3, 2] and a.info["stream"] == "validation"
+    src = ShapesSource(batch_size=3, seed=0, stream="validation")
+    assert torch.equal(a.batches[1].x0, src.batch(1)["x0"][:2])
+    assert torch.equal(a.batches[0].cond.image, a.batches[0].x0[:, :, :1])
+    b = sb.heldout_calibration(model, 5, batch_size=3)
+    assert all(torch.equal(p.eps, q.eps) and torch.equal(p.s, q.s) for p, q in zip(a, b))
+    t = sb.heldout_calibration(model, 5, batch_size=3, split="test")
+    assert not torch.equal(a.batches[0].x0, t.batches[0].x0)
