@@ -36,7 +36,7 @@ def add_search_parser(sub) -> None:
     s.add_argument("--steps", default="2,4,8,16,32")
     s.add_argument("--ratios", default="0,0.1,0.2,0.3,0.4,0.5")
     s.add_argument("--num-cases", type=int, default=16, help="validation cases per pair (what the pick is chosen on)")
-    s.add_argument("--test-cases", type=int, default=64, help="test cases the pick is re-scored on (what is reported)")
+    s.add_argument("--test-cases", type=int, default=320, help="test cases the pick is re-scored on (what is reported)")
     s.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
                    help="override the model's own sampler's guidance (default: its own; Stage II models: 4)")
     s.add_argument("--repeats", type=int, default=5)

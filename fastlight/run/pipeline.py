@@ -48,8 +48,8 @@ class RunConfig:
     prune_ratio: float = 0.3  # fraction of the DiT's parameters to remove
     stage2: dict = field(default_factory=dict)  # overrides of the Stage II recipe config (dpp / icmd / align)
     stage3: dict = field(default_factory=dict)  # overrides of the Stage III recipe config (fastlightgen / dmd2)
-    eval_cases: int = 256  # ShapesBench TEST cases (prompt, first frame, noise), the same for every model;
-    # 256 gives a 95% half-width of about 0.01 on the total score (README); fewer is said in the headline
+    eval_cases: int = 320  # ShapesBench TEST cases (prompt, first frame, noise), the same for every model;
+    # 320 gives a 95% half-width of about 0.0095 on the teacher's score; fewer is said in the headline
     teacher_steps: int = 50  # the teacher's Euler steps (and a Stage-II-only student's)
     cfg_scale: float = 4.0  # the teacher's CFG
     bench_repeats: int = 3
@@ -361,7 +361,7 @@ def _band(iv: dict | None) -> str:
 
 def evaluation_note(ev: dict, default_cases: int | None = None) -> str:
     """'student - teacher +0.003 [-0.010, +0.016] (paired, 95%, 64 test cases; fewer than the default
-    256: intervals about 2x wider)'."""
+    320: intervals about 2x wider)'."""
     default_cases = default_cases or RunConfig.eval_cases
     n = ev.get("num_cases")
     d = ev.get("difference")

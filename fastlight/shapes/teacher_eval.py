@@ -64,7 +64,7 @@ def score_videos(videos: torch.Tensor, clips: list[shapes.Clip], world: shapes.W
     return res
 
 
-def evaluate_teacher(model_path: str = "shapes-teacher", num_cases: int = 64, seed: int = 10_000, out: str | None = None,
+def evaluate_teacher(model_path: str = "shapes-teacher", num_cases: int = bench.DEFAULT_NUM_CASES, seed: int = 10_000, out: str | None = None,
                      batch: int = 32, record: bool = False, overrides: dict | None = None) -> dict:
     """The oracle's figures for `num_cases` held-out test cases sampled with the model's own sampler (or
     `overrides` of it: `spec.override`'s keywords), initial noise from `seed`."""

@@ -52,7 +52,7 @@ def test_fastlightgen_run_end_to_end_and_rerun_skips(tiny_run, capsys):
     # scores with 95% intervals, the paired difference, and the case count said next to them
     ev_sum = state["stages"]["evaluate"]["summary"]
     assert ev_sum["split"] == "test" and ev_sum["num_cases"] == 2 and "difference" in ev_sum
-    assert "paired, 95%, 2 test cases; fewer than the default 256" in state["headline"]
+    assert "paired, 95%, 2 test cases; fewer than the default 320" in state["headline"]
     assert f"[{ev_sum['student_interval']['low']:.3f}, " in state["headline"]
     # command-line values beat the preset; the preset's other keys still apply
     cfg = json.loads(json.dumps(__import__("yaml").safe_load((out / "config.yaml").read_text())))
@@ -101,10 +101,10 @@ def test_split_overrides():
 def test_headline_states_intervals_and_case_count():
     from fastlight.run.pipeline import evaluation_note
 
-    ev = {"num_cases": 256, "split": "test", "difference": {"estimate": 0.003, "low": -0.006, "high": 0.012}}
-    assert evaluation_note(ev) == "student - teacher +0.003 [-0.006, +0.012] (paired, 95%, 256 test cases)"
-    few = evaluation_note({**ev, "num_cases": 64})
-    assert few.endswith("64 test cases; fewer than the default 256: intervals about 2.0x wider)")
+    ev = {"num_cases": 320, "split": "test", "difference": {"estimate": 0.003, "low": -0.006, "high": 0.012}}
+    assert evaluation_note(ev) == "student - teacher +0.003 [-0.006, +0.012] (paired, 95%, 320 test cases)"
+    few = evaluation_note({**ev, "num_cases": 80})
+    assert few.endswith("80 test cases; fewer than the default 320: intervals about 2.0x wider)")
     assert "no intervals" in evaluation_note({})  # an old run's summary: said, not hidden
 
 
