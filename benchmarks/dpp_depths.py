@@ -4,22 +4,24 @@
         --model teacher=shapes-teacher --model dpp_a1=runs/dpp_alpha1.0/model ... --out runs/dpp_depths.json
 
 For each prune ratio (0, 0.2, 0.3, 0.5) the blocks come from the teacher's Stage I importance
-(`depth_plan`, ends kept); every model is scored on the same held-out calibration set (seed 1,
-not the training stream): mean ||x0_hat - x0||^2 over frames 1.., with its standard error.
+(`depth_plan`, ends kept); every model is scored on the same held-out set drawn from the
+VALIDATION stream (`shapes.bench.heldout_calibration`: disjoint from the training and
+calibration streams and from the shipped teacher's training batches, tests/shapes/test_streams.py):
+mean ||x0_hat - x0||^2 over frames 1.., with its standard error.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from fastlight.shapes.analysis import shapes_calibration
 from fastlight.analyze.importance import denoising_error, importance_rows, read_importance, tweedie_x0
 from fastlight.analyze.plans import depth_plan
+from fastlight.fileio import atomic_write_json
 from fastlight.models.load import load_denoiser
 from fastlight.models.load import resolve_model_path
+from fastlight.shapes.bench import heldout_calibration
 
 RATIOS = (0.0, 0.2, 0.3, 0.5)
 
@@ -44,7 +46,7 @@ def main() -> None:
     skips = {0.0: []}
     for r in RATIOS[1:]:
         skips[r] = depth_plan(rows, teacher, r, verbose=False)["drop_blocks"]
-    calib = shapes_calibration(teacher, a.calib, seed=1)
+    calib = heldout_calibration(teacher, a.calib, seed=0, split="validation")
     table = {name: {str(r): mean_error(m, calib, skips[r]) for r in RATIOS} for name, m in models.items()}
     print("| model | " + " | ".join(f"{int(r * 100)}% ({len(skips[r])} blocks)" for r in RATIOS) + " |")
     print("|---|" + "---|" * len(RATIOS))
@@ -52,9 +54,7 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{e:.4f} +- {se:.4f}" for e, se in errs.values()) + " |")
     if a.out:
         p = Path(a.out)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"skips": {str(k): v for k, v in skips.items()}, "errors": table}, indent=2))
-        tmp.replace(p)
+        atomic_write_json(p, {"skips": {str(k): v for k, v in skips.items()}, "errors": table, "stream": "validation"})
 
 
 if __name__ == "__main__":

@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="model folder or 'shapes-teacher'")
     s.add_argument("--out", default="runs/evaluate")
     _sampler_args(s)
-    s.add_argument("--num-cases", type=int, default=64)
+    s.add_argument("--num-cases", type=int, default=320)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--skip", default="", help="comma list of block ids to skip")
     s.add_argument("--no-videos", action="store_true")
@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate-teacher", help="the teacher's quality bar on held-out cases (oracle)")
     s.add_argument("--model", default="shapes-teacher")
-    s.add_argument("--num-cases", type=int, default=64)
+    s.add_argument("--num-cases", type=int, default=320)
     _sampler_args(s)
     s.add_argument("--seed", type=int, default=10_000)
     s.add_argument("--out", default=None, help="write the figures as JSON here")

@@ -1,9 +1,17 @@
 """The report's tables: each a title, typed columns, the raw rows (for JSON) and display cells."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 from fastlight.report.collect import DIM_NAMES, MEASURED, PARTS, WORK, finite_number
+
+# parts ShapesBench 2 adds to those collect knows (shown when a result has them)
+EXTRA_PARTS = ("ghost",)
+INTERVAL_NOTE = ("[a, b] = 95% bootstrap interval over the cases (percentile, seeded; ShapesBench 2); "
+                 "± = half its width. Two rows on the same cases and noise are compared with a paired interval "
+                 "of their difference (fastlight.shapes.bench.paired_intervals), not by whether these overlap.")
 
 
 def fmt(x, spec: str, none: str = "-") -> str:
@@ -23,6 +31,41 @@ def _params(n) -> str:
 
 def _secs(x) -> str:
     return "-" if x is None else (f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s")
+
+
+def _shapesbench_doc(r: dict) -> dict:
+    """What a row's shapesbench.json says beyond collect's row: intervals and ShapesBench 2 parts
+    ({} for a result without them or a file that cannot be read)."""
+    if "intervals" in r:
+        return {"intervals": r["intervals"], "parts": r.get("parts") or {}}
+    try:
+        doc = json.loads(Path(r["json"]).read_text()) if r.get("json") else {}
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _intervals(r: dict) -> dict:
+    iv = _shapesbench_doc(r).get("intervals")
+    return iv if isinstance(iv, dict) else {}
+
+
+def _with_interval(x, iv: dict | None, spec: str = ".3f") -> str:
+    """'0.905 [0.893, 0.917]' (or '0.905' without an interval)."""
+    if x is None:
+        return "-"
+    if not iv or finite_number(iv.get("low")) is None or finite_number(iv.get("high")) is None:
+        return format(x, spec)
+    return f"{x:{spec}} [{iv['low']:{spec}}, {iv['high']:{spec}}]"
+
+
+def _with_half_width(x, iv: dict | None) -> str:
+    """'0.912 ±0.012'."""
+    if x is None:
+        return "-"
+    if not iv or finite_number(iv.get("low")) is None or finite_number(iv.get("high")) is None:
+        return f"{x:.3f}"
+    return f"{x:.3f} ±{(iv['high'] - iv['low']) / 2:.3f}"
 
 
 def _table(title: str, columns: list[tuple[str, str, str]], data: list[dict], cells: list[list[str]],
@@ -48,13 +91,14 @@ def comparison_table(data: dict) -> dict:
                     "dims_avg": r["dims_avg"], "score": r["score"], "time_s": r["time_s"],
                     "time_source": r["time_source"], "speedup": r["speedup"], "speedup_kind": r["speedup_kind"],
                     "speedup_work": r["speedup_work"], "params": r["params"], "params_full": r["params_full"],
-                    "sampler": r["sampler"], "cfg": r["cfg"], "skip": r["skip"]})
+                    "sampler": r["sampler"], "cfg": r["cfg"], "skip": r["skip"],
+                    "score_interval": _intervals(r).get("score"), "num_cases": r.get("num_cases")})
         t = _secs(r["time_s"]) + (" †" if r["time_source"] == "evaluate" else "")
         sp = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x" + (" ‡" if r["speedup_kind"] == WORK else "")
         cells.append([r["method"], fmt(r["steps"], "d"), fmt(r["nfe"], ".0f"), fmt(r["prune_ratio"], ".0%")]
                      + [_pct(r["dims"].get(d["name"], {}).get("score")) for d in dims]
                      + ([_pct(r["dims_avg"])] if dims else [])
-                     + [f"{r['score']:.3f}", t, sp])
+                     + [_with_interval(r["score"], _intervals(r).get("score")), t, sp])
     ideal = data["ideal"]
     if ideal is not None:
         raw.append({"method": ideal["method"], **{f"dim:{d['name']}": ideal["dims"].get(d["name"], {}).get("score")
@@ -75,7 +119,8 @@ def comparison_table(data: dict) -> dict:
                      "computed. " + avg)
     else:
         notes.append("No VBench-style dimensions were computed (run fastlight evaluate without --no-vbench).")
-    notes.append("ShapesBench = the Shapes world's oracle score in [0, 1] (higher is better).")
+    notes.append("ShapesBench = the Shapes world's oracle score in [0, 1] (higher is better)"
+                 + (f"; {INTERVAL_NOTE}" if any(_intervals(r).get("score") for r in data["rows"]) else "."))
     if any(r["time_source"] == "bench" for r in data["rows"]):
         notes.append("Time = median seconds per video from fastlight bench.")
     if any(r["time_source"] == "evaluate" for r in data["rows"]):
@@ -89,15 +134,24 @@ def comparison_table(data: dict) -> dict:
 
 
 def shapesbench_table(data: dict) -> dict:
-    cols = [("method", "Method", "l")] + [(k, k, "r") for k in PARTS] + [
+    """The parts of every row's score, each with the half-width of its 95% interval, and the score
+    with its interval (when the result carries them: ShapesBench 2)."""
+    docs = [_shapesbench_doc(r) for r in data["rows"]]
+    extra = [k for k in EXTRA_PARTS if k not in PARTS and any(k in (d.get("parts") or {}) for d in docs)]
+    parts = list(PARTS) + extra
+    cols = [("method", "Method", "l")] + [(k, k, "r") for k in parts] + [
         ("score", "score", "r"), ("psnr_db", "PSNR dB", "r"), ("frechet_oracle", "Frechet (oracle)", "r"),
         ("sampler", "sampler", "l"), ("cfg", "CFG", "r"), ("skip", "skipped blocks", "l"),
         ("params", "DiT params", "r"), ("sample_time_s", "eval time", "r")]
     raw, cells = [], []
     entries = list(data["rows"]) + ([data["ideal"]] if data["ideal"] else [])
-    for r in entries:
+    ideal_doc = (docs[0].get("ideal") if docs and isinstance(docs[0].get("ideal"), dict) else {}) or {}
+    for r, doc in zip(entries, docs + [ideal_doc]):
         is_ideal = r is data["ideal"]
-        raw.append({"method": r["method"], **{k: r["parts"].get(k) for k in PARTS}, "score": r["score"],
+        iv = doc.get("intervals") if isinstance(doc.get("intervals"), dict) else {}
+        iv_parts = iv.get("parts") or {}
+        values = {k: r["parts"].get(k, (doc.get("parts") or {}).get(k)) for k in parts}
+        raw.append({"method": r["method"], **values, "score": r["score"], "intervals": iv or None,
                     "psnr_db": r["psnr_db"], "frechet_oracle": r["frechet_oracle"],
                     **({} if is_ideal else {"sampler": r["sampler"], "cfg": r["cfg"], "skip": r["skip"],
                                             "params": r["params"], "sample_time_s": r["sample_time_s"],
@@ -105,11 +159,19 @@ def shapesbench_table(data: dict) -> dict:
         tail = ["-"] * 5 if is_ideal else [
             r["sampler"] or "-", fmt(r["cfg"], "g"), ",".join(map(str, r["skip"])) or "-", _params(r["params"]),
             _secs(r["sample_time_s"])]
-        cells.append([r["method"]] + [fmt(r["parts"].get(k), ".3f") for k in PARTS]
-                     + [f"{r['score']:.3f}", fmt(r["psnr_db"], ".2f"), fmt(r["frechet_oracle"], ".3g")] + tail)
-    notes = ["Parts of the ShapesBench score (weights: direction 0.35, speed 0.15, colour 0.15, shape 0.10, "
-             "count 0.10, sharpness 0.15); PSNR and the oracle Frechet distance are reported, not ranked. "
-             "eval time = ShapesBench's total sampling time for all its cases."]
+        cells.append([r["method"]] + [_with_half_width(values[k], iv_parts.get(k)) for k in parts]
+                     + [_with_interval(r["score"], iv.get("score")), fmt(r["psnr_db"], ".2f"),
+                        fmt(r["frechet_oracle"], ".3g")] + tail)
+    weights = next((d.get("weights") for d in docs if d.get("weights")), None)
+    wtext = ", ".join(f"{k} {w:.2f}" for k, w in weights.items()) if weights else (
+        "direction 0.35, speed 0.15, colour 0.15, shape 0.10, count 0.10, sharpness 0.15")
+    notes = [f"Parts of the ShapesBench score (weights: {wtext}); PSNR and the oracle Frechet distance are "
+             "reported, not ranked. eval time = ShapesBench's total sampling time for all its cases."]
+    if any(d.get("intervals") for d in docs):
+        notes.append(INTERVAL_NOTE)
+    if "ghost" in parts:
+        notes.append("ghost = fraction of clips in which the oracle saw no pixels of an object's colour away from "
+                     "it (duplicates, wrap-around copies at the opposite border, smears); a clip with one fails.")
     return _table("ShapesBench parts", cols, raw, cells, notes)
 
 

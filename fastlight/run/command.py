@@ -23,7 +23,8 @@ def _search(a):
 
     steps = [int(s) for s in a.steps.split(",") if s.strip()]
     ratios = [float(r) for r in a.ratios.split(",") if r.strip()]
-    search_command(a.model, a.budget_ms, a.importance, a.out, steps, ratios, a.num_cases, a.guidance, a.repeats, a.seed)
+    search_command(a.model, a.budget_ms, a.importance, a.out, steps, ratios, a.num_cases, a.guidance, a.repeats, a.seed,
+                   a.test_cases)
 
 
 def add_search_parser(sub) -> None:
@@ -34,7 +35,8 @@ def add_search_parser(sub) -> None:
     s.add_argument("--out", default="runs/search")
     s.add_argument("--steps", default="2,4,8,16,32")
     s.add_argument("--ratios", default="0,0.1,0.2,0.3,0.4,0.5")
-    s.add_argument("--num-cases", type=int, default=16)
+    s.add_argument("--num-cases", type=int, default=16, help="validation cases per pair (what the pick is chosen on)")
+    s.add_argument("--test-cases", type=int, default=320, help="test cases the pick is re-scored on (what is reported)")
     s.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
                    help="override the model's own sampler's guidance (default: its own; Stage II models: 4)")
     s.add_argument("--repeats", type=int, default=5)

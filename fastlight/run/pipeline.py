@@ -49,7 +49,8 @@ class RunConfig:
     prune_ratio: float = 0.3  # fraction of the DiT's parameters to remove
     stage2: dict = field(default_factory=dict)  # overrides of the Stage II recipe config (dpp / icmd / align)
     stage3: dict = field(default_factory=dict)  # overrides of the Stage III recipe config (fastlightgen / dmd2)
-    eval_cases: int = 64  # ShapesBench held-out (prompt, first frame) pairs, the same for every model
+    eval_cases: int = 320  # ShapesBench TEST cases (prompt, first frame, noise), the same for every model;
+    # 320 gives a 95% half-width of about 0.0095 on the teacher's score; fewer is said in the headline
     teacher_steps: int = 50  # the teacher's Euler steps (and a Stage-II-only student's)
     cfg_scale: float = 4.0  # the teacher's CFG
     bench_repeats: int = 3
@@ -235,15 +236,23 @@ def student_eval_dir(run: Run) -> str:
 
 
 def stage_evaluate(run: Run) -> dict:
-    from fastlight.shapes.bench import evaluate_command
+    """ShapesBench of teacher and student on the same `eval_cases` TEST cases and noise: each score
+    with its 95% bootstrap interval, and the paired interval of student - teacher."""
+    from fastlight.shapes.bench import evaluate_command, paired_intervals, score_interval
 
     c = run.cfg
     teacher = evaluate_command(c.teacher, str(run.root / teacher_eval_dir(c)), sampling_of(c.teacher, c),
-                               num_cases=c.eval_cases, seed=c.seed)
+                               num_cases=c.eval_cases, seed=c.seed, split="test")
     student = evaluate_command(str(run.student), str(run.root / student_eval_dir(run)), student_sampling(run),
-                               num_cases=c.eval_cases, seed=c.seed)
-    return {"teacher_score": teacher["score"], "student_score": student["score"],
-            "teacher_direction": teacher["parts"].get("direction"), "student_direction": student["parts"].get("direction")}
+                               num_cases=c.eval_cases, seed=c.seed, split="test")
+    out = {"teacher_score": teacher["score"], "student_score": student["score"],
+           "teacher_direction": teacher["parts"].get("direction"), "student_direction": student["parts"].get("direction"),
+           "num_cases": c.eval_cases, "split": "test"}
+    if c.eval_cases >= 2:
+        out["teacher_interval"] = score_interval(teacher).to_json()
+        out["student_interval"] = score_interval(student).to_json()
+        out["difference"] = paired_intervals(student, teacher)["score"].to_json()
+    return out
 
 
 def bench_spec(model: Path | str, sampling: SamplerSpec, skip=()) -> str:
@@ -301,7 +310,7 @@ def stages(c: RunConfig) -> list[Stage]:
         per_step = 0.3 * float(c.stage3.get("batch_size", 4)) / 4
         out.append(Stage("4_stage3", f"Stage III: {recipe} DMD", stage_stage3, _train_est(c.stage3, 300, per_step)))
     evals = c.eval_cases * (c.teacher_steps * 2 + 50) * 0.012
-    out.append(Stage("evaluate", f"ShapesBench: teacher and student on {c.eval_cases} held-out cases", stage_evaluate, evals))
+    out.append(Stage("evaluate", f"ShapesBench: teacher and student on {c.eval_cases} test cases", stage_evaluate, evals))
     out.append(Stage("bench", "end-to-end time per video, side by side", stage_bench, (c.bench_repeats + 1) * 2.5))
     out.append(Stage("report", "report (Markdown + HTML)", stage_report, 10.0))
     return out
@@ -344,6 +353,26 @@ def _status_table(plan: list[Stage], state: dict, scale: float, current: str | N
     return t
 
 
+def _band(iv: dict | None) -> str:
+    return f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else ""
+
+
+def evaluation_note(ev: dict, default_cases: int | None = None) -> str:
+    """'student - teacher +0.003 [-0.010, +0.016] (paired, 95%, 64 test cases; fewer than the default
+    320: intervals about 2x wider)'."""
+    default_cases = default_cases or RunConfig.eval_cases
+    n = ev.get("num_cases")
+    d = ev.get("difference")
+    if n is None:  # a run from before intervals: say so rather than print bare numbers as if exact
+        return "no intervals (evaluated before ShapesBench 2; re-run the evaluate stage)"
+    text = (f"student - teacher {d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (paired, 95%, " if d
+            else "(no interval: 1 case, ")
+    text += f"{n} {ev.get('split', 'test')} cases"
+    if n < default_cases:
+        text += f"; fewer than the default {default_cases}: intervals about {(default_cases / n) ** 0.5:.1f}x wider"
+    return text + ")"
+
+
 def headline(run: Run, state: dict) -> str:
     ev, be = state["stages"].get("evaluate", {}).get("summary"), state["stages"].get("bench", {}).get("summary")
     if not ev or not be:
@@ -354,8 +383,8 @@ def headline(run: Run, state: dict) -> str:
     if plan.get("removed_fraction") is not None:
         pruned = f", {plan['removed_fraction']:.0%} of the parameters removed"
     return (f"{run.cfg.method} student ({s.num_steps} {s.kind.replace('_', '-')} steps{pruned}): ShapesBench "
-            f"{ev['student_score']:.3f} vs teacher {ev['teacher_score']:.3f} "
-            f"({ev['student_score'] / ev['teacher_score']:.1%}); {be['speedup']:.1f}x faster end to end "
+            f"{ev['student_score']:.3f}{_band(ev.get('student_interval'))} vs teacher {ev['teacher_score']:.3f}"
+            f"{_band(ev.get('teacher_interval'))}, {evaluation_note(ev)}; {be['speedup']:.1f}x faster end to end "
             f"({be['student_s'] * 1000:.0f} ms vs {be['teacher_s']:.2f} s per video)")
 
 

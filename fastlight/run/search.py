@@ -6,7 +6,8 @@ Stage I importance (`depth_plan`, ends kept: the same greedy plan `fastlight pla
 the model samples with its own sampler (its sampler.json; for a Stage II model the default Euler
 sampler, guidance 4) at that step count and depth; `guidance` overrides the sampler's. Per pair:
 
-  quality  ShapesBench score on `num_cases` held-out cases (the fixed ShapesBench cases)
+  quality  ShapesBench score (with its 95% bootstrap interval) on `num_cases` VALIDATION cases
+           (ShapesBench's validation stream): what the pick is chosen on
   cost     predicted ms per video = steps x (measured time of one forward at that depth, batch 1,
            cond + uncond batched when guided, median of `repeats`) + the measured fixed cost
            (text + decode);
@@ -14,7 +15,10 @@ sampler, guidance 4) at that step count and depth; `guidance` overrides the samp
 
 Writes search.json and search.png (left: score over steps x parameters kept, the FastLightGen
 Figure 1 contour, with the budget line; right: score vs predicted ms, the Pareto front and the
-budget) and recommends the best-scoring pair within the budget.
+budget) and recommends the best-scoring pair within the budget. Selection on validation, report on
+test: the pick is then scored once more on `test_cases` TEST cases (disjoint from the validation
+ones), and that score, with its interval, is the one reported; the validation score of the winner
+of a search is optimistic (it won a max over many noisy scores).
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ from fastlight.fileio import atomic_write_json
 from fastlight.models.denoiser import Cond
 from fastlight.models.load import load_denoiser, resolve_model_path
 from fastlight.shapes import text
-from fastlight.shapes.bench import shapesbench
+from fastlight.shapes.bench import DEFAULT_NUM_CASES, score_interval, shapesbench
 from fastlight.shapes.generate import is_shapes_model, world_of
 
 DEFAULT_STEPS = (2, 4, 8, 16, 32)
@@ -125,9 +129,11 @@ def plot(rows: list[dict], steps, ratios, budget_ms: float, best: dict | None, p
 
 def search_command(model_path: str, budget_ms: float, importance: str | None, out: str, steps=DEFAULT_STEPS,
                    ratios=DEFAULT_RATIOS, num_cases: int = 16, guidance: float | None = None, repeats: int = 5,
-                   seed: int = 0) -> dict:
+                   seed: int = 0, test_cases: int = DEFAULT_NUM_CASES) -> dict:
     if budget_ms <= 0:
         raise InputError(f"--budget-ms must be > 0, got {budget_ms}")
+    if num_cases < 2 or test_cases < 2:
+        raise InputError(f"--num-cases and --test-cases must be >= 2 (an interval needs 2 cases), got {num_cases}, {test_cases}")
     steps, ratios = sorted({int(s) for s in steps}), sorted({float(r) for r in ratios})
     if not steps or steps[0] < 1 or not ratios or not all(0 <= r < 1 for r in ratios):
         raise InputError(f"--steps must be >= 1 and --ratios in [0, 1), got {steps}, {ratios}")
@@ -142,7 +148,7 @@ def search_command(model_path: str, budget_ms: float, importance: str | None, ou
     skips = skips_for_ratios(model, rows_imp, ratios)
     console = Console()
     console.print(f"search {path}: steps {steps} x prune ratios {ratios} ({len(steps) * len(ratios)} pairs, "
-                  f"{num_cases} cases each); blocks from {imp}")
+                  f"{num_cases} validation cases each, the pick re-scored on {test_cases} test cases); blocks from {imp}")
     console.print(f"{choice.line}; its step count is what the search varies", soft_wrap=True)
     fwd = forward_ms(model, skips, repeats, guided=base.guidance != 1)
     fixed = _fixed_ms(model, repeats)
@@ -150,19 +156,22 @@ def search_command(model_path: str, budget_ms: float, importance: str | None, ou
     pairs = [(r, st) for r in ratios for st in steps]
     for r, st in tqdm(pairs, desc="search"):
         spec = override(base, sampler=base.kind, num_steps=st)
-        res = shapesbench(model, spec, num_cases, skip=skips[r], seed=seed, progress=False, vbench=False)
+        res = shapesbench(model, spec, num_cases, skip=skips[r], seed=seed, progress=False, vbench=False, split="validation")
+        iv = score_interval(res)
         rows.append({"steps": st, "prune_ratio": r, "skip": skips[r], "params": model.num_params(skips[r]),
                      "removed": 1 - model.num_params(skips[r]) / model.num_params(), "score": round(res["score"], 4),
+                     "interval": [round(iv.low, 4), round(iv.high, 4)],
                      "direction": res["parts"].get("direction"), "pred_ms": round(st * fwd[r] + fixed, 2)})
     front = pareto_front([(x["pred_ms"], x["score"]) for x in rows], maximize_x=False)
     for i, x in enumerate(rows):
         x["pareto"] = i in front
     best = recommend(rows, budget_ms)
-    t = Table(title=f"design space (Pareto front marked *), budget {budget_ms:g} ms")
-    for c in ("steps", "pruned", "score", "direction", "pred. ms", ""):
-        t.add_column(c)
+    test = _test_score(model, base, best, test_cases, seed) if best else None
+    t = Table(title=f"design space on {num_cases} validation cases (Pareto front marked *), budget {budget_ms:g} ms")
+    for c in ("steps", "pruned", "score (validation)", "95% interval", "direction", "pred. ms", ""):
+        t.add_column(c, no_wrap=True)
     for x in sorted(rows, key=lambda x: x["pred_ms"]):
-        t.add_row(str(x["steps"]), f"{x['removed']:.0%}", f"{x['score']:.3f}",
+        t.add_row(str(x["steps"]), f"{x['removed']:.0%}", f"{x['score']:.3f}", f"[{x['interval'][0]:.3f}, {x['interval'][1]:.3f}]",
                   "-" if x["direction"] is None else f"{x['direction']:.2f}", f"{x['pred_ms']:.0f}",
                   ("*" if x["pareto"] else "") + (" <- pick" if x is best else ""))
     console.print(t)
@@ -170,19 +179,30 @@ def search_command(model_path: str, budget_ms: float, importance: str | None, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     png = plot(rows, steps, ratios, budget_ms, best, out_dir / "search.png", base.kind)
     doc = {"model": str(path), "importance": str(imp), "budget_ms": budget_ms, "sampler": base.to_json(),
-           "num_cases": num_cases, "forward_ms": {str(k): round(v, 3) for k, v in fwd.items()}, "fixed_ms": round(fixed, 3),
-           "rows": rows, "recommendation": best}
+           "num_cases": num_cases, "selection_split": "validation", "test_cases": test_cases,
+           "forward_ms": {str(k): round(v, 3) for k, v in fwd.items()}, "fixed_ms": round(fixed, 3),
+           "rows": rows, "recommendation": best, "test": test}
     atomic_write_json(out_dir / "search.json", doc)
     if best is None:
         cheapest = min(rows, key=lambda x: x["pred_ms"])
         print(f"nothing fits {budget_ms:g} ms: the cheapest pair ({cheapest['steps']} steps, "
               f"{cheapest['removed']:.0%} pruned) needs {cheapest['pred_ms']:.0f} ms")
     else:
-        print(f"recommended under {budget_ms:g} ms: {best['steps']} {base.kind.replace('_', '-')} steps with {best['removed']:.0%} of the "
-              f"parameters removed (skip {best['skip']}): ShapesBench {best['score']:.3f}, predicted "
-              f"{best['pred_ms']:.0f} ms per video. A Stage III DMD run at that depth cuts the steps further.")
+        print(f"recommended under {budget_ms:g} ms (chosen on {num_cases} validation cases): {best['steps']} "
+              f"{base.kind.replace('_', '-')} steps with {best['removed']:.0%} of the parameters removed (skip {best['skip']}), "
+              f"predicted {best['pred_ms']:.0f} ms per video. ShapesBench on {test_cases} test cases: {test['score']:.3f} "
+              f"[{test['interval']['low']:.3f}, {test['interval']['high']:.3f}] (95%; validation {best['score']:.3f}). "
+              "A Stage III DMD run at that depth cuts the steps further.")
     print(f"wrote {out_dir / 'search.json'} and {png}")
     return doc
+
+
+def _test_score(model, base, best: dict, test_cases: int, seed: int) -> dict:
+    """The pick's ShapesBench on TEST cases: the score that is reported (selection used validation)."""
+    spec = override(base, sampler=base.kind, num_steps=best["steps"])
+    res = shapesbench(model, spec, test_cases, skip=best["skip"], seed=seed, progress=False, vbench=False, split="test")
+    return {"split": "test", "num_cases": test_cases, "score": res["score"], "interval": score_interval(res).to_json(),
+            "parts": res["parts"]}
 
 
 def _find_importance(model_dir: Path) -> Path:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from scipy import ndimage
 
 from fastlight.errors import InputError
 
@@ -46,6 +48,8 @@ DIRECTIONS: dict[str, tuple[float, float]] = {  # unit (dx, dy), y grows downwar
 SPEEDS_PX: dict[str, float] = {"slowly": 0.5, "quickly": 1.0}
 BACKGROUND = (0.12, 0.12, 0.12)
 SUPERSAMPLE = 4
+GHOST_MARGIN_PX = 2.0  # slack around the object before its colour counts as a ghost
+GHOST_MIN_PX = 3  # confident pixels (coverage > 0.5) of a frame's ghost that fail the object
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,43 @@ def track(video: torch.Tensor, colours: list[str] | None = None, min_area_px: fl
     return out
 
 
+def _extent_px(obj: ShapeObject, world: WorldConfig) -> float:
+    """Largest distance from the object's centre of a pixel centre it covers > 0.5 (unclipped)."""
+    wide = (torch.arange(-world.size * SUPERSAMPLE, 2 * world.size * SUPERSAMPLE, dtype=torch.float32) + 0.5) / SUPERSAMPLE
+    cov = _coverage(obj, torch.tensor([obj.x0_px]), torch.tensor([obj.y0_px]), wide, wide)[0]  # (3H, 3W)
+    ys, xs = torch.nonzero(cov > 0.5, as_tuple=True)
+    px = xs.float() + 0.5 - world.size  # pixel centres in canvas coordinates
+    py = ys.float() + 0.5 - world.size
+    return float(torch.hypot(px - obj.x0_px, py - obj.y0_px).max())
+
+
+def ghost_pixels(alpha: torch.Tensor, ideal_alpha: torch.Tensor, extent_px: float,
+                 margin_px: float = GHOST_MARGIN_PX) -> int:
+    """Confident pixels (coverage > 0.5) of one colour in one frame that lie away from the object.
+
+    alpha, ideal_alpha: (H, W) coverage of the colour in the generated and the ideal frame. The
+    object is the connected component (8-neighbour) that overlaps the ideal object most (the
+    largest one if none does); its tracked position is that component's centroid. A pixel is a
+    ghost when it is farther than `extent_px + margin_px` from the tracked position AND farther
+    than `margin_px` from the ideal object: a duplicate, a wrap-around copy at the opposite border
+    or a smear. The ideal exemption keeps an object split in two by the other object whole.
+    """
+    mask = (alpha > 0.5).numpy()
+    if not mask.any():
+        return 0
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    ideal = (ideal_alpha > 0.5).numpy()
+    near_ideal = (ndimage.distance_transform_edt(~ideal) <= margin_px) if ideal.any() else np.zeros_like(mask)
+    overlap = np.bincount(labels[near_ideal], minlength=n + 1)[1:]
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    main = 1 + int(overlap.argmax() if overlap.max() > 0 else sizes.argmax())
+    a = alpha.numpy() * (labels == main)
+    ys, xs = np.mgrid[: mask.shape[0], : mask.shape[1]] + 0.5  # pixel centres (y, x)
+    cx, cy = float((a * xs).sum() / a.sum()), float((a * ys).sum() / a.sum())
+    far = np.hypot(xs - cx, ys - cy) > extent_px + margin_px
+    return int((mask & far & ~near_ideal).sum())
+
+
 def classify_motion(dx_px: float, dy_px: float, still_px: float = 1.25) -> str:
     """Direction word for a total displacement (frame 0 -> last frame)."""
     if math.hypot(dx_px, dy_px) < still_px:
@@ -295,7 +336,11 @@ def check_clip(video: torch.Tensor, clip: Clip, world: WorldConfig | None = None
         (>= 0.6 if fewer than two; extrapolated to the whole clip), `direction_ok`;
       * `speed_ratio`: measured / prompted displacement (moving objects);
       * `shape`: majority of the tracker's shape over those frames where no other object is
-        near, `shape_ok` against the prompt; `size_ratio`: tracked / ideal area on those frames.
+        near, `shape_ok` against the prompt; `size_ratio`: tracked / ideal area on those frames;
+      * `ghost_px`: per generated frame (1..F-1; frame 0 is the given image) the pixels of the
+        object's colour away from it (`ghost_pixels`: duplicates, wrap-around copies, smears);
+        `ghost`: some frame has >= GHOST_MIN_PX of them, which fails the object (`ok` False).
+    The clip's `ghost` is True when any object has one: the clip fails.
     """
     world = world or WorldConfig()
     F = video.shape[1]
@@ -304,7 +349,12 @@ def check_clip(video: torch.Tensor, clip: Clip, world: WorldConfig | None = None
     results = []
     for obj in clip.objects:
         tr = tracks[obj.colour]
-        ideal_area = colour_alpha(ideal, obj.colour).sum(dim=(1, 2)).tolist()  # (F,)
+        ideal_alpha = colour_alpha(ideal, obj.colour)  # (F, H, W)
+        ideal_area = ideal_alpha.sum(dim=(1, 2)).tolist()  # (F,)
+        gen_alpha = colour_alpha(video, obj.colour)
+        extent = _extent_px(obj, world)
+        ghost_px = [ghost_pixels(gen_alpha[f], ideal_alpha[f], extent) for f in range(1, F)]
+        ghost = any(g >= GHOST_MIN_PX for g in ghost_px)
         full = _full_area_px(obj, world)
         visible = [a / full for a in ideal_area]
         judged = [f for f in range(F) if visible[f] >= 0.6]
@@ -339,6 +389,9 @@ def check_clip(video: torch.Tensor, clip: Clip, world: WorldConfig | None = None
                 "shape": shape,
                 "shape_ok": shape == obj.shape,
                 "size_ratio": sum(size) / len(size) if size else None,
+                "ghost_px": ghost_px,
+                "ghost": ghost,
+                "ok": direction == obj.direction and not ghost,
             }
         )
-    return {"prompt": clip.prompt, "objects": results}
+    return {"prompt": clip.prompt, "objects": results, "ghost": any(o["ghost"] for o in results)}

@@ -216,3 +216,28 @@ def test_real_evaluate_outputs(tiny_shapes_model, tmp_path):
     assert doc["samples_gif"]["ideal_once"] is True  # the real grids share their ideal half
     assert read_video(tmp_path / "report" / "samples.gif").shape[0] == 8  # the tiny world's frames
     assert "| student | 2 | 2 |" in md.read_text()
+
+
+def test_tables_show_intervals_and_the_ghost_part(tmp_path):
+    """A ShapesBench 2 result: the comparison's score and every part carry their 95% intervals."""
+    from fastlight.report.tables import comparison_table, shapesbench_table
+
+    doc = _sb("runs/teacher", "euler", 50, 4.0, [], 100, 1_000_000, 1_000_000, 0.80)
+    doc["parts"]["ghost"] = 0.75
+    doc["weights"] = {"direction": 0.3, "ghost": 0.1}
+    doc["intervals"] = {"score": {"estimate": 0.8, "low": 0.78, "high": 0.83},
+                        "parts": {"direction": {"estimate": 0.8, "low": 0.7, "high": 0.9},
+                                  "ghost": {"estimate": 0.75, "low": 0.6, "high": 0.86}}}
+    _write(tmp_path / "teacher" / "shapesbench.json", doc)
+    _write(tmp_path / "old" / "shapesbench.json", _sb("runs/old", "euler", 50, 4.0, [], 100, 10, 10, 0.7))
+    data = collect(tmp_path)
+    comp = comparison_table(data)
+    by = {row[0]: row for row in comp["cells"]}
+    assert "0.800 [0.780, 0.830]" in by["teacher"] and "0.700" in by["old"]  # a version-1 file: no interval
+    assert comp["rows"][0]["score_interval"]["low"] == 0.78 and any("95% bootstrap" in n for n in comp["notes"])
+    parts = shapesbench_table(data)
+    keys = [c["key"] for c in parts["columns"]]
+    assert "ghost" in keys
+    row = dict(zip(keys, next(r for r in parts["cells"] if r[0] == "teacher")))
+    assert row["direction"] == "0.800 ±0.100" and row["ghost"] == "0.750 ±0.130"
+    assert row["score"] == "0.800 [0.780, 0.830]" and "wrap-around" in " ".join(parts["notes"])

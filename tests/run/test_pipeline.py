@@ -49,6 +49,11 @@ def test_fastlightgen_run_end_to_end_and_rerun_skips(tiny_run, capsys):
     assert [(r["sampler"], r["steps"]) for r in rows] == [("euler", 2), ("few_step", 4)]
     assert (out / "report" / "report.md").exists() and (out / "bench" / "bench.json").exists()
     assert "ShapesBench" in state["headline"] and "faster end to end" in state["headline"]
+    # scores with 95% intervals, the paired difference, and the case count said next to them
+    ev_sum = state["stages"]["evaluate"]["summary"]
+    assert ev_sum["split"] == "test" and ev_sum["num_cases"] == 2 and "difference" in ev_sum
+    assert "paired, 95%, 2 test cases; fewer than the default 320" in state["headline"]
+    assert f"[{ev_sum['student_interval']['low']:.3f}, " in state["headline"]
     # command-line values beat the preset; the preset's other keys still apply
     cfg = json.loads(json.dumps(__import__("yaml").safe_load((out / "config.yaml").read_text())))
     assert cfg["calib"] == 2 and cfg["stage2"]["steps"] == 2 and cfg["stage2"]["lr"] == 1e-4
@@ -93,6 +98,16 @@ def test_split_overrides():
     assert plain == ["a=1"] and nested == {"stage2": {"steps": 5}, "stage3": {"timesteps": [1000, 500]}}
 
 
+def test_headline_states_intervals_and_case_count():
+    from fastlight.run.pipeline import evaluation_note
+
+    ev = {"num_cases": 320, "split": "test", "difference": {"estimate": 0.003, "low": -0.006, "high": 0.012}}
+    assert evaluation_note(ev) == "student - teacher +0.003 [-0.006, +0.012] (paired, 95%, 320 test cases)"
+    few = evaluation_note({**ev, "num_cases": 80})
+    assert few.endswith("80 test cases; fewer than the default 320: intervals about 2.0x wider)")
+    assert "no intervals" in evaluation_note({})  # an old run's summary: said, not hidden
+
+
 @pytest.mark.slow
 def test_ablation_study_on_a_finished_run(tiny_run):
     """benchmarks/ablations.py trains its variants into RUN/ablations and writes one table."""
@@ -113,6 +128,13 @@ def test_ablation_study_on_a_finished_run(tiny_run):
     for name in ("dpp_alpha1", "dpp_alpha0", "dmd_beta2_0", "dmd_beta2_1", "dmd_unpruned_scores", "dmd2_3steps", "dmd2_4steps"):
         assert (out / "ablations" / name / "model" / "config.json").exists(), name
     assert SamplerSpec.load(out / "ablations" / "dmd2_3steps" / "model").levels == [1.0, 0.667, 0.333]
+    # every verdict but importance's is a stated paired test; the scores carry their intervals
+    for key in ("alpha", "beta2", "teacher", "joint", "stage3"):
+        assert found[key]["tests"] and all("difference" in t and "holds" in t for t in found[key]["tests"]), key
+        assert found[key]["reproduces"] == all(t["holds"] for t in found[key]["tests"])
+    assert found["teacher"]["pruned"]["interval"]["num_cases"] == 2
+    verdicts = (out / "ablations" / "ablations.md").read_text()
+    assert "paired 95% intervals" in verdicts and ("holds" in verdicts or "fails" in verdicts)
     md = (out / "ablations" / "ablations.md").read_text()
     assert md.count("\n| ") == 6 and "reproduces?" in md
 

@@ -102,3 +102,70 @@ def test_prompt_roundtrip_through_parser():
     for c in shapes.sample_clips(11, 50):
         parsed = text.parse(c.prompt)
         assert [(p["colour"], p["shape"], p["direction"]) for p in parsed] == [(o.colour, o.shape, o.direction) for o in c.objects]
+
+
+# ---- ghosts: colour of an object away from its tracked position -------------------------------------
+def _one(direction="left", speed="quickly", shape="circle", seed=0):
+    spec = dict(colour="red", shape=shape, direction=direction, speed=speed)
+    return shapes.place_objects([spec], torch.Generator().manual_seed(seed))
+
+
+def _paint(video, frame, ys, xs, colour="red"):
+    video[:, frame, ys, xs] = torch.tensor(shapes.COLOURS[colour]).view(3, 1, 1) * 2 - 1
+
+
+def test_ideal_clips_never_have_ghosts():
+    world = shapes.WorldConfig()
+    for clip in shapes.sample_clips(321, 150, world):
+        res = shapes.check_clip(shapes.render(clip, world), clip, world)
+        assert not res["ghost"] and all(max(o["ghost_px"]) == 0 and o["ok"] == o["direction_ok"]
+                                        for o in res["objects"]), clip.prompt
+
+
+def test_wrap_around_ghost_at_the_opposite_border_fails_the_clip():
+    """A circle moving left whose left part re-appears at the right border from frame 3 on:
+    the direction is still right (the old oracle passed it), the ghost fails the clip."""
+    clip = _one("left")
+    v = shapes.render(clip)
+    obj = clip.objects[0]
+    for f in range(3, 8):
+        y = int(obj.centre_px(f)[1])
+        _paint(v, f, slice(y - 2, y + 2), slice(21, 24))  # a partial copy: 4 x 3 px at the right edge
+    res = shapes.check_clip(v, clip)
+    o = res["objects"][0]
+    assert o["direction_ok"]  # what the centroid path alone says
+    assert res["ghost"] and o["ghost"] and not o["ok"]
+    assert o["ghost_px"][:2] == [0, 0] and min(o["ghost_px"][2:]) >= shapes.GHOST_MIN_PX
+
+
+def test_duplicate_and_smear_are_ghosts():
+    clip = _one("right", "slowly", "square", seed=3)
+    obj = clip.objects[0]
+    dup = shapes.render(clip)
+    x, y = (int(c) for c in obj.centre_px(5))
+    _paint(dup, 5, slice((y + 9) % 24 - 2, (y + 9) % 24 + 1), slice(x - 1, x + 2))  # a 3x3 copy 9 px below
+    assert shapes.check_clip(dup, clip)["ghost"]
+    smear = shapes.render(clip)
+    for f in range(1, 8):  # a trail 9 px long behind the object, connected to it
+        cx, cy = obj.centre_px(f)
+        _paint(smear, f, slice(int(cy) - 1, int(cy) + 1), slice(max(int(cx) - 12, 0), int(cx)))
+    assert shapes.check_clip(smear, clip)["ghost"]
+
+
+def test_faint_or_tiny_specks_are_not_ghosts():
+    clip = _one("up", "quickly", "triangle", seed=5)
+    v = shapes.render(clip)
+    _paint(v, 4, slice(0, 1), slice(0, 2))  # 2 px: under GHOST_MIN_PX
+    faint = torch.tensor(shapes.COLOURS["red"]) * 0.3 + torch.tensor(shapes.BACKGROUND) * 0.7
+    v[:, 6, 20:23, 0:3] = faint.view(3, 1, 1) * 2 - 1  # coverage 0.3 < 0.5: a fringe, not an object
+    assert not shapes.check_clip(v, clip)["ghost"]
+
+
+def test_object_covered_by_another_is_not_a_ghost():
+    """Two objects crossing: the one behind is partly covered by the one in front; what is left of
+    it lies on the ideal object, so it is no ghost."""
+    a = shapes.ShapeObject("red", "square", 4.5, 8.0, 12.0, "right", "quickly")
+    b = shapes.ShapeObject("blue", "square", 1.6, 15.0, 12.0, "still", "slowly")  # drawn on top
+    clip = shapes.Clip((a, b))
+    res = shapes.check_clip(shapes.render(clip), clip)
+    assert not res["ghost"], res
