@@ -10,7 +10,7 @@ from pathlib import Path
 from fastlight.data import video
 from fastlight.diffusion.spec import choose_sampler
 from fastlight.errors import InputError, ModelError, make_parent_dir
-from fastlight.models.denoiser import Denoiser, ModelError
+from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser, resolve_model_path
 from fastlight.shapes.generate import generate, is_shapes_model, shapes_spec, world_of
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from fastlight.errors import ModelError
-from fastlight.models.denoiser import BlockInfo, Cond, Denoiser, ModelError
+from fastlight.models.denoiser import BlockInfo, Cond, Denoiser
 from fastlight.models.weights import load_diffusers_module
 
 DEFAULT_GUIDANCE = 6.0  # diffusers HunyuanVideo pipelines' default `guidance_scale` (passed * 1000)

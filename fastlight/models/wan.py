@@ -19,7 +19,7 @@ import torch
 import torch.utils.checkpoint
 
 from fastlight.errors import ModelError
-from fastlight.models.denoiser import BlockInfo, Cond, Denoiser, ModelError
+from fastlight.models.denoiser import BlockInfo, Cond, Denoiser
 from fastlight.models.weights import load_diffusers_module
 
 
