@@ -75,6 +75,21 @@ def make_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     return p
 
 
+def check_dir_creatable(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Refuse, before any work and without creating anything, a folder path that cannot be made:
+    its nearest existing ancestor must be a writable folder (and `path` itself, if it exists, one)."""
+    p = Path(path)
+    q = p
+    while not q.exists() and q != q.parent:
+        q = q.parent
+    if not q.is_dir():
+        reason = "a file of that name exists" if q == p else f"a part of the path, {q}, is a file"
+        raise PathError(f"{what} {p}: cannot create it ({reason}); give a writable folder path")
+    if not os.access(q, os.W_OK | os.X_OK):
+        raise PathError(f"{what} {p}: {q} is not writable; give a writable folder path")
+    return p
+
+
 def make_parent_dir(path: str | os.PathLike, what: str = "output") -> Path:
     """Create the folder the file or folder `path` goes into; an OSError becomes a PathError naming it."""
     p = Path(path)

@@ -46,7 +46,7 @@ from fastlight.analyze.defaults import model_defaults
 from fastlight.analyze.io import atomic_savefig, atomic_write_json, check_fingerprint, read_json
 from fastlight.analyze.taylor import print_taylor, taylor_saliency, write_taylor
 from fastlight.diffusion.flow import add_noise, x0_from_v
-from fastlight.errors import DataError, InputError, make_dir
+from fastlight.errors import DataError, InputError, check_dir_creatable, make_dir
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser, model_fingerprint, resolve_model_path
 from fastlight.plugins import component, registered
@@ -434,10 +434,11 @@ def analyze_command(
     metric_fn = None
     if "metric" in methods:  # before any long computation: a missing metric is bad input
         metric_fn = build_metric(_metric_name(model, metric), metric_cases, metric_steps, metric_guidance)
-    out = make_dir(out_dir, "--out folder")  # before any work: a bad path fails in one line, at once
+    check_dir_creatable(out_dir, "--out folder")  # before any work: a bad path fails in one line, at once
     cal = None
     if {"elbo", "taylor"} & set(methods):
         cal = model_calibration(model, calib, seed, data, latents, batch_size, shift)
+    out = make_dir(out_dir, "--out folder")
     con = Console()
     result: dict = {"out_dir": str(out), "model": str(model_path), "files": {}}
     drawn = f", {cal.num_samples} calibration samples ({cal.info['source']}, seed {seed})" if cal else ""

@@ -24,6 +24,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from fastlight.errors import InputError
+
 LEVEL = 0.95
 NUM_RESAMPLES = 2000
 SEED = 0
@@ -31,7 +33,7 @@ SEED = 0
 Statistic = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 
-class StatsError(ValueError):
+class StatsError(InputError):
     """Data that cannot be bootstrapped (the message names the fix)."""
 
 
