@@ -46,7 +46,8 @@ import torch
 
 from fastlight.data.source import local_batch_size, stream_generator
 from fastlight.errors import DataError, MissingFileError, make_dir
-from fastlight.fileio import atomic_write_bytes
+from fastlight.data.video import read_video
+from fastlight.fileio import atomic_write_bytes, atomic_write_json
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
 INDEX_NAME = "index.json"
@@ -217,28 +218,15 @@ def resize_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def decode_frames(path: str | Path, num_frames: int, frame_stride: int = 1) -> np.ndarray:
-    """First `num_frames` frames (every `frame_stride`-th) of a video as (F, H, W, 3) uint8, via PyAV.
-
-    Stops decoding once enough frames are read. Raises ValueError("too short: ...") when the video
-    has fewer frames; PyAV / OS errors propagate for corrupt or unreadable files.
-    """
-    import av
-
-    need = 1 + (num_frames - 1) * frame_stride
-    frames = []
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise DataError("no video stream")
-        stream = container.streams.video[0]
-        for i, frame in enumerate(container.decode(stream)):
-            if i % frame_stride == 0:
-                frames.append(frame.to_ndarray(format="rgb24"))
-            if i + 1 >= need:
-                break
+    """First `num_frames` frames (every `frame_stride`-th) of a video as (F, H, W, 3) uint8, through
+    the project's one video reader (`fastlight.data.video.read_video`, which stops decoding once
+    enough frames are read). Raises DataError("too short: ...") when the video has fewer frames and
+    read_video's one-line errors for a missing, corrupt or unreadable file."""
+    frames = read_video(path, num_frames, frame_stride)
     if len(frames) < num_frames:
         raise DataError(f"too short: {len(frames)} usable frames < num_frames={num_frames}"
                         + (f" (frame_stride={frame_stride})" if frame_stride > 1 else ""))
-    return np.stack(frames[:num_frames])
+    return frames
 
 
 # ----------------------------------------------------------------------------- VAE
@@ -443,7 +431,7 @@ def preprocess(
                  "path": str(text_embeds if text_embeds is not None else text_encoder), "length": text_len},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_bytes(out_dir / INDEX_NAME, (json.dumps(index, indent=2) + "\n").encode())
+    atomic_write_json(out_dir / INDEX_NAME, index)
     keep = {s["file"] for s in shards}
     for stale in out_dir.glob("latents_*.safetensors"):
         if stale.name not in keep:
