@@ -7,7 +7,7 @@
         extra.pt                                   a recipe's own non-module state (recipe.extra_state())
         state.json                                 step, config hash, wall time, RNG states
 
-Written atomically (a temporary folder renamed into place) by rank 0 only, with FULL tensors: a
+Written atomically (`fastlight.fileio.atomic_dir`: a hidden temporary folder renamed into place) by rank 0 only, with FULL tensors: a
 sharded run gathers them first (`full_state_dict`, `full_optimizer_state`: collectives), so a
 checkpoint resumes sharded or not. `optimizer*.pt` keep torch's own state-dict layout.
 """
@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fastlight.errors import ConfigError
+from fastlight.fileio import atomic_dir, atomic_write_json
 from fastlight.train.sharding import is_dtensor
 
 GENERATOR = "generator"
@@ -122,32 +123,40 @@ def save_checkpoint(out: Path, step: int, parts: dict, ema, cfg, wall_time_s: fl
     parts: {name: (module or its full state dict, optimizer or its full state dict)}, the generator first;
     ema: the generator's EMA (module, state dict or None); extra: a recipe's own state (extra.pt)."""
     final = checkpoint_dir(out, step)
-    tmp = final.with_name(f".tmp-{final.name}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for name, (module, opt) in parts.items():
-        save_file(module if isinstance(module, dict) else _tensors(module), str(tmp / weights_file(name)))
-        torch.save(opt if isinstance(opt, dict) else opt.state_dict(), tmp / optimizer_file(name))
-    if ema is not None:
-        save_file(ema if isinstance(ema, dict) else _tensors(ema), str(tmp / "ema.safetensors"))
-    if extra is not None:
-        torch.save(extra, tmp / "extra.pt")
-    state = {"step": step, "config_hash": config_hash(cfg), "config": hashed_config(cfg),
-             "wall_time_s": wall_time_s, "rng": rng_state()}
-    (tmp / "state.json").write_text(json.dumps(state))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with atomic_dir(final) as tmp:  # hidden until renamed: list_checkpoints never sees a partial one
+        for name, (module, opt) in parts.items():
+            save_file(module if isinstance(module, dict) else _tensors(module), str(tmp / weights_file(name)))
+            torch.save(opt if isinstance(opt, dict) else opt.state_dict(), tmp / optimizer_file(name))
+        if ema is not None:
+            save_file(ema if isinstance(ema, dict) else _tensors(ema), str(tmp / "ema.safetensors"))
+        if extra is not None:
+            torch.save(extra, tmp / "extra.pt")
+        state = {"step": step, "config_hash": config_hash(cfg), "config": hashed_config(cfg),
+                 "steps": cfg.steps, "wall_time_s": wall_time_s, "rng": rng_state()}
+        atomic_write_json(tmp / "state.json", state, indent=None)
     return final
 
 
 def prune_checkpoints(out: Path, keep_last: int) -> None:
+    """Keep the newest `keep_last` complete checkpoints; drop the older ones and any hidden partial
+    folder a killed run left behind (atomic_dir's `.step-N.PID.tmp` / `.old`)."""
     for d in list_checkpoints(out)[:-keep_last]:
         shutil.rmtree(d)
+    for d in (Path(out) / "checkpoints").glob(".step-*"):
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def check_resume_config(out: Path, state: dict, cfg) -> None:
+    """Refuse to resume `out` with a config that would change the result: a hashed field differs, or
+    `steps` differs under a cosine schedule after steps past the warm-up were taken (their learning
+    rate depended on the old `steps`; during warm-up, or with a constant schedule, it does not)."""
+    saved_steps = state.get("steps")
+    if (saved_steps is not None and saved_steps != cfg.steps and cfg.lr_schedule == "cosine"
+            and state.get("step", 0) > cfg.warmup_steps):
+        raise ConfigError(f"resume folder {out} was made with steps={saved_steps} and a cosine lr_schedule, whose "
+                          f"learning rate depends on steps; resume with steps={saved_steps}, or use a new --out "
+                          f"(a constant lr_schedule may change steps on resume)")
     if state.get("config_hash") == config_hash(cfg):
         return
     old, new = state.get("config", {}), hashed_config(cfg)

@@ -19,7 +19,12 @@ the generator's samples detached; a generator loss through a critic runs it with
 Per updated module the loop then syncs gradients (a parameter without one gets zeros on every
 process), clips (`grad_clip`, the global norm), steps, and sets the learning rate: the module's
 base lr, times the schedule's factor lr_at(cfg, step) / cfg.lr where `scheduled`. The EMA follows
-the generator (`ema_decay`, updated every optimizer step). `hooks`: callables hook(done_steps,
+the generator (`ema_decay`, updated every optimizer step with torch's `get_ema_multi_avg_fn` update,
+on a plain copy of the generator rather than an `AveragedModel`, whose first update copies instead of
+averaging and whose state dict adds a `module.` prefix and a counter). The schedule stays the pure
+function `lr_at` of the global step, not a torch LRScheduler: a scheduler counts its own optimizer's
+steps (a DMD generator steps only every `critic_steps`-th) and holds state a checkpoint would have to
+carry, while `lr_at` needs nothing to resume exactly. `hooks`: callables hook(done_steps,
 generator) -> dict | None run on every process after each optimizer step; what they return is
 logged (a probe's metrics).
 
@@ -51,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from fastlight.errors import ConfigError, NonFiniteError
 from fastlight.train.checkpoint import (GENERATOR, check_resume_config, full_optimizer_state, full_state_dict,
@@ -188,10 +194,18 @@ def progress_postfix(logs: dict, losses: list[str], probed: dict) -> dict[str, s
     return {k: f"{logs[k]:.4g}" for k in dict.fromkeys(losses)} | {k: f"{v:.3g}" for k, v in probed.items()}
 
 
+def ema_decay_at(cfg: LoopConfig, step: int) -> float:
+    """The EMA's decay after optimizer step `step` (0-based): min(ema_decay, (1 + step) / (10 + step)),
+    so the early EMA is not dominated by the initial weights."""
+    return min(cfg.ema_decay, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm.detach().to(pe.dtype), 1 - decay)
+    """ema <- decay * ema + (1 - decay) * model, parameter-wise (torch's EMA: one fused foreach lerp)."""
+    ema_params = list(ema.parameters())
+    model_params = [pm.detach().to(pe.dtype) for pe, pm in zip(ema_params, model.parameters(), strict=True)]
+    get_ema_multi_avg_fn(decay)(ema_params, model_params, None)
 
 
 def _average_grads(params: list[torch.nn.Parameter], accelerator) -> None:
@@ -396,7 +410,7 @@ def train(recipe, cfg: LoopConfig, progress: bool = True, hooks=()) -> Path:
         for step in bar:
             logs, stepped = run.one_step(step)
             if run.ema is not None:
-                ema_update(run.ema, run.model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+                ema_update(run.ema, run.model, ema_decay_at(cfg, step))
             done = step + 1
             probed = {}
             for hook in hooks:

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from fastlight.train import loop as loop_mod
-from fastlight.train.checkpoint import list_checkpoints
+from fastlight.train.checkpoint import list_checkpoints, prune_checkpoints
 from fastlight.train.loop import LoopConfig, check_batch_divides, enable_gradient_checkpointing, global_batch_size, train
 
 FULL_BATCH = 8
@@ -136,10 +136,10 @@ def test_nonfinite_loss_names_step_and_saves_nothing(tmp_path):
 
 
 def test_resume_with_different_config_refused(tmp_path):
-    train(_Recipe(), _cfg(tmp_path, steps=5), progress=False)
-    train(_Recipe(), _cfg(tmp_path, steps=10), progress=False)  # more steps: allowed
+    train(_Recipe(), _cfg(tmp_path, steps=5, lr_schedule="constant"), progress=False)
+    train(_Recipe(), _cfg(tmp_path, steps=10, lr_schedule="constant"), progress=False)  # more steps: allowed
     with pytest.raises(ValueError, match=r"was made with a different config \(lr: 0.05 -> 0.01\); use a new --out") as e:
-        train(_Recipe(), _cfg(tmp_path, steps=15, lr=0.01), progress=False)
+        train(_Recipe(), _cfg(tmp_path, steps=15, lr=0.01, lr_schedule="constant"), progress=False)
     assert "\n" not in str(e.value)
 
 
@@ -256,6 +256,81 @@ def test_accelerate_configs_parse(name):
         assert c.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
     if name == "deepspeed_zero3_bf16":
         assert c.deepspeed_config["zero_stage"] == 3
+
+
+def test_ema_update_is_the_lerp_formula_it_replaces():
+    """torch's EMA update (get_ema_multi_avg_fn) gives exactly the per-parameter lerp the loop used,
+    i.e. decay * ema + (1 - decay) * model, with the warm-up decay min(ema_decay, (1 + s) / (10 + s))."""
+    from fastlight.train.loop import ema_decay_at, ema_update
+
+    torch.manual_seed(0)
+    model, ema = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    ref = [p.detach().clone() for p in ema.parameters()]
+    cfg = LoopConfig(ema_decay=0.9)
+    assert [ema_decay_at(cfg, s) for s in (0, 1, 80, 1000)] == [0.1, 2 / 11, 0.9, 0.9]
+    for s in range(12):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        decay = ema_decay_at(cfg, s)
+        ema_update(ema, model, decay)
+        for r, pm in zip(ref, model.parameters()):
+            r.lerp_(pm.detach(), 1 - decay)  # the replaced update
+        for pe, r in zip(ema.parameters(), ref):
+            assert torch.equal(pe, r)
+    before = [p.detach().clone() for p in ema.parameters()]
+    ema_update(ema, model, 0.75)
+    for pe, p0, pm in zip(ema.parameters(), before, model.parameters()):
+        assert torch.allclose(pe, 0.75 * p0 + 0.25 * pm, atol=1e-6)
+
+
+def test_lr_at_is_warmup_then_cosine_or_constant():
+    """lr_at (the pure schedule, kept over a torch LRScheduler: module doc) against its formula."""
+    import math
+
+    from fastlight.train.loop import lr_at
+
+    cfg = LoopConfig(lr=1.0, steps=12, warmup_steps=2, min_lr_ratio=0.1)
+    assert [lr_at(cfg, s) for s in (0, 1)] == [0.5, 1.0]
+    for s in range(2, 14):
+        t = min(1.0, (s - 2) / 10)
+        assert math.isclose(lr_at(cfg, s), 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+    const = LoopConfig(lr=1.0, steps=12, warmup_steps=2, lr_schedule="constant")
+    assert [lr_at(const, s) for s in range(5)] == [0.5, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_resume_with_other_steps_under_cosine_refused(tmp_path):
+    from fastlight.errors import ConfigError
+
+    train(_Recipe(), _cfg(tmp_path, steps=6, save_every=3, warmup_steps=1), progress=False)
+    with pytest.raises(ConfigError, match=r"made with steps=6 and a cosine lr_schedule.*resume with steps=6"):
+        train(_Recipe(), _cfg(tmp_path, steps=9, save_every=3, warmup_steps=1), progress=False)
+
+
+def test_resume_with_other_steps_exact_when_lr_does_not_depend_on_them(tmp_path):
+    """Constant schedule (any resume step) or cosine resumed within the warm-up: more steps on resume
+    give exactly the run made with the new steps from the start."""
+    for name, kw, first in (("const", dict(lr_schedule="constant"), 4), ("warm", dict(warmup_steps=5), 4)):
+        ref, run = tmp_path / f"{name}-ref", tmp_path / f"{name}-run"
+        train(_Recipe(), _cfg(ref, steps=8, save_every=4, **kw), progress=False)
+        train(_Recipe(), _cfg(run, steps=first, save_every=4, **kw), progress=False)
+        train(_Recipe(), _cfg(run, steps=8, save_every=4, **kw), progress=False)
+        a, b = _final(ref), _final(run)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_checkpoint_written_atomically_and_partials_ignored(tmp_path):
+    """state.json is strict JSON; a hidden partial folder (a killed save) never counts and is pruned."""
+    train(_Recipe(), _cfg(tmp_path, steps=4, save_every=2), progress=False)
+    partial = tmp_path / "checkpoints" / ".step-00000006.999.tmp"
+    partial.mkdir()
+    (partial / "state.json").write_text("{}")
+    assert [d.name for d in list_checkpoints(tmp_path)] == ["step-00000002", "step-00000004"]
+    state = json.loads((list_checkpoints(tmp_path)[-1] / "state.json").read_text())
+    assert state["step"] == 4 and state["steps"] == 4
+    prune_checkpoints(tmp_path, keep_last=1)
+    assert not partial.exists()
+    assert [d.name for d in list_checkpoints(tmp_path)] == ["step-00000004"]
 
 
 if __name__ == "__main__":
