@@ -5,11 +5,13 @@
         ema.safetensors                            the generator's EMA (when ema_decay > 0)
         NAME.safetensors   optimizer-NAME.pt       each further optimised module (critic, discriminator)
         extra.pt                                   a recipe's own non-module state (recipe.extra_state())
-        state.json                                 step, config hash, wall time, RNG states
+        state.json                                 step, steps, config hash, wall time, RNG states
 
-Written atomically (`fastlight.fileio.atomic_dir`: a hidden temporary folder renamed into place) by rank 0 only, with FULL tensors: a
-sharded run gathers them first (`full_state_dict`, `full_optimizer_state`: collectives), so a
-checkpoint resumes sharded or not. `optimizer*.pt` keep torch's own state-dict layout.
+Written atomically (`fastlight.fileio.atomic_dir`: a hidden temporary folder renamed into place)
+by rank 0 only, with FULL tensors: a sharded run gathers them first (`full_state_dict`,
+`full_optimizer_state`: collectives), so a checkpoint resumes sharded or not. `optimizer*.pt` keep
+torch's own state-dict layout. state.json also records `steps`, for the resume check of a cosine
+schedule (check_resume_config).
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ from fastlight.fileio import atomic_dir, atomic_write_json
 from fastlight.train.sharding import is_dtensor
 
 GENERATOR = "generator"
-_NOT_HASHED = ("out", "steps", "gradient_checkpointing", "shard", "hooks")  # may change on resume, same result
+# may change on resume, same result (`steps` only where the lr does not depend on it: check_resume_config)
+_NOT_HASHED = ("out", "steps", "gradient_checkpointing", "shard", "hooks")
 
 
 def hashed_config(cfg) -> dict:
@@ -151,18 +154,17 @@ def check_resume_config(out: Path, state: dict, cfg) -> None:
     """Refuse to resume `out` with a config that would change the result: a hashed field differs, or
     `steps` differs under a cosine schedule after steps past the warm-up were taken (their learning
     rate depended on the old `steps`; during warm-up, or with a constant schedule, it does not)."""
-    saved_steps = state.get("steps")
+    if state.get("config_hash") != config_hash(cfg):
+        old, new = state.get("config", {}), hashed_config(cfg)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        what = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4]) + (" ..." if len(diff) > 4 else "")
+        raise ConfigError(f"resume folder {out} was made with a different config ({what}); use a new --out")
+    saved_steps = state.get("steps")  # absent in checkpoints written before it was saved
     if (saved_steps is not None and saved_steps != cfg.steps and cfg.lr_schedule == "cosine"
             and state.get("step", 0) > cfg.warmup_steps):
         raise ConfigError(f"resume folder {out} was made with steps={saved_steps} and a cosine lr_schedule, whose "
                           f"learning rate depends on steps; resume with steps={saved_steps}, or use a new --out "
                           f"(a constant lr_schedule may change steps on resume)")
-    if state.get("config_hash") == config_hash(cfg):
-        return
-    old, new = state.get("config", {}), hashed_config(cfg)
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    what = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4]) + (" ..." if len(diff) > 4 else "")
-    raise ConfigError(f"resume folder {out} was made with a different config ({what}); use a new --out")
 
 
 def load_weights(ck: Path, modules: dict, ema) -> None:
