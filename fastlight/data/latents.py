@@ -444,23 +444,6 @@ def preprocess(
     return index
 
 
-def preprocess_command(videos_dir, captions, vae, out, num_frames: int = 81, height: int | None = None,
-                       width: int | None = None, text_embeds=None, text_encoder=None, shard_size: int = 64) -> int:
-    """CLI verb `fastlight preprocess VIDEOS_DIR --captions C --vae V --out SHARDS [...]` -> exit code.
-
-    height and width (both or neither) give one bucket; otherwise DEFAULT_BUCKETS (480x832, 832x480,
-    480x480). Errors are DataError with a one-line message (the CLI prints it and exits 2).
-    """
-    if (height is None) != (width is None):
-        raise DataError("pass both --height and --width (one bucket), or neither (the default buckets)")
-    buckets = DEFAULT_BUCKETS if height is None else [(int(height), int(width))]
-    index = preprocess(videos_dir, captions, vae, out, num_frames=int(num_frames), buckets=buckets,
-                       text_embeds=text_embeds, text_encoder=text_encoder, shard_size=int(shard_size))
-    print(f"wrote {Path(out) / INDEX_NAME}: {index['num_samples']} samples, {len(index['shards'])} shard(s), "
-          f"{len(index['skipped'])} skipped")
-    return 0 if index["num_samples"] > 0 else 1
-
-
 # ----------------------------------------------------------------------------- dataset
 
 

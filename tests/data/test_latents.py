@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fastlight.data.latents import DataError, LatentShards, pick_bucket, preprocess, preprocess_command
+from fastlight.commands.preprocess import preprocess_command
+from fastlight.data.latents import DataError, LatentShards, pick_bucket, preprocess
 from fastlight.data.video import write_video
 
 # tiny Wan VAE: 1 spatial downsample (x2), 1 temporal downsample (x2) -> frames 1 + 2k

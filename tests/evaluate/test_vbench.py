@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from synthetic_videos import disk_clip, shifted_texture, texture, upscale_video
 
-from fastlight import cli
+from fastlight.commands import vbench as vbench_command
 from fastlight.cli import main
 from fastlight.data.video import write_video
 from fastlight.evaluate import vbench as vb
@@ -247,7 +247,7 @@ def test_cli_validate_runs_the_known_answer_checks(capfd, monkeypatch, tmp_path)
     assert main(["vbench", "--validate"]) == 0
     out = capfd.readouterr().out
     assert "| dimension | kind | case |" in out and re.search(r"\n(\d+)/\1 passed in", out)  # all of them
-    monkeypatch.setattr(cli, "VBENCH_CHECKS", tmp_path / "missing.py")  # an installed package: no tests folder
+    monkeypatch.setattr(vbench_command, "VBENCH_CHECKS", tmp_path / "missing.py")  # an installed package: no tests folder
     assert main(["vbench", "--validate"]) == 2
     assert "known-answer checks of a source checkout" in capfd.readouterr().err
 

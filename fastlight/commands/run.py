@@ -1,24 +1,24 @@
-"""`fastlight run RECIPE.yaml [key=value ...]` and `fastlight search`: argument parsing."""
+"""`fastlight run RECIPE.yaml [key=value ...]` and `fastlight search`: the work lives in `fastlight/run/`."""
 from __future__ import annotations
 
 
-def _run(a):
+def run(a) -> None:
     from fastlight.run.pipeline import run_command
 
     only = [s.strip() for s in a.only.split(",") if s.strip()] if a.only else None
     run_command(a.config, a.overrides, only)
 
 
-def add_parsers(sub) -> None:
+def add_parser(sub) -> None:
     s = sub.add_parser("run", help="the whole compression (Stage I -> II -> III -> evaluate -> bench -> report), resumable")
     s.add_argument("config", help="run recipe, e.g. configs/shapes/fastlightgen.yaml")
     s.add_argument("overrides", nargs="*", help="key=value (preset=full, out=..., stage2.steps=100, stage3.lr=1e-5)")
     s.add_argument("--only", default=None, help="comma list of stages to run now (e.g. evaluate,bench,report)")
-    s.set_defaults(fn=_run)
+    s.set_defaults(fn=run)
     add_search_parser(sub)
 
 
-def _search(a):
+def run_search(a) -> None:
     from fastlight.run.search import search_command
 
     steps = [int(s) for s in a.steps.split(",") if s.strip()]
@@ -41,4 +41,4 @@ def add_search_parser(sub) -> None:
                    help="override the model's own sampler's guidance (default: its own; Stage II models: 4)")
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(fn=_search)
+    s.set_defaults(fn=run_search)

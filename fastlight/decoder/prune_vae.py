@@ -1,4 +1,4 @@
-"""`fastlight prune-decoder` / `fastlight distill-decoder`: argument parsing and the prune command."""
+"""The component of `fastlight prune-decoder`: score, prune and write a decoder (the verb: fastlight/commands/decoder.py)."""
 from __future__ import annotations
 
 import shutil
@@ -74,39 +74,3 @@ def prune_decoder_command(vae_dir, ratio: float, out_dir, calib: int = 16, laten
               f"{info['decoder_params_before']:,} -> {info['decoder_params']:,} parameters (removed "
               f"{plan['achieved_ratio']:.1%}, target {ratio:.0%}); written to {out}")
     return manifest
-
-
-def _prune(a):
-    prune_decoder_command(a.vae, a.ratio, a.out, calib=a.calib, latents=a.latents, seed=a.seed,
-                          overwrite=a.overwrite)
-
-
-def _distill(a):
-    from fastlight.decoder.distill import distill_decoder_command
-
-    config, overrides = a.config, list(a.overrides)
-    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
-        config, overrides = None, [config, *overrides]
-    out = distill_decoder_command(config, overrides)
-    print(f"distilled decoder written to {out}")
-
-
-def add_parsers(sub) -> None:
-    """Register this package's verbs on the `fastlight` sub-parser object."""
-    s = sub.add_parser("prune-decoder", help="channel-prune an AutoencoderKLWan decoder (VDMini) into the same class")
-    s.add_argument("vae", help="AutoencoderKLWan folder (e.g. Wan2.1-T2V-1.3B-Diffusers/vae) or 'shapes-vae'")
-    s.add_argument("--ratio", type=float, required=True,
-                   help="fraction of the decoder's parameters to remove, in (0, 1)")
-    s.add_argument("--out", required=True, help="output folder (a stock AutoencoderKLWan folder + manifest.json)")
-    s.add_argument("--calib", type=int, default=16, help="calibration latents for the channel scores")
-    s.add_argument("--latents", default="shapes",
-                   help="calibration latents: a clip source, e.g. 'shapes' (the VAE's encoder on its clips), a "
-                        "`fastlight preprocess` folder or a safetensors file with `latents` (normalised)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--overwrite", action="store_true")
-    s.set_defaults(fn=_prune)
-
-    s = sub.add_parser("distill-decoder", help="train a light decoder to reproduce the teacher VAE decoder, resumable")
-    s.add_argument("config", nargs="?", default=None, help="YAML, e.g. configs/shapes/decoder.yaml")
-    s.add_argument("overrides", nargs="*", help="key=value overrides")
-    s.set_defaults(fn=_distill)

@@ -1,10 +1,9 @@
-"""`fastlight export RUN --format diffusers|onnx --out DIR`: argument parsing; the work lives in
-`to_diffusers.py` and `to_onnx.py`."""
+"""`fastlight export RUN --format diffusers|onnx --out DIR`; the work lives in `fastlight/export/to_diffusers.py`
+and `to_onnx.py`."""
 from __future__ import annotations
 
 
-def add_parsers(sub) -> None:
-    """Register this package's verbs on the `fastlight` sub-parser object."""
+def add_parser(sub) -> None:
     s = sub.add_parser("export", help="a trained student as a diffusers pipeline folder or an ONNX transformer")
     s.add_argument("run", help="run folder (with model/), model folder, or 'shapes-teacher'")
     s.add_argument("--format", required=True, choices=["diffusers", "onnx"])
@@ -18,10 +17,10 @@ def add_parsers(sub) -> None:
     s.add_argument("--height", type=int, default=None, help="onnx, non-Shapes models: latent height")
     s.add_argument("--width", type=int, default=None, help="onnx, non-Shapes models: latent width")
     s.add_argument("--text-len", type=int, default=None, help="onnx, non-Shapes models: text tokens (Wan: 512)")
-    s.set_defaults(fn=_export)
+    s.set_defaults(fn=run)
 
 
-def _export(a) -> None:
+def run(a) -> None:
     if a.format == "diffusers":
         from fastlight.export.to_diffusers import export_diffusers
 

@@ -1,0 +1,39 @@
+"""`fastlight prune-decoder VAE --ratio R --out DIR` and `fastlight distill-decoder [config.yaml] [key=value ...]`."""
+from __future__ import annotations
+
+from fastlight.commands.options import config_and_overrides
+
+
+def run(a) -> None:
+    from fastlight.decoder.prune_vae import prune_decoder_command
+
+    prune_decoder_command(a.vae, a.ratio, a.out, calib=a.calib, latents=a.latents, seed=a.seed,
+                          overwrite=a.overwrite)
+
+
+def run_distill(a) -> None:
+    from fastlight.decoder.distill import distill_decoder_command
+
+    config, overrides = config_and_overrides(a)
+    out = distill_decoder_command(config, overrides)
+    print(f"distilled decoder written to {out}")
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("prune-decoder", help="channel-prune an AutoencoderKLWan decoder (VDMini) into the same class")
+    s.add_argument("vae", help="AutoencoderKLWan folder (e.g. Wan2.1-T2V-1.3B-Diffusers/vae) or 'shapes-vae'")
+    s.add_argument("--ratio", type=float, required=True,
+                   help="fraction of the decoder's parameters to remove, in (0, 1)")
+    s.add_argument("--out", required=True, help="output folder (a stock AutoencoderKLWan folder + manifest.json)")
+    s.add_argument("--calib", type=int, default=16, help="calibration latents for the channel scores")
+    s.add_argument("--latents", default="shapes",
+                   help="calibration latents: a clip source, e.g. 'shapes' (the VAE's encoder on its clips), a "
+                        "`fastlight preprocess` folder or a safetensors file with `latents` (normalised)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(fn=run)
+
+    s = sub.add_parser("distill-decoder", help="train a light decoder to reproduce the teacher VAE decoder, resumable")
+    s.add_argument("config", nargs="?", default=None, help="YAML, e.g. configs/shapes/decoder.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value overrides")
+    s.set_defaults(fn=run_distill)

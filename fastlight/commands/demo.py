@@ -1,0 +1,20 @@
+"""`fastlight demo`: sample the shipped teacher on several prompts."""
+from __future__ import annotations
+
+from fastlight.commands.options import add_sampler_args, sampler_overrides
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("demo", help="sample the shipped teacher on several prompts")
+    s.add_argument("--out", default="runs/demo")
+    s.add_argument("--model", default="shapes-teacher")
+    add_sampler_args(s)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=run)
+
+
+def run(a) -> None:
+    from fastlight.shapes.generate import demo_command
+
+    out = demo_command(a.out, a.model, a.seed, sampler_overrides(a))
+    print(f"demo videos in {out}/ (open {out}/grid.gif: top = the model's samples, bottom = ideal clips)")

@@ -1,0 +1,16 @@
+"""`fastlight pretrain config.yaml [key=value ...]`: train a denoiser from random weights."""
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    s = sub.add_parser("pretrain", help="train a denoiser from random weights (the embedded Shapes teacher)")
+    s.add_argument("config", help="YAML recipe, e.g. configs/shapes/pretrain.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value overrides")
+    s.set_defaults(fn=run)
+
+
+def run(a) -> None:
+    from fastlight.train.command import train_command
+
+    out = train_command("pretrain", a.config, a.overrides)
+    print(f"model written to {out}")
