@@ -12,6 +12,7 @@ so any JSON reader parses every file the project writes.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -110,3 +111,12 @@ def atomic_savefig(fig, path: str | Path, dpi: int = 120) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return Path(path)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB chunks (shard checksums, detector fingerprints)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -47,7 +47,7 @@ import torch
 from fastlight.data.source import local_batch_size, stream_generator
 from fastlight.errors import DataError, MissingFileError, make_dir
 from fastlight.data.video import read_video
-from fastlight.fileio import atomic_write_bytes, atomic_write_json
+from fastlight.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
 INDEX_NAME = "index.json"
@@ -67,14 +67,6 @@ def _save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor]) -> str:
     data = save({k: v.contiguous() for k, v in tensors.items()})
     atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _log(progress: bool, msg: str) -> None:
@@ -472,7 +464,7 @@ class LatentShards:
             if not path.exists():
                 raise MissingFileError(f"shard {path} listed in {index_file} is missing; "
                                        "re-run fastlight preprocess to rebuild the shards")
-            if verify and s.get("sha256") and _sha256(path) != s["sha256"]:
+            if verify and s.get("sha256") and sha256_file(path) != s["sha256"]:
                 raise DataError(f"shard {path} does not match the sha256 in {index_file} (changed or truncated); "
                                 "re-run fastlight preprocess")
         self.dir, self.index = out_dir, index

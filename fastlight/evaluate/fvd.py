@@ -43,7 +43,6 @@ project's layout), or uint8 frames (N, F, H, W, 3) as a numpy array / torch tens
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import warnings
@@ -58,7 +57,7 @@ from tqdm.auto import tqdm
 
 from fastlight.data.video import read_videos, video_files
 from fastlight.errors import DataError, InputError, MissingFileError
-from fastlight.fileio import atomic_write_json
+from fastlight.fileio import atomic_write_json, sha256_file
 
 FVD_NUM_FRAMES = 16
 FVD_RESOLUTION = 224
@@ -239,14 +238,6 @@ def _readable(folder, side: str) -> tuple[list[np.ndarray], dict[str, str]]:
     return kept, unreadable
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fvd_folders(real_dir, generated_dir, detector_path, batch_size: int = 16, device: str | torch.device = "cpu",
                 out_json=None) -> dict:
     """`fastlight fvd`: FVD_16 between the videos of two folders with the user's TorchScript detector.
@@ -266,7 +257,7 @@ def fvd_folders(real_dir, generated_dir, detector_path, batch_size: int = 16, de
     res = {"fvd": frechet_distance_features(fa, fb), "num_real": len(real), "num_generated": len(gen),
            "num_frames": FVD_NUM_FRAMES, "resolution": FVD_RESOLUTION, "feature_dim": int(fa.shape[1]),
            "real": str(real_dir), "generated": str(generated_dir), "detector": str(detector_path),
-           "detector_sha256": _sha256(Path(detector_path)), "unreadable": {"real": bad_real, "generated": bad_gen},
+           "detector_sha256": sha256_file(Path(detector_path)), "unreadable": {"real": bad_real, "generated": bad_gen},
            "status": NOT_RUN_HERE}
     if out_json:
         atomic_write_json(out_json, res)
