@@ -31,6 +31,7 @@ from fastlight.diffusion.spec import SamplerSpec, override, own_sampler
 from fastlight.errors import ConfigError, InputError, make_dir
 from fastlight.fileio import atomic_write_json
 from fastlight.models.load import resolve_model_path
+from fastlight.train.lock import RunLock
 
 METHODS = ("fastlightgen", "vdmini", "lightning", "dmd2", "prune_only")
 PRESETS = ("quick", "full")
@@ -391,13 +392,19 @@ def headline(run: Run, state: dict) -> str:
 def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset = frozenset(),
                  keep_nested: dict | None = None) -> dict:
     """Run (or continue) every stage of cfg.method in cfg.out; returns run.json's content.
-    `only`: run just these stages (the others must be complete or are skipped)."""
+    `only`: run just these stages (the others must be complete or are skipped). The run folder is
+    locked for the whole run (fastlight/train/lock.py): a second `fastlight run` on it is refused."""
+    cfg = resolve(cfg, keep, keep_nested)
+    with RunLock(cfg.out, "run folder (out=)"):
+        return _run_stages(cfg, only)
+
+
+def _run_stages(cfg: RunConfig, only: list[str] | None) -> dict:
     import torch
     from rich.console import Console
 
     from fastlight.config import save_config
 
-    cfg = resolve(cfg, keep, keep_nested)
     torch.set_num_threads(cfg.threads)
     run = Run(cfg)
     console = Console()

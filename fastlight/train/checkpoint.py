@@ -101,7 +101,7 @@ def _location_free(value: str, out: Path):
     p = Path(value).expanduser().resolve()
     if p == out or out in p.parents:
         return "<out>/" + p.relative_to(out).as_posix()
-    if p.exists():
+    if p.exists() and p not in out.parents:  # a folder holding the run folder is no input ("."): as written
         return input_identity(p)
     return value
 

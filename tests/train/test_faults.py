@@ -307,6 +307,7 @@ def test_config_hash_is_location_free(tmp_path):
     b = hashed_config(_cfg(tmp_path / "r2", data=str(tmp_path / "in2"), init=str(tmp_path / "r2" / "p.json")))
     assert a == b and a["init"] == "<out>/p.json" and a["data"].startswith("content sha256:")
     assert hashed_config(_cfg(tmp_path, data="shapes-teacher"))["data"] == "shapes-teacher"  # a preset name
+    assert hashed_config(_cfg(tmp_path / "r1", data=str(tmp_path)))["data"] == str(tmp_path)  # holds the run
     (tmp_path / "in2" / "w.bin").write_bytes(b"y" * 10)
     assert hashed_config(_cfg(tmp_path / "r2", data=str(tmp_path / "in2")))["data"] != a["data"]
 
