@@ -30,8 +30,10 @@ logged (a probe's metrics).
 
 Run folder (`cfg.out`): config.yaml, metrics.jsonl, checkpoints/ (fastlight/train/checkpoint.py:
 every module, optimizer, the EMA, RNG, step), and `model/` (what save_output writes). Only rank 0
-writes. A run whose folder holds a checkpoint resumes from the latest one and continues exactly:
-batches depend only on (seed, index, rank), the global RNG is reseeded from them each micro-batch.
+writes, holding the folder's lock (`OUT/.lock`, fastlight/train/lock.py) for the whole run. A run
+whose folder holds a checkpoint resumes from the newest one that verifies (checksums; a corrupt one
+is skipped, saying so) and continues exactly: batches depend only on (seed, index, rank), the global
+RNG is reseeded from them each micro-batch; metrics.jsonl is cut back to the resumed step.
 
 No wrapper and no accelerator.prepare: a recipe calls its modules any way it likes (several
 forwards, some blocks skipped). Processes: one replica each, or every optimized module sharded
