@@ -229,7 +229,8 @@ def _hunyuan_pipeline(seed: int):
         _perturb_blocks(m.single_transformer_blocks, seed + 6)
         return m.eval()
 
-    return HunyuanVideoPipeline(text_encoder=text_encoder, tokenizer=tokenizer, transformer=_seeded(seed + 4, transformer),
+    return HunyuanVideoPipeline(text_encoder=text_encoder, tokenizer=tokenizer,
+                                transformer=_seeded(seed + 4, transformer),
                                 vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
                                 text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
 

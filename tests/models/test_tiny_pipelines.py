@@ -97,8 +97,9 @@ def test_ti2v_image_to_video_keeps_the_first_latent_frame(tiny_pipeline):
     emb = load(folder, WanPipeline).encode_prompt(PROMPT, do_classifier_free_guidance=False, max_sequence_length=32)[0]
     pipe = load(folder, WanImageToVideoPipeline)
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    a, b = (pipe(image=image, prompt_embeds=emb, guidance_scale=1.0, num_inference_steps=2, height=32, width=32, num_frames=FRAMES,
-                 output_type="latent", generator=torch.Generator().manual_seed(s)).frames for s in (0, 1))
+    a, b = (pipe(image=image, prompt_embeds=emb, guidance_scale=1.0, num_inference_steps=2, height=32, width=32,
+                 num_frames=FRAMES, output_type="latent", generator=torch.Generator().manual_seed(s)).frames
+            for s in (0, 1))
     assert torch.equal(a[:, :, :1], b[:, :, :1]) and not torch.equal(a[:, :, 1:], b[:, :, 1:])
 
 

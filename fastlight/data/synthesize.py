@@ -1,0 +1,346 @@
+"""Latent shards from prompts alone: the teacher pipeline generates them (the data-free route).
+
+    index = synthesize("Wan2.1-T2V-1.3B-Diffusers", "prompts.txt", "shards/", num_steps=50, guidance=5.0,
+                       num_frames=81, height=480, width=832, seed=0, batch_size=4, samples_per_prompt=2)
+    source = LatentShardSource("shards/", batch_size=8)        # reads them exactly like preprocess's
+
+Per prompt (one a line; blank lines and `#` comments skipped): the text is cleaned and encoded with
+the pipeline's own text encoder as WanPipeline does it (T5/UMT5, `max_text_len` tokens, padded
+positions zero), or looked up in a `text_embeds` safetensors file; the teacher (the pipeline's
+transformer, `load_denoiser`) samples `samples_per_prompt` latents with our Euler flow sampler and
+classifier-free guidance against the negative prompt "" (`sampling.sample`, a `SamplerSpec.euler`
+whose shift defaults to the pipeline scheduler's). Sample j of prompt i starts from noise of its own
+seeded stream (`stream_generator(seed, "synthesize/noise", i, j)`), so batching and resuming do not
+change any sample.
+
+Output: exactly `fastlight preprocess`'s layout (fastlight/data/latents.py): `latents_NNNNN.safetensors`
+shards {x0 (N, C, F', H', W') float32 normalised latents, text (N, L, D), text_mask (N, L)} and
+`index.json`, which also records how the shards were made (`synthesize`: pipeline, transformer and
+VAE fingerprints, sampler, seed, prompts checksum). Shard n holds samples [n * shard_size,
+(n + 1) * shard_size) in (prompt, sample) order and is written atomically as soon as it is complete;
+`synthesize.json` records the finished shards while the run is going, so a rerun with the same
+arguments skips them and ends with the same shards as an uninterrupted run (other arguments: refused).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from fastlight.data.latents import (INDEX_NAME, SHARD_PATTERN, _EncoderEmbeds, _FileEmbeds, _pad_text,
+                                    _save_tensors_atomic)
+from fastlight.data.source import stream_generator
+from fastlight.diffusion.sampling import sample
+from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec
+from fastlight.errors import DataError, InputError, MissingFileError, ModelError, OutputExistsError, PathError, make_dir
+from fastlight.fileio import atomic_write_json, sha256_file
+from fastlight.models.denoiser import Cond
+from fastlight.models.load import load_denoiser, model_fingerprint
+
+PROGRESS_NAME = "synthesize.json"
+MADE_BY = "fastlight synthesize"
+NOISE_STREAM = "synthesize/noise"
+NEGATIVE_PROMPT = ""  # WanPipeline's default negative prompt
+NULL_KEY = "null"  # the negative-prompt entry of a text_embeds file
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+# ----------------------------------------------------------------------------- inputs
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt a line; blank lines and lines starting with `#` are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"prompts file {path} does not exist; pass --prompts a text file with one prompt a line")
+    prompts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise DataError(f"prompts file {path} holds no prompts (only blank or # lines); write one prompt a line")
+    return prompts
+
+
+def check_pipeline(folder: str | Path, need_text_encoder: bool = True) -> dict:
+    """A Wan diffusers pipeline folder -> its model_index.json; one-line errors naming what is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingFileError(f"pipeline folder {folder} does not exist; pass a diffusers pipeline folder "
+                               "(e.g. Wan2.1-T2V-1.3B-Diffusers)")
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise ModelError(f"{folder} has no model_index.json: not a diffusers pipeline folder")
+    try:
+        index = json.loads(index_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{index_file} is not valid JSON ({e}); re-download the pipeline") from None
+    cls = index.get("_class_name")
+    if cls not in ("WanPipeline", "WanImageToVideoPipeline"):
+        raise ModelError(f"synthesize supports Wan pipelines; {folder} is a {cls} (HunyuanVideo's Llama + CLIP text "
+                         "encoders are not wired here yet): make its shards from videos with `fastlight preprocess`")
+    if not (folder / "transformer" / "config.json").is_file():
+        raise ModelError(f"pipeline {folder} has no transformer/ (the teacher that generates the latents); pass the "
+                         "complete pipeline folder")
+    if not (folder / "vae" / "config.json").is_file():
+        raise ModelError(f"pipeline {folder} has no vae/ (its geometry sizes the latents and its fingerprint goes "
+                         "into the index); pass the complete pipeline folder")
+    if need_text_encoder:
+        for sub in ("text_encoder", "tokenizer"):
+            if not (folder / sub).is_dir():
+                raise ModelError(f"pipeline {folder} has no {sub}/ to encode the prompts; copy text_encoder/ and "
+                                 "tokenizer/ from the original pipeline, or pass precomputed embeddings with "
+                                 f"--text-embeds FILE.safetensors ({{prompt number: (L, D)}}, optional {NULL_KEY!r})")
+    return index
+
+
+def vae_geometry(vae_dir: Path) -> tuple[str, int, int]:
+    """(class, temporal factor, spatial factor) of a pipeline's VAE from its config."""
+    cfg = json.loads((vae_dir / "config.json").read_text())
+    name = cfg.get("_class_name")
+    if name != "AutoencoderKLWan":
+        raise ModelError(f"{vae_dir} holds a {name}; synthesize supports Wan pipelines (AutoencoderKLWan)")
+    temporal = cfg.get("scale_factor_temporal") or 2 ** sum(bool(t) for t in cfg.get("temperal_downsample", []))
+    spatial = cfg.get("scale_factor_spatial") or 2 ** (len(cfg.get("dim_mult", [1, 2, 4, 4])) - 1)
+    return name, int(temporal), int(spatial)
+
+
+def vae_fingerprint(vae_dir: Path) -> str:
+    """A short id of a VAE folder: sha256 over its config and its weight files' sha256."""
+    h = hashlib.sha256((vae_dir / "config.json").read_bytes())
+    for f in sorted(vae_dir.glob("*.safetensors")):
+        h.update(f"{f.name}:{sha256_file(f)}".encode())
+    return h.hexdigest()[:16]
+
+
+def pipeline_shift(folder: Path) -> float:
+    """The flow shift the pipeline's scheduler uses (UniPC `flow_shift`, FlowMatchEuler `shift`)."""
+    f = folder / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(f.read_text()) if f.is_file() else {}
+    return float(cfg.get("flow_shift") or cfg.get("shift") or DEFAULT_SHIFT)
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def _latent_shape(channels: int, patch, temporal: int, spatial: int, num_frames: int, height: int, width: int):
+    if (num_frames - 1) % temporal:
+        k = max(1, round((num_frames - 1) / temporal))
+        raise DataError(f"--num-frames {num_frames} does not fit the Wan VAE (it compresses time by {temporal}); "
+                        f"use 1 + {temporal}k frames, e.g. {1 + temporal * k}")
+    step_h, step_w = spatial * patch[1], spatial * patch[2]
+    if height % step_h or width % step_w:
+        raise DataError(f"--height/--width {height}x{width} must be multiples of {step_h}x{step_w} (the VAE's "
+                        f"{spatial}x times the transformer's patch); e.g. {height // step_h * step_h or step_h}x"
+                        f"{width // step_w * step_w or step_w}")
+    return (channels, (num_frames - 1) // temporal + 1, height // spatial, width // spatial)
+
+
+# ----------------------------------------------------------------------------- the output folder
+def _prior_run(out: Path) -> dict | None:
+    """The record of an earlier synthesize run in `out` (index.json or synthesize.json), None if `out`
+    is absent or empty; refuses a folder holding anything else."""
+    if out.exists() and not out.is_dir():
+        raise PathError(f"--out {out} is a file; give a folder path")
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    for name in (PROGRESS_NAME, INDEX_NAME):
+        f = out / name
+        if f.is_file():
+            try:
+                rec = json.loads(f.read_text())
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("synthesize", {}).get("made_by") == MADE_BY:
+                return rec
+    raise OutputExistsError(f"--out {out} is not empty and was not made by fastlight synthesize; "
+                            "pass a new or empty folder")
+
+
+def _done_shards(out: Path, prior: dict | None, settings: dict) -> dict[str, dict]:
+    """The finished shards of a prior run with the same settings (checked on disk), by file name."""
+    if prior is None:
+        return {}
+    before = prior["synthesize"].get("settings", {})
+    if before != settings:
+        diff = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        raise OutputExistsError(f"--out {out} holds shards synthesized with other settings (differs in: "
+                                f"{', '.join(diff)}); rerun with the same arguments to resume, or pass a new folder")
+    done = {}
+    for s in prior.get("shards", []):
+        f = out / s["file"]
+        if f.is_file() and sha256_file(f) == s.get("sha256"):
+            done[s["file"]] = s
+    return done
+
+
+# ----------------------------------------------------------------------------- text
+class _Text:
+    """Prompt -> (L, D) embedding + (L,) mask, cached by prompt number; the null (negative) text."""
+
+    def __init__(self, pipeline: Path, text_embeds: Path | None, max_text_len: int, device):
+        if text_embeds is not None:
+            self._file = _FileEmbeds(text_embeds)
+            self.length = self._file.max_len
+            self._encode = None
+        else:
+            from diffusers.pipelines.wan.pipeline_wan import prompt_clean  # what WanPipeline does to a prompt
+
+            enc = _EncoderEmbeds(pipeline, max_text_len, device)
+            self._file, self.length = None, max_text_len
+            self._encode = lambda text: enc(text, prompt_clean(text))
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, i: int, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if i not in self._cache:
+            emb = self._lookup(str(i)) if self._encode is None else self._encode(prompt)
+            self._cache[i] = _pad_text(emb, self.length)
+        return self._cache[i]
+
+    def _lookup(self, key: str) -> torch.Tensor:
+        emb = self._file(key, None)
+        if emb is None:
+            raise DataError(f"text embeddings file {self._file.path} has no entry {key!r}; it needs one (L, D) "
+                            "tensor per prompt, keyed by the prompt's number (0, 1, ... in file order)")
+        return emb
+
+    def null(self, width: int) -> torch.Tensor:
+        """(1, l, D) the negative prompt's embedding (trimmed; the sampler zero-pads it like the pipeline)."""
+        if self._encode is not None:
+            return self._encode(NEGATIVE_PROMPT)[None]
+        emb = self._file(NULL_KEY, None)
+        return emb[None] if emb is not None else torch.zeros(1, 1, width)
+
+
+# ----------------------------------------------------------------------------- synthesize
+def synthesize(
+    pipeline: str | Path,
+    prompts: str | Path,
+    out_dir: str | Path,
+    num_steps: int = 50,
+    guidance: float = 5.0,
+    shift: float | None = None,
+    num_frames: int = 81,
+    height: int = 480,
+    width: int = 832,
+    seed: int = 0,
+    batch_size: int = 1,
+    samples_per_prompt: int = 1,
+    shard_size: int = 64,
+    max_text_len: int = 512,
+    text_embeds: str | Path | None = None,
+    images: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str = "float32",
+    progress: bool = True,
+) -> dict:
+    """Generate latent shards from `prompts` with the Wan pipeline's teacher into `out_dir`; return the index.
+    Every input is checked before anything is written (one-line FastlightErrors)."""
+    pipeline, out_dir = Path(pipeline), Path(out_dir)
+    if images is not None:
+        raise InputError("--images (TI2V first frames) is not supported by synthesize yet; drop it to synthesize "
+                         "text-to-video latents")
+    for name, value in (("--num-steps", num_steps), ("--batch-size", batch_size),
+                        ("--samples-per-prompt", samples_per_prompt), ("--shard-size", shard_size),
+                        ("--num-frames", num_frames), ("--height", height), ("--width", width),
+                        ("--max-text-len", max_text_len)):
+        _positive_int(value, name)
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    check_pipeline(pipeline, need_text_encoder=text_embeds is None)
+    prompt_list = read_prompts(prompts)
+    vae_class, temporal, spatial = vae_geometry(pipeline / "vae")
+    spec = SamplerSpec.euler(num_steps, guidance, pipeline_shift(pipeline) if shift is None else shift)
+    den = load_denoiser(pipeline / "transformer", device)
+    cfg = den.model.config
+    shape = _latent_shape(cfg.in_channels, cfg.patch_size, temporal, spatial, num_frames, height, width)
+    text = _Text(pipeline, None if text_embeds is None else Path(text_embeds), max_text_len, device)
+    settings = {
+        "pipeline": str(pipeline.resolve()), "transformer": model_fingerprint(den),
+        "vae_fingerprint": vae_fingerprint(pipeline / "vae"), "sampler": spec.to_json(),
+        "negative_prompt": NEGATIVE_PROMPT, "num_frames": num_frames, "height": height, "width": width,
+        "seed": seed, "samples_per_prompt": samples_per_prompt, "shard_size": shard_size,
+        "num_prompts": len(prompt_list),
+        "prompts_sha256": hashlib.sha256("\n".join(prompt_list).encode()).hexdigest(),
+        "text": {"source": "file" if text_embeds is not None else "encoder",
+                 "path": str(text_embeds if text_embeds is not None else pipeline), "length": text.length},
+        "dtype": dtype,
+    }
+    done = _done_shards(out_dir, _prior_run(out_dir), settings)
+
+    null = text.null(cfg.text_dim)
+    if null.shape[-1] != cfg.text_dim:
+        raise DataError(f"text embeddings are {null.shape[-1]} wide but the transformer's text_dim is {cfg.text_dim}; "
+                        "use the embeddings of this pipeline's text encoder")
+    den.null_text = null.to(device)
+    den = den.to(dtype=DTYPES[dtype]).eval()
+    make_dir(out_dir, "--out")
+
+    items = [(i, j) for i in range(len(prompt_list)) for j in range(samples_per_prompt)]
+    shards, record = [], {"synthesize": {"made_by": MADE_BY, "settings": settings}, "shards": []}
+    bar = tqdm(total=len(items), desc="synthesize", unit="sample", disable=not progress)
+    for n, start in enumerate(range(0, len(items), shard_size)):
+        name = SHARD_PATTERN.format(n)
+        members = items[start:start + shard_size]
+        if name in done:
+            shards.append(done[name])
+        else:
+            tensors = _generate(den, spec, text, prompt_list, members, shape, seed, batch_size, device, dtype)
+            sha = _save_tensors_atomic(out_dir / name, tensors)
+            shards.append({"file": name, "num_samples": len(members), "bucket": [height, width],
+                           "x0_shape": list(shape), "sha256": sha})
+            record["shards"] = shards
+            atomic_write_json(out_dir / PROGRESS_NAME, record)  # resumable from here
+        bar.update(len(members))
+    bar.close()
+
+    index = _index(shards, items, shard_size, prompt_list, settings, pipeline, vae_class, num_frames, height, width)
+    atomic_write_json(out_dir / INDEX_NAME, index)
+    (out_dir / PROGRESS_NAME).unlink(missing_ok=True)
+    keep = {s["file"] for s in shards}
+    for stale in out_dir.glob("latents_*.safetensors"):
+        if stale.name not in keep:
+            stale.unlink()
+    return index
+
+
+def _generate(den, spec: SamplerSpec, text: _Text, prompts: Sequence[str], members, shape, seed: int,
+              batch_size: int, device, dtype: str) -> dict[str, torch.Tensor]:
+    """One shard's tensors: the samples `members` [(prompt number, sample number)], `batch_size` at a time."""
+    xs, texts, masks = [], [], []
+    for b in range(0, len(members), batch_size):
+        batch = members[b:b + batch_size]
+        noise = torch.stack([torch.randn(shape, generator=stream_generator(seed, NOISE_STREAM, i, j))
+                             for i, j in batch])
+        emb = [text(i, prompts[i]) for i, _ in batch]
+        t = torch.stack([e for e, _ in emb])
+        x0 = sample(den, noise.to(device, DTYPES[dtype]), Cond(t.to(device, DTYPES[dtype])), spec)
+        xs.append(x0.float().cpu())
+        texts.append(t)
+        masks.append(torch.stack([m for _, m in emb]))
+    return {"x0": torch.cat(xs), "text": torch.cat(texts), "text_mask": torch.cat(masks)}
+
+
+def _index(shards, items, shard_size, prompts, settings, pipeline: Path, vae_class, num_frames, height, width) -> dict:
+    videos = [{"id": f"p{i:05d}-s{j}", "caption": prompts[i], "prompt_index": i, "sample": j,
+               "shard": SHARD_PATTERN.format(k // shard_size), "row": k % shard_size} for k, (i, j) in enumerate(items)]
+    return {
+        "format": "fastlight-latents/1",
+        "shards": shards,
+        "num_samples": sum(s["num_samples"] for s in shards),
+        "videos": videos,
+        "skipped": [],
+        "vae": str(pipeline / "vae"),
+        "vae_class": vae_class,
+        "vae_fingerprint": settings["vae_fingerprint"],
+        "num_frames": num_frames,
+        "frame_stride": 1,
+        "buckets": [[height, width]],
+        "text": settings["text"],
+        "synthesize": {"made_by": MADE_BY, "settings": settings},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
