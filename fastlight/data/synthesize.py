@@ -255,9 +255,11 @@ def synthesize(
     prompt_list = read_prompts(prompts)
     vae_class, temporal, spatial = vae_geometry(pipeline / "vae")
     spec = SamplerSpec.euler(num_steps, guidance, pipeline_shift(pipeline) if shift is None else shift)
+    tcfg = json.loads((pipeline / "transformer" / "config.json").read_text())
+    shape = _latent_shape(tcfg["in_channels"], tcfg["patch_size"], temporal, spatial, num_frames, height, width)
+    prior = _prior_run(out_dir)  # refuse a foreign --out before loading anything
     den = load_denoiser(pipeline / "transformer", device)
     cfg = den.model.config
-    shape = _latent_shape(cfg.in_channels, cfg.patch_size, temporal, spatial, num_frames, height, width)
     text = _Text(pipeline, None if text_embeds is None else Path(text_embeds), max_text_len, device)
     settings = {
         "pipeline": str(pipeline.resolve()), "transformer": model_fingerprint(den),
@@ -270,7 +272,7 @@ def synthesize(
                  "path": str(text_embeds if text_embeds is not None else pipeline), "length": text.length},
         "dtype": dtype,
     }
-    done = _done_shards(out_dir, _prior_run(out_dir), settings)
+    done = _done_shards(out_dir, prior, settings)
 
     null = text.null(cfg.text_dim)
     if null.shape[-1] != cfg.text_dim:
