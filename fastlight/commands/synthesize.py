@@ -10,7 +10,8 @@ def add_parser(sub) -> None:
     s.add_argument("pipeline", help="a Wan diffusers pipeline folder (transformer/, vae/, text_encoder/, tokenizer/)")
     s.add_argument("--prompts", required=True, help="text file, one prompt a line (blank and # lines skipped)")
     s.add_argument("--out", required=True, help="shard folder (new, empty, or an interrupted run to resume)")
-    s.add_argument("--images", default=None, help="TI2V first frames (not supported yet)")
+    s.add_argument("--images", default=None,
+                   help="TI2V first frames: a folder of images named by prompt number (0.png, 1.png, ...)")
     s.add_argument("--text-embeds", default=None,
                    help="safetensors {prompt number: (L, D)} (+ optional 'null') instead of the pipeline's encoder")
     s.add_argument("--num-steps", type=int, default=50)

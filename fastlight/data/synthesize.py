@@ -10,8 +10,13 @@ positions zero), or looked up in a `text_embeds` safetensors file; the teacher (
 transformer, `load_denoiser`) samples `samples_per_prompt` latents with our Euler flow sampler and
 classifier-free guidance against the negative prompt "" (`sampling.sample`, a `SamplerSpec.euler`
 whose shift defaults to the pipeline scheduler's). Sample j of prompt i starts from noise of its own
-seeded stream (`stream_generator(seed, "synthesize/noise", i, j)`), so batching and resuming do not
-change any sample.
+seeded stream (`stream_generator(seed, "synthesize/noise", i, j)`), so resuming does not change any
+sample and batching changes it only by float rounding (a batched GEMM rounds a row differently).
+
+Text+image-to-video (Wan 2.2 TI2V, `expand_timesteps` in model_index.json): `images` is a folder of
+first frames named by prompt number (0.png, 1.png, ...; every prompt needs one); each is resized to
+cover height x width, centre-cropped, VAE-encoded (posterior mode, normalised) and kept clean as the
+first latent frame (timestep 0 on its tokens), and the shards also hold it as `image` (N, C, 1, H', W').
 
 Output: exactly `fastlight preprocess`'s layout (fastlight/data/latents.py): `latents_NNNNN.safetensors`
 shards {x0 (N, C, F', H', W') float32 normalised latents, text (N, L, D), text_mask (N, L)} and
@@ -29,11 +34,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from fastlight.data.latents import (INDEX_NAME, SHARD_PATTERN, _EncoderEmbeds, _FileEmbeds, _pad_text,
-                                    _save_tensors_atomic)
+                                    _save_tensors_atomic, _Vae, resize_crop)
 from fastlight.data.source import stream_generator
 from fastlight.diffusion.sampling import sample
 from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec
@@ -48,6 +55,7 @@ NOISE_STREAM = "synthesize/noise"
 NEGATIVE_PROMPT = ""  # WanPipeline's default negative prompt
 NULL_KEY = "null"  # the negative-prompt entry of a text_embeds file
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -216,6 +224,54 @@ class _Text:
         return emb[None] if emb is not None else torch.zeros(1, 1, width)
 
 
+# ----------------------------------------------------------------------------- first frames (TI2V)
+def pair_images(images_dir: str | Path, num_prompts: int) -> list[Path]:
+    """The first frame of each prompt: the image whose stem is the prompt's number (0.png, 00001.jpg,
+    ...: 0-based, in prompts-file order). Every prompt needs one, and no image may name another number."""
+    folder = Path(images_dir)
+    if not folder.is_dir():
+        raise MissingFileError(f"--images {folder} is not a folder; pass a folder of first frames named by prompt "
+                               "number (0.png, 1.png, ...)")
+    by_number: dict[int, Path] = {}
+    for f in sorted(folder.iterdir()):
+        if f.suffix.lower() in IMAGE_EXTENSIONS and f.stem.isdigit():
+            k = int(f.stem)
+            if k in by_number:
+                raise DataError(f"--images {folder}: {by_number[k].name} and {f.name} both name prompt {k}; keep one")
+            by_number[k] = f
+    missing = [k for k in range(num_prompts) if k not in by_number]
+    if missing:
+        raise DataError(f"--images {folder} has no image for prompt {missing[0]} ({len(missing)} of {num_prompts} "
+                        "missing); name each first frame by its prompt's number in the prompts file: 0.png, 1.png, ...")
+    extra = sorted(k for k in by_number if k >= num_prompts)
+    if extra:
+        raise DataError(f"--images {folder}: {by_number[extra[0]].name} names prompt {extra[0]} but the prompts file "
+                        f"has {num_prompts} prompts (0..{num_prompts - 1}); remove it or add its prompt")
+    return [by_number[k] for k in range(num_prompts)]
+
+
+class _FirstFrames:
+    """Prompt number -> the normalised VAE latent (C, 1, H', W') of its first frame, resized to cover
+    height x width and centre-cropped (as preprocess does to videos), cached."""
+
+    def __init__(self, vae_dir: Path, files: Sequence[Path], height: int, width: int, device):
+        self.vae = _Vae(vae_dir, device, torch.float32)
+        self.files, self.size = list(files), (height, width)
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __call__(self, i: int) -> torch.Tensor:
+        if i not in self._cache:
+            try:
+                with Image.open(self.files[i]) as im:
+                    rgb = np.asarray(im.convert("RGB"))[None]  # (1, h, w, 3) uint8
+            except OSError as e:
+                raise DataError(f"first frame {self.files[i]} is not a readable image ({e})") from None
+            frame = resize_crop(rgb, *self.size)
+            x = torch.from_numpy(frame).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, 1, H, W)
+            self._cache[i] = self.vae.encode(x)[0]  # (C, 1, H', W')
+        return self._cache[i]
+
+
 # ----------------------------------------------------------------------------- synthesize
 def synthesize(
     pipeline: str | Path,
@@ -241,9 +297,6 @@ def synthesize(
     """Generate latent shards from `prompts` with the Wan pipeline's teacher into `out_dir`; return the index.
     Every input is checked before anything is written (one-line FastlightErrors)."""
     pipeline, out_dir = Path(pipeline), Path(out_dir)
-    if images is not None:
-        raise InputError("--images (TI2V first frames) is not supported by synthesize yet; drop it to synthesize "
-                         "text-to-video latents")
     for name, value in (("--num-steps", num_steps), ("--batch-size", batch_size),
                         ("--samples-per-prompt", samples_per_prompt), ("--shard-size", shard_size),
                         ("--num-frames", num_frames), ("--height", height), ("--width", width),
@@ -251,8 +304,14 @@ def synthesize(
         _positive_int(value, name)
     if dtype not in DTYPES:
         raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    check_pipeline(pipeline, need_text_encoder=text_embeds is None)
+    model_index = check_pipeline(pipeline, need_text_encoder=text_embeds is None)
     prompt_list = read_prompts(prompts)
+    image_files = None
+    if images is not None:
+        if not model_index.get("expand_timesteps"):
+            raise InputError(f"--images needs a TI2V pipeline (Wan 2.2 TI2V: expand_timesteps true in its "
+                             f"model_index.json); {pipeline} is text-to-video: drop --images")
+        image_files = pair_images(images, len(prompt_list))
     vae_class, temporal, spatial = vae_geometry(pipeline / "vae")
     spec = SamplerSpec.euler(num_steps, guidance, pipeline_shift(pipeline) if shift is None else shift)
     tcfg = json.loads((pipeline / "transformer" / "config.json").read_text())
@@ -271,6 +330,9 @@ def synthesize(
         "text": {"source": "file" if text_embeds is not None else "encoder",
                  "path": str(text_embeds if text_embeds is not None else pipeline), "length": text.length},
         "dtype": dtype,
+        "images": None if image_files is None else {
+            "path": str(Path(images).resolve()), "files": [f.name for f in image_files],
+            "sha256": hashlib.sha256("".join(sha256_file(f) for f in image_files).encode()).hexdigest()},
     }
     done = _done_shards(out_dir, prior, settings)
 
@@ -280,6 +342,7 @@ def synthesize(
                         "use the embeddings of this pipeline's text encoder")
     den.null_text = null.to(device)
     den = den.to(dtype=DTYPES[dtype]).eval()
+    first = None if image_files is None else _FirstFrames(pipeline / "vae", image_files, height, width, device)
     make_dir(out_dir, "--out")
 
     items = [(i, j) for i in range(len(prompt_list)) for j in range(samples_per_prompt)]
@@ -291,7 +354,7 @@ def synthesize(
         if name in done:
             shards.append(done[name])
         else:
-            tensors = _generate(den, spec, text, prompt_list, members, shape, seed, batch_size, device, dtype)
+            tensors = _generate(den, spec, text, first, prompt_list, members, shape, seed, batch_size, device, dtype)
             sha = _save_tensors_atomic(out_dir / name, tensors)
             shards.append({"file": name, "num_samples": len(members), "bucket": [height, width],
                            "x0_shape": list(shape), "sha256": sha})
@@ -310,21 +373,29 @@ def synthesize(
     return index
 
 
-def _generate(den, spec: SamplerSpec, text: _Text, prompts: Sequence[str], members, shape, seed: int,
-              batch_size: int, device, dtype: str) -> dict[str, torch.Tensor]:
-    """One shard's tensors: the samples `members` [(prompt number, sample number)], `batch_size` at a time."""
-    xs, texts, masks = [], [], []
+def _generate(den, spec: SamplerSpec, text: _Text, first: "_FirstFrames | None", prompts: Sequence[str], members,
+              shape, seed: int, batch_size: int, device, dtype: str) -> dict[str, torch.Tensor]:
+    """One shard's tensors: the samples `members` [(prompt number, sample number)], `batch_size` at a time;
+    with first frames (TI2V) also `image` (N, C, 1, H', W'), which x0's first frame equals."""
+    xs, texts, masks, frames = [], [], [], []
     for b in range(0, len(members), batch_size):
         batch = members[b:b + batch_size]
         noise = torch.stack([torch.randn(shape, generator=stream_generator(seed, NOISE_STREAM, i, j))
                              for i, j in batch])
         emb = [text(i, prompts[i]) for i, _ in batch]
         t = torch.stack([e for e, _ in emb])
-        x0 = sample(den, noise.to(device, DTYPES[dtype]), Cond(t.to(device, DTYPES[dtype])), spec)
+        image = None if first is None else torch.stack([first(i) for i, _ in batch])
+        cond = Cond(t.to(device, DTYPES[dtype]), None if image is None else image.to(device, DTYPES[dtype]))
+        x0 = sample(den, noise.to(device, DTYPES[dtype]), cond, spec)
         xs.append(x0.float().cpu())
         texts.append(t)
         masks.append(torch.stack([m for _, m in emb]))
-    return {"x0": torch.cat(xs), "text": torch.cat(texts), "text_mask": torch.cat(masks)}
+        if image is not None:
+            frames.append(image)
+    out = {"x0": torch.cat(xs), "text": torch.cat(texts), "text_mask": torch.cat(masks)}
+    if frames:
+        out["image"] = torch.cat(frames)
+    return out
 
 
 def _index(shards, items, shard_size, prompts, settings, pipeline: Path, vae_class, num_frames, height, width) -> dict:

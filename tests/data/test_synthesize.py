@@ -4,6 +4,7 @@ do not change a sample; bad input is one line, exit 2, nothing written."""
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from diffusers import WanPipeline
@@ -156,6 +157,35 @@ def test_a_recipe_trains_on_synthesized_shards(shards, wan, tmp_path):
     assert trained.keys() == start.keys() and any(not torch.equal(v, start[k]) for k, v in trained.items())
 
 
+def _frames(folder, n):
+    """n random 32x32 first frames named 0.png .. n-1.png."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.fromarray((np.random.RandomState(i).rand(32, 32, 3) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_ti2v_first_frames_are_the_stock_pipelines_image_latents(tiny_pipeline, prompts, tmp_path):
+    """--images on the Wan 2.2 TI2V pipeline: each prompt's frame is encoded as WanImageToVideoPipeline does
+    (clean first latent frame), kept in x0 and stored as `image`."""
+    from diffusers import WanImageToVideoPipeline
+    from PIL import Image
+
+    ti2v = tiny_pipeline("wan22-ti2v")
+    frames = _frames(tmp_path / "frames", 3)
+    synthesize(ti2v, prompts, tmp_path / "out", images=frames, **{**KW, "height": 32, "width": 32, "shard_size": 6})
+    rows = shard_tensors(tmp_path / "out")[0]
+    assert rows["image"].shape == (6, 48, 1, 2, 2) and torch.equal(rows["x0"][:, :, :1], rows["image"])
+    assert torch.equal(rows["image"][0], rows["image"][1]) and not torch.equal(rows["image"][0], rows["image"][2])
+    pipe = WanImageToVideoPipeline.from_pretrained(ti2v)
+    pipe.set_progress_bar_config(disable=True)
+    ref = pipe(image=Image.open(frames / "1.png"), prompt_embeds=rows["text"][2:3], guidance_scale=1.0,
+               num_inference_steps=1, height=32, width=32, num_frames=5, output_type="latent").frames
+    torch.testing.assert_close(rows["image"][2], ref[0, :, :1], atol=1e-5, rtol=0)
+
+
 # ---- bad input: one line, exit 2, nothing written ---------------------------------------------------
 def _pipeline_without(wan, tmp_path, part):
     folder = tmp_path / f"no_{part}"
@@ -171,7 +201,8 @@ def _pipeline_without(wan, tmp_path, part):
     ("missing_prompts", "does not exist"),
     ("frames", "use 1 + 4k frames, e.g. 5"),
     ("size", "must be multiples of 16x16"),
-    ("images", "--images"),
+    ("images_t2v", "--images needs a TI2V pipeline"),
+    ("images_missing", "has no image for prompt 2 (1 of 3 missing)"),
     ("foreign_out", "not made by fastlight synthesize"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, needle, wan, prompts, tiny_pipeline, tmp_path, capsys):
@@ -191,8 +222,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, needle, wan, prom
         extra = ["--num-frames", "6"]
     elif case == "size":
         extra = ["--height", "24"]
-    elif case == "images":
-        extra = ["--images", str(tmp_path)]
+    elif case == "images_t2v":
+        extra = ["--images", str(_frames(tmp_path / "frames", 3))]
+    elif case == "images_missing":
+        pipeline, extra = tiny_pipeline("wan22-ti2v"), ["--images", str(_frames(tmp_path / "frames", 2)),
+                                                        "--height", "32", "--width", "32"]
     elif case == "foreign_out":
         out.mkdir()
         (out / "notes.txt").write_text("mine")
