@@ -88,6 +88,12 @@ def check_pipeline(folder: str | Path, need_text_encoder: bool = True) -> dict:
     if cls not in ("WanPipeline", "WanImageToVideoPipeline"):
         raise ModelError(f"synthesize supports Wan pipelines; {folder} is a {cls} (HunyuanVideo's Llama + CLIP text "
                          "encoders are not wired here yet): make its shards from videos with `fastlight preprocess`")
+    if cls == "WanImageToVideoPipeline" and not index.get("expand_timesteps"):
+        raise ModelError(f"{folder} is a Wan 2.1 image-to-video pipeline (CLIP image encoder), which synthesize "
+                         "does not drive; use a text-to-video or Wan 2.2 TI2V pipeline")
+    if (index.get("transformer_2") or [None])[0] is not None:
+        raise ModelError(f"{folder} has two experts (transformer_2, Wan 2.2 A14B); synthesize drives one transformer: "
+                         "use a single-transformer Wan pipeline")
     if not (folder / "transformer" / "config.json").is_file():
         raise ModelError(f"pipeline {folder} has no transformer/ (the teacher that generates the latents); pass the "
                          "complete pipeline folder")
@@ -190,11 +196,16 @@ def _done_shards(out: Path, prior: dict | None, settings: dict) -> dict[str, dic
 class _Text:
     """Prompt -> (L, D) embedding + (L,) mask, cached by prompt number; the null (negative) text."""
 
-    def __init__(self, pipeline: Path, text_embeds: Path | None, max_text_len: int, device):
+    def __init__(self, pipeline: Path, text_embeds: Path | None, max_text_len: int, device, num_prompts: int):
         if text_embeds is not None:
             self._file = _FileEmbeds(text_embeds)
             self.length = self._file.max_len
             self._encode = None
+            missing = [i for i in range(num_prompts) if str(i) not in self._file.keys]
+            if missing:
+                raise DataError(f"text embeddings file {text_embeds} has no entry {str(missing[0])!r} "
+                                f"({len(missing)} of {num_prompts} prompts missing); it needs one (L, D) tensor per "
+                                "prompt, keyed by the prompt's number (0, 1, ... in prompts-file order)")
         else:
             from diffusers.pipelines.wan.pipeline_wan import prompt_clean  # what WanPipeline does to a prompt
 
@@ -210,11 +221,7 @@ class _Text:
         return self._cache[i]
 
     def _lookup(self, key: str) -> torch.Tensor:
-        emb = self._file(key, None)
-        if emb is None:
-            raise DataError(f"text embeddings file {self._file.path} has no entry {key!r}; it needs one (L, D) "
-                            "tensor per prompt, keyed by the prompt's number (0, 1, ... in file order)")
-        return emb
+        return self._file(key, None)  # present: checked in __init__
 
     def null(self, width: int) -> torch.Tensor:
         """(1, l, D) the negative prompt's embedding (trimmed; the sampler zero-pads it like the pipeline)."""
@@ -247,7 +254,14 @@ def pair_images(images_dir: str | Path, num_prompts: int) -> list[Path]:
     if extra:
         raise DataError(f"--images {folder}: {by_number[extra[0]].name} names prompt {extra[0]} but the prompts file "
                         f"has {num_prompts} prompts (0..{num_prompts - 1}); remove it or add its prompt")
-    return [by_number[k] for k in range(num_prompts)]
+    files = [by_number[k] for k in range(num_prompts)]
+    for f in files:  # a broken file is refused before anything is written, not halfway through
+        try:
+            with Image.open(f) as im:
+                im.verify()
+        except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a bad file
+            raise DataError(f"first frame {f} is not a readable image ({type(e).__name__}: {e}); replace it") from None
+    return files
 
 
 class _FirstFrames:
@@ -261,11 +275,8 @@ class _FirstFrames:
 
     def __call__(self, i: int) -> torch.Tensor:
         if i not in self._cache:
-            try:
-                with Image.open(self.files[i]) as im:
-                    rgb = np.asarray(im.convert("RGB"))[None]  # (1, h, w, 3) uint8
-            except OSError as e:
-                raise DataError(f"first frame {self.files[i]} is not a readable image ({e})") from None
+            with Image.open(self.files[i]) as im:
+                rgb = np.asarray(im.convert("RGB"))[None]  # (1, h, w, 3) uint8
             frame = resize_crop(rgb, *self.size)
             x = torch.from_numpy(frame).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, 1, H, W)
             self._cache[i] = self.vae.encode(x)[0]  # (C, 1, H', W')
@@ -319,7 +330,7 @@ def synthesize(
     prior = _prior_run(out_dir)  # refuse a foreign --out before loading anything
     den = load_denoiser(pipeline / "transformer", device)
     cfg = den.model.config
-    text = _Text(pipeline, None if text_embeds is None else Path(text_embeds), max_text_len, device)
+    text = _Text(pipeline, None if text_embeds is None else Path(text_embeds), max_text_len, device, len(prompt_list))
     settings = {
         "pipeline": str(pipeline.resolve()), "transformer": model_fingerprint(den),
         "vae_fingerprint": vae_fingerprint(pipeline / "vae"), "sampler": spec.to_json(),
@@ -337,9 +348,10 @@ def synthesize(
     done = _done_shards(out_dir, prior, settings)
 
     null = text.null(cfg.text_dim)
-    if null.shape[-1] != cfg.text_dim:
-        raise DataError(f"text embeddings are {null.shape[-1]} wide but the transformer's text_dim is {cfg.text_dim}; "
-                        "use the embeddings of this pipeline's text encoder")
+    widths = {null.shape[-1], text(0, prompt_list[0])[0].shape[-1]}
+    if widths != {cfg.text_dim}:
+        raise DataError(f"text embeddings are {max(widths - {cfg.text_dim})} wide but the transformer's text_dim is "
+                        f"{cfg.text_dim}; use the embeddings of this pipeline's text encoder")
     den.null_text = null.to(device)
     den = den.to(dtype=DTYPES[dtype]).eval()
     first = None if image_files is None else _FirstFrames(pipeline / "vae", image_files, height, width, device)

@@ -92,7 +92,7 @@ def test_batch_size_does_not_change_the_shards(shards, wan, prompts, tmp_path):
     rounding only: a batched GEMM (MKL on CPU, cuBLAS) rounds a row differently for another batch size."""
     synthesize(wan, prompts, tmp_path / "one", batch_size=1, **KW)
     for a, b in zip(shard_tensors(shards), shard_tensors(tmp_path / "one")):
-        assert a.keys() == b.keys() and torch.equal(a["text"], b["text"]) and torch.equal(a["text_mask"], b["text_mask"])
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in ("text", "text_mask"))
         torch.testing.assert_close(a["x0"], b["x0"], atol=1e-5, rtol=0)
     # the same batching gives the same bits: the resume test compares shard checksums
 
@@ -204,6 +204,9 @@ def _pipeline_without(wan, tmp_path, part):
     ("images_t2v", "--images needs a TI2V pipeline"),
     ("images_missing", "has no image for prompt 2 (1 of 3 missing)"),
     ("foreign_out", "not made by fastlight synthesize"),
+    ("embeds_missing", "has no entry '2' (1 of 3 prompts missing)"),
+    ("embeds_width", "text embeddings are 8 wide but the transformer's text_dim is 32"),
+    ("broken_image", "is not a readable image"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, needle, wan, prompts, tiny_pipeline, tmp_path, capsys):
     pipeline, prompt_file, out, extra = wan, prompts, tmp_path / "out", []
@@ -227,6 +230,14 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, needle, wan, prom
     elif case == "images_missing":
         pipeline, extra = tiny_pipeline("wan22-ti2v"), ["--images", str(_frames(tmp_path / "frames", 2)),
                                                         "--height", "32", "--width", "32"]
+    elif case in ("embeds_missing", "embeds_width"):
+        n, d = (2, 32) if case == "embeds_missing" else (3, 8)
+        save_file({str(i): torch.ones(2, d) for i in range(n)}, str(tmp_path / "emb.safetensors"))
+        extra = ["--text-embeds", str(tmp_path / "emb.safetensors")]
+    elif case == "broken_image":
+        frames = _frames(tmp_path / "frames", 3)
+        (frames / "1.png").write_bytes(b"not a png")
+        pipeline, extra = tiny_pipeline("wan22-ti2v"), ["--images", str(frames), "--height", "32", "--width", "32"]
     elif case == "foreign_out":
         out.mkdir()
         (out / "notes.txt").write_text("mine")
@@ -240,3 +251,28 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, needle, wan, prom
         assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     else:
         assert not out.exists()
+
+
+def test_the_verb_writes_shards_and_says_how(wan, prompts, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["synthesize", str(wan), "--prompts", str(prompts), "--out", str(out), *CLI, "--guidance", "3",
+                 "--seed", "7", "--batch-size", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line == f"wrote {out / 'index.json'}: 3 samples in 1 shard(s) (2 Euler steps, guidance 3, shift 3, seed 7)"
+    assert LatentShardSource(str(out), batch_size=3).batch(0)["x0"].shape == (3, 16, 2, 2, 2)
+
+
+def test_two_expert_and_wan21_i2v_pipelines_are_refused(wan, tmp_path):
+    from fastlight.data.synthesize import check_pipeline
+    from fastlight.errors import ModelError
+
+    folder = tmp_path / "a14b"
+    shutil.copytree(wan, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    two = {**index, "transformer_2": ["diffusers", "WanTransformer3DModel"]}
+    (folder / "model_index.json").write_text(json.dumps(two))
+    with pytest.raises(ModelError, match="two experts"):
+        check_pipeline(folder)
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "WanImageToVideoPipeline"}))
+    with pytest.raises(ModelError, match="Wan 2.1 image-to-video"):
+        check_pipeline(folder)
