@@ -308,13 +308,8 @@ def synthesize(
     """Generate latent shards from `prompts` with the Wan pipeline's teacher into `out_dir`; return the index.
     Every input is checked before anything is written (one-line FastlightErrors)."""
     pipeline, out_dir = Path(pipeline), Path(out_dir)
-    for name, value in (("--num-steps", num_steps), ("--batch-size", batch_size),
-                        ("--samples-per-prompt", samples_per_prompt), ("--shard-size", shard_size),
-                        ("--num-frames", num_frames), ("--height", height), ("--width", width),
-                        ("--max-text-len", max_text_len)):
-        _positive_int(value, name)
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    _check_options(dtype, num_steps=num_steps, batch_size=batch_size, samples_per_prompt=samples_per_prompt,
+                   shard_size=shard_size, num_frames=num_frames, height=height, width=width, max_text_len=max_text_len)
     model_index = check_pipeline(pipeline, need_text_encoder=text_embeds is None)
     prompt_list = read_prompts(prompts)
     image_files = None
@@ -340,10 +335,7 @@ def synthesize(
         "prompts_sha256": hashlib.sha256("\n".join(prompt_list).encode()).hexdigest(),
         "text": {"source": "file" if text_embeds is not None else "encoder",
                  "path": str(text_embeds if text_embeds is not None else pipeline), "length": text.length},
-        "dtype": dtype,
-        "images": None if image_files is None else {
-            "path": str(Path(images).resolve()), "files": [f.name for f in image_files],
-            "sha256": hashlib.sha256("".join(sha256_file(f) for f in image_files).encode()).hexdigest()},
+        "dtype": dtype, "images": _images_record(images, image_files),
     }
     done = _done_shards(out_dir, prior, settings)
 
@@ -358,27 +350,42 @@ def synthesize(
     make_dir(out_dir, "--out")
 
     items = [(i, j) for i in range(len(prompt_list)) for j in range(samples_per_prompt)]
-    shards, record = [], {"synthesize": {"made_by": MADE_BY, "settings": settings}, "shards": []}
+    record = {"synthesize": {"made_by": MADE_BY, "settings": settings}, "shards": []}
     bar = tqdm(total=len(items), desc="synthesize", unit="sample", disable=not progress)
     for n, start in enumerate(range(0, len(items), shard_size)):
-        name = SHARD_PATTERN.format(n)
-        members = items[start:start + shard_size]
+        name, members = SHARD_PATTERN.format(n), items[start:start + shard_size]
         if name in done:
-            shards.append(done[name])
+            record["shards"].append(done[name])
         else:
             tensors = _generate(den, spec, text, first, prompt_list, members, shape, seed, batch_size, device, dtype)
-            sha = _save_tensors_atomic(out_dir / name, tensors)
-            shards.append({"file": name, "num_samples": len(members), "bucket": [height, width],
-                           "x0_shape": list(shape), "sha256": sha})
-            record["shards"] = shards
+            record["shards"].append({"file": name, "num_samples": len(members), "bucket": [height, width],
+                                     "x0_shape": list(shape), "sha256": _save_tensors_atomic(out_dir / name, tensors)})
             atomic_write_json(out_dir / PROGRESS_NAME, record)  # resumable from here
         bar.update(len(members))
     bar.close()
+    return _finish(out_dir, _index(record["shards"], items, shard_size, prompt_list, settings, pipeline, vae_class,
+                                   num_frames, height, width))
 
-    index = _index(shards, items, shard_size, prompt_list, settings, pipeline, vae_class, num_frames, height, width)
+
+def _check_options(dtype: str, **counts) -> None:
+    for name, value in counts.items():
+        _positive_int(value, "--" + name.replace("_", "-"))
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
+def _images_record(images, files: Sequence[Path] | None) -> dict | None:
+    if files is None:
+        return None
+    return {"path": str(Path(images).resolve()), "files": [f.name for f in files],
+            "sha256": hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()}
+
+
+def _finish(out_dir: Path, index: dict) -> dict:
+    """Write index.json (the run is complete), drop the progress record and any stray shard; return the index."""
     atomic_write_json(out_dir / INDEX_NAME, index)
     (out_dir / PROGRESS_NAME).unlink(missing_ok=True)
-    keep = {s["file"] for s in shards}
+    keep = {s["file"] for s in index["shards"]}
     for stale in out_dir.glob("latents_*.safetensors"):
         if stale.name not in keep:
             stale.unlink()
