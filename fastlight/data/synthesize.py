@@ -6,7 +6,8 @@
 
 Per prompt (one a line; blank lines and `#` comments skipped): the text is cleaned and encoded with
 the pipeline's own text encoder as WanPipeline does it (T5/UMT5, `max_text_len` tokens, padded
-positions zero), or looked up in a `text_embeds` safetensors file; the teacher (the pipeline's
+positions zero), or looked up in a `text_embeds` safetensors file ({prompt number "0", "1", ...: (L, D)},
+optionally "null": the negative prompt's, zeros by default); the teacher (the pipeline's
 transformer, `load_denoiser`) samples `samples_per_prompt` latents with our Euler flow sampler and
 classifier-free guidance against the negative prompt "" (`sampling.sample`, a `SamplerSpec.euler`
 whose shift defaults to the pipeline scheduler's). Sample j of prompt i starts from noise of its own
@@ -24,7 +25,8 @@ shards {x0 (N, C, F', H', W') float32 normalised latents, text (N, L, D), text_m
 VAE fingerprints, sampler, seed, prompts checksum). Shard n holds samples [n * shard_size,
 (n + 1) * shard_size) in (prompt, sample) order and is written atomically as soon as it is complete;
 `synthesize.json` records the finished shards while the run is going, so a rerun with the same
-arguments skips them and ends with the same shards as an uninterrupted run (other arguments: refused).
+arguments skips them and ends with the same shards as an uninterrupted run, bit for bit with the same
+batch size (the batch size is not part of the settings; other settings are refused).
 """
 from __future__ import annotations
 
