@@ -7,12 +7,12 @@ import os
 import sys
 
 from fastlight.commands import (analyze, bench, decoder, demo, evaluate, evaluate_teacher, export, fvd, info, plan,
-                                preprocess, pretrain, prune, report, run, sample, train, vbench)
+                                preprocess, pretrain, prune, report, run, sample, synthesize, train, vbench)
 from fastlight.errors import FastlightError
 
 # the command modules, in the order `fastlight --help` lists their verbs
-COMMANDS = (pretrain, sample, info, demo, analyze, plan, evaluate, vbench, fvd, report, preprocess, train, bench,
-            prune, evaluate_teacher, export, decoder, run)
+COMMANDS = (pretrain, sample, info, demo, analyze, plan, evaluate, vbench, fvd, report, preprocess, synthesize, train,
+            bench, prune, evaluate_teacher, export, decoder, run)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,3 +55,20 @@ def tiny4(tmp_path_factory):
     plan = depth_plan(rows, load_denoiser(path), 0.05, keep_ends=True, verbose=False)
     assert plan["drop_blocks"] == [2]
     return path, write_plan(root / "plan.json", plan)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """`tiny_pipeline(kind)` -> the folder of a tiny random-weight diffusers pipeline of `kind`
+    (fastlight.models.tiny_pipelines.KINDS: wan21-t2v, wan22-ti2v, hunyuan-t2v), written once per session."""
+    from fastlight.models.tiny_pipelines import write_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("tiny_pipelines")
+    made = {}
+
+    def get(kind: str):
+        if kind not in made:
+            made[kind] = write_tiny_pipeline(kind, root / kind)
+        return made[kind]
+
+    return get

@@ -1,0 +1,440 @@
+"""Latent shards from prompts alone: the teacher pipeline generates them (the data-free route).
+
+    index = synthesize("Wan2.1-T2V-1.3B-Diffusers", "prompts.txt", "shards/", num_steps=50, guidance=5.0,
+                       num_frames=81, height=480, width=832, seed=0, batch_size=4, samples_per_prompt=2)
+    source = LatentShardSource("shards/", batch_size=8)        # reads them exactly like preprocess's
+
+Per prompt (one a line; blank lines and `#` comments skipped): the text is cleaned and encoded with
+the pipeline's own text encoder as WanPipeline does it (T5/UMT5, `max_text_len` tokens, padded
+positions zero), or looked up in a `text_embeds` safetensors file ({prompt number "0", "1", ...: (L, D)},
+optionally "null": the negative prompt's, zeros by default); the teacher (the pipeline's
+transformer, `load_denoiser`) samples `samples_per_prompt` latents with our Euler flow sampler and
+classifier-free guidance against the negative prompt "" (`sampling.sample`, a `SamplerSpec.euler`
+whose shift defaults to the pipeline scheduler's). Sample j of prompt i starts from noise of its own
+seeded stream (`stream_generator(seed, "synthesize/noise", i, j)`), so resuming does not change any
+sample and batching changes it only by float rounding (a batched GEMM rounds a row differently).
+
+Text+image-to-video (Wan 2.2 TI2V, `expand_timesteps` in model_index.json): `images` is a folder of
+first frames named by prompt number (0.png, 1.png, ...; every prompt needs one); each is resized to
+cover height x width, centre-cropped, VAE-encoded (posterior mode, normalised) and kept clean as the
+first latent frame (timestep 0 on its tokens), and the shards also hold it as `image` (N, C, 1, H', W').
+
+Output: exactly `fastlight preprocess`'s layout (fastlight/data/latents.py): `latents_NNNNN.safetensors`
+shards {x0 (N, C, F', H', W') float32 normalised latents, text (N, L, D), text_mask (N, L)} and
+`index.json`, which also records how the shards were made (`synthesize`: pipeline, transformer and
+VAE fingerprints, sampler, seed, prompts checksum). Shard n holds samples [n * shard_size,
+(n + 1) * shard_size) in (prompt, sample) order and is written atomically as soon as it is complete;
+`synthesize.json` records the finished shards while the run is going, so a rerun with the same
+arguments skips them and ends with the same shards as an uninterrupted run, bit for bit with the same
+batch size (the batch size is not part of the settings; other settings are refused).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from fastlight.data.latents import (INDEX_NAME, SHARD_PATTERN, _EncoderEmbeds, _FileEmbeds, _pad_text,
+                                    _save_tensors_atomic, _Vae, resize_crop)
+from fastlight.data.source import stream_generator
+from fastlight.diffusion.sampling import sample
+from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec
+from fastlight.errors import DataError, InputError, MissingFileError, ModelError, OutputExistsError, PathError, make_dir
+from fastlight.fileio import atomic_write_json, sha256_file
+from fastlight.models.denoiser import Cond
+from fastlight.models.load import load_denoiser, model_fingerprint
+
+PROGRESS_NAME = "synthesize.json"
+MADE_BY = "fastlight synthesize"
+NOISE_STREAM = "synthesize/noise"
+NEGATIVE_PROMPT = ""  # WanPipeline's default negative prompt
+NULL_KEY = "null"  # the negative-prompt entry of a text_embeds file
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+# ----------------------------------------------------------------------------- inputs
+def read_prompts(path: str | Path) -> list[str]:
+    """One prompt a line; blank lines and lines starting with `#` are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"prompts file {path} does not exist; pass --prompts a text file with one prompt a line")
+    prompts = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    prompts = [p for p in prompts if p and not p.startswith("#")]
+    if not prompts:
+        raise DataError(f"prompts file {path} holds no prompts (only blank or # lines); write one prompt a line")
+    return prompts
+
+
+def check_pipeline(folder: str | Path, need_text_encoder: bool = True) -> dict:
+    """A Wan diffusers pipeline folder -> its model_index.json; one-line errors naming what is missing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingFileError(f"pipeline folder {folder} does not exist; pass a diffusers pipeline folder "
+                               "(e.g. Wan2.1-T2V-1.3B-Diffusers)")
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
+        raise ModelError(f"{folder} has no model_index.json: not a diffusers pipeline folder")
+    try:
+        index = json.loads(index_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{index_file} is not valid JSON ({e}); re-download the pipeline") from None
+    cls = index.get("_class_name")
+    if cls not in ("WanPipeline", "WanImageToVideoPipeline"):
+        raise ModelError(f"synthesize supports Wan pipelines; {folder} is a {cls} (HunyuanVideo's Llama + CLIP text "
+                         "encoders are not wired here yet): make its shards from videos with `fastlight preprocess`")
+    if cls == "WanImageToVideoPipeline" and not index.get("expand_timesteps"):
+        raise ModelError(f"{folder} is a Wan 2.1 image-to-video pipeline (CLIP image encoder), which synthesize "
+                         "does not drive; use a text-to-video or Wan 2.2 TI2V pipeline")
+    if (index.get("transformer_2") or [None])[0] is not None:
+        raise ModelError(f"{folder} has two experts (transformer_2, Wan 2.2 A14B); synthesize drives one transformer: "
+                         "use a single-transformer Wan pipeline")
+    if not (folder / "transformer" / "config.json").is_file():
+        raise ModelError(f"pipeline {folder} has no transformer/ (the teacher that generates the latents); pass the "
+                         "complete pipeline folder")
+    if not (folder / "vae" / "config.json").is_file():
+        raise ModelError(f"pipeline {folder} has no vae/ (its geometry sizes the latents and its fingerprint goes "
+                         "into the index); pass the complete pipeline folder")
+    if need_text_encoder:
+        for sub in ("text_encoder", "tokenizer"):
+            if not (folder / sub).is_dir():
+                raise ModelError(f"pipeline {folder} has no {sub}/ to encode the prompts; copy text_encoder/ and "
+                                 "tokenizer/ from the original pipeline, or pass precomputed embeddings with "
+                                 f"--text-embeds FILE.safetensors ({{prompt number: (L, D)}}, optional {NULL_KEY!r})")
+    return index
+
+
+def vae_geometry(vae_dir: Path) -> tuple[str, int, int]:
+    """(class, temporal factor, spatial factor) of a pipeline's VAE from its config."""
+    cfg = json.loads((vae_dir / "config.json").read_text())
+    name = cfg.get("_class_name")
+    if name != "AutoencoderKLWan":
+        raise ModelError(f"{vae_dir} holds a {name}; synthesize supports Wan pipelines (AutoencoderKLWan)")
+    temporal = cfg.get("scale_factor_temporal") or 2 ** sum(bool(t) for t in cfg.get("temperal_downsample", []))
+    spatial = cfg.get("scale_factor_spatial") or 2 ** (len(cfg.get("dim_mult", [1, 2, 4, 4])) - 1)
+    return name, int(temporal), int(spatial)
+
+
+def vae_fingerprint(vae_dir: Path) -> str:
+    """A short id of a VAE folder: sha256 over its config and its weight files' sha256."""
+    h = hashlib.sha256((vae_dir / "config.json").read_bytes())
+    for f in sorted(vae_dir.glob("*.safetensors")):
+        h.update(f"{f.name}:{sha256_file(f)}".encode())
+    return h.hexdigest()[:16]
+
+
+def pipeline_shift(folder: Path) -> float:
+    """The flow shift the pipeline's scheduler uses (UniPC `flow_shift`, FlowMatchEuler `shift`)."""
+    f = folder / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(f.read_text()) if f.is_file() else {}
+    return float(cfg.get("flow_shift") or cfg.get("shift") or DEFAULT_SHIFT)
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def _latent_shape(channels: int, patch, temporal: int, spatial: int, num_frames: int, height: int, width: int):
+    if (num_frames - 1) % temporal:
+        k = max(1, round((num_frames - 1) / temporal))
+        raise DataError(f"--num-frames {num_frames} does not fit the Wan VAE (it compresses time by {temporal}); "
+                        f"use 1 + {temporal}k frames, e.g. {1 + temporal * k}")
+    step_h, step_w = spatial * patch[1], spatial * patch[2]
+    if height % step_h or width % step_w:
+        raise DataError(f"--height/--width {height}x{width} must be multiples of {step_h}x{step_w} (the VAE's "
+                        f"{spatial}x times the transformer's patch); e.g. {height // step_h * step_h or step_h}x"
+                        f"{width // step_w * step_w or step_w}")
+    return (channels, (num_frames - 1) // temporal + 1, height // spatial, width // spatial)
+
+
+# ----------------------------------------------------------------------------- the output folder
+def _prior_run(out: Path) -> dict | None:
+    """The record of an earlier synthesize run in `out` (index.json or synthesize.json), None if `out`
+    is absent or empty; refuses a folder holding anything else."""
+    if out.exists() and not out.is_dir():
+        raise PathError(f"--out {out} is a file; give a folder path")
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    for name in (PROGRESS_NAME, INDEX_NAME):
+        f = out / name
+        if f.is_file():
+            try:
+                rec = json.loads(f.read_text())
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("synthesize", {}).get("made_by") == MADE_BY:
+                return rec
+    raise OutputExistsError(f"--out {out} is not empty and was not made by fastlight synthesize; "
+                            "pass a new or empty folder")
+
+
+def _done_shards(out: Path, prior: dict | None, settings: dict) -> dict[str, dict]:
+    """The finished shards of a prior run with the same settings (checked on disk), by file name."""
+    if prior is None:
+        return {}
+    before = prior["synthesize"].get("settings", {})
+    if before != settings:
+        diff = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        raise OutputExistsError(f"--out {out} holds shards synthesized with other settings (differs in: "
+                                f"{', '.join(diff)}); rerun with the same arguments to resume, or pass a new folder")
+    done = {}
+    for s in prior.get("shards", []):
+        f = out / s["file"]
+        if f.is_file() and sha256_file(f) == s.get("sha256"):
+            done[s["file"]] = s
+    return done
+
+
+# ----------------------------------------------------------------------------- text
+class _Text:
+    """Prompt -> (L, D) embedding + (L,) mask, cached by prompt number; the null (negative) text."""
+
+    def __init__(self, pipeline: Path, text_embeds: Path | None, max_text_len: int, device, num_prompts: int):
+        if text_embeds is not None:
+            self._file = _FileEmbeds(text_embeds)
+            self.length = self._file.max_len
+            self._encode = None
+            missing = [i for i in range(num_prompts) if str(i) not in self._file.keys]
+            if missing:
+                raise DataError(f"text embeddings file {text_embeds} has no entry {str(missing[0])!r} "
+                                f"({len(missing)} of {num_prompts} prompts missing); it needs one (L, D) tensor per "
+                                "prompt, keyed by the prompt's number (0, 1, ... in prompts-file order)")
+        else:
+            from diffusers.pipelines.wan.pipeline_wan import prompt_clean  # what WanPipeline does to a prompt
+
+            enc = _EncoderEmbeds(pipeline, max_text_len, device)
+            self._file, self.length = None, max_text_len
+            self._encode = lambda text: enc(text, prompt_clean(text))
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, i: int, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if i not in self._cache:
+            emb = self._lookup(str(i)) if self._encode is None else self._encode(prompt)
+            self._cache[i] = _pad_text(emb, self.length)
+        return self._cache[i]
+
+    def _lookup(self, key: str) -> torch.Tensor:
+        return self._file(key, None)  # present: checked in __init__
+
+    def null(self, width: int) -> torch.Tensor:
+        """(1, l, D) the negative prompt's embedding (trimmed; the sampler zero-pads it like the pipeline)."""
+        if self._encode is not None:
+            return self._encode(NEGATIVE_PROMPT)[None]
+        emb = self._file(NULL_KEY, None)
+        return emb[None] if emb is not None else torch.zeros(1, 1, width)
+
+
+# ----------------------------------------------------------------------------- first frames (TI2V)
+def pair_images(images_dir: str | Path, num_prompts: int) -> list[Path]:
+    """The first frame of each prompt: the image whose stem is the prompt's number (0.png, 00001.jpg,
+    ...: 0-based, in prompts-file order). Every prompt needs one, and no image may name another number."""
+    folder = Path(images_dir)
+    if not folder.is_dir():
+        raise MissingFileError(f"--images {folder} is not a folder; pass a folder of first frames named by prompt "
+                               "number (0.png, 1.png, ...)")
+    by_number: dict[int, Path] = {}
+    for f in sorted(folder.iterdir()):
+        if f.suffix.lower() in IMAGE_EXTENSIONS and f.stem.isdigit():
+            k = int(f.stem)
+            if k in by_number:
+                raise DataError(f"--images {folder}: {by_number[k].name} and {f.name} both name prompt {k}; keep one")
+            by_number[k] = f
+    missing = [k for k in range(num_prompts) if k not in by_number]
+    if missing:
+        raise DataError(f"--images {folder} has no image for prompt {missing[0]} ({len(missing)} of {num_prompts} "
+                        "missing); name each first frame by its prompt's number in the prompts file: 0.png, 1.png, ...")
+    extra = sorted(k for k in by_number if k >= num_prompts)
+    if extra:
+        raise DataError(f"--images {folder}: {by_number[extra[0]].name} names prompt {extra[0]} but the prompts file "
+                        f"has {num_prompts} prompts (0..{num_prompts - 1}); remove it or add its prompt")
+    files = [by_number[k] for k in range(num_prompts)]
+    for f in files:  # a broken file is refused before anything is written, not halfway through
+        try:
+            with Image.open(f) as im:
+                im.verify()
+        except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a bad file
+            raise DataError(f"first frame {f} is not a readable image ({type(e).__name__}: {e}); replace it") from None
+    return files
+
+
+class _FirstFrames:
+    """Prompt number -> the normalised VAE latent (C, 1, H', W') of its first frame, resized to cover
+    height x width and centre-cropped (as preprocess does to videos), cached."""
+
+    def __init__(self, vae_dir: Path, files: Sequence[Path], height: int, width: int, device):
+        self.vae = _Vae(vae_dir, device, torch.float32)
+        self.files, self.size = list(files), (height, width)
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __call__(self, i: int) -> torch.Tensor:
+        if i not in self._cache:
+            with Image.open(self.files[i]) as im:
+                rgb = np.asarray(im.convert("RGB"))[None]  # (1, h, w, 3) uint8
+            frame = resize_crop(rgb, *self.size)
+            x = torch.from_numpy(frame).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, 1, H, W)
+            self._cache[i] = self.vae.encode(x)[0]  # (C, 1, H', W')
+        return self._cache[i]
+
+
+# ----------------------------------------------------------------------------- synthesize
+def synthesize(
+    pipeline: str | Path,
+    prompts: str | Path,
+    out_dir: str | Path,
+    num_steps: int = 50,
+    guidance: float = 5.0,
+    shift: float | None = None,
+    num_frames: int = 81,
+    height: int = 480,
+    width: int = 832,
+    seed: int = 0,
+    batch_size: int = 1,
+    samples_per_prompt: int = 1,
+    shard_size: int = 64,
+    max_text_len: int = 512,
+    text_embeds: str | Path | None = None,
+    images: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: str = "float32",
+    progress: bool = True,
+) -> dict:
+    """Generate latent shards from `prompts` with the Wan pipeline's teacher into `out_dir`; return the index.
+    Every input is checked before anything is written (one-line FastlightErrors)."""
+    pipeline, out_dir = Path(pipeline), Path(out_dir)
+    _check_options(dtype, num_steps=num_steps, batch_size=batch_size, samples_per_prompt=samples_per_prompt,
+                   shard_size=shard_size, num_frames=num_frames, height=height, width=width, max_text_len=max_text_len)
+    model_index = check_pipeline(pipeline, need_text_encoder=text_embeds is None)
+    prompt_list = read_prompts(prompts)
+    image_files = None
+    if images is not None:
+        if not model_index.get("expand_timesteps"):
+            raise InputError(f"--images needs a TI2V pipeline (Wan 2.2 TI2V: expand_timesteps true in its "
+                             f"model_index.json); {pipeline} is text-to-video: drop --images")
+        image_files = pair_images(images, len(prompt_list))
+    vae_class, temporal, spatial = vae_geometry(pipeline / "vae")
+    spec = SamplerSpec.euler(num_steps, guidance, pipeline_shift(pipeline) if shift is None else shift)
+    tcfg = json.loads((pipeline / "transformer" / "config.json").read_text())
+    shape = _latent_shape(tcfg["in_channels"], tcfg["patch_size"], temporal, spatial, num_frames, height, width)
+    prior = _prior_run(out_dir)  # refuse a foreign --out before loading anything
+    den = load_denoiser(pipeline / "transformer", device)
+    cfg = den.model.config
+    text = _Text(pipeline, None if text_embeds is None else Path(text_embeds), max_text_len, device, len(prompt_list))
+    settings = {
+        "pipeline": str(pipeline.resolve()), "transformer": model_fingerprint(den),
+        "vae_fingerprint": vae_fingerprint(pipeline / "vae"), "sampler": spec.to_json(),
+        "negative_prompt": NEGATIVE_PROMPT, "num_frames": num_frames, "height": height, "width": width,
+        "seed": seed, "samples_per_prompt": samples_per_prompt, "shard_size": shard_size,
+        "num_prompts": len(prompt_list),
+        "prompts_sha256": hashlib.sha256("\n".join(prompt_list).encode()).hexdigest(),
+        "text": {"source": "file" if text_embeds is not None else "encoder",
+                 "path": str(text_embeds if text_embeds is not None else pipeline), "length": text.length},
+        "dtype": dtype, "images": _images_record(images, image_files),
+    }
+    done = _done_shards(out_dir, prior, settings)
+
+    null = text.null(cfg.text_dim)
+    widths = {null.shape[-1], text(0, prompt_list[0])[0].shape[-1]}
+    if widths != {cfg.text_dim}:
+        raise DataError(f"text embeddings are {max(widths - {cfg.text_dim})} wide but the transformer's text_dim is "
+                        f"{cfg.text_dim}; use the embeddings of this pipeline's text encoder")
+    den.null_text = null.to(device)
+    den = den.to(dtype=DTYPES[dtype]).eval()
+    first = None if image_files is None else _FirstFrames(pipeline / "vae", image_files, height, width, device)
+    make_dir(out_dir, "--out")
+
+    items = [(i, j) for i in range(len(prompt_list)) for j in range(samples_per_prompt)]
+    record = {"synthesize": {"made_by": MADE_BY, "settings": settings}, "shards": []}
+    bar = tqdm(total=len(items), desc="synthesize", unit="sample", disable=not progress)
+    for n, start in enumerate(range(0, len(items), shard_size)):
+        name, members = SHARD_PATTERN.format(n), items[start:start + shard_size]
+        if name in done:
+            record["shards"].append(done[name])
+        else:
+            tensors = _generate(den, spec, text, first, prompt_list, members, shape, seed, batch_size, device, dtype)
+            record["shards"].append({"file": name, "num_samples": len(members), "bucket": [height, width],
+                                     "x0_shape": list(shape), "sha256": _save_tensors_atomic(out_dir / name, tensors)})
+            atomic_write_json(out_dir / PROGRESS_NAME, record)  # resumable from here
+        bar.update(len(members))
+    bar.close()
+    return _finish(out_dir, _index(record["shards"], items, shard_size, prompt_list, settings, pipeline, vae_class,
+                                   num_frames, height, width))
+
+
+def _check_options(dtype: str, **counts) -> None:
+    for name, value in counts.items():
+        _positive_int(value, "--" + name.replace("_", "-"))
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
+def _images_record(images, files: Sequence[Path] | None) -> dict | None:
+    if files is None:
+        return None
+    return {"path": str(Path(images).resolve()), "files": [f.name for f in files],
+            "sha256": hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()}
+
+
+def _finish(out_dir: Path, index: dict) -> dict:
+    """Write index.json (the run is complete), drop the progress record and any stray shard; return the index."""
+    atomic_write_json(out_dir / INDEX_NAME, index)
+    (out_dir / PROGRESS_NAME).unlink(missing_ok=True)
+    keep = {s["file"] for s in index["shards"]}
+    for stale in out_dir.glob("latents_*.safetensors"):
+        if stale.name not in keep:
+            stale.unlink()
+    return index
+
+
+def _generate(den, spec: SamplerSpec, text: _Text, first: "_FirstFrames | None", prompts: Sequence[str], members,
+              shape, seed: int, batch_size: int, device, dtype: str) -> dict[str, torch.Tensor]:
+    """One shard's tensors: the samples `members` [(prompt number, sample number)], `batch_size` at a time;
+    with first frames (TI2V) also `image` (N, C, 1, H', W'), which x0's first frame equals."""
+    xs, texts, masks, frames = [], [], [], []
+    for b in range(0, len(members), batch_size):
+        batch = members[b:b + batch_size]
+        noise = torch.stack([torch.randn(shape, generator=stream_generator(seed, NOISE_STREAM, i, j))
+                             for i, j in batch])
+        emb = [text(i, prompts[i]) for i, _ in batch]
+        t = torch.stack([e for e, _ in emb])
+        image = None if first is None else torch.stack([first(i) for i, _ in batch])
+        cond = Cond(t.to(device, DTYPES[dtype]), None if image is None else image.to(device, DTYPES[dtype]))
+        x0 = sample(den, noise.to(device, DTYPES[dtype]), cond, spec)
+        xs.append(x0.float().cpu())
+        texts.append(t)
+        masks.append(torch.stack([m for _, m in emb]))
+        if image is not None:
+            frames.append(image)
+    out = {"x0": torch.cat(xs), "text": torch.cat(texts), "text_mask": torch.cat(masks)}
+    if frames:
+        out["image"] = torch.cat(frames)
+    return out
+
+
+def _index(shards, items, shard_size, prompts, settings, pipeline: Path, vae_class, num_frames, height, width) -> dict:
+    videos = [{"id": f"p{i:05d}-s{j}", "caption": prompts[i], "prompt_index": i, "sample": j,
+               "shard": SHARD_PATTERN.format(k // shard_size), "row": k % shard_size} for k, (i, j) in enumerate(items)]
+    return {
+        "format": "fastlight-latents/1",
+        "shards": shards,
+        "num_samples": sum(s["num_samples"] for s in shards),
+        "videos": videos,
+        "skipped": [],
+        "vae": str(pipeline / "vae"),
+        "vae_class": vae_class,
+        "vae_fingerprint": settings["vae_fingerprint"],
+        "num_frames": num_frames,
+        "frame_stride": 1,
+        "buckets": [[height, width]],
+        "text": settings["text"],
+        "synthesize": {"made_by": MADE_BY, "settings": settings},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
