@@ -5,6 +5,8 @@ from __future__ import annotations
 def run(a) -> None:
     from fastlight.run.pipeline import run_command
 
+    if a.dry_run is not None:
+        return dry_run(a)
     only = [s.strip() for s in a.only.split(",") if s.strip()] if a.only else None
     run_command(a.config, a.overrides, only)
 
@@ -14,6 +16,16 @@ def add_parser(sub) -> None:
     s.add_argument("config", help="run recipe, e.g. configs/shapes/fastlightgen.yaml")
     s.add_argument("overrides", nargs="*", help="key=value (preset=full, out=..., stage2.steps=100, stage3.lr=1e-5)")
     s.add_argument("--only", default=None, help="comma list of stages to run now (e.g. evaluate,bench,report)")
+    # nargs="*": key=value overrides may follow the flag too (`run CONFIG --dry-run out=X`), which argparse
+    # would otherwise refuse once the positional overrides are behind it
+    s.add_argument("--dry-run", nargs="*", default=None, metavar="KEY=VALUE",
+                   help="print the stages and a per-GPU memory plan of the teacher; run and write nothing")
+    s.add_argument("--num-gpus", type=int, default=8, help="--dry-run: GPUs the models are sharded over (FSDP2)")
+    s.add_argument("--gpu-memory-gb", type=float, default=80.0, help="--dry-run: memory of one GPU")
+    s.add_argument("--offload", choices=("none", "params", "optimizer", "both"), default="none",
+                   help="--dry-run: CPU offload of parameters and/or optimizer state")
+    s.add_argument("--shape", default=None, help="--dry-run: FRAMES,HEIGHT,WIDTH of a video (default: the "
+                   "teacher's world, else 81,480,832)")
     s.set_defaults(fn=run)
     add_search_parser(sub)
 
@@ -42,3 +54,69 @@ def add_search_parser(sub) -> None:
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=run_search)
+
+
+def dry_run(a) -> None:
+    """`fastlight run CONFIG --dry-run`: the stages it would run and the teacher's per-GPU memory plan."""
+    from fastlight.config import load_config, parse_overrides
+    from fastlight.errors import InputError
+    from fastlight.models.load import resolve_model_path
+    from fastlight.run.memory import PRESETS, PlanOptions, geometry, memory_plan
+    from fastlight.run.pipeline import RunConfig, resolve, split_overrides, stage2_recipe, stages
+
+    shape = _shape(a.shape)
+    plain, nested = split_overrides(list(a.overrides) + list(a.dry_run))
+    cfg = resolve(load_config(RunConfig, a.config, plain), frozenset(parse_overrides(plain)), nested)
+    plan = stages(cfg)
+    print(f"fastlight run {a.config} (method {cfg.method}, preset {cfg.preset}, out {cfg.out}): dry run, nothing written")
+    for i, st in enumerate(plan, 1):
+        print(f"  {i}. {st.name:<10} {st.what}")
+    names = {st.name for st in plan}
+    rows = [s for s, n in (("analyze", "1_analyze"), ("stage2", "3_stage2"), ("stage3", "4_stage3")) if n in names]
+    train = {**cfg.stage2, **cfg.stage3}
+    opts = PlanOptions(num_gpus=a.num_gpus, gpu_memory_gb=a.gpu_memory_gb,
+                       mixed_precision="bf16" if train.get("mixed_precision", "no") == "bf16" else "no",
+                       gradient_checkpointing=bool(train.get("gradient_checkpointing", False)),
+                       offload_params=a.offload in ("params", "both"), offload_optimizer=a.offload in ("optimizer", "both"),
+                       frames=shape[0], height=shape[1], width=shape[2],
+                       ema=float(train.get("ema_decay", 0)) > 0, prune_ratio=cfg.prune_ratio,
+                       method="dmd2" if cfg.method in ("dmd2", "lightning") else "fastlightgen",
+                       stage2_recipe=stage2_recipe(cfg) if "3_stage2" in names else "dpp")
+    teacher = cfg.teacher if cfg.teacher in PRESETS else resolve_model_path(cfg.teacher)
+    print_plan(memory_plan(geometry(teacher), rows, opts), cfg.teacher)
+
+
+def _shape(text: str | None) -> list:
+    """--shape FRAMES,HEIGHT,WIDTH -> [f, h, w]; None -> [None] * 3 (the teacher's default)."""
+    if not text:
+        return [None] * 3
+    from fastlight.errors import InputError
+
+    try:
+        shape = [int(x) for x in text.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) != 3 or min(shape) < 1:
+        raise InputError(f"--shape {text!r}: give FRAMES,HEIGHT,WIDTH, e.g. --shape 81,480,832")
+    return shape
+
+
+def _gib(x: float) -> str:
+    return f"{x:9.2f}" if x >= 0.1 or x == 0 else f"{x:9.1e}"  # the Shapes teacher's bytes stay visible
+
+
+def print_plan(p, teacher: str) -> None:
+    """The memory plan as a table (GiB per GPU)."""
+    o = p.options
+    f, h, w = p.shape
+    offload = [k for k, on in (("params", o.offload_params), ("optimizer", o.offload_optimizer)) if on]
+    print(f"\nmemory per GPU for {teacher} ({p.num_params:,} parameters, counted exactly; {f}x{h}x{w} video "
+          f"= {p.tokens} tokens, {o.samples_per_gpu} sample(s) per GPU) on {o.num_gpus} x {o.gpu_memory_gb:g} GB, "
+          f"FSDP2, mixed_precision={o.mixed_precision}, gradient checkpointing {'on' if o.gradient_checkpointing else 'off'}, "
+          f"CPU offload {'+'.join(offload) or 'none'}")
+    print(f"{'stage':<8} {'weights':>9} {'grads':>9} {'optimizer':>10} {'activ.*':>9} {'total':>9} {'host':>9}  fits  models")
+    for r in p.rows:
+        cells = [_gib(x) for x in (r.weights_gib, r.grads_gib, r.optimizer_gib, r.activations_gib, r.total_gib, r.host_gib)]
+        cells[2] = " " + cells[2]
+        print(f"{r.stage:<8} {' '.join(cells)}  {'yes' if r.fits else 'NO ':<4}  {r.models}")
+    print("GiB per GPU; * activations are an estimate (fastlight/run/memory.py says how); leave 10-20% headroom")

@@ -246,6 +246,7 @@ class PlanOptions:
     ema: bool = True  # an EMA of the generator (fp32, sharded)
     prune_ratio: float = 0.3  # fastlightgen's Stage III generator and critic are the pruned model
     method: str = "fastlightgen"  # fastlightgen (pruned G + critic, full real score) | dmd2 (all unpruned)
+    stage2_recipe: str = "dpp"  # dpp (the elastic model, its own teacher) | icmd / align (a pruned student + a frozen teacher)
 
 
 @dataclass(frozen=True)
@@ -364,12 +365,19 @@ def stage_memory(stage: str, geo: Geometry, counts: Counts, tokens: int, opts: P
         _add_frozen(b, counts.total, opts, sharded=False)
         b.activations = activation_bytes(cfg, counts.block_kinds, tokens, s, False, False)
         return _row(stage, "frozen teacher (a replica per GPU)", b, opts)
-    if stage == "stage2":
+    if stage == "stage2" and opts.stage2_recipe == "dpp":
         _add_trained(b, counts.total, opts, opts.ema)
         b.weights += _gathered(counts, opts)
         b.activations = (activation_bytes(cfg, counts.block_kinds, tokens, s, True, ckpt)
                          + activation_bytes(cfg, counts.block_kinds, tokens, s, False, False))
-        return _row(stage, "student trained (teacher = same weights)", b, opts)
+        return _row(stage, "dpp: elastic model trained (its teacher = the same weights)", b, opts)
+    if stage == "stage2":  # icmd / align: a statically pruned student learns from the frozen teacher
+        _add_trained(b, counts.pruned(opts.prune_ratio), opts, opts.ema)
+        _add_frozen(b, counts.total, opts)
+        b.weights += _gathered(counts, opts)
+        b.activations = (activation_bytes(cfg, _pruned_kinds(counts, opts.prune_ratio), tokens, s, True, ckpt)
+                         + activation_bytes(cfg, counts.block_kinds, tokens, s, False, False))
+        return _row(stage, f"{opts.stage2_recipe}: pruned student trained, teacher frozen", b, opts)
     if stage == "stage3":
         ratio = opts.prune_ratio if opts.method == "fastlightgen" else 0.0
         n_student, kinds = counts.pruned(ratio), _pruned_kinds(counts, ratio)
