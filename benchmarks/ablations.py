@@ -91,15 +91,15 @@ class Study:
     # ---- measurements ----
     def shapesbench(self, name: str, model: Path | str, sampler: SamplerSpec | None = None, skip=()) -> dict:
         """ShapesBench of `model` with `sampler` (default: how the run samples it, `sampling_of`)."""
-        from fastlight.shapes.bench import evaluate_command
+        from fastlight.shapes.bench import evaluate_model
 
         out = self.root / "eval" / name
         if (out / "shapesbench.json").exists():
             doc = json.loads((out / "shapesbench.json").read_text())
             if "per_case" in doc:  # older files (ShapesBench version 1) cannot be paired: re-evaluated
                 return doc
-        return evaluate_command(str(model), str(out), sampler or sampling_of(model, self.c), num_cases=self.eval_cases,
-                                seed=self.c.seed, skip=skip, save_videos=False)
+        return evaluate_model(str(model), str(out), sampler or sampling_of(model, self.c), num_cases=self.eval_cases,
+                              seed=self.c.seed, skip=skip, save_videos=False)
 
     def tweedie_errors(self, model: Path, skip) -> list[float]:
         """Per-sample Tweedie errors on 64 held-out samples of the VALIDATION stream (the same for every model)."""

@@ -238,13 +238,13 @@ def student_eval_dir(run: Run) -> str:
 def stage_evaluate(run: Run) -> dict:
     """ShapesBench of teacher and student on the same `eval_cases` TEST cases and noise: each score
     with its 95% bootstrap interval, and the paired interval of student - teacher."""
-    from fastlight.shapes.bench import evaluate_command, paired_intervals, score_interval
+    from fastlight.shapes.bench import evaluate_model, paired_intervals, score_interval
 
     c = run.cfg
-    teacher = evaluate_command(c.teacher, str(run.root / teacher_eval_dir(c)), sampling_of(c.teacher, c),
-                               num_cases=c.eval_cases, seed=c.seed, split="test")
-    student = evaluate_command(str(run.student), str(run.root / student_eval_dir(run)), student_sampling(run),
-                               num_cases=c.eval_cases, seed=c.seed, split="test")
+    teacher = evaluate_model(c.teacher, str(run.root / teacher_eval_dir(c)), sampling_of(c.teacher, c),
+                             num_cases=c.eval_cases, seed=c.seed, split="test")
+    student = evaluate_model(str(run.student), str(run.root / student_eval_dir(run)), student_sampling(run),
+                             num_cases=c.eval_cases, seed=c.seed, split="test")
     out = {"teacher_score": teacher["score"], "student_score": student["score"],
            "teacher_direction": teacher["parts"].get("direction"), "student_direction": student["parts"].get("direction"),
            "num_cases": c.eval_cases, "split": "test"}
@@ -273,21 +273,21 @@ def bench_specs(run: Run) -> list[str]:
 
 
 def stage_bench(run: Run) -> dict:
-    from fastlight.evaluate.bench import bench_command
+    from fastlight.evaluate.bench import bench_models
 
-    rows = bench_command(bench_specs(run), repeats=run.cfg.bench_repeats, warmup=1,
-                         out_json=str(run.dir("bench") / "bench.json"), seed=run.cfg.seed)
+    rows = bench_models(bench_specs(run), repeats=run.cfg.bench_repeats, warmup=1,
+                        out_json=str(run.dir("bench") / "bench.json"), seed=run.cfg.seed)
     return {"teacher_s": rows[0]["time_s"]["median"], "student_s": rows[1]["time_s"]["median"],
             "speedup": rows[0]["time_s"]["median"] / rows[1]["time_s"]["median"],
             "teacher_denoise_s": rows[0]["denoise_s"], "student_denoise_s": rows[1]["denoise_s"]}
 
 
 def stage_report(run: Run) -> dict:
-    from fastlight.report.report import report_command
+    from fastlight.report.report import build_report
 
-    md, html = report_command(run.root, run.dir("report"), title=f"fastlight run: {run.cfg.method} ({run.cfg.preset})",
-                              baseline=teacher_eval_dir(run.cfg), progress=False)
-    return {"markdown": str(md), "html": str(html)}
+    report = build_report(run.root, run.dir("report"), title=f"fastlight run: {run.cfg.method} ({run.cfg.preset})",
+                          baseline=teacher_eval_dir(run.cfg), progress=False)
+    return {"markdown": str(report.markdown), "html": str(report.html)}
 
 
 def _train_est(overrides: dict, default_steps: int, s_per_step: float) -> float:
