@@ -265,7 +265,7 @@ def main(argv=None) -> dict:
                                **verdict([beats(res[joint], res[k28], label="Stage III - Stage II 28 steps")])}
 
     if "ratio" in only:
-        from fastlight.analyze.plans import plan_command
+        from fastlight.analyze.plans import make_plan
 
         full = {"0.3": st.shapesbench("beta2=0.25_run", student)}
         res = {"0.3": {**motion(full["0.3"]), "removed": plan.get("achieved_ratio")}}
@@ -273,7 +273,7 @@ def main(argv=None) -> dict:
             pdir = st.root / f"ratio{ratio:g}"
             ppath = pdir / "plan.json"
             if not ppath.exists():
-                plan_command(str(run_dir / "1_analyze" / "importance.json"), st.c.teacher, ratio, str(ppath), "depth")
+                make_plan(str(run_dir / "1_analyze" / "importance.json"), st.c.teacher, ratio, str(ppath), "depth")
             p = json.loads(ppath.read_text())
             s2 = st.stage2(f"ratio{ratio:g}/stage2", plan=str(ppath))
             s3 = st.stage3(f"ratio{ratio:g}/stage3", teacher=str(s2))

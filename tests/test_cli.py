@@ -97,14 +97,17 @@ def test_analyze_plan_prune_chain(tiny_shapes_model, tmp_path, capsys):
     rc, out, err = _run(capsys, "analyze", str(tiny_shapes_model), "--calib", "4", "--out", str(an), "--methods", "elbo,taylor")
     assert rc == 0, err
     assert (an / "importance.json").exists() and (an / "importance.png").read_bytes()[:4] == b"\x89PNG"
-    assert "spearman" in out.lower()
+    assert "spearman" in out.lower() and "ELBO importance (reference: data)" in out and "Taylor width saliency" in out
+    assert "importance: " in out and "importance.json" in out
     rc, out, err = _run(capsys, "plan", str(an / "importance.json"), "--model", str(tiny_shapes_model), "--ratio", "0.2",
                         "--no-keep-ends", "--out", str(tmp_path / "plan.json"))
     assert rc == 0, err
+    assert f"plan written to {tmp_path / 'plan.json'}" in out and "depth plan: drop 1 of 2 blocks" in out
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert len(plan["drop_blocks"]) == 1 and plan["achieved_ratio"] >= 0.2
     rc, out, err = _run(capsys, "prune", str(tiny_shapes_model), "--plan", str(tmp_path / "plan.json"), "--out", str(tmp_path / "pruned"))
     assert rc == 0, err
+    assert out.strip().endswith(f"-> {tmp_path / 'pruned'}") and "(depth: 2 -> 1 blocks, " in out
     stock = WanTransformer3DModel.from_pretrained(tmp_path / "pruned")
     assert stock.config.num_layers == 1
     full, small = load_denoiser(tiny_shapes_model), load_denoiser(tmp_path / "pruned")

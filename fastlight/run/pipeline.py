@@ -146,36 +146,36 @@ class Run:
 def _recipe_config(recipe: str, base: dict, overrides: dict):
     """The recipe's typed config from `base` (set by the pipeline) and the user's stage mapping."""
     from fastlight.config import from_dict
-    from fastlight.train.command import available_recipes
+    from fastlight.train.entry import available_recipes
 
     config_cls, _ = available_recipes()[recipe]
     return from_dict(config_cls, {**base, **overrides}, f"stage config ({recipe})")
 
 
 def _train(recipe: str, cfg) -> Path:
-    from fastlight.train.command import run_recipe
+    from fastlight.train.entry import run_recipe
 
     return run_recipe(recipe, cfg, progress=True)
 
 
 def stage_analyze(run: Run) -> dict:
-    from fastlight.analyze.importance import analyze_command
+    from fastlight.analyze.importance import compute_importance
 
     c = run.cfg
     method = {"vdmini": "metric", "lightning": "taylor"}.get(c.method, "elbo")
-    res = analyze_command(c.teacher, c.calib, str(run.dir("1_analyze")), (method,), seed=c.seed,
-                          metric_cases=c.metric_cases, metric_guidance=c.cfg_scale, data_free=c.data_free)
+    res = compute_importance(c.teacher, c.calib, str(run.dir("1_analyze")), (method,), seed=c.seed,
+                             metric_cases=c.metric_cases, metric_guidance=c.cfg_scale, data_free=c.data_free)
     return {"method": method, "files": {k: str(v) for k, v in res.get("files", {}).items()}}
 
 
 def stage_plan(run: Run) -> dict:
-    from fastlight.analyze.plans import plan_command
+    from fastlight.analyze.plans import make_plan
 
     c = run.cfg
     d = run.dir("1_analyze")
     importance, kind = {"vdmini": (d / "importance_metric.json", "depth"),
                         "lightning": (d / "taylor.json", "width")}.get(c.method, (d / "importance.json", "depth"))
-    plan = plan_command(str(importance), c.teacher, c.prune_ratio, str(run.plan), kind)
+    plan = make_plan(str(importance), c.teacher, c.prune_ratio, str(run.plan), kind)
     return {"kind": kind, "drop_blocks": list(plan.drop_blocks) if kind == "depth" else None,
             "removed_fraction": plan.achieved_ratio}
 
