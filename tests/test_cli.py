@@ -25,6 +25,31 @@ def test_sample_writes_mp4_and_gif(tiny_shapes_model, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif", "clip.mp4"]  # no temp files left
 
 
+def test_sample_video_returns_its_files_and_says_only_the_sampler(tiny_shapes_model, tmp_path, capsys):
+    from fastlight.sample import sample_video
+
+    files = sample_video(str(tiny_shapes_model), "a red circle moving left quickly", str(tmp_path / "c.mp4"), None, 0,
+                         {"num_steps": 1}, progress=False)
+    assert files == [tmp_path / "c.mp4", tmp_path / "c.gif"] and all(f.stat().st_size > 0 for f in files)
+    assert capsys.readouterr().out == ""
+
+
+def test_demo_writes_clips_and_prints_the_oracle_lines(tiny_shapes_model, tmp_path, capsys):
+    from fastlight.shapes.generate import DEMO_PROMPTS, write_demo
+
+    rc, out, err = _run(capsys, "demo", "--model", str(tiny_shapes_model), "--steps", "1", "--out", str(tmp_path / "d"))
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("sampler: 1 Euler step") and "explicit override" in lines[0]
+    clip_lines = [ln for ln in lines if "-> oracle:" in ln]
+    assert len(clip_lines) == len(DEMO_PROMPTS) and lines[-1].startswith(f"demo videos in {tmp_path / 'd'}/")
+    readme = (tmp_path / "d" / "README.txt").read_text().splitlines()
+    assert readme[1:] == clip_lines  # the printed lines are README.txt's
+    demo = write_demo(str(tmp_path / "e"), str(tiny_shapes_model), overrides={"num_steps": 1}, progress=False)
+    assert demo.folder == tmp_path / "e" and demo.clips == clip_lines  # same seed, same clips and verdicts
+    assert (demo.folder / "grid.gif").stat().st_size > 0 and capsys.readouterr().out == ""
+
+
 def test_sample_with_first_frame_png(tiny_shapes_model, tmp_path, capsys):
     import torch
 

@@ -331,7 +331,7 @@ def check_stage_configs(run: Run, names: list[str]) -> None:
         check_dmd_config(cfg)
 
 
-def _fmt(s: float) -> str:
+def fmt_duration(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
@@ -344,11 +344,11 @@ def _status_table(plan: list[Stage], state: dict, scale: float, current: str | N
     for i, st in enumerate(plan, 1):
         rec = state["stages"].get(st.name, {})
         if rec.get("done"):
-            status, tm = "[green]done[/]", _fmt(rec["wall_s"])
+            status, tm = "[green]done[/]", fmt_duration(rec["wall_s"])
         elif st.name == current:
-            status, tm = "[yellow]running[/]", f"ETA {_fmt(st.est_s * scale)}"
+            status, tm = "[yellow]running[/]", f"ETA {fmt_duration(st.est_s * scale)}"
         else:
-            status, tm = "pending", f"~{_fmt(st.est_s * scale)}"
+            status, tm = "pending", f"~{fmt_duration(st.est_s * scale)}"
         t.add_row(str(i), st.name, st.what, status, tm)
     return t
 
@@ -434,8 +434,8 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset 
         scale = wall_done / est_done if est_done > 0 and wall_done > 0 else 1.0
         remaining = sum(s.est_s for s in plan if not state["stages"].get(s.name, {}).get("done")) * scale
         console.print(_status_table(plan, state, scale, st.name))
-        console.rule(f"[bold]{i}/{len(plan)} {st.name}[/]: {st.what} (ETA {_fmt(st.est_s * scale)}, "
-                     f"run ~{_fmt(remaining)} left)")
+        console.rule(f"[bold]{i}/{len(plan)} {st.name}[/]: {st.what} (ETA {fmt_duration(st.est_s * scale)}, "
+                     f"run ~{fmt_duration(remaining)} left)")
         t0 = time.time()
         summary = st.run(run)
         rec = {"done": True, "wall_s": round(time.time() - t0, 2), "est_s": round(st.est_s, 1), "summary": summary}
@@ -452,17 +452,12 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset 
     return state
 
 
-def run_command(config_path: str, overrides: list[str], only: list[str] | None = None) -> dict:
-    from fastlight.config import load_config
-
-    from fastlight.config import parse_overrides
+def run_from_config(config_path: str, overrides: list[str], only: list[str] | None = None) -> dict:
+    """`fastlight run RECIPE.yaml key=value ...`: the run config from the file and the overrides
+    (`stage2.KEY=VALUE` / `stage3.KEY=VALUE` into the stage mappings; every command-line value beats
+    the preset), then `run_pipeline`; returns run.json's content."""
+    from fastlight.config import load_config, parse_overrides
 
     plain, nested = split_overrides(overrides)
     cfg = load_config(RunConfig, config_path, plain)
-    state = run_pipeline(cfg, only, frozenset(parse_overrides(plain)), nested)
-    report = state["stages"].get("report", {}).get("summary", {}).get("markdown")
-    print(f"\n{state['headline']}")
-    if report:
-        print(f"report: {report} (and {Path(report).with_suffix('.html')})")
-    print(f"run folder: {state['out']} ({_fmt(state['total_wall_s'])} of stage time)")
-    return state
+    return run_pipeline(cfg, only, frozenset(parse_overrides(plain)), nested)

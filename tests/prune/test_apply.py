@@ -86,7 +86,7 @@ def test_depth_manifest_meta_and_stock_load(src, tmp_path, capsys):
     assert torch.equal(pruned.null_text, den.null_text)
 
 
-def test_width_command(src, tmp_path):
+def test_width_plan_applied(src, tmp_path):
     path, den = src
     keep = list(range(0, 32, 2))
     out = prune_model(path, write(tmp_path / "w.json", width_plan(den, keep)), tmp_path / "w")
@@ -101,7 +101,7 @@ def test_width_command(src, tmp_path):
         prune_model(path, write(tmp_path / "h.json", width_plan(den, keep, heads=[0])), tmp_path / "h")
 
 
-def test_hunyuan_depth_command(tmp_path):
+def test_hunyuan_depth_plan_applied(tmp_path):
     torch.manual_seed(0)
     den = HunyuanDenoiser.from_config(meta={"shift": 7.0}, **tiny_hunyuan_config(num_layers=2, num_single_layers=3))
     den.save(tmp_path / "hy")
