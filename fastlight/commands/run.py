@@ -48,7 +48,7 @@ def print_search(doc: dict) -> None:
     for x in sorted(doc["rows"], key=lambda x: x["pred_ms"]):
         t.add_row(str(x["steps"]), f"{x['removed']:.0%}", f"{x['score']:.3f}", f"[{x['interval'][0]:.3f}, {x['interval'][1]:.3f}]",
                   "-" if x["direction"] is None else f"{x['direction']:.2f}", f"{x['pred_ms']:.0f}",
-                  ("*" if x["pareto"] else "") + (" <- pick" if x is best else ""))
+                  ("*" if x["pareto"] else "") + (" <- pick" if x == best else ""))
     Console().print(t)
     if best is None:
         cheapest = min(doc["rows"], key=lambda x: x["pred_ms"])
