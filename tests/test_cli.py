@@ -184,6 +184,9 @@ def test_evaluate_and_bench_of_a_student_folder_use_its_sampler(shapes_model_fac
     doc = json.loads((tmp_path / "ev" / "shapesbench.json").read_text())
     assert (doc["sampler"], doc["num_steps"], doc["nfe_per_video"]) == ("few_step", 2, 2)
     assert "the model's own" in out
+    summary = out.strip().splitlines()[-1]  # the command's one summary line, after the sampler line
+    assert summary.startswith(f"ShapesBench score {doc['score']:.4f} [") and "(95%, 2 test cases)" in summary
+    assert summary.endswith(f"-> {tmp_path / 'ev' / 'shapesbench.json'}")
     rc, out, err = _run(capsys, "bench", "--model", str(student), "--model", f"{student}:sampler=euler,steps=2",
                         "--repeats", "1", "--warmup", "0", "--out", str(tmp_path / "b.json"))
     assert rc == 0, err
