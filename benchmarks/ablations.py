@@ -91,15 +91,15 @@ class Study:
     # ---- measurements ----
     def shapesbench(self, name: str, model: Path | str, sampler: SamplerSpec | None = None, skip=()) -> dict:
         """ShapesBench of `model` with `sampler` (default: how the run samples it, `sampling_of`)."""
-        from fastlight.shapes.bench import evaluate_command
+        from fastlight.shapes.bench import evaluate_model
 
         out = self.root / "eval" / name
         if (out / "shapesbench.json").exists():
             doc = json.loads((out / "shapesbench.json").read_text())
             if "per_case" in doc:  # older files (ShapesBench version 1) cannot be paired: re-evaluated
                 return doc
-        return evaluate_command(str(model), str(out), sampler or sampling_of(model, self.c), num_cases=self.eval_cases,
-                                seed=self.c.seed, skip=skip, save_videos=False)
+        return evaluate_model(str(model), str(out), sampler or sampling_of(model, self.c), num_cases=self.eval_cases,
+                              seed=self.c.seed, skip=skip, save_videos=False)
 
     def tweedie_errors(self, model: Path, skip) -> list[float]:
         """Per-sample Tweedie errors on 64 held-out samples of the VALIDATION stream (the same for every model)."""
@@ -265,7 +265,7 @@ def main(argv=None) -> dict:
                                **verdict([beats(res[joint], res[k28], label="Stage III - Stage II 28 steps")])}
 
     if "ratio" in only:
-        from fastlight.analyze.plans import plan_command
+        from fastlight.analyze.plans import make_plan
 
         full = {"0.3": st.shapesbench("beta2=0.25_run", student)}
         res = {"0.3": {**motion(full["0.3"]), "removed": plan.get("achieved_ratio")}}
@@ -273,7 +273,7 @@ def main(argv=None) -> dict:
             pdir = st.root / f"ratio{ratio:g}"
             ppath = pdir / "plan.json"
             if not ppath.exists():
-                plan_command(str(run_dir / "1_analyze" / "importance.json"), st.c.teacher, ratio, str(ppath), "depth")
+                make_plan(str(run_dir / "1_analyze" / "importance.json"), st.c.teacher, ratio, str(ppath), "depth")
             p = json.loads(ppath.read_text())
             s2 = st.stage2(f"ratio{ratio:g}/stage2", plan=str(ppath))
             s3 = st.stage3(f"ratio{ratio:g}/stage3", teacher=str(s2))

@@ -1,4 +1,4 @@
-"""`fastlight sample`: generate a video from a model folder with the model's own sampler.
+"""Generate a video from a model folder with the model's own sampler (the component of `fastlight sample`).
 
 For the embedded Shapes models the prompt is encoded by the shipped Shapes text encoder
 and the first frame is either a PNG (`--image`) or drawn from the prompt (`--seed`).
@@ -33,11 +33,11 @@ def load_model(model_path: str, backend: str = "torch") -> Denoiser:
     raise InputError(f"--backend {backend} is unknown; use torch or onnx")
 
 
-def sample_command(model_path: str, prompt: str, out: str, image: str | None, seed: int, overrides: dict | None = None,
-                   upscale: int = 8, backend: str = "torch") -> list[Path]:
+def sample_video(model_path: str, prompt: str, out: str, image: str | None, seed: int, overrides: dict | None = None,
+                 upscale: int = 8, backend: str = "torch", progress: bool = True) -> list[Path]:
     """Write one clip (.mp4 + .gif) with the model's own sampler (its sampler.json), or an explicit
     override of it (`overrides`: `spec.override`'s keywords; a partial override of a few-step
-    student is refused). Prints which sampler it used."""
+    student is refused); returns the files written. `progress`: say which sampler it uses, and a bar."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if overrides.get("num_steps") is not None and overrides["num_steps"] < 1:
         raise InputError(f"--steps must be >= 1 (got {overrides['num_steps']})")
@@ -54,8 +54,9 @@ def sample_command(model_path: str, prompt: str, out: str, image: str | None, se
     world = world_of(model)
     spec = shapes_spec(prompt, world, seed, image)
     choice = choose_sampler(resolve_model_path(model_path), **overrides)
-    print(choice.line)
-    vid = generate(model, [prompt], spec.image[None], choice.spec, seed, progress=True)[0]
+    if progress:
+        print(choice.line)
+    vid = generate(model, [prompt], spec.image[None], choice.spec, seed, progress=progress)[0]
     frames = video.to_uint8_frames(vid, upscale)
     fps = 4
     written = [video.write_video(out_path.with_suffix(".mp4"), frames, fps), video.write_video(out_path.with_suffix(".gif"), frames, fps)]

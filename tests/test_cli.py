@@ -25,6 +25,31 @@ def test_sample_writes_mp4_and_gif(tiny_shapes_model, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.gif", "clip.mp4"]  # no temp files left
 
 
+def test_sample_video_returns_its_files_and_says_only_the_sampler(tiny_shapes_model, tmp_path, capsys):
+    from fastlight.sample import sample_video
+
+    files = sample_video(str(tiny_shapes_model), "a red circle moving left quickly", str(tmp_path / "c.mp4"), None, 0,
+                         {"num_steps": 1}, progress=False)
+    assert files == [tmp_path / "c.mp4", tmp_path / "c.gif"] and all(f.stat().st_size > 0 for f in files)
+    assert capsys.readouterr().out == ""
+
+
+def test_demo_writes_clips_and_prints_the_oracle_lines(tiny_shapes_model, tmp_path, capsys):
+    from fastlight.shapes.generate import DEMO_PROMPTS, write_demo
+
+    rc, out, err = _run(capsys, "demo", "--model", str(tiny_shapes_model), "--steps", "1", "--out", str(tmp_path / "d"))
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("sampler: 1 Euler step") and "explicit override" in lines[0]
+    clip_lines = [ln for ln in lines if "-> oracle:" in ln]
+    assert len(clip_lines) == len(DEMO_PROMPTS) and lines[-1].startswith(f"demo videos in {tmp_path / 'd'}/")
+    readme = (tmp_path / "d" / "README.txt").read_text().splitlines()
+    assert readme[1:] == clip_lines  # the printed lines are README.txt's
+    demo = write_demo(str(tmp_path / "e"), str(tiny_shapes_model), overrides={"num_steps": 1}, progress=False)
+    assert demo.folder == tmp_path / "e" and demo.clips == clip_lines  # same seed, same clips and verdicts
+    assert (demo.folder / "grid.gif").stat().st_size > 0 and capsys.readouterr().out == ""
+
+
 def test_sample_with_first_frame_png(tiny_shapes_model, tmp_path, capsys):
     import torch
 
@@ -97,14 +122,17 @@ def test_analyze_plan_prune_chain(tiny_shapes_model, tmp_path, capsys):
     rc, out, err = _run(capsys, "analyze", str(tiny_shapes_model), "--calib", "4", "--out", str(an), "--methods", "elbo,taylor")
     assert rc == 0, err
     assert (an / "importance.json").exists() and (an / "importance.png").read_bytes()[:4] == b"\x89PNG"
-    assert "spearman" in out.lower()
+    assert "spearman" in out.lower() and "ELBO importance (reference: data)" in out and "Taylor width saliency" in out
+    assert "importance: " in out and "importance.json" in out
     rc, out, err = _run(capsys, "plan", str(an / "importance.json"), "--model", str(tiny_shapes_model), "--ratio", "0.2",
                         "--no-keep-ends", "--out", str(tmp_path / "plan.json"))
     assert rc == 0, err
+    assert f"plan written to {tmp_path / 'plan.json'}" in out and "depth plan: drop 1 of 2 blocks" in out
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert len(plan["drop_blocks"]) == 1 and plan["achieved_ratio"] >= 0.2
     rc, out, err = _run(capsys, "prune", str(tiny_shapes_model), "--plan", str(tmp_path / "plan.json"), "--out", str(tmp_path / "pruned"))
     assert rc == 0, err
+    assert out.strip().endswith(f"-> {tmp_path / 'pruned'}") and "(depth: 2 -> 1 blocks, " in out
     stock = WanTransformer3DModel.from_pretrained(tmp_path / "pruned")
     assert stock.config.num_layers == 1
     full, small = load_denoiser(tiny_shapes_model), load_denoiser(tmp_path / "pruned")
@@ -156,6 +184,9 @@ def test_evaluate_and_bench_of_a_student_folder_use_its_sampler(shapes_model_fac
     doc = json.loads((tmp_path / "ev" / "shapesbench.json").read_text())
     assert (doc["sampler"], doc["num_steps"], doc["nfe_per_video"]) == ("few_step", 2, 2)
     assert "the model's own" in out
+    summary = out.strip().splitlines()[-1]  # the command's one summary line, after the sampler line
+    assert summary.startswith(f"ShapesBench score {doc['score']:.4f} [") and "(95%, 2 test cases)" in summary
+    assert summary.endswith(f"-> {tmp_path / 'ev' / 'shapesbench.json'}")
     rc, out, err = _run(capsys, "bench", "--model", str(student), "--model", f"{student}:sampler=euler,steps=2",
                         "--repeats", "1", "--warmup", "0", "--out", str(tmp_path / "b.json"))
     assert rc == 0, err

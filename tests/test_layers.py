@@ -109,3 +109,29 @@ def test_the_walk_sees_function_level_imports(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def f():\n    from fastlight.shapes import world\n")
     assert imports_of(f) == {"fastlight.shapes.world"}
+
+
+def command_functions_outside_commands(root: Path = ROOT) -> list[str]:
+    """`path:function` for every function (top level, nested or a method) named `*_command` in a
+    module outside fastlight/commands/: a verb belongs in the commands layer, a component is named
+    for what it does."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] == "commands":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.endswith("_command"):
+                found.append(f"{path.relative_to(root).as_posix()}:{node.name}")
+    return found
+
+
+def test_verbs_live_only_in_the_commands_layer():
+    assert command_functions_outside_commands() == []
+
+
+def test_the_verb_check_sees_a_command_function(tmp_path):
+    (tmp_path / "commands").mkdir()
+    (tmp_path / "commands" / "ok.py").write_text("def fine_command():\n    pass\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "lib.py").write_text("class A:\n    def f(self):\n        def run_command():\n            pass\n")
+    assert [f.split(":")[1] for f in command_functions_outside_commands(tmp_path)] == ["run_command"]

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-from rich.console import Console
 from rich.table import Table
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
@@ -44,7 +43,7 @@ from tqdm.auto import tqdm
 from fastlight.analyze.calib import CalibBatch, CalibrationSet, model_calibration
 from fastlight.analyze.defaults import model_defaults
 from fastlight.analyze.io import atomic_savefig, atomic_write_json, check_fingerprint, read_json
-from fastlight.analyze.taylor import print_taylor, taylor_saliency, write_taylor
+from fastlight.analyze.taylor import taylor_saliency, write_taylor
 from fastlight.diffusion.flow import add_noise, x0_from_v
 from fastlight.errors import DataError, InputError, check_dir_creatable, make_dir
 from fastlight.models.denoiser import Denoiser
@@ -397,7 +396,7 @@ def _metric_name(model: Denoiser, metric: str | None) -> str:
     return name
 
 
-def analyze_command(
+def compute_importance(
     model_path: str,
     calib: int = 64,
     out_dir: str = "runs/analyze",
@@ -416,17 +415,22 @@ def analyze_command(
     data: dict | str | None = None,
     metric: str | None = None,
 ) -> dict:
-    """`fastlight analyze MODEL --calib N`: Stage I block (and width) importance.
+    """Stage I block (and width) importance of a model folder (`fastlight analyze MODEL --calib N`).
 
     Calibration (elbo, taylor): `calib.model_calibration` (`latents` file, else the `data` source,
     else the data source the model folder names). methods "elbo": ELBO importance with the data
-    reference AND the data-free one, both tables, their Spearman correlation (data_free=False: the
-    data reference only, half the time), out_dir/importance.json (data rows in "blocks", data-free
-    rows in "data_free") and importance.png (+ importance_data_free.png); with `iterative` also the
-    greedy drop order ("iterative" key). "taylor": Lightning Video width saliency -> taylor.json.
-    "metric": VDMini metric-drop importance with the video metric `metric` (default: the one the
-    model folder names, e.g. the Shapes oracle) -> importance_metric.json/.png.
-    Returns {"out_dir", "files": {...}, "spearman_data_vs_data_free", ...}.
+    reference AND the data-free one, their Spearman correlation (data_free=False: the data reference
+    only, half the time), out_dir/importance.json (data rows in "blocks", data-free rows in
+    "data_free") and importance.png (+ importance_data_free.png); with `iterative` also the greedy
+    drop order ("iterative" key). "taylor": Lightning Video width saliency -> taylor.json. "metric":
+    VDMini metric-drop importance with the video metric `metric` (default: the one the model folder
+    names, e.g. the Shapes oracle) -> importance_metric.json/.png. `progress`: a line saying what is
+    analysed, and bars.
+
+    Returns {"out_dir", "model", "num_blocks", "num_params", "calib" (the calibration set's info, or
+    None), "files": {name: path}, and per method its rows: "rows" (ELBO, data), "rows_data_free",
+    "spearman_data_vs_data_free", "iterative_order", "taylor" ({block: {"heads", "ffn", ...}}),
+    "rows_metric", "metric" (its description), "spearman_metric_vs_elbo"}.
     """
     methods = _parse_methods(methods)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -439,50 +443,44 @@ def analyze_command(
     if {"elbo", "taylor"} & set(methods):
         cal = model_calibration(model, calib, seed, data, latents, batch_size, shift)
     out = make_dir(out_dir, "--out folder")
-    con = Console()
-    result: dict = {"out_dir": str(out), "model": str(model_path), "files": {}}
-    drawn = f", {cal.num_samples} calibration samples ({cal.info['source']}, seed {seed})" if cal else ""
-    con.print(f"analyze {model_path}: {model.num_blocks} blocks, {model.num_params():,} parameters{drawn}")
+    result: dict = {"out_dir": str(out), "model": str(model_path), "num_blocks": model.num_blocks,
+                    "num_params": model.num_params(), "calib": cal.info if cal else None, "files": {}}
+    if progress:
+        drawn = f", {cal.num_samples} calibration samples ({cal.info['source']}, seed {seed})" if cal else ""
+        print(f"analyze {model_path}: {model.num_blocks} blocks, {model.num_params():,} parameters{drawn}")
 
     if "elbo" in methods:
         rows_data = elbo_importance(model, cal, "data", progress=progress)
-        con.print(importance_table(rows_data, "ELBO importance (reference: data)"))
         meta = {"method": "elbo", "reference": "data", "calib": cal.info}
         if data_free:
             rows_free = elbo_importance(model, cal, "self", progress=progress)
             rho = rows_spearman(rows_data, rows_free)
-            con.print(importance_table(rows_free, "ELBO importance (reference: self, data-free)"))
-            con.print(f"Spearman rank correlation data vs data-free: {rho:.3f}")
             meta.update({"data_free": {"reference": "self", "blocks": rows_free}, "spearman_data_vs_data_free": rho})
         if iterative:
             order = iterative_elbo_importance(model, cal, "data", progress=progress)
             meta["iterative"] = {"reference": "data", "order": [r["index"] for r in order], "blocks": order}
-            con.print("iterative drop order (first dropped first): " + " ".join(str(r["index"]) for r in order))
             result["iterative_order"] = [r["index"] for r in order]
         result["files"]["importance"] = str(write_importance(out / "importance.json", model, rows_data, meta))
         result["files"]["plot"] = str(plot_importance(rows_data, out / "importance.png", "ELBO importance (data)"))
         if data_free:
             result["files"]["plot_data_free"] = str(
                 plot_importance(rows_free, out / "importance_data_free.png", "ELBO importance (data-free)"))
+            result["rows_data_free"] = rows_free
             result["spearman_data_vs_data_free"] = rho
         result["rows"] = rows_data
 
     if "taylor" in methods:
         scores = taylor_saliency(model, cal, progress=progress)
-        print_taylor(scores, model)
+        result["taylor"] = scores
         result["files"]["taylor"] = str(write_taylor(out / "taylor.json", model, scores, {"calib": cal.info}))
 
     if metric_fn is not None:
         rows_m = metric_drop_importance(model, metric_fn, progress=progress)
-        con.print(importance_table(rows_m, f"metric-drop importance ({metric_fn.description})"))
+        result["rows_metric"], result["metric"] = rows_m, metric_fn.description
         meta_m = {"method": "metric_drop", "reference": "metric", "calib": {"metric": metric_fn.description}}
         if "rows" in result:
             meta_m["spearman_vs_elbo_data"] = result["spearman_metric_vs_elbo"] = rows_spearman(rows_m, result["rows"])
-            con.print(f"Spearman rank correlation metric-drop vs ELBO (data): {result['spearman_metric_vs_elbo']:.3f}")
         result["files"]["importance_metric"] = str(write_importance(out / "importance_metric.json", model, rows_m, meta_m))
         result["files"]["plot_metric"] = str(plot_importance(rows_m, out / "importance_metric.png", "metric-drop importance",
                                                                   "metric drop (full - skipped)"))
-
-    for name, f in result["files"].items():
-        con.print(f"{name}: {f}")
     return result

@@ -479,17 +479,25 @@ def model_plan(folder: str | Path, model: Denoiser | None = None) -> Plan | None
     return read_plan(path, model) if path.is_file() else None
 
 
-def plan_command(importance_path: str, model_path: str, prune_ratio: float, out: str, kind: str = "depth",
-                 keep_ends: bool = True, reference: str | None = None, score: str = "in",
-                 prune_heads: bool = False) -> Plan:
-    """`fastlight plan IMPORTANCE --model MODEL --ratio R --out plan.json [--kind depth|width]`.
+def plan_file(out: str | Path) -> Path:
+    """Where `make_plan(..., out)` writes: `out` itself if it names a .json file, else out/plan.json."""
+    out_path = Path(out)
+    return out_path / PLAN_FILE if out_path.is_dir() or out_path.suffix != ".json" else out_path
+
+
+def make_plan(importance_path: str, model_path: str, prune_ratio: float, out: str, kind: str = "depth",
+              keep_ends: bool = True, reference: str | None = None, score: str = "in",
+              prune_heads: bool = False, verbose: bool = False) -> Plan:
+    """The plan of `fastlight plan IMPORTANCE --model MODEL --ratio R --out plan.json [--kind depth|width]`,
+    written to `plan_file(out)`.
 
     Width plans keep every head unless `prune_heads` (the stock diffusers classes tie the head
     count to the residual width, so `fastlight prune` exports FFN-unit pruning only).
 
     depth: IMPORTANCE = importance.json (or importance_metric.json) from `fastlight analyze`;
     `reference` None = its primary rows ("blocks"), "self" = the data-free rows, "iterative" = the
-    greedy drop order. width: IMPORTANCE = taylor.json. `out`: a .json path (a folder gets plan.json).
+    greedy drop order. width: IMPORTANCE = taylor.json. `verbose`: `depth_plan` / `width_plan` say
+    what the plan removes.
     """
     if kind not in PLAN_TYPES:
         raise PlanError(f"--kind must be one of {PLAN_TYPES}, got {kind!r}")
@@ -497,12 +505,9 @@ def plan_command(importance_path: str, model_path: str, prune_ratio: float, out:
     model = load_denoiser(resolve_model_path(model_path)).eval()
     if kind == "depth":
         rows = importance_rows(read_importance(importance_path, model), reference)
-        plan = depth_plan(rows, model, prune_ratio, keep_ends)
+        plan = depth_plan(rows, model, prune_ratio, keep_ends, verbose=verbose)
     else:
-        plan = width_plan(read_taylor(importance_path, model), model, prune_ratio, score=score, prune_heads=prune_heads)
-    out_path = Path(out)
-    if out_path.is_dir() or out_path.suffix != ".json":
-        out_path = out_path / PLAN_FILE
-    write_plan(out_path, plan)
-    print(f"plan written to {out_path}")
+        plan = width_plan(read_taylor(importance_path, model), model, prune_ratio, score=score, prune_heads=prune_heads,
+                          verbose=verbose)
+    write_plan(plan_file(out), plan)
     return plan

@@ -28,10 +28,36 @@ def add_parser(sub) -> None:
 
 
 def run(a) -> None:
-    from fastlight.analyze.importance import analyze_command
+    from fastlight.analyze.importance import compute_importance
 
     data = None if a.data is None else yaml.safe_load(a.data)
-    analyze_command(a.model, a.calib, a.out, tuple(m.strip() for m in a.methods.split(",")), a.iterative, a.seed,
-                    latents=a.latents, batch_size=a.batch_size, shift=a.shift, device=a.device,
-                    metric_cases=a.metric_cases, metric_steps=a.metric_steps, metric_guidance=a.metric_guidance,
-                    data=data, metric=a.metric)
+    res = compute_importance(a.model, a.calib, a.out, tuple(m.strip() for m in a.methods.split(",")), a.iterative,
+                             a.seed, latents=a.latents, batch_size=a.batch_size, shift=a.shift, device=a.device,
+                             metric_cases=a.metric_cases, metric_steps=a.metric_steps,
+                             metric_guidance=a.metric_guidance, data=data, metric=a.metric)
+    print_summary(res)
+
+
+def print_summary(res: dict) -> None:
+    """The tables of every method `compute_importance` ran, its rank correlations, and the files it wrote."""
+    from rich.console import Console
+
+    from fastlight.analyze.importance import importance_table
+    from fastlight.analyze.taylor import print_taylor
+
+    con = Console()
+    if "rows" in res:
+        con.print(importance_table(res["rows"], "ELBO importance (reference: data)"))
+    if "rows_data_free" in res:
+        con.print(importance_table(res["rows_data_free"], "ELBO importance (reference: self, data-free)"))
+        con.print(f"Spearman rank correlation data vs data-free: {res['spearman_data_vs_data_free']:.3f}")
+    if "iterative_order" in res:
+        con.print("iterative drop order (first dropped first): " + " ".join(str(i) for i in res["iterative_order"]))
+    if "taylor" in res:
+        print_taylor(res["taylor"])
+    if "rows_metric" in res:
+        con.print(importance_table(res["rows_metric"], f"metric-drop importance ({res['metric']})"))
+        if "spearman_metric_vs_elbo" in res:
+            con.print(f"Spearman rank correlation metric-drop vs ELBO (data): {res['spearman_metric_vs_elbo']:.3f}")
+    for name, f in res["files"].items():
+        con.print(f"{name}: {f}")

@@ -17,6 +17,10 @@ def add_parser(sub) -> None:
 
 
 def run(a) -> None:
-    from fastlight.evaluate.bench import bench_command
+    from fastlight.evaluate.bench import bench_models
+    from fastlight.evaluate.bench_table import print_rows
 
-    bench_command(a.model, a.batch_size, a.repeats, a.warmup, a.out, a.device, a.seed)
+    rows = bench_models(a.model, a.batch_size, a.repeats, a.warmup, a.out, a.device, a.seed)
+    print_rows(rows)
+    if a.out:
+        print(f"results written to {a.out}")

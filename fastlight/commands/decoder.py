@@ -5,17 +5,20 @@ from fastlight.commands.options import config_and_overrides
 
 
 def run(a) -> None:
-    from fastlight.decoder.prune_vae import prune_decoder_command
+    from fastlight.decoder.prune_vae import prune_vae
 
-    prune_decoder_command(a.vae, a.ratio, a.out, calib=a.calib, latents=a.latents, seed=a.seed,
-                          overwrite=a.overwrite)
+    m = prune_vae(a.vae, a.ratio, a.out, calib=a.calib, latents=a.latents, seed=a.seed, overwrite=a.overwrite)
+    dim = m["config_change"]["decoder_base_dim"]
+    print(f"decoder_base_dim {dim['from']} -> {dim['to']}: decoder {m['decoder_params_before']:,} -> "
+          f"{m['decoder_params']:,} parameters (removed {m['achieved_ratio']:.1%}, target {m['target_ratio']:.0%}); "
+          f"written to {a.out}")
 
 
 def run_distill(a) -> None:
-    from fastlight.decoder.distill import distill_decoder_command
+    from fastlight.decoder.distill import distill_decoder
 
     config, overrides = config_and_overrides(a)
-    out = distill_decoder_command(config, overrides)
+    out = distill_decoder(config, overrides)
     print(f"distilled decoder written to {out}")
 
 

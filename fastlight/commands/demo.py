@@ -14,7 +14,10 @@ def add_parser(sub) -> None:
 
 
 def run(a) -> None:
-    from fastlight.shapes.generate import demo_command
+    from fastlight.shapes.generate import write_demo
 
-    out = demo_command(a.out, a.model, a.seed, sampler_overrides(a))
+    demo = write_demo(a.out, a.model, a.seed, sampler_overrides(a))
+    for line in demo.clips:
+        print(line)
+    out = demo.folder
     print(f"demo videos in {out}/ (open {out}/grid.gif: top = the model's samples, bottom = ideal clips)")

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
 
 
 def run(a) -> None:
-    from fastlight.analyze.plans import plan_command
+    from fastlight.analyze.plans import make_plan, plan_file
 
-    plan_command(a.importance, a.model, a.ratio, a.out, a.kind, keep_ends=not a.no_keep_ends, reference=a.reference,
-                 score=a.score, prune_heads=a.prune_heads)
+    make_plan(a.importance, a.model, a.ratio, a.out, a.kind, keep_ends=not a.no_keep_ends, reference=a.reference,
+              score=a.score, prune_heads=a.prune_heads, verbose=True)
+    print(f"plan written to {plan_file(a.out)}")

@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
 
 
 def run(a) -> None:
-    from fastlight.train.command import train_command
+    from fastlight.train.entry import train_from_config
 
-    out = train_command("pretrain", a.config, a.overrides)
+    out = train_from_config("pretrain", a.config, a.overrides)
     print(f"model written to {out}")

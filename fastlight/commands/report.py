@@ -13,7 +13,9 @@ def add_parser(sub) -> None:
 
 
 def run(a) -> None:
-    from fastlight.report.report import report_command
+    from fastlight.report.report import build_report
 
-    md, html = report_command(a.run_dir, a.out, a.title, a.baseline)
-    print(f"report: {md} and {html}")
+    report = build_report(a.run_dir, a.out, a.title, a.baseline)
+    if report.unreadable:
+        print(f"report: {report.unreadable}")
+    print(f"report: {report.markdown} and {report.html}")

@@ -1,14 +1,21 @@
 """`fastlight run RECIPE.yaml [key=value ...]` and `fastlight search`: the work lives in `fastlight/run/`."""
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def run(a) -> None:
-    from fastlight.run.pipeline import run_command
+    from fastlight.run.pipeline import fmt_duration, run_from_config
 
     if a.dry_run is not None:
         return dry_run(a)
     only = [s.strip() for s in a.only.split(",") if s.strip()] if a.only else None
-    run_command(a.config, a.overrides, only)
+    state = run_from_config(a.config, a.overrides, only)
+    report = state["stages"].get("report", {}).get("summary", {}).get("markdown")
+    print(f"\n{state['headline']}")
+    if report:
+        print(f"report: {report} (and {Path(report).with_suffix('.html')})")
+    print(f"run folder: {state['out']} ({fmt_duration(state['total_wall_s'])} of stage time)")
 
 
 def add_parser(sub) -> None:
@@ -31,12 +38,41 @@ def add_parser(sub) -> None:
 
 
 def run_search(a) -> None:
-    from fastlight.run.search import search_command
+    from fastlight.run.search import search_plans
 
     steps = [int(s) for s in a.steps.split(",") if s.strip()]
     ratios = [float(r) for r in a.ratios.split(",") if r.strip()]
-    search_command(a.model, a.budget_ms, a.importance, a.out, steps, ratios, a.num_cases, a.guidance, a.repeats, a.seed,
-                   a.test_cases)
+    doc = search_plans(a.model, a.budget_ms, a.importance, a.out, steps, ratios, a.num_cases, a.guidance, a.repeats,
+                       a.seed, a.test_cases)
+    print_search(doc)
+    print(f"wrote {Path(a.out) / 'search.json'} and {Path(a.out) / 'search.png'}")
+
+
+def print_search(doc: dict) -> None:
+    """The design space table (Pareto front and pick marked) and the recommendation of a search.json document."""
+    from rich.console import Console
+    from rich.table import Table
+
+    best, budget, n = doc["recommendation"], doc["budget_ms"], doc["num_cases"]
+    t = Table(title=f"design space on {n} validation cases (Pareto front marked *), budget {budget:g} ms")
+    for c in ("steps", "pruned", "score (validation)", "95% interval", "direction", "pred. ms", ""):
+        t.add_column(c, no_wrap=True)
+    for x in sorted(doc["rows"], key=lambda x: x["pred_ms"]):
+        t.add_row(str(x["steps"]), f"{x['removed']:.0%}", f"{x['score']:.3f}", f"[{x['interval'][0]:.3f}, {x['interval'][1]:.3f}]",
+                  "-" if x["direction"] is None else f"{x['direction']:.2f}", f"{x['pred_ms']:.0f}",
+                  ("*" if x["pareto"] else "") + (" <- pick" if x == best else ""))
+    Console().print(t)
+    if best is None:
+        cheapest = min(doc["rows"], key=lambda x: x["pred_ms"])
+        print(f"nothing fits {budget:g} ms: the cheapest pair ({cheapest['steps']} steps, "
+              f"{cheapest['removed']:.0%} pruned) needs {cheapest['pred_ms']:.0f} ms")
+        return
+    test, kind = doc["test"], doc["sampler"]["sampler"]
+    print(f"recommended under {budget:g} ms (chosen on {n} validation cases): {best['steps']} "
+          f"{kind.replace('_', '-')} steps with {best['removed']:.0%} of the parameters removed (skip {best['skip']}), "
+          f"predicted {best['pred_ms']:.0f} ms per video. ShapesBench on {doc['test_cases']} test cases: {test['score']:.3f} "
+          f"[{test['interval']['low']:.3f}, {test['interval']['high']:.3f}] (95%; validation {best['score']:.3f}). "
+          "A Stage III DMD run at that depth cuts the steps further.")
 
 
 def add_search_parser(sub) -> None:

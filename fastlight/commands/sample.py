@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 
 
 def run(a) -> None:
-    from fastlight.sample import sample_command
+    from fastlight.sample import sample_video
 
-    for p in sample_command(a.model, a.prompt, a.out, a.image, a.seed, sampler_overrides(a), backend=a.backend):
+    for p in sample_video(a.model, a.prompt, a.out, a.image, a.seed, sampler_overrides(a), backend=a.backend):
         print(p)

@@ -20,17 +20,17 @@ def add_parser(sub) -> None:
 
 
 def run(a) -> None:
-    from fastlight.train.command import train_command
+    from fastlight.train.entry import train_from_config
 
-    out = train_command(a.recipe, *config_and_overrides(a))
+    out = train_from_config(a.recipe, *config_and_overrides(a))
     print(f"trained model written to {out}")
 
 
 def run_distill(a) -> None:
-    from fastlight.train.command import train_command
+    from fastlight.train.entry import train_from_config
 
     if a.recipe not in ("fastlightgen", "dmd2"):
         raise InputError(f"unknown distill recipe {a.recipe!r}: use fastlightgen (well-guided, pruned) or dmd2 "
                          "(step-only); Stage II recipes run with `fastlight train`")
-    out = train_command(a.recipe, *config_and_overrides(a))
+    out = train_from_config(a.recipe, *config_and_overrides(a))
     print(f"few-step generator written to {out} (sample it with `fastlight evaluate {out} --sampler few_step`)")

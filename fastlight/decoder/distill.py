@@ -321,8 +321,9 @@ def load_light_decoder(path: str | Path):
     return load_vae(p)
 
 
-def distill_decoder_command(config_path: str | None, overrides: list[str] | None = None,
-                            progress: bool = True) -> Path:
+def distill_decoder(config_path: str | None, overrides: list[str] | None = None, progress: bool = True) -> Path:
+    """Train a light decoder (`DecoderDistillConfig` from YAML + key=value overrides) on the one loop;
+    returns the trained decoder's folder."""
     from fastlight.config import load_config
     from fastlight.train.loop import train
 

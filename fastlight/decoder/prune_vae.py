@@ -9,10 +9,11 @@ from pathlib import Path
 from fastlight.errors import InputError, make_parent_dir
 
 
-def prune_decoder_command(vae_dir, ratio: float, out_dir, calib: int = 16, latents: str = "shapes",
-                          seed: int = 0, overwrite: bool = False, progress: bool = True) -> dict:
+def prune_vae(vae_dir, ratio: float, out_dir, calib: int = 16, latents: str = "shapes", seed: int = 0,
+              overwrite: bool = False, progress: bool = True) -> dict:
     """Score the decoder's channels on calibration latents, prune to the parameter `ratio`, write a stock
-    AutoencoderKLWan folder + manifest.json to `out_dir` (atomically). Returns the manifest."""
+    AutoencoderKLWan folder + manifest.json to `out_dir` (atomically). Returns the manifest.
+    `progress`: say what is scored."""
     from fastlight.decoder.distill import (_load_latent_file, clip_source, denormalise, is_clip_source,
                                            resolve_vae_path, shapes_latents)
     from fastlight.decoder.prune import channel_scores, check_latents, check_ratio, load_vae, plan_decoder, \
@@ -69,8 +70,4 @@ def prune_decoder_command(vae_dir, ratio: float, out_dir, calib: int = 16, laten
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    if progress:
-        print(f"decoder_base_dim {plan['decoder_base_dim_before']} -> {plan['decoder_base_dim']}: decoder "
-              f"{info['decoder_params_before']:,} -> {info['decoder_params']:,} parameters (removed "
-              f"{plan['achieved_ratio']:.1%}, target {ratio:.0%}); written to {out}")
     return manifest

@@ -28,13 +28,12 @@ from fastlight.diffusion import sampling
 from fastlight.diffusion.spec import SamplerSpec
 from fastlight.errors import InputError, ModelError
 from fastlight.evaluate.bench_spec import SPEC_FORMAT, ModelSpec, parse_spec
-from fastlight.evaluate.bench_table import print_rows
 from fastlight.evaluate.pipelines import pipeline_for, registered_pipelines
 from fastlight.evaluate.timing import PHASES, ForwardCounter, bench_callables, phase, resolve_device
 from fastlight.fileio import atomic_write_json
 from fastlight.models.load import load_denoiser, resolve_model_path
 
-__all__ = ["ModelSpec", "bench", "bench_callables", "bench_command", "parse_spec", "phase"]
+__all__ = ["ModelSpec", "bench", "bench_callables", "bench_models", "parse_spec", "phase"]
 
 
 @dataclass
@@ -170,7 +169,7 @@ def bench(
     return [_row(n, e, res[n], first, dev) for n, e in zip(names, entries)]
 
 
-def bench_command(
+def bench_models(
     model_specs: Sequence[str],
     batch_size: int = 1,
     repeats: int = 5,
@@ -178,13 +177,16 @@ def bench_command(
     out_json: str | None = None,
     device: str | None = None,
     seed: int = 0,
+    progress: bool = True,
 ) -> list[dict]:
-    """`fastlight bench --model SPEC [--model SPEC ...]`: print the table, write JSON if asked."""
+    """Bench the models of `fastlight bench --model SPEC [--model SPEC ...]` side by side; write the
+    rows with the run's settings (torch, device, GPU, seeds) to `out_json` (atomically) if given.
+    Returns the rows (`bench`)."""
     if not model_specs:
         raise InputError(f"give at least one --model {SPEC_FORMAT}")
     specs = [parse_spec(s) for s in model_specs]  # fail on a bad spec before loading anything
-    rows = bench(specs, batch_size=batch_size, repeats=repeats, warmup=warmup, device=device, seed=seed, progress=True)
-    print_rows(rows)
+    rows = bench(specs, batch_size=batch_size, repeats=repeats, warmup=warmup, device=device, seed=seed,
+                 progress=progress)
     if out_json:
         meta = {"torch": torch.__version__, "device": rows[0]["device"], "batch_size": batch_size, "repeats": repeats,
                 "warmup": warmup, "seed": seed, "mem_method": rows[0]["mem_method"],
@@ -192,5 +194,4 @@ def bench_command(
         if rows[0]["device"].startswith("cuda"):
             meta["gpu"] = torch.cuda.get_device_name(torch.device(rows[0]["device"]))
         atomic_write_json(out_json, {**meta, "rows": rows})
-        print(f"results written to {out_json}")
     return rows

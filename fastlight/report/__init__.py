@@ -3,6 +3,6 @@
 Files, one purpose each: ``collect`` (rows from the run folder), ``tables``, ``plots`` (Pareto),
 ``samples`` (the side-by-side GIF), ``markdown``, ``html``, ``report`` (writes them all)."""
 from fastlight.report.collect import collect
-from fastlight.report.report import report_command
+from fastlight.report.report import Report, build_report
 
-__all__ = ["collect", "report_command"]
+__all__ = ["Report", "build_report", "collect"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -34,6 +35,15 @@ from fastlight.report.samples import side_by_side_gif
 from fastlight.report.tables import comparison_table, fmt, importance_table, shapesbench_table, timing_table
 
 REPORT_DIR = "report"
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `build_report` wrote."""
+
+    markdown: Path  # report.md (beside it report.json, tables/, pareto.png, samples.gif)
+    html: Path  # report.html, self-contained
+    unreadable: str | None  # one sentence naming the JSON files under the run folder that could not be read
 
 
 def _slug(s: str) -> str:
@@ -135,11 +145,11 @@ def _sections(data: dict, out: Path, pareto: Path, gif_info: dict | None, timing
     return sections
 
 
-def report_command(run_dir: str | Path, out: str | Path | None = None, title: str | None = None,
-                   baseline: str | None = None, progress: bool = True) -> tuple[Path, Path]:
-    """`fastlight report RUN_DIR [--out DIR] [--title TEXT] [--baseline METHOD]`: write report.md,
-    report.html, report.json, tables/*.json, pareto.png, samples.gif (and copies of the importance
-    plots) into `out` (default RUN_DIR/report). Returns (md_path, html_path)."""
+def build_report(run_dir: str | Path, out: str | Path | None = None, title: str | None = None,
+                 baseline: str | None = None, progress: bool = True) -> Report:
+    """The report of a run folder (`fastlight report RUN_DIR [--out DIR] [--title TEXT] [--baseline
+    METHOD]`): write report.md, report.html, report.json, tables/*.json, pareto.png, samples.gif (and
+    copies of the importance plots) into `out` (default RUN_DIR/report)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / REPORT_DIR
     with tqdm(total=6, desc="report", unit="step", disable=None if progress else True) as bar:  # no bar off a terminal
@@ -187,6 +197,4 @@ def report_command(run_dir: str | Path, out: str | Path | None = None, title: st
         md_path = atomic_write_text(out / "report.md", md_text)
         html_path = atomic_write_text(out / "report.html", html_text)
         step("done")
-    if data["unreadable"]:
-        print(f"report: {unreadable_text(data)}")
-    return md_path, html_path
+    return Report(md_path, html_path, unreadable_text(data))

@@ -147,36 +147,36 @@ class Run:
 def _recipe_config(recipe: str, base: dict, overrides: dict):
     """The recipe's typed config from `base` (set by the pipeline) and the user's stage mapping."""
     from fastlight.config import from_dict
-    from fastlight.train.command import available_recipes
+    from fastlight.train.entry import available_recipes
 
     config_cls, _ = available_recipes()[recipe]
     return from_dict(config_cls, {**base, **overrides}, f"stage config ({recipe})")
 
 
 def _train(recipe: str, cfg) -> Path:
-    from fastlight.train.command import run_recipe
+    from fastlight.train.entry import run_recipe
 
     return run_recipe(recipe, cfg, progress=True)
 
 
 def stage_analyze(run: Run) -> dict:
-    from fastlight.analyze.importance import analyze_command
+    from fastlight.analyze.importance import compute_importance
 
     c = run.cfg
     method = {"vdmini": "metric", "lightning": "taylor"}.get(c.method, "elbo")
-    res = analyze_command(c.teacher, c.calib, str(run.dir("1_analyze")), (method,), seed=c.seed,
-                          metric_cases=c.metric_cases, metric_guidance=c.cfg_scale, data_free=c.data_free)
+    res = compute_importance(c.teacher, c.calib, str(run.dir("1_analyze")), (method,), seed=c.seed,
+                             metric_cases=c.metric_cases, metric_guidance=c.cfg_scale, data_free=c.data_free)
     return {"method": method, "files": {k: str(v) for k, v in res.get("files", {}).items()}}
 
 
 def stage_plan(run: Run) -> dict:
-    from fastlight.analyze.plans import plan_command
+    from fastlight.analyze.plans import make_plan
 
     c = run.cfg
     d = run.dir("1_analyze")
     importance, kind = {"vdmini": (d / "importance_metric.json", "depth"),
                         "lightning": (d / "taylor.json", "width")}.get(c.method, (d / "importance.json", "depth"))
-    plan = plan_command(str(importance), c.teacher, c.prune_ratio, str(run.plan), kind)
+    plan = make_plan(str(importance), c.teacher, c.prune_ratio, str(run.plan), kind)
     return {"kind": kind, "drop_blocks": list(plan.drop_blocks) if kind == "depth" else None,
             "removed_fraction": plan.achieved_ratio}
 
@@ -239,13 +239,13 @@ def student_eval_dir(run: Run) -> str:
 def stage_evaluate(run: Run) -> dict:
     """ShapesBench of teacher and student on the same `eval_cases` TEST cases and noise: each score
     with its 95% bootstrap interval, and the paired interval of student - teacher."""
-    from fastlight.shapes.bench import evaluate_command, paired_intervals, score_interval
+    from fastlight.shapes.bench import evaluate_model, paired_intervals, score_interval
 
     c = run.cfg
-    teacher = evaluate_command(c.teacher, str(run.root / teacher_eval_dir(c)), sampling_of(c.teacher, c),
-                               num_cases=c.eval_cases, seed=c.seed, split="test")
-    student = evaluate_command(str(run.student), str(run.root / student_eval_dir(run)), student_sampling(run),
-                               num_cases=c.eval_cases, seed=c.seed, split="test")
+    teacher = evaluate_model(c.teacher, str(run.root / teacher_eval_dir(c)), sampling_of(c.teacher, c),
+                             num_cases=c.eval_cases, seed=c.seed, split="test")
+    student = evaluate_model(str(run.student), str(run.root / student_eval_dir(run)), student_sampling(run),
+                             num_cases=c.eval_cases, seed=c.seed, split="test")
     out = {"teacher_score": teacher["score"], "student_score": student["score"],
            "teacher_direction": teacher["parts"].get("direction"), "student_direction": student["parts"].get("direction"),
            "num_cases": c.eval_cases, "split": "test"}
@@ -274,21 +274,21 @@ def bench_specs(run: Run) -> list[str]:
 
 
 def stage_bench(run: Run) -> dict:
-    from fastlight.evaluate.bench import bench_command
+    from fastlight.evaluate.bench import bench_models
 
-    rows = bench_command(bench_specs(run), repeats=run.cfg.bench_repeats, warmup=1,
-                         out_json=str(run.dir("bench") / "bench.json"), seed=run.cfg.seed)
+    rows = bench_models(bench_specs(run), repeats=run.cfg.bench_repeats, warmup=1,
+                        out_json=str(run.dir("bench") / "bench.json"), seed=run.cfg.seed)
     return {"teacher_s": rows[0]["time_s"]["median"], "student_s": rows[1]["time_s"]["median"],
             "speedup": rows[0]["time_s"]["median"] / rows[1]["time_s"]["median"],
             "teacher_denoise_s": rows[0]["denoise_s"], "student_denoise_s": rows[1]["denoise_s"]}
 
 
 def stage_report(run: Run) -> dict:
-    from fastlight.report.report import report_command
+    from fastlight.report.report import build_report
 
-    md, html = report_command(run.root, run.dir("report"), title=f"fastlight run: {run.cfg.method} ({run.cfg.preset})",
-                              baseline=teacher_eval_dir(run.cfg), progress=False)
-    return {"markdown": str(md), "html": str(html)}
+    report = build_report(run.root, run.dir("report"), title=f"fastlight run: {run.cfg.method} ({run.cfg.preset})",
+                          baseline=teacher_eval_dir(run.cfg), progress=False)
+    return {"markdown": str(report.markdown), "html": str(report.html)}
 
 
 def _train_est(overrides: dict, default_steps: int, s_per_step: float) -> float:
@@ -332,7 +332,7 @@ def check_stage_configs(run: Run, names: list[str]) -> None:
         check_dmd_config(cfg)
 
 
-def _fmt(s: float) -> str:
+def fmt_duration(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
@@ -345,11 +345,11 @@ def _status_table(plan: list[Stage], state: dict, scale: float, current: str | N
     for i, st in enumerate(plan, 1):
         rec = state["stages"].get(st.name, {})
         if rec.get("done"):
-            status, tm = "[green]done[/]", _fmt(rec["wall_s"])
+            status, tm = "[green]done[/]", fmt_duration(rec["wall_s"])
         elif st.name == current:
-            status, tm = "[yellow]running[/]", f"ETA {_fmt(st.est_s * scale)}"
+            status, tm = "[yellow]running[/]", f"ETA {fmt_duration(st.est_s * scale)}"
         else:
-            status, tm = "pending", f"~{_fmt(st.est_s * scale)}"
+            status, tm = "pending", f"~{fmt_duration(st.est_s * scale)}"
         t.add_row(str(i), st.name, st.what, status, tm)
     return t
 
@@ -441,8 +441,8 @@ def _run_stages(cfg: RunConfig, only: list[str] | None) -> dict:
         scale = wall_done / est_done if est_done > 0 and wall_done > 0 else 1.0
         remaining = sum(s.est_s for s in plan if not state["stages"].get(s.name, {}).get("done")) * scale
         console.print(_status_table(plan, state, scale, st.name))
-        console.rule(f"[bold]{i}/{len(plan)} {st.name}[/]: {st.what} (ETA {_fmt(st.est_s * scale)}, "
-                     f"run ~{_fmt(remaining)} left)")
+        console.rule(f"[bold]{i}/{len(plan)} {st.name}[/]: {st.what} (ETA {fmt_duration(st.est_s * scale)}, "
+                     f"run ~{fmt_duration(remaining)} left)")
         t0 = time.time()
         summary = st.run(run)
         rec = {"done": True, "wall_s": round(time.time() - t0, 2), "est_s": round(st.est_s, 1), "summary": summary}
@@ -459,17 +459,12 @@ def _run_stages(cfg: RunConfig, only: list[str] | None) -> dict:
     return state
 
 
-def run_command(config_path: str, overrides: list[str], only: list[str] | None = None) -> dict:
-    from fastlight.config import load_config
-
-    from fastlight.config import parse_overrides
+def run_from_config(config_path: str, overrides: list[str], only: list[str] | None = None) -> dict:
+    """`fastlight run RECIPE.yaml key=value ...`: the run config from the file and the overrides
+    (`stage2.KEY=VALUE` / `stage3.KEY=VALUE` into the stage mappings; every command-line value beats
+    the preset), then `run_pipeline`; returns run.json's content."""
+    from fastlight.config import load_config, parse_overrides
 
     plain, nested = split_overrides(overrides)
     cfg = load_config(RunConfig, config_path, plain)
-    state = run_pipeline(cfg, only, frozenset(parse_overrides(plain)), nested)
-    report = state["stages"].get("report", {}).get("summary", {}).get("markdown")
-    print(f"\n{state['headline']}")
-    if report:
-        print(f"report: {report} (and {Path(report).with_suffix('.html')})")
-    print(f"run folder: {state['out']} ({_fmt(state['total_wall_s'])} of stage time)")
-    return state
+    return run_pipeline(cfg, only, frozenset(parse_overrides(plain)), nested)

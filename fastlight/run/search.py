@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 
 from rich.console import Console
-from rich.table import Table
 from tqdm.auto import tqdm
 
 from fastlight.analyze.importance import importance_rows, read_importance
@@ -127,9 +126,13 @@ def plot(rows: list[dict], steps, ratios, budget_ms: float, best: dict | None, p
     return path
 
 
-def search_command(model_path: str, budget_ms: float, importance: str | None, out: str, steps=DEFAULT_STEPS,
-                   ratios=DEFAULT_RATIOS, num_cases: int = 16, guidance: float | None = None, repeats: int = 5,
-                   seed: int = 0, test_cases: int = DEFAULT_NUM_CASES) -> dict:
+def search_plans(model_path: str, budget_ms: float, importance: str | None, out: str, steps=DEFAULT_STEPS,
+                 ratios=DEFAULT_RATIOS, num_cases: int = 16, guidance: float | None = None, repeats: int = 5,
+                 seed: int = 0, test_cases: int = DEFAULT_NUM_CASES, progress: bool = True) -> dict:
+    """Score and time every (steps, prune ratio) pair, recommend the best one within `budget_ms`,
+    write out/search.json and out/search.png (module doc); returns search.json's document, whose
+    "recommendation" is one of its "rows" (None when nothing fits). `progress`: say what is searched
+    with which sampler, and a bar."""
     if budget_ms <= 0:
         raise InputError(f"--budget-ms must be > 0, got {budget_ms}")
     if num_cases < 2 or test_cases < 2:
@@ -146,15 +149,16 @@ def search_command(model_path: str, budget_ms: float, importance: str | None, ou
     imp = Path(importance) if importance else _find_importance(path)
     rows_imp = importance_rows(read_importance(imp))
     skips = skips_for_ratios(model, rows_imp, ratios)
-    console = Console()
-    console.print(f"search {path}: steps {steps} x prune ratios {ratios} ({len(steps) * len(ratios)} pairs, "
-                  f"{num_cases} validation cases each, the pick re-scored on {test_cases} test cases); blocks from {imp}")
-    console.print(f"{choice.line}; its step count is what the search varies", soft_wrap=True)
+    if progress:
+        console = Console()
+        console.print(f"search {path}: steps {steps} x prune ratios {ratios} ({len(steps) * len(ratios)} pairs, "
+                      f"{num_cases} validation cases each, the pick re-scored on {test_cases} test cases); blocks from {imp}")
+        console.print(f"{choice.line}; its step count is what the search varies", soft_wrap=True)
     fwd = forward_ms(model, skips, repeats, guided=base.guidance != 1)
     fixed = _fixed_ms(model, repeats)
     rows = []
     pairs = [(r, st) for r in ratios for st in steps]
-    for r, st in tqdm(pairs, desc="search"):
+    for r, st in tqdm(pairs, desc="search", disable=not progress):
         spec = override(base, sampler=base.kind, num_steps=st)
         res = shapesbench(model, spec, num_cases, skip=skips[r], seed=seed, progress=False, vbench=False, split="validation")
         iv = score_interval(res)
@@ -167,33 +171,14 @@ def search_command(model_path: str, budget_ms: float, importance: str | None, ou
         x["pareto"] = i in front
     best = recommend(rows, budget_ms)
     test = _test_score(model, base, best, test_cases, seed) if best else None
-    t = Table(title=f"design space on {num_cases} validation cases (Pareto front marked *), budget {budget_ms:g} ms")
-    for c in ("steps", "pruned", "score (validation)", "95% interval", "direction", "pred. ms", ""):
-        t.add_column(c, no_wrap=True)
-    for x in sorted(rows, key=lambda x: x["pred_ms"]):
-        t.add_row(str(x["steps"]), f"{x['removed']:.0%}", f"{x['score']:.3f}", f"[{x['interval'][0]:.3f}, {x['interval'][1]:.3f}]",
-                  "-" if x["direction"] is None else f"{x['direction']:.2f}", f"{x['pred_ms']:.0f}",
-                  ("*" if x["pareto"] else "") + (" <- pick" if x is best else ""))
-    console.print(t)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = plot(rows, steps, ratios, budget_ms, best, out_dir / "search.png", base.kind)
+    plot(rows, steps, ratios, budget_ms, best, out_dir / "search.png", base.kind)
     doc = {"model": str(path), "importance": str(imp), "budget_ms": budget_ms, "sampler": base.to_json(),
            "num_cases": num_cases, "selection_split": "validation", "test_cases": test_cases,
            "forward_ms": {str(k): round(v, 3) for k, v in fwd.items()}, "fixed_ms": round(fixed, 3),
            "rows": rows, "recommendation": best, "test": test}
     atomic_write_json(out_dir / "search.json", doc)
-    if best is None:
-        cheapest = min(rows, key=lambda x: x["pred_ms"])
-        print(f"nothing fits {budget_ms:g} ms: the cheapest pair ({cheapest['steps']} steps, "
-              f"{cheapest['removed']:.0%} pruned) needs {cheapest['pred_ms']:.0f} ms")
-    else:
-        print(f"recommended under {budget_ms:g} ms (chosen on {num_cases} validation cases): {best['steps']} "
-              f"{base.kind.replace('_', '-')} steps with {best['removed']:.0%} of the parameters removed (skip {best['skip']}), "
-              f"predicted {best['pred_ms']:.0f} ms per video. ShapesBench on {test_cases} test cases: {test['score']:.3f} "
-              f"[{test['interval']['low']:.3f}, {test['interval']['high']:.3f}] (95%; validation {best['score']:.3f}). "
-              "A Stage III DMD run at that depth cuts the steps further.")
-    print(f"wrote {out_dir / 'search.json'} and {png}")
     return doc
 
 

@@ -13,7 +13,7 @@ every n >= i + 1. Case i's initial noise is drawn by its own generator (stream
 The few-step sampler's fresh noise is drawn batch-wise (stream `shapesbench/<split>/renoise`, row
 = the batch's first case), so its results are reproducible for a fixed `batch_size`.
 
-**Sampler.** A `SamplerSpec` (fastlight/diffusion/spec.py): `evaluate_command` uses the model's
+**Sampler.** A `SamplerSpec` (fastlight/diffusion/spec.py): `evaluate_model` uses the model's
 own (its sampler.json; the default Euler sampler without one) unless told otherwise, and says
 which. `skip` runs the model with those blocks skipped (a pruned configuration).
 
@@ -75,7 +75,7 @@ oracle's shape classifier misses a few % of ideal objects).
 two results on the same cases and noise give a paired interval of their difference
 (`paired_intervals`).
 
-JSON (`evaluate_command` -> out_dir/shapesbench.json, written atomically): {benchmark,
+JSON (`evaluate_model` -> out_dir/shapesbench.json, written atomically): {benchmark,
 version, model, fingerprint, sampler, num_steps, levels, cfg_scale (= the guidance), sampler_spec
 (the SamplerSpec's JSON), skip, seed, case_seed, split,
 num_cases, world, nfe_per_video, params, params_full, sample_time_s, score, weights, parts,
@@ -617,22 +617,25 @@ def save_samples(out_dir: str | Path, videos: torch.Tensor, cases: Sequence[Benc
     return files
 
 
-def evaluate_command(model_path: str, out_dir: str, sampler: SamplerSpec | None = None, overrides: dict | None = None,
-                     num_cases: int = DEFAULT_NUM_CASES, seed: int = 0, save_videos: bool = True,
-                     skip: Iterable[int] = (), batch_size: int = 32, vbench: bool = True, split: str = "test") -> dict:
+def evaluate_model(model_path: str, out_dir: str, sampler: SamplerSpec | None = None, overrides: dict | None = None,
+                   num_cases: int = DEFAULT_NUM_CASES, seed: int = 0, save_videos: bool = True,
+                   skip: Iterable[int] = (), batch_size: int = 32, vbench: bool = True, split: str = "test",
+                   progress: bool = True) -> dict:
     """Load a Shapes model folder (or 'shapes-teacher'), run ShapesBench with its own sampler (or
     `sampler`, or `overrides` of its own: `spec.override`'s keywords), write out_dir/shapesbench.json
-    (atomically) with the ideal upper-bound row under "ideal", and sample GIF/MP4s."""
+    (atomically) with the ideal upper-bound row under "ideal", and sample GIF/MP4s; returns that
+    document. `progress`: say which sampler it uses, and bars."""
     path = resolve_model_path(model_path)
     model = load_denoiser(path).eval()
     if not is_shapes_model(model):
         raise ModelError(f"{model_path} is not an embedded Shapes model (no world in its fastlight.json); "
                          "ShapesBench needs one")
     choice = choose_sampler(path, sampler, **(overrides or {}))
-    print(f"{model_path}: {choice.line}")
+    if progress:
+        print(f"{model_path}: {choice.line}")
     out = Path(out_dir)
-    res, cases, videos = _bench(model, choice.spec, num_cases, skip, seed, batch_size, True, vbench, SHAPESBENCH_SEED,
-                                split)
+    res, cases, videos = _bench(model, choice.spec, num_cases, skip, seed, batch_size, progress, vbench,
+                                SHAPESBENCH_SEED, split)
     res = {"model": str(model_path), **res}
     real = score_real(num_cases, world_of(model), vbench=vbench, split=split)
     res["ideal"] = {k: real[k] for k in ("score", "parts", "intervals", "metrics", "vbench")}
@@ -642,9 +645,5 @@ def evaluate_command(model_path: str, out_dir: str, sampler: SamplerSpec | None 
     res["per_case"] = res.pop("per_case")
     res["per_video"] = res.pop("per_video")
     atomic_write_json(out / "shapesbench.json", res)
-    iv = score_interval(res)
-    band = f" [{iv.low:.4f}, {iv.high:.4f}] (95%, {num_cases} {split} cases)" if iv else f" ({num_cases} {split} case)"
-    print(f"ShapesBench score {res['score']:.4f}{band} (ideal {real['score']:.4f}); "
-          + ", ".join(f"{k} {v:.3f}" for k, v in res["parts"].items() if v is not None)
-          + f"; {res['metrics']['num_ghost_clips']} clip(s) with a ghost -> {out / 'shapesbench.json'}")
     return res
+

@@ -1,4 +1,4 @@
-"""Sampling in the Shapes world: first frames drawn from a prompt, Shapes text encoding, the demo."""
+"""Sampling in the Shapes world: first frames drawn from a prompt, Shapes text encoding, the demo (`write_demo`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -71,18 +71,29 @@ DEMO_PROMPTS = [
 ]
 
 
-def demo_command(out: str, model_path: str = "shapes-teacher", seed: int = 0, overrides: dict | None = None) -> Path:
+@dataclass(frozen=True)
+class Demo:
+    """What `write_demo` wrote."""
+
+    folder: Path  # one .mp4 per prompt, grid.gif / grid.mp4 (generated above ideal) and README.txt
+    clips: list[str]  # README.txt's line per clip: file, prompt, the oracle's verdict
+
+
+def write_demo(out: str, model_path: str = "shapes-teacher", seed: int = 0, overrides: dict | None = None,
+               progress: bool = True) -> Demo:
     """Sample each demo prompt with the model's own sampler (or `overrides` of it: `spec.override`'s
-    keywords), write each clip and a labelled grid next to its ideal rendering."""
+    keywords), write each clip, a grid of them above their ideal renderings, and README.txt.
+    `progress`: say which sampler it uses, and a bar."""
     out_dir = Path(out)
     path = resolve_model_path(model_path)
     choice = choose_sampler(path, **(overrides or {}))
     model = load_denoiser(path).eval()
     world = world_of(model)
-    print(choice.line)
+    if progress:
+        print(choice.line)
     specs = [shapes_spec(p, world, seed + i) for i, p in enumerate(DEMO_PROMPTS)]
     images = torch.stack([s.image for s in specs])
-    vids = generate(model, DEMO_PROMPTS, images, choice.spec, seed, progress=True)
+    vids = generate(model, DEMO_PROMPTS, images, choice.spec, seed, progress=progress)
     ideal = torch.stack([shapes.render(s.clip, world) for s in specs])
     lines = []
     for i, (p, v) in enumerate(zip(DEMO_PROMPTS, vids)):
@@ -99,6 +110,4 @@ def demo_command(out: str, model_path: str = "shapes-teacher", seed: int = 0, ov
     (out_dir / "README.txt").write_text(
         f"grid.gif: top row = samples of {model_path} ({choice.spec.describe()}), bottom row = the world's ideal clip\n" + "\n".join(lines) + "\n"
     )
-    for line in lines:
-        print(line)
-    return out_dir
+    return Demo(out_dir, lines)

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from analyze_helpers import wan_cond
 from fastlight.analyze.defaults import model_defaults
-from fastlight.analyze.importance import analyze_command, read_importance
+from fastlight.analyze.importance import compute_importance, read_importance
 from fastlight.cli import main
 from fastlight.models.load import load_denoiser
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
@@ -30,9 +30,9 @@ def test_model_defaults_from_meta_then_plugins():
 def test_any_metric_by_name_for_any_model(tmp_path):
     _model(num_layers=3).save(tmp_path / "wan")
     with pytest.raises(ValueError, match="--metric NAME"):
-        analyze_command(str(tmp_path / "wan"), out_dir=str(tmp_path / "a"), methods="metric", progress=False)
-    res = analyze_command(str(tmp_path / "wan"), out_dir=str(tmp_path / "a"), methods="metric", progress=False,
-                          metric="analyze_helpers:DepthMetric", metric_cases=3)
+        compute_importance(str(tmp_path / "wan"), out_dir=str(tmp_path / "a"), methods="metric", progress=False)
+    res = compute_importance(str(tmp_path / "wan"), out_dir=str(tmp_path / "a"), methods="metric", progress=False,
+                             metric="analyze_helpers:DepthMetric", metric_cases=3)
     doc = read_importance(res["files"]["importance_metric"], load_denoiser(tmp_path / "wan"))
     assert [r["rank"] for r in doc["blocks"]] == [2, 1, 0]  # later blocks drop the toy metric more
     assert doc["calib"]["metric"].startswith("toy depth metric (3 cases")

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from analyze_helpers import IDENTITY, wan_cond
 
 from fastlight.analyze.importance import (
-    analyze_command,
+    compute_importance,
     denoising_error,
     elbo_importance,
     iterative_elbo_importance,
@@ -155,9 +155,9 @@ def test_plot_is_png(hunyuan, hunyuan_calib, tmp_path):
     assert [f.name for f in tmp_path.iterdir()] == ["imp.png"]
 
 
-def test_analyze_command_shapes(tiny_shapes_model, tmp_path):
-    res = analyze_command(str(tiny_shapes_model), calib=3, out_dir=str(tmp_path / "a"), methods="elbo,taylor,metric",
-                          iterative=True, seed=0, progress=False, metric_cases=2, metric_steps=1)
+def test_compute_importance_shapes(tiny_shapes_model, tmp_path, capsys):
+    res = compute_importance(str(tiny_shapes_model), calib=3, out_dir=str(tmp_path / "a"), methods="elbo,taylor,metric",
+                             iterative=True, seed=0, progress=False, metric_cases=2, metric_steps=1)
     out = tmp_path / "a"
     names = {f.name for f in out.iterdir()}
     assert {"importance.json", "importance.png", "importance_data_free.png", "taylor.json", "importance_metric.json",
@@ -168,22 +168,27 @@ def test_analyze_command_shapes(tiny_shapes_model, tmp_path):
     assert len(doc["data_free"]["blocks"]) == 2 and "spearman_data_vs_data_free" in doc
     assert sorted(doc["iterative"]["order"]) == [0, 1] and res["iterative_order"] == doc["iterative"]["order"]
     assert read_importance(out / "importance_metric.json", model)["method"] == "metric_drop"
+    # every method's rows come back (the command prints them): nothing is printed here
+    assert res["rows"] == doc["blocks"] and res["rows_data_free"] == doc["data_free"]["blocks"]
+    assert sorted(res["taylor"]) == [0, 1] and res["rows_metric"][0]["index"] == 0 and res["metric"]
+    assert res["num_blocks"] == 2 and res["calib"]["num_samples"] == 3
+    assert capsys.readouterr().out == ""
 
 
-def test_analyze_command_needs_latents_for_other_models(tmp_path):
+def test_compute_importance_needs_latents_for_other_models(tmp_path):
     torch.manual_seed(0)
     model = WanDenoiser.from_config(**tiny_wan_config(num_layers=3))
     model.save(tmp_path / "wan")
     with pytest.raises(ValueError, match="--latents"):
-        analyze_command(str(tmp_path / "wan"), calib=2, out_dir=str(tmp_path / "a"), progress=False)
+        compute_importance(str(tmp_path / "wan"), calib=2, out_dir=str(tmp_path / "a"), progress=False)
     x0, cond = wan_cond(2, ti2v=False)
     save_file({"x0": x0, "text": cond.text}, str(tmp_path / "lat.safetensors"))
-    res = analyze_command(str(tmp_path / "wan"), calib=3, out_dir=str(tmp_path / "a"), progress=False,
-                          latents=str(tmp_path / "lat.safetensors"), methods=("elbo", "taylor"))
+    res = compute_importance(str(tmp_path / "wan"), calib=3, out_dir=str(tmp_path / "a"), progress=False,
+                             latents=str(tmp_path / "lat.safetensors"), methods=("elbo", "taylor"))
     doc = read_importance(res["files"]["importance"], load_denoiser(tmp_path / "wan"))
     assert doc["calib"]["source"] == "latents" and len(doc["blocks"]) == 3
     with pytest.raises(ValueError, match="--metric NAME .*shapes-oracle"):
-        analyze_command(str(tmp_path / "wan"), calib=2, out_dir=str(tmp_path / "b"), progress=False,
-                        latents=str(tmp_path / "lat.safetensors"), methods="metric")
+        compute_importance(str(tmp_path / "wan"), calib=2, out_dir=str(tmp_path / "b"), progress=False,
+                           latents=str(tmp_path / "lat.safetensors"), methods="metric")
     with pytest.raises(ValueError, match="--methods"):
-        analyze_command(str(tmp_path / "wan"), calib=2, out_dir=str(tmp_path / "b"), methods="magic")
+        compute_importance(str(tmp_path / "wan"), calib=2, out_dir=str(tmp_path / "b"), methods="magic")

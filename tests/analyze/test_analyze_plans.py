@@ -1,11 +1,12 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from fastlight.analyze.importance import assign_ranks, elbo_importance, write_importance
-from fastlight.analyze.plans import (PLAN_FORMAT, Plan, WidthKeep, depth_plan, model_plan, plan_command, read_plan,
-                                     width_plan, write_plan)
+from fastlight.analyze.plans import (PLAN_FORMAT, Plan, WidthKeep, depth_plan, make_plan, model_plan, plan_file,
+                                     read_plan, width_plan, write_plan)
 from fastlight.analyze.taylor import taylor_saliency, width_layout, write_taylor
 from fastlight.models.load import architecture_fingerprint, load_denoiser, model_fingerprint
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
@@ -159,7 +160,7 @@ def test_width_plan_validation(wan, wan_calib, tmp_path):
         read_plan(tmp_path / "bad.json", wan)
 
 
-def test_plan_command(tmp_path, wan_calib):
+def test_make_plan(tmp_path, wan_calib, capsys):
     torch.manual_seed(0)
     model = WanDenoiser.from_config(**tiny_wan_config(num_layers=4)).eval()
     model.save(tmp_path / "m")
@@ -167,14 +168,16 @@ def test_plan_command(tmp_path, wan_calib):
     rows = elbo_importance(model, wan_calib, "data", progress=False)
     free = elbo_importance(model, wan_calib, "self", progress=False)
     imp = write_importance(tmp_path / "importance.json", model, rows, {"data_free": {"reference": "self", "blocks": free}})
-    plan = plan_command(str(imp), str(tmp_path / "m"), 0.2, str(tmp_path / "out"))
+    plan = make_plan(str(imp), str(tmp_path / "m"), 0.2, str(tmp_path / "out"))
+    assert plan_file(tmp_path / "out") == tmp_path / "out" / "plan.json" and plan_file("p.json") == Path("p.json")
     assert read_plan(tmp_path / "out" / "plan.json", model) == plan and plan["type"] == "depth"
-    plan_free = plan_command(str(imp), str(tmp_path / "m"), 0.2, str(tmp_path / "free.json"), reference="self")
+    assert capsys.readouterr().out == ""  # what it wrote is the command's to say
+    plan_free = make_plan(str(imp), str(tmp_path / "m"), 0.2, str(tmp_path / "free.json"), reference="self")
     assert plan_free["type"] == "depth"
     with pytest.raises(ValueError, match="iterative"):
-        plan_command(str(imp), str(tmp_path / "m"), 0.2, str(tmp_path / "x.json"), reference="iterative")
+        make_plan(str(imp), str(tmp_path / "m"), 0.2, str(tmp_path / "x.json"), reference="iterative")
     tay = write_taylor(tmp_path / "taylor.json", model, taylor_saliency(model, wan_calib, progress=False))
-    wplan = plan_command(str(tay), str(tmp_path / "m"), 0.2, str(tmp_path / "w.json"), kind="width")
+    wplan = make_plan(str(tay), str(tmp_path / "m"), 0.2, str(tmp_path / "w.json"), kind="width")
     assert read_plan(tmp_path / "w.json", model) == wplan
     # by default the CLI keeps every head: the stock classes cannot export head pruning
     assert all(len(v["keep_heads"]) == 2 for v in wplan["layers"].values())

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fastlight.data.video import grid, read_video, to_uint8_frames, write_video
-from fastlight.report import collect, report_command
+from fastlight.report import build_report, collect
 from fastlight.report.samples import side_by_side_gif, split_grid
 
 F, H, N = 5, 8, 3  # frames, clip size, cases per grid
@@ -82,8 +82,9 @@ def run(tmp_path_factory):
         "fingerprint": "x", "family": "wan", "method": "elbo", "reference": "data",
         "blocks": [{"index": i, "kind": "wan", "kind_index": i, "params": 1000, "score": s, "stderr": 0.01, "rank": r}
                    for i, (s, r) in enumerate([(0.9, 0), (0.1, 3), (0.2, 2), (0.5, 1)])]})
-    md, html_path = report_command(root, progress=False)
-    return root, md, html_path
+    report = build_report(root, progress=False)
+    assert report.unreadable is None  # every JSON under root was readable
+    return root, report.markdown, report.html
 
 
 def _table_lines(md: str, heading: str) -> list[str]:
@@ -173,7 +174,7 @@ def test_files_json_pareto_and_gif(run):
     assert frames.shape[1] == 4 * (18 + gh)
     assert not any(p.name.startswith(".") for p in out.rglob("*"))  # no temporary files left
     # a rerun does not pick up its own output
-    report_command(root, progress=False)
+    build_report(root, progress=False)
     assert len(json.loads((out / "report.json").read_text())["tables"]["comparison"]["data"]) == 4
 
 
@@ -192,7 +193,7 @@ def test_empty_run_dir_error(tmp_path):
     (tmp_path / "sub").mkdir()
     _write(tmp_path / "sub" / "shapesbench.json", {"benchmark": "shapesbench"})  # no score: not a result
     with pytest.raises(ValueError, match=r"^no shapesbench.json under .*; run fastlight evaluate first$"):
-        report_command(tmp_path, progress=False)
+        build_report(tmp_path, progress=False)
     assert not (tmp_path / "report").exists()
     with pytest.raises(ValueError, match="does not exist"):
         collect(tmp_path / "missing")
@@ -200,13 +201,13 @@ def test_empty_run_dir_error(tmp_path):
 
 def test_real_evaluate_outputs(tiny_shapes_model, tmp_path):
     """Two 2-step ShapesBench runs of the tiny model (2 cases, no VBench), then the report."""
-    from fastlight.shapes.bench import evaluate_command
+    from fastlight.shapes.bench import evaluate_model
 
-    evaluate_command(str(tiny_shapes_model), tmp_path / "teacher", overrides={"num_steps": 2, "guidance": 4.0},
-                     num_cases=2, vbench=False)
-    evaluate_command(str(tiny_shapes_model), tmp_path / "student", overrides={"sampler": "few_step", "num_steps": 2},
-                     num_cases=2, skip=(1,), vbench=False)
-    md, _ = report_command(tmp_path, progress=False)
+    evaluate_model(str(tiny_shapes_model), tmp_path / "teacher", overrides={"num_steps": 2, "guidance": 4.0},
+                   num_cases=2, vbench=False)
+    evaluate_model(str(tiny_shapes_model), tmp_path / "student", overrides={"sampler": "few_step", "num_steps": 2},
+                   num_cases=2, skip=(1,), vbench=False)
+    md = build_report(tmp_path, progress=False).markdown
     data = collect(tmp_path, exclude=tmp_path / "report")
     assert [r["method"] for r in data["rows"]] == ["teacher", "student"]
     student = data["rows"][1]

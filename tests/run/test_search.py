@@ -21,11 +21,11 @@ def test_pareto_and_recommend():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, shapes_model_factory):
-    from fastlight.analyze.importance import analyze_command
+    from fastlight.analyze.importance import compute_importance
 
     root = tmp_path_factory.mktemp("search")
     model = shapes_model_factory(root / "model", num_layers=4, perturb=0.05)
-    analyze_command(str(model), 2, str(root / "analyze"), ("elbo",), progress=False, data_free=False)
+    compute_importance(str(model), 2, str(root / "analyze"), ("elbo",), progress=False, data_free=False)
     return model, root / "analyze" / "importance.json"
 
 

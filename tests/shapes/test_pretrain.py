@@ -11,7 +11,7 @@ from fastlight.models.denoiser import Cond
 from fastlight.models.wan import WanDenoiser
 from fastlight.shapes.preset import SHAPES_TEACHER_CONFIG
 from fastlight.train.checkpoint import list_checkpoints
-from fastlight.train.command import build_hooks, run_recipe, train_command
+from fastlight.train.entry import build_hooks, run_recipe, train_from_config
 from fastlight.train.pretrain import PretrainConfig, PretrainRecipe
 
 TINY = ["num_layers=2", "steps=4", "batch_size=4", "warmup_steps=2", "save_every=2", "log_every=1", "threads=1",
@@ -26,7 +26,7 @@ def _cfg(tmp_path, name, **kw):
 
 
 def test_pretrain_writes_model_and_manifest(tmp_path):
-    out = train_command("pretrain", "configs/shapes/pretrain.yaml", [f"out={tmp_path / 'a'}", *TINY], progress=False)
+    out = train_from_config("pretrain", "configs/shapes/pretrain.yaml", [f"out={tmp_path / 'a'}", *TINY], progress=False)
     meta = json.loads((out / "fastlight.json").read_text())
     assert meta["steps"] == 4 and meta["world"] == {"size": 24, "num_frames": 8} and meta["kind"] == "shapes-teacher"
     assert len(meta["loss_curve"]) == 4 and meta["model_config"]["num_layers"] == 2

@@ -182,11 +182,13 @@ def test_shapesbench_on_tiny_model(tiny):
     json.dumps(r)
 
 
-def test_evaluate_command_writes_json_and_videos(tiny_shapes_model, tmp_path, capsys):
+def test_evaluate_model_writes_json_and_videos(tiny_shapes_model, tmp_path, capsys):
     out = tmp_path / "bench"
-    r = sb.evaluate_command(str(tiny_shapes_model), str(out), overrides={"sampler": "few_step", "num_steps": 2},
-                            num_cases=4, seed=0, save_videos=True, vbench=False)
-    assert "explicit override" in capsys.readouterr().out
+    r = sb.evaluate_model(str(tiny_shapes_model), str(out), overrides={"sampler": "few_step", "num_steps": 2},
+                          num_cases=4, seed=0, save_videos=True, vbench=False)
+    printed = capsys.readouterr().out
+    assert "explicit override" in printed  # which sampler: said as the work starts
+    assert "ShapesBench score" not in printed  # the summary line is the command's (commands/evaluate.py)
     data = json.loads((out / "shapesbench.json").read_text())
     assert data["score"] == pytest.approx(r["score"])
     assert data["ideal"]["score"] > 0.95 and data["ideal"]["score"] >= data["score"]
@@ -199,18 +201,18 @@ def test_evaluate_command_writes_json_and_videos(tiny_shapes_model, tmp_path, ca
     assert not list(out.glob(".*tmp*"))
 
 
-def test_evaluate_command_uses_the_students_own_sampler(tiny_shapes_model, tmp_path, capsys):
+def test_evaluate_model_uses_the_students_own_sampler(tiny_shapes_model, tmp_path, capsys):
     """A few-step student is scored with its sampler.json by default, not 50 Euler steps + CFG 4."""
     import shutil
 
     student = tmp_path / "student"
     shutil.copytree(tiny_shapes_model, student)
     SamplerSpec.few_step((1000, 500), guidance=1.0).save(student)
-    data = sb.evaluate_command(str(student), str(tmp_path / "ev"), num_cases=2, save_videos=False, vbench=False)
+    data = sb.evaluate_model(str(student), str(tmp_path / "ev"), num_cases=2, save_videos=False, vbench=False)
     assert "the model's own" in capsys.readouterr().out
     assert data["sampler"] == "few_step" and data["num_steps"] == 2 and data["nfe_per_video"] == 2
     with pytest.raises(ValueError, match="few-step student"):
-        sb.evaluate_command(str(student), str(tmp_path / "ev2"), overrides={"num_steps": 8}, num_cases=2)
+        sb.evaluate_model(str(student), str(tmp_path / "ev2"), overrides={"num_steps": 8}, num_cases=2)
     assert not (tmp_path / "ev2").exists()
 
 

@@ -10,7 +10,7 @@ from fastlight.analyze.plans import depth_plan, write_plan
 from fastlight.diffusion.flow import add_noise
 from fastlight.models.denoiser import Cond
 from fastlight.models.load import load_denoiser
-from fastlight.train.command import train_command
+from fastlight.train.entry import train_from_config
 from fastlight.train.recipes import DppConfig, DppRecipe, draw_skips
 
 
@@ -116,13 +116,13 @@ def test_few_steps_reduce_alpha1_loss_on_fixed_batch(tiny_shapes_model, plan_pat
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_train_command_writes_stock_diffusers_folder(tiny_shapes_model, plan_path, tmp_path):
+def test_train_from_config_writes_stock_diffusers_folder(tiny_shapes_model, plan_path, tmp_path):
     from diffusers import WanTransformer3DModel
 
     cfg = tmp_path / "dpp.yaml"
     cfg.write_text(f"teacher: {tiny_shapes_model}\nplan: {plan_path}\nsteps: 2\nbatch_size: 2\ncpu: true\n")
-    out = train_command("dpp", str(cfg), [f"out={tmp_path / 'run'}", "save_every=1", "log_every=1", "threads=1", "ema_decay=0.9"],
-                        progress=False)
+    out = train_from_config("dpp", str(cfg), [f"out={tmp_path / 'run'}", "save_every=1", "log_every=1", "threads=1",
+                                              "ema_decay=0.9"], progress=False)
     assert out == tmp_path / "run" / "model"
     WanTransformer3DModel.from_pretrained(out)
     assert json.loads((out / "plan.json").read_text())["drop_blocks"] == [1]
@@ -131,4 +131,4 @@ def test_train_command_writes_stock_diffusers_folder(tiny_shapes_model, plan_pat
     assert load_denoiser(out).num_blocks == 2
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 2
     with pytest.raises(ValueError, match=r"unknown recipe 'nope'; available recipes: align, dmd2, dpp, fastlightgen, icmd, pretrain$"):
-        train_command("nope", None, [])
+        train_from_config("nope", None, [])

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from fastlight.models.load import load_denoiser
-from fastlight.train.command import available_recipes
+from fastlight.train.entry import available_recipes
 from fastlight.train.checkpoint import list_checkpoints
 from fastlight.train.loop import train
 

@@ -1,4 +1,4 @@
-"""`prune_command`: plan checks, manifest, meta carried over, atomic output (tiny, CPU)."""
+"""`prune_model`: plan checks, manifest, meta carried over, atomic output (tiny, CPU)."""
 import json
 
 import pytest
@@ -9,7 +9,8 @@ from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.models.load import architecture, architecture_fingerprint, load_denoiser, model_fingerprint
 from fastlight.models.hunyuan import HunyuanDenoiser, tiny_hunyuan_config
 from fastlight.analyze.plans import model_plan, read_plan, validate_plan
-from fastlight.prune import prune_command
+from fastlight.commands.prune import summary_line
+from fastlight.prune import prune_model
 
 DELETE = object()  # a plan field to leave out
 
@@ -55,10 +56,9 @@ def src(tiny_shapes_model):
 def test_depth_manifest_meta_and_stock_load(src, tmp_path, capsys):
     path, den = src
     plan = write(tmp_path / "plan.json", depth_plan(den, [1]))
-    out = prune_command(str(path), plan, tmp_path / "out")
+    out = prune_model(str(path), plan, tmp_path / "out")
     assert out == tmp_path / "out"
-    line = capsys.readouterr().out.strip()
-    assert "\n" not in line and "2 -> 1 blocks" in line and str(out) in line
+    assert capsys.readouterr().out == ""  # the summary line is the command's
     assert {p.name for p in out.iterdir()} >= {"config.json", "manifest.json", "fastlight.json", "null_text.safetensors"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
     m = json.loads((out / "manifest.json").read_text())
@@ -68,6 +68,8 @@ def test_depth_manifest_meta_and_stock_load(src, tmp_path, capsys):
     assert m["num_params_before"] == den.num_params() and m["num_params_after"] == den.num_params([1])
     assert m["achieved_ratio"] == pytest.approx(1 - den.num_params([1]) / den.num_params())
     assert m["config_changes"] == {"num_layers": {"from": 2, "to": 1}}
+    line = summary_line(m, out)
+    assert "\n" not in line and "(depth: 2 -> 1 blocks, " in line and line.endswith(f"-> {out}")
     # the folder carries the plan it was made with, in the source's numbering: it fits the source, not itself
     assert model_plan(out, den).drop_blocks == (1,)
     with pytest.raises(ValueError, match="num_layers=2 .* num_layers=1"):
@@ -84,26 +86,27 @@ def test_depth_manifest_meta_and_stock_load(src, tmp_path, capsys):
     assert torch.equal(pruned.null_text, den.null_text)
 
 
-def test_width_command(src, tmp_path):
+def test_width_plan_applied(src, tmp_path):
     path, den = src
     keep = list(range(0, 32, 2))
-    out = prune_command(path, write(tmp_path / "w.json", width_plan(den, keep)), tmp_path / "w")
+    out = prune_model(path, write(tmp_path / "w.json", width_plan(den, keep)), tmp_path / "w")
     m = json.loads((out / "manifest.json").read_text())
     assert m["plan_type"] == "width" and m["kept_blocks"] == [0, 1] and m["dropped_blocks"] == []
     assert m["config_changes"] == {"ffn_dim": {"from": 32, "to": 16}}
+    assert "(width: ffn_dim 32 -> 16, " in summary_line(m, out)
     assert m["width"]["keep_ffn"]["1"] == keep and m["width"]["heads_kept_per_block"] == 2
     stock = WanTransformer3DModel.from_pretrained(out)
     assert stock.config.ffn_dim == 16 and sum(p.numel() for p in stock.parameters()) == m["num_params_after"]
     with pytest.raises(ValueError, match="head pruning"):
-        prune_command(path, write(tmp_path / "h.json", width_plan(den, keep, heads=[0])), tmp_path / "h")
+        prune_model(path, write(tmp_path / "h.json", width_plan(den, keep, heads=[0])), tmp_path / "h")
 
 
-def test_hunyuan_depth_command(tmp_path):
+def test_hunyuan_depth_plan_applied(tmp_path):
     torch.manual_seed(0)
     den = HunyuanDenoiser.from_config(meta={"shift": 7.0}, **tiny_hunyuan_config(num_layers=2, num_single_layers=3))
     den.save(tmp_path / "hy")
     den = load_denoiser(tmp_path / "hy")
-    out = prune_command(tmp_path / "hy", write(tmp_path / "p.json", depth_plan(den, [0, 3])), tmp_path / "out")
+    out = prune_model(tmp_path / "hy", write(tmp_path / "p.json", depth_plan(den, [0, 3])), tmp_path / "out")
     m = json.loads((out / "manifest.json").read_text())
     assert m["config_changes"] == {"num_layers": {"from": 2, "to": 1}, "num_single_layers": {"from": 3, "to": 2}}
     assert m["kept_blocks"] == [1, 2, 4]
@@ -111,7 +114,7 @@ def test_hunyuan_depth_command(tmp_path):
     assert pruned.meta["shift"] == 7.0 and pruned.num_params() == den.num_params([0, 3])
     with pytest.raises(ValueError, match="width pruning supports Wan only"):
         plan = {**depth_plan(den, []), "type": "width", "layers": {"0": {"keep_heads": [0, 1], "keep_ffn": [0, 1]}}}
-        prune_command(tmp_path / "hy", write(tmp_path / "w.json", plan), tmp_path / "w")
+        prune_model(tmp_path / "hy", write(tmp_path / "w.json", plan), tmp_path / "w")
 
 
 def _err(excinfo):
@@ -156,7 +159,7 @@ def test_bad_plans(src, tmp_path, change, match):
     path, den = src
     plan = write(tmp_path / "plan.json", depth_plan(den, [1], **change))
     with pytest.raises(ValueError, match=match) as e:
-        prune_command(path, plan, tmp_path / "out")
+        prune_model(path, plan, tmp_path / "out")
     _err(e)
     assert not (tmp_path / "out").exists()
 
@@ -167,7 +170,7 @@ def test_bad_plan_files(src, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist; make one with fastlight plan"):
         read_plan(tmp_path / "nope.json")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        prune_command(path, tmp_path / "nope.json", tmp_path / "out")
+        prune_model(path, tmp_path / "nope.json", tmp_path / "out")
     with pytest.raises(ValueError, match="is a folder; pass the plan JSON file") as e:
         read_plan(tmp_path)
     _err(e)
@@ -207,7 +210,7 @@ def test_bad_plan_files(src, tmp_path):
     plan = width_plan(den, [0, 1])
     plan["layers"]["9"] = plan["layers"]["0"]
     with pytest.raises(ValueError, match=r"names block 9 but the model has blocks 0\.\.1"):
-        prune_command(path, write(tmp_path / "w.json", plan), tmp_path / "out")
+        prune_model(path, write(tmp_path / "w.json", plan), tmp_path / "out")
     with pytest.raises(ValueError, match=r"names block 9 but the model has blocks 0\.\.1"):
         read_plan(tmp_path / "w.json", den)
     assert read_plan(write(tmp_path / "ok.json", width_plan(den, [0, 1])), den)["type"] == "width"
@@ -221,17 +224,17 @@ def test_out_dir_rules(src, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("x")
     with pytest.raises(ValueError, match="is not empty") as e:
-        prune_command(path, plan, out)
+        prune_model(path, plan, out)
     _err(e)
     assert (out / "keep.txt").exists()
-    prune_command(path, plan, out, overwrite=True)
+    prune_model(path, plan, out, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
     (tmp_path / "empty").mkdir()
-    prune_command(path, plan, tmp_path / "empty")  # an existing empty folder is fine
+    prune_model(path, plan, tmp_path / "empty")  # an existing empty folder is fine
     with pytest.raises(ValueError, match="is a file"):
-        prune_command(path, plan, plan)
+        prune_model(path, plan, plan)
     with pytest.raises(ValueError, match="is \\(or contains\\) the source model"):
-        prune_command(path, plan, path, overwrite=True)
+        prune_model(path, plan, path, overwrite=True)
     assert (path / "config.json").exists()
 
 
@@ -245,5 +248,5 @@ def test_failed_write_leaves_nothing(src, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Denoiser, "save", boom)
     with pytest.raises(OSError, match="disk full"):
-        prune_command(path, plan, tmp_path / "out")
+        prune_model(path, plan, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]

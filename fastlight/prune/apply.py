@@ -1,6 +1,6 @@
-"""`fastlight prune`: apply a plan to a model and write the pruned model + manifest.json.
+"""Apply a plan to a model and write the pruned model + manifest.json (the component of `fastlight prune`).
 
-    prune_command("shapes-teacher", "runs/analyze/plan_depth.json", "runs/prune/depth30")
+    prune_model("shapes-teacher", "runs/analyze/plan_depth.json", "runs/prune/depth30")
 
 The output folder is a stock diffusers model folder (`from_pretrained` loads it) written
 by `Denoiser.save`, plus `manifest.json` describing the surgery and `plan.json`, the plan it
@@ -58,10 +58,10 @@ def _write_atomically(out: Path, write) -> None:
         raise
 
 
-def prune_command(model_path, plan_path, out_dir, overwrite: bool = False, device: str = "cpu") -> Path:
+def prune_model(model_path, plan_path, out_dir, overwrite: bool = False, device: str = "cpu") -> Path:
     """Prune `model_path` (a folder or preset name) with the plan JSON at `plan_path` into
-    `out_dir`; returns `out_dir`. Bad input raises a one-line ValueError (ModelError for a
-    bad model folder, FileNotFoundError for a missing plan)."""
+    `out_dir`; returns `out_dir`, whose manifest.json describes the surgery. Bad input raises a
+    one-line ValueError (ModelError for a bad model folder, FileNotFoundError for a missing plan)."""
     out = Path(out_dir)
     where = f"plan {plan_path}"
     # the file and its structure first (cheap), the checks against the model once it is loaded;
@@ -128,9 +128,4 @@ def prune_command(model_path, plan_path, out_dir, overwrite: bool = False, devic
         (folder / PLAN_FILE).write_text(json.dumps(plan.to_json(), indent=2))
 
     _write_atomically(out, write)
-    blocks = f"{n} -> {n - len(drop)} blocks" if kind == "depth" else f"ffn_dim {den.model.config.ffn_dim} -> {k}"
-    print(
-        f"pruned {model_path} ({kind}: {blocks}, {before:,} -> {after:,} params, "
-        f"{100 * manifest['achieved_ratio']:.1f}% removed, target {100 * plan.prune_ratio:.1f}%) -> {out}"
-    )
     return out

@@ -1,4 +1,5 @@
-"""`fastlight train --recipe NAME config.yaml key=value ...` (and `fastlight pretrain`): config -> recipe -> the loop."""
+"""A recipe by name: its typed config (YAML + key=value overrides) -> the recipe, its hooks -> the one loop.
+The components of `fastlight train`, `distill` and `pretrain` (the verbs: fastlight/commands/train.py, pretrain.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,8 @@ def build_hooks(specs) -> list:
     return hooks
 
 
-def train_command(recipe: str, config_path: str | None = None, overrides: list[str] | None = None,
-                  progress: bool = True) -> Path:
+def train_from_config(recipe: str, config_path: str | None = None, overrides: list[str] | None = None,
+                      progress: bool = True) -> Path:
     """Load the recipe's typed config (YAML + overrides), build the recipe, train; returns out/model."""
     from fastlight.config import load_config
 
