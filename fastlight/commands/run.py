@@ -95,31 +95,46 @@ def add_search_parser(sub) -> None:
 def dry_run(a) -> None:
     """`fastlight run CONFIG --dry-run`: the stages it would run and the teacher's per-GPU memory plan."""
     from fastlight.config import load_config, parse_overrides
-    from fastlight.errors import InputError
     from fastlight.models.load import resolve_model_path
-    from fastlight.run.memory import PRESETS, PlanOptions, geometry, memory_plan
-    from fastlight.run.pipeline import RunConfig, resolve, split_overrides, stage2_recipe, stages
+    from fastlight.run.memory import PRESETS, geometry, memory_plan
+    from fastlight.run.pipeline import Run, RunConfig, check_stage_configs, resolve, split_overrides, stages
 
     shape = _shape(a.shape)
     plain, nested = split_overrides(list(a.overrides) + list(a.dry_run))
     cfg = resolve(load_config(RunConfig, a.config, plain), frozenset(parse_overrides(plain)), nested)
-    plan = stages(cfg)
+    plan, run = stages(cfg), Run(cfg)
+    names = [st.name for st in plan]
+    check_stage_configs(run, names)  # a bad stage2./stage3. key fails here as it would in the real run
     print(f"fastlight run {a.config} (method {cfg.method}, preset {cfg.preset}, out {cfg.out}): dry run, nothing written")
     for i, st in enumerate(plan, 1):
         print(f"  {i}. {st.name:<10} {st.what}")
-    names = {st.name for st in plan}
-    rows = [s for s, n in (("analyze", "1_analyze"), ("stage2", "3_stage2"), ("stage3", "4_stage3")) if n in names]
-    train = {**cfg.stage2, **cfg.stage3}
-    opts = PlanOptions(num_gpus=a.num_gpus, gpu_memory_gb=a.gpu_memory_gb,
-                       mixed_precision="bf16" if train.get("mixed_precision", "no") == "bf16" else "no",
-                       gradient_checkpointing=bool(train.get("gradient_checkpointing", False)),
-                       offload_params=a.offload in ("params", "both"), offload_optimizer=a.offload in ("optimizer", "both"),
-                       frames=shape[0], height=shape[1], width=shape[2],
-                       ema=float(train.get("ema_decay", 0)) > 0, prune_ratio=cfg.prune_ratio,
-                       method="dmd2" if cfg.method in ("dmd2", "lightning") else "fastlightgen",
-                       stage2_recipe=stage2_recipe(cfg) if "3_stage2" in names else "dpp")
-    teacher = cfg.teacher if cfg.teacher in PRESETS else resolve_model_path(cfg.teacher)
-    print_plan(memory_plan(geometry(teacher), rows, opts), cfg.teacher)
+    geo = geometry(cfg.teacher if cfg.teacher in PRESETS else resolve_model_path(cfg.teacher))
+    plans = [memory_plan(geo, [stage], opts) for stage, opts in _stage_options(a, cfg, run, names, shape)]
+    print_plan(plans, cfg.teacher)
+
+
+def _stage_options(a, cfg, run, names: list[str], shape: list) -> list:
+    """(stage, PlanOptions) for each planned stage, from the stage's own typed recipe config (its
+    mixed_precision, gradient_checkpointing, ema_decay, batch_size / (grad_accum x GPUs) per GPU)."""
+    from fastlight.run.memory import PlanOptions
+    from fastlight.run.pipeline import stage2_config, stage2_recipe, stage3_config
+
+    loops = {"stage2": stage2_config(run)[1] if "3_stage2" in names else None,
+             "stage3": stage3_config(run)[1] if "4_stage3" in names else None}
+    common = dict(num_gpus=a.num_gpus, gpu_memory_gb=a.gpu_memory_gb, frames=shape[0], height=shape[1], width=shape[2],
+                  offload_params=a.offload in ("params", "both"), offload_optimizer=a.offload in ("optimizer", "both"),
+                  prune_ratio=cfg.prune_ratio, method="dmd2" if cfg.method in ("dmd2", "lightning") else "fastlightgen",
+                  stage2_recipe=stage2_recipe(cfg))
+    out = []
+    for stage, name in (("analyze", "1_analyze"), ("stage2", "3_stage2"), ("stage3", "4_stage3")):
+        if name not in names:
+            continue
+        loop = loops.get(stage) or loops["stage2"] or loops["stage3"]  # analyze: the run's training precision
+        per_gpu = getattr(loop, "batch_size", 1) // (max(1, getattr(loop, "grad_accum", 1)) * a.num_gpus)
+        out.append((stage, PlanOptions(**common, mixed_precision=getattr(loop, "mixed_precision", "no"),
+                                       gradient_checkpointing=bool(getattr(loop, "gradient_checkpointing", False)),
+                                       ema=getattr(loop, "ema_decay", 0) > 0, samples_per_gpu=max(1, per_gpu))))
+    return out
 
 
 def _shape(text: str | None) -> list:
@@ -141,18 +156,23 @@ def _gib(x: float) -> str:
     return f"{x:9.2f}" if x >= 0.1 or x == 0 else f"{x:9.1e}"  # the Shapes teacher's bytes stay visible
 
 
-def print_plan(p, teacher: str) -> None:
-    """The memory plan as a table (GiB per GPU)."""
-    o = p.options
+def print_plan(plans: list, teacher: str) -> None:
+    """The stages' memory plans (one row each) as a table, GiB per GPU."""
+    if not plans:
+        print("\nno stage of this method holds a model worth a memory plan")
+        return
+    p, o = plans[0], plans[0].options
     f, h, w = p.shape
     offload = [k for k, on in (("params", o.offload_params), ("optimizer", o.offload_optimizer)) if on]
-    print(f"\nmemory per GPU for {teacher} ({p.num_params:,} parameters, counted exactly; {f}x{h}x{w} video "
-          f"= {p.tokens} tokens, {o.samples_per_gpu} sample(s) per GPU) on {o.num_gpus} x {o.gpu_memory_gb:g} GB, "
-          f"FSDP2, mixed_precision={o.mixed_precision}, gradient checkpointing {'on' if o.gradient_checkpointing else 'off'}, "
-          f"CPU offload {'+'.join(offload) or 'none'}")
-    print(f"{'stage':<8} {'weights':>9} {'grads':>9} {'optimizer':>10} {'activ.*':>9} {'total':>9} {'host':>9}  fits  models")
-    for r in p.rows:
+    print(f"\nmemory per GPU for {teacher} ({p.num_params:,} parameters, counted exactly; {f}x{h}x{w} video = "
+          f"{p.tokens} tokens) on {o.num_gpus} x {o.gpu_memory_gb:g} GB, FSDP2, CPU offload {'+'.join(offload) or 'none'}")
+    print(f"{'stage':<8} {'precision':>9} {'ckpt':>4} {'samples':>7} {'weights':>9} {'grads':>9} {'optimizer':>10} "
+          f"{'activ.*':>9} {'total':>9} {'host':>9}  fits  models")
+    for plan in plans:
+        r, ro = plan.rows[0], plan.options
         cells = [_gib(x) for x in (r.weights_gib, r.grads_gib, r.optimizer_gib, r.activations_gib, r.total_gib, r.host_gib)]
         cells[2] = " " + cells[2]
-        print(f"{r.stage:<8} {' '.join(cells)}  {'yes' if r.fits else 'NO ':<4}  {r.models}")
-    print("GiB per GPU; * activations are an estimate (fastlight/run/memory.py says how); leave 10-20% headroom")
+        print(f"{r.stage:<8} {ro.mixed_precision:>9} {'on' if ro.gradient_checkpointing else 'off':>4} "
+              f"{ro.samples_per_gpu:>7} {' '.join(cells)}  {'yes' if r.fits else 'NO ':<4}  {r.models}")
+    print("GiB per GPU; samples: per GPU per micro-batch; * activations are an estimate (fastlight/run/memory.py "
+          "says how); leave 10-20% headroom")
