@@ -124,7 +124,12 @@ def test_dry_run_prints_stages_and_table_and_writes_nothing(tmp_path, capsys):
 
 def test_dry_run_on_a_geometry_preset(tmp_path, capsys):
     assert main(["run", str(RECIPE), "--num-gpus", "8", "--offload", "both", "--dry-run",
-                 "teacher=wan2.1-t2v-1.3b", f"out={tmp_path / 'run'}"]) == 0
+                 "teacher=wan2.1-t2v-1.3b", "stage2.mixed_precision=bf16", "stage2.gradient_checkpointing=true",
+                 f"out={tmp_path / 'run'}"]) == 0
     text = capsys.readouterr().out
+    stage2 = next(line.split() for line in text.splitlines() if line.startswith("stage2"))
+    stage3 = next(line.split() for line in text.splitlines() if line.startswith("stage3"))
+    assert stage2[1:4] == ["bf16", "on", "2"]  # the stage's own recipe config: 16 samples over 8 GPUs
+    assert stage3[1:3] == ["no", "off"]
     assert "1,418,996,800 parameters" in text and "32760 tokens" in text and "params+optimizer" in text
     assert not (tmp_path / "run").exists()
