@@ -52,7 +52,11 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import diffusers
+import torch
+
 from fastlight.errors import ConfigError, ModelError
+from fastlight.train.sharding import shard_units
 
 GIB = 1024 ** 3
 STAGES = ("analyze", "stage2", "stage3")
@@ -139,9 +143,6 @@ def _world(folder: Path) -> tuple[int, int, int] | None:
 
 def build_meta(config: dict):
     """The diffusers transformer of `config`, its parameters on the meta device (no memory)."""
-    import diffusers
-    import torch
-
     cls = getattr(diffusers, config["_class_name"])
     with torch.device("meta"):
         return cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
@@ -154,26 +155,34 @@ class Counts:
     blocks: tuple[int, ...]
     block_kinds: tuple[str, ...]
 
-    def pruned(self, prune_ratio: float) -> int:
-        """Parameters left after removing whole blocks until at least `prune_ratio` of the total is gone
-        (the first and last block kept, largest blocks first: the fewest blocks, as a depth plan that
-        found all blocks equally important would). Wan's blocks are all equal, so this is exact there."""
-        if prune_ratio <= 0:
-            return self.total
-        target, removed = prune_ratio * self.total, 0
-        for n in sorted(self.blocks[1:-1], reverse=True):
-            if removed >= target:
+    def dropped(self, prune_ratio: float) -> tuple[int, ...]:
+        """Block positions removed to take away at least `prune_ratio` of the parameters: the first and
+        last block kept, the largest first (the fewest blocks, as a depth plan that found every block
+        equally important would choose). Wan's blocks are all equal, so the count is exact there."""
+        target, removed, out = prune_ratio * self.total, 0, []
+        for i in sorted(range(1, len(self.blocks) - 1), key=lambda i: -self.blocks[i]):
+            if removed >= target or prune_ratio <= 0:
                 break
-            removed += n
-        return self.total - removed
+            removed += self.blocks[i]
+            out.append(i)
+        return tuple(sorted(out))
+
+    def pruned(self, prune_ratio: float) -> int:
+        """Parameters left after removing `dropped(prune_ratio)`."""
+        return self.total - sum(self.blocks[i] for i in self.dropped(prune_ratio))
+
+    def pruned_kinds(self, prune_ratio: float) -> tuple[str, ...]:
+        """The kinds of the blocks left after removing `dropped(prune_ratio)`."""
+        drop = set(self.dropped(prune_ratio))
+        return tuple(k for i, k in enumerate(self.block_kinds) if i not in drop)
 
 
 def count_parameters(config: dict) -> Counts:
-    """Exact counts of `config`'s model, built on the meta device."""
-    from fastlight.train.sharding import shard_units
-
+    """Exact counts of `config`'s model, built on the meta device; blocks in the adapters' order
+    (Wan `blocks`; HunyuanVideo dual-stream then single-stream blocks)."""
     model = build_meta(config)
-    units = shard_units(model)
+    # the depth layout the adapters prune: HunyuanVideo's token refiner (text tokens only) is not a block there
+    units = [u for u in shard_units(model) if "Refiner" not in type(u).__name__]
     return Counts(sum(p.numel() for p in model.parameters()),
                   tuple(sum(p.numel() for p in u.parameters()) for u in units),
                   tuple(type(u).__name__ for u in units))
@@ -342,20 +351,6 @@ def _row(stage: str, models: str, b: _Bytes, opts: PlanOptions) -> StageMemory:
     return replace(r, fits=r.total_gib <= opts.gpu_memory_gb)
 
 
-def _pruned_kinds(counts: Counts, prune_ratio: float) -> tuple[str, ...]:
-    """The block kinds left after Counts.pruned removes its blocks (the same largest-first order)."""
-    if prune_ratio <= 0:
-        return counts.block_kinds
-    target, removed, drop = prune_ratio * counts.total, 0, set()
-    inner = sorted(range(1, len(counts.blocks) - 1), key=lambda i: -counts.blocks[i])
-    for i in inner:
-        if removed >= target:
-            break
-        removed += counts.blocks[i]
-        drop.add(i)
-    return tuple(k for i, k in enumerate(counts.block_kinds) if i not in drop)
-
-
 def stage_memory(stage: str, geo: Geometry, counts: Counts, tokens: int, opts: PlanOptions) -> StageMemory:
     """One stage's row: analyze (frozen model, inference, one replica per GPU), stage2 (dpp: one trained
     model, its teacher the same weights), stage3 (generator + critic trained, real score frozen)."""
@@ -375,12 +370,12 @@ def stage_memory(stage: str, geo: Geometry, counts: Counts, tokens: int, opts: P
         _add_trained(b, counts.pruned(opts.prune_ratio), opts, opts.ema)
         _add_frozen(b, counts.total, opts)
         b.weights += _gathered(counts, opts)
-        b.activations = (activation_bytes(cfg, _pruned_kinds(counts, opts.prune_ratio), tokens, s, True, ckpt)
+        b.activations = (activation_bytes(cfg, counts.pruned_kinds(opts.prune_ratio), tokens, s, True, ckpt)
                          + activation_bytes(cfg, counts.block_kinds, tokens, s, False, False))
         return _row(stage, f"{opts.stage2_recipe}: pruned student trained, teacher frozen", b, opts)
     if stage == "stage3":
         ratio = opts.prune_ratio if opts.method == "fastlightgen" else 0.0
-        n_student, kinds = counts.pruned(ratio), _pruned_kinds(counts, ratio)
+        n_student, kinds = counts.pruned(ratio), counts.pruned_kinds(ratio)
         _add_trained(b, n_student, opts, opts.ema)  # generator
         _add_trained(b, n_student, opts, False)  # critic (fake score)
         _add_frozen(b, counts.total, opts)  # real score, sharded, no grads, no optimizer state

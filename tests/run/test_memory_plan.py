@@ -133,3 +133,15 @@ def test_dry_run_on_a_geometry_preset(tmp_path, capsys):
     assert stage3[1:3] == ["no", "off"]
     assert "1,418,996,800 parameters" in text and "32760 tokens" in text and "params+optimizer" in text
     assert not (tmp_path / "run").exists()
+
+
+def test_readme_table_is_the_benchmark_output():
+    import importlib.util
+
+    root = RECIPE.parents[2]
+    spec = importlib.util.spec_from_file_location("memory_plan_bench", root / "benchmarks" / "memory_plan.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    table = bench.table(8, 80.0, (81, 480, 832))
+    assert len(table.splitlines()) == 2 + 4 * 2 * 2
+    assert table in (root / "README.md").read_text()  # regenerate with `python benchmarks/memory_plan.py`
