@@ -8,6 +8,7 @@ import sys
 
 from fastlight.commands import (analyze, bench, decoder, demo, evaluate, evaluate_teacher, export, fvd, info, plan,
                                 preprocess, pretrain, prune, report, run, sample, train, vbench)
+from fastlight.commands.options import OneLineParser
 from fastlight.errors import FastlightError
 
 # the command modules, in the order `fastlight --help` lists their verbs
@@ -16,7 +17,7 @@ COMMANDS = (pretrain, sample, info, demo, analyze, plan, evaluate, vbench, fvd, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastlight", description="Distil a video DiT's steps and size together.")
+    p = OneLineParser(prog="fastlight", description="Distil a video DiT's steps and size together.")
     sub = p.add_subparsers(dest="verb", required=True)
     for command in COMMANDS:
         command.add_parser(sub)

@@ -52,6 +52,7 @@ from fastlight.analyze.importance import importance_rows, read_importance
 from fastlight.analyze.io import atomic_write_json
 from fastlight.analyze.taylor import read_taylor, width_layout
 from fastlight.errors import MissingFileError, PlanError
+from fastlight.fileio import read_json_object
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import (architecture, architecture_fingerprint, load_denoiser, model_fingerprint,
                                    resolve_model_path)
@@ -465,10 +466,7 @@ def read_plan(path: str | Path, model: Denoiser | None = None) -> Plan:
             raise PlanError(f"plan {path} is a folder; pass the plan JSON file (e.g. {path / PLAN_FILE}) or a model "
                             f"folder that holds its {PLAN_FILE}")
         path = path / PLAN_FILE
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PlanError(f"plan {path} is not valid JSON ({str(e).splitlines()[0]}); re-run fastlight plan") from None
+    data = read_json_object(path, PlanError, "re-run fastlight plan")
     return validate_plan(data, model, where=f"plan {path}")
 
 

@@ -1,17 +1,105 @@
-"""Arguments and argument parsing that several verbs share."""
+"""Arguments and argument parsing that several verbs share.
+
+The argparse types below (`finite_float`, `positive_int`, `int_list`, ...) refuse a bad value while
+the command line is parsed, so the message names the option ("argument --steps: ...") and what to
+give; `OneLineParser` prints such an error as one line (no usage block) with exit code 2, the same
+contract as a FastlightError.
+"""
 from __future__ import annotations
 
+import argparse
+import math
+import sys
+
 from fastlight.errors import InputError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr, 'fastlight VERB: error: ...; see
+    fastlight VERB --help', and exit code 2 (argparse's own prints the usage block first)."""
+
+    def error(self, message: str):
+        text = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {text}; see {self.prog} --help\n")
+
+
+def finite_float(text: str) -> float:
+    """A finite number (nan and inf are refused)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give e.g. 4.0") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give e.g. 4.0")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return v
+
+
+def _int(text: str, example: str = "8") -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give e.g. {example}") from None
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1."""
+    v = _int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 1")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0 (a seed, a count that may be zero)."""
+    v = _int(text, "0")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
+    return v
+
+
+def int_list(text: str) -> list[int]:
+    """'4,5' -> [4, 5] (empty items ignored; '' -> [])."""
+    try:
+        return [int(i) for i in text.split(",") if i.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated whole numbers, e.g. 4,5") from None
+
+
+def positive_int_list(text: str) -> list[int]:
+    """'2,4,8' -> [2, 4, 8], each >= 1, at least one."""
+    out = int_list(text)
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated whole numbers >= 1, e.g. 2,4,8")
+    return out
+
+
+def float_list(text: str) -> list[float]:
+    """'0,0.1,0.2' -> [0.0, 0.1, 0.2], each finite, at least one."""
+    try:
+        out = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        out = []
+    if not out or not all(math.isfinite(v) for v in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated finite numbers, e.g. 0,0.1,0.2")
+    return out
 
 
 def add_sampler_args(s) -> None:
     """The explicit override of a model's own sampler (sampler.json); nothing given = the model's own."""
     s.add_argument("--sampler", default=None, choices=["euler", "few_step"],
                    help="override the model's own sampler (needed to override a few-step student's)")
-    s.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own)")
-    s.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
+    s.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's own)")
+    s.add_argument("--guidance", "--cfg", dest="guidance", type=finite_float, default=None,
                    help="w in v_uncond + w (v_cond - v_uncond); 1 = no guidance (default: the model's own)")
-    s.add_argument("--shift", type=float, default=None, help="Euler grid shift (default: the model's own)")
+    s.add_argument("--shift", type=positive_float, default=None, help="Euler grid shift (default: the model's own)")
     s.add_argument("--timesteps", default=None, help="few-step timesteps, e.g. 1000,750,500,250 (implies few_step)")
 
 
@@ -21,6 +109,8 @@ def sampler_overrides(a) -> dict:
     if a.timesteps is not None:
         try:
             timesteps = tuple(float(t) for t in a.timesteps.split(",") if t.strip())
+            if not timesteps or not all(math.isfinite(t) for t in timesteps):
+                raise ValueError
         except ValueError:
             raise InputError(f"--timesteps {a.timesteps!r}: give comma-separated numbers, e.g. 1000,750,500,250") from None
     return {"sampler": a.sampler, "num_steps": a.steps, "guidance": a.guidance, "shift": a.shift, "timesteps": timesteps}
@@ -33,8 +123,10 @@ def config_and_overrides(a) -> tuple[str | None, list[str]]:
     return a.config, list(a.overrides)
 
 
-def block_ids(text: str) -> tuple[int, ...]:
-    """`--skip 4,5` -> (4, 5)."""
+def block_ids(text) -> tuple[int, ...]:
+    """`--skip 4,5` -> (4, 5); a list already parsed by `int_list` passes through as a tuple."""
+    if isinstance(text, (list, tuple)):
+        return tuple(text)
     try:
         return tuple(int(i) for i in text.split(",") if i.strip()) if text else ()
     except ValueError:

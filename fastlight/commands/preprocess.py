@@ -1,6 +1,8 @@
 """`fastlight preprocess VIDEOS --captions ... --vae ... --out ...`: real videos -> latent shards."""
 from __future__ import annotations
 
+from fastlight.commands.options import positive_int
+
 from pathlib import Path
 
 
@@ -10,12 +12,12 @@ def add_parser(sub) -> None:
     s.add_argument("--captions", required=True, help="captions.jsonl: {\"video\": ..., \"caption\": ...} per line")
     s.add_argument("--vae", required=True, help="diffusers AutoencoderKLWan folder (or a pipeline folder with vae/)")
     s.add_argument("--out", required=True)
-    s.add_argument("--num-frames", type=int, default=81)
-    s.add_argument("--height", type=int, default=None)
-    s.add_argument("--width", type=int, default=None)
+    s.add_argument("--num-frames", type=positive_int, default=81)
+    s.add_argument("--height", type=positive_int, default=None)
+    s.add_argument("--width", type=positive_int, default=None)
     s.add_argument("--text-embeds", default=None, help="safetensors of precomputed (L, D) embeddings keyed by video id")
     s.add_argument("--text-encoder", default=None, help="a transformers T5/UMT5 folder to encode the captions")
-    s.add_argument("--shard-size", type=int, default=64)
+    s.add_argument("--shard-size", type=positive_int, default=64)
     s.set_defaults(fn=run)
 
 
