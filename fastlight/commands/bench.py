@@ -1,7 +1,7 @@
 """`fastlight bench --model SPEC ...`: end-to-end time per video of several models, side by side."""
 from __future__ import annotations
 
-from fastlight.commands.options import non_negative_int, positive_int
+from fastlight.commands.options import whole_number
 
 
 def add_parser(sub) -> None:
@@ -9,12 +9,12 @@ def add_parser(sub) -> None:
     s.add_argument("--model", action="append", required=True,
                    help="PATH_OR_PRESET[:sampler=euler|few_step,steps=N,guidance=W,shift=S,timesteps=1000+750+500+250,"
                         "skip=1+2] (repeat); without options, the model's own sampler (its sampler.json)")
-    s.add_argument("--batch-size", type=positive_int, default=1)
-    s.add_argument("--repeats", type=positive_int, default=5)
-    s.add_argument("--warmup", type=non_negative_int, default=1)
+    s.add_argument("--batch-size", type=whole_number, default=1)
+    s.add_argument("--repeats", type=whole_number, default=5)
+    s.add_argument("--warmup", type=whole_number, default=1)
     s.add_argument("--out", default=None, help="write the rows as JSON here")
     s.add_argument("--device", default=None)
-    s.add_argument("--seed", type=non_negative_int, default=0)
+    s.add_argument("--seed", type=whole_number, default=0)
     s.set_defaults(fn=run)
 
 

@@ -1,7 +1,7 @@
 """`fastlight prune-decoder VAE --ratio R --out DIR` and `fastlight distill-decoder [config.yaml] [key=value ...]`."""
 from __future__ import annotations
 
-from fastlight.commands.options import config_and_overrides, finite_float, non_negative_int, positive_int
+from fastlight.commands.options import config_and_overrides, finite_float, whole_number
 
 
 def run(a) -> None:
@@ -25,11 +25,11 @@ def add_parser(sub) -> None:
     s.add_argument("--ratio", type=finite_float, required=True,
                    help="fraction of the decoder's parameters to remove, in (0, 1)")
     s.add_argument("--out", required=True, help="output folder (a stock AutoencoderKLWan folder + manifest.json)")
-    s.add_argument("--calib", type=positive_int, default=16, help="calibration latents for the channel scores")
+    s.add_argument("--calib", type=whole_number, default=16, help="calibration latents for the channel scores")
     s.add_argument("--latents", default="shapes",
                    help="calibration latents: a clip source, e.g. 'shapes' (the VAE's encoder on its clips), a "
                         "`fastlight preprocess` folder or a safetensors file with `latents` (normalised)")
-    s.add_argument("--seed", type=non_negative_int, default=0)
+    s.add_argument("--seed", type=whole_number, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(fn=run)
 

@@ -1,7 +1,7 @@
 """`fastlight demo`: sample the shipped teacher on several prompts."""
 from __future__ import annotations
 
-from fastlight.commands.options import add_sampler_args, non_negative_int, sampler_overrides
+from fastlight.commands.options import add_sampler_args, sampler_overrides, whole_number
 
 
 def add_parser(sub) -> None:
@@ -9,7 +9,7 @@ def add_parser(sub) -> None:
     s.add_argument("--out", default="runs/demo")
     s.add_argument("--model", default="shapes-teacher")
     add_sampler_args(s)
-    s.add_argument("--seed", type=non_negative_int, default=0)
+    s.add_argument("--seed", type=whole_number, default=0)
     s.set_defaults(fn=run)
 
 

@@ -1,8 +1,7 @@
 """`fastlight evaluate MODEL`: ShapesBench (+ VBench-style dimensions) of a Shapes model."""
 from __future__ import annotations
 
-from fastlight.commands.options import (add_sampler_args, block_ids, int_list, non_negative_int, positive_int,
-                                        sampler_overrides)
+from fastlight.commands.options import add_sampler_args, block_ids, int_list, sampler_overrides, whole_number
 
 
 def add_parser(sub) -> None:
@@ -10,8 +9,8 @@ def add_parser(sub) -> None:
     s.add_argument("model", help="model folder or 'shapes-teacher'")
     s.add_argument("--out", default="runs/evaluate")
     add_sampler_args(s)
-    s.add_argument("--num-cases", type=positive_int, default=320)
-    s.add_argument("--seed", type=non_negative_int, default=0)
+    s.add_argument("--num-cases", type=whole_number, default=320)
+    s.add_argument("--seed", type=whole_number, default=0)
     s.add_argument("--skip", type=int_list, default="", help="comma list of block ids to skip")
     s.add_argument("--no-videos", action="store_true")
     s.add_argument("--no-vbench", action="store_true")

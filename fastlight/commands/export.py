@@ -2,7 +2,7 @@
 and `to_onnx.py`."""
 from __future__ import annotations
 
-from fastlight.commands.options import positive_int
+from fastlight.commands.options import whole_number
 
 
 def add_parser(sub) -> None:
@@ -14,11 +14,11 @@ def add_parser(sub) -> None:
     s.add_argument("--source", default=None,
                    help="diffusers: the pipeline folder whose vae/text_encoder/tokenizer to link (default: found "
                         "from the model folder or its teacher chain; none for the Shapes models)")
-    s.add_argument("--opset", type=positive_int, default=18, help="onnx: opset version (18 .. what onnxruntime runs)")
-    s.add_argument("--frames", type=positive_int, default=None, help="onnx, non-Shapes models: latent frames")
-    s.add_argument("--height", type=positive_int, default=None, help="onnx, non-Shapes models: latent height")
-    s.add_argument("--width", type=positive_int, default=None, help="onnx, non-Shapes models: latent width")
-    s.add_argument("--text-len", type=positive_int, default=None, help="onnx, non-Shapes models: text tokens (Wan: 512)")
+    s.add_argument("--opset", type=whole_number, default=18, help="onnx: opset version (18 .. what onnxruntime runs)")
+    s.add_argument("--frames", type=whole_number, default=None, help="onnx, non-Shapes models: latent frames")
+    s.add_argument("--height", type=whole_number, default=None, help="onnx, non-Shapes models: latent height")
+    s.add_argument("--width", type=whole_number, default=None, help="onnx, non-Shapes models: latent width")
+    s.add_argument("--text-len", type=whole_number, default=None, help="onnx, non-Shapes models: text tokens (Wan: 512)")
     s.set_defaults(fn=run)
 
 

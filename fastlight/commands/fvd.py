@@ -1,7 +1,7 @@
 """`fastlight fvd REAL GENERATED --detector NET`: Frechet video distance of two folders of videos."""
 from __future__ import annotations
 
-from fastlight.commands.options import positive_int
+from fastlight.commands.options import whole_number
 
 
 def add_parser(sub) -> None:
@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
     s.add_argument("--detector", required=True,
                    help="TorchScript feature network, e.g. StyleGAN-V's i3d_torchscript.pt; trusted input: it is "
                         "code that runs here, load only a file you chose")
-    s.add_argument("--batch-size", type=positive_int, default=16)
+    s.add_argument("--batch-size", type=whole_number, default=16)
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", default=None, help="write the result JSON here")
     s.set_defaults(fn=run)

@@ -2,25 +2,22 @@
 
 The argparse types below (`finite_float`, `positive_int`, `int_list`, ...) refuse a bad value while
 the command line is parsed, so the message names the option ("argument --steps: ...") and what to
-give; `OneLineParser` prints such an error as one line (no usage block) with exit code 2, the same
-contract as a FastlightError.
+give; `OneLineParser` turns such an error into a UsageError, which `fastlight` prints as one line
+(no usage block) with exit code 2, the same contract as any FastlightError.
 """
 from __future__ import annotations
 
 import argparse
 import math
-import sys
-
-from fastlight.errors import InputError
+from fastlight.errors import InputError, UsageError
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr, 'fastlight VERB: error: ...; see
-    fastlight VERB --help', and exit code 2 (argparse's own prints the usage block first)."""
+    """An ArgumentParser whose errors raise a UsageError, 'fastlight VERB: error: argument --x: ...; see
+    fastlight VERB --help' (argparse's own prints the usage block and exits)."""
 
     def error(self, message: str):
-        text = " ".join(message.split())
-        self.exit(2, f"{self.prog}: error: {text}; see {self.prog} --help\n")
+        raise UsageError(f"{self.prog}: error: {' '.join(message.split())}; see {self.prog} --help")
 
 
 def finite_float(text: str) -> float:
@@ -42,7 +39,8 @@ def positive_float(text: str) -> float:
     return v
 
 
-def _int(text: str, example: str = "8") -> int:
+def whole_number(text: str, example: str = "8") -> int:
+    """A whole number (its range is the verb's to check)."""
     try:
         return int(text)
     except ValueError:
@@ -51,7 +49,7 @@ def _int(text: str, example: str = "8") -> int:
 
 def positive_int(text: str) -> int:
     """A whole number >= 1."""
-    v = _int(text)
+    v = whole_number(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 1")
     return v
@@ -59,7 +57,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """A whole number >= 0 (a seed, a count that may be zero)."""
-    v = _int(text, "0")
+    v = whole_number(text, "0")
     if v < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
     return v
@@ -96,10 +94,10 @@ def add_sampler_args(s) -> None:
     """The explicit override of a model's own sampler (sampler.json); nothing given = the model's own."""
     s.add_argument("--sampler", default=None, choices=["euler", "few_step"],
                    help="override the model's own sampler (needed to override a few-step student's)")
-    s.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: the model's own)")
+    s.add_argument("--steps", type=whole_number, default=None, help="sampling steps (default: the model's own)")
     s.add_argument("--guidance", "--cfg", dest="guidance", type=finite_float, default=None,
                    help="w in v_uncond + w (v_cond - v_uncond); 1 = no guidance (default: the model's own)")
-    s.add_argument("--shift", type=positive_float, default=None, help="Euler grid shift (default: the model's own)")
+    s.add_argument("--shift", type=finite_float, default=None, help="Euler grid shift (default: the model's own)")
     s.add_argument("--timesteps", default=None, help="few-step timesteps, e.g. 1000,750,500,250 (implies few_step)")
 
 

@@ -1,8 +1,7 @@
 """`fastlight run RECIPE.yaml [key=value ...]` and `fastlight search`: the work lives in `fastlight/run/`."""
 from __future__ import annotations
 
-from fastlight.commands.options import (finite_float, float_list, non_negative_int, positive_float, positive_int,
-                                        positive_int_list)
+from fastlight.commands.options import finite_float, float_list, positive_int_list, whole_number
 
 
 def run(a) -> None:
@@ -31,15 +30,15 @@ def run_search(a) -> None:
 def add_search_parser(sub) -> None:
     s = sub.add_parser("search", help="(steps, prune ratio) quality-vs-cost front of an elastic Stage II model")
     s.add_argument("model", help="Stage II (dpp) model folder, e.g. runs/fastlightgen/3_stage2/model")
-    s.add_argument("--budget-ms", type=positive_float, required=True, help="time budget per video on this machine")
+    s.add_argument("--budget-ms", type=finite_float, required=True, help="time budget per video on this machine")
     s.add_argument("--importance", default=None, help="Stage I importance.json (default: the run's 1_analyze/)")
     s.add_argument("--out", default="runs/search")
     s.add_argument("--steps", type=positive_int_list, default="2,4,8,16,32")
     s.add_argument("--ratios", type=float_list, default="0,0.1,0.2,0.3,0.4,0.5")
-    s.add_argument("--num-cases", type=positive_int, default=16, help="validation cases per pair (what the pick is chosen on)")
-    s.add_argument("--test-cases", type=positive_int, default=320, help="test cases the pick is re-scored on (what is reported)")
+    s.add_argument("--num-cases", type=whole_number, default=16, help="validation cases per pair (what the pick is chosen on)")
+    s.add_argument("--test-cases", type=whole_number, default=320, help="test cases the pick is re-scored on (what is reported)")
     s.add_argument("--guidance", "--cfg", dest="guidance", type=finite_float, default=None,
                    help="override the model's own sampler's guidance (default: its own; Stage II models: 4)")
-    s.add_argument("--repeats", type=positive_int, default=5)
-    s.add_argument("--seed", type=non_negative_int, default=0)
+    s.add_argument("--repeats", type=whole_number, default=5)
+    s.add_argument("--seed", type=whole_number, default=0)
     s.set_defaults(fn=run_search)

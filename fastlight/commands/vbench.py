@@ -1,7 +1,7 @@
 """`fastlight vbench FOLDER`: VBench-style dimensions (weight-free, exact/proxy labelled) on a folder of videos."""
 from __future__ import annotations
 
-from fastlight.commands.options import positive_float
+from fastlight.commands.options import finite_float
 
 import subprocess
 import sys
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     s.add_argument("folder", nargs="?", help="folder of *.mp4 / *.gif videos")
     s.add_argument("--images", default=None,
                    help="folder of conditioning images (I2V dims), one per video with its name (a.png for a.mp4)")
-    s.add_argument("--fps", type=positive_float, default=None,
+    s.add_argument("--fps", type=finite_float, default=None,
                    help="every video's fps (default: the file's; where it gives none, 8 is used and the video named)")
     s.add_argument("--dims", default=None,
                    help="comma-separated subset of the dimensions (default: all; the i2v_* ones need --images)")

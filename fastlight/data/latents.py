@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from fastlight.data.source import local_batch_size, stream_generator
-from fastlight.errors import DataError, MissingFileError, make_dir
+from fastlight.errors import DataError, MissingFileError, check_dir_creatable
 from fastlight.data.video import read_video
 from fastlight.fileio import atomic_write_bytes, atomic_write_json, read_json_object, sha256_file
 from fastlight.models.weights import load_pretrained
@@ -350,7 +350,7 @@ def preprocess(
         text_len = max_text_len
     vae = _Vae(vae_dir, device, dtype)
     vae.check(num_frames, buckets)
-    make_dir(out_dir, "--out")
+    check_dir_creatable(out_dir, "--out")  # created by the first shard: a run that encodes nothing writes nothing
 
     pending: dict[tuple[int, int], list[dict]] = {b: [] for b in buckets}
     shards, done, skipped = [], [], []
@@ -406,6 +406,11 @@ def preprocess(
                        f"latent {tuple(z.shape[1:])} ({time.time() - t0:.1f}s)")
     for b in buckets:
         flush(b)
+    if not shards:
+        listed = "; ".join(f"{sk['file']}: {sk['reason']}" for sk in skipped[:5])
+        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        raise DataError(f"no video under {videos_dir} could be used, nothing written ({listed}{more}); fix or "
+                        "replace those videos (or their captions / embeddings) and run again")
 
     index = {
         "format": "fastlight-latents/1",

@@ -107,6 +107,15 @@ def unreadable_text(data: dict) -> str | None:
             + "; ".join(f"{u['file']} ({u['reason']})" for u in bad) + ".")
 
 
+def skipped_text(data: dict) -> str | None:
+    """One sentence naming every file the report did not read because it is a link or outside the run folder."""
+    bad = data.get("skipped") or []
+    if not bad:
+        return None
+    return (f"skipped {len(bad)} file(s) (only regular files inside the run folder are read): "
+            + "; ".join(f"{u['file']} ({u['reason']})" for u in bad) + ".")
+
+
 def _sections(data: dict, out: Path, pareto: Path, gif_info: dict | None, timing_names: list[str],
               importance_names: list[str], imp_pngs: list[tuple[str, Path]]) -> list[tuple]:
     """(heading, table names, [(alt, image)], caption) in the order the report shows them."""
@@ -130,8 +139,8 @@ def _sections(data: dict, out: Path, pareto: Path, gif_info: dict | None, timing
     if imp_pngs or importance_names:
         sections.append(("Block importance (Stage I)", importance_names, [(f"importance {m}", p) for m, p in imp_pngs],
                          None))
-    if data["unreadable"]:
-        sections.append(("Files not read", [], [], unreadable_text(data)))
+    if data["unreadable"] or data.get("skipped"):
+        sections.append(("Files not read", [], [], " ".join(t for t in (unreadable_text(data), skipped_text(data)) if t)))
     return sections
 
 
@@ -182,11 +191,13 @@ def report_command(run_dir: str | Path, out: str | Path | None = None, title: st
             "samples_gif": gif_info and {k: v for k, v in gif_info.items() if k != "path"},
             "sources": {"shapesbench": [r["json"] for r in data["rows"]], "bench": [b["path"] for b in data["bench"]],
                         "importance": [{"json": e["json"], "png": e["png"]} for e in data["importance"]]},
-            "files": files, "unreadable": data["unreadable"],
+            "files": files, "unreadable": data["unreadable"], "skipped": data.get("skipped", []),
         })
         md_path = atomic_write_text(out / "report.md", md_text)
         html_path = atomic_write_text(out / "report.html", html_text)
         step("done")
     if data["unreadable"]:
         print(f"report: {unreadable_text(data)}")
+    if data.get("skipped"):
+        print(f"report: {skipped_text(data)}")
     return md_path, html_path

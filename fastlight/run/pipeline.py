@@ -331,6 +331,24 @@ def check_stage_configs(run: Run, names: list[str]) -> None:
         check_dmd_config(cfg)
 
 
+def check_only(run: Run, plan: list[Stage], only: list[str] | None) -> None:
+    """`--only`: known stage names, at least one, and every earlier stage complete or also named."""
+    if only is None:
+        return
+    names = [s.name for s in plan]
+    if not only:
+        raise InputError(f"--only names no stage; give a comma list of stages, e.g. --only {names[-1]} "
+                         f"(stages of {run.cfg.method}: {', '.join(names)})")
+    for n in only:
+        if n not in names:
+            raise InputError(f"--only: unknown stage {n!r} for method {run.cfg.method}; stages: {', '.join(names)}")
+    for n in only:
+        for earlier in reversed(names[:names.index(n)]):  # the nearest missing stage is the one to name
+            if earlier not in only and not (run.dir(earlier) / DONE).exists():
+                raise InputError(f"--only {n}: stage {earlier} has not run in {run.root}; run it first "
+                                 f"(--only {earlier}, or without --only to run every stage in order)")
+
+
 def _fmt(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
@@ -398,8 +416,12 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset 
     from fastlight.config import save_config
 
     cfg = resolve(cfg, keep, keep_nested)
-    torch.set_num_threads(cfg.threads)
     run = Run(cfg)
+    plan = stages(cfg)
+    # every check before anything is written: a refused run leaves no config.yaml to block the corrected rerun
+    check_stage_configs(run, [s.name for s in plan])
+    check_only(run, plan, only)
+    torch.set_num_threads(cfg.threads)
     console = Console()
     make_dir(run.root, "run folder (out=)")
     old = run.root / "config.yaml"
@@ -413,12 +435,6 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset 
             raise ConfigError(f"{run.root} holds a run with a different config ({', '.join(diff[:4])} differ); "
                               f"use a new out=... or delete the folder")
     save_config(cfg, run.root)
-    plan = stages(cfg)
-    check_stage_configs(run, [s.name for s in plan])
-    names = [s.name for s in plan]
-    for n in only or []:
-        if n not in names:
-            raise InputError(f"unknown stage {n!r} for method {cfg.method}; stages: {', '.join(names)}")
     state = {"method": cfg.method, "preset": cfg.preset, "out": str(run.root), "stages": {}}
     for st in plan:
         marker = run.dir(st.name) / DONE
