@@ -51,7 +51,7 @@ import torch
 from fastlight.analyze.importance import importance_rows, read_importance
 from fastlight.analyze.io import atomic_write_json
 from fastlight.analyze.taylor import read_taylor, width_layout
-from fastlight.errors import MissingFileError, PlanError
+from fastlight.errors import MissingFileError, PathError, PlanError, check_dir_creatable
 from fastlight.fileio import read_json_object
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import (architecture, architecture_fingerprint, load_denoiser, model_fingerprint,
@@ -477,6 +477,17 @@ def model_plan(folder: str | Path, model: Denoiser | None = None) -> Plan | None
     return read_plan(path, model) if path.is_file() else None
 
 
+def plan_out_path(out: str | Path) -> Path:
+    """The plan file `--out` names (a .json path; a folder gets plan.json), refused if it cannot be written."""
+    out_path = Path(out)
+    if out_path.is_dir() or out_path.suffix != ".json":
+        out_path = out_path / PLAN_FILE
+    if out_path.is_dir():
+        raise PathError(f"--out {out_path} is a folder; give a .json file path for the plan")
+    check_dir_creatable(out_path.parent, "--out folder")
+    return out_path
+
+
 def plan_command(importance_path: str, model_path: str, prune_ratio: float, out: str, kind: str = "depth",
                  keep_ends: bool = True, reference: str | None = None, score: str = "in",
                  prune_heads: bool = False) -> Plan:
@@ -492,15 +503,14 @@ def plan_command(importance_path: str, model_path: str, prune_ratio: float, out:
     if kind not in PLAN_TYPES:
         raise PlanError(f"--kind must be one of {PLAN_TYPES}, got {kind!r}")
     _check_ratio(prune_ratio)
+    plan_out_path(out)  # an unusable --out fails before any work
     model = load_denoiser(resolve_model_path(model_path)).eval()
     if kind == "depth":
         rows = importance_rows(read_importance(importance_path, model), reference)
         plan = depth_plan(rows, model, prune_ratio, keep_ends)
     else:
         plan = width_plan(read_taylor(importance_path, model), model, prune_ratio, score=score, prune_heads=prune_heads)
-    out_path = Path(out)
-    if out_path.is_dir() or out_path.suffix != ".json":
-        out_path = out_path / PLAN_FILE
+    out_path = plan_out_path(out)
     write_plan(out_path, plan)
     print(f"plan written to {out_path}")
     return plan

@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fastlight.analyze.importance import plot_importance
-from fastlight.errors import make_dir
+from fastlight.errors import check_dir_creatable, make_dir
 from fastlight.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fastlight.report.collect import collect
 from fastlight.report.html import html_document
@@ -151,6 +151,7 @@ def report_command(run_dir: str | Path, out: str | Path | None = None, title: st
     plots) into `out` (default RUN_DIR/report). Returns (md_path, html_path)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / REPORT_DIR
+    check_dir_creatable(out, "report folder (--out)")  # before any work
     with tqdm(total=6, desc="report", unit="step", disable=None if progress else True) as bar:  # no bar off a terminal
         def step(what: str):
             bar.set_postfix_str(what)
