@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from fastlight.errors import DataError, FastlightError, MissingFileError, make_parent_dir
+from fastlight.errors import DataError, FastlightError, MissingFileError, PathError, make_parent_dir
 
 
 @contextmanager
@@ -34,6 +34,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     removed otherwise. The temporary name is hidden and ends in `.tmp`, so it never matches a glob
     such as `*.json` or `*.mp4`: writers that pick a format from the suffix must be told the format."""
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the work, with a bare IsADirectoryError
+        raise PathError(f"output {path} is a folder; give a file path (or another name)")
     make_parent_dir(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -166,3 +168,22 @@ def read_safetensors(path: str | Path, error_type: type[FastlightError] = DataEr
     except Exception as e:  # noqa: BLE001 - SafetensorError, a header that is not JSON, a bad dtype: not safetensors
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise error_type(f"{path} is not a readable safetensors file ({first}){tail}") from None
+
+
+def read_torch_state(path: str | Path, error_type: type[FastlightError] = DataError, fix: str = "") -> object:
+    """`torch.load(path, weights_only=True)`: tensors and plain containers only, never arbitrary
+    pickled objects. A file the restricted unpickler refuses (a malicious pickle), a truncated or
+    corrupt one, is one `error_type` naming the path (and `fix`, if given), not a traceback."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    tail = f"; {fix}" if fix else ""
+    if not path.is_file():
+        raise MissingFileError(f"{path} does not exist or is not a file{tail}")
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError, AttributeError, ImportError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise error_type(f"{path} cannot be loaded as saved training state ({first}){tail}") from None

@@ -162,6 +162,22 @@ CASES = [
                                                   "--out", str(_taken(t) / "e")], "taken"),
     ("evaluate-out-an-existing-file", lambda w, t: ["evaluate", str(w.model), "--num-cases", "1",
                                                     "--out", str(_taken(t))], "a file of that name exists"),
+    ("bench-out-a-folder", lambda w, t: ["bench", "--model", str(w.model), "--repeats", "1", "--out", str(t)],
+     "is a folder"),
+    ("vbench-out-a-folder", lambda w, t: ["vbench", str(w.videos), "--out", str(t)], "is a folder"),
+    ("evaluate-teacher-out-through-a-file", lambda w, t: ["evaluate-teacher", "--model", str(w.model),
+                                                          "--out", str(_taken(t) / "t.json")], "taken"),
+    ("export-out-through-a-file", lambda w, t: ["export", str(w.model), "--format", "diffusers",
+                                                "--out", str(_taken(t) / "x")], "taken"),
+    ("demo-out-an-existing-file", lambda w, t: ["demo", "--model", str(w.model), "--out", str(_taken(t))],
+     "a file of that name exists"),
+    ("prune-decoder-out-through-a-file", lambda w, t: ["prune-decoder", str(ASSETS / "shapes_vae"), "--ratio", "0.5",
+                                                       "--out", str(_taken(t) / "d")], "taken"),
+    ("search-out-an-existing-file", lambda w, t: ["search", str(w.model), "--budget-ms", "100",
+                                                  "--out", str(_taken(t))], "a file of that name exists"),
+    ("preprocess-out-through-a-file", lambda w, t: ["preprocess", str(w.videos), "--captions", str(w.captions),
+                                                    "--vae", str(ASSETS / "shapes_vae"), "--text-embeds",
+                                                    str(w.embeds), "--out", str(_taken(t) / "s")], "taken"),
     ("analyze-out-an-existing-file", lambda w, t: ["analyze", str(w.model), "--calib", "2", "--out", str(_taken(t))],
      "--out"),
     ("train-threads-0", lambda w, t: ["train", "--recipe", "dpp", "threads=0", f"out={t / 'r'}"], "threads must be >= 1"),
@@ -333,3 +349,64 @@ def test_report_does_not_open_grid_paths_outside_the_run_folder(tmp_path, capsys
     assert "skipped" in printed and "grid.gif" in printed
     doc = json.loads((run / "report" / "report.json").read_text())
     assert doc["samples_gif"] is None and any("grid.gif" in s["file"] for s in doc["skipped"])
+
+
+# ---- the one readers: a bad file is one project error naming it ------------------------------------
+class _Evil:
+    def __reduce__(self):  # unpickling this would run code: the restricted unpickler must refuse it
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("content", ["malicious", "truncated", "random"])
+def test_read_torch_state_refuses_with_one_line(tmp_path, content):
+    from fastlight.errors import DataError
+    from fastlight.fileio import read_torch_state
+
+    path = tmp_path / "optimizer.pt"
+    if content == "malicious":
+        torch.save({"state": _Evil()}, path)
+    elif content == "truncated":
+        torch.save({"state": {0: torch.zeros(64)}}, path)
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path.write_bytes(os.urandom(512))
+    with pytest.raises(DataError) as e:
+        read_torch_state(path, DataError, "delete the checkpoint")
+    line = str(e.value)
+    assert "\n" not in line and str(path) in line and line.endswith("delete the checkpoint")
+
+
+def test_read_torch_state_reads_plain_state(tmp_path):
+    from fastlight.fileio import read_torch_state
+
+    torch.save({"state": {0: torch.arange(3)}, "step": 2}, tmp_path / "ok.pt")
+    got = read_torch_state(tmp_path / "ok.pt")
+    assert got["step"] == 2 and got["state"][0].tolist() == [0, 1, 2]
+
+
+def test_read_json_object_and_read_safetensors_name_the_file(tmp_path):
+    from fastlight.errors import DataError, MissingFileError, SamplerError
+    from fastlight.fileio import read_json_object, read_safetensors
+
+    (tmp_path / "a.json").write_text("[1]")
+    with pytest.raises(SamplerError, match=r"a\.json must hold a JSON object .*; fix it"):
+        read_json_object(tmp_path / "a.json", SamplerError, "fix it")
+    (tmp_path / "b.json").write_bytes(b"\xff\xfe")
+    with pytest.raises(DataError, match="b.json is not UTF-8"):
+        read_json_object(tmp_path / "b.json")
+    with pytest.raises(MissingFileError, match="c.json does not exist"):
+        read_json_object(tmp_path / "c.json")
+    with pytest.raises(DataError, match="is a folder"):
+        read_safetensors(tmp_path)
+    save_file({"x": torch.ones(2)}, str(tmp_path / "ok.safetensors"))
+    assert read_safetensors(tmp_path / "ok.safetensors")["x"].tolist() == [1.0, 1.0]
+
+
+def test_atomic_write_onto_a_folder_is_one_line_and_leaves_it(tmp_path):
+    from fastlight.errors import PathError
+    from fastlight.fileio import atomic_write_json
+
+    (tmp_path / "d").mkdir()
+    with pytest.raises(PathError, match="is a folder"):
+        atomic_write_json(tmp_path / "d", {"a": 1})
+    assert (tmp_path / "d").is_dir() and _listing(tmp_path) == ["d"]

@@ -1,7 +1,7 @@
 """`fastlight analyze MODEL`: Stage I block importance (ELBO / metric drop) and width saliency."""
 from __future__ import annotations
 
-from fastlight.commands.options import finite_float, whole_number
+from fastlight.commands.options import finite_float, output_folder, whole_number
 
 import yaml
 
@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
     s = sub.add_parser("analyze", help="Stage I: block importance (ELBO / metric drop) and width saliency")
     s.add_argument("model", help="model folder or 'shapes-teacher'")
     s.add_argument("--calib", type=whole_number, default=64, help="calibration samples (same set for every block)")
-    s.add_argument("--out", default="runs/analyze")
+    s.add_argument("--out", type=output_folder, default="runs/analyze")
     s.add_argument("--methods", default="elbo", help="comma list of elbo, taylor, metric")
     s.add_argument("--iterative", action="store_true", help="also drop-and-rescore greedily")
     s.add_argument("--seed", type=whole_number, default=0)

@@ -1,7 +1,7 @@
 """`fastlight bench --model SPEC ...`: end-to-end time per video of several models, side by side."""
 from __future__ import annotations
 
-from fastlight.commands.options import whole_number
+from fastlight.commands.options import output_file, whole_number
 
 
 def add_parser(sub) -> None:
@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
     s.add_argument("--batch-size", type=whole_number, default=1)
     s.add_argument("--repeats", type=whole_number, default=5)
     s.add_argument("--warmup", type=whole_number, default=1)
-    s.add_argument("--out", default=None, help="write the rows as JSON here")
+    s.add_argument("--out", type=output_file, default=None, help="write the rows as JSON here")
     s.add_argument("--device", default=None)
     s.add_argument("--seed", type=whole_number, default=0)
     s.set_defaults(fn=run)

@@ -1,7 +1,7 @@
 """`fastlight prune-decoder VAE --ratio R --out DIR` and `fastlight distill-decoder [config.yaml] [key=value ...]`."""
 from __future__ import annotations
 
-from fastlight.commands.options import config_and_overrides, finite_float, whole_number
+from fastlight.commands.options import config_and_overrides, finite_float, output_folder, whole_number
 
 
 def run(a) -> None:
@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
     s.add_argument("vae", help="AutoencoderKLWan folder (e.g. Wan2.1-T2V-1.3B-Diffusers/vae) or 'shapes-vae'")
     s.add_argument("--ratio", type=finite_float, required=True,
                    help="fraction of the decoder's parameters to remove, in (0, 1)")
-    s.add_argument("--out", required=True, help="output folder (a stock AutoencoderKLWan folder + manifest.json)")
+    s.add_argument("--out", type=output_folder, required=True, help="output folder (a stock AutoencoderKLWan folder + manifest.json)")
     s.add_argument("--calib", type=whole_number, default=16, help="calibration latents for the channel scores")
     s.add_argument("--latents", default="shapes",
                    help="calibration latents: a clip source, e.g. 'shapes' (the VAE's encoder on its clips), a "

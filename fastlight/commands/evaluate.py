@@ -1,13 +1,14 @@
 """`fastlight evaluate MODEL`: ShapesBench (+ VBench-style dimensions) of a Shapes model."""
 from __future__ import annotations
 
-from fastlight.commands.options import add_sampler_args, block_ids, int_list, sampler_overrides, whole_number
+from fastlight.commands.options import (add_sampler_args, block_ids, int_list, output_folder,
+                                        sampler_overrides, whole_number)
 
 
 def add_parser(sub) -> None:
     s = sub.add_parser("evaluate", help="ShapesBench (+ VBench-style dimensions) of a Shapes model")
     s.add_argument("model", help="model folder or 'shapes-teacher'")
-    s.add_argument("--out", default="runs/evaluate")
+    s.add_argument("--out", type=output_folder, default="runs/evaluate")
     add_sampler_args(s)
     s.add_argument("--num-cases", type=whole_number, default=320)
     s.add_argument("--seed", type=whole_number, default=0)

@@ -1,7 +1,7 @@
 """`fastlight evaluate-teacher`: the teacher's quality bar on held-out cases (oracle)."""
 from __future__ import annotations
 
-from fastlight.commands.options import add_sampler_args, sampler_overrides, whole_number
+from fastlight.commands.options import add_sampler_args, output_file, sampler_overrides, whole_number
 
 
 def add_parser(sub) -> None:
@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
     s.add_argument("--num-cases", type=whole_number, default=320)
     add_sampler_args(s)
     s.add_argument("--seed", type=whole_number, default=10_000)
-    s.add_argument("--out", default=None, help="write the figures as JSON here")
+    s.add_argument("--out", type=output_file, default=None, help="write the figures as JSON here")
     s.add_argument("--record", action="store_true", help="also store the figures in the model's fastlight.json")
     s.set_defaults(fn=run)
 

@@ -2,14 +2,14 @@
 and `to_onnx.py`."""
 from __future__ import annotations
 
-from fastlight.commands.options import whole_number
+from fastlight.commands.options import output_folder, whole_number
 
 
 def add_parser(sub) -> None:
     s = sub.add_parser("export", help="a trained student as a diffusers pipeline folder or an ONNX transformer")
     s.add_argument("run", help="run folder (with model/), model folder, or 'shapes-teacher'")
     s.add_argument("--format", required=True, choices=["diffusers", "onnx"])
-    s.add_argument("--out", required=True, help="output folder (must be absent or empty, unless --overwrite)")
+    s.add_argument("--out", type=output_folder, required=True, help="output folder (must be absent or empty, unless --overwrite)")
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     s.add_argument("--source", default=None,
                    help="diffusers: the pipeline folder whose vae/text_encoder/tokenizer to link (default: found "

@@ -1,7 +1,7 @@
 """`fastlight fvd REAL GENERATED --detector NET`: Frechet video distance of two folders of videos."""
 from __future__ import annotations
 
-from fastlight.commands.options import whole_number
+from fastlight.commands.options import output_file, whole_number
 
 
 def add_parser(sub) -> None:
@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
                         "code that runs here, load only a file you chose")
     s.add_argument("--batch-size", type=whole_number, default=16)
     s.add_argument("--device", default="cpu")
-    s.add_argument("--out", default=None, help="write the result JSON here")
+    s.add_argument("--out", type=output_file, default=None, help="write the result JSON here")
     s.set_defaults(fn=run)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from fastlight.errors import InputError, UsageError
+from fastlight.errors import InputError, PathError, UsageError, check_dir_creatable
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -61,6 +61,29 @@ def non_negative_int(text: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
     return v
+
+
+def output_folder(text: str) -> str:
+    """An output folder path that can be created (or is a folder): checked while parsing, before any
+    work, creating nothing. Whether an existing folder may be replaced is the verb's to say."""
+    try:
+        check_dir_creatable(text, "folder")
+    except PathError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def output_file(text: str) -> str:
+    """An output file path whose folder can be created and that is not itself a folder."""
+    from pathlib import Path
+
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file path, e.g. {Path(text) / 'out.json'}")
+    try:
+        check_dir_creatable(Path(text).parent, "folder")
+    except PathError as e:
+        raise argparse.ArgumentTypeError(f"file {text}: {e}") from None
+    return text
 
 
 def int_list(text: str) -> list[int]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastlight.commands.options import whole_number
+from fastlight.commands.options import output_folder, whole_number
 
 
 def add_parser(sub) -> None:
@@ -11,7 +11,7 @@ def add_parser(sub) -> None:
     s.add_argument("videos_dir")
     s.add_argument("--captions", required=True, help="captions.jsonl: {\"video\": ..., \"caption\": ...} per line")
     s.add_argument("--vae", required=True, help="diffusers AutoencoderKLWan folder (or a pipeline folder with vae/)")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", type=output_folder, required=True)
     s.add_argument("--num-frames", type=whole_number, default=81)
     s.add_argument("--height", type=whole_number, default=None)
     s.add_argument("--width", type=whole_number, default=None)

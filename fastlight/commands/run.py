@@ -1,7 +1,7 @@
 """`fastlight run RECIPE.yaml [key=value ...]` and `fastlight search`: the work lives in `fastlight/run/`."""
 from __future__ import annotations
 
-from fastlight.commands.options import finite_float, float_list, positive_int_list, whole_number
+from fastlight.commands.options import finite_float, float_list, output_folder, positive_int_list, whole_number
 
 
 def run(a) -> None:
@@ -32,7 +32,7 @@ def add_search_parser(sub) -> None:
     s.add_argument("model", help="Stage II (dpp) model folder, e.g. runs/fastlightgen/3_stage2/model")
     s.add_argument("--budget-ms", type=finite_float, required=True, help="time budget per video on this machine")
     s.add_argument("--importance", default=None, help="Stage I importance.json (default: the run's 1_analyze/)")
-    s.add_argument("--out", default="runs/search")
+    s.add_argument("--out", type=output_folder, default="runs/search")
     s.add_argument("--steps", type=positive_int_list, default="2,4,8,16,32")
     s.add_argument("--ratios", type=float_list, default="0,0.1,0.2,0.3,0.4,0.5")
     s.add_argument("--num-cases", type=whole_number, default=16, help="validation cases per pair (what the pick is chosen on)")

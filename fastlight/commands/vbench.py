@@ -1,7 +1,7 @@
 """`fastlight vbench FOLDER`: VBench-style dimensions (weight-free, exact/proxy labelled) on a folder of videos."""
 from __future__ import annotations
 
-from fastlight.commands.options import finite_float
+from fastlight.commands.options import finite_float, output_file
 
 import subprocess
 import sys
@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     s.add_argument("--no-static-filter", action="store_true",
                    help="score temporal_flickering on every video (exact formula) instead of the static ones "
                         "picked by the OpenCV-flow static filter (proxy)")
-    s.add_argument("--out", default=None, help="write the results JSON here")
+    s.add_argument("--out", type=output_file, default=None, help="write the results JSON here")
     s.add_argument("--validate", action="store_true", help="print the synthetic-video validation table")
     s.set_defaults(fn=run)
 
