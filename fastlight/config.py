@@ -112,7 +112,7 @@ def check_ranges(cfg, where: str = "config") -> None:
             continue
         default = f" (default {f.default!r})" if f.default is not dataclasses.MISSING else ""
         if not math.isfinite(v):
-            raise ConfigError(f"{where}: key '{f.name}' must be a finite number, got {v!r}; "
+            raise ConfigError(f"{where}: {f.name} must be a finite number, got {v!r}; "
                               f"set {f.name}= to a finite value{default}")
         low, high = f.metadata.get("range", RANGES.get(f.name, (None, None)))
         if not _in_range(f.name, v, low, high):

@@ -144,7 +144,7 @@ def read_json_object(path: str | Path, error_type: type[FastlightError] = DataEr
     except OSError as e:
         raise error_type(f"{path} cannot be read ({e.strerror or type(e).__name__}); {fix}") from None
     if not isinstance(obj, dict):
-        raise error_type(f"{path} must hold a JSON object {{...}}, not a {type(obj).__name__}; {fix}")
+        raise error_type(f"{path} must be a JSON object {{...}}, not a {type(obj).__name__}; {fix}")
     return obj
 
 

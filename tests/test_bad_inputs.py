@@ -141,7 +141,7 @@ CASES = [
     ("run-only-comma", lambda w, t: [*_run_args(w, t), "--only", ","], "--only names no stage"),
     ("pretrain-lr-nan", lambda w, t: ["pretrain", "configs/shapes/pretrain.yaml", "lr=nan", f"out={t / 'r'}"],
      "finite"),
-    ("train-lr-inf", lambda w, t: ["train", "--recipe", "dpp", "lr=.inf", f"out={t / 'r'}"], "'lr' must be a finite"),
+    ("train-lr-inf", lambda w, t: ["train", "--recipe", "dpp", "lr=.inf", f"out={t / 'r'}"], "lr must be a finite number"),
     ("run-cfg-scale-nan", lambda w, t: _run_args(w, t, "cfg_scale=nan"), "cfg_scale"),
     # 2. tracebacks: unusable output paths, numbers out of range, unreadable files
     ("sample-out-through-a-file", lambda w, t: ["sample", "--model", str(w.model), "--prompt", PROMPT, "--steps", "1",
@@ -389,7 +389,7 @@ def test_read_json_object_and_read_safetensors_name_the_file(tmp_path):
     from fastlight.fileio import read_json_object, read_safetensors
 
     (tmp_path / "a.json").write_text("[1]")
-    with pytest.raises(SamplerError, match=r"a\.json must hold a JSON object .*; fix it"):
+    with pytest.raises(SamplerError, match=r"a\.json must be a JSON object .*; fix it"):
         read_json_object(tmp_path / "a.json", SamplerError, "fix it")
     (tmp_path / "b.json").write_bytes(b"\xff\xfe")
     with pytest.raises(DataError, match="b.json is not UTF-8"):

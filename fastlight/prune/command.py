@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from fastlight.analyze.plans import PLAN_FILE, read_plan
-from fastlight.errors import InputError, PathError, PlanError, check_dir_creatable, make_parent_dir
+from fastlight.errors import InputError, PlanError, check_dir_creatable, make_parent_dir
 from fastlight.models.load import load_denoiser, model_fingerprint
 from fastlight.models.load import resolve_model_path
 from fastlight.prune.surgery import depth_mapping, prune_depth, prune_width, wan_ffn_keep
@@ -28,7 +28,7 @@ STALE_META = ("quality",)
 
 def _check_out_dir(out: Path, overwrite: bool, source: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise PathError(f"--out {out} is a file; pass a folder path (absent or empty)")
+        raise InputError(f"--out {out} is a file; pass a folder path (absent or empty)")
     check_dir_creatable(out, "--out")
     src, dst = source.resolve(), out.resolve()
     if src == dst or dst in src.parents:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fastlight.config import check_ranges
 from fastlight.diffusion.spec import SamplerSpec, override, own_sampler
 from fastlight.errors import ConfigError, InputError, make_dir
 from fastlight.fileio import atomic_write_json
@@ -80,6 +81,7 @@ def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | N
     for k, v in (keep_nested or {}).items():
         values[k] = {**values[k], **v}
     out = RunConfig(**values)
+    check_ranges(out, f"run config (with preset {cfg.preset!r})")  # the preset's values too
     if not 0 < out.prune_ratio < 1:
         raise ConfigError(f"prune_ratio must be in (0, 1), got {out.prune_ratio}")
     for key in ("calib", "eval_cases", "teacher_steps", "bench_repeats"):
