@@ -1,6 +1,6 @@
 """Arguments and argument parsing that several verbs share.
 
-The argparse types below (`finite_float`, `positive_int`, `int_list`, ...) refuse a bad value while
+The argparse types below (`finite_float`, `whole_number`, `int_list`, `output_folder`, ...) refuse a bad value while
 the command line is parsed, so the message names the option ("argument --steps: ...") and what to
 give; `OneLineParser` turns such an error into a UsageError, which `fastlight` prints as one line
 (no usage block) with exit code 2, the same contract as any FastlightError.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
+
 from fastlight.errors import InputError, PathError, UsageError, check_dir_creatable
 
 
@@ -31,36 +33,12 @@ def finite_float(text: str) -> float:
     return v
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    v = finite_float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return v
-
-
 def whole_number(text: str, example: str = "8") -> int:
     """A whole number (its range is the verb's to check)."""
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give e.g. {example}") from None
-
-
-def positive_int(text: str) -> int:
-    """A whole number >= 1."""
-    v = whole_number(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 1")
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    """A whole number >= 0 (a seed, a count that may be zero)."""
-    v = whole_number(text, "0")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
-    return v
 
 
 def output_folder(text: str) -> str:
@@ -75,8 +53,6 @@ def output_folder(text: str) -> str:
 
 def output_file(text: str) -> str:
     """An output file path whose folder can be created and that is not itself a folder."""
-    from pathlib import Path
-
     if Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file path, e.g. {Path(text) / 'out.json'}")
     try:
@@ -130,10 +106,10 @@ def sampler_overrides(a) -> dict:
     if a.timesteps is not None:
         try:
             timesteps = tuple(float(t) for t in a.timesteps.split(",") if t.strip())
-            if not timesteps or not all(math.isfinite(t) for t in timesteps):
-                raise ValueError
         except ValueError:
-            raise InputError(f"--timesteps {a.timesteps!r}: give comma-separated numbers, e.g. 1000,750,500,250") from None
+            timesteps = ()
+        if not timesteps or not all(math.isfinite(t) for t in timesteps):
+            raise InputError(f"--timesteps {a.timesteps!r}: give comma-separated finite numbers, e.g. 1000,750,500,250")
     return {"sampler": a.sampler, "num_steps": a.steps, "guidance": a.guidance, "shift": a.shift, "timesteps": timesteps}
 
 
