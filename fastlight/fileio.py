@@ -169,21 +169,3 @@ def read_safetensors(path: str | Path, error_type: type[FastlightError] = DataEr
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise error_type(f"{path} is not a readable safetensors file ({first}){tail}") from None
 
-
-def read_torch_state(path: str | Path, error_type: type[FastlightError] = DataError, fix: str = "") -> object:
-    """`torch.load(path, weights_only=True)`: tensors and plain containers only, never arbitrary
-    pickled objects. A file the restricted unpickler refuses (a malicious pickle), a truncated or
-    corrupt one, is one `error_type` naming the path (and `fix`, if given), not a traceback."""
-    import pickle
-
-    import torch
-
-    path = Path(path)
-    tail = f"; {fix}" if fix else ""
-    if not path.is_file():
-        raise MissingFileError(f"{path} does not exist or is not a file{tail}")
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError, AttributeError, ImportError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise error_type(f"{path} cannot be loaded as saved training state ({first}){tail}") from None

@@ -352,38 +352,6 @@ def test_report_does_not_open_grid_paths_outside_the_run_folder(tmp_path, capsys
 
 
 # ---- the one readers: a bad file is one project error naming it ------------------------------------
-class _Evil:
-    def __reduce__(self):  # unpickling this would run code: the restricted unpickler must refuse it
-        return (os.system, ("echo pwned",))
-
-
-@pytest.mark.parametrize("content", ["malicious", "truncated", "random"])
-def test_read_torch_state_refuses_with_one_line(tmp_path, content):
-    from fastlight.errors import DataError
-    from fastlight.fileio import read_torch_state
-
-    path = tmp_path / "optimizer.pt"
-    if content == "malicious":
-        torch.save({"state": _Evil()}, path)
-    elif content == "truncated":
-        torch.save({"state": {0: torch.zeros(64)}}, path)
-        path.write_bytes(path.read_bytes()[:100])
-    else:
-        path.write_bytes(os.urandom(512))
-    with pytest.raises(DataError) as e:
-        read_torch_state(path, DataError, "delete the checkpoint")
-    line = str(e.value)
-    assert "\n" not in line and str(path) in line and line.endswith("delete the checkpoint")
-
-
-def test_read_torch_state_reads_plain_state(tmp_path):
-    from fastlight.fileio import read_torch_state
-
-    torch.save({"state": {0: torch.arange(3)}, "step": 2}, tmp_path / "ok.pt")
-    got = read_torch_state(tmp_path / "ok.pt")
-    assert got["step"] == 2 and got["state"][0].tolist() == [0, 1, 2]
-
-
 def test_read_json_object_and_read_safetensors_name_the_file(tmp_path):
     from fastlight.errors import DataError, MissingFileError, SamplerError
     from fastlight.fileio import read_json_object, read_safetensors

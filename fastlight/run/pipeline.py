@@ -32,6 +32,7 @@ from fastlight.diffusion.spec import SamplerSpec, override, own_sampler
 from fastlight.errors import ConfigError, InputError, make_dir
 from fastlight.fileio import atomic_write_json
 from fastlight.models.load import resolve_model_path
+from fastlight.train.lock import RunLock
 
 METHODS = ("fastlightgen", "vdmini", "lightning", "dmd2", "prune_only")
 PRESETS = ("quick", "full")
@@ -411,18 +412,26 @@ def headline(run: Run, state: dict) -> str:
 def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset = frozenset(),
                  keep_nested: dict | None = None) -> dict:
     """Run (or continue) every stage of cfg.method in cfg.out; returns run.json's content.
-    `only`: run just these stages (the others must be complete or are skipped)."""
+    `only`: run just these stages (the others must be complete or are skipped). The run folder is
+    locked for the whole run (fastlight/train/lock.py): a second `fastlight run` on it is refused."""
+    cfg = resolve(cfg, keep, keep_nested)
+    run = Run(cfg)
+    plan = stages(cfg)
+    # every check before anything is written (the lock creates the folder): a refused run leaves no
+    # config.yaml to block the corrected rerun
+    check_stage_configs(run, [s.name for s in plan])
+    check_only(run, plan, only)
+    with RunLock(cfg.out, "run folder (out=)"):
+        return _run_stages(run, plan, only)
+
+
+def _run_stages(run: Run, plan: list[Stage], only: list[str] | None) -> dict:
     import torch
     from rich.console import Console
 
     from fastlight.config import save_config
 
-    cfg = resolve(cfg, keep, keep_nested)
-    run = Run(cfg)
-    plan = stages(cfg)
-    # every check before anything is written: a refused run leaves no config.yaml to block the corrected rerun
-    check_stage_configs(run, [s.name for s in plan])
-    check_only(run, plan, only)
+    cfg = run.cfg
     torch.set_num_threads(cfg.threads)
     console = Console()
     make_dir(run.root, "run folder (out=)")

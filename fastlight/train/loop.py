@@ -30,8 +30,10 @@ logged (a probe's metrics).
 
 Run folder (`cfg.out`): config.yaml, metrics.jsonl, checkpoints/ (fastlight/train/checkpoint.py:
 every module, optimizer, the EMA, RNG, step), and `model/` (what save_output writes). Only rank 0
-writes. A run whose folder holds a checkpoint resumes from the latest one and continues exactly:
-batches depend only on (seed, index, rank), the global RNG is reseeded from them each micro-batch.
+writes, holding the folder's lock (`OUT/.lock`, fastlight/train/lock.py) for the whole run. A run
+whose folder holds a checkpoint resumes from the newest one that verifies (checksums; a corrupt one
+is skipped, saying so) and continues exactly: batches depend only on (seed, index, rank), the global
+RNG is reseeded from them each micro-batch; metrics.jsonl is cut back to the resumed step.
 
 No wrapper and no accelerator.prepare: a recipe calls its modules any way it likes (several
 forwards, some blocks skipped). Processes: one replica each, or every optimized module sharded
@@ -60,8 +62,9 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from fastlight.errors import ConfigError, NonFiniteError
 from fastlight.train.checkpoint import (GENERATOR, check_resume_config, full_optimizer_state, full_state_dict,
-                                        list_checkpoints, load_optimizers, load_state, load_weights,
-                                        prune_checkpoints, save_checkpoint, trim_metrics)
+                                        hashed_config, load_optimizers, load_state, prune_checkpoints, read_latest,
+                                        save_checkpoint, trim_metrics)
+from fastlight.train.lock import RunLock
 from fastlight.train.sharding import (SHARD_MODES, SameForwardsCheck, apply_fsdp, full_module, is_dtensor,
                                       meta_skeleton, reshard_all, resolve_shard)
 
@@ -253,11 +256,12 @@ class _Run:
                 and self.main:
             print(f"warning: gradient_checkpointing=true but {type(self.model).__name__} holds no model that supports it")
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
-        found = list_checkpoints(self.out)
-        self.resume_from = found[-1] if found else None
-        if self.resume_from is not None:
-            check_resume_config(self.out, json.loads((self.resume_from / "state.json").read_text()), cfg)
-            load_weights(self.resume_from, self.modules, self.ema)  # full weights, before any sharding
+        self.hashed = hashed_config(cfg)  # once per run: it reads the inputs' content identities
+        # the newest checkpoint that verifies; full weights loaded now, before any sharding
+        self.loaded = read_latest(self.out, self.modules, self.ema, list(self.parts),
+                                  want_extra=hasattr(self.recipe, "load_extra_state"),
+                                  check=lambda state: check_resume_config(self.out, state, cfg, self.hashed),
+                                  say=print if self.main else (lambda line: None))
         self.skeleton, self.checks = None, []
         if self.sharded:
             self._apply_sharding()
@@ -290,11 +294,12 @@ class _Run:
                   f"({len(self.modules)} module(s) sharded)")
 
     def resume(self) -> tuple[int, float]:
-        """Optimizer, recipe and RNG state of the latest checkpoint; returns (step, wall time before)."""
-        if self.resume_from is None:
+        """Optimizer, recipe and RNG state of the checkpoint read; returns (step, wall time before)."""
+        if self.loaded is None:
             return 0, 0.0
-        load_optimizers(self.resume_from, self.opts)
-        state = load_state(self.resume_from, self.recipe)
+        load_optimizers(self.loaded, self.opts)
+        state = load_state(self.loaded, self.recipe)
+        self.loaded = None  # the optimizer states were copied into the optimizers: free them
         if self.main:
             print(f"resuming {self.out} from step {state['step']}")
             trim_metrics(self.out / "metrics.jsonl", state["step"])
@@ -371,7 +376,7 @@ class _Run:
             ema = self.ema
         if self.main:
             extra = self.recipe.extra_state() if hasattr(self.recipe, "extra_state") else None
-            save_checkpoint(self.out, done, parts, ema, self.cfg, wall, extra)
+            save_checkpoint(self.out, done, parts, ema, self.cfg, wall, extra, hashed=self.hashed)
             prune_checkpoints(self.out, self.cfg.keep_last)
         del parts, ema
         self.acc.wait_for_everyone()
@@ -386,12 +391,23 @@ class _Run:
 
 
 def train(recipe, cfg: LoopConfig, progress: bool = True, hooks=()) -> Path:
-    """Train `recipe` with `cfg`; resume from cfg.out's latest checkpoint; return the output folder."""
+    """Train `recipe` with `cfg`; resume from cfg.out's newest checkpoint that verifies; return the
+    output folder. Rank 0 holds cfg.out's lock (fastlight/train/lock.py) for the whole run: a second
+    run on the folder is refused instead of doubling metrics.jsonl and racing on checkpoint names."""
+    run = _Run(recipe, cfg)
+    lock = RunLock(run.out, "training folder (out=)").acquire() if run.main else None
+    try:
+        return _train(run, recipe, cfg, progress, hooks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(run: _Run, recipe, cfg: LoopConfig, progress: bool, hooks) -> Path:
     from tqdm import tqdm
 
     from fastlight.config import save_config
 
-    run = _Run(recipe, cfg)
     run.build()
     start, wall_before = run.resume()
     main, out = run.main, run.out
