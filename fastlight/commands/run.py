@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastlight.commands.options import finite_float, float_list, output_folder, positive_int_list, whole_number
+
 
 def run(a) -> None:
     from fastlight.run.pipeline import fmt_duration, run_from_config
@@ -28,9 +30,7 @@ def add_parser(sub) -> None:
 def run_search(a) -> None:
     from fastlight.run.search import search_plans
 
-    steps = [int(s) for s in a.steps.split(",") if s.strip()]
-    ratios = [float(r) for r in a.ratios.split(",") if r.strip()]
-    doc = search_plans(a.model, a.budget_ms, a.importance, a.out, steps, ratios, a.num_cases, a.guidance, a.repeats,
+    doc = search_plans(a.model, a.budget_ms, a.importance, a.out, a.steps, a.ratios, a.num_cases, a.guidance, a.repeats,
                        a.seed, a.test_cases)
     print_search(doc)
     print(f"wrote {Path(a.out) / 'search.json'} and {Path(a.out) / 'search.png'}")
@@ -66,15 +66,15 @@ def print_search(doc: dict) -> None:
 def add_search_parser(sub) -> None:
     s = sub.add_parser("search", help="(steps, prune ratio) quality-vs-cost front of an elastic Stage II model")
     s.add_argument("model", help="Stage II (dpp) model folder, e.g. runs/fastlightgen/3_stage2/model")
-    s.add_argument("--budget-ms", type=float, required=True, help="time budget per video on this machine")
+    s.add_argument("--budget-ms", type=finite_float, required=True, help="time budget per video on this machine")
     s.add_argument("--importance", default=None, help="Stage I importance.json (default: the run's 1_analyze/)")
-    s.add_argument("--out", default="runs/search")
-    s.add_argument("--steps", default="2,4,8,16,32")
-    s.add_argument("--ratios", default="0,0.1,0.2,0.3,0.4,0.5")
-    s.add_argument("--num-cases", type=int, default=16, help="validation cases per pair (what the pick is chosen on)")
-    s.add_argument("--test-cases", type=int, default=320, help="test cases the pick is re-scored on (what is reported)")
-    s.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
+    s.add_argument("--out", type=output_folder, default="runs/search")
+    s.add_argument("--steps", type=positive_int_list, default="2,4,8,16,32")
+    s.add_argument("--ratios", type=float_list, default="0,0.1,0.2,0.3,0.4,0.5")
+    s.add_argument("--num-cases", type=whole_number, default=16, help="validation cases per pair (what the pick is chosen on)")
+    s.add_argument("--test-cases", type=whole_number, default=320, help="test cases the pick is re-scored on (what is reported)")
+    s.add_argument("--guidance", "--cfg", dest="guidance", type=finite_float, default=None,
                    help="override the model's own sampler's guidance (default: its own; Stage II models: 4)")
-    s.add_argument("--repeats", type=int, default=5)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--repeats", type=whole_number, default=5)
+    s.add_argument("--seed", type=whole_number, default=0)
     s.set_defaults(fn=run_search)
