@@ -139,6 +139,7 @@ CASES = [
     ("run-empty-recipe", lambda w, t: ["run", str(w.empty), f"out={t / 'r'}"], "is empty"),
     ("train-empty-recipe", lambda w, t: ["train", "--recipe", "dpp", str(w.empty), f"out={t / 'r'}"], "is empty"),
     ("run-only-comma", lambda w, t: [*_run_args(w, t), "--only", ","], "--only names no stage"),
+    ("run-only-empty", lambda w, t: [*_run_args(w, t), "--only", ""], "--only names no stage"),
     ("pretrain-lr-nan", lambda w, t: ["pretrain", "configs/shapes/pretrain.yaml", "lr=nan", f"out={t / 'r'}"],
      "finite"),
     ("train-lr-inf", lambda w, t: ["train", "--recipe", "dpp", "lr=.inf", f"out={t / 'r'}"], "lr must be a finite number"),

@@ -9,7 +9,7 @@ from fastlight.commands.options import finite_float, float_list, output_folder, 
 def run(a) -> None:
     from fastlight.run.pipeline import fmt_duration, run_from_config
 
-    only = [s.strip() for s in a.only.split(",") if s.strip()] if a.only else None
+    only = None if a.only is None else [s.strip() for s in a.only.split(",") if s.strip()]  # "" and "," name no stage: refused
     state = run_from_config(a.config, a.overrides, only)
     report = state["stages"].get("report", {}).get("summary", {}).get("markdown")
     print(f"\n{state['headline']}")
