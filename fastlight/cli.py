@@ -8,7 +8,8 @@ import sys
 
 from fastlight.commands import (analyze, bench, decoder, demo, evaluate, evaluate_teacher, export, fvd, info, plan,
                                 preprocess, pretrain, prune, report, run, sample, synthesize, train, vbench)
-from fastlight.errors import FastlightError
+from fastlight.commands.options import OneLineParser
+from fastlight.errors import FastlightError, UsageError
 
 # the command modules, in the order `fastlight --help` lists their verbs
 COMMANDS = (pretrain, sample, info, demo, analyze, plan, evaluate, vbench, fvd, report, preprocess, synthesize, train,
@@ -16,7 +17,7 @@ COMMANDS = (pretrain, sample, info, demo, analyze, plan, evaluate, vbench, fvd, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastlight", description="Distil a video DiT's steps and size together.")
+    p = OneLineParser(prog="fastlight", description="Distil a video DiT's steps and size together.")
     sub = p.add_subparsers(dest="verb", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
@@ -28,7 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C is exit 130; any other exception is a bug and propagates with its traceback."""
     if not sys.stdout.isatty():  # logs and pipes: give rich tables room instead of 80 columns
         os.environ.setdefault("COLUMNS", "160")
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:  # one line, like any bad input (argparse's own would print its usage block)
+        print(f"{e}", file=sys.stderr)
+        return 2
     try:
         args.fn(args)
     except FastlightError as e:

@@ -19,6 +19,10 @@ class InputError(FastlightError, ValueError):
     """A wrong option or value (a flag out of range, an unknown name, arguments that do not fit)."""
 
 
+class UsageError(InputError):
+    """A command line the argument parser refused (an unknown option, a value of the wrong type)."""
+
+
 class ConfigError(InputError):
     """A config that does not fit: an unknown key, a wrong type, a value out of range."""
 

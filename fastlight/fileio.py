@@ -9,6 +9,10 @@ JSON rule (`to_json_safe`, applied by `atomic_write_json`): non-finite floats (N
 become null, numpy / torch scalars and arrays become Python numbers and lists, tuples become
 lists, paths become strings, keys become strings; the text is strict JSON (`allow_nan=False`),
 so any JSON reader parses every file the project writes.
+
+Reading: `read_json_object` and `read_safetensors` are the one place a JSON object or a
+safetensors file the user handed over is read; a missing, unreadable or malformed file becomes one
+project error naming the path and the fix, never a parser's traceback.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from fastlight.errors import make_parent_dir
+from fastlight.errors import DataError, FastlightError, MissingFileError, PathError, make_parent_dir
 
 
 @contextmanager
@@ -30,6 +34,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     removed otherwise. The temporary name is hidden and ends in `.tmp`, so it never matches a glob
     such as `*.json` or `*.mp4`: writers that pick a format from the suffix must be told the format."""
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the work, with a bare IsADirectoryError
+        raise PathError(f"output {path} is a folder; give a file path (or another name)")
     make_parent_dir(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -120,3 +126,46 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_json_object(path: str | Path, error_type: type[FastlightError] = DataError, fix: str = "rewrite it") -> dict:
+    """The JSON object in the file `path`. A missing file is a MissingFileError; a folder, an
+    unreadable file, text that is not UTF-8 or not JSON, or JSON that is not an object is an
+    `error_type` naming the path and ending in `fix`."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFileError(f"{path} does not exist; {fix}")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise error_type(f"{path} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); {fix}") from None
+    except UnicodeDecodeError:
+        raise error_type(f"{path} is not UTF-8 text (not a JSON file); {fix}") from None
+    except OSError as e:
+        raise error_type(f"{path} cannot be read ({e.strerror or type(e).__name__}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise error_type(f"{path} must be a JSON object {{...}}, not a {type(obj).__name__}; {fix}")
+    return obj
+
+
+def read_safetensors(path: str | Path, error_type: type[FastlightError] = DataError, fix: str = "",
+                     device: str = "cpu") -> dict:
+    """Every tensor of the safetensors file `path` ({name: tensor}). A missing file is a
+    MissingFileError; a folder, an unreadable file or bytes that are not safetensors (a pickle, random
+    bytes, a truncated file) are an `error_type` naming the path (and `fix`, if given)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    tail = f"; {fix}" if fix else ""
+    if not path.exists():
+        raise MissingFileError(f"{path} does not exist{tail}")
+    if not path.is_file():
+        raise error_type(f"{path} is a folder, not a .safetensors file{tail}")
+    try:
+        return load_file(str(path), device=device)
+    except OSError as e:
+        raise error_type(f"{path} cannot be read ({e.strerror or type(e).__name__}){tail}") from None
+    except Exception as e:  # noqa: BLE001 - SafetensorError, a header that is not JSON, a bad dtype: not safetensors
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise error_type(f"{path} is not a readable safetensors file ({first}){tail}") from None
+

@@ -213,5 +213,5 @@ def test_analyze_out_under_a_file_is_one_line_before_any_work(capsys, tiny_shape
     (tmp_path / "taken").write_text("x")
     out = str(tmp_path / "taken" / "o")
     line = _one_line_exit_2(capsys, ["analyze", str(tiny_shapes_model), "--calib", "2", "--methods", "elbo",
-                                     "--out", out], "--out folder")
-    assert out in line
+                                     "--out", out], "argument --out")
+    assert out in line and "is a file" in line

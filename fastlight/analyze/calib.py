@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import torch
-from safetensors.torch import load_file
 
 from fastlight.analyze.defaults import model_defaults
 from fastlight.data.source import build_source, stream_generator
 from fastlight.diffusion.flow import sample_s
 from fastlight.errors import DataError, InputError, MissingFileError, ModelError
+from fastlight.fileio import read_safetensors
 from fastlight.models.denoiser import Cond, Denoiser
 
 DEFAULT_SHIFT = 3.0
@@ -163,7 +163,8 @@ def load_latents(path, device: str | torch.device = "cpu") -> tuple[torch.Tensor
         raise MissingFileError(f"latents file {path} does not exist")
     if path.suffix != ".safetensors":
         raise DataError(f"--latents {path} must be a .safetensors file with keys x0 (N,C,F,H,W) and text (N,L,D)")
-    tensors = load_file(str(path), device=str(device))
+    tensors = read_safetensors(path, DataError, "give a latents file written by `fastlight preprocess` or "
+                               "safetensors.torch.save_file", device=str(device))
     missing = [k for k in ("x0", "text") if k not in tensors]
     if missing:
         raise DataError(f"latents file {path} lacks {missing}; it needs x0 (N,C,F,H,W) and text (N,L,D) "

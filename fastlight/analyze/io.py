@@ -1,7 +1,6 @@
 """Small helpers shared by the analysis modules: atomic JSON / figure writes, the weight-fingerprint check."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -28,16 +27,11 @@ def atomic_write_json(path: str | Path, obj) -> Path:
 
 
 def read_json(path: str | Path, what: str) -> dict:
+    """The JSON object in the `what` file `path` (one-line error naming it if it is missing or malformed)."""
     path = Path(path)
     if not path.exists():
-        raise MissingFileError(f"{what} file {path} does not exist")
-    try:
-        obj = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{what} file {path} is not valid JSON ({e}); re-run fastlight analyze") from None
-    if not isinstance(obj, dict):
-        raise InputError(f"{what} file {path} must hold a JSON object")
-    return obj
+        raise MissingFileError(f"{what} file {path} does not exist; run fastlight analyze first (or check the path)")
+    return fileio.read_json_object(path, InputError, f"it is not a {what} file: re-run fastlight analyze")
 
 
 def atomic_savefig(fig, path: str | Path) -> Path:

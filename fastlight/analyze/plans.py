@@ -51,7 +51,8 @@ import torch
 from fastlight.analyze.importance import importance_rows, read_importance
 from fastlight.analyze.io import atomic_write_json
 from fastlight.analyze.taylor import read_taylor, width_layout
-from fastlight.errors import MissingFileError, PlanError
+from fastlight.errors import MissingFileError, PathError, PlanError, check_dir_creatable
+from fastlight.fileio import read_json_object
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import (architecture, architecture_fingerprint, load_denoiser, model_fingerprint,
                                    resolve_model_path)
@@ -465,10 +466,7 @@ def read_plan(path: str | Path, model: Denoiser | None = None) -> Plan:
             raise PlanError(f"plan {path} is a folder; pass the plan JSON file (e.g. {path / PLAN_FILE}) or a model "
                             f"folder that holds its {PLAN_FILE}")
         path = path / PLAN_FILE
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PlanError(f"plan {path} is not valid JSON ({str(e).splitlines()[0]}); re-run fastlight plan") from None
+    data = read_json_object(path, PlanError, "re-run fastlight plan")
     return validate_plan(data, model, where=f"plan {path}")
 
 
@@ -483,6 +481,15 @@ def plan_file(out: str | Path) -> Path:
     """Where `make_plan(..., out)` writes: `out` itself if it names a .json file, else out/plan.json."""
     out_path = Path(out)
     return out_path / PLAN_FILE if out_path.is_dir() or out_path.suffix != ".json" else out_path
+
+
+def plan_out_path(out: str | Path) -> Path:
+    """`plan_file(out)`, refused (one line) if it cannot be written."""
+    out_path = plan_file(out)
+    if out_path.is_dir():
+        raise PathError(f"--out {out_path} is a folder; give a .json file path for the plan")
+    check_dir_creatable(out_path.parent, "--out folder")
+    return out_path
 
 
 def make_plan(importance_path: str, model_path: str, prune_ratio: float, out: str, kind: str = "depth",
@@ -502,6 +509,7 @@ def make_plan(importance_path: str, model_path: str, prune_ratio: float, out: st
     if kind not in PLAN_TYPES:
         raise PlanError(f"--kind must be one of {PLAN_TYPES}, got {kind!r}")
     _check_ratio(prune_ratio)
+    plan_out_path(out)  # an unusable --out fails before any work
     model = load_denoiser(resolve_model_path(model_path)).eval()
     if kind == "depth":
         rows = importance_rows(read_importance(importance_path, model), reference)
@@ -509,5 +517,5 @@ def make_plan(importance_path: str, model_path: str, prune_ratio: float, out: st
     else:
         plan = width_plan(read_taylor(importance_path, model), model, prune_ratio, score=score, prune_heads=prune_heads,
                           verbose=verbose)
-    write_plan(plan_file(out), plan)
+    write_plan(plan_out_path(out), plan)
     return plan

@@ -1,28 +1,30 @@
 """`fastlight analyze MODEL`: Stage I block importance (ELBO / metric drop) and width saliency."""
 from __future__ import annotations
 
+from fastlight.commands.options import finite_float, output_folder, whole_number
+
 import yaml
 
 
 def add_parser(sub) -> None:
     s = sub.add_parser("analyze", help="Stage I: block importance (ELBO / metric drop) and width saliency")
     s.add_argument("model", help="model folder or 'shapes-teacher'")
-    s.add_argument("--calib", type=int, default=64, help="calibration samples (same set for every block)")
-    s.add_argument("--out", default="runs/analyze")
+    s.add_argument("--calib", type=whole_number, default=64, help="calibration samples (same set for every block)")
+    s.add_argument("--out", type=output_folder, default="runs/analyze")
     s.add_argument("--methods", default="elbo", help="comma list of elbo, taylor, metric")
     s.add_argument("--iterative", action="store_true", help="also drop-and-rescore greedily")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=whole_number, default=0)
     s.add_argument("--data", default=None,
                    help="calibration data source (default: the one the model folder names), e.g. "
                         "'{_component_: latents, path: SHARDS}'; its calibration stream is used")
     s.add_argument("--latents", default=None, help="calibration latents .safetensors (x0, text[, image, ...])")
-    s.add_argument("--batch-size", type=int, default=None)
-    s.add_argument("--shift", type=float, default=None)
+    s.add_argument("--batch-size", type=whole_number, default=None)
+    s.add_argument("--shift", type=finite_float, default=None)
     s.add_argument("--device", default=None)
     s.add_argument("--metric", default=None, help="video metric for --methods metric (default: the model folder's)")
-    s.add_argument("--metric-cases", type=int, default=16)
-    s.add_argument("--metric-steps", type=int, default=20)
-    s.add_argument("--metric-guidance", "--metric-cfg", dest="metric_guidance", type=float, default=4.0,
+    s.add_argument("--metric-cases", type=whole_number, default=16)
+    s.add_argument("--metric-steps", type=whole_number, default=20)
+    s.add_argument("--metric-guidance", "--metric-cfg", dest="metric_guidance", type=finite_float, default=4.0,
                    help="guidance scale w of the metric's samples")
     s.set_defaults(fn=run)
 

@@ -1,7 +1,7 @@
 """`fastlight prune-decoder VAE --ratio R --out DIR` and `fastlight distill-decoder [config.yaml] [key=value ...]`."""
 from __future__ import annotations
 
-from fastlight.commands.options import config_and_overrides
+from fastlight.commands.options import config_and_overrides, finite_float, output_folder, whole_number
 
 
 def run(a) -> None:
@@ -25,14 +25,14 @@ def run_distill(a) -> None:
 def add_parser(sub) -> None:
     s = sub.add_parser("prune-decoder", help="channel-prune an AutoencoderKLWan decoder (VDMini) into the same class")
     s.add_argument("vae", help="AutoencoderKLWan folder (e.g. Wan2.1-T2V-1.3B-Diffusers/vae) or 'shapes-vae'")
-    s.add_argument("--ratio", type=float, required=True,
+    s.add_argument("--ratio", type=finite_float, required=True,
                    help="fraction of the decoder's parameters to remove, in (0, 1)")
-    s.add_argument("--out", required=True, help="output folder (a stock AutoencoderKLWan folder + manifest.json)")
-    s.add_argument("--calib", type=int, default=16, help="calibration latents for the channel scores")
+    s.add_argument("--out", type=output_folder, required=True, help="output folder (a stock AutoencoderKLWan folder + manifest.json)")
+    s.add_argument("--calib", type=whole_number, default=16, help="calibration latents for the channel scores")
     s.add_argument("--latents", default="shapes",
                    help="calibration latents: a clip source, e.g. 'shapes' (the VAE's encoder on its clips), a "
                         "`fastlight preprocess` folder or a safetensors file with `latents` (normalised)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=whole_number, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(fn=run)
 

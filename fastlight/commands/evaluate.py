@@ -3,17 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastlight.commands.options import add_sampler_args, block_ids, sampler_overrides
+from fastlight.commands.options import (add_sampler_args, block_ids, int_list, output_folder,
+                                        sampler_overrides, whole_number)
 
 
 def add_parser(sub) -> None:
     s = sub.add_parser("evaluate", help="ShapesBench (+ VBench-style dimensions) of a Shapes model")
     s.add_argument("model", help="model folder or 'shapes-teacher'")
-    s.add_argument("--out", default="runs/evaluate")
+    s.add_argument("--out", type=output_folder, default="runs/evaluate")
     add_sampler_args(s)
-    s.add_argument("--num-cases", type=int, default=320)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--skip", default="", help="comma list of block ids to skip")
+    s.add_argument("--num-cases", type=whole_number, default=320)
+    s.add_argument("--seed", type=whole_number, default=0)
+    s.add_argument("--skip", type=int_list, default="", help="comma list of block ids to skip")
     s.add_argument("--no-videos", action="store_true")
     s.add_argument("--no-vbench", action="store_true")
     s.set_defaults(fn=run)

@@ -2,21 +2,23 @@
 and `to_onnx.py`."""
 from __future__ import annotations
 
+from fastlight.commands.options import output_folder, whole_number
+
 
 def add_parser(sub) -> None:
     s = sub.add_parser("export", help="a trained student as a diffusers pipeline folder or an ONNX transformer")
     s.add_argument("run", help="run folder (with model/), model folder, or 'shapes-teacher'")
     s.add_argument("--format", required=True, choices=["diffusers", "onnx"])
-    s.add_argument("--out", required=True, help="output folder (must be absent or empty, unless --overwrite)")
+    s.add_argument("--out", type=output_folder, required=True, help="output folder (must be absent or empty, unless --overwrite)")
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     s.add_argument("--source", default=None,
                    help="diffusers: the pipeline folder whose vae/text_encoder/tokenizer to link (default: found "
                         "from the model folder or its teacher chain; none for the Shapes models)")
-    s.add_argument("--opset", type=int, default=18, help="onnx: opset version (18 .. what onnxruntime runs)")
-    s.add_argument("--frames", type=int, default=None, help="onnx, non-Shapes models: latent frames")
-    s.add_argument("--height", type=int, default=None, help="onnx, non-Shapes models: latent height")
-    s.add_argument("--width", type=int, default=None, help="onnx, non-Shapes models: latent width")
-    s.add_argument("--text-len", type=int, default=None, help="onnx, non-Shapes models: text tokens (Wan: 512)")
+    s.add_argument("--opset", type=whole_number, default=18, help="onnx: opset version (18 .. what onnxruntime runs)")
+    s.add_argument("--frames", type=whole_number, default=None, help="onnx, non-Shapes models: latent frames")
+    s.add_argument("--height", type=whole_number, default=None, help="onnx, non-Shapes models: latent height")
+    s.add_argument("--width", type=whole_number, default=None, help="onnx, non-Shapes models: latent width")
+    s.add_argument("--text-len", type=whole_number, default=None, help="onnx, non-Shapes models: text tokens (Wan: 512)")
     s.set_defaults(fn=run)
 
 

@@ -1,6 +1,8 @@
 """`fastlight fvd REAL GENERATED --detector NET`: Frechet video distance of two folders of videos."""
 from __future__ import annotations
 
+from fastlight.commands.options import output_file, whole_number
+
 
 def add_parser(sub) -> None:
     s = sub.add_parser("fvd", help="Frechet video distance of two folders of videos with a detector you supply")
@@ -9,9 +11,9 @@ def add_parser(sub) -> None:
     s.add_argument("--detector", required=True,
                    help="TorchScript feature network, e.g. StyleGAN-V's i3d_torchscript.pt; trusted input: it is "
                         "code that runs here, load only a file you chose")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=whole_number, default=16)
     s.add_argument("--device", default="cpu")
-    s.add_argument("--out", default=None, help="write the result JSON here")
+    s.add_argument("--out", type=output_file, default=None, help="write the result JSON here")
     s.set_defaults(fn=run)
 
 

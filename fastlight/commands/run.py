@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastlight.commands.options import finite_float, float_list, output_folder, positive_int_list, whole_number
+
 
 def run(a) -> None:
     from fastlight.run.pipeline import fmt_duration, run_from_config
 
     if a.dry_run is not None:
         return dry_run(a)
-    only = [s.strip() for s in a.only.split(",") if s.strip()] if a.only else None
+    only = None if a.only is None else [s.strip() for s in a.only.split(",") if s.strip()]  # "" and "," name no stage: refused
     state = run_from_config(a.config, a.overrides, only)
     report = state["stages"].get("report", {}).get("summary", {}).get("markdown")
     print(f"\n{state['headline']}")
@@ -27,8 +29,8 @@ def add_parser(sub) -> None:
     # would otherwise refuse once the positional overrides are behind it
     s.add_argument("--dry-run", nargs="*", default=None, metavar="KEY=VALUE",
                    help="print the stages and a per-GPU memory plan of the teacher; run and write nothing")
-    s.add_argument("--num-gpus", type=int, default=8, help="--dry-run: GPUs the models are sharded over (FSDP2)")
-    s.add_argument("--gpu-memory-gb", type=float, default=80.0, help="--dry-run: memory of one GPU")
+    s.add_argument("--num-gpus", type=whole_number, default=8, help="--dry-run: GPUs the models are sharded over (FSDP2)")
+    s.add_argument("--gpu-memory-gb", type=finite_float, default=80.0, help="--dry-run: memory of one GPU")
     s.add_argument("--offload", choices=("none", "params", "optimizer", "both"), default="none",
                    help="--dry-run: CPU offload of parameters and/or optimizer state")
     s.add_argument("--shape", default=None, help="--dry-run: FRAMES,HEIGHT,WIDTH of a video (default: the "
@@ -40,9 +42,7 @@ def add_parser(sub) -> None:
 def run_search(a) -> None:
     from fastlight.run.search import search_plans
 
-    steps = [int(s) for s in a.steps.split(",") if s.strip()]
-    ratios = [float(r) for r in a.ratios.split(",") if r.strip()]
-    doc = search_plans(a.model, a.budget_ms, a.importance, a.out, steps, ratios, a.num_cases, a.guidance, a.repeats,
+    doc = search_plans(a.model, a.budget_ms, a.importance, a.out, a.steps, a.ratios, a.num_cases, a.guidance, a.repeats,
                        a.seed, a.test_cases)
     print_search(doc)
     print(f"wrote {Path(a.out) / 'search.json'} and {Path(a.out) / 'search.png'}")
@@ -78,17 +78,17 @@ def print_search(doc: dict) -> None:
 def add_search_parser(sub) -> None:
     s = sub.add_parser("search", help="(steps, prune ratio) quality-vs-cost front of an elastic Stage II model")
     s.add_argument("model", help="Stage II (dpp) model folder, e.g. runs/fastlightgen/3_stage2/model")
-    s.add_argument("--budget-ms", type=float, required=True, help="time budget per video on this machine")
+    s.add_argument("--budget-ms", type=finite_float, required=True, help="time budget per video on this machine")
     s.add_argument("--importance", default=None, help="Stage I importance.json (default: the run's 1_analyze/)")
-    s.add_argument("--out", default="runs/search")
-    s.add_argument("--steps", default="2,4,8,16,32")
-    s.add_argument("--ratios", default="0,0.1,0.2,0.3,0.4,0.5")
-    s.add_argument("--num-cases", type=int, default=16, help="validation cases per pair (what the pick is chosen on)")
-    s.add_argument("--test-cases", type=int, default=320, help="test cases the pick is re-scored on (what is reported)")
-    s.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
+    s.add_argument("--out", type=output_folder, default="runs/search")
+    s.add_argument("--steps", type=positive_int_list, default="2,4,8,16,32")
+    s.add_argument("--ratios", type=float_list, default="0,0.1,0.2,0.3,0.4,0.5")
+    s.add_argument("--num-cases", type=whole_number, default=16, help="validation cases per pair (what the pick is chosen on)")
+    s.add_argument("--test-cases", type=whole_number, default=320, help="test cases the pick is re-scored on (what is reported)")
+    s.add_argument("--guidance", "--cfg", dest="guidance", type=finite_float, default=None,
                    help="override the model's own sampler's guidance (default: its own; Stage II models: 4)")
-    s.add_argument("--repeats", type=int, default=5)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--repeats", type=whole_number, default=5)
+    s.add_argument("--seed", type=whole_number, default=0)
     s.set_defaults(fn=run_search)
 
 
@@ -100,6 +100,7 @@ def dry_run(a) -> None:
     from fastlight.run.pipeline import Run, RunConfig, check_stage_configs, resolve, split_overrides, stages
 
     shape = _shape(a.shape)
+    _check_machine(a)
     plain, nested = split_overrides(list(a.overrides) + list(a.dry_run))
     cfg = resolve(load_config(RunConfig, a.config, plain), frozenset(parse_overrides(plain)), nested)
     plan, run = stages(cfg), Run(cfg)
@@ -150,6 +151,15 @@ def _shape(text: str | None) -> list:
     if len(shape) != 3 or min(shape) < 1:
         raise InputError(f"--shape {text!r}: give FRAMES,HEIGHT,WIDTH, e.g. --shape 81,480,832")
     return shape
+
+
+def _check_machine(a) -> None:
+    from fastlight.errors import InputError
+
+    if a.num_gpus < 1:
+        raise InputError(f"--num-gpus must be >= 1, got {a.num_gpus}; e.g. --num-gpus 8")
+    if a.gpu_memory_gb <= 0:
+        raise InputError(f"--gpu-memory-gb must be > 0, got {a.gpu_memory_gb:g}; e.g. --gpu-memory-gb 80")
 
 
 def _gib(x: float) -> str:

@@ -1,7 +1,7 @@
 """`fastlight sample --prompt TEXT`: generate a video."""
 from __future__ import annotations
 
-from fastlight.commands.options import add_sampler_args, sampler_overrides
+from fastlight.commands.options import add_sampler_args, sampler_overrides, whole_number
 
 
 def add_parser(sub) -> None:
@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
     s.add_argument("--prompt", required=True)
     s.add_argument("--image", default=None, help="first frame PNG (default: drawn from the prompt with --seed)")
     add_sampler_args(s)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=whole_number, default=0)
     s.add_argument("--out", default="clip.mp4", help=".mp4 (a .gif is written beside it)")
     s.add_argument("--backend", default="torch", choices=["torch", "onnx"],
                    help="onnx: run MODEL's transformer.onnx (from `fastlight export --format onnx`) with onnxruntime")

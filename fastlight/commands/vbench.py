@@ -1,6 +1,8 @@
 """`fastlight vbench FOLDER`: VBench-style dimensions (weight-free, exact/proxy labelled) on a folder of videos."""
 from __future__ import annotations
 
+from fastlight.commands.options import finite_float, output_file
+
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ def add_parser(sub) -> None:
     s.add_argument("folder", nargs="?", help="folder of *.mp4 / *.gif videos")
     s.add_argument("--images", default=None,
                    help="folder of conditioning images (I2V dims), one per video with its name (a.png for a.mp4)")
-    s.add_argument("--fps", type=float, default=None,
+    s.add_argument("--fps", type=finite_float, default=None,
                    help="every video's fps (default: the file's; where it gives none, 8 is used and the video named)")
     s.add_argument("--dims", default=None,
                    help="comma-separated subset of the dimensions (default: all; the i2v_* ones need --images)")
@@ -25,7 +27,7 @@ def add_parser(sub) -> None:
     s.add_argument("--no-static-filter", action="store_true",
                    help="score temporal_flickering on every video (exact formula) instead of the static ones "
                         "picked by the OpenCV-flow static filter (proxy)")
-    s.add_argument("--out", default=None, help="write the results JSON here")
+    s.add_argument("--out", type=output_file, default=None, help="write the results JSON here")
     s.add_argument("--validate", action="store_true", help="print the synthetic-video validation table")
     s.set_defaults(fn=run)
 

@@ -45,9 +45,10 @@ import numpy as np
 import torch
 
 from fastlight.data.source import local_batch_size, stream_generator
-from fastlight.errors import DataError, MissingFileError, make_dir
+from fastlight.errors import DataError, MissingFileError, check_dir_creatable
 from fastlight.data.video import read_video
-from fastlight.fileio import atomic_write_bytes, atomic_write_json, sha256_file
+from fastlight.fileio import atomic_write_bytes, atomic_write_json, read_json_object, sha256_file
+from fastlight.models.weights import load_pretrained
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
 INDEX_NAME = "index.json"
@@ -158,7 +159,7 @@ class _EncoderEmbeds:
         else:
             from transformers import AutoModel as Model
         self.tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-        self.model = Model.from_pretrained(enc_dir).to(device).eval()
+        self.model = load_pretrained(Model, enc_dir, "text encoder folder", DataError).to(device).eval()
         self.device = device
         self.max_len = max_len
 
@@ -240,15 +241,13 @@ class _Vae:
         if not cfg_file.exists():
             raise DataError(f"{folder} has no config.json: not a diffusers VAE folder "
                             "(save one with `save_pretrained`)")
-        try:
-            cfg = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{cfg_file} is not valid JSON ({e}); re-export the VAE") from None
+        cfg = read_json_object(cfg_file, DataError, "re-export the VAE")
         name = cfg.get("_class_name")
         if name not in ("AutoencoderKLWan", "AutoencoderKLHunyuanVideo"):
             raise DataError(f"{cfg_file} names class {name!r}; fastlight preprocess supports AutoencoderKLWan "
                             "and AutoencoderKLHunyuanVideo")
-        self.vae = getattr(diffusers, name).from_pretrained(folder, torch_dtype=dtype).to(device).eval()
+        self.vae = load_pretrained(getattr(diffusers, name), folder, "VAE folder", DataError, torch_dtype=dtype)
+        self.vae = self.vae.to(device).eval()
         self.folder, self.name, self.device, self.dtype = folder, name, device, dtype
         c = self.vae.config
         if name == "AutoencoderKLWan":
@@ -351,7 +350,7 @@ def preprocess(
         text_len = max_text_len
     vae = _Vae(vae_dir, device, dtype)
     vae.check(num_frames, buckets)
-    make_dir(out_dir, "--out")
+    check_dir_creatable(out_dir, "--out")  # created by the first shard: a run that encodes nothing writes nothing
 
     pending: dict[tuple[int, int], list[dict]] = {b: [] for b in buckets}
     shards, done, skipped = [], [], []
@@ -407,6 +406,11 @@ def preprocess(
                        f"latent {tuple(z.shape[1:])} ({time.time() - t0:.1f}s)")
     for b in buckets:
         flush(b)
+    if not shards:
+        listed = "; ".join(f"{sk['file']}: {sk['reason']}" for sk in skipped[:5])
+        more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        raise DataError(f"no video under {videos_dir} could be used, nothing written ({listed}{more}); fix or "
+                        "replace those videos (or their captions / embeddings) and run again")
 
     index = {
         "format": "fastlight-latents/1",
@@ -451,8 +455,8 @@ class LatentShards:
         if not index_file.exists():
             raise MissingFileError(f"{index_file} does not exist; "
                                    f"run `fastlight preprocess VIDEOS_DIR --out {out_dir}` first")
+        index = read_json_object(index_file, DataError, "re-run fastlight preprocess")
         try:
-            index = json.loads(index_file.read_text())
             shards = index["shards"]
             counts = [int(s["num_samples"]) for s in shards]
             files = [str(s["file"]) for s in shards]

@@ -34,14 +34,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from fastlight.data.latents import LatentShards
 from fastlight.decoder.prune import check_latents, count, decoder_groups, load_vae, read_vae_config
 from fastlight.decoder.tiny import TinyWanDecoder
 from fastlight.errors import ConfigError, DataError, MissingFileError, ModelError
-from fastlight.fileio import atomic_write_json
+from fastlight.fileio import atomic_write_json, read_safetensors
+from fastlight.models.weights import load_pretrained
 from fastlight.plugins import component, registered
 from fastlight.train.loop import LoopConfig
 
@@ -154,7 +154,7 @@ def _load_latent_file(path: Path) -> torch.Tensor:
     if not path.is_file():
         raise MissingFileError(f"latents {path} not found; pass a `fastlight preprocess` folder, a safetensors "
                                f"file with a `latents` tensor, or a clip source ({_clip_sources()})")
-    t = load_file(str(path))
+    t = read_safetensors(path, DataError, "give a safetensors file with a `latents` tensor")
     if "latents" not in t:
         raise DataError(f"{path} has no `latents` tensor (keys: {', '.join(sorted(t)) or 'none'})")
     return t["latents"].float()
@@ -317,7 +317,7 @@ def load_light_decoder(path: str | Path):
     p = Path(path)
     cfg_file = p / "config.json"
     if cfg_file.is_file() and json.loads(cfg_file.read_text()).get("_class_name") == "TinyWanDecoder":
-        return TinyWanDecoder.from_pretrained(str(p)).eval()
+        return load_pretrained(TinyWanDecoder, p, "decoder folder").eval()
     return load_vae(p)
 
 

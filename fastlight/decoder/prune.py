@@ -39,6 +39,7 @@ from torch import nn
 
 from fastlight.errors import DataError, InputError, MissingFileError, ModelError
 from fastlight.fileio import atomic_write_text
+from fastlight.models.weights import load_pretrained
 
 VAE_CLASS = "AutoencoderKLWan"
 
@@ -81,10 +82,7 @@ def load_vae(path: str | Path, device: str | torch.device = "cpu"):
     from diffusers import AutoencoderKLWan
 
     read_vae_config(path)
-    try:
-        vae = AutoencoderKLWan.from_pretrained(str(path), torch_dtype=torch.float32)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise ModelError(f"could not load the VAE in {path}: {str(e).splitlines()[0]}") from None
+    vae = load_pretrained(AutoencoderKLWan, path, "VAE folder", torch_dtype=torch.float32)
     return vae.to(device).eval()
 
 

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from fastlight.diffusion.grids import even_timesteps, few_step_grid, shifted_grid
 from fastlight.errors import SamplerError
-from fastlight.fileio import atomic_write_json
+from fastlight.fileio import atomic_write_json, read_json_object
 
 FILE = "sampler.json"
 KINDS = ("euler", "few_step")
@@ -157,10 +157,8 @@ class SamplerSpec:
         f = Path(folder) / FILE
         if not f.is_file():
             raise SamplerError(f"{folder} has no {FILE}")
-        try:
-            raw = json.loads(f.read_text())
-        except json.JSONDecodeError as e:
-            raise SamplerError(f"{f} is not valid JSON ({e}); rewrite it, e.g. {cls.euler().to_json()}") from None
+        raw = read_json_object(f, SamplerError, f"rewrite it, e.g. {json.dumps(cls.euler().to_json())}, or delete it "
+                               "to use the default Euler sampler")
         return cls.from_json(raw, str(f))
 
 
@@ -179,8 +177,11 @@ def model_folder(path: str | Path) -> Path | None:
 def model_shift(path: str | Path) -> float:
     """The shift the model was trained with (its fastlight.json), else DEFAULT_SHIFT."""
     meta_file = (model_folder(path) or Path(path)) / "fastlight.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    return float(meta.get("shift", DEFAULT_SHIFT))
+    meta = read_json_object(meta_file, SamplerError, "re-save the model") if meta_file.is_file() else {}
+    shift = meta.get("shift", DEFAULT_SHIFT)
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Real) or not math.isfinite(shift) or shift <= 0:
+        raise SamplerError(f"{meta_file}: shift must be a finite number > 0, got {shift!r}; fix it or re-save the model")
+    return float(shift)
 
 
 def own_sampler(path: str | Path) -> tuple[SamplerSpec, str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from fastlight.errors import InputError
 from fastlight.evaluate.pipelines import pipeline_for
 from fastlight.fileio import atomic_dir
 from fastlight.export.common import check_out_dir, copy_meta_files, find_model_dir
-from fastlight.fileio import atomic_write_json
+from fastlight.fileio import atomic_write_json, read_json_object, read_safetensors
 from fastlight.models.denoiser import Cond, Denoiser, ModelError
 from fastlight.models.load import load_denoiser
 
@@ -236,12 +235,12 @@ class OnnxDenoiser(Denoiser):
             raise ModelError(f"{path} has no {ONNX_FILE}; make one with `fastlight export MODEL --format onnx "
                              f"--out DIR` and pass --model DIR")
         _require_onnx()
-        from safetensors.torch import load_file
-
-        config = json.loads((path / "config.json").read_text())
-        info = json.loads((path / INFO_FILE).read_text()) if (path / INFO_FILE).is_file() else {}
-        meta = json.loads((path / "fastlight.json").read_text()) if (path / "fastlight.json").is_file() else {}
-        null = load_file(str(path / "null_text.safetensors"))["null_text"] if (path / "null_text.safetensors").is_file() else None
+        fix = "re-export it with fastlight export --format onnx"
+        config = read_json_object(path / "config.json", ModelError, fix)
+        info = read_json_object(path / INFO_FILE, ModelError, fix) if (path / INFO_FILE).is_file() else {}
+        meta = read_json_object(path / "fastlight.json", ModelError, fix) if (path / "fastlight.json").is_file() else {}
+        null_file = path / "null_text.safetensors"
+        null = read_safetensors(null_file, ModelError, fix).get("null_text") if null_file.is_file() else None
         return cls(session(path / ONNX_FILE, threads), config, info, null, meta)
 
     def forward(self, x_t, s, cond: Cond, skip=(), capture=None):

@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 from fastlight.errors import ModelError
+from fastlight.fileio import read_json_object, read_safetensors
 from fastlight.models.denoiser import BlockInfo, Cond, Denoiser
 from fastlight.models.weights import load_diffusers_module
 
@@ -67,19 +68,18 @@ class HunyuanDenoiser(Denoiser):
 
     @classmethod
     def from_folder(cls, path: Path, device="cpu") -> "HunyuanDenoiser":
-        import json
-
         from diffusers import HunyuanVideoTransformer3DModel
 
         path = Path(path)
         model = load_diffusers_module(HunyuanVideoTransformer3DModel, path, device)
         null_text, meta = None, {}
         if (path / "null_text.safetensors").exists():
-            from safetensors.torch import load_file
-
-            null_text = load_file(str(path / "null_text.safetensors"))["null_text"]
+            null_text = read_safetensors(path / "null_text.safetensors", ModelError, "re-export the model")
+            if "null_text" not in null_text:
+                raise ModelError(f"{path / 'null_text.safetensors'} has no null_text tensor; re-export the model")
+            null_text = null_text["null_text"]
         if (path / "fastlight.json").exists():
-            meta = json.loads((path / "fastlight.json").read_text())
+            meta = read_json_object(path / "fastlight.json", ModelError, "re-export the model")
         return cls(model, null_text, meta).to(device)
 
     def block_infos(self) -> list[BlockInfo]:

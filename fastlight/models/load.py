@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from fastlight.fileio import read_json_object
 from fastlight.models.denoiser import Denoiser, ModelError
 from fastlight.models.hunyuan import HunyuanDenoiser
 from fastlight.models.wan import WanDenoiser
@@ -47,10 +48,7 @@ def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> Denoi
         path, cfg_file = path / "transformer", path / "transformer" / "config.json"
     if not cfg_file.exists():
         raise ModelError(f"{path} has no config.json: not a diffusers model folder (save one with `save_pretrained`)")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{cfg_file} is not valid JSON ({e}); re-export the model") from None
+    cfg = read_json_object(cfg_file, ModelError, "re-export the model")
     cls = cfg.get("_class_name")
     if cls not in ADAPTERS:
         raise ModelError(f"{cfg_file} names class {cls!r}; fastlight supports {' and '.join(ADAPTERS)}")

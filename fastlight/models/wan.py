@@ -19,6 +19,7 @@ import torch
 import torch.utils.checkpoint
 
 from fastlight.errors import ModelError
+from fastlight.fileio import read_json_object, read_safetensors
 from fastlight.models.denoiser import BlockInfo, Cond, Denoiser
 from fastlight.models.weights import load_diffusers_module
 
@@ -45,18 +46,17 @@ class WanDenoiser(Denoiser):
 
     @classmethod
     def from_folder(cls, path: Path, device="cpu") -> "WanDenoiser":
-        import json
-
         from diffusers import WanTransformer3DModel
 
         model = load_diffusers_module(WanTransformer3DModel, Path(path), device)
         null_text, meta = None, {}
         if (Path(path) / "null_text.safetensors").exists():
-            from safetensors.torch import load_file
-
-            null_text = load_file(str(Path(path) / "null_text.safetensors"))["null_text"]
+            null_text = read_safetensors(Path(path) / "null_text.safetensors", ModelError, "re-export the model")
+            if "null_text" not in null_text:
+                raise ModelError(f"{Path(path) / 'null_text.safetensors'} has no null_text tensor; re-export the model")
+            null_text = null_text["null_text"]
         if (Path(path) / "fastlight.json").exists():
-            meta = json.loads((Path(path) / "fastlight.json").read_text())
+            meta = read_json_object(Path(path) / "fastlight.json", ModelError, "re-export the model")
         return cls(model, null_text, meta).to(device)
 
     def block_infos(self) -> list[BlockInfo]:

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from fastlight.analyze.plans import PLAN_FILE, read_plan
-from fastlight.errors import InputError, PlanError, make_parent_dir
+from fastlight.errors import InputError, PlanError, check_dir_creatable, make_parent_dir
 from fastlight.models.load import load_denoiser, model_fingerprint
 from fastlight.models.load import resolve_model_path
 from fastlight.prune.surgery import depth_mapping, prune_depth, prune_width, wan_ffn_keep
@@ -28,7 +28,8 @@ STALE_META = ("quality",)
 
 def _check_out_dir(out: Path, overwrite: bool, source: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} is a file; pass a folder path")
+        raise InputError(f"--out {out} is a file; pass a folder path (absent or empty)")
+    check_dir_creatable(out, "--out")
     src, dst = source.resolve(), out.resolve()
     if src == dst or dst in src.parents:
         raise InputError(f"output folder {out} is (or contains) the source model {source}; choose another folder")
@@ -66,9 +67,9 @@ def prune_model(model_path, plan_path, out_dir, overwrite: bool = False, device:
     where = f"plan {plan_path}"
     # the file and its structure first (cheap), the checks against the model once it is loaded;
     # both by the plan format's one owner, fastlight.analyze.plans
-    plan = read_plan(plan_path)
     source = resolve_model_path(str(model_path))
-    _check_out_dir(out, overwrite, Path(source))
+    _check_out_dir(out, overwrite, Path(source))  # an unusable --out first: it is the user's to fix either way
+    plan = read_plan(plan_path)
     den = load_denoiser(source, device)
     plan.check(den, where)
     fingerprint = model_fingerprint(den)

@@ -8,6 +8,10 @@ What it reads (recursively under RUN_DIR, hidden files and the report's own fold
     same model path with the same sampler, steps, CFG and skipped blocks;
   * ``importance.json`` / ``importance.png`` (``fastlight analyze``).
 
+Only regular files inside RUN_DIR are read: symbolic links are not followed, and a path named inside
+a JSON file (a ``*grid.gif``) that is absolute, holds ``..``, or leads outside RUN_DIR is not opened;
+each is named under "skipped" (file + why), and the command says so.
+
 Every JSON file it could not use as what its name says is named under "unreadable" (file + why: not
 valid JSON, unreadable, over MAX_JSON_BYTES, a shapesbench.json without a score, an importance.json
 without blocks), and the report lists them.
@@ -93,8 +97,10 @@ def _dims_of(vb) -> dict:
             for k, v in vb.items() if isinstance(v, dict) and "score" in v}
 
 
-def _walk(root: Path, exclude: Path | None) -> list[Path]:
-    """Every non-hidden file under root, sorted, leaving out `exclude` (the report's own folder)."""
+def _walk(root: Path, exclude: Path | None, skipped: list[dict]) -> list[Path]:
+    """Every non-hidden regular file under root, sorted, leaving out `exclude` (the report's own
+    folder). Symbolic links (files or folders) are not followed: each is named in `skipped`, so a
+    link can never pull a file from outside the run folder into the report."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         d = Path(dirpath)
@@ -104,10 +110,39 @@ def _walk(root: Path, exclude: Path | None) -> list[Path]:
                 continue
             if exclude is not None and (d / n).resolve() == exclude:
                 continue
+            if (d / n).is_symlink():
+                skipped.append({"file": _rel(d / n, root), "reason": "a symbolic link, not followed"})
+                continue
             keep.append(n)
         dirnames[:] = keep
-        out += [d / f for f in sorted(filenames) if not f.startswith(".")]
+        for f in sorted(filenames):
+            if f.startswith("."):
+                continue
+            if (d / f).is_symlink() or not (d / f).is_file():
+                skipped.append({"file": _rel(d / f, root), "reason": "a symbolic link or not a regular file, not read"})
+                continue
+            out.append(d / f)
     return out
+
+
+def inside_file(root: Path, folder: Path, name) -> tuple[Path | None, str | None]:
+    """(the regular file `folder / name`, None) when `name`, a path read from a JSON file, is relative,
+    has no '..' and names a regular file (no link on the way) inside `root`; else (None, why not)."""
+    if not isinstance(name, str) or not name:
+        return None, "not a file name"
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        return None, "an absolute or '..' path named in a JSON file, not read (only files inside the run folder are)"
+    path = folder
+    for part in rel.parts:  # `folder` came from the walk (no link); no link below it either
+        path = path / part
+        if path.is_symlink():
+            return None, "reached through a symbolic link, not read"
+    if root.resolve() not in path.resolve().parents:
+        return None, "outside the run folder, not read"
+    if not path.is_file():
+        return None, "not a regular file"
+    return path, None
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -127,7 +162,7 @@ def _same_model(a, b) -> bool:
     return na is not None and nb is not None and (na[0] == nb[0] or na[1] == nb[1])
 
 
-def _shapesbench_row(path: Path, root: Path, unreadable: list[dict]) -> dict | None:
+def _shapesbench_row(path: Path, root: Path, unreadable: list[dict], skipped: list[dict]) -> dict | None:
     doc, why = _load_json(path)
     if why is None and (not isinstance(doc, dict) or finite_number(doc.get("score")) is None):
         why = "not a ShapesBench result (no finite score)"
@@ -142,9 +177,12 @@ def _shapesbench_row(path: Path, root: Path, unreadable: list[dict]) -> dict | N
     grid = None
     files = doc.get("files") if isinstance(doc.get("files"), list) else []
     for f in [f for f in files if isinstance(f, str) and f.endswith("grid.gif")] + ["samples/grid.gif"]:
-        if (folder / f).is_file():
-            grid = str(folder / f)
+        found, why = inside_file(root, folder, f)
+        if found is not None:
+            grid = str(found)
             break
+        if why != "not a regular file":  # a grid the JSON names that is not there is simply absent
+            skipped.append({"file": f"{f} (named in {_rel(path, root)})", "reason": why})
     metrics = doc.get("metrics") if isinstance(doc.get("metrics"), dict) else {}
     return {
         "method": _rel(folder, root),
@@ -322,9 +360,10 @@ def collect(run_dir: str | Path, baseline: str | None = None, exclude: str | Pat
     if not root.is_dir():
         raise InputError(f"run folder {root} does not exist")
     excl = Path(exclude).resolve() if exclude is not None else None
-    files = _walk(root, excl)
+    skipped: list[dict] = []
+    files = _walk(root, excl, skipped)
     unreadable: list[dict] = []
-    rows = [r for r in (_shapesbench_row(f, root, unreadable) for f in files if f.name == SHAPESBENCH_FILE)
+    rows = [r for r in (_shapesbench_row(f, root, unreadable, skipped) for f in files if f.name == SHAPESBENCH_FILE)
             if r is not None]
     if not rows:
         bad = "".join(f"; could not read {u['file']} ({u['reason']})" for u in unreadable[:5])
@@ -349,4 +388,5 @@ def collect(run_dir: str | Path, baseline: str | None = None, exclude: str | Pat
         "bench": benches,
         "importance": importance,
         "unreadable": sorted(unreadable, key=lambda u: u["file"]),
+        "skipped": sorted(skipped, key=lambda u: u["file"]),
     }

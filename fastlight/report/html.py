@@ -5,6 +5,8 @@ import base64
 import html
 from pathlib import Path
 
+from fastlight.errors import InputError
+
 CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
        padding: 0 1em; color: #222; }
@@ -23,6 +25,8 @@ MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg":
 def data_uri(path: str | Path) -> str:
     """The file as a base64 data URI (PNG, GIF or JPEG)."""
     path = Path(path)
+    if path.is_symlink() or not path.is_file():  # the report embeds only files it wrote or copied itself
+        raise InputError(f"report image {path} is not a regular file; re-run fastlight report")
     return f"data:{MIME[path.suffix.lower()]};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 

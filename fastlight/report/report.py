@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fastlight.analyze.importance import plot_importance
-from fastlight.errors import make_dir
+from fastlight.errors import check_dir_creatable, make_dir
 from fastlight.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from fastlight.report.collect import collect
 from fastlight.report.html import html_document
@@ -44,6 +44,7 @@ class Report:
     markdown: Path  # report.md (beside it report.json, tables/, pareto.png, samples.gif)
     html: Path  # report.html, self-contained
     unreadable: str | None  # one sentence naming the JSON files under the run folder that could not be read
+    skipped: str | None  # one sentence naming the links / outside paths it did not read
 
 
 def _slug(s: str) -> str:
@@ -117,6 +118,15 @@ def unreadable_text(data: dict) -> str | None:
             + "; ".join(f"{u['file']} ({u['reason']})" for u in bad) + ".")
 
 
+def skipped_text(data: dict) -> str | None:
+    """One sentence naming every file the report did not read because it is a link or outside the run folder."""
+    bad = data.get("skipped") or []
+    if not bad:
+        return None
+    return (f"skipped {len(bad)} file(s) (only regular files inside the run folder are read): "
+            + "; ".join(f"{u['file']} ({u['reason']})" for u in bad) + ".")
+
+
 def _sections(data: dict, out: Path, pareto: Path, gif_info: dict | None, timing_names: list[str],
               importance_names: list[str], imp_pngs: list[tuple[str, Path]]) -> list[tuple]:
     """(heading, table names, [(alt, image)], caption) in the order the report shows them."""
@@ -140,8 +150,8 @@ def _sections(data: dict, out: Path, pareto: Path, gif_info: dict | None, timing
     if imp_pngs or importance_names:
         sections.append(("Block importance (Stage I)", importance_names, [(f"importance {m}", p) for m, p in imp_pngs],
                          None))
-    if data["unreadable"]:
-        sections.append(("Files not read", [], [], unreadable_text(data)))
+    if data["unreadable"] or data.get("skipped"):
+        sections.append(("Files not read", [], [], " ".join(t for t in (unreadable_text(data), skipped_text(data)) if t)))
     return sections
 
 
@@ -152,6 +162,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, title: str 
     copies of the importance plots) into `out` (default RUN_DIR/report)."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / REPORT_DIR
+    check_dir_creatable(out, "report folder (--out)")  # before any work
     with tqdm(total=6, desc="report", unit="step", disable=None if progress else True) as bar:  # no bar off a terminal
         def step(what: str):
             bar.set_postfix_str(what)
@@ -192,9 +203,9 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, title: str 
             "samples_gif": gif_info and {k: v for k, v in gif_info.items() if k != "path"},
             "sources": {"shapesbench": [r["json"] for r in data["rows"]], "bench": [b["path"] for b in data["bench"]],
                         "importance": [{"json": e["json"], "png": e["png"]} for e in data["importance"]]},
-            "files": files, "unreadable": data["unreadable"],
+            "files": files, "unreadable": data["unreadable"], "skipped": data.get("skipped", []),
         })
         md_path = atomic_write_text(out / "report.md", md_text)
         html_path = atomic_write_text(out / "report.html", html_text)
         step("done")
-    return Report(md_path, html_path, unreadable_text(data))
+    return Report(md_path, html_path, unreadable_text(data), skipped_text(data))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fastlight.config import check_ranges
 from fastlight.diffusion.spec import SamplerSpec, override, own_sampler
 from fastlight.errors import ConfigError, InputError, make_dir
 from fastlight.fileio import atomic_write_json
@@ -81,6 +82,7 @@ def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | N
     for k, v in (keep_nested or {}).items():
         values[k] = {**values[k], **v}
     out = RunConfig(**values)
+    check_ranges(out, f"run config (with preset {cfg.preset!r})")  # the preset's values too
     if not 0 < out.prune_ratio < 1:
         raise ConfigError(f"prune_ratio must be in (0, 1), got {out.prune_ratio}")
     for key in ("calib", "eval_cases", "teacher_steps", "bench_repeats"):
@@ -332,6 +334,24 @@ def check_stage_configs(run: Run, names: list[str]) -> None:
         check_dmd_config(cfg)
 
 
+def check_only(run: Run, plan: list[Stage], only: list[str] | None) -> None:
+    """`--only`: known stage names, at least one, and every earlier stage complete or also named."""
+    if only is None:
+        return
+    names = [s.name for s in plan]
+    if not only:
+        raise InputError(f"--only names no stage; give a comma list of stages, e.g. --only {names[-1]} "
+                         f"(stages of {run.cfg.method}: {', '.join(names)})")
+    for n in only:
+        if n not in names:
+            raise InputError(f"--only: unknown stage {n!r} for method {run.cfg.method}; stages: {', '.join(names)}")
+    for n in only:
+        for earlier in reversed(names[:names.index(n)]):  # the nearest missing stage is the one to name
+            if earlier not in only and not (run.dir(earlier) / DONE).exists():
+                raise InputError(f"--only {n}: stage {earlier} has not run in {run.root}; run it first "
+                                 f"(--only {earlier}, or without --only to run every stage in order)")
+
+
 def fmt_duration(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
@@ -395,18 +415,24 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset 
     `only`: run just these stages (the others must be complete or are skipped). The run folder is
     locked for the whole run (fastlight/train/lock.py): a second `fastlight run` on it is refused."""
     cfg = resolve(cfg, keep, keep_nested)
+    run = Run(cfg)
+    plan = stages(cfg)
+    # every check before anything is written (the lock creates the folder): a refused run leaves no
+    # config.yaml to block the corrected rerun
+    check_stage_configs(run, [s.name for s in plan])
+    check_only(run, plan, only)
     with RunLock(cfg.out, "run folder (out=)"):
-        return _run_stages(cfg, only)
+        return _run_stages(run, plan, only)
 
 
-def _run_stages(cfg: RunConfig, only: list[str] | None) -> dict:
+def _run_stages(run: Run, plan: list[Stage], only: list[str] | None) -> dict:
     import torch
     from rich.console import Console
 
     from fastlight.config import save_config
 
+    cfg = run.cfg
     torch.set_num_threads(cfg.threads)
-    run = Run(cfg)
     console = Console()
     make_dir(run.root, "run folder (out=)")
     old = run.root / "config.yaml"
@@ -420,12 +446,6 @@ def _run_stages(cfg: RunConfig, only: list[str] | None) -> dict:
             raise ConfigError(f"{run.root} holds a run with a different config ({', '.join(diff[:4])} differ); "
                               f"use a new out=... or delete the folder")
     save_config(cfg, run.root)
-    plan = stages(cfg)
-    check_stage_configs(run, [s.name for s in plan])
-    names = [s.name for s in plan]
-    for n in only or []:
-        if n not in names:
-            raise InputError(f"unknown stage {n!r} for method {cfg.method}; stages: {', '.join(names)}")
     state = {"method": cfg.method, "preset": cfg.preset, "out": str(run.root), "stages": {}}
     for st in plan:
         marker = run.dir(st.name) / DONE

@@ -101,7 +101,7 @@ from fastlight.data import video as vio
 from fastlight.data.source import stream_generator, stream_seed
 from fastlight.diffusion import flow, sampling
 from fastlight.diffusion.spec import SamplerSpec, choose_sampler
-from fastlight.errors import InputError, ModelError
+from fastlight.errors import InputError, ModelError, check_dir_creatable
 from fastlight.evaluate.fvd import frechet_distance_features
 from fastlight.evaluate import metrics
 from fastlight.evaluate.stats import Interval, bootstrap_interval, paired_difference
@@ -625,6 +625,7 @@ def evaluate_model(model_path: str, out_dir: str, sampler: SamplerSpec | None = 
     `sampler`, or `overrides` of its own: `spec.override`'s keywords), write out_dir/shapesbench.json
     (atomically) with the ideal upper-bound row under "ideal", and sample GIF/MP4s; returns that
     document. `progress`: say which sampler it uses, and bars."""
+    check_dir_creatable(out_dir, "--out")  # before the model is loaded
     path = resolve_model_path(model_path)
     model = load_denoiser(path).eval()
     if not is_shapes_model(model):

@@ -140,7 +140,7 @@ def test_precomputed_text_embeddings_replace_the_encoder(wan, prompts, tmp_path)
 
 def test_a_recipe_trains_on_synthesized_shards(shards, wan, tmp_path):
     from fastlight.analyze.plans import depth_plan, write_plan
-    from fastlight.train.command import available_recipes
+    from fastlight.train.entry import available_recipes
     from fastlight.train.loop import train
 
     den = load_denoiser(wan)

@@ -145,3 +145,10 @@ def test_readme_table_is_the_benchmark_output():
     table = bench.table(8, 80.0, (81, 480, 832))
     assert len(table.splitlines()) == 2 + 4 * 2 * 2
     assert table in (root / "README.md").read_text()  # regenerate with `python benchmarks/memory_plan.py`
+
+
+def test_dry_run_refuses_bad_machine_flags(capsys):
+    assert main(["run", str(RECIPE), "--num-gpus", "0", "--dry-run"]) == 2
+    assert main(["run", str(RECIPE), "--shape", "81,480", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "--num-gpus must be >= 1" in err and "FRAMES,HEIGHT,WIDTH" in err
