@@ -47,7 +47,7 @@ from fastlight.data.source import stream_generator
 from fastlight.diffusion.sampling import sample
 from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec
 from fastlight.errors import DataError, InputError, MissingFileError, ModelError, OutputExistsError, PathError, make_dir
-from fastlight.fileio import atomic_write_json, sha256_file
+from fastlight.fileio import atomic_write_json, read_json_object, sha256_file
 from fastlight.models.denoiser import Cond
 from fastlight.models.load import load_denoiser, model_fingerprint
 
@@ -82,10 +82,7 @@ def check_pipeline(folder: str | Path, need_text_encoder: bool = True) -> dict:
     index_file = folder / "model_index.json"
     if not index_file.is_file():
         raise ModelError(f"{folder} has no model_index.json: not a diffusers pipeline folder")
-    try:
-        index = json.loads(index_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{index_file} is not valid JSON ({e}); re-download the pipeline") from None
+    index = read_json_object(index_file, ModelError, "re-download the pipeline")
     cls = index.get("_class_name")
     if cls not in ("WanPipeline", "WanImageToVideoPipeline"):
         raise ModelError(f"synthesize supports Wan pipelines; {folder} is a {cls} (HunyuanVideo's Llama + CLIP text "
@@ -113,7 +110,7 @@ def check_pipeline(folder: str | Path, need_text_encoder: bool = True) -> dict:
 
 def vae_geometry(vae_dir: Path) -> tuple[str, int, int]:
     """(class, temporal factor, spatial factor) of a pipeline's VAE from its config."""
-    cfg = json.loads((vae_dir / "config.json").read_text())
+    cfg = read_json_object(vae_dir / "config.json", ModelError, "re-download the pipeline")
     name = cfg.get("_class_name")
     if name != "AutoencoderKLWan":
         raise ModelError(f"{vae_dir} holds a {name}; synthesize supports Wan pipelines (AutoencoderKLWan)")
@@ -133,7 +130,7 @@ def vae_fingerprint(vae_dir: Path) -> str:
 def pipeline_shift(folder: Path) -> float:
     """The flow shift the pipeline's scheduler uses (UniPC `flow_shift`, FlowMatchEuler `shift`)."""
     f = folder / "scheduler" / "scheduler_config.json"
-    cfg = json.loads(f.read_text()) if f.is_file() else {}
+    cfg = read_json_object(f, ModelError, "re-download the pipeline") if f.is_file() else {}
     return float(cfg.get("flow_shift") or cfg.get("shift") or DEFAULT_SHIFT)
 
 
@@ -322,7 +319,7 @@ def synthesize(
         image_files = pair_images(images, len(prompt_list))
     vae_class, temporal, spatial = vae_geometry(pipeline / "vae")
     spec = SamplerSpec.euler(num_steps, guidance, pipeline_shift(pipeline) if shift is None else shift)
-    tcfg = json.loads((pipeline / "transformer" / "config.json").read_text())
+    tcfg = read_json_object(pipeline / "transformer" / "config.json", ModelError, "re-download the pipeline")
     shape = _latent_shape(tcfg["in_channels"], tcfg["patch_size"], temporal, spatial, num_frames, height, width)
     prior = _prior_run(out_dir)  # refuse a foreign --out before loading anything
     den = load_denoiser(pipeline / "transformer", device)
