@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from fastlight.errors import DataError, InputError, MissingFileError, ModelError
-from fastlight.fileio import atomic_write_text
+from fastlight.fileio import atomic_write_text, read_json_object
 from fastlight.models.weights import load_pretrained
 
 VAE_CLASS = "AutoencoderKLWan"
@@ -63,10 +63,7 @@ def read_vae_config(path: str | Path) -> dict:
     if not cfg_file.is_file():
         raise ModelError(f"{p} is not a diffusers VAE folder (no config.json); pass a folder saved with "
                          f"AutoencoderKLWan.save_pretrained (e.g. Wan2.1-T2V-1.3B-Diffusers/vae)")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"{cfg_file} is not valid JSON ({e})") from None
+    cfg = read_json_object(cfg_file, ModelError, "re-save the VAE with save_pretrained")
     name = cfg.get("_class_name") if isinstance(cfg, dict) else None
     if name != VAE_CLASS:
         raise ModelError(f"{p} holds a {name or 'non-diffusers'} model, not an {VAE_CLASS}; the decoder tools "

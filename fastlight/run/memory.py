@@ -47,7 +47,6 @@ counted: budget 10-20% headroom.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,6 +55,7 @@ import diffusers
 import torch
 
 from fastlight.errors import ConfigError, ModelError
+from fastlight.fileio import read_json_object
 from fastlight.train.sharding import shard_units
 
 GIB = 1024 ** 3
@@ -114,10 +114,7 @@ def geometry(spec: str | Path) -> Geometry:
     if not cfg_file.is_file():
         raise ModelError(f"{spec} is neither a geometry preset ({', '.join(PRESETS)}) nor a folder or file with a "
                          f"diffusers config.json; pass one of those")
-    try:
-        config = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{cfg_file} is not valid JSON ({e}); re-export the model") from None
+    config = read_json_object(cfg_file, ModelError, "re-export the model")
     if config.get("_class_name") not in CLASSES:
         raise ModelError(f"{cfg_file} names class {config.get('_class_name')!r}; the memory plan knows "
                          f"{' and '.join(CLASSES)}")
@@ -133,7 +130,7 @@ def _world(folder: Path) -> tuple[int, int, int] | None:
     meta = folder / "fastlight.json"
     if not meta.is_file():
         return None
-    world = json.loads(meta.read_text()).get("world") or {}
+    world = read_json_object(meta, ModelError, "re-export the model").get("world") or {}
     if "size" not in world or "num_frames" not in world:
         return None
     return int(world["num_frames"]), int(world["size"]), int(world["size"])
