@@ -571,4 +571,7 @@ class LatentShardSource:
         e, j = divmod(int(step), self.batches_per_epoch)
         rows = self.epoch(e)[j][rank * n:(rank + 1) * n]
         b = self.shards.batch(rows)
-        return {"x0": b["x0"].float(), "text": b["text"].float(), "text_mask": b["text_mask"].float()}
+        out = {"x0": b["x0"].float(), "text": b["text"].float(), "text_mask": b["text_mask"].float()}
+        if "image" in b:  # TI2V shards (`synthesize --images`): the clean first-frame latent conditions the model
+            out["image"] = b["image"].float()
+        return out

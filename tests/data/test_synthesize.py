@@ -60,6 +60,7 @@ def test_shards_feed_the_latents_source(shards, wan):
     b = LatentShardSource(str(shards), batch_size=4, seed=0).batch(0)
     assert b["x0"].shape == (4, den.model.config.in_channels, 2, 2, 2) and torch.isfinite(b["x0"]).all()
     assert b["text"].shape == (4, 16, den.model.config.text_dim) and b["text_mask"].shape == (4, 16)
+    assert "image" not in b  # text-to-video shards carry no first frame
     rows = shard_tensors(shards)[0]  # prompt 0, samples 0 and 1: same text, different latents
     assert torch.equal(rows["text"][0], rows["text"][1]) and not torch.allclose(rows["x0"][0], rows["x0"][1])
 
@@ -184,6 +185,9 @@ def test_ti2v_first_frames_are_the_stock_pipelines_image_latents(tiny_pipeline, 
     ref = pipe(image=Image.open(frames / "1.png"), prompt_embeds=rows["text"][2:3], guidance_scale=1.0,
                num_inference_steps=1, height=32, width=32, num_frames=5, output_type="latent").frames
     torch.testing.assert_close(rows["image"][2], ref[0, :, :1], atol=1e-5, rtol=0)
+    # the latents source hands the first frame on, so a TI2V recipe trains image-conditioned
+    b = LatentShardSource(path=str(tmp_path / "out"), batch_size=6).batch(0)
+    assert b["image"].shape == (6, 48, 1, 2, 2) and torch.equal(b["x0"][:, :, :1], b["image"])
 
 
 # ---- bad input: one line, exit 2, nothing written ---------------------------------------------------
