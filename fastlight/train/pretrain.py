@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
+from fastlight.fileio import read_json_object, read_safetensors
 from fastlight.diffusion.flow import add_noise, v_target
 from fastlight.models.denoiser import Denoiser, ModelError
 from fastlight.models.load import ADAPTERS, resolve_model_path
@@ -54,14 +54,15 @@ def fresh_denoiser(folder: str | Path, num_layers: int = 0, meta: dict | None = 
     if not cfg_file.exists():
         raise ModelError(f"model {folder} has no config.json; pass a diffusers model folder (or a preset) whose "
                          f"architecture to train from random weights")
-    config = {k: v for k, v in json.loads(cfg_file.read_text()).items() if not k.startswith("_")}
-    cls = json.loads(cfg_file.read_text()).get("_class_name")
+    raw = read_json_object(cfg_file, ModelError, "re-save the model with save_pretrained")
+    config = {k: v for k, v in raw.items() if not k.startswith("_")}
+    cls = raw.get("_class_name")
     if cls not in ADAPTERS:
         raise ModelError(f"{cfg_file} names class {cls!r}; fastlight supports {' and '.join(ADAPTERS)}")
     if num_layers > 0:
         config["num_layers"] = num_layers
     null_file = Path(folder) / "null_text.safetensors"
-    null_text = load_file(str(null_file))["null_text"] if null_file.exists() else None
+    null_text = read_safetensors(null_file, ModelError)["null_text"] if null_file.exists() else None
     return ADAPTERS[cls].from_config(null_text=null_text, meta=dict(meta or {}), **config), config
 
 
