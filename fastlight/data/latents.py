@@ -225,6 +225,16 @@ def decode_frames(path: str | Path, num_frames: int, frame_stride: int = 1) -> n
 # ----------------------------------------------------------------------------- VAE
 
 
+def wan_vae_factors(config) -> tuple[int, int]:
+    """(temporal, spatial) compression of an AutoencoderKLWan config, from its structure: 2 per
+    `temperal_downsample` stage in time; 2 per `dim_mult` stage in space, times the input patchify
+    (`patch_size`: the Wan 2.2 VAE's 16x). The `scale_factor_*` keys are not used: diffusers registers
+    defaults (4, 8) for them even where the layers compress differently (small test VAEs)."""
+    temporal = 2 ** sum(bool(t) for t in config.get("temperal_downsample", []))
+    spatial = 2 ** (len(config.get("dim_mult", [1, 2, 4, 4])) - 1) * (config.get("patch_size") or 1)
+    return int(temporal), int(spatial)
+
+
 class _Vae:
     """A diffusers video VAE plus how its pipelines normalise latents."""
 
@@ -251,8 +261,7 @@ class _Vae:
         self.folder, self.name, self.device, self.dtype = folder, name, device, dtype
         c = self.vae.config
         if name == "AutoencoderKLWan":
-            self.temporal = 2 ** sum(bool(t) for t in c.temperal_downsample)
-            self.spatial = 2 ** (len(c.dim_mult) - 1)
+            self.temporal, self.spatial = wan_vae_factors(c)
             z = c.z_dim
             if len(c.latents_mean) != z or len(c.latents_std) != z:
                 raise DataError(f"{cfg_file}: latents_mean / latents_std have {len(c.latents_mean)} / "

@@ -42,7 +42,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fastlight.data.latents import (INDEX_NAME, SHARD_PATTERN, _EncoderEmbeds, _FileEmbeds, _pad_text,
-                                    _save_tensors_atomic, _Vae, resize_crop)
+                                    _save_tensors_atomic, _Vae, resize_crop, wan_vae_factors)
 from fastlight.data.source import stream_generator
 from fastlight.diffusion.sampling import sample
 from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec
@@ -114,9 +114,7 @@ def vae_geometry(vae_dir: Path) -> tuple[str, int, int]:
     name = cfg.get("_class_name")
     if name != "AutoencoderKLWan":
         raise ModelError(f"{vae_dir} holds a {name}; synthesize supports Wan pipelines (AutoencoderKLWan)")
-    temporal = cfg.get("scale_factor_temporal") or 2 ** sum(bool(t) for t in cfg.get("temperal_downsample", []))
-    spatial = cfg.get("scale_factor_spatial") or 2 ** (len(cfg.get("dim_mult", [1, 2, 4, 4])) - 1)
-    return name, int(temporal), int(spatial)
+    return (name, *wan_vae_factors(cfg))
 
 
 def vae_fingerprint(vae_dir: Path) -> str:
