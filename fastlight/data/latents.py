@@ -47,12 +47,18 @@ import torch
 from fastlight.data.source import local_batch_size, stream_generator
 from fastlight.errors import DataError, MissingFileError, check_dir_creatable
 from fastlight.data.video import read_video
-from fastlight.fileio import atomic_write_bytes, atomic_write_json, read_json_object, sha256_file
+from fastlight.fileio import atomic_write_bytes, atomic_write_json, read_json_object, read_safetensors, sha256_file
 from fastlight.models.weights import load_pretrained
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
 INDEX_NAME = "index.json"
 SHARD_PATTERN = "latents_{:05d}.safetensors"
+NULL_NAME = "null.safetensors"  # the negative prompt's embedding {"null_text": (1, L0, D), "extra.<name>": (1, ...)}
+EXTRA_PREFIX = "extra."  # shard keys of architecture-specific conditioning (HunyuanVideo: extra.pooled)
+NEGATIVE_PROMPT = ""  # the stock pipelines' default negative prompt (WanPipeline, HunyuanVideoPipeline)
+HUNYUAN_TEXT_LEN = 256  # HunyuanVideoPipeline's max_sequence_length (Llama tokens after the template crop)
+HUNYUAN_SKIP_LAYERS = 2  # HunyuanVideoPipeline takes Llama's hidden_states[-(2 + 1)]
+CLIP_TEXT_LEN = 77
 DEFAULT_BUCKETS = ((480, 832), (832, 480), (480, 480))
 _CAPTION_ID_KEYS = ("id", "video", "file", "path", "name")
 _CAPTION_TEXT_KEYS = ("caption", "text", "prompt")
@@ -137,6 +143,10 @@ class _FileEmbeds:
     def __call__(self, key: str, caption: str | None) -> torch.Tensor | None:
         return self._f.get_tensor(key).float() if key in self.keys else None
 
+    def encode(self, key: str, caption: str | None) -> tuple[torch.Tensor | None, dict]:
+        """(the (L, D) entry or None, no extras)."""
+        return self(key, caption), {}
+
 
 class _EncoderEmbeds:
     """Text embeddings computed by a transformers T5 / UMT5 encoder (loaded lazily), Wan-pipeline style."""
@@ -173,6 +183,88 @@ class _EncoderEmbeds:
         hidden = self.model(ids, attention_mask=mask).last_hidden_state[0].float().cpu()  # (L, D)
         n = int(mask.sum())
         return hidden[:n]  # padding is re-added (as zeros) when stacking, like the Wan pipeline
+
+    def encode(self, key: str, caption: str | None) -> tuple[torch.Tensor | None, dict]:
+        """(the caption's (l, D) embedding or None, no extras)."""
+        return self(key, caption), {}
+
+
+def is_hunyuan_pipeline(folder: str | Path) -> bool:
+    """Whether `folder` is a diffusers HunyuanVideo pipeline folder (model_index.json says so)."""
+    f = Path(folder) / "model_index.json"
+    if not f.is_file():
+        return False
+    return read_json_object(f, DataError, "re-download the pipeline").get("_class_name") == "HunyuanVideoPipeline"
+
+
+class _HunyuanEmbeds:
+    """HunyuanVideo's two text encoders, as HunyuanVideoPipeline.encode_prompt runs them: Llama on the
+    prompt in the pipeline's prompt template (DEFAULT_PROMPT_TEMPLATE), `max_len` tokens after its
+    `crop_start` crop, the hidden state `HUNYUAN_SKIP_LAYERS` layers below the top, kept where the
+    attention mask is 1 (the mask is re-made when padding); CLIP's pooled output on the bare prompt
+    (77 tokens) -> extra["pooled"] (P,)."""
+
+    def __init__(self, folder: str | Path, max_len: int, device: str | torch.device):
+        from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+        from transformers import AutoModel, AutoTokenizer, CLIPTextModel
+
+        folder = Path(folder)
+        for sub in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"):
+            if not (folder / sub).is_dir():
+                raise DataError(f"HunyuanVideo pipeline {folder} has no {sub}/ (the Llama and CLIP text encoders "
+                                "encode the prompts); copy text_encoder/, tokenizer/, text_encoder_2/ and tokenizer_2/ "
+                                "from the original pipeline")
+        self.template = DEFAULT_PROMPT_TEMPLATE
+        self.tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+        self.llama = load_pretrained(AutoModel, folder / "text_encoder", "text encoder folder", DataError).to(device).eval()
+        self.tokenizer_2 = AutoTokenizer.from_pretrained(folder / "tokenizer_2")
+        self.clip = load_pretrained(CLIPTextModel, folder / "text_encoder_2", "text encoder folder",
+                                    DataError).to(device).eval()
+        self.device, self.max_len = device, max_len
+
+    @torch.no_grad()
+    def encode(self, key: str, caption: str | None) -> tuple[torch.Tensor | None, dict]:
+        """(the (l, D) Llama embedding of the caption's valid tokens, {"pooled": (P,)}); (None, {}) without a caption."""
+        if caption is None:
+            return None, {}
+        crop = self.template["crop_start"]
+        tok = self.tokenizer([self.template["template"].format(caption)], max_length=self.max_len + crop,
+                             padding="max_length", truncation=True, return_attention_mask=True, return_tensors="pt")
+        ids, mask = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
+        hidden = self.llama(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        hidden = hidden.hidden_states[-(HUNYUAN_SKIP_LAYERS + 1)][0, crop:].float().cpu()  # (max_len, D)
+        emb = hidden[mask[0, crop:].cpu().bool()]  # the valid tokens, in order
+        tok2 = self.tokenizer_2([caption], padding="max_length", max_length=CLIP_TEXT_LEN, truncation=True,
+                                return_tensors="pt")
+        pooled = self.clip(tok2.input_ids.to(self.device), output_hidden_states=False).pooler_output[0]
+        return emb, {"pooled": pooled.float().cpu()}
+
+
+def text_encoder_for(folder: str | Path, max_len: int | None, device):
+    """The text encoder of a pipeline (or T5/UMT5) folder: HunyuanVideo's Llama + CLIP for a HunyuanVideo
+    pipeline, else the Wan-style T5/UMT5 encoder. max_len None: the family's default (HUNYUAN_TEXT_LEN, 512)."""
+    if is_hunyuan_pipeline(folder):
+        return _HunyuanEmbeds(folder, max_len or HUNYUAN_TEXT_LEN, device)
+    return _EncoderEmbeds(folder, max_len or 512, device)
+
+
+def save_null(out_dir: Path, text: torch.Tensor, extra: dict[str, torch.Tensor]) -> dict:
+    """Write the negative prompt's embedding, (1, L0, D) text and (1, ...) extras, to out_dir/NULL_NAME;
+    return the index record naming it."""
+    tensors = {"null_text": text.reshape(1, -1, text.shape[-1]).float()}
+    tensors.update({EXTRA_PREFIX + k: v.reshape(1, *v.shape[-1:]).float() for k, v in extra.items()})
+    sha = _save_tensors_atomic(out_dir / NULL_NAME, tensors)
+    return {"file": NULL_NAME, "prompt": NEGATIVE_PROMPT, "tokens": int(tensors["null_text"].shape[1]),
+            "extra": sorted(extra), "sha256": sha}
+
+
+def vae_fingerprint(vae_dir: str | Path) -> str:
+    """A short id of a VAE folder: sha256 over its config and its weight files' sha256."""
+    vae_dir = Path(vae_dir)
+    h = hashlib.sha256((vae_dir / "config.json").read_bytes())
+    for f in sorted(vae_dir.glob("*.safetensors")):
+        h.update(f"{f.name}:{sha256_file(f)}".encode())
+    return h.hexdigest()[:16]
 
 
 def _pad_text(emb: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,7 +416,7 @@ def preprocess(
     text_encoder: str | Path | None = None,
     shard_size: int = 64,
     frame_stride: int = 1,
-    max_text_len: int = 512,
+    max_text_len: int | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
@@ -335,7 +427,10 @@ def preprocess(
     (a transformers T5/UMT5 encoder folder or diffusers pipeline folder) must be given. Videos with
     no caption / no embedding, too few frames, or that fail to decode are skipped and listed in
     index["skipped"] with a reason. Text is zero-padded to the longest embedding (file) or to
-    `max_text_len` (encoder), with a text_mask.
+    `max_text_len` (encoder; default 512, or 256 for a HunyuanVideo pipeline folder, whose Llama +
+    CLIP encoders also give each sample its pooled embedding, `extra.pooled`), with a text_mask.
+    With an encoder, the negative prompt's embedding goes to NULL_NAME (index["null"]); the VAE's
+    fingerprint goes to index["vae_fingerprint"] (`check_shards_match`).
     """
     videos_dir, out_dir = Path(videos_dir), Path(out_dir)
     if (text_embeds is None) == (text_encoder is None):
@@ -355,8 +450,8 @@ def preprocess(
         embed = _FileEmbeds(text_embeds)
         text_len = embed.max_len
     else:
-        embed = _EncoderEmbeds(text_encoder, max_text_len, device)
-        text_len = max_text_len
+        embed = text_encoder_for(text_encoder, max_text_len, device)
+        text_len = embed.max_len
     vae = _Vae(vae_dir, device, dtype)
     vae.check(num_frames, buckets)
     check_dir_creatable(out_dir, "--out")  # created by the first shard: a run that encodes nothing writes nothing
@@ -374,6 +469,8 @@ def preprocess(
             "text": torch.stack([it["text"] for it in items]),  # (N, L, D)
             "text_mask": torch.stack([it["text_mask"] for it in items]),  # (N, L)
         }
+        for k in items[0]["extra"]:  # HunyuanVideo: extra.pooled (N, P)
+            tensors[EXTRA_PREFIX + k] = torch.stack([it["extra"][k] for it in items])
         sha = _save_tensors_atomic(out_dir / name, tensors)
         shards.append({"file": name, "num_samples": len(items), "bucket": list(bucket),
                        "x0_shape": list(tensors["x0"].shape[1:]), "sha256": sha})
@@ -389,7 +486,7 @@ def preprocess(
         if caption is None and text_encoder is not None:
             skipped.append({"file": rel, "reason": f"no caption for id {key!r} in {Path(captions).name}"})
             continue
-        emb = embed(key, caption)
+        emb, extra = embed.encode(key, caption)
         if emb is None:
             skipped.append({"file": rel, "reason": f"no text embedding for id {key!r} in {Path(text_embeds).name}"})
             continue
@@ -408,7 +505,8 @@ def preprocess(
         x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0  # (1, 3, F, H, W)
         z = vae.encode(x)  # (1, C, F', H', W')
         text, mask = _pad_text(emb, text_len)
-        pending[bucket].append({"file": rel, "id": key, "caption": caption, "x0": z, "text": text, "text_mask": mask})
+        pending[bucket].append({"file": rel, "id": key, "caption": caption, "x0": z, "text": text, "text_mask": mask,
+                                "extra": extra})
         if len(pending[bucket]) >= shard_size:
             flush(bucket)
         _log(progress, f"[preprocess] {i + 1}/{len(videos)} {rel} -> bucket {bucket[0]}x{bucket[1]}, "
@@ -429,6 +527,7 @@ def preprocess(
         "skipped": skipped,
         "vae": str(vae.folder),
         "vae_class": vae.name,
+        "vae_fingerprint": vae_fingerprint(vae.folder),
         "num_frames": num_frames,
         "frame_stride": frame_stride,
         "buckets": [list(b) for b in buckets],
@@ -436,6 +535,9 @@ def preprocess(
                  "path": str(text_embeds if text_embeds is not None else text_encoder), "length": text_len},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if text_encoder is not None:  # the negative prompt as the pipeline encodes it: the null of CFG training
+        null_text, null_extra = embed.encode("null", NEGATIVE_PROMPT)
+        index["null"] = save_null(out_dir, null_text, null_extra)
     atomic_write_json(out_dir / INDEX_NAME, index)
     keep = {s["file"] for s in shards}
     for stale in out_dir.glob("latents_*.safetensors"):
@@ -527,30 +629,100 @@ class LatentShards:
 # ----------------------------------------------------------------------------- data source
 
 
+def read_null(shards_dir: str | Path, index: dict) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+    """The negative prompt's embedding the shards folder records (index["null"]): ((1, L0, D), {name:
+    (1, ...)}); (None, {}) when the folder holds none (text from a file without a "null" entry, older shards)."""
+    rec = index.get("null")
+    if not rec:
+        return None, {}
+    f = Path(shards_dir) / str(rec.get("file", NULL_NAME))
+    if not f.is_file():
+        raise MissingFileError(f"{f}, the null (negative prompt) embedding {Path(shards_dir) / INDEX_NAME} names, is "
+                               "missing; re-run fastlight synthesize / preprocess to rebuild the shards folder")
+    tensors = read_safetensors(f, DataError, "re-run fastlight synthesize / preprocess")
+    if "null_text" not in tensors:
+        raise DataError(f"{f} has no null_text tensor; re-run fastlight synthesize / preprocess")
+    extra = {k[len(EXTRA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
+    return tensors["null_text"].float(), extra
+
+
+def _transformer_widths(config: dict) -> tuple[int, int, int | None]:
+    """(latent channels, text width, pooled width or None) a diffusers transformer config expects."""
+    text = config.get("text_dim", config.get("text_embed_dim"))
+    return int(config["in_channels"]), int(text), config.get("pooled_projection_dim")
+
+
+def check_shards_match(shards_dir: str | Path, pipeline_dir: str | Path) -> None:
+    """Refuse (one-line DataError naming both folders and the fix) shards that do not fit a pipeline:
+    latents made by another VAE (the index's `vae_fingerprint` against the pipeline's vae/), or a latent
+    channel count / text width (/ pooled width) other than the pipeline's transformer expects."""
+    shards_dir, pipeline_dir = Path(shards_dir), Path(pipeline_dir)
+    shards = LatentShards(shards_dir)
+    remake = (f"re-make the shards with this pipeline (fastlight synthesize {pipeline_dir} ... or fastlight "
+              f"preprocess ... --vae {pipeline_dir} --text-encoder {pipeline_dir}), or pass the pipeline they were made with")
+    for sub in ("vae", "transformer"):
+        if not (pipeline_dir / sub / "config.json").is_file():
+            raise DataError(f"pipeline {pipeline_dir} has no {sub}/config.json to check shards {shards_dir} against; "
+                            "pass the complete diffusers pipeline folder")
+    made_by = shards.index.get("vae_fingerprint")
+    if not made_by:
+        raise DataError(f"shards {shards_dir} record no VAE fingerprint (made by an older fastlight), so they cannot "
+                        f"be checked against pipeline {pipeline_dir}; {remake}")
+    ours = vae_fingerprint(pipeline_dir / "vae")
+    if made_by != ours:
+        raise DataError(f"shards {shards_dir} were made by another VAE (fingerprint {made_by}) than pipeline "
+                        f"{pipeline_dir}'s vae/ ({ours}); {remake}")
+    config = read_json_object(pipeline_dir / "transformer" / "config.json", DataError, "re-download the pipeline")
+    channels, text_width, pooled_width = _transformer_widths(config)
+    row = shards[0]
+    if row["x0"].shape[0] != channels:
+        raise DataError(f"shards {shards_dir} hold {row['x0'].shape[0]}-channel latents but pipeline {pipeline_dir}'s "
+                        f"transformer takes {channels}; {remake}")
+    if row["text"].shape[-1] != text_width:
+        raise DataError(f"shards {shards_dir} hold {row['text'].shape[-1]}-wide text embeddings but pipeline "
+                        f"{pipeline_dir}'s transformer reads {text_width}; {remake}")
+    pooled = row.get(EXTRA_PREFIX + "pooled")
+    if pooled_width is not None and (pooled is None or pooled.shape[-1] != pooled_width):
+        held = "no pooled text embedding" if pooled is None else f"{pooled.shape[-1]}-wide pooled embeddings"
+        raise DataError(f"shards {shards_dir} hold {held} but pipeline {pipeline_dir}'s transformer reads "
+                        f"{pooled_width}-wide pooled CLIP embeddings; {remake}")
+
+
 @dataclass
 class LatentShardSource:
-    """The shards of a `fastlight preprocess` folder as a data source (fastlight/data/source.py),
-    registered as `latents`: `data: {_component_: latents, path: SHARDS}`.
+    """The shards of a `fastlight preprocess` / `fastlight synthesize` folder as a data source
+    (fastlight/data/source.py), registered as `latents`: `data: {_component_: latents, path: SHARDS}`;
+    `pipeline: PIPELINE` first checks the shards fit that pipeline (`check_shards_match`).
 
     Epoch e visits every sample once in a seeded order: each bucket's samples are permuted
     (stream `latents/<stream>/epoch`, step e), cut into global batches of `batch_size` (a bucket's
     last batch is filled up from the start of its permutation: every batch is full and of one
     latent shape), and the batches of all buckets are shuffled together. Global batch `step` is
     batch `step % E` of epoch `step // E` (E batches per epoch); process `rank` of N takes rows
-    [rank * B / N, (rank + 1) * B / N). A pure function of (path, seed, stream, step, rank, N)."""
+    [rank * B / N, (rank + 1) * B / N). A pure function of (path, seed, stream, step, rank, N).
+
+    Shards with `extra.<name>` tensors (HunyuanVideo: `extra.pooled`) give b["extra"] = {name: (B, ...),
+    "text_mask": (B, L)} (the mask beside them, where the HunyuanVideo adapter reads it).
+    `null_text` (1, L0, D) and `null_extra` {name: (1, ...)}: the negative prompt's embedding the folder
+    records (NULL_NAME), or None / {} when it holds none; recipes use it as the CFG null of a model that
+    has none of its own (fastlight/train/batches.py)."""
 
     path: str = ""
     batch_size: int = 16
     seed: int = 0
     stream: str = "train"
+    pipeline: str = ""
 
     def __post_init__(self):
         if not self.path:
             raise DataError("the latents source needs the folder `fastlight preprocess` wrote: "
                             "data: {_component_: latents, path: SHARDS}")
+        if self.pipeline:
+            check_shards_match(self.path, self.pipeline)
         self.shards = LatentShards(self.path)
         if len(self.shards) == 0:
             raise DataError(f"{self.path} holds no samples; re-run fastlight preprocess on readable videos")
+        self.null_text, self.null_extra = read_null(self.path, self.shards.index)
         buckets: dict[tuple, list[int]] = {}
         for s, info in enumerate(self.shards.index["shards"]):
             key = tuple(info.get("bucket") or ())
@@ -583,4 +755,7 @@ class LatentShardSource:
         out = {"x0": b["x0"].float(), "text": b["text"].float(), "text_mask": b["text_mask"].float()}
         if "image" in b:  # TI2V shards (`synthesize --images`): the clean first-frame latent conditions the model
             out["image"] = b["image"].float()
+        extra = {k[len(EXTRA_PREFIX):]: v.float() for k, v in b.items() if k.startswith(EXTRA_PREFIX)}
+        if extra:
+            out["extra"] = {**extra, "text_mask": out["text_mask"]}
         return out

@@ -41,10 +41,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fastlight.data.latents import (INDEX_NAME, SHARD_PATTERN, _EncoderEmbeds, _FileEmbeds, _pad_text,
-                                    _save_tensors_atomic, _Vae, resize_crop, wan_vae_factors)
+from fastlight.data.latents import (EXTRA_PREFIX, HUNYUAN_TEXT_LEN, INDEX_NAME, NEGATIVE_PROMPT, SHARD_PATTERN,
+                                    _EncoderEmbeds, _FileEmbeds, _HunyuanEmbeds, _pad_text, _save_tensors_atomic, _Vae,
+                                    resize_crop, save_null, vae_fingerprint, wan_vae_factors)
 from fastlight.data.source import stream_generator
-from fastlight.diffusion.sampling import sample
+from fastlight.diffusion.sampling import euler_sample
 from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec
 from fastlight.errors import DataError, InputError, MissingFileError, ModelError, OutputExistsError, PathError, make_dir
 from fastlight.fileio import atomic_write_json, read_json_object, sha256_file
@@ -54,10 +55,18 @@ from fastlight.models.load import load_denoiser, model_fingerprint
 PROGRESS_NAME = "synthesize.json"
 MADE_BY = "fastlight synthesize"
 NOISE_STREAM = "synthesize/noise"
-NEGATIVE_PROMPT = ""  # WanPipeline's default negative prompt
 NULL_KEY = "null"  # the negative-prompt entry of a text_embeds file
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+WAN_CLASSES = ("WanPipeline", "WanImageToVideoPipeline")
+HUNYUAN_CLASS = "HunyuanVideoPipeline"
+# per family: the stock pipeline's CFG scale, text length and the text-encoder folders it needs
+FAMILY_DEFAULTS = {
+    "wan": {"guidance": 5.0, "max_text_len": 512, "text_folders": ("text_encoder", "tokenizer")},
+    "hunyuan": {"guidance": 1.0, "max_text_len": HUNYUAN_TEXT_LEN,  # true CFG off; guidance is embedded
+                "text_folders": ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")},
+}
+DEFAULT_EMBEDDED_GUIDANCE = 6.0  # HunyuanVideoPipeline's guidance_scale (embedded guidance, passed x 1000)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -73,8 +82,14 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
+def pipeline_family(index: dict) -> str:
+    """"hunyuan" for a HunyuanVideoPipeline's model_index.json, else "wan"."""
+    return "hunyuan" if index.get("_class_name") == HUNYUAN_CLASS else "wan"
+
+
 def check_pipeline(folder: str | Path, need_text_encoder: bool = True) -> dict:
-    """A Wan diffusers pipeline folder -> its model_index.json; one-line errors naming what is missing."""
+    """A Wan or HunyuanVideo diffusers pipeline folder -> its model_index.json; one-line errors naming
+    what is missing."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingFileError(f"pipeline folder {folder} does not exist; pass a diffusers pipeline folder "
@@ -84,9 +99,9 @@ def check_pipeline(folder: str | Path, need_text_encoder: bool = True) -> dict:
         raise ModelError(f"{folder} has no model_index.json: not a diffusers pipeline folder")
     index = read_json_object(index_file, ModelError, "re-download the pipeline")
     cls = index.get("_class_name")
-    if cls not in ("WanPipeline", "WanImageToVideoPipeline"):
-        raise ModelError(f"synthesize supports Wan pipelines; {folder} is a {cls} (HunyuanVideo's Llama + CLIP text "
-                         "encoders are not wired here yet): make its shards from videos with `fastlight preprocess`")
+    if cls not in (*WAN_CLASSES, HUNYUAN_CLASS):
+        raise ModelError(f"synthesize supports Wan and HunyuanVideo text-to-video pipelines; {folder} is a {cls}: "
+                         "make its shards from videos with `fastlight preprocess`")
     if cls == "WanImageToVideoPipeline" and not index.get("expand_timesteps"):
         raise ModelError(f"{folder} is a Wan 2.1 image-to-video pipeline (CLIP image encoder), which synthesize "
                          "does not drive; use a text-to-video or Wan 2.2 TI2V pipeline")
@@ -100,11 +115,13 @@ def check_pipeline(folder: str | Path, need_text_encoder: bool = True) -> dict:
         raise ModelError(f"pipeline {folder} has no vae/ (its geometry sizes the latents and its fingerprint goes "
                          "into the index); pass the complete pipeline folder")
     if need_text_encoder:
-        for sub in ("text_encoder", "tokenizer"):
+        folders = FAMILY_DEFAULTS[pipeline_family(index)]["text_folders"]
+        for sub in folders:
             if not (folder / sub).is_dir():
-                raise ModelError(f"pipeline {folder} has no {sub}/ to encode the prompts; copy text_encoder/ and "
-                                 "tokenizer/ from the original pipeline, or pass precomputed embeddings with "
-                                 f"--text-embeds FILE.safetensors ({{prompt number: (L, D)}}, optional {NULL_KEY!r})")
+                instead = ("" if cls == HUNYUAN_CLASS else ", or pass precomputed embeddings with --text-embeds "
+                           f"FILE.safetensors ({{prompt number: (L, D)}}, optional {NULL_KEY!r})")
+                raise ModelError(f"pipeline {folder} has no {sub}/ to encode the prompts; copy "
+                                 f"{', '.join(f + '/' for f in folders)} from the original pipeline{instead}")
     return index
 
 
@@ -112,17 +129,11 @@ def vae_geometry(vae_dir: Path) -> tuple[str, int, int]:
     """(class, temporal factor, spatial factor) of a pipeline's VAE from its config."""
     cfg = read_json_object(vae_dir / "config.json", ModelError, "re-download the pipeline")
     name = cfg.get("_class_name")
+    if name == "AutoencoderKLHunyuanVideo":
+        return name, int(cfg.get("temporal_compression_ratio", 4)), int(cfg.get("spatial_compression_ratio", 8))
     if name != "AutoencoderKLWan":
-        raise ModelError(f"{vae_dir} holds a {name}; synthesize supports Wan pipelines (AutoencoderKLWan)")
+        raise ModelError(f"{vae_dir} holds a {name}; synthesize supports AutoencoderKLWan and AutoencoderKLHunyuanVideo")
     return (name, *wan_vae_factors(cfg))
-
-
-def vae_fingerprint(vae_dir: Path) -> str:
-    """A short id of a VAE folder: sha256 over its config and its weight files' sha256."""
-    h = hashlib.sha256((vae_dir / "config.json").read_bytes())
-    for f in sorted(vae_dir.glob("*.safetensors")):
-        h.update(f"{f.name}:{sha256_file(f)}".encode())
-    return h.hexdigest()[:16]
 
 
 def pipeline_shift(folder: Path) -> float:
@@ -138,10 +149,16 @@ def _positive_int(value, name: str) -> int:
     return value
 
 
+def _patch(tcfg: dict) -> tuple[int, int, int]:
+    """(t, h, w) patch of a transformer config: Wan's patch_size triple, HunyuanVideo's patch_size_t + patch_size."""
+    p = tcfg["patch_size"]
+    return tuple(p) if isinstance(p, (list, tuple)) else (int(tcfg.get("patch_size_t", 1)), int(p), int(p))
+
+
 def _latent_shape(channels: int, patch, temporal: int, spatial: int, num_frames: int, height: int, width: int):
     if (num_frames - 1) % temporal:
         k = max(1, round((num_frames - 1) / temporal))
-        raise DataError(f"--num-frames {num_frames} does not fit the Wan VAE (it compresses time by {temporal}); "
+        raise DataError(f"--num-frames {num_frames} does not fit the VAE (it compresses time by {temporal}); "
                         f"use 1 + {temporal}k frames, e.g. {1 + temporal * k}")
     step_h, step_w = spatial * patch[1], spatial * patch[2]
     if height % step_h or width % step_w:
@@ -191,41 +208,45 @@ def _done_shards(out: Path, prior: dict | None, settings: dict) -> dict[str, dic
 
 # ----------------------------------------------------------------------------- text
 class _Text:
-    """Prompt -> (L, D) embedding + (L,) mask, cached by prompt number; the null (negative) text."""
+    """Prompt -> (L, D) embedding, (L,) mask and {name: extra} (HunyuanVideo: pooled (P,)), cached by
+    prompt number; the null (negative) text. Wan: the pipeline's T5/UMT5 on the cleaned prompt (or a
+    text_embeds file); HunyuanVideo: its Llama + CLIP as HunyuanVideoPipeline.encode_prompt does."""
 
-    def __init__(self, pipeline: Path, text_embeds: Path | None, max_text_len: int, device, num_prompts: int):
+    def __init__(self, pipeline: Path, family: str, text_embeds: Path | None, max_text_len: int, device,
+                 num_prompts: int):
+        self._file, self.length, self._encode = None, max_text_len, None
         if text_embeds is not None:
             self._file = _FileEmbeds(text_embeds)
             self.length = self._file.max_len
-            self._encode = None
             missing = [i for i in range(num_prompts) if str(i) not in self._file.keys]
             if missing:
                 raise DataError(f"text embeddings file {text_embeds} has no entry {str(missing[0])!r} "
                                 f"({len(missing)} of {num_prompts} prompts missing); it needs one (L, D) tensor per "
                                 "prompt, keyed by the prompt's number (0, 1, ... in prompts-file order)")
+        elif family == "hunyuan":
+            enc = _HunyuanEmbeds(pipeline, max_text_len, device)
+            self._encode = lambda text: enc.encode(None, text)
         else:
             from diffusers.pipelines.wan.pipeline_wan import prompt_clean  # what WanPipeline does to a prompt
 
             enc = _EncoderEmbeds(pipeline, max_text_len, device)
-            self._file, self.length = None, max_text_len
-            self._encode = lambda text: enc(text, prompt_clean(text))
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+            self._encode = lambda text: (enc(text, prompt_clean(text)), {})
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, dict]] = {}
 
-    def __call__(self, i: int, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, i: int, prompt: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
         if i not in self._cache:
-            emb = self._lookup(str(i)) if self._encode is None else self._encode(prompt)
-            self._cache[i] = _pad_text(emb, self.length)
+            emb, extra = (self._file(str(i), None), {}) if self._encode is None else self._encode(prompt)
+            self._cache[i] = (*_pad_text(emb, self.length), extra)  # present in a file: checked in __init__
         return self._cache[i]
 
-    def _lookup(self, key: str) -> torch.Tensor:
-        return self._file(key, None)  # present: checked in __init__
-
-    def null(self, width: int) -> torch.Tensor:
-        """(1, l, D) the negative prompt's embedding (trimmed; the sampler zero-pads it like the pipeline)."""
+    def null(self) -> tuple[torch.Tensor | None, dict]:
+        """((1, l, D) the negative prompt's embedding (trimmed; the sampler zero-pads it like the pipeline),
+        {name: (1, ...)} its extras); (None, {}) when a text_embeds file has no "null" entry."""
         if self._encode is not None:
-            return self._encode(NEGATIVE_PROMPT)[None]
+            emb, extra = self._encode(NEGATIVE_PROMPT)
+            return emb[None], {k: v[None] for k, v in extra.items()}
         emb = self._file(NULL_KEY, None)
-        return emb[None] if emb is not None else torch.zeros(1, 1, width)
+        return (None if emb is None else emb[None]), {}
 
 
 # ----------------------------------------------------------------------------- first frames (TI2V)
@@ -286,7 +307,7 @@ def synthesize(
     prompts: str | Path,
     out_dir: str | Path,
     num_steps: int = 50,
-    guidance: float = 5.0,
+    guidance: float | None = None,
     shift: float | None = None,
     num_frames: int = 81,
     height: int = 480,
@@ -295,19 +316,29 @@ def synthesize(
     batch_size: int = 1,
     samples_per_prompt: int = 1,
     shard_size: int = 64,
-    max_text_len: int = 512,
+    max_text_len: int | None = None,
     text_embeds: str | Path | None = None,
     images: str | Path | None = None,
+    embedded_guidance: float | None = None,
     device: str | torch.device = "cpu",
     dtype: str = "float32",
     progress: bool = True,
 ) -> dict:
-    """Generate latent shards from `prompts` with the Wan pipeline's teacher into `out_dir`; return the index.
-    Every input is checked before anything is written (one-line FastlightErrors)."""
+    """Generate latent shards from `prompts` with the pipeline's teacher into `out_dir`; return the index.
+    guidance (CFG scale) and max_text_len default to the stock pipeline's (Wan 5 and 512; HunyuanVideo 1,
+    i.e. true CFG off, and 256); embedded_guidance (HunyuanVideo's guidance-distilled embedding, default 6)
+    only applies to a HunyuanVideo transformer with guidance_embeds. Every input is checked before
+    anything is written (one-line FastlightErrors)."""
     pipeline, out_dir = Path(pipeline), Path(out_dir)
+    model_index = check_pipeline(pipeline, need_text_encoder=text_embeds is None)
+    family = pipeline_family(model_index)
+    defaults = FAMILY_DEFAULTS[family]
+    guidance = defaults["guidance"] if guidance is None else guidance
+    max_text_len = defaults["max_text_len"] if max_text_len is None else max_text_len
     _check_options(dtype, num_steps=num_steps, batch_size=batch_size, samples_per_prompt=samples_per_prompt,
                    shard_size=shard_size, num_frames=num_frames, height=height, width=width, max_text_len=max_text_len)
-    model_index = check_pipeline(pipeline, need_text_encoder=text_embeds is None)
+    tcfg = read_json_object(pipeline / "transformer" / "config.json", ModelError, "re-download the pipeline")
+    embedded = _embedded_guidance(family, tcfg, embedded_guidance, text_embeds)
     prompt_list = read_prompts(prompts)
     image_files = None
     if images is not None:
@@ -317,12 +348,12 @@ def synthesize(
         image_files = pair_images(images, len(prompt_list))
     vae_class, temporal, spatial = vae_geometry(pipeline / "vae")
     spec = SamplerSpec.euler(num_steps, guidance, pipeline_shift(pipeline) if shift is None else shift)
-    tcfg = read_json_object(pipeline / "transformer" / "config.json", ModelError, "re-download the pipeline")
-    shape = _latent_shape(tcfg["in_channels"], tcfg["patch_size"], temporal, spatial, num_frames, height, width)
+    levels = _levels(pipeline, family, spec)
+    shape = _latent_shape(tcfg["in_channels"], _patch(tcfg), temporal, spatial, num_frames, height, width)
     prior = _prior_run(out_dir)  # refuse a foreign --out before loading anything
     den = load_denoiser(pipeline / "transformer", device)
-    cfg = den.model.config
-    text = _Text(pipeline, None if text_embeds is None else Path(text_embeds), max_text_len, device, len(prompt_list))
+    text = _Text(pipeline, family, None if text_embeds is None else Path(text_embeds), max_text_len, device,
+                 len(prompt_list))
     settings = {
         "pipeline": str(pipeline.resolve()), "transformer": model_fingerprint(den),
         "vae_fingerprint": vae_fingerprint(pipeline / "vae"), "sampler": spec.to_json(),
@@ -334,34 +365,83 @@ def synthesize(
                  "path": str(text_embeds if text_embeds is not None else pipeline), "length": text.length},
         "dtype": dtype, "images": _images_record(images, image_files),
     }
+    if family == "hunyuan":  # its grid and embedded guidance (Wan's settings stay as they were: resumable)
+        settings.update({"levels": [round(float(x), 8) for x in levels], "embedded_guidance": embedded})
     done = _done_shards(out_dir, prior, settings)
 
-    null = text.null(cfg.text_dim)
-    widths = {null.shape[-1], text(0, prompt_list[0])[0].shape[-1]}
-    if widths != {cfg.text_dim}:
-        raise DataError(f"text embeddings are {max(widths - {cfg.text_dim})} wide but the transformer's text_dim is "
-                        f"{cfg.text_dim}; use the embeddings of this pipeline's text encoder")
-    den.null_text = null.to(device)
+    null_text, null_extra = text.null()
+    _check_text_width(den, null_text, text(0, prompt_list[0])[0])
+    if null_text is not None:
+        den.load_null_state({"null_text": null_text, **{f"null_{k}": v for k, v in null_extra.items()}})
     den = den.to(dtype=DTYPES[dtype]).eval()
     first = None if image_files is None else _FirstFrames(pipeline / "vae", image_files, height, width, device)
     make_dir(out_dir, "--out")
 
     items = [(i, j) for i in range(len(prompt_list)) for j in range(samples_per_prompt)]
     record = {"synthesize": {"made_by": MADE_BY, "settings": settings}, "shards": []}
+    run = _Run(den, spec.guidance, levels, text, first, prompt_list, shape, seed, batch_size, device, dtype, embedded)
     bar = tqdm(total=len(items), desc="synthesize", unit="sample", disable=not progress)
     for n, start in enumerate(range(0, len(items), shard_size)):
         name, members = SHARD_PATTERN.format(n), items[start:start + shard_size]
         if name in done:
             record["shards"].append(done[name])
         else:
-            tensors = _generate(den, spec, text, first, prompt_list, members, shape, seed, batch_size, device, dtype)
+            tensors = _generate(run, members)
             record["shards"].append({"file": name, "num_samples": len(members), "bucket": [height, width],
                                      "x0_shape": list(shape), "sha256": _save_tensors_atomic(out_dir / name, tensors)})
             atomic_write_json(out_dir / PROGRESS_NAME, record)  # resumable from here
         bar.update(len(members))
     bar.close()
-    return _finish(out_dir, _index(record["shards"], items, shard_size, prompt_list, settings, pipeline, vae_class,
-                                   num_frames, height, width))
+    index = _index(record["shards"], items, shard_size, prompt_list, settings, pipeline, vae_class, num_frames,
+                   height, width)
+    if null_text is not None:  # the null the teacher's CFG used: recipes train CFG dropout against it
+        index["null"] = save_null(out_dir, null_text, null_extra)
+    return _finish(out_dir, index)
+
+
+def _embedded_guidance(family: str, tcfg: dict, value: float | None, text_embeds) -> float | None:
+    """HunyuanVideo's embedded guidance (default 6, as the stock pipeline) for a guidance_embeds
+    transformer, else None; refused where it cannot apply."""
+    if family != "hunyuan":
+        if value is not None:
+            raise InputError("--embedded-guidance applies to HunyuanVideo pipelines only; drop it (Wan uses --guidance)")
+        return None
+    if text_embeds is not None:
+        raise InputError("--text-embeds is not supported for HunyuanVideo (each prompt also needs its pooled CLIP "
+                         "embedding): let synthesize encode the prompts with the pipeline's text encoders")
+    if not tcfg.get("guidance_embeds"):
+        if value is not None:
+            raise InputError("--embedded-guidance needs a guidance-distilled HunyuanVideo transformer "
+                             "(guidance_embeds true); this one has none: use --guidance")
+        return None
+    value = DEFAULT_EMBEDDED_GUIDANCE if value is None else float(value)
+    if not value >= 0:
+        raise InputError(f"--embedded-guidance must be a number >= 0, got {value!r}")
+    return value
+
+
+def _levels(pipeline: Path, family: str, spec: SamplerSpec) -> torch.Tensor:
+    """The noise levels the stock pipeline steps through: Wan, our `shifted_grid` (FlowMatchEuler's own
+    set_timesteps(N)); HunyuanVideoPipeline passes sigmas linspace(1, 0, N + 1)[:-1] to its scheduler,
+    which shifts them once: taken from the pipeline's scheduler itself, with its terminal 0."""
+    if family != "hunyuan":
+        return torch.tensor(spec.levels)
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    config = read_json_object(pipeline / "scheduler" / "scheduler_config.json", ModelError, "re-download the pipeline")
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config({**config, "shift": spec.shift})
+    scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, spec.num_steps + 1)[:-1])
+    return scheduler.sigmas.float().cpu()
+
+
+def _check_text_width(den, null_text: torch.Tensor | None, first: torch.Tensor) -> None:
+    """Refuse text embeddings whose width is not the transformer's text width."""
+    cfg = den.model.config
+    want = cfg.text_dim if hasattr(cfg, "text_dim") else cfg.text_embed_dim
+    widths = {first.shape[-1]} | ({null_text.shape[-1]} if null_text is not None else set())
+    if widths != {want}:
+        raise DataError(f"text embeddings are {max(widths - {want})} wide but the transformer's text_dim is "
+                        f"{want}; use the embeddings of this pipeline's text encoder")
 
 
 def _check_options(dtype: str, **counts) -> None:
@@ -379,7 +459,8 @@ def _images_record(images, files: Sequence[Path] | None) -> dict | None:
 
 
 def _finish(out_dir: Path, index: dict) -> dict:
-    """Write index.json (the run is complete), drop the progress record and any stray shard; return the index."""
+    """Write index.json (the run is complete), drop the progress record and any stray shard; return the index.
+    (The null embedding the index names is written before it.)"""
     atomic_write_json(out_dir / INDEX_NAME, index)
     (out_dir / PROGRESS_NAME).unlink(missing_ok=True)
     keep = {s["file"] for s in index["shards"]}
@@ -389,26 +470,46 @@ def _finish(out_dir: Path, index: dict) -> dict:
     return index
 
 
-def _generate(den, spec: SamplerSpec, text: _Text, first: "_FirstFrames | None", prompts: Sequence[str], members,
-              shape, seed: int, batch_size: int, device, dtype: str) -> dict[str, torch.Tensor]:
+class _Run:
+    """What every batch of a synthesize run shares: the teacher, its guidance and levels, text and first
+    frames, the latent shape, seed, batch size, device, dtype and embedded guidance."""
+
+    def __init__(self, den, guidance: float, levels: torch.Tensor, text: _Text, first: "_FirstFrames | None",
+                 prompts: Sequence[str], shape, seed: int, batch_size: int, device, dtype: str,
+                 embedded: float | None):
+        self.den, self.guidance, self.levels, self.text, self.first = den, guidance, levels, text, first
+        self.prompts, self.shape, self.seed, self.batch_size = prompts, shape, seed, batch_size
+        self.device, self.dtype, self.embedded = device, DTYPES[dtype], embedded
+
+
+def _generate(run: _Run, members) -> dict[str, torch.Tensor]:
     """One shard's tensors: the samples `members` [(prompt number, sample number)], `batch_size` at a time;
-    with first frames (TI2V) also `image` (N, C, 1, H', W'), which x0's first frame equals."""
-    xs, texts, masks, frames = [], [], [], []
-    for b in range(0, len(members), batch_size):
-        batch = members[b:b + batch_size]
-        noise = torch.stack([torch.randn(shape, generator=stream_generator(seed, NOISE_STREAM, i, j))
+    with first frames (TI2V) also `image` (N, C, 1, H', W'), which x0's first frame equals; with extras
+    (HunyuanVideo) `extra.pooled` (N, P) and `extra.guidance` (N,) (embedded guidance x 1000, if any)."""
+    xs, texts, masks, frames, extras = [], [], [], [], []
+    for b in range(0, len(members), run.batch_size):
+        batch = members[b:b + run.batch_size]
+        noise = torch.stack([torch.randn(run.shape, generator=stream_generator(run.seed, NOISE_STREAM, i, j))
                              for i, j in batch])
-        emb = [text(i, prompts[i]) for i, _ in batch]
-        t = torch.stack([e for e, _ in emb])
-        image = None if first is None else torch.stack([first(i) for i, _ in batch])
-        cond = Cond(t.to(device, DTYPES[dtype]), None if image is None else image.to(device, DTYPES[dtype]))
-        x0 = sample(den, noise.to(device, DTYPES[dtype]), cond, spec)
+        emb = [run.text(i, run.prompts[i]) for i, _ in batch]
+        t, mask = torch.stack([e for e, _, _ in emb]), torch.stack([m for _, m, _ in emb])
+        extra = {k: torch.stack([x[k] for _, _, x in emb]) for k in emb[0][2]}
+        if run.embedded is not None:
+            extra["guidance"] = torch.full((len(batch),), run.embedded * 1000.0)
+        image = None if run.first is None else torch.stack([run.first(i) for i, _ in batch])
+        cond_extra = None if not extra else {**extra, "text_mask": mask.float()}
+        cond = Cond(t.to(run.device, run.dtype), None if image is None else image.to(run.device, run.dtype),
+                    None if cond_extra is None else {k: v.to(run.device) for k, v in cond_extra.items()})
+        x0 = euler_sample(run.den, noise.to(run.device, run.dtype), cond, run.levels, run.guidance)
         xs.append(x0.float().cpu())
         texts.append(t)
-        masks.append(torch.stack([m for _, m in emb]))
+        masks.append(mask)
+        extras.append(extra)
         if image is not None:
             frames.append(image)
     out = {"x0": torch.cat(xs), "text": torch.cat(texts), "text_mask": torch.cat(masks)}
+    for k in extras[0]:
+        out[EXTRA_PREFIX + k] = torch.cat([e[k] for e in extras])
     if frames:
         out["image"] = torch.cat(frames)
     return out

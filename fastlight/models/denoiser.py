@@ -127,6 +127,16 @@ class Denoiser(nn.Module):
     def null_extra(self, key: str, value: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(value)
 
+    def null_state(self) -> dict[str, torch.Tensor]:
+        """The null (unconditional) condition as tensors: {"null_text": (1, L0, D)} plus what an
+        adapter adds (HunyuanVideo: "null_pooled"); what `save` writes to null_text.safetensors."""
+        return {"null_text": self.null_text}
+
+    def load_null_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Set the null condition from `null_state()`-style tensors (keys it does not know are ignored)."""
+        null = state["null_text"]
+        self.null_text = null.reshape(1, -1, null.shape[-1]).float().to(self.null_text.device)
+
     # ---- persistence --------------------------------------------------------------------
     def save(self, path: str | Path, fastlight_meta: dict | None = None) -> None:
         """Save as a diffusers model folder (config.json + safetensors), plus fastlight.json."""
@@ -135,7 +145,7 @@ class Denoiser(nn.Module):
         self.model.save_pretrained(path, safe_serialization=True)
         from safetensors.torch import save_file
 
-        save_file({"null_text": self.null_text.contiguous()}, str(path / "null_text.safetensors"))
+        save_file({k: v.contiguous() for k, v in self.null_state().items()}, str(path / "null_text.safetensors"))
         meta = dict(self.meta)
         meta.update(fastlight_meta or {})
         meta["family"] = self.family

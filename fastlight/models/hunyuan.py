@@ -26,7 +26,9 @@ tokens are modulated with the timestep-0 embedding (the stock model does this it
 the velocity returned for that frame is 0 so samplers leave it untouched. The
 "latent_concat" variant (and image conditioning on a T2V model) is refused with a ModelError.
 
-The null (unconditional) text is `self.null_text`, (1, L0, text_embed_dim); store it trimmed
+The null (unconditional) text is `self.null_text`, (1, L0, text_embed_dim), and the null pooled
+projection `self.null_pooled`, (1, pooled_projection_dim) (zeros unless set, e.g. to the CLIP
+embedding of the negative prompt as the stock pipeline's true CFG uses); store the text trimmed
 to its valid tokens: `null_cond` marks those L0 tokens valid and pads with masked-out zero
 tokens up to the prompt's length L (masked tokens do not change the video output), so cond
 and null cond can be batched. The default null text is one zero token, i.e. a mask with
@@ -56,6 +58,8 @@ class HunyuanDenoiser(Denoiser):
         if null_text is None:
             null_text = torch.zeros(1, 1, cfg.text_embed_dim)
         self.register_buffer("null_text", null_text.reshape(1, -1, cfg.text_embed_dim).float(), persistent=False)
+        # the null pooled CLIP embedding (the stock pipeline's: CLIP of the negative prompt); zeros by default
+        self.register_buffer("null_pooled", torch.zeros(1, cfg.pooled_projection_dim), persistent=False)
         self.meta = dict(meta or {})
         self._infos = None
 
@@ -77,10 +81,15 @@ class HunyuanDenoiser(Denoiser):
             null_text = read_safetensors(path / "null_text.safetensors", ModelError, "re-export the model")
             if "null_text" not in null_text:
                 raise ModelError(f"{path / 'null_text.safetensors'} has no null_text tensor; re-export the model")
-            null_text = null_text["null_text"]
+            nulls, null_text = null_text, null_text["null_text"]
+        else:
+            nulls = {}
         if (path / "fastlight.json").exists():
             meta = read_json_object(path / "fastlight.json", ModelError, "re-export the model")
-        return cls(model, null_text, meta).to(device)
+        den = cls(model, null_text, meta)
+        if "null_pooled" in nulls:
+            den.load_null_state(nulls)
+        return den.to(device)
 
     def block_infos(self) -> list[BlockInfo]:
         doubles, singles = self.model.transformer_blocks, self.model.single_transformer_blocks
@@ -102,9 +111,17 @@ class HunyuanDenoiser(Denoiser):
             nc.extra["text_mask"] = torch.nn.functional.pad(nc.extra["text_mask"], (0, L - L0))
         return nc
 
+    def null_state(self) -> dict[str, torch.Tensor]:
+        return {"null_text": self.null_text, "null_pooled": self.null_pooled}
+
+    def load_null_state(self, state: dict[str, torch.Tensor]) -> None:
+        super().load_null_state(state)
+        if "null_pooled" in state:
+            self.null_pooled = state["null_pooled"].reshape(1, -1).float().to(self.null_pooled.device)
+
     def null_extra(self, key: str, value: torch.Tensor) -> torch.Tensor:
         if key == "pooled":
-            return torch.zeros_like(value)
+            return self.null_pooled.to(value).expand_as(value).clone()
         if key == "text_mask":  # all tokens of the (trimmed) null text are valid
             return torch.ones(value.shape[0], self.null_text.shape[1], dtype=value.dtype, device=value.device)
         if key == "guidance":  # embedded guidance is not part of the prompt

@@ -116,6 +116,7 @@ def _build_like(model: torch.nn.Module, config: dict, state: dict[str, torch.Ten
 def _rewrap(denoiser: Denoiser, model: torch.nn.Module) -> Denoiser:
     """The same adapter class around `model`, with the source's null text and meta."""
     new = type(denoiser)(model, denoiser.null_text.detach().clone(), dict(denoiser.meta))
+    new.load_null_state({k: v.detach().clone() for k, v in denoiser.null_state().items()})
     return new.to(denoiser.null_text.device)
 
 

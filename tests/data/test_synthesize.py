@@ -200,7 +200,7 @@ def _pipeline_without(wan, tmp_path, part):
 @pytest.mark.parametrize("case, needle", [
     ("no_text_encoder", "has no text_encoder/"),
     ("no_transformer", "has no transformer/"),
-    ("hunyuan", "synthesize supports Wan pipelines"),
+    ("other_class", "synthesize supports Wan and HunyuanVideo text-to-video pipelines"),
     ("empty_prompts", "holds no prompts"),
     ("missing_prompts", "does not exist"),
     ("frames", "use 1 + 4k frames, e.g. 5"),
@@ -218,8 +218,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, needle, wan, prom
         pipeline = _pipeline_without(wan, tmp_path, "text_encoder")
     elif case == "no_transformer":
         pipeline = _pipeline_without(wan, tmp_path, "transformer")
-    elif case == "hunyuan":
-        pipeline = tiny_pipeline("hunyuan-t2v")
+    elif case == "other_class":
+        pipeline = tmp_path / "ltx"
+        shutil.copytree(wan, pipeline)
+        index = json.loads((pipeline / "model_index.json").read_text())
+        (pipeline / "model_index.json").write_text(json.dumps({**index, "_class_name": "LTXPipeline"}))
     elif case == "empty_prompts":
         prompt_file = tmp_path / "empty.txt"
         prompt_file.write_text("# nothing\n\n")
