@@ -242,6 +242,7 @@ class DmdRecipe:
         self.s_list = few_step_grid(cfg.timesteps)
         self.teacher_path = resolve_model_path(cfg.teacher)
         self.real = load_denoiser(self.teacher_path).requires_grad_(False).eval()
+        self.source = recipe_source(cfg, self.real)  # before the students copy it: they carry its null
         self.plan, self.plan_source = self._plan(cfg)
         self.drop_blocks: list[int] = sorted(self.plan.drop_blocks) if self.plan is not None else []
         self.G = prune_depth(self.real, self.drop_blocks) if self.drop_blocks else copy.deepcopy(self.real)
@@ -254,7 +255,6 @@ class DmdRecipe:
         self.critic.requires_grad_(True).train()
         self.gan_head = self._gan_head() if cfg.gan_weight > 0 else None
         self._low_std_steps = 0
-        self.source = recipe_source(cfg, self.real)
         self.run_info: dict = {}
 
     def _plan(self, cfg: DmdConfig) -> tuple[Plan | None, str | None]:

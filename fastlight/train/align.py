@@ -110,11 +110,11 @@ class AlignRecipe:
         self.cfg = cfg
         self.teacher_path = resolve_model_path(cfg.teacher)
         self.teacher = load_denoiser(self.teacher_path).eval().requires_grad_(False)
+        self.source = recipe_source(cfg, self.teacher)  # before the students copy it: they carry its null
         self.plan_path = Path(cfg.plan)
         self.plan = read_plan(self.plan_path, self.teacher)
         self.student = build_student(self.teacher, self.plan).train()
         self.pairs = block_pairs(self.plan, self.teacher.num_blocks, cfg.align_blocks)
-        self.source = recipe_source(cfg, self.teacher)
         self.run_info: dict = {}
 
     def trainable(self) -> Denoiser:

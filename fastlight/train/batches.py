@@ -46,8 +46,34 @@ class RecipeConfig(LoopConfig):
 
 def recipe_source(cfg: RecipeConfig, model: Denoiser) -> DataSource:
     """The source cfg.data names, with the run's seed and batch size; a model that records the
-    data shape it was trained on (its fastlight.json `world`) passes it as the source's defaults."""
-    return build_source(cfg.data, seed=cfg.seed, batch_size=cfg.batch_size, **model.meta.get("world", {}))
+    data shape it was trained on (its fastlight.json `world`) passes it as the source's defaults.
+    A model with no null text of its own (a transformer straight from a pipeline folder) takes the
+    source's (`adopt_null`), so CFG dropout trains against the null the pipeline uses; call this
+    before copying the model into a student, so the copies carry it too."""
+    source = build_source(cfg.data, seed=cfg.seed, batch_size=cfg.batch_size, **model.meta.get("world", {}))
+    adopt_null(model, source)
+    return source
+
+
+def has_default_null(model: Denoiser) -> bool:
+    """Whether the model's null condition is the adapters' default: one zero text token (and zero extras)."""
+    state = model.null_state()
+    return state["null_text"].shape[1] == 1 and not any(bool(v.any()) for v in state.values())
+
+
+def adopt_null(model: Denoiser, source: DataSource) -> bool:
+    """Give `model` the source's null condition (`source.null_text` (1, L0, D), `source.null_extra`
+    {name: (1, ...)}: the negative prompt's embedding the shards record) when the model has the
+    default null; one line says so. Returns whether it did."""
+    null = getattr(source, "null_text", None)
+    if null is None or not has_default_null(model):
+        return False
+    extra = getattr(source, "null_extra", None) or {}
+    model.load_null_state({"null_text": null, **{f"null_{k}": v for k, v in extra.items()}})
+    where = getattr(source, "path", type(source).__name__)
+    print(f"null text: the model has none of its own; using the data's ({where}: the negative prompt's embedding, "
+          f"{null.shape[1]} token(s){', ' + ', '.join(sorted(extra)) if extra else ''})")
+    return True
 
 
 def drop_text(model: Denoiser, text: torch.Tensor, extra: dict | None, drop: torch.Tensor):

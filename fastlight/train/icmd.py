@@ -136,6 +136,7 @@ class IcmdRecipe:
         self.cfg = cfg
         self.teacher_path = resolve_model_path(cfg.teacher)
         self.teacher = load_denoiser(self.teacher_path).requires_grad_(False).eval()
+        self.source = recipe_source(cfg, self.teacher)  # before the students copy it: they carry its null
         self.plan_path = Path(cfg.plan)
         self.plan = read_plan(self.plan_path, self.teacher)
         if self.plan.get("type") != "depth":
@@ -143,7 +144,6 @@ class IcmdRecipe:
         self.drop_blocks = sorted(self.plan["drop_blocks"])
         self.kept_ids = [i for i in range(self.teacher.num_blocks) if i not in set(self.drop_blocks)]
         self.student = prune_depth(self.teacher, self.drop_blocks)  # new module; teacher untouched
-        self.source = recipe_source(cfg, self.teacher)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 7919)
             self.disc = Discriminator(self.teacher.model.config.in_channels, cfg.disc_channels)
