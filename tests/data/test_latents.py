@@ -226,3 +226,100 @@ def test_latent_shard_source_bad_specs(world, tmp_path):
     with pytest.raises(Exception, match="does not divide across 2 processes"):
         LatentShardSource(str(world["out"]), batch_size=3).batch(0, 0, 2)
     assert local_batch_size(4, 2) == 2
+
+
+# ---- the null embedding and the VAE fingerprint travel with the shards; check_shards_match ---------------
+@pytest.fixture(scope="module")
+def wan_shards(world, tiny_pipeline, tmp_path_factory):
+    """The world's videos preprocessed with the tiny Wan 2.1 pipeline's own VAE and text encoder."""
+    wan = tiny_pipeline("wan21-t2v")
+    out = tmp_path_factory.mktemp("wan_shards") / "shards"
+    preprocess(world["vids"], world["caps"], wan, out, num_frames=5, buckets=[(16, 16)], text_encoder=wan,
+               max_text_len=16, progress=False)
+    return wan, out
+
+
+def _edited_pipeline(wan, folder, transformer=None, perturb_vae=False):
+    """A copy of `wan` whose transformer config has `transformer` changes, or whose VAE weights differ."""
+    import shutil
+
+    shutil.copytree(wan, folder)
+    if transformer:
+        f = folder / "transformer" / "config.json"
+        f.write_text(json.dumps({**json.loads(f.read_text()), **transformer}))
+    if perturb_vae:
+        w = next((folder / "vae").glob("*.safetensors"))
+        tensors = load_file(str(w))
+        name = sorted(tensors)[0]
+        tensors[name] = tensors[name] + 1e-3
+        save_file(tensors, str(w))
+    return folder
+
+
+def test_preprocess_records_the_vae_fingerprint_and_the_pipelines_null(world, wan_shards):
+    from diffusers import WanPipeline
+    from fastlight.data.latents import LatentShardSource, vae_fingerprint
+
+    wan, out = wan_shards
+    index = json.loads((out / "index.json").read_text())
+    assert index["vae_fingerprint"] == vae_fingerprint(wan / "vae") and index["null"]["file"] == "null.safetensors"
+    assert world["index"]["vae_fingerprint"] == vae_fingerprint(world["vae"]) and "null" not in world["index"]
+    pipe = WanPipeline.from_pretrained(wan, transformer=None, vae=None)
+    null = pipe.encode_prompt("", do_classifier_free_guidance=False, max_sequence_length=16)[0][:, :1]
+    src = LatentShardSource(str(out), batch_size=3, pipeline=str(wan))  # the check passes
+    torch.testing.assert_close(src.null_text, null, atol=1e-6, rtol=0)
+    assert src.batch(0)["x0"].shape == (3, 16, 2, 2, 2)
+    assert LatentShardSource(str(world["out"]), batch_size=2).null_text is None  # embeddings from a file: no null
+
+
+@pytest.mark.parametrize("change, needle", [
+    ("vae", "were made by another VAE (fingerprint"),
+    ("channels", "hold 16-channel latents but pipeline"),
+    ("text", "hold 32-wide text embeddings but pipeline"),
+])
+def test_check_shards_match_refuses_shards_of_another_pipeline(change, needle, wan_shards, tmp_path):
+    from fastlight.data.latents import LatentShardSource, check_shards_match
+
+    wan, out = wan_shards
+    other = _edited_pipeline(wan, tmp_path / "other", transformer={"channels": {"in_channels": 8},
+                                                                   "text": {"text_dim": 24}}.get(change),
+                             perturb_vae=change == "vae")
+    with pytest.raises(DataError) as e:
+        check_shards_match(out, other)
+    msg = str(e.value)
+    assert "\n" not in msg and needle in msg and str(out) in msg and str(other) in msg and "re-make the shards" in msg
+    with pytest.raises(DataError, match=needle.split(" (")[0]):
+        LatentShardSource(str(out), batch_size=1, pipeline=str(other))
+    check_shards_match(out, wan)  # the pipeline that made them passes
+
+
+def test_check_shards_match_refuses_shards_without_a_fingerprint(wan_shards, tmp_path):
+    import shutil
+
+    from fastlight.data.latents import check_shards_match
+
+    wan, out = wan_shards
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    index = json.loads((old / "index.json").read_text())
+    del index["vae_fingerprint"]
+    (old / "index.json").write_text(json.dumps(index))
+    with pytest.raises(DataError, match="record no VAE fingerprint"):
+        check_shards_match(old, wan)
+
+
+def test_preprocess_with_hunyuans_text_encoders_stores_pooled_and_null(world, tiny_pipeline, tmp_path):
+    from diffusers import HunyuanVideoPipeline
+    from fastlight.data.latents import LatentShardSource, check_shards_match
+
+    hy = tiny_pipeline("hunyuan-t2v")
+    out = tmp_path / "shards"
+    preprocess(world["vids"], world["caps"], hy, out, num_frames=5, buckets=[(16, 16)], text_encoder=hy,
+               progress=False)
+    check_shards_match(out, hy)
+    src = LatentShardSource(str(out), batch_size=3)
+    b = src.batch(0)
+    assert b["text"].shape == (3, 256, 32) and b["extra"]["pooled"].shape == (3, 16)
+    pipe = HunyuanVideoPipeline.from_pretrained(hy, transformer=None, vae=None)
+    _, pooled, _ = pipe.encode_prompt("", max_sequence_length=256)
+    torch.testing.assert_close(src.null_extra["pooled"], pooled, atol=1e-6, rtol=0)

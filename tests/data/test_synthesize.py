@@ -139,7 +139,17 @@ def test_precomputed_text_embeddings_replace_the_encoder(wan, prompts, tmp_path)
     assert rows["text_mask"][0].tolist() == [1, 1, 1, 0, 0]
 
 
-def test_a_recipe_trains_on_synthesized_shards(shards, wan, tmp_path):
+def test_the_shards_record_the_pipelines_null_and_the_source_exposes_it(shards, wan):
+    pipe = WanPipeline.from_pretrained(wan, transformer=None, vae=None)
+    null = pipe.encode_prompt("", do_classifier_free_guidance=False, max_sequence_length=16)[0][:, :1]
+    index = json.loads((shards / "index.json").read_text())
+    assert index["null"]["file"] == "null.safetensors" and index["null"]["prompt"] == ""
+    src = LatentShardSource(str(shards), batch_size=2)
+    torch.testing.assert_close(src.null_text, null, atol=1e-6, rtol=0)
+    assert src.null_extra == {} and "extra" not in src.batch(0)  # Wan: no architecture-specific conditioning
+
+
+def test_a_recipe_trains_on_synthesized_shards(shards, wan, tmp_path, capsys):
     from fastlight.analyze.plans import depth_plan, write_plan
     from fastlight.train.entry import available_recipes
     from fastlight.train.loop import train
@@ -152,10 +162,16 @@ def test_a_recipe_trains_on_synthesized_shards(shards, wan, tmp_path):
                      steps=2, save_every=2, log_every=1, lr=1e-3, warmup_steps=0, ema_decay=0.5, cpu=True, threads=1,
                      alpha=0.5, p=0.5, data={"_component_": "latents", "path": str(shards)})
     out = train(recipe_cls(cfg), cfg, progress=False)
+    assert capsys.readouterr().out.count("null text: the model has none of its own; using the data's") == 1
     metrics = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2] and all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics)
     trained, start = load_denoiser(out).state_dict(), den.state_dict()
     assert trained.keys() == start.keys() and any(not torch.equal(v, start[k]) for k, v in trained.items())
+    # the saved model's null is the pipeline's encoding of "" (the export and later stages carry it)
+    pipe = WanPipeline.from_pretrained(wan, transformer=None, vae=None)
+    null = pipe.encode_prompt("", do_classifier_free_guidance=False, max_sequence_length=16)[0][:, :1]
+    assert not den.null_text.any()  # from the pipeline folder: the default zeros
+    torch.testing.assert_close(load_denoiser(out).null_text, null, atol=1e-6, rtol=0)
 
 
 def _frames(folder, n):
