@@ -10,13 +10,16 @@ def add_parser(sub) -> None:
     s = sub.add_parser("preprocess", help="real videos -> VAE latents + text embeddings in safetensors shards")
     s.add_argument("videos_dir")
     s.add_argument("--captions", required=True, help="captions.jsonl: {\"video\": ..., \"caption\": ...} per line")
-    s.add_argument("--vae", required=True, help="diffusers AutoencoderKLWan folder (or a pipeline folder with vae/)")
+    s.add_argument("--vae", required=True, help="diffusers AutoencoderKLWan / AutoencoderKLHunyuanVideo folder (or a "
+                                                "pipeline folder with vae/); its fingerprint goes into the index")
     s.add_argument("--out", type=output_folder, required=True)
     s.add_argument("--num-frames", type=whole_number, default=81)
     s.add_argument("--height", type=whole_number, default=None)
     s.add_argument("--width", type=whole_number, default=None)
     s.add_argument("--text-embeds", default=None, help="safetensors of precomputed (L, D) embeddings keyed by video id")
-    s.add_argument("--text-encoder", default=None, help="a transformers T5/UMT5 folder to encode the captions")
+    s.add_argument("--text-encoder", default=None,
+                   help="a transformers T5/UMT5 folder, or the pipeline folder (Wan: T5; HunyuanVideo: Llama + "
+                        "CLIP), to encode the captions; the pipeline's null (negative prompt) is stored beside the shards")
     s.add_argument("--shard-size", type=whole_number, default=64)
     s.set_defaults(fn=run)
 

@@ -6,7 +6,9 @@
     item = data[0]                      # {"x0": (C, F', H', W'), "text": (L, D), "text_mask": (L,)}
     batch = data.batch([0, 1, 2])       # same keys with a leading batch axis (one bucket per batch)
     source = LatentShardSource("shards/", batch_size=8, seed=0)   # the `latents` data source
-    b = source.batch(step, rank, num_processes)                   # {x0, text, text_mask}, one bucket
+    b = source.batch(step, rank, num_processes)                   # {x0, text, text_mask, extra?}, one bucket
+    source.null_text                                              # (1, L0, D) the negative prompt's, or None
+    check_shards_match("shards/", "Wan2.1-T2V-1.3B-Diffusers")   # DataError if made by another VAE / width
 
 Per video: decode with PyAV (first `num_frames` frames, every `frame_stride`-th), pick the bucket
 (H, W) with the closest aspect ratio, resize so the bucket is covered and centre-crop, scale to
@@ -18,13 +20,21 @@ downsamples in general) and H, W divisible by its spatial factor (8 for the rele
 Text: either `text_embeds`, a safetensors file that maps a caption id (or the video's file stem)
 to an (L, D) embedding, or `text_encoder`, a transformers T5/UMT5 encoder folder (or a diffusers
 pipeline folder holding text_encoder/ and tokenizer/), run on the captions like the Wan pipeline
-(pad to `max_text_len`, zero the padded positions). Embeddings are zero-padded to a common L and a
-`text_mask` (1 = real token) is stored with them.
+(pad to `max_text_len`, zero the padded positions); a HunyuanVideo pipeline folder runs its Llama +
+CLIP like HunyuanVideoPipeline (`_HunyuanEmbeds`; the pooled CLIP embedding is stored as
+`extra.pooled`). Embeddings are zero-padded to a common L and a `text_mask` (1 = real token) is
+stored with them. With an encoder, the negative prompt "" is encoded the same way into
+`null.safetensors`: the null the stock pipeline's CFG uses, which recipes train CFG dropout against.
 
 Layout of `out_dir`:
-    latents_00000.safetensors   x0 (N, C, F', H', W') float32, text (N, L, D), text_mask (N, L)
+    latents_00000.safetensors   x0 (N, C, F', H', W') float32, text (N, L, D), text_mask (N, L),
+                                extra.<name> (N, ...) (HunyuanVideo: extra.pooled (N, P))
+    null.safetensors            null_text (1, L0, D), extra.<name> (1, ...): the negative prompt's embedding
     index.json                  {"shards": [{file, num_samples, bucket, sha256}], "videos": [...],
-                                 "skipped": [{file, reason}], "vae", "num_frames", "buckets", ...}
+                                 "skipped": [{file, reason}], "vae", "vae_fingerprint", "num_frames",
+                                 "buckets", "null"?: {file, prompt, tokens, extra, sha256}, ...}
+`check_shards_match(shards, pipeline)` refuses shards made by another VAE (the fingerprint) or of
+another latent channel count / text width than the pipeline's transformer.
 A shard holds samples of one bucket only. Shard files and the index are written atomically
 (temporary name + rename); shards left from an earlier run in the same folder are removed.
 Corrupt, unreadable, too-short or uncaptioned videos are skipped and listed with a reason; they

@@ -4,15 +4,23 @@
                        num_frames=81, height=480, width=832, seed=0, batch_size=4, samples_per_prompt=2)
     source = LatentShardSource("shards/", batch_size=8)        # reads them exactly like preprocess's
 
-Per prompt (one a line; blank lines and `#` comments skipped): the text is cleaned and encoded with
-the pipeline's own text encoder as WanPipeline does it (T5/UMT5, `max_text_len` tokens, padded
+Per prompt (one a line; blank lines and `#` comments skipped) the text is encoded as the stock pipeline
+does it. Wan: cleaned and run through the pipeline's T5/UMT5 (`max_text_len` tokens, default 512, padded
 positions zero), or looked up in a `text_embeds` safetensors file ({prompt number "0", "1", ...: (L, D)},
-optionally "null": the negative prompt's, zeros by default); the teacher (the pipeline's
-transformer, `load_denoiser`) samples `samples_per_prompt` latents with our Euler flow sampler and
-classifier-free guidance against the negative prompt "" (`sampling.sample`, a `SamplerSpec.euler`
-whose shift defaults to the pipeline scheduler's). Sample j of prompt i starts from noise of its own
-seeded stream (`stream_generator(seed, "synthesize/noise", i, j)`), so resuming does not change any
-sample and batching changes it only by float rounding (a batched GEMM rounds a row differently).
+optionally "null": the negative prompt's). HunyuanVideo (HunyuanVideoPipeline): Llama on the prompt in
+the pipeline's prompt template, cropped at its `crop_start`, hidden_states[-3], `max_text_len` tokens
+(default 256) with their mask, and CLIP's pooled output, stored as `extra.pooled` (N, P)
+(`latents._HunyuanEmbeds`). The teacher (the pipeline's transformer, `load_denoiser`) samples
+`samples_per_prompt` latents with our Euler flow sampler and classifier-free guidance against the
+negative prompt "" encoded the same way (text and, for HunyuanVideo, pooled): `guidance` defaults to
+the stock pipeline's (Wan 5; HunyuanVideo 1, its `true_cfg_scale`: a guidance-distilled HunyuanVideo
+takes `embedded_guidance`, default 6, through its guidance embedding, stored per sample as
+`extra.guidance` in diffusers units, x 1000). The grid is the stock pipeline's: Wan `shifted_grid`
+(a `SamplerSpec.euler` whose shift defaults to the pipeline scheduler's); HunyuanVideo, the sigmas its
+scheduler makes of linspace(1, 0, N + 1)[:-1] (recorded as settings["levels"]). Sample j of prompt i
+starts from noise of its own seeded stream (`stream_generator(seed, "synthesize/noise", i, j)`), so
+resuming does not change any sample and batching changes it only by float rounding (a batched GEMM
+rounds a row differently).
 
 Text+image-to-video (Wan 2.2 TI2V, `expand_timesteps` in model_index.json): `images` is a folder of
 first frames named by prompt number (0.png, 1.png, ...; every prompt needs one); each is resized to
@@ -20,9 +28,10 @@ cover height x width, centre-cropped, VAE-encoded (posterior mode, normalised) a
 first latent frame (timestep 0 on its tokens), and the shards also hold it as `image` (N, C, 1, H', W').
 
 Output: exactly `fastlight preprocess`'s layout (fastlight/data/latents.py): `latents_NNNNN.safetensors`
-shards {x0 (N, C, F', H', W') float32 normalised latents, text (N, L, D), text_mask (N, L)} and
-`index.json`, which also records how the shards were made (`synthesize`: pipeline, transformer and
-VAE fingerprints, sampler, seed, prompts checksum). Shard n holds samples [n * shard_size,
+shards {x0 (N, C, F', H', W') float32 normalised latents, text (N, L, D), text_mask (N, L), extra.*},
+`null.safetensors` (the negative prompt's embedding the CFG used: recipes train CFG dropout against it,
+index["null"]) and `index.json`, which also records how the shards were made (`synthesize`: pipeline,
+transformer and VAE fingerprints, sampler, seed, prompts checksum). Shard n holds samples [n * shard_size,
 (n + 1) * shard_size) in (prompt, sample) order and is written atomically as soon as it is complete;
 `synthesize.json` records the finished shards while the run is going, so a rerun with the same
 arguments skips them and ends with the same shards as an uninterrupted run, bit for bit with the same

@@ -149,6 +149,18 @@ def test_the_shards_record_the_pipelines_null_and_the_source_exposes_it(shards, 
     assert src.null_extra == {} and "extra" not in src.batch(0)  # Wan: no architecture-specific conditioning
 
 
+def test_a_model_keeps_a_null_of_its_own(shards, wan, capsys):
+    from fastlight.train.batches import adopt_null, has_default_null
+
+    src, den = LatentShardSource(str(shards), batch_size=2), load_denoiser(wan)
+    own = torch.ones(1, 2, den.model.config.text_dim)
+    den.null_text = own
+    assert not has_default_null(den) and not adopt_null(den, src) and torch.equal(den.null_text, own)
+    den.null_text = torch.zeros(1, 1, den.model.config.text_dim)
+    assert has_default_null(den) and adopt_null(den, src) and torch.equal(den.null_text, src.null_text)
+    assert "using the data's" in capsys.readouterr().out
+
+
 def test_a_recipe_trains_on_synthesized_shards(shards, wan, tmp_path, capsys):
     from fastlight.analyze.plans import depth_plan, write_plan
     from fastlight.train.entry import available_recipes

@@ -111,3 +111,23 @@ def test_hunyuan_refuses_what_it_cannot_do(hunyuan, tmp_path):
         synth._embedded_guidance("wan", {}, 3.0, None)
     with pytest.raises(InputError, match="needs a guidance-distilled HunyuanVideo transformer"):
         synth._embedded_guidance("hunyuan", {"guidance_embeds": False}, 3.0, None)
+
+
+def test_the_verb_drives_hunyuan_and_refuses_a_missing_clip(hunyuan, tmp_path, capsys):
+    import shutil
+
+    from fastlight.cli import main
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    cli = ["--prompts", str(prompts), "--num-steps", "1", "--num-frames", "5", "--height", "16", "--width", "16",
+           "--max-text-len", "64", "--no-progress", "--device", "cpu"]
+    assert main(["synthesize", str(hunyuan), "--out", str(tmp_path / "out"), *cli, "--embedded-guidance", "4"]) == 0
+    assert "(1 Euler steps, guidance 1, shift 7, seed 0)" in capsys.readouterr().out  # the stock default: no true CFG
+    rows = load_file(str(tmp_path / "out" / "latents_00000.safetensors"))
+    assert rows["extra.guidance"].tolist() == [4000.0] and rows["text"].shape == (1, 64, 32)
+    bare = tmp_path / "bare"
+    shutil.copytree(hunyuan, bare, ignore=shutil.ignore_patterns("text_encoder_2"))
+    assert main(["synthesize", str(bare), "--out", str(tmp_path / "out2"), *cli]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no text_encoder_2/" in err[0] and not (tmp_path / "out2").exists()
