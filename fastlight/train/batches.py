@@ -13,7 +13,9 @@ sample's own generator, `stream_generator(cfg.seed, stream, index, row)` with `r
 the global batch (b["gens"], for the recipe's further per-sample draws), and draws shared by the
 whole batch from `stream_generator(cfg.seed, stream + "/batch", index)` (b["batch_gen"]). So the
 same (seed, index) gives the same global batch however it is split over processes (N processes
-train like one), and a recipe's streams never meet a source's. A source that gives `image` makes
+train like one), and a recipe's streams never meet a source's. The null text is the model's own; a
+model with none (straight from a pipeline folder: one zero token) takes the source's `null_text` /
+`null_extra` (latent shards record the negative prompt's embedding the pipeline uses) in `recipe_source`. A source that gives `image` makes
 the run text+image-to-video (frame 0 is the clean condition); without it the run is text-to-video.
 """
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 from fastlight.data.source import DataSource, build_source, stream_generator
 from fastlight.diffusion.flow import sample_s
+from fastlight.errors import DataError
 from fastlight.models.denoiser import Cond, Denoiser
 from fastlight.train.loop import LoopConfig
 
@@ -68,6 +71,11 @@ def adopt_null(model: Denoiser, source: DataSource) -> bool:
     null = getattr(source, "null_text", None)
     if null is None or not has_default_null(model):
         return False
+    width = model.null_text.shape[-1]
+    if null.shape[-1] != width:
+        raise DataError(f"the data's null text ({getattr(source, 'path', type(source).__name__)}) is {null.shape[-1]} "
+                        f"wide but the model reads {width}-wide text: the shards were made for another model; "
+                        "re-make them with this model's pipeline (check_shards_match names the difference)")
     extra = getattr(source, "null_extra", None) or {}
     model.load_null_state({"null_text": null, **{f"null_{k}": v for k, v in extra.items()}})
     where = getattr(source, "path", type(source).__name__)

@@ -14,7 +14,7 @@ import fastlight.data.synthesize as synth
 from fastlight.cli import main
 from fastlight.data.latents import LatentShardSource
 from fastlight.data.synthesize import synthesize
-from fastlight.errors import OutputExistsError
+from fastlight.errors import DataError, OutputExistsError
 from fastlight.models.load import load_denoiser
 
 PROMPTS = ["a red circle moves left quickly", "a dog runs through tall grass", "two cats play with yarn"]
@@ -159,6 +159,10 @@ def test_a_model_keeps_a_null_of_its_own(shards, wan, capsys):
     den.null_text = torch.zeros(1, 1, den.model.config.text_dim)
     assert has_default_null(den) and adopt_null(den, src) and torch.equal(den.null_text, src.null_text)
     assert "using the data's" in capsys.readouterr().out
+    den.null_text = torch.zeros(1, 1, den.model.config.text_dim)
+    src.null_text = torch.zeros(1, 3, 8)  # shards of another model
+    with pytest.raises(DataError, match="is 8 wide but the model reads 32-wide text"):
+        adopt_null(den, src)
 
 
 def test_a_recipe_trains_on_synthesized_shards(shards, wan, tmp_path, capsys):
