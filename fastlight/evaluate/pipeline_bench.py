@@ -54,6 +54,7 @@ from typing import Any, Callable, Sequence
 import diffusers
 import numpy as np
 import torch
+import transformers
 from diffusers import DiffusionPipeline
 from PIL import Image
 
@@ -65,6 +66,7 @@ EXPORT_INFO = "fastlight_export.json"
 DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 5.0
 OPTION_KEYS = ("steps", "guidance")
+REQUIRED_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer")
 SPEC_FORMAT = "PIPELINE_FOLDER[:steps=N,guidance=G]"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # the per-run memory probes of timing.py that measure one run (not the process's lifetime)
@@ -122,17 +124,20 @@ def parse_pipeline_spec(text: str) -> PipelineEntry:
             raise _spec_error(text, f"unknown key {key!r}; the keys are {', '.join(OPTION_KEYS)}")
         if key in kw:
             raise _spec_error(text, f"{key} given twice")
-        if key == "steps":
-            try:
-                kw[key] = _check_steps(int(value), f"--pipeline {text!r}")
-            except ValueError:
-                raise _spec_error(text, f"steps must be a whole number >= 1, got {value!r}") from None
-        else:
-            try:
-                kw[key] = _check_guidance(float(value), f"--pipeline {text!r}")
-            except ValueError:
-                raise _spec_error(text, f"guidance must be a number, got {value!r}") from None
+        kw[key] = _parse_option(text, key, value)
     return PipelineEntry(text, path, kw.get("steps"), kw.get("guidance"))
+
+
+def _parse_option(text: str, key: str, value: str) -> int | float:
+    try:
+        v = int(value) if key == "steps" else float(value)
+    except ValueError:
+        v = None
+    if key == "steps" and (v is None or v < 1):
+        raise _spec_error(text, f"steps must be a whole number >= 1, got {value!r}")
+    if key == "guidance" and (v is None or not math.isfinite(v) or v < 0):
+        raise _spec_error(text, f"guidance must be a finite number >= 0 (1 = no CFG), got {value!r}")
+    return v
 
 
 def check_pipeline_folder(path: str | Path) -> Path:
@@ -147,7 +152,24 @@ def check_pipeline_folder(path: str | Path) -> Path:
     if not (p / "model_index.json").is_file():
         hint = "; for a fastlight model folder use `fastlight bench --model`" if (p / "config.json").is_file() else ""
         raise ModelError(f"{p} is not a diffusers pipeline folder (no model_index.json); {fix}{hint}")
+    _check_components(p)
     return p
+
+
+def _check_components(folder: Path) -> None:
+    """Every component model_index.json names has its folder; the ones a prompt -> video call needs are there."""
+    index = read_json_object(folder / "model_index.json", ModelError, "re-save the pipeline with save_pretrained")
+    fix = ("the bench times the whole prompt -> video call, so it needs a complete pipeline folder: export the student "
+           "with `fastlight export RUN --format diffusers --source TEACHER_PIPELINE` (it links the teacher's vae/, "
+           "text_encoder/ and tokenizer/)")
+    for name in REQUIRED_COMPONENTS:
+        value = index.get(name)
+        if not (isinstance(value, list) and value and value[0] is not None):
+            raise ModelError(f"{folder} has no {name} (model_index.json: {name} {value!r}); {fix}")
+    for name, value in index.items():
+        if isinstance(value, list) and len(value) == 2 and value[0] is not None and not (folder / name).is_dir():
+            raise MissingFileError(f"{folder}/model_index.json names {name} ({value[1]}) but {folder / name}/ "
+                                   f"is missing; {fix}")
 
 
 def export_call(folder: Path) -> dict:
@@ -200,9 +222,22 @@ def _dtype(dtype: str | torch.dtype | None, dev: torch.device) -> torch.dtype:
 
 
 # ---- one loaded pipeline --------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_loading():
+    """diffusers' and transformers' loading bars off (stderr stays for errors), restored afterwards."""
+    libs = [lib for lib in (diffusers.utils.logging, transformers.utils.logging) if lib.is_progress_bar_enabled()]
+    for lib in libs:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib in libs:
+            lib.enable_progress_bar()
+
+
 def _load_pipeline(folder: Path, dev: torch.device, dtype: torch.dtype):
     try:
-        with warnings.catch_warnings():  # diffusers >= 0.42 renames torch_dtype to dtype; >= 0.35 is supported
+        with warnings.catch_warnings(), _quiet_loading():  # diffusers >= 0.42 renames torch_dtype to dtype; >= 0.35 is supported
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype)
     except (OSError, ValueError, KeyError, AttributeError) as e:  # diffusers' ways of saying a folder is broken
@@ -343,6 +378,8 @@ class _Loaded:
 def _load(entry: PipelineEntry, dev: torch.device, dtype: torch.dtype, num_frames: int, height: int, width: int,
           progress: bool) -> _Loaded:
     folder = check_pipeline_folder(entry.path)
+    if progress:
+        print(f"{entry.name}: loading {folder} ...", flush=True)
     pipe = _load_pipeline(folder, dev, dtype)
     _check_size(pipe, entry.name, num_frames, height, width)
     params = inspect.signature(type(pipe).__call__).parameters
