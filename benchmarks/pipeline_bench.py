@@ -8,7 +8,7 @@ Without folders it builds, in a temporary folder, the tiny random-weight Wan 2.1
 (`fastlight.models.tiny_pipelines`, 4 blocks) as the teacher and a student from it: one block
 dropped (`prune_depth`), the 4-step few-step sampler (1000/750/500/250, guidance 1), exported as a
 stock WanPipeline folder (`export_diffusers`); then times the teacher at 50 steps with CFG 5 against
-the student with its fastlight_export.json call, 33 frames at 64x64. Folders given: those, in order
+the student with its fastlight_export.json call, 17 frames at 32x32. Folders given: those, in order
 (the first is the baseline; PIPE[:steps=N,guidance=G] as for `fastlight bench --pipeline`).
 
 The method is `fastlight.evaluate.pipeline_bench` (warm-up, interleaved rounds, CUDA events, NFE
@@ -34,9 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("pipelines", nargs="*", help="PIPE[:steps=N,guidance=G] (none: the tiny teacher and student)")
     ap.add_argument("--prompt", action="append", default=None, help="repeat; one video each per run")
-    ap.add_argument("--num-frames", type=int, default=None, help="default 81 (33 for the tiny pipelines)")
-    ap.add_argument("--height", type=int, default=None, help="default 480 (64 for the tiny pipelines)")
-    ap.add_argument("--width", type=int, default=None, help="default 832 (64 for the tiny pipelines)")
+    ap.add_argument("--num-frames", type=int, default=None, help="default 81 (17 for the tiny pipelines)")
+    ap.add_argument("--height", type=int, default=None, help="default 480 (32 for the tiny pipelines)")
+    ap.add_argument("--width", type=int, default=None, help="default 832 (32 for the tiny pipelines)")
     ap.add_argument("--teacher-steps", type=int, default=50, help="tiny teacher: steps (default 50)")
     ap.add_argument("--teacher-guidance", type=float, default=5.0, help="tiny teacher: CFG scale (default 5)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -66,7 +66,7 @@ def main(argv=None) -> list[dict]:
             entries = [PipelineEntry(f"teacher ({a.teacher_steps} steps, CFG {a.teacher_guidance:g})", str(teacher),
                                      a.teacher_steps, a.teacher_guidance),
                        PipelineEntry("student (exported, 4 steps, 1/4 blocks pruned)", str(student))]
-            size = (33, 64, 64)
+            size = (17, 32, 32)
         frames, height, width = (v if v is not None else d for v, d in zip((a.num_frames, a.height, a.width), size))
         rows = bench_pipelines(entries, a.prompt or [PROMPT], num_frames=frames, height=height, width=width,
                                repeats=a.repeats, warmup=a.warmup, device=a.device, out_json=a.out, dtype=a.dtype)
