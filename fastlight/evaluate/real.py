@@ -45,14 +45,14 @@ import torch
 from tqdm.auto import tqdm
 
 from fastlight.data.latents import _Vae
-from fastlight.data.synthesize import _latent_shape, check_pipeline, vae_geometry
+from fastlight.data.synthesize import _latent_shape, _positive_int, check_pipeline, vae_geometry
 from fastlight.data.video import write_video
 from fastlight.diffusion.spec import SamplerSpec
 from fastlight.errors import DataError, InputError, ModelError, check_dir_creatable, make_dir
 from fastlight.evaluate.frechet import PROJECTION_DIM, frechet_interval
 from fastlight.evaluate.motion import motion_magnitude
-from fastlight.evaluate.real_samples import (check_text_width, decode_latents, encode_prompts, first_frames,
-                                             load_model, sample_model, teacher_features)
+from fastlight.evaluate.real_samples import (MAX_TEXT_LEN, check_text_width, decode_latents, encode_prompts,
+                                             first_frames, load_model, sample_model, teacher_features)
 from fastlight.evaluate.stats import bootstrap_interval, mean_of, paired_difference, ratio_of_sums
 from fastlight.evaluate.vbench import score_videos
 from fastlight.evaluate.vbench.dimensions import DIMENSIONS
@@ -204,12 +204,20 @@ def _default_device(device):
 
 
 def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, height, width, seed=0, images=None,
-                         videos=True, progress=True, device=None) -> dict:
+                         videos=True, progress=True, device=None, max_text_len=MAX_TEXT_LEN,
+                         batch_size=1) -> dict:
     """Sample, decode, write and score every model of `models` on `prompts` with the `pipeline` (the
     teacher's diffusers folder: its text encoder, VAE and transformer (the feature space)); the first
     model is the reference. Writes out_dir/eval.json (atomically) and, with `videos`, the MP4s; returns
-    the eval.json document (the module doc). Every input is checked before any work (one-line errors)."""
+    the eval.json document (the module doc). Every input is checked before any work (one-line errors).
+    `device`: default CUDA when available; `max_text_len`: the prompt tokens kept (WanPipeline: 512);
+    `batch_size`: prompts sampled, decoded and featurised at a time."""
     pipeline, out_dir = Path(pipeline), Path(out_dir)
+    for value, name in ((num_frames, "num_frames"), (height, "height"), (width, "width"),
+                        (max_text_len, "max_text_len"), (batch_size, "batch_size")):
+        _positive_int(value, name)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"seed must be a whole number >= 0, got {seed!r}")
     index = check_eval_pipeline(pipeline)
     prompts = _check_prompts(prompts)
     models = _check_models(models)
@@ -222,7 +230,7 @@ def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, heig
     names, reference = list(models), next(iter(models))
     slugs = _slugs(names)
 
-    texts = encode_prompts(pipeline, prompts, device)
+    texts = encode_prompts(pipeline, prompts, device, max_text_len)
     first_latents, first_images = first_frames(pipeline / "vae", image_files, height, width, device)
     latents = {}
     bar = tqdm(total=len(names) * len(prompts), desc="evaluate: sample", unit="video", disable=not progress)
@@ -231,18 +239,18 @@ def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, heig
         den = load_model(model, texts.null, device)
         check_text_width(den, texts.width, name)
         bar.set_postfix_str(f"{name}: {spec.describe()}")
-        latents[name] = sample_model(den, spec, texts, shape, seed, device, first_latents, bar)
+        latents[name] = sample_model(den, spec, texts, shape, seed, device, first_latents, bar, batch_size)
         del den  # one model at a time on the device
     bar.close()
 
     vae = _Vae(pipeline / "vae", device, torch.float32)
-    frames = {name: decode_latents(vae, latents[name]) for name in names}
+    frames = {name: decode_latents(vae, latents[name], batch_size) for name in names}
     del vae
     teacher = load_denoiser(pipeline / "transformer", device).eval()
     per = {}
     dims = T2V_DIMS + (I2V_DIMS if first_images is not None else ())
     for name in tqdm(names, desc="evaluate: score", unit="model", disable=not progress):
-        per[name] = {"features": teacher_features(teacher, latents[name], texts, seed),
+        per[name] = {"features": teacher_features(teacher, latents[name], texts, seed, batch_size=batch_size),
                      "motion": [motion_magnitude(f) for f in frames[name]],
                      "proxies": _proxies(frames[name], first_images, dims)}
     del teacher

@@ -97,37 +97,44 @@ def check_text_width(den: Denoiser, width: int, name: str) -> None:
                         f"{width}; evaluate a model of this pipeline's family (same text encoder)")
 
 
+def _batches(n: int, batch_size: int) -> list[range]:
+    return [range(b, min(n, b + batch_size)) for b in range(0, n, batch_size)]
+
+
 def sample_model(den: Denoiser, spec: SamplerSpec, texts: Texts, shape, seed: int, device,
-                 images: Sequence[torch.Tensor] | None = None, bar: tqdm | None = None) -> list[torch.Tensor]:
-    """One latent (1, C, F', H', W') float32 on CPU per prompt, from prompt i's noise of the test stream."""
+                 images: Sequence[torch.Tensor] | None = None, bar: tqdm | None = None,
+                 batch_size: int = 1) -> list[torch.Tensor]:
+    """One latent (1, C, F', H', W') float32 on CPU per prompt, from prompt i's noise of the test stream,
+    `batch_size` prompts at a time. A few-step sampler's re-noising draws from the `test/renoise` stream of
+    the batch's first prompt, so its samples depend on the batching (Euler's only by float rounding)."""
     out = []
-    for i in range(texts.embeds.shape[0]):
-        noise = torch.randn(shape, generator=stream_generator(seed, NOISE_STREAM, i))[None]
-        image = None if images is None else images[i][None].to(device)
-        cond = Cond(texts.embeds[i][None].to(device), image)
-        x0 = sample(den, noise.to(device), cond, spec, generator=stream_generator(seed, RENOISE_STREAM, i))
-        out.append(x0.float().cpu())
+    for batch in _batches(texts.embeds.shape[0], batch_size):
+        noise = torch.stack([torch.randn(shape, generator=stream_generator(seed, NOISE_STREAM, i)) for i in batch])
+        image = None if images is None else torch.stack([images[i] for i in batch]).to(device)
+        cond = Cond(texts.embeds[list(batch)].to(device), image)
+        x0 = sample(den, noise.to(device), cond, spec, generator=stream_generator(seed, RENOISE_STREAM, batch[0]))
+        out.extend(x0.float().cpu().split(1))
         if bar is not None:
-            bar.update(1)
+            bar.update(len(batch))
     return out
 
 
 @torch.no_grad()
-def decode_latents(vae: _Vae, latents: Sequence[torch.Tensor]) -> list[np.ndarray]:
+def decode_latents(vae: _Vae, latents: Sequence[torch.Tensor], batch_size: int = 1) -> list[np.ndarray]:
     """Normalised latents -> (F, H, W, 3) uint8 frames, as the stock pipelines decode: Wan
     z * latents_std + latents_mean, HunyuanVideo z / scaling_factor; VAE decode; [-1, 1] -> uint8."""
     frames = []
-    for z in latents:
-        z = z.float()
+    for batch in _batches(len(latents), batch_size):
+        z = torch.cat([latents[i] for i in batch]).float()
         z = z / vae.scale if vae.scale is not None else z / vae.inv_std + vae.mean
-        video = vae.vae.decode(z.to(vae.device, vae.dtype), return_dict=False)[0]  # (1, 3, F, H, W)
-        frames.append(to_uint8_frames(video[0].float().cpu()))
+        video = vae.vae.decode(z.to(vae.device, vae.dtype), return_dict=False)[0]  # (B, 3, F, H, W)
+        frames.extend(to_uint8_frames(v) for v in video.float().cpu())
     return frames
 
 
 @torch.no_grad()
 def teacher_features(teacher: Denoiser, latents: Sequence[torch.Tensor], texts: Texts, seed: int,
-                     block: int | None = None, level: float = FEATURE_LEVEL) -> np.ndarray:
+                     block: int | None = None, level: float = FEATURE_LEVEL, batch_size: int = 1) -> np.ndarray:
     """(N, D) features of the samples in the teacher DiT's own space: sample i's normalised VAE latent
     (1, C, F', H', W') (what the VAE decodes into its video) is noised to s = `level` with prompt i's
     `test/features` noise (the same for every model), run through the teacher with its prompt's text,
@@ -135,10 +142,12 @@ def teacher_features(teacher: Denoiser, latents: Sequence[torch.Tensor], texts: 
     block = teacher.num_blocks // 2 if block is None else block
     device = next(teacher.parameters()).device
     feats = []
-    for i, z in enumerate(latents):
-        eps = torch.randn(z.shape[1:], generator=stream_generator(seed, FEATURE_STREAM, i))[None]
-        x_t = ((1 - level) * z.float() + level * eps).to(device)
-        cond = Cond(texts.embeds[i][None].to(device))
-        _, hidden = teacher(x_t, torch.tensor([level]), cond, capture=[block])
-        feats.append(hidden[block][0].float().mean(dim=0).cpu().numpy())
-    return np.stack(feats).astype(np.float64)
+    for batch in _batches(len(latents), batch_size):
+        z = torch.cat([latents[i] for i in batch]).float()
+        eps = torch.stack([torch.randn(z.shape[1:], generator=stream_generator(seed, FEATURE_STREAM, i))
+                           for i in batch])
+        x_t = ((1 - level) * z + level * eps).to(device)
+        cond = Cond(texts.embeds[list(batch)].to(device))
+        _, hidden = teacher(x_t, torch.full((len(batch),), level), cond, capture=[block])
+        feats.append(hidden[block].float().mean(dim=1).cpu().numpy())  # (B, D)
+    return np.concatenate(feats).astype(np.float64)
