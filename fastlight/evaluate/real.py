@@ -55,7 +55,7 @@ from fastlight.evaluate.real_samples import (MAX_TEXT_LEN, check_text_width, dec
                                              first_frames, load_model, sample_model, teacher_features)
 from fastlight.evaluate.stats import bootstrap_interval, mean_of, paired_difference, ratio_of_sums
 from fastlight.evaluate.vbench import score_videos
-from fastlight.evaluate.vbench.dimensions import DIMENSIONS
+from fastlight.evaluate.vbench.dimensions import DIMENSIONS, dimension_kind
 from fastlight.fileio import atomic_write_json, read_json_object
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser
@@ -144,20 +144,14 @@ def _slugs(names: Sequence[str]) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- scores
-def _proxies(frames: list[np.ndarray], images, dims: Sequence[str]) -> dict[str, dict]:
-    """{dim: {"per_video": [...], "kind"}} of one model's videos."""
-    scores = score_videos(frames, images=images, fps=FPS, dims=list(dims), static_filter=False)
-    return {d: {"per_video": [float(v) for v in scores[d]["per_video"]], "kind": scores[d]["kind"]} for d in dims}
-
-
-def _model_scores(spec: SamplerSpec, proxies: dict, motion: list[float], videos: list[str]) -> dict:
+def _model_scores(spec: SamplerSpec, rec: dict, out_dir: Path) -> dict:
     return {
         "sampler": spec.to_json(),
-        "proxies": {d: {**bootstrap_interval(mean_of("x"), {"x": p["per_video"]}).to_json(), "kind": p["kind"]}
-                    for d, p in proxies.items()},
-        "motion": {**bootstrap_interval(mean_of("x"), {"x": motion}).to_json(),
+        "proxies": {d: {**bootstrap_interval(mean_of("x"), {"x": v}).to_json(), "kind": dimension_kind(d, False)}
+                    for d, v in rec["proxies"].items()},
+        "motion": {**bootstrap_interval(mean_of("x"), {"x": rec["motion"]}).to_json(),
                    "unit": "mean optical-flow magnitude, pixels per frame"},
-        "videos": videos,
+        "videos": [p.relative_to(out_dir).as_posix() for p in rec["videos"]],
     }
 
 
@@ -176,22 +170,23 @@ def _pair_scores(ref: dict, other: dict) -> dict:
                                       "Ledoit-Wolf covariances (squared distance)"},
         "motion_ratio": _motion_ratio(other["motion"], ref["motion"]),
         "proxy_differences": {
-            d: {**paired_difference(mean_of("x"), {"x": other["proxies"][d]["per_video"]},
-                                    {"x": p["per_video"]}).to_json(), "kind": p["kind"]}
-            for d, p in ref["proxies"].items()},
+            d: {**paired_difference(mean_of("x"), {"x": other["proxies"][d]}, {"x": v}).to_json(),
+                "kind": dimension_kind(d, False)}
+            for d, v in ref["proxies"].items()},
     }
 
 
-def backends(out_dir: Path, reference: str, slugs: Mapping[str, str]) -> dict[str, str]:
+def backends(out_dir: Path, reference: str, slugs: Mapping[str, str], videos: bool = True) -> dict[str, str]:
     """What the official backends would need; this evaluation never runs them."""
     ref = out_dir / VIDEO_DIR / slugs[reference]
     other = out_dir / VIDEO_DIR / next(s for n, s in slugs.items() if n != reference)
+    first = "" if videos else "write the videos (videos=True, i.e. without --no-videos), then "
     if importlib.util.find_spec("vbench") is not None:
         vb = (f"not run here: the vbench package is installed (available) but this evaluation does not run it; "
-              f"run `fastlight vbench {other} --backend vbench` on each model's videos")
+              f"{first}run `fastlight vbench {other} --backend vbench` on each model's videos")
     else:
         vb = "not run here: vbench is not installed (pip install vbench, then `fastlight vbench DIR --backend vbench`)"
-    fvd = (f"not run here: FVD needs the StyleGAN-V I3D detector file; run `fastlight fvd {ref} {other} "
+    fvd = (f"not run here: FVD needs the StyleGAN-V I3D detector file; {first}run `fastlight fvd {ref} {other} "
            "--detector i3d_torchscript.pt`")
     return {"vbench_official": vb, "fvd": fvd}
 
@@ -227,54 +222,74 @@ def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, heig
     shape = _latent_shape(tcfg["in_channels"], tcfg["patch_size"], temporal, spatial, num_frames, height, width)
     check_dir_creatable(out_dir, "--out")
     device = _default_device(device)
-    names, reference = list(models), next(iter(models))
-    slugs = _slugs(names)
 
     texts = encode_prompts(pipeline, prompts, device, max_text_len)
     first_latents, first_images = first_frames(pipeline / "vae", image_files, height, width, device)
-    latents = {}
-    bar = tqdm(total=len(names) * len(prompts), desc="evaluate: sample", unit="video", disable=not progress)
-    for name in names:
-        model, spec = models[name]
-        den = load_model(model, texts.null, device)
-        check_text_width(den, texts.width, name)
-        bar.set_postfix_str(f"{name}: {spec.describe()}")
-        latents[name] = sample_model(den, spec, texts, shape, seed, device, first_latents, bar, batch_size)
-        del den  # one model at a time on the device
-    bar.close()
-
-    vae = _Vae(pipeline / "vae", device, torch.float32)
-    frames = {name: decode_latents(vae, latents[name], batch_size) for name in names}
-    del vae
-    teacher = load_denoiser(pipeline / "transformer", device).eval()
-    per = {}
+    latents = _sample_all(models, texts, shape, seed, device, first_latents, batch_size, progress)
     dims = T2V_DIMS + (I2V_DIMS if first_images is not None else ())
-    for name in tqdm(names, desc="evaluate: score", unit="model", disable=not progress):
-        per[name] = {"features": teacher_features(teacher, latents[name], texts, seed, batch_size=batch_size),
-                     "motion": [motion_magnitude(f) for f in frames[name]],
-                     "proxies": _proxies(frames[name], first_images, dims)}
-    del teacher
-
     make_dir(out_dir, "--out")
-    paths = {name: _write_videos(out_dir, slugs[name], frames[name]) if videos else [] for name in names}
+    slugs = _slugs(list(models))
+    per = _score_all(pipeline, latents, texts, seed, device, first_images, dims, batch_size,
+                     {name: out_dir / VIDEO_DIR / slug for name, slug in slugs.items()} if videos else None, progress)
+    reference = next(iter(models))
     result = {
         "pipeline": str(pipeline), "num_prompts": len(prompts), "num_frames": num_frames, "height": height,
         "width": width, "seed": seed, "reference": reference,
-        "models": {name: _model_scores(models[name][1], per[name]["proxies"], per[name]["motion"], paths[name])
-                   for name in names},
-        "pairs": {name: _pair_scores(per[reference], per[name]) for name in names if name != reference},
-        "backends": backends(out_dir, reference, slugs),
+        "models": {name: _model_scores(models[name][1], p, out_dir) for name, p in per.items()},
+        "pairs": {name: _pair_scores(per[reference], p) for name, p in per.items() if name != reference},
+        "backends": backends(out_dir, reference, slugs, videos),
         "dimensions": {d: DIMENSIONS[d]["doc"] for d in dims},
     }
     atomic_write_json(out_dir / EVAL_FILE, result)
     return result
 
 
-def _write_videos(out_dir: Path, slug: str, frames: list[np.ndarray]) -> list[str]:
-    """Write one model's videos as out_dir/videos/SLUG/NNN.mp4; return their paths relative to out_dir."""
-    folder = make_dir(out_dir / VIDEO_DIR / slug, "--out")
-    rel = []
-    for i, f in enumerate(frames):
-        write_video(folder / f"{i:03d}.mp4", f, fps=FPS)
-        rel.append(f"{VIDEO_DIR}/{slug}/{i:03d}.mp4")
-    return rel
+def _sample_all(models: dict, texts, shape, seed: int, device, first_latents, batch_size: int,
+                progress: bool) -> dict[str, list[torch.Tensor]]:
+    """{name: one latent per prompt}, one model on the device at a time."""
+    latents = {}
+    bar = tqdm(total=len(models) * texts.embeds.shape[0], desc="evaluate: sample", unit="video",
+               disable=not progress)
+    for name, (model, spec) in models.items():
+        den = load_model(model, texts.null, device)
+        check_text_width(den, texts.width, name)
+        bar.set_postfix_str(f"{name}: {spec.describe()}")
+        latents[name] = sample_model(den, spec, texts, shape, seed, device, first_latents, bar, batch_size)
+        del den
+    bar.close()
+    return latents
+
+
+def _score_all(pipeline: Path, latents: dict, texts, seed: int, device, first_images, dims, batch_size: int,
+               video_dirs: dict[str, Path] | None, progress: bool) -> dict[str, dict]:
+    """{name: {features, motion, proxies, videos}}: each batch of samples is decoded, scored, written (with
+    `video_dirs`) and dropped, so only one batch of frames is in memory."""
+    vae = _Vae(pipeline / "vae", device, torch.float32)
+    teacher = load_denoiser(pipeline / "transformer", device).eval()
+    per = {}
+    bar = tqdm(total=sum(len(z) for z in latents.values()), desc="evaluate: decode + score", unit="video",
+               disable=not progress)
+    for name, zs in latents.items():
+        rec = {"features": teacher_features(teacher, zs, texts, seed, batch_size=batch_size), "motion": [],
+               "proxies": {d: [] for d in dims}, "videos": []}
+        for start in range(0, len(zs), batch_size):
+            for i, frames in enumerate(decode_latents(vae, zs[start:start + batch_size], batch_size), start):
+                _score_video(rec, frames, None if first_images is None else first_images[i], dims)
+                if video_dirs is not None:
+                    rec["videos"].append(_write_video(video_dirs[name], i, frames))
+                bar.update(1)
+        per[name] = rec
+    bar.close()
+    return per
+
+
+def _score_video(rec: dict, frames: np.ndarray, image, dims) -> None:
+    rec["motion"].append(motion_magnitude(frames))
+    scores = score_videos([frames], images=None if image is None else [image], fps=FPS, dims=list(dims),
+                          static_filter=False)
+    for d in dims:
+        rec["proxies"][d].append(float(scores[d]["per_video"][0]))
+
+
+def _write_video(folder: Path, i: int, frames: np.ndarray) -> Path:
+    return write_video(make_dir(folder, "--out") / f"{i:03d}.mp4", frames, fps=FPS)

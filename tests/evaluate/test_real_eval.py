@@ -24,7 +24,8 @@ from fastlight.diffusion.spec import SamplerSpec
 from fastlight.errors import ModelError
 from fastlight.evaluate.frechet import frechet_interval, ledoit_wolf, projection
 from fastlight.evaluate.motion import motion_magnitude
-from fastlight.evaluate.real import EVAL_FILE, evaluate_on_pipeline
+import fastlight.evaluate.real as real
+from fastlight.evaluate.real import EVAL_FILE, backends, evaluate_on_pipeline
 from fastlight.evaluate.real_samples import decode_latents, encode_prompts, load_model, sample_model
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser
@@ -187,6 +188,18 @@ def test_the_frechet_regularisation():
     same = frechet_interval(a, a + 1e-6)
     far = frechet_interval(a, a + 3.0)
     assert same.estimate < 1e-6 < far.low and far.num_cases == 6
+
+
+def test_the_official_backends_are_never_claimed_to_have_run(tmp_path, monkeypatch):
+    slugs = {"teacher": "teacher", "student": "student"}
+    without = backends(tmp_path, "teacher", slugs)
+    assert without["vbench_official"].startswith("not run here: vbench is not installed")
+    assert without["fvd"].startswith("not run here: ") and str(tmp_path / "videos" / "student") in without["fvd"]
+    find_spec = real.importlib.util.find_spec
+    monkeypatch.setattr(real.importlib.util, "find_spec", lambda n, *a: object() if n == "vbench" else find_spec(n, *a))
+    installed = backends(tmp_path, "teacher", slugs, videos=False)["vbench_official"]
+    assert installed.startswith("not run here: the vbench package is installed (available)")
+    assert "write the videos" in installed
 
 
 def test_a_hunyuan_pipeline_is_refused_in_one_line(tiny_pipeline, tmp_path):
