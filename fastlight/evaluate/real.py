@@ -24,11 +24,13 @@ The first model is the reference (the teacher). Per model (`models` maps a name 
 Per student against the reference (paired: the same prompts and noise, resampled together):
   * `motion_ratio` = student motion / reference motion (ratio of the means; < 1: the student moves
     less; few-step students are reported to make slow motion);
-  * `frechet_distance` in the teacher DiT's own feature space (the pipeline's transformer, mid-block
-    hidden state of the VAE-re-encoded video noised to s = 0.5, mean-pooled; projected to 32 seeded
-    random directions, Ledoit-Wolf covariances: `fastlight.evaluate.frechet`);
+  * `frechet_distance` in the teacher DiT's own feature space (the pipeline's transformer: the hidden
+    state after its middle block, mean-pooled over tokens, of the sample's VAE latent (what the VAE
+    decodes into the video) noised to s = 0.5 with the same noise for every model; projected onto 32
+    seeded random directions, Ledoit-Wolf covariances: `fastlight.evaluate.frechet`), squared;
   * `proxy_differences` = student - reference for each dimension.
 The official VBench and FVD backends are not run here; `backends` says so and how to run them.
+Memory: the latents of every model are kept (small); the frames of one decoded batch at a time.
 
 HunyuanVideo pipelines are refused (one line) until its Llama + CLIP text encoding is in
 `fastlight.data.synthesize`.
