@@ -1,30 +1,81 @@
-"""`fastlight evaluate MODEL`: ShapesBench (+ VBench-style dimensions) of a Shapes model."""
+"""`fastlight evaluate MODEL`: ShapesBench (+ VBench-style dimensions) of a Shapes model; with
+`--pipeline PIPE --prompts prompts.txt`, a real (Wan) model against its teacher on the pipeline
+(`fastlight.evaluate.real.evaluate_on_pipeline`): videos, VBench-style proxies, motion, the
+student/teacher motion ratio and a Frechet distance in the teacher's feature space, each with its
+95% interval."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastlight.commands.options import (add_sampler_args, block_ids, int_list, output_folder,
+from fastlight.commands.options import (add_sampler_args, block_ids, finite_float, int_list, output_folder,
                                         sampler_overrides, whole_number)
+from fastlight.errors import InputError
+
+SHAPES_CASES = 320
+# the real-pipeline defaults: Wan 2.1's 81 frames at 480x832; the stock pipeline's 50 Euler steps, guidance 5
+REAL_FRAMES, REAL_HEIGHT, REAL_WIDTH = 81, 480, 832
+REFERENCE_STEPS, REFERENCE_GUIDANCE = 50, 5.0
+REAL_ONLY = ("prompts", "images", "reference", "reference_steps", "reference_guidance", "num_frames", "height",
+             "width", "device", "max_text_len", "batch_size")
+SHAPES_ONLY = ("num_cases", "skip", "no_vbench")
 
 
 def add_parser(sub) -> None:
-    s = sub.add_parser("evaluate", help="ShapesBench (+ VBench-style dimensions) of a Shapes model")
+    s = sub.add_parser("evaluate", help="ShapesBench of a Shapes model, or (--pipeline) a real model against its "
+                                        "teacher on prompts")
     s.add_argument("model", help="model folder or 'shapes-teacher'")
     s.add_argument("--out", type=output_folder, default="runs/evaluate")
     add_sampler_args(s)
-    s.add_argument("--num-cases", type=whole_number, default=320)
     s.add_argument("--seed", type=whole_number, default=0)
-    s.add_argument("--skip", type=int_list, default="", help="comma list of block ids to skip")
     s.add_argument("--no-videos", action="store_true")
-    s.add_argument("--no-vbench", action="store_true")
+    shapes = s.add_argument_group("ShapesBench (without --pipeline)")
+    shapes.add_argument("--num-cases", type=whole_number, default=None, help=f"test cases (default {SHAPES_CASES})")
+    shapes.add_argument("--skip", type=int_list, default=None, help="comma list of block ids to skip")
+    shapes.add_argument("--no-vbench", action="store_true", default=None)
+    real = s.add_argument_group("real pipelines")
+    real.add_argument("--pipeline", default=None,
+                      help="the teacher's diffusers pipeline folder (Wan 2.1 T2V, Wan 2.2 TI2V): its text encoder, "
+                           "VAE and transformer are used")
+    real.add_argument("--prompts", default=None, help="text file, one evaluation prompt a line (# comments skipped)")
+    real.add_argument("--images", default=None, help="TI2V: folder of first frames named by prompt number (0.png, ...)")
+    real.add_argument("--reference", default=None, help="the reference (teacher) model folder (default: the "
+                                                        "pipeline's transformer/)")
+    real.add_argument("--reference-steps", type=whole_number, default=None,
+                      help=f"the reference's Euler steps (default: its sampler.json, else {REFERENCE_STEPS})")
+    real.add_argument("--reference-guidance", type=finite_float, default=None,
+                      help=f"the reference's guidance (default: its sampler.json, else {REFERENCE_GUIDANCE:g})")
+    real.add_argument("--num-frames", type=whole_number, default=None, help=f"default {REAL_FRAMES}")
+    real.add_argument("--height", type=whole_number, default=None, help=f"default {REAL_HEIGHT}")
+    real.add_argument("--width", type=whole_number, default=None, help=f"default {REAL_WIDTH}")
+    real.add_argument("--max-text-len", type=whole_number, default=None, help="prompt tokens kept (default 512)")
+    real.add_argument("--batch-size", type=whole_number, default=None, help="prompts sampled at a time (default 1)")
+    real.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     s.set_defaults(fn=run)
 
 
+def _given(a, names) -> list[str]:
+    return ["--" + n.replace("_", "-") for n in names if getattr(a, n) is not None]
+
+
 def run(a) -> None:
+    if a.pipeline is None:
+        given = _given(a, REAL_ONLY)
+        if given:
+            raise InputError(f"{given[0]} applies to real pipelines: add --pipeline PIPE (the teacher's diffusers "
+                             "folder), or drop it for ShapesBench")
+        return run_shapes(a)
+    given = _given(a, SHAPES_ONLY)
+    if given:
+        raise InputError(f"{given[0]} applies to ShapesBench; with --pipeline the prompts file sets the cases: drop it")
+    return run_real(a)
+
+
+def run_shapes(a) -> None:
     from fastlight.shapes.bench import evaluate_model
 
-    skip = block_ids(a.skip)
-    res = evaluate_model(a.model, a.out, overrides=sampler_overrides(a), num_cases=a.num_cases, seed=a.seed,
+    skip = block_ids(a.skip or [])
+    res = evaluate_model(a.model, a.out, overrides=sampler_overrides(a),
+                         num_cases=SHAPES_CASES if a.num_cases is None else a.num_cases, seed=a.seed,
                          save_videos=not a.no_videos, skip=skip, vbench=not a.no_vbench)
     print(f"{summary_line(res)} -> {Path(a.out) / 'shapesbench.json'}")
 
@@ -40,3 +91,87 @@ def summary_line(res: dict) -> str:
     return (f"ShapesBench score {res['score']:.4f}{band} (ideal {res['ideal']['score']:.4f}); "
             + ", ".join(f"{k} {v:.3f}" for k, v in res["parts"].items() if v is not None)
             + f"; {res['metrics']['num_ghost_clips']} clip(s) with a ghost")
+
+
+# ----------------------------------------------------------------------------- real pipelines
+def reference_sampler(folder: Path, pipeline: Path, steps: int | None, guidance: float | None):
+    """The reference's sampler: its own sampler.json when it has one and nothing is overridden, else the
+    stock pipeline's Euler sampler (50 steps, guidance 5, the scheduler's shift) with the given overrides."""
+    from fastlight.data.synthesize import pipeline_shift
+    from fastlight.diffusion.spec import FILE, SamplerSpec, model_folder
+
+    own = (model_folder(folder) or folder) / FILE
+    if own.is_file() and steps is None and guidance is None:
+        return SamplerSpec.load(own.parent)
+    return SamplerSpec.euler(REFERENCE_STEPS if steps is None else steps,
+                             REFERENCE_GUIDANCE if guidance is None else guidance, pipeline_shift(pipeline))
+
+
+def run_real(a) -> None:
+    from fastlight.data.synthesize import pair_images, read_prompts
+    from fastlight.diffusion.spec import choose_sampler
+    from fastlight.evaluate.real import EVAL_FILE, check_eval_pipeline, evaluate_on_pipeline
+
+    pipeline = Path(a.pipeline)
+    index = check_eval_pipeline(pipeline)
+    if a.prompts is None:
+        raise InputError("--pipeline needs --prompts FILE (one evaluation prompt a line)")
+    if a.images is not None and not index.get("expand_timesteps"):
+        raise InputError(f"--images needs a TI2V pipeline (Wan 2.2 TI2V: expand_timesteps true in its "
+                         f"model_index.json); {pipeline} is text-to-video: drop --images")
+    prompts = read_prompts(a.prompts)
+    images = None if a.images is None else pair_images(a.images, len(prompts))
+    reference = Path(a.reference) if a.reference is not None else pipeline / "transformer"
+    if not reference.is_dir():
+        raise InputError(f"--reference {reference} is not a folder; pass the teacher's model folder")
+    if not Path(a.model).is_dir():
+        raise InputError(f"model {a.model} is not a folder; pass the student's model folder (a run's model/ or an "
+                         "exported pipeline)")
+    ref_spec = reference_sampler(reference, pipeline, a.reference_steps, a.reference_guidance)
+    choice = choose_sampler(a.model, **sampler_overrides(a))
+    ref_name = "teacher"
+    name = Path(a.model).resolve().name or "student"
+    name = "student" if name == ref_name else name
+    print(f"reference {ref_name} ({reference}): {ref_spec.describe()}")
+    print(f"{name}: {choice.line}")
+    kw = {k: v for k, v in dict(device=a.device, max_text_len=a.max_text_len, batch_size=a.batch_size).items()
+          if v is not None}
+    res = evaluate_on_pipeline(
+        pipeline, {ref_name: (reference, ref_spec), name: (Path(a.model), choice.spec)}, prompts, a.out,
+        num_frames=REAL_FRAMES if a.num_frames is None else a.num_frames,
+        height=REAL_HEIGHT if a.height is None else a.height, width=REAL_WIDTH if a.width is None else a.width,
+        seed=a.seed, images=images, videos=not a.no_videos, **kw)
+    print(real_table(res))
+    print(f"-> {Path(a.out) / EVAL_FILE}")
+
+
+def _iv(d: dict | None, spec: str = ".3f") -> str:
+    if not d or d.get("estimate") is None:
+        return "n/a"
+    return f"{d['estimate']:{spec}} [{d['low']:{spec}}, {d['high']:{spec}}]"
+
+
+def real_table(res: dict) -> str:
+    """The eval.json document as a small fixed-width table (95% intervals in brackets)."""
+    names = list(res["models"])
+    ref = res["reference"]
+    rows = [("", *names), ("sampler", *(_sampler(res["models"][n]["sampler"]) for n in names)),
+            ("motion (px/frame)", *(_iv(res["models"][n]["motion"]) for n in names)),
+            ("motion ratio vs " + ref, *("1 (reference)" if n == ref else _iv(res["pairs"][n]["motion_ratio"])
+                                          for n in names)),
+            ("Frechet distance vs " + ref, *("0 (reference)" if n == ref else
+                                             _iv(res["pairs"][n]["frechet_distance"], ".4g") for n in names))]
+    for dim, entry in res["models"][ref]["proxies"].items():
+        rows.append((f"{dim} ({entry['kind']})", *(_iv(res["models"][n]["proxies"][dim]) for n in names)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.append(f"{res['num_prompts']} prompts, {res['num_frames']} frames at {res['height']}x{res['width']}, "
+                 f"seed {res['seed']}; intervals: 95% bootstrap over prompts")
+    lines += [f"{k}: {v}" for k, v in res["backends"].items()]
+    return "\n".join(lines)
+
+
+def _sampler(d: dict) -> str:
+    if d["sampler"] == "euler":
+        return f"euler {d['num_steps']} steps, w {d['guidance']:g}"
+    return f"few_step {d['num_steps']} steps, w {d['guidance']:g}"

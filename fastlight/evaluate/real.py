@@ -1,0 +1,297 @@
+"""Evaluation on a real diffusers pipeline (Wan 2.1 T2V, Wan 2.2 TI2V): the teacher and its students
+sampled on the same prompts and noise, decoded with the pipeline's VAE, written as MP4s and scored.
+
+    res = evaluate_on_pipeline("Wan2.1-T2V-1.3B-Diffusers",
+                               {"teacher": ("Wan2.1-T2V-1.3B-Diffusers/transformer", SamplerSpec.euler(50, 5.0, 3.0)),
+                                "student": ("runs/wan/model", SamplerSpec.load("runs/wan/model"))},
+                               prompts, "runs/wan/eval", num_frames=81, height=480, width=832)
+
+The first model is the reference (the teacher). Per model (`models` maps a name to (a model folder or a
+`Denoiser`, its `SamplerSpec`)):
+  * prompts encoded with the pipeline's own text encoder (as `fastlight synthesize` / WanPipeline do);
+    the null text for CFG: the model folder's null_text.safetensors, else the pipeline's negative
+    prompt "" (a Denoiser object keeps its own);
+  * sampled with `fastlight.diffusion.sampling.sample` and the model's SamplerSpec from prompt i's
+    noise of the `test` stream (the same for every model); TI2V: `images` are the first frames,
+    VAE-encoded and kept clean as synthesize does;
+  * decoded with the pipeline's VAE as the stock pipeline decodes, written to
+    out_dir/videos/NAME/NNN.mp4 (16 fps, WanPipeline's export rate);
+  * scored, each with a 95% percentile-bootstrap interval over the prompts (`fastlight.evaluate.stats`):
+    the weight-free VBench-style dimensions (`fastlight.evaluate.vbench`, each labelled with its kind:
+    `proxy` or `exact`; temporal flickering with the static filter off, so every video is scored;
+    aesthetic quality, n/a without weights, is left out) and the motion magnitude (mean Farneback flow
+    magnitude between consecutive frames, `fastlight.evaluate.motion`).
+Per student against the reference (paired: the same prompts and noise, resampled together):
+  * `motion_ratio` = student motion / reference motion (ratio of the means; < 1: the student moves
+    less; few-step students are reported to make slow motion);
+  * `frechet_distance` in the teacher DiT's own feature space (the pipeline's transformer: the hidden
+    state after its middle block, mean-pooled over tokens, of the sample's VAE latent (what the VAE
+    decodes into the video) noised to s = 0.5 with the same noise for every model; projected onto 32
+    seeded random directions, Ledoit-Wolf covariances: `fastlight.evaluate.frechet`), squared;
+  * `proxy_differences` = student - reference for each dimension.
+The official VBench and FVD backends are not run here; `backends` says so and how to run them.
+Memory: the latents of every model are kept (small); the frames of one decoded batch at a time.
+
+HunyuanVideo pipelines are refused (one line) until its Llama + CLIP text encoding is in
+`fastlight.data.synthesize`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fastlight.data.latents import _Vae
+from fastlight.data.synthesize import _latent_shape, _positive_int, check_pipeline, vae_geometry
+from fastlight.data.video import write_video
+from fastlight.diffusion.spec import SamplerSpec
+from fastlight.errors import DataError, InputError, ModelError, check_dir_creatable, make_dir
+from fastlight.evaluate.frechet import PROJECTION_DIM, frechet_interval
+from fastlight.evaluate.motion import motion_magnitude
+from fastlight.evaluate.real_samples import (MAX_TEXT_LEN, check_text_width, decode_latents, encode_prompts,
+                                             first_frames, load_model, sample_model, teacher_features)
+from fastlight.evaluate.stats import bootstrap_interval, mean_of, paired_difference, ratio_of_sums
+from fastlight.evaluate.vbench import score_videos
+from fastlight.evaluate.vbench.dimensions import DIMENSIONS, dimension_kind
+from fastlight.fileio import atomic_write_json, read_json_object
+from fastlight.models.denoiser import Denoiser
+from fastlight.models.load import load_denoiser
+
+EVAL_FILE = "eval.json"
+VIDEO_DIR = "videos"
+FPS = 16  # WanPipeline's videos are exported at 16 fps
+WAN_PIPELINES = ("WanPipeline", "WanImageToVideoPipeline")
+# the weight-free dimensions a video gets (aesthetic quality is n/a without weights); + the I2V ones with images
+T2V_DIMS = ("subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
+            "dynamic_degree", "imaging_quality")
+I2V_DIMS = ("i2v_subject", "i2v_background")
+
+
+# ----------------------------------------------------------------------------- inputs
+def check_eval_pipeline(folder: Path) -> dict:
+    """A Wan diffusers pipeline folder -> its model_index.json (one-line errors otherwise)."""
+    index_file = folder / "model_index.json"
+    if folder.is_dir() and index_file.is_file():
+        cls = read_json_object(index_file, ModelError, "re-download the pipeline").get("_class_name")
+        if cls not in WAN_PIPELINES:
+            raise ModelError(f"evaluate --pipeline supports Wan pipelines; {folder} is a {cls} (HunyuanVideo's "
+                             "Llama + CLIP prompt encoding is not in fastlight.data.synthesize yet): evaluate it "
+                             "with a Wan pipeline, or score its videos with `fastlight vbench`")
+    return check_pipeline(folder)
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, (str, Path)) or not all(isinstance(p, str) for p in prompts):
+        raise InputError("prompts must be a list of strings (read a prompts file with "
+                         "fastlight.data.synthesize.read_prompts)")
+    prompts = list(prompts)
+    if len(prompts) < 2:
+        raise InputError(f"evaluation needs >= 2 prompts for its bootstrap intervals, got {len(prompts)}; "
+                         "add prompts (tens give useful intervals)")
+    return prompts
+
+
+def _check_models(models: Mapping) -> dict:
+    if not isinstance(models, Mapping) or not models:
+        raise InputError("models must map a name to (model folder or Denoiser, SamplerSpec); the first is the "
+                         "reference (teacher)")
+    for name, entry in models.items():
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"model names must be non-empty strings, got {name!r}")
+        if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], SamplerSpec)):
+            raise InputError(f"model {name!r}: give (model folder or Denoiser, SamplerSpec), got {entry!r}")
+        model = entry[0]
+        if not isinstance(model, (Denoiser, str, Path)):
+            raise InputError(f"model {name!r}: {model!r} is neither a model folder nor a Denoiser")
+        if not isinstance(model, Denoiser) and not Path(model).is_dir():
+            raise ModelError(f"model {name!r}: folder {model} does not exist; pass a model folder (config.json "
+                             "and safetensors, a run's model/, or a pipeline's transformer/)")
+    if len(models) < 2:
+        raise InputError("models needs the reference (teacher) and at least one model to compare with it")
+    return dict(models)
+
+
+def _check_images(images, index: dict, pipeline: Path, num_prompts: int) -> list[Path] | None:
+    if images is None:
+        return None
+    if not index.get("expand_timesteps"):
+        raise InputError(f"first-frame images need a TI2V pipeline (Wan 2.2 TI2V: expand_timesteps true in its "
+                         f"model_index.json); {pipeline} is text-to-video: drop the images")
+    files = [Path(f) for f in images]
+    if len(files) != num_prompts:
+        raise DataError(f"{len(files)} first-frame image(s) for {num_prompts} prompts: give one image per prompt")
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"first-frame image {missing[0]} does not exist; give one image file per prompt")
+    return files
+
+
+def _slugs(names: Sequence[str]) -> dict[str, str]:
+    """A distinct folder name for each model name (unsafe characters replaced, clashes numbered)."""
+    out, used = {}, set()
+    for name in names:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model"
+        slug, k = base, 1
+        while slug in used:
+            k += 1
+            slug = f"{base}-{k}"
+        used.add(slug)
+        out[name] = slug
+    return out
+
+
+# ----------------------------------------------------------------------------- scores
+def _model_scores(spec: SamplerSpec, rec: dict, out_dir: Path) -> dict:
+    return {
+        "sampler": spec.to_json(),
+        "proxies": {d: {**bootstrap_interval(mean_of("x"), {"x": v}).to_json(), "kind": dimension_kind(d, False)}
+                    for d, v in rec["proxies"].items()},
+        "motion": {**bootstrap_interval(mean_of("x"), {"x": rec["motion"]}).to_json(),
+                   "unit": "mean optical-flow magnitude, pixels per frame"},
+        "videos": [p.relative_to(out_dir).as_posix() for p in rec["videos"]],
+    }
+
+
+def _motion_ratio(student: list[float], reference: list[float]) -> dict:
+    if not np.any(np.asarray(reference) > 0):
+        return {"estimate": None, "low": None, "high": None,
+                "note": "undefined: the reference's videos do not move (motion 0)"}
+    iv = bootstrap_interval(ratio_of_sums("s", "r"), {"s": student, "r": reference})
+    return {**iv.to_json(), "definition": "mean student motion / mean reference motion, paired per prompt"}
+
+
+def _pair_scores(ref: dict, other: dict) -> dict:
+    return {
+        "frechet_distance": {**frechet_interval(ref["features"], other["features"]).to_json(),
+                             "space": f"the teacher DiT's mid-block hidden state, {PROJECTION_DIM} random directions, "
+                                      "Ledoit-Wolf covariances (squared distance)"},
+        "motion_ratio": _motion_ratio(other["motion"], ref["motion"]),
+        "proxy_differences": {
+            d: {**paired_difference(mean_of("x"), {"x": other["proxies"][d]}, {"x": v}).to_json(),
+                "kind": dimension_kind(d, False)}
+            for d, v in ref["proxies"].items()},
+    }
+
+
+def backends(out_dir: Path, reference: str, slugs: Mapping[str, str], videos: bool = True) -> dict[str, str]:
+    """What the official backends would need; this evaluation never runs them."""
+    ref = out_dir / VIDEO_DIR / slugs[reference]
+    other = out_dir / VIDEO_DIR / next(s for n, s in slugs.items() if n != reference)
+    first = "" if videos else "write the videos (videos=True, i.e. without --no-videos), then "
+    if importlib.util.find_spec("vbench") is not None:
+        vb = (f"not run here: the vbench package is installed (available) but this evaluation does not run it; "
+              f"{first}run `fastlight vbench {other} --backend vbench` on each model's videos")
+    else:
+        vb = "not run here: vbench is not installed (pip install vbench, then `fastlight vbench DIR --backend vbench`)"
+    fvd = (f"not run here: FVD needs the StyleGAN-V I3D detector file; {first}run `fastlight fvd {ref} {other} "
+           "--detector i3d_torchscript.pt`")
+    return {"vbench_official": vb, "fvd": fvd}
+
+
+# ----------------------------------------------------------------------------- the entry point
+def _default_device(device):
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, height, width, seed=0, images=None,
+                         videos=True, progress=True, device=None, max_text_len=MAX_TEXT_LEN,
+                         batch_size=1) -> dict:
+    """Sample, decode, write and score every model of `models` on `prompts` with the `pipeline` (the
+    teacher's diffusers folder: its text encoder, VAE and transformer (the feature space)); the first
+    model is the reference. Writes out_dir/eval.json (atomically) and, with `videos`, the MP4s; returns
+    the eval.json document (the module doc). Every input is checked before any work (one-line errors).
+    `device`: default CUDA when available; `max_text_len`: the prompt tokens kept (WanPipeline: 512);
+    `batch_size`: prompts sampled, decoded and featurised at a time."""
+    pipeline, out_dir = Path(pipeline), Path(out_dir)
+    for value, name in ((num_frames, "num_frames"), (height, "height"), (width, "width"),
+                        (max_text_len, "max_text_len"), (batch_size, "batch_size")):
+        _positive_int(value, name)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"seed must be a whole number >= 0, got {seed!r}")
+    index = check_eval_pipeline(pipeline)
+    prompts = _check_prompts(prompts)
+    models = _check_models(models)
+    image_files = _check_images(images, index, pipeline, len(prompts))
+    _, temporal, spatial = vae_geometry(pipeline / "vae")
+    tcfg = read_json_object(pipeline / "transformer" / "config.json", ModelError, "re-download the pipeline")
+    shape = _latent_shape(tcfg["in_channels"], tcfg["patch_size"], temporal, spatial, num_frames, height, width)
+    check_dir_creatable(out_dir, "--out")
+    device = _default_device(device)
+
+    texts = encode_prompts(pipeline, prompts, device, max_text_len)
+    first_latents, first_images = first_frames(pipeline / "vae", image_files, height, width, device)
+    latents = _sample_all(models, texts, shape, seed, device, first_latents, batch_size, progress)
+    dims = T2V_DIMS + (I2V_DIMS if first_images is not None else ())
+    make_dir(out_dir, "--out")
+    slugs = _slugs(list(models))
+    per = _score_all(pipeline, latents, texts, seed, device, first_images, dims, batch_size,
+                     {name: out_dir / VIDEO_DIR / slug for name, slug in slugs.items()} if videos else None, progress)
+    reference = next(iter(models))
+    result = {
+        "pipeline": str(pipeline), "num_prompts": len(prompts), "num_frames": num_frames, "height": height,
+        "width": width, "seed": seed, "reference": reference,
+        "models": {name: _model_scores(models[name][1], p, out_dir) for name, p in per.items()},
+        "pairs": {name: _pair_scores(per[reference], p) for name, p in per.items() if name != reference},
+        "backends": backends(out_dir, reference, slugs, videos),
+        "dimensions": {d: DIMENSIONS[d]["doc"] for d in dims},
+    }
+    atomic_write_json(out_dir / EVAL_FILE, result)
+    return result
+
+
+def _sample_all(models: dict, texts, shape, seed: int, device, first_latents, batch_size: int,
+                progress: bool) -> dict[str, list[torch.Tensor]]:
+    """{name: one latent per prompt}, one model on the device at a time."""
+    latents = {}
+    bar = tqdm(total=len(models) * texts.embeds.shape[0], desc="evaluate: sample", unit="video",
+               disable=not progress)
+    for name, (model, spec) in models.items():
+        den = load_model(model, texts.null, device)
+        check_text_width(den, texts.width, name)
+        bar.set_postfix_str(f"{name}: {spec.describe()}")
+        latents[name] = sample_model(den, spec, texts, shape, seed, device, first_latents, bar, batch_size)
+        del den
+    bar.close()
+    return latents
+
+
+def _score_all(pipeline: Path, latents: dict, texts, seed: int, device, first_images, dims, batch_size: int,
+               video_dirs: dict[str, Path] | None, progress: bool) -> dict[str, dict]:
+    """{name: {features, motion, proxies, videos}}: each batch of samples is decoded, scored, written (with
+    `video_dirs`) and dropped, so only one batch of frames is in memory."""
+    vae = _Vae(pipeline / "vae", device, torch.float32)
+    teacher = load_denoiser(pipeline / "transformer", device).eval()
+    per = {}
+    bar = tqdm(total=sum(len(z) for z in latents.values()), desc="evaluate: decode + score", unit="video",
+               disable=not progress)
+    for name, zs in latents.items():
+        rec = {"features": teacher_features(teacher, zs, texts, seed, batch_size=batch_size), "motion": [],
+               "proxies": {d: [] for d in dims}, "videos": []}
+        for start in range(0, len(zs), batch_size):
+            for i, frames in enumerate(decode_latents(vae, zs[start:start + batch_size], batch_size), start):
+                _score_video(rec, frames, None if first_images is None else first_images[i], dims)
+                if video_dirs is not None:
+                    rec["videos"].append(_write_video(video_dirs[name], i, frames))
+                bar.update(1)
+        per[name] = rec
+    bar.close()
+    return per
+
+
+def _score_video(rec: dict, frames: np.ndarray, image, dims) -> None:
+    rec["motion"].append(motion_magnitude(frames))
+    scores = score_videos([frames], images=None if image is None else [image], fps=FPS, dims=list(dims),
+                          static_filter=False)
+    for d in dims:
+        rec["proxies"][d].append(float(scores[d]["per_video"][0]))
+
+
+def _write_video(folder: Path, i: int, frames: np.ndarray) -> Path:
+    return write_video(make_dir(folder, "--out") / f"{i:03d}.mp4", frames, fps=FPS)

@@ -1,0 +1,153 @@
+"""The pipeline side of `fastlight.evaluate.real`: prompts -> text embeddings, models -> latents,
+latents -> uint8 frames, frames -> the teacher DiT's features. Each piece reuses what
+`fastlight synthesize` does (`fastlight.data.synthesize`) so an evaluated sample is made exactly like
+a synthesized one.
+
+    texts = encode_prompts(pipeline, prompts, device)              # the pipeline's own text encoder
+    z = sample_model(model, spec, texts, shape, seed, device)      # [(1, C, F', H', W')] one per prompt
+    frames = decode_latents(vae, z)                                # [(F, H, W, 3) uint8]
+    feats = teacher_features(teacher, z, texts, seed)              # (N, D) numpy
+
+Noise: prompt i's initial noise is `stream_generator(seed, "test", i)` for every model (the same
+noise for the teacher and each student: paired comparisons); a few-step student's re-noising draws
+from `stream_generator(seed, "test/renoise", i)`, the features' noise from `"test/features"`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from fastlight.data.latents import _Vae, resize_crop
+from fastlight.data.source import stream_generator
+from fastlight.data.synthesize import _FirstFrames, _Text
+from fastlight.data.video import to_uint8_frames
+from fastlight.diffusion.sampling import sample
+from fastlight.diffusion.spec import SamplerSpec, model_folder
+from fastlight.errors import DataError
+from fastlight.models.denoiser import Cond, Denoiser
+from fastlight.models.load import load_denoiser
+
+NOISE_STREAM = "test"
+RENOISE_STREAM = "test/renoise"
+FEATURE_STREAM = "test/features"
+FEATURE_LEVEL = 0.5  # s of the noised sample the teacher's features are read at
+MAX_TEXT_LEN = 512  # WanPipeline's max_sequence_length
+
+
+@dataclass
+class Texts:
+    """Per-prompt text embeddings (N, L, D) and the pipeline's negative-prompt embedding (1, l, D)."""
+
+    embeds: torch.Tensor
+    null: torch.Tensor
+
+    @property
+    def width(self) -> int:
+        return self.embeds.shape[-1]
+
+
+def encode_prompts(pipeline: Path, prompts: Sequence[str], device, max_text_len: int = MAX_TEXT_LEN) -> Texts:
+    """Encode the prompts and the negative prompt "" with the pipeline's own text encoder, as
+    WanPipeline does (synthesize's `_Text`: prompt_clean, `max_text_len` tokens, padding zeroed)."""
+    text = _Text(pipeline, None, max_text_len, device, len(prompts))
+    embeds = torch.stack([text(i, p)[0] for i, p in enumerate(prompts)])
+    null = text.null(embeds.shape[-1])
+    del text  # the encoder is not needed again: free it before the transformers load
+    return Texts(embeds, null.float().cpu())
+
+
+def first_frames(vae_dir: Path, files: Sequence[Path] | None, height: int, width: int, device):
+    """(latents [(C, 1, H', W')] as synthesize encodes them, images [(H, W, 3) uint8] as the videos
+    see them), or (None, None) without first frames."""
+    if files is None:
+        return None, None
+    enc = _FirstFrames(vae_dir, files, height, width, device)
+    latents = [enc(i) for i in range(len(files))]
+    images = []
+    for f in files:
+        with Image.open(f) as im:
+            images.append(resize_crop(np.asarray(im.convert("RGB"))[None], height, width)[0])
+    return latents, images
+
+
+def load_model(model, pipeline_null: torch.Tensor, device) -> Denoiser:
+    """A model entry (a Denoiser, used as it is, its null_text included; or a model folder) -> a
+    Denoiser on `device`. A folder without its own null_text.safetensors (a pipeline's transformer/)
+    gets the pipeline's negative-prompt embedding as its null text, as the stock pipeline uses it."""
+    if isinstance(model, Denoiser):
+        return model.to(device).eval()
+    folder = model_folder(model) or Path(model)
+    den = load_denoiser(folder, device)
+    if not (folder / "null_text.safetensors").is_file():
+        den.null_text = pipeline_null.to(device)
+    return den.eval()
+
+
+def check_text_width(den: Denoiser, width: int, name: str) -> None:
+    """The model's text projection must take this pipeline's embeddings (Wan: config.text_dim)."""
+    dim = getattr(den.model.config, "text_dim", None)
+    if dim is not None and dim != width:
+        raise DataError(f"model {name!r} takes {dim}-wide text embeddings but the pipeline's text encoder gives "
+                        f"{width}; evaluate a model of this pipeline's family (same text encoder)")
+
+
+def _batches(n: int, batch_size: int) -> list[range]:
+    return [range(b, min(n, b + batch_size)) for b in range(0, n, batch_size)]
+
+
+def sample_model(den: Denoiser, spec: SamplerSpec, texts: Texts, shape, seed: int, device,
+                 images: Sequence[torch.Tensor] | None = None, bar: tqdm | None = None,
+                 batch_size: int = 1) -> list[torch.Tensor]:
+    """One latent (1, C, F', H', W') float32 on CPU per prompt, from prompt i's noise of the test stream,
+    `batch_size` prompts at a time. A few-step sampler's re-noising draws from the `test/renoise` stream of
+    the batch's first prompt, so its samples depend on the batching (Euler's only by float rounding)."""
+    out = []
+    for batch in _batches(texts.embeds.shape[0], batch_size):
+        noise = torch.stack([torch.randn(shape, generator=stream_generator(seed, NOISE_STREAM, i)) for i in batch])
+        image = None if images is None else torch.stack([images[i] for i in batch]).to(device)
+        cond = Cond(texts.embeds[list(batch)].to(device), image)
+        x0 = sample(den, noise.to(device), cond, spec, generator=stream_generator(seed, RENOISE_STREAM, batch[0]))
+        out.extend(x0.float().cpu().split(1))
+        if bar is not None:
+            bar.update(len(batch))
+    return out
+
+
+@torch.no_grad()
+def decode_latents(vae: _Vae, latents: Sequence[torch.Tensor], batch_size: int = 1) -> list[np.ndarray]:
+    """Normalised latents -> (F, H, W, 3) uint8 frames, as the stock pipelines decode: Wan
+    z * latents_std + latents_mean, HunyuanVideo z / scaling_factor; VAE decode; [-1, 1] -> uint8."""
+    frames = []
+    for batch in _batches(len(latents), batch_size):
+        z = torch.cat([latents[i] for i in batch]).float()
+        z = z / vae.scale if vae.scale is not None else z / vae.inv_std + vae.mean
+        video = vae.vae.decode(z.to(vae.device, vae.dtype), return_dict=False)[0]  # (B, 3, F, H, W)
+        frames.extend(to_uint8_frames(v) for v in video.float().cpu())
+    return frames
+
+
+@torch.no_grad()
+def teacher_features(teacher: Denoiser, latents: Sequence[torch.Tensor], texts: Texts, seed: int,
+                     block: int | None = None, level: float = FEATURE_LEVEL, batch_size: int = 1) -> np.ndarray:
+    """(N, D) features of the samples in the teacher DiT's own space: sample i's normalised VAE latent
+    (1, C, F', H', W') (what the VAE decodes into its video) is noised to s = `level` with prompt i's
+    `test/features` noise (the same for every model), run through the teacher with its prompt's text,
+    and the hidden state after block `block` (default: the middle one) is mean-pooled over tokens."""
+    block = teacher.num_blocks // 2 if block is None else block
+    device = next(teacher.parameters()).device
+    feats = []
+    for batch in _batches(len(latents), batch_size):
+        z = torch.cat([latents[i] for i in batch]).float()
+        eps = torch.stack([torch.randn(z.shape[1:], generator=stream_generator(seed, FEATURE_STREAM, i))
+                           for i in batch])
+        x_t = ((1 - level) * z + level * eps).to(device)
+        cond = Cond(texts.embeds[list(batch)].to(device))
+        _, hidden = teacher(x_t, torch.full((len(batch),), level), cond, capture=[block])
+        feats.append(hidden[block].float().mean(dim=1).cpu().numpy())  # (B, D)
+    return np.concatenate(feats).astype(np.float64)
