@@ -51,6 +51,12 @@ def make_student(pipeline, run, drop, timesteps=FEW_STEP, guidance=1.0, teacher=
 
 
 @pytest.fixture(scope="session")
+def student_maker():
+    """`make_student(pipeline, run, drop, timesteps, guidance, teacher)` for tests that need their own."""
+    return make_student
+
+
+@pytest.fixture(scope="session")
 def real_student(tiny_pipeline, tmp_path_factory):
     """`real_student(kind)` -> the run folder of a pruned few-step student of the tiny pipeline `kind`
     (STUDENT_DROP blocks dropped, timesteps 1000/750/500/250, guidance 1), made once per session."""
