@@ -165,3 +165,21 @@ def test_hunyuan_export_equals_our_sampler(exported, real_student, tiny_pipeline
                   generator=torch.Generator().manual_seed(7))
     assert (ours - noise).abs().mean() > 0.1
     torch.testing.assert_close(ref, ours, atol=TOL, rtol=0)
+
+
+def test_prune_only_model_finds_its_pipeline_through_pruned_from(tiny_pipeline, student_maker, tmp_path, capsys):
+    """A `fastlight prune` output (no teacher entry, no sampler.json): the source pipeline is found from
+    fastlight.json's pruned_from, and the export gets the Euler scheduler with the model's shift."""
+    pipeline = tiny_pipeline("wan21-t2v")
+    model = student_maker(pipeline, tmp_path / "run", [1], teacher=None) / "model"
+    meta = json.loads((model / "fastlight.json").read_text())
+    (model / "fastlight.json").write_text(json.dumps({**meta, "pruned_from": str(pipeline)}))
+    (model / "sampler.json").unlink()
+    out = tmp_path / "exp"
+    assert main(["export", str(model), "--format", "diffusers", "--out", str(out)]) == 0
+    assert "load it with WanPipeline.from_pretrained" in capsys.readouterr().out
+    info = json.loads((out / "fastlight_export.json").read_text())
+    assert info["source_pipeline"] == str(pipeline) and info["sampler"]["sampler"] == "euler"
+    assert info["call"]["guidance_scale"] == 4.0 and "seed" not in info["call"]
+    sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["stochastic_sampling"] is False and sched["shift"] == 3.0
