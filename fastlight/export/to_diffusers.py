@@ -149,21 +149,22 @@ def check_source(source: Path, index: dict, den, family: str) -> None:
     fam = FAMILIES[family]
     cls = str(index.get("_class_name", ""))
     if not cls.startswith(fam.pipeline_prefix):
-        raise ModelError(f"--source {source} holds a {cls or 'pipeline of unknown class'} but the student is a "
-                         f"{fam.transformer}; pass the {fam.pipeline_prefix} pipeline it was distilled from")
+        raise ModelError(f"source pipeline {source} holds a {cls or 'pipeline of unknown class'} but the student is "
+                         f"a {fam.transformer}; pass --source with the {fam.pipeline_prefix} pipeline it was "
+                         "distilled from")
     cfg_file = source / "transformer" / "config.json"
     if not cfg_file.is_file():
         return  # nothing to compare against (a source without its own transformer)
     theirs = read_json_object(cfg_file, ModelError, "pass a complete diffusers pipeline as --source")
     if theirs.get("_class_name") != fam.transformer:
-        raise ModelError(f"--source {source}: its transformer is a {theirs.get('_class_name')}, the student a "
-                         f"{fam.transformer}; pass the pipeline the student was distilled from")
+        raise ModelError(f"source pipeline {source}: its transformer is a {theirs.get('_class_name')}, the student a "
+                         f"{fam.transformer}; pass --source with the pipeline the student was distilled from")
     ours = dict(den.model.config)
     bad = [k for k in fam.interface if k in theirs and _plain(theirs[k]) != _plain(ours.get(k))]
     if bad:
         diff = ", ".join(f"{k} {_plain(ours.get(k))} vs {_plain(theirs[k])}" for k in bad)
-        raise ModelError(f"--source {source} does not fit the student: transformer config {diff} (student vs "
-                         "source); pass the pipeline the student was distilled from")
+        raise ModelError(f"source pipeline {source} does not fit the student: transformer config {diff} (student vs "
+                         "source); pass --source with the pipeline the student was distilled from")
 
 
 def _plain(v):
