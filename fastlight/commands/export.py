@@ -3,6 +3,7 @@ and `to_onnx.py`."""
 from __future__ import annotations
 
 from fastlight.commands.options import output_folder, whole_number
+from fastlight.fileio import read_json_object
 
 
 def add_parser(sub) -> None:
@@ -12,13 +13,15 @@ def add_parser(sub) -> None:
     s.add_argument("--out", type=output_folder, required=True, help="output folder (must be absent or empty, unless --overwrite)")
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     s.add_argument("--source", default=None,
-                   help="diffusers: the pipeline folder whose vae/text_encoder/tokenizer to link (default: found "
-                        "from the model folder or its teacher chain; none for the Shapes models)")
+                   help="diffusers: the pipeline folder the student came from, whose vae / text encoders / "
+                        "tokenizers are linked (default: found from the model folder or its fastlight.json teacher "
+                        "chain; needed for Wan / HunyuanVideo students, none for the Shapes models)")
     s.add_argument("--opset", type=whole_number, default=18, help="onnx: opset version (18 .. what onnxruntime runs)")
     s.add_argument("--frames", type=whole_number, default=None, help="onnx, non-Shapes models: latent frames")
     s.add_argument("--height", type=whole_number, default=None, help="onnx, non-Shapes models: latent height")
     s.add_argument("--width", type=whole_number, default=None, help="onnx, non-Shapes models: latent width")
-    s.add_argument("--text-len", type=whole_number, default=None, help="onnx, non-Shapes models: text tokens (Wan: 512)")
+    s.add_argument("--text-len", type=whole_number, default=None,
+                   help="onnx, non-Shapes models: text tokens (Wan: 512; HunyuanVideo: the padded prompt length)")
     s.set_defaults(fn=run)
 
 
@@ -27,7 +30,9 @@ def run(a) -> None:
         from fastlight.export.to_diffusers import export_diffusers
 
         out = export_diffusers(a.run, a.out, overwrite=a.overwrite, source=a.source)
-        print(f"diffusers pipeline written to {out} (load it with WanPipeline.from_pretrained)")
+        cls = read_json_object(out / "model_index.json")["_class_name"]
+        print(f"diffusers pipeline written to {out} (load it with {cls}.from_pretrained; the call's arguments are in "
+              f"{out / 'fastlight_export.json'})")
     else:
         from fastlight.export.to_onnx import export_onnx
 

@@ -3,6 +3,7 @@ WanImageToVideoPipeline `from_pretrained` and reproduces our samplers' latents f
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline, WanPipeline
@@ -11,7 +12,7 @@ from fastlight.cli import main
 from fastlight.shapes import text
 from fastlight.diffusion.sampling import euler_sample, few_step_grid, few_step_sample, shifted_grid
 from fastlight.diffusion.spec import SamplerSpec
-from fastlight.export.to_diffusers import scheduler_for
+from fastlight.export.to_diffusers import pipeline_levels, scheduler_for
 from fastlight.models.denoiser import Cond, ModelError
 from fastlight.models.load import load_denoiser
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
@@ -159,19 +160,30 @@ def test_ti2v_source_pipeline_with_vae(tmp_path):
 
 
 # ---- the scheduler fit -----------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["wan", "hunyuan"])
 @pytest.mark.parametrize("timesteps", [(1000, 750, 500, 250), (1000, 757, 522), (1000, 500), (1000,),
                                        (1000, 800, 600, 400, 200)])
-def test_scheduler_reproduces_the_student_levels(timesteps):
+def test_scheduler_reproduces_the_student_levels(timesteps, family):
+    """Wan: WanPipeline's set_timesteps(K); HunyuanVideo: HunyuanVideoPipeline's
+    set_timesteps(sigmas=linspace(1, 0, K + 1)[:-1]). Both land on the student's levels."""
     s = few_step_grid(timesteps)
-    sched = scheduler_for(SamplerSpec.few_step(timesteps))
-    sched.set_timesteps(len(s))
+    sched = scheduler_for(SamplerSpec.few_step(timesteps), family)
     assert sched.config.stochastic_sampling
+    if family == "wan":
+        sched.set_timesteps(len(s))
+    else:
+        sched.set_timesteps(sigmas=np.linspace(1.0, 0.0, len(s) + 1)[:-1])
     torch.testing.assert_close(sched.sigmas, torch.tensor(s + [0.0]), atol=1e-6, rtol=0)
+    assert pipeline_levels(sched, len(s), family == "hunyuan") == sched.sigmas[:-1].tolist()
+    if timesteps == (1000, 750, 500, 250):
+        assert sched.config.shift == 1.0 and sched.sigmas.tolist() == s + [0.0]  # bit for bit
 
 
-def test_scheduler_refuses_grids_it_cannot_express():
-    with pytest.raises(ModelError, match="not a shifted"):
-        scheduler_for(SamplerSpec.few_step((1000, 900, 300, 250)))
+@pytest.mark.parametrize("family,needle", [("wan", "K-step scheduler grid"), ("hunyuan", "linspace(1, 0, K + 1)")])
+def test_scheduler_refuses_grids_it_cannot_express(family, needle):
+    with pytest.raises(ModelError, match="not a shifted") as e:
+        scheduler_for(SamplerSpec.few_step((1000, 900, 300, 250)), family)
+    assert needle in str(e.value) and len(str(e.value).splitlines()) == 1
     with pytest.raises(ModelError, match="starts at 1000"):
-        scheduler_for(SamplerSpec.few_step((900, 500)))
-    assert isinstance(scheduler_for(SamplerSpec.euler(shift=5.0)), FlowMatchEulerDiscreteScheduler)
+        scheduler_for(SamplerSpec.few_step((900, 500)), family)
+    assert isinstance(scheduler_for(SamplerSpec.euler(shift=5.0), family), FlowMatchEulerDiscreteScheduler)

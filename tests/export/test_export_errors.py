@@ -1,11 +1,14 @@
 """Bad input to `fastlight export` / `fastlight sample --backend onnx`: one line, exit code 2, and
 nothing half-written (no output folder, no hidden temp folder, an existing folder untouched)."""
+import json
+
 import pytest
 
 from fastlight.cli import main
 
 
 def run_bad(argv, capsys, *needles):
+    capsys.readouterr()  # what fixtures printed (e.g. building a tiny pipeline) is not the command's
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
@@ -79,3 +82,55 @@ def test_sample_backend_onnx_without_onnx_file(model, tmp_path, capsys):
     run_bad(["sample", "--model", str(model), "--backend", "onnx", "--prompt", "a red circle moving left quickly",
              "--out", str(tmp_path / "c.mp4")], capsys, "has no transformer.onnx", "fastlight export")
     assert not (tmp_path / "c.mp4").exists()
+
+
+# ---- real-family students (the tiny pipelines): the source pipeline ------------------------------
+@pytest.fixture(scope="module")
+def orphan(tiny_pipeline, student_maker, tmp_path_factory):
+    """A pruned few-step Wan 2.1 student whose fastlight.json names no teacher (nor pruned_from)."""
+    return student_maker(tiny_pipeline("wan21-t2v"), tmp_path_factory.mktemp("orphan"), [2], teacher=None)
+
+
+def test_real_student_without_a_source_pipeline(orphan, tmp_path, capsys):
+    run_bad(["export", str(orphan), "--format", "diffusers", "--out", str(tmp_path / "o")], capsys,
+            "found no source pipeline", "--source PIPELINE")
+    assert not (tmp_path / "o").exists() and no_temp_left(tmp_path)
+
+
+def test_real_student_whose_teacher_is_not_a_pipeline(tiny_pipeline, student_maker, tmp_path, capsys):
+    bare = tmp_path / "bare_teacher"  # a model folder, not a pipeline: no VAE or text encoder to link
+    bare.mkdir()
+    (bare / "fastlight.json").write_text("{}")
+    run = student_maker(tiny_pipeline("wan21-t2v"), tmp_path / "run", [2], teacher=bare)
+    run_bad(["export", str(run), "--format", "diffusers", "--out", str(tmp_path / "o")], capsys, "--source PIPELINE")
+
+
+def fake_source(tmp_path, pipeline, **config):
+    """A pipeline folder's model_index.json and transformer/config.json (with `config` changed): all the
+    source check reads."""
+    src = tmp_path / "fake_source"
+    (src / "transformer").mkdir(parents=True)
+    (src / "model_index.json").write_text((pipeline / "model_index.json").read_text())
+    cfg = json.loads((pipeline / "transformer" / "config.json").read_text())
+    (src / "transformer" / "config.json").write_text(json.dumps({**cfg, **config}))
+    return src
+
+
+@pytest.mark.parametrize("source,needles", [
+    ("hunyuan-t2v", ("holds a HunyuanVideoPipeline", "WanTransformer3DModel")),
+    ("wan22-ti2v", ("does not fit the student", "in_channels 16 vs 48")),
+    ("text_dim", ("does not fit the student", "text_dim 32 vs 64")),
+])
+def test_source_of_another_family_or_interface(orphan, tiny_pipeline, tmp_path, capsys, source, needles):
+    src = (fake_source(tmp_path, tiny_pipeline("wan21-t2v"), text_dim=64) if source == "text_dim"
+           else tiny_pipeline(source))
+    run_bad(["export", str(orphan), "--format", "diffusers", "--out", str(tmp_path / "o"), "--source", str(src)],
+            capsys, *needles)
+    assert not (tmp_path / "o").exists() and no_temp_left(tmp_path)
+
+
+def test_hunyuan_student_grid_the_pipeline_cannot_run(tiny_pipeline, student_maker, tmp_path, capsys):
+    run = student_maker(tiny_pipeline("hunyuan-t2v"), tmp_path / "run", [1], timesteps=(1000, 900, 300, 250))
+    run_bad(["export", str(run), "--format", "diffusers", "--out", str(tmp_path / "o")], capsys,
+            "1000/900/300/250 are not a shifted, stretched linspace(1, 0, K + 1)[:-1]")
+    assert not (tmp_path / "o").exists()
