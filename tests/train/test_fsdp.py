@@ -139,6 +139,9 @@ def _launched(out: Path) -> None:
         train(rec, cfg, progress=False)
         if shard == "blocks":
             numel["critic"] = [local_numel(rec.critic), sum(p.numel() for p in rec.critic.parameters())]
+            # the frozen real score too: sharded, no optimizer state, not in the checkpoint
+            numel["real_score"] = [local_numel(rec.real), sum(p.numel() for p in rec.real.parameters())]
+            numel["real_score_dtensors"] = all(isinstance(p, DTensor) for p in rec.real.parameters())
     # icmd: the student and its discriminator, each sharded (MCA from the first step)
     for shard in ("blocks", "none"):
         cfg = IcmdConfig(out=str(out / f"icmd-{shard}"), teacher=str(out / "teacher"), plan=str(out / "plan.json"),
@@ -214,10 +217,17 @@ def test_fsdp_two_processes(tmp_path, shapes_model_factory):
         msg = (tmp_path / f"bad-{rank}.txt").read_text()
         assert "shard=root" in msg and "\n" not in msg, msg
 
-    # the critic and the discriminator are sharded like the generator: about half on each process
+    # the critic, the discriminator and the frozen real score are sharded like the generator: about
+    # half on each process, every real-score parameter a DTensor
     for rank in (0, 1):
-        for part, (local, full) in json.loads((tmp_path / f"parts-{rank}.json").read_text()).items():
+        parts = json.loads((tmp_path / f"parts-{rank}.json").read_text())
+        assert parts.pop("real_score_dtensors") is True, rank
+        assert sorted(parts) == ["critic", "discriminator", "real_score"]
+        for part, (local, full) in parts.items():
             assert 0.35 * full <= local <= 0.65 * full, (rank, part, local, full)
+    # ... and the real score is an input, not trained state: no optimizer, nothing checkpointed
+    ck = list_checkpoints(tmp_path / "dmd-blocks")[-1]
+    assert not any("real" in f.name for f in ck.iterdir()), sorted(f.name for f in ck.iterdir())
 
     # dpp: root (per-process skip sets) == none; blocks + gradient checkpointing == none; dmd, icmd: blocks == none
     for a, b in [("dpp-root", "dpp-none"), ("dpp-blocks", "dpp-none1"), ("dmd-blocks", "dmd-none"),
