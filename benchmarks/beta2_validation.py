@@ -12,7 +12,9 @@ cases the README reports on, and from the training and calibration streams). The
 score with its 95% bootstrap interval over cases and the paired 95% interval of each beta2's score
 minus the reference's (`--reference`, default 0.25: the paper's value the recipes ship with), the
 test for "beta2 = X beats the reference". Re-running continues: a finished run or evaluation is
-reused. Writes OUT/beta2_validation.json.
+reused. `--reuse BETA2=MODEL` copies an existing Stage III model folder in place of that run (e.g.
+the `make demo` run's runs/fastlightgen/4_stage3/model, which IS the beta2 = 0.25 run of these
+settings). Writes OUT/beta2_validation.json.
 """
 from __future__ import annotations
 
@@ -46,9 +48,13 @@ def copy_model(src: str, dst: Path) -> Path:
     return dst
 
 
-def train_student(teacher: Path, out: Path, settings: dict, beta2: float, seed: int, threads: int) -> Path:
-    """One Stage III run at guide_beta2 = beta2 (reused when its model folder exists)."""
+def train_student(teacher: Path, out: Path, settings: dict, beta2: float, seed: int, threads: int,
+                  reuse: str | None = None) -> Path:
+    """One Stage III run at guide_beta2 = beta2 (reused when its model folder exists; `reuse`: a
+    finished model folder of that run, copied instead of training)."""
     model = out / "model"
+    if not model.exists() and reuse:
+        copy_model(reuse, model)
     if not model.exists():
         cfg = from_dict(DmdConfig, {**settings, "out": str(out), "teacher": str(teacher), "seed": seed,
                                     "threads": threads, "guide_beta2": beta2}, "beta2 run")
@@ -96,7 +102,18 @@ def verdict(paired: dict[str, dict], reference: str) -> str:
     return f"keep beta2 = {reference}: no value beats it by a paired 95% interval excluding 0{tail}"
 
 
-def main() -> None:
+def parse_reuse(items: list[str]) -> dict[str, str]:
+    """["0.25=PATH", ...] -> {"0.25": PATH} (keys as the table names the runs)."""
+    out = {}
+    for item in items:
+        key, sep, path = item.partition("=")
+        if not sep or not path:
+            raise SystemExit(f"--reuse {item!r}: expected BETA2=MODEL_FOLDER")
+        out[f"{float(key):g}"] = path
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True, help="output folder (runs, evaluations, beta2_validation.json)")
     ap.add_argument("--stage2", default="runs/fastlightgen/3_stage2/model", help="the Stage II model (copied)")
@@ -108,7 +125,9 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=320, help="ShapesBench validation cases")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args()
+    ap.add_argument("--reuse", action="append", default=[], help="BETA2=MODEL: a finished Stage III model of that run")
+    a = ap.parse_args(argv)
+    reuse = parse_reuse(a.reuse)
     values = sorted(set(a.beta2 or [0.0, 0.25, 1.0]) | {a.reference})
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +138,7 @@ def main() -> None:
     results = {}
     for b in values:
         name = f"{b:g}"
-        model = train_student(teacher, out / f"beta2_{name}", settings, b, a.seed, a.threads)
+        model = train_student(teacher, out / f"beta2_{name}", settings, b, a.seed, a.threads, reuse.get(name))
         results[name] = evaluate(model, out / f"beta2_{name}" / "validation", a.cases, a.seed)
         print(f"beta2 {name}: score {fmt(results[name]['intervals']['score'])}", flush=True)
     ref = f"{a.reference:g}"
@@ -133,12 +152,13 @@ def main() -> None:
     line = verdict(paired, ref)
     print("\n".join(lines))
     print(line)
-    atomic_write_json(out / "beta2_validation.json", {
-        "stream": "validation", "num_cases": a.cases, "seed": a.seed, "stage2": str(a.stage2),
-        "stage3": settings, "reference": a.reference, "verdict": line,
-        "results": {n: {"score": r["score"], "parts": r["parts"], "intervals": r["intervals"],
-                        "metrics": r["metrics"]} for n, r in results.items()},
-        "paired": paired})
+    doc = {"stream": "validation", "num_cases": a.cases, "seed": a.seed, "stage2": str(a.stage2),
+           "stage3": settings, "reference": a.reference, "reused": reuse, "verdict": line, "table": lines,
+           "results": {n: {"score": r["score"], "parts": r["parts"], "intervals": r["intervals"],
+                           "metrics": r["metrics"]} for n, r in results.items()},
+           "paired": paired}
+    atomic_write_json(out / "beta2_validation.json", doc)
+    return doc
 
 
 if __name__ == "__main__":

@@ -402,3 +402,51 @@ def test_dmd2_is_step_only_and_refuses_a_plan(tiny4, tmp_path):
     assert DMD2[1](DMD2[0](**base)).drop_blocks == []
     with pytest.raises(ValueError, match="step-only baseline"):
         DMD2[1](DMD2[0](**base, plan=str(plan)))
+
+
+def test_beta2_validation_benchmark_table_and_verdict(tiny4, tmp_path):
+    """benchmarks/beta2_validation.py end to end on the tiny model (2 Stage III steps per beta2, 4
+    validation cases): the Stage II folder is copied, not touched; 0 and 1 get paired intervals against
+    0.25; a reused model is copied in place of its run; the JSON holds the table and the verdict."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from fastlight.analyze.plans import write_plan
+    from fastlight.analyze.plans import read_plan
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "beta2_validation.py"
+    spec = importlib.util.spec_from_file_location("beta2_validation", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path, plan = tiny4
+    stage2 = tmp_path / "stage2"
+    shutil.copytree(path, stage2)
+    write_plan(stage2, read_plan(plan, load_denoiser(path)))  # a Stage II folder carries its plan
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in stage2.iterdir())
+    config = tmp_path / "run.yaml"
+    config.write_text("method: fastlightgen\nstage3: {steps: 2, batch_size: 1, critic_steps: 1, timesteps: [1000, 500], "
+                      "save_every: 2, ema_decay: 0.0, cpu: true}\n")
+    # a finished "0.25" run to reuse: a 2-step run of the same settings
+    ref = mod.train_student(stage2, tmp_path / "ref", mod.stage3_settings(str(config), "quick"), 0.25, 0, 1)
+    out = tmp_path / "out"
+    doc = mod.main(["--out", str(out), "--stage2", str(stage2), "--config", str(config), "--cases", "4",
+                    "--threads", "1", "--reuse", f"0.25={ref}"])
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in stage2.iterdir()) == before
+    assert sorted(doc["results"]) == ["0", "0.25", "1"] and sorted(doc["paired"]) == ["0", "1"]
+    assert doc["stream"] == "validation" and doc["num_cases"] == 4 and doc["stage3"]["steps"] == 2
+    assert not (out / "beta2_0.25" / "metrics.jsonl").exists()  # copied, not trained
+    assert json.loads((out / "beta2_0.25" / "model" / "manifest.json").read_text())["beta2"] == 0.25
+    for name in ("0", "1"):
+        assert json.loads((out / f"beta2_{name}" / "model" / "manifest.json").read_text())["beta2"] == float(name)
+        d = doc["paired"][name]["score"]
+        assert d["low"] <= d["estimate"] <= d["high"]
+        est = doc["results"][name]["score"] - doc["results"]["0.25"]["score"]
+        assert d["estimate"] == pytest.approx(est, abs=1e-9)
+    assert len(doc["table"]) == 5 and doc["table"][2].startswith("| 0 |") and "(reference)" in doc["table"][3]
+    assert json.loads((out / "beta2_validation.json").read_text())["verdict"] == doc["verdict"]
+    # the verdict rule: only a paired interval above 0 beats the reference
+    iv = lambda lo, hi: {"score": {"estimate": (lo + hi) / 2, "low": lo, "high": hi}}  # noqa: E731
+    assert mod.verdict({"0": iv(-0.01, 0.02), "1": iv(-0.05, -0.01)}, "0.25").startswith("keep beta2 = 0.25")
+    assert "1 worse" in mod.verdict({"0": iv(-0.01, 0.02), "1": iv(-0.05, -0.01)}, "0.25")
+    assert mod.verdict({"0": iv(0.001, 0.02)}, "0.25").startswith("beta2 0 beats 0.25")
