@@ -42,10 +42,10 @@ forwards, some blocks skipped). Processes: one replica each, or every optimized 
 with FSDP2 (`shard`: fastlight/train/sharding.py), and every frozen one (`recipe.frozen()`, e.g.
 Stage III's real score) the same way: it has no optimizer state, takes no part in gradient syncing
 or clipping, and is not checkpointed (an input: the recipe builds it again from its source on
-resume); unsharded it is moved to the run's device like the others. Under FSDP a parameter unused on a step still
-gets a gradient on every process (the loss gets `0 * sum(p)` over the gathered parameters, so that
-every process reduce-scatters the same tensors), checkpoints hold full tensors, and save_output gets
-an ordinary full module on the CPU. `shard` is not hashed: changing it on resume keeps the run.
+resume); unsharded it is moved to the run's device like the others. Under FSDP a parameter unused
+on a step still gets a gradient on every process (the loss gets `0 * sum(p)` over the gathered
+parameters, so that every process reduce-scatters the same tensors), checkpoints hold full
+tensors, and save_output gets an ordinary full module on the CPU. `shard` is not hashed: changing it on resume keeps the run.
 
 Launch configs for CPU (2 processes, gloo, plain or FSDP), one GPU, DDP and FSDP live in
 configs/accelerate/ (each opens with its `accelerate launch` command). `gradient_checkpointing`
