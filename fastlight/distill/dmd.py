@@ -37,9 +37,25 @@ unpruned model alone as the real score (FastLightGen Table 9's "strong teacher")
 the blocks before the first pruned block run once (benchmarks/dmd_cost.py measures the saving);
 `gan_weight > 0` adds DMD2's GAN head on the critic's hidden state (critic: softplus
 classification of real Shapes clips vs G samples, G: non-saturating loss through the frozen
-critic); `collapse_std > 0` stops the run (CollapseError, one line from the CLI) when G's samples
-lose their contrast for `collapse_patience` generator steps. `plan: teacher` (default) takes the
-plan the Stage II model carries in its folder.
+critic). `plan: teacher` (default) takes the plan the Stage II model carries in its folder.
+
+Collapse guard (on by default). Every step logs G's sample statistics (`sample_stats`, frames
+after the pinned first one, against the batch's clean training clips): x0_mean, x0_std,
+x0_contrast (per-frame spatial std: ~0 for one-colour or black frames), x0_roughness (neighbour
+differences over variance: 1 for white noise), the same of the data (data_*) and G's over the
+data's (x0_*_ratio); the loop logs every generator step (`always_log`). On generator steps,
+averaged over processes (so all stop together), a collapse stops the run with a CollapseError
+(one line from the CLI: the step, the statistic, the fix): non-finite samples at once; for
+`collapse_patience` generator steps in a row, one colour / black frames (contrast ratio below
+`collapse_low` times min(1, its value on the run's first generator step)), noise (std or roughness
+ratio above `collapse_high` times max(1, its first value)), or, opt-in and absolute, x0_std below
+`collapse_std` (0 turns a test off). The first step's values only loosen the limits: a model that
+never matched the data (a random-weight test model) is judged against its own start. On the demo's
+healthy run every ratio stays within 0.85-1.35 (README, Stage III): the defaults never fire there.
+
+Sharding: the frozen real score is the recipe's `frozen()` module: under FSDP2 the loop shards it
+like G and the critic, without optimizer state and outside the checkpoints (it is an input, read
+again from the Stage II folder on resume).
 
 Config name clash: LoopConfig already owns `beta1`/`beta2` (G's AdamW betas; beta1 = 0 as in DMD2), so
 the guidance scales are `beta1_min`, `beta1_max` and `guide_beta2` (the paper's beta2).
@@ -47,6 +63,7 @@ the guidance scales are `beta1_min`, `beta1_max` and `guide_beta2` (the paper's 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -65,6 +82,9 @@ from fastlight.models.load import load_denoiser, resolve_model_path
 from fastlight.prune.surgery import prune_depth
 from fastlight.train.batches import RecipeConfig, batch_cond, flow_batch, per_sample, recipe_source
 from fastlight.train.loop import Optimized
+
+COLLAPSE_TESTS = ("contrast", "noise", "std")  # the collapse guard's tests (DmdRecipe._check_collapse)
+GUARDED = ("x0_std", "x0_std_ratio", "x0_contrast_ratio", "x0_roughness_ratio")  # the statistics they read
 
 
 # ---- pure pieces ------------------------------------------------------------------------------
@@ -142,6 +162,42 @@ def critic_loss(v_fake: torch.Tensor, x0_g: torch.Tensor, eps: torch.Tensor) -> 
     return (v_fake.float() - (eps.float() - x0_g.detach().float())).pow(2).mean()
 
 
+def sample_stats(gen: torch.Tensor, data: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The collapse guard's statistics (float32 scalars) of G's samples `gen` against clean training
+    clips `data` (both (B, C, F, H, W), first frame already removed for TI2V): x0_mean, x0_std
+    (over everything); x0_contrast, the mean over samples, channels and frames of the std over
+    (H, W) (~0 for one-colour or black frames, whatever their colour); x0_roughness, the mean squared
+    difference of horizontal and vertical neighbours over 4 x the mean spatial variance (1 for white
+    noise, near 0 for smooth frames: a scale-free noise test); the same of the data (data_*); and
+    G's over the data's (x0_std_ratio, x0_contrast_ratio, x0_roughness_ratio)."""
+    gen, data = gen.detach().float(), data.detach().float()
+    tiny = torch.finfo(torch.float32).tiny  # flat frames: ratios become large or 0, never a division by zero
+
+    def contrast(x):
+        return x.flatten(-2).std(dim=-1).mean()
+
+    def roughness(x):
+        diffs = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
+        return diffs / (4 * x.flatten(-2).var(dim=-1).mean()).clamp_min(tiny)
+
+    out = {"x0_mean": gen.mean()}
+    for name, fn in (("std", torch.std), ("contrast", contrast), ("roughness", roughness)):
+        g, d = fn(gen), fn(data)
+        out[f"x0_{name}"], out[f"data_{name}"], out[f"x0_{name}_ratio"] = g, d, g / d.clamp_min(tiny)
+    return out
+
+
+def process_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean over processes (all of them take part) when torch.distributed runs; else `values`."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return values
+    values = values.clone()
+    dist.all_reduce(values)  # SUM: gloo and NCCL both have it
+    return values / dist.get_world_size()
+
+
 def backward_simulation(G: Denoiser, noise: torch.Tensor, cond: Cond, s_list: Sequence[float], k: int,
                         generator: torch.Generator | None = None,
                         renoise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,8 +255,10 @@ class DmdConfig(RecipeConfig):
     gan_weight: float = 0.0  # DMD2 GAN head on the critic's features (0 = off): G loss weight
     gan_critic_weight: float = 0.01  # the head's classification loss weight inside the critic update
     gan_block: int = -1  # critic block whose output the head reads; -1 = the middle kept block
+    collapse_low: float = 0.1  # stop when G's per-frame contrast / the data's stays below this (0 = off)
+    collapse_high: float = 4.0  # stop when G's sample std / the data's stays above this (0 = off)
     collapse_std: float = 0.0  # stop when G's sample std (frames after the first) stays below this (0 = off)
-    collapse_patience: int = 5  # ... for this many consecutive generator steps
+    collapse_patience: int = 5  # ... each for this many consecutive generator steps (non-finite: at once)
     batch_size: int = 4
     cfg_dropout: float = 0.0
     lr: float = 2e-6
@@ -228,6 +286,12 @@ def check_dmd_config(cfg: DmdConfig) -> None:
         raise ConfigError(f"guide_beta2 (the paper's beta2) must be in [0, 1], got {cfg.guide_beta2}")
     if cfg.gan_weight < 0 or cfg.gan_critic_weight < 0:
         raise ConfigError(f"gan_weight and gan_critic_weight must be >= 0, got {cfg.gan_weight}, {cfg.gan_critic_weight}")
+    if not 0 <= cfg.collapse_low < 1:
+        raise ConfigError(f"collapse_low (a fraction of the data's contrast) must be in [0, 1), got {cfg.collapse_low}; "
+                          "0 turns the test off")
+    if cfg.collapse_high != 0 and cfg.collapse_high <= 1:
+        raise ConfigError(f"collapse_high (a multiple of the data's std) must be > 1, got {cfg.collapse_high}; "
+                          "0 turns the test off")
 
 
 class DmdRecipe:
@@ -254,7 +318,8 @@ class DmdRecipe:
         self.G.requires_grad_(True).train()
         self.critic.requires_grad_(True).train()
         self.gan_head = self._gan_head() if cfg.gan_weight > 0 else None
-        self._low_std_steps = 0
+        self._collapse_runs = dict.fromkeys(COLLAPSE_TESTS, 0)  # consecutive generator steps each test failed
+        self._collapse_start: dict[str, float] | None = None  # the guarded statistics on the first generator step
         self.run_info: dict = {}
 
     def _plan(self, cfg: DmdConfig) -> tuple[Plan | None, str | None]:
@@ -296,6 +361,15 @@ class DmdRecipe:
         if self.gan_head is not None:
             parts["gan_head"] = Optimized(self.gan_head, "critic", **critic)
         return parts
+
+    def frozen(self) -> dict[str, torch.nn.Module]:
+        """The frozen real score: the loop shards it with the trained modules (FSDP2), without
+        optimizer state and outside the checkpoints (the Stage II folder is the input it comes from)."""
+        return {"real_score": self.real}
+
+    def always_log(self, opt_step: int) -> bool:
+        """Log every generator step (the collapse guard's statistics and the DMD loss), not only every log_every-th."""
+        return self.is_generator_step(opt_step)
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
         """Conditions (text, first-frame image when the source gives one) and clean clips (for the GAN
@@ -358,13 +432,13 @@ class DmdRecipe:
             x0_g = pin_first_frame(x0_from_v(x_k, s_k, v_g.float()), image)
 
         real = batch["real"].to(dev) if self.gan_head is not None else None
-        gen = x0_g[:, :, f0:].detach()
+        stats = sample_stats(x0_g[:, :, f0:], batch["real"][:, :, f0:].to(dev))
+        if gen_step:  # before the critic's loss: a collapsed sample stops the run with its own message
+            self._check_collapse(stats, step)
         out = {"critic": self.critic_loss(x0_g, batch["s_critic"].to(dev), batch["eps_critic"].to(dev), cond, real),
-               "k": torch.tensor(float(batch["k"])), "beta1": batch["beta1"].float().mean(),
-               "x0_mean": gen.mean(), "x0_std": gen.std()}
+               "k": torch.tensor(float(batch["k"])), "beta1": batch["beta1"].float().mean(), **stats}
         if not gen_step:
             return out
-        self._check_collapse(float(out["x0_std"]), step)
 
         s, eps, beta1 = batch["s_dmd"].to(dev), batch["eps_dmd"].to(dev), batch["beta1"].to(dev)
         with torch.no_grad():
@@ -384,23 +458,50 @@ class DmdRecipe:
             out["gan_g"] = gan.detach()
         return {"loss": loss, "dmd": dmd.detach(), **out}
 
-    def _check_collapse(self, std: float, opt_step: int) -> None:
-        """Mode collapse guard: G's samples (after the pinned first frame) losing their contrast."""
-        if self.cfg.collapse_std <= 0:
-            return
-        self._low_std_steps = self._low_std_steps + 1 if std < self.cfg.collapse_std else 0
-        if self._low_std_steps >= self.cfg.collapse_patience:
-            raise CollapseError(
-                f"generator collapsed at optimizer step {opt_step + 1}: sample std {std:.4f} < collapse_std "
-                f"{self.cfg.collapse_std} for {self._low_std_steps} generator steps; lower lr ({self.cfg.lr}) or raise "
-                f"critic_steps, and restart from the Stage II model (the last checkpoint is in {self.cfg.out})")
+    def _check_collapse(self, stats: dict[str, torch.Tensor], opt_step: int) -> None:
+        """The collapse guard (module doc): the statistics averaged over processes (every process
+        stops at the same step), each ratio against the data's and against its value on the run's
+        first generator step (the Stage II model's samples); raises CollapseError naming the step,
+        the statistic and the fix."""
+        cfg = self.cfg
+        v = dict(zip(GUARDED, process_mean(torch.stack([stats[k].float().cpu() for k in GUARDED])).tolist()))
+        fix = (f"lower lr ({cfg.lr}) or check the teacher ({self.teacher_path}: does it sample well?), then restart "
+               f"from the Stage II model (the last checkpoint is in {cfg.out})")
+        where = f"generator collapsed at optimizer step {opt_step + 1}"
+        if not all(math.isfinite(x) for x in v.values()):
+            raise CollapseError(f"{where}: its samples are not finite (noise blew up); {fix}")
+        if self._collapse_start is None:
+            self._collapse_start = dict(v)
+        # a model whose samples never matched the data (a random-weight test model) is judged against its start
+        low = cfg.collapse_low * min(1.0, self._collapse_start["x0_contrast_ratio"])
+        high = cfg.collapse_high * max(1.0, self._collapse_start["x0_std_ratio"])
+        rough = cfg.collapse_high * max(1.0, self._collapse_start["x0_roughness_ratio"])
+        checks = {
+            "contrast": (cfg.collapse_low > 0 and v["x0_contrast_ratio"] < low,
+                         f"per-frame contrast {v['x0_contrast_ratio']:.3g}x the data's < {low:.3g} (collapse_low "
+                         f"{cfg.collapse_low}: one colour or black frames)"),
+            "noise": (cfg.collapse_high > 0 and (v["x0_std_ratio"] > high or v["x0_roughness_ratio"] > rough),
+                      f"sample std {v['x0_std_ratio']:.3g}x the data's (limit {high:.3g}) and roughness "
+                      f"{v['x0_roughness_ratio']:.3g}x the data's (limit {rough:.3g}), collapse_high {cfg.collapse_high}: noise"),
+            "std": (cfg.collapse_std > 0 and v["x0_std"] < cfg.collapse_std,
+                    f"sample std {v['x0_std']:.4f} < collapse_std {cfg.collapse_std}"),
+        }
+        for test, (failed, _) in checks.items():
+            self._collapse_runs[test] = self._collapse_runs[test] + 1 if failed else 0
+        for test, (_, what) in checks.items():
+            if self._collapse_runs[test] >= cfg.collapse_patience:
+                raise CollapseError(f"{where}: {what} for {self._collapse_runs[test]} generator steps in a row; {fix}")
 
-    # ---- the collapse guard's counter (saved with each checkpoint by the loop) ----
+    # ---- the collapse guard's state (saved with each checkpoint by the loop) ----
     def extra_state(self) -> dict:
-        return {"low_std_steps": self._low_std_steps}
+        return {"collapse_runs": dict(self._collapse_runs), "collapse_start": self._collapse_start}
 
     def load_extra_state(self, state: dict) -> None:
-        self._low_std_steps = int(state.get("low_std_steps", 0))
+        runs = {k: int((state.get("collapse_runs") or {}).get(k, 0)) for k in COLLAPSE_TESTS}
+        runs["std"] = max(runs["std"], int(state.get("low_std_steps", 0)))  # checkpoints before the split
+        self._collapse_runs = runs
+        start = state.get("collapse_start")
+        self._collapse_start = None if start is None else {k: float(start[k]) for k in GUARDED}
 
     def save_output(self, path: Path, module: Denoiser) -> None:
         path = Path(path)

@@ -8,8 +8,10 @@ optimizer state and an activation ESTIMATE, for a transformer config, a stage an
 Parameter counts are exact: the diffusers class is built from its config on the meta device (no
 memory, no hand formula) and its parameters counted.
 
-Byte conventions (per parameter; every trained or frozen model is sharded by FSDP2 over N GPUs,
-so each of these is divided by N):
+Byte conventions (per parameter; every trained or frozen model is counted as sharded by FSDP2
+over N GPUs, so each of these is divided by N; the training loop shards every trained module and
+every frozen one a recipe declares (`recipe.frozen()`: Stage III's real score, without optimizer
+state); the icmd / align teachers are not declared yet and are a full replica per process today):
   mixed_precision=bf16  trained: weights 2 (bf16), gradients 2 (bf16), optimizer 12 (fp32 master
                         weights 4 + AdamW exp_avg 4 + exp_avg_sq 4); frozen: weights 2 (bf16).
   mixed_precision=no    trained: weights 4, gradients 4, optimizer 8 (exp_avg + exp_avg_sq);

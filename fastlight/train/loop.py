@@ -8,6 +8,8 @@ A recipe owns its maths and the modules it trains; the loop owns everything arou
     recipe.step(batch, step) -> {name: Tensor}          # step: the optimizer step (0-based); all are logged
     recipe.save_output(path, module)                    # the generator's EMA (or the generator); run_info set first
     recipe.extra_state() / load_extra_state(state)      # optional: the recipe's own non-module state
+    recipe.frozen() -> {"real_score": R}                 # optional: frozen modules the recipe runs (no grads)
+    recipe.always_log(step) -> bool                     # optional: log this step whatever log_every says
 
     out = train(recipe, cfg, hooks=[...])                # cfg: LoopConfig (or a flat subclass of it)
 
@@ -37,10 +39,13 @@ RNG is reseeded from them each micro-batch; metrics.jsonl is cut back to the res
 
 No wrapper and no accelerator.prepare: a recipe calls its modules any way it likes (several
 forwards, some blocks skipped). Processes: one replica each, or every optimized module sharded
-with FSDP2 (`shard`: fastlight/train/sharding.py). Under FSDP a parameter unused on a step still
-gets a gradient on every process (the loss gets `0 * sum(p)` over the gathered parameters, so that
-every process reduce-scatters the same tensors), checkpoints hold full tensors, and save_output gets
-an ordinary full module on the CPU. `shard` is not hashed: changing it on resume keeps the run.
+with FSDP2 (`shard`: fastlight/train/sharding.py), and every frozen one (`recipe.frozen()`, e.g.
+Stage III's real score) the same way: it has no optimizer state, takes no part in gradient syncing
+or clipping, and is not checkpointed (an input: the recipe builds it again from its source on
+resume); unsharded it is moved to the run's device like the others. Under FSDP a parameter unused
+on a step still gets a gradient on every process (the loss gets `0 * sum(p)` over the gathered
+parameters, so that every process reduce-scatters the same tensors), checkpoints hold full
+tensors, and save_output gets an ordinary full module on the CPU. `shard` is not hashed: changing it on resume keeps the run.
 
 Launch configs for CPU (2 processes, gloo, plain or FSDP), one GPU, DDP and FSDP live in
 configs/accelerate/ (each opens with its `accelerate launch` command). `gradient_checkpointing`
@@ -191,6 +196,20 @@ def optimized_parts(recipe) -> dict[str, Optimized]:
     return {GENERATOR: parts[GENERATOR], **{k: v for k, v in parts.items() if k != GENERATOR}}
 
 
+def frozen_parts(recipe, optimized: dict[str, "Optimized"]) -> dict[str, torch.nn.Module]:
+    """recipe.frozen() ({} without the hook): modules the recipe runs but the loop does not train.
+    A module also optimised, or one with a parameter that requires grad, is a recipe bug."""
+    frozen = dict(recipe.frozen()) if hasattr(recipe, "frozen") else {}
+    trained = {id(p.module) for p in optimized.values()}
+    for name, m in frozen.items():
+        if id(m) in trained or name in optimized:
+            raise ValueError(f"{type(recipe).__name__}.frozen() names {name!r}, which optimized() trains")
+        if any(q.requires_grad for q in m.parameters()):
+            raise ValueError(f"{type(recipe).__name__}.frozen() module {name!r} has parameters that require grad "
+                             "(call requires_grad_(False) on it)")
+    return frozen
+
+
 def progress_postfix(logs: dict, losses: list[str], probed: dict) -> dict[str, str]:
     """What the progress bar shows: the losses computed on this step (those of the modules updated),
     then the hooks' metrics."""
@@ -249,8 +268,9 @@ class _Run:
         self.parts = optimized_parts(self.recipe)
         self.modules = {n: p.module for n, p in self.parts.items()}
         self.model = self.modules[GENERATOR]
+        self.frozen = frozen_parts(self.recipe, self.parts)
         if not self.sharded:
-            for m in self.modules.values():
+            for m in [*self.modules.values(), *self.frozen.values()]:
                 m.to(self.acc.device)  # in place: the recipe's references stay valid
         if cfg.gradient_checkpointing and not sum(enable_gradient_checkpointing(m) for m in self.modules.values()) \
                 and self.main:
@@ -278,12 +298,12 @@ class _Run:
 
         self.skeleton = meta_skeleton(self.model) if self.main else None
         mesh = init_device_mesh(self.acc.device.type, (self.world,))
-        for m in self.modules.values():
+        for m in [*self.modules.values(), *self.frozen.values()]:
             apply_fsdp(m, self.shard, mesh)
         if self.ema is not None:
             apply_fsdp(self.ema, self.shard, mesh)
         if self.shard == "blocks":
-            for m in self.modules.values():
+            for m in [*self.modules.values(), *self.frozen.values()]:
                 check = SameForwardsCheck(self.acc.device, self.rank, self.world)
                 m.register_forward_pre_hook(check, prepend=True, with_kwargs=True)
                 self.checks.append(check)
@@ -291,7 +311,7 @@ class _Run:
             local = sum(p.to_local().numel() for p in self.model.parameters())
             print(f"FSDP2 shard={self.shard} over {self.world} processes: {local} of "
                   f"{sum(p.numel() for p in self.model.parameters())} generator parameters on rank 0 "
-                  f"({len(self.modules)} module(s) sharded)")
+                  f"({len(self.modules)} trained and {len(self.frozen)} frozen module(s) sharded)")
 
     def resume(self) -> tuple[int, float]:
         """Optimizer, recipe and RNG state of the checkpoint read; returns (step, wall time before)."""
@@ -350,7 +370,7 @@ class _Run:
             for k, v in zip(keys, logged.tolist()):
                 totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
         if self.sharded:
-            for m in self.modules.values():
+            for m in [*self.modules.values(), *self.frozen.values()]:
                 reshard_all(m)
         for n in stepped:
             part, params = parts[n], self.params[n]
@@ -422,6 +442,7 @@ def _train(run: _Run, recipe, cfg: LoopConfig, progress: bool, hooks) -> Path:
                desc=type(recipe).__name__)
     for m in run.modules.values():
         m.train()
+    always_log = getattr(recipe, "always_log", lambda step: False)
     try:
         for step in bar:
             logs, stepped = run.one_step(step)
@@ -431,7 +452,7 @@ def _train(run: _Run, recipe, cfg: LoopConfig, progress: bool, hooks) -> Path:
             probed = {}
             for hook in hooks:
                 probed.update(hook(done, run.model) or {})
-            if main and (done % cfg.log_every == 0 or done == cfg.steps or probed):
+            if main and (done % cfg.log_every == 0 or done == cfg.steps or probed or always_log(step)):
                 rec = {"step": done, "lr": lr_at(cfg, step), **logs, **probed}
                 metrics_f.write(json.dumps(rec) + "\n")
                 metrics_f.flush()

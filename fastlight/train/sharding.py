@@ -13,9 +13,12 @@
   auto   blocks when launched with accelerate's FSDP type (root when its fsdp_auto_wrap_policy is
          NO_WRAP), none otherwise. One process: none.
 
-Every module a recipe optimises (generator, critic, discriminator) is sharded the same way; a module
-without blocks (ICMD's discriminator) is one unit. DeepSpeed is refused (ZeRO-3 needs
-accelerator.prepare, which the loop does not use).
+Every module a recipe optimises (generator, critic, discriminator) and every frozen one it runs
+(`recipe.frozen()`: Stage III's real score) is sharded the same way; a module without blocks (ICMD's
+discriminator) is one unit. Besides `forward`, the methods in FORWARD_METHODS that a module has
+(`Denoiser.forward_shared`: the well-guided teacher's shared-prefix evaluation) gather and free
+the root's parameters like a forward (`register_fsdp_forward_method`). DeepSpeed is refused
+(ZeRO-3 needs accelerator.prepare, which the loop does not use).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from fastlight.errors import ConfigError
 
 
 SHARD_MODES = ("auto", "none", "blocks", "root")
+FORWARD_METHODS = ("forward_shared",)  # entry points other than forward that read the root's parameters
 
 
 def is_dtensor(t) -> bool:
@@ -72,15 +76,19 @@ def shard_units(module: torch.nn.Module) -> list[torch.nn.Module]:
 
 def apply_fsdp(module: torch.nn.Module, mode: str, mesh) -> None:
     """fully_shard `module` in place: each block and the root (mode blocks), or the root alone
-    (mode root). mode root never reshards between forwards, so its parameters are gathered once per
-    micro-batch however often the recipe calls it; mode blocks reshards the root after each forward
-    too, so that outside a forward every parameter is a sharded DTensor."""
-    from torch.distributed.fsdp import fully_shard
+    (mode root); its FORWARD_METHODS gather like forward. mode root never reshards between
+    forwards, so its parameters are gathered once per micro-batch however often the recipe calls it;
+    mode blocks reshards the root after each forward too, so that outside a forward every parameter
+    is a sharded DTensor."""
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     if mode == "blocks":
         for unit in shard_units(module):
             fully_shard(unit, mesh=mesh)
     fully_shard(module, mesh=mesh, reshard_after_forward=mode == "blocks")
+    for name in FORWARD_METHODS:
+        if callable(getattr(module, name, None)):
+            register_fsdp_forward_method(module, name)
 
 
 def reshard_all(module: torch.nn.Module) -> None:

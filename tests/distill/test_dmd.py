@@ -224,6 +224,112 @@ def test_collapse_guard_stops_with_a_clear_message(tiny4, tmp_path):
         r.step(r.batch(1), 1)
 
 
+def _blob_clip():
+    """A smooth clip: a soft bright disc moving over a dim background, (1, 3, 4, 24, 24)."""
+    yy, xx = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    frames = [(-0.8 + 1.4 * torch.sigmoid(4 - ((xx - 6 - 3 * f) ** 2 + (yy - 12) ** 2).sqrt())) for f in range(4)]
+    return torch.stack(frames).expand(3, -1, -1, -1)[None].contiguous()
+
+
+def test_sample_stats_tell_flat_frames_and_noise_from_the_data():
+    from fastlight.distill.dmd import sample_stats
+
+    data = _blob_clip()
+    same = sample_stats(data, data)
+    assert all(abs(float(same[f"x0_{k}_ratio"]) - 1) < 1e-6 for k in ("std", "contrast", "roughness"))
+    for flat in (torch.zeros_like(data), torch.full_like(data, 0.4)):  # black, one colour
+        st = sample_stats(flat, data)
+        assert float(st["x0_contrast_ratio"]) == 0 and float(st["x0_roughness_ratio"]) == 0
+    noise = sample_stats(torch.randn(data.shape, generator=torch.Generator().manual_seed(0)), data)
+    assert float(noise["x0_roughness"]) == pytest.approx(1.0, abs=0.1)  # white noise: 1 by construction
+    assert float(noise["x0_roughness_ratio"]) > 5 and float(noise["x0_std_ratio"]) > 1.5
+    scaled = sample_stats(20 * data, data)  # blown up, not rougher: the std ratio says it
+    assert float(scaled["x0_std_ratio"]) == pytest.approx(20, rel=1e-4)
+    assert float(scaled["x0_roughness_ratio"]) == pytest.approx(1, rel=1e-4)
+
+
+class _Collapse:
+    """A forward hook that replaces G's x0 prediction by `make(x0)` once `on` (G's output is its velocity v,
+    x0 = x - s v, so the hook returns (x - make(x0)) / s)."""
+
+    def __init__(self, make):
+        self.make, self.on = make, False
+
+    def __call__(self, module, args, v):
+        if not self.on:
+            return v
+        x, s = args[0].float(), args[1].float().reshape(-1, 1, 1, 1, 1)
+        x0 = x - s * v.float()
+        return ((x - self.make(x0)) / s).to(v.dtype)
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("black", "per-frame contrast 0x the data's"),
+    ("one_colour", "one colour or black frames"),
+    ("scaled", "sample std"),
+    ("noise", "noise"),
+    ("nan", "not finite"),
+])
+def test_collapse_guard_stops_a_forced_collapse(tiny4, tmp_path, mode, message):
+    """G healthy on step 1 (the guard's reference), then its samples forced flat / blown up / noise /
+    NaN: the default guard stops the run, through the loop, with one line naming the step, the
+    statistic and the fix; NaN at once, the others after collapse_patience generator steps."""
+    from fastlight.distill.dmd import CollapseError
+    from fastlight.train.loop import train
+
+    gen = torch.Generator().manual_seed(0)
+    make = {"black": lambda x0: torch.zeros_like(x0), "one_colour": lambda x0: torch.full_like(x0, 0.4),
+            "scaled": lambda x0: 50 * x0, "noise": lambda x0: 3 * torch.randn(x0.shape, generator=gen),
+            "nan": lambda x0: torch.full_like(x0, float("nan"))}[mode]
+    cfg = _cfg(tiny4, tmp_path, steps=8, save_every=8, critic_steps=1, collapse_patience=2)
+    r = DmdRecipe(cfg)
+    hook = _Collapse(make)
+    r.G.register_forward_hook(hook)
+    step = r.step
+
+    def forced(batch, opt_step):
+        hook.on = opt_step >= 1
+        return step(batch, opt_step)
+    r.step = forced
+    with pytest.raises(CollapseError) as e:
+        train(r, cfg, progress=False)
+    msg = str(e.value)
+    at = 2 if mode == "nan" else 3  # step 1 is healthy; patience 2
+    assert f"collapsed at optimizer step {at}:" in msg and message in msg, msg
+    assert "lower lr" in msg and "check the teacher" in msg and "\n" not in msg
+
+
+def test_collapse_guard_quiet_on_a_healthy_run_and_logs_each_generator_step(tiny4, tmp_path):
+    """The defaults on: 6 steps of an unchanged recipe never fire; every generator step (1, 3, 5 with
+    critic_steps=2) is logged with the guard's statistics though log_every=10; the guard's state is
+    checkpointed and restored."""
+    from fastlight.train.loop import train
+
+    cfg = _cfg(tiny4, tmp_path, steps=6, save_every=6, log_every=10)
+    r = DmdRecipe(cfg)
+    train(r, cfg, progress=False)
+    lines = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [1, 3, 5, 6]
+    keys = {"x0_std", "x0_contrast", "x0_roughness", "data_std", "x0_std_ratio", "x0_contrast_ratio",
+            "x0_roughness_ratio"}
+    assert all(keys <= set(ln) for ln in lines) and all("dmd" in ln for ln in lines[:3])
+    state = r.extra_state()
+    assert set(state["collapse_start"]) == {"x0_std", "x0_std_ratio", "x0_contrast_ratio", "x0_roughness_ratio"}
+    again = DmdRecipe(cfg)
+    again.load_extra_state(torch.load(sorted((tmp_path / "run" / "checkpoints").iterdir())[-1] / "extra.pt",
+                                      weights_only=True))
+    assert again.extra_state() == state
+
+
+@pytest.mark.parametrize("override, message", [("collapse_low=1.5", "collapse_low"), ("collapse_high=0.5", "collapse_high")])
+def test_collapse_thresholds_checked(tiny4, tmp_path, override, message):
+    from fastlight.errors import ConfigError
+
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=message):
+        DmdRecipe(_cfg(tiny4, tmp_path, **{key: float(value)}))
+
+
 def test_resume_restores_critic_exactly(tiny4, tmp_path):
     """2 steps, then resume to 4 == 4 steps straight: G, its EMA and the critic (+ its Adam state)."""
     from safetensors.torch import load_file
@@ -296,3 +402,51 @@ def test_dmd2_is_step_only_and_refuses_a_plan(tiny4, tmp_path):
     assert DMD2[1](DMD2[0](**base)).drop_blocks == []
     with pytest.raises(ValueError, match="step-only baseline"):
         DMD2[1](DMD2[0](**base, plan=str(plan)))
+
+
+def test_beta2_validation_benchmark_table_and_verdict(tiny4, tmp_path):
+    """benchmarks/beta2_validation.py end to end on the tiny model (2 Stage III steps per beta2, 4
+    validation cases): the Stage II folder is copied, not touched; 0 and 1 get paired intervals against
+    0.25; a reused model is copied in place of its run; the JSON holds the table and the verdict."""
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from fastlight.analyze.plans import write_plan
+    from fastlight.analyze.plans import read_plan
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "beta2_validation.py"
+    spec = importlib.util.spec_from_file_location("beta2_validation", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path, plan = tiny4
+    stage2 = tmp_path / "stage2"
+    shutil.copytree(path, stage2)
+    write_plan(stage2, read_plan(plan, load_denoiser(path)))  # a Stage II folder carries its plan
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in stage2.iterdir())
+    config = tmp_path / "run.yaml"
+    config.write_text("method: fastlightgen\nstage3: {steps: 2, batch_size: 1, critic_steps: 1, timesteps: [1000, 500], "
+                      "save_every: 2, ema_decay: 0.0, cpu: true}\n")
+    # a finished "0.25" run to reuse: a 2-step run of the same settings
+    ref = mod.train_student(stage2, tmp_path / "ref", mod.stage3_settings(str(config), "quick"), 0.25, 0, 1)
+    out = tmp_path / "out"
+    doc = mod.main(["--out", str(out), "--stage2", str(stage2), "--config", str(config), "--cases", "4",
+                    "--threads", "1", "--reuse", f"0.25={ref}"])
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in stage2.iterdir()) == before
+    assert sorted(doc["results"]) == ["0", "0.25", "1"] and sorted(doc["paired"]) == ["0", "1"]
+    assert doc["stream"] == "validation" and doc["num_cases"] == 4 and doc["stage3"]["steps"] == 2
+    assert not (out / "beta2_0.25" / "metrics.jsonl").exists()  # copied, not trained
+    assert json.loads((out / "beta2_0.25" / "model" / "manifest.json").read_text())["beta2"] == 0.25
+    for name in ("0", "1"):
+        assert json.loads((out / f"beta2_{name}" / "model" / "manifest.json").read_text())["beta2"] == float(name)
+        d = doc["paired"][name]["score"]
+        assert d["low"] <= d["estimate"] <= d["high"]
+        est = doc["results"][name]["score"] - doc["results"]["0.25"]["score"]
+        assert d["estimate"] == pytest.approx(est, abs=1e-9)
+    assert len(doc["table"]) == 5 and doc["table"][2].startswith("| 0 |") and "(reference)" in doc["table"][3]
+    assert json.loads((out / "beta2_validation.json").read_text())["verdict"] == doc["verdict"]
+    # the verdict rule: only a paired interval above 0 beats the reference
+    iv = lambda lo, hi: {"score": {"estimate": (lo + hi) / 2, "low": lo, "high": hi}}  # noqa: E731
+    assert mod.verdict({"0": iv(-0.01, 0.02), "1": iv(-0.05, -0.01)}, "0.25").startswith("keep beta2 = 0.25")
+    assert "1 worse" in mod.verdict({"0": iv(-0.01, 0.02), "1": iv(-0.05, -0.01)}, "0.25")
+    assert mod.verdict({"0": iv(0.001, 0.02)}, "0.25").startswith("beta2 0 beats 0.25")

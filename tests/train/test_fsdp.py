@@ -126,12 +126,13 @@ def _launched(out: Path) -> None:
                         steps=3, save_every=3, log_every=1, lr=1e-3, warmup_steps=0, ema_decay=0.5, cpu=True,
                         threads=1, p=p, alpha=0.5, shard=shard, gradient_checkpointing=gc)
         train(DppRecipe(cfg), cfg, progress=False)
-    # dmd: G and its critic, each sharded; critic-only steps update the critic alone
+    # dmd: G, its critic and the frozen real score, each sharded (blocks, and root: gathered once per
+    # micro-batch); critic-only steps update the critic alone
     from fastlight.distill.dmd import DmdConfig, DmdRecipe
     from fastlight.train.icmd import IcmdConfig, IcmdRecipe
     from fastlight.train.sharding import local_numel
     numel = {}
-    for shard in ("blocks", "none"):
+    for shard in ("blocks", "root", "none"):
         cfg = DmdConfig(out=str(out / f"dmd-{shard}"), teacher=str(out / "teacher"), plan=str(out / "plan.json"),
                         batch_size=2, steps=3, save_every=3, log_every=1, lr=1e-3, critic_lr=1e-3, critic_steps=2,
                         ema_decay=0.0, cpu=True, threads=1, shard=shard)
@@ -139,6 +140,9 @@ def _launched(out: Path) -> None:
         train(rec, cfg, progress=False)
         if shard == "blocks":
             numel["critic"] = [local_numel(rec.critic), sum(p.numel() for p in rec.critic.parameters())]
+            # the frozen real score too: sharded, no optimizer state, not in the checkpoint
+            numel["real_score"] = [local_numel(rec.real), sum(p.numel() for p in rec.real.parameters())]
+            numel["real_score_dtensors"] = all(isinstance(p, DTensor) for p in rec.real.parameters())
     # icmd: the student and its discriminator, each sharded (MCA from the first step)
     for shard in ("blocks", "none"):
         cfg = IcmdConfig(out=str(out / f"icmd-{shard}"), teacher=str(out / "teacher"), plan=str(out / "plan.json"),
@@ -214,14 +218,22 @@ def test_fsdp_two_processes(tmp_path, shapes_model_factory):
         msg = (tmp_path / f"bad-{rank}.txt").read_text()
         assert "shard=root" in msg and "\n" not in msg, msg
 
-    # the critic and the discriminator are sharded like the generator: about half on each process
+    # the critic, the discriminator and the frozen real score are sharded like the generator: about
+    # half on each process, every real-score parameter a DTensor
     for rank in (0, 1):
-        for part, (local, full) in json.loads((tmp_path / f"parts-{rank}.json").read_text()).items():
+        parts = json.loads((tmp_path / f"parts-{rank}.json").read_text())
+        assert parts.pop("real_score_dtensors") is True, rank
+        assert sorted(parts) == ["critic", "discriminator", "real_score"]
+        for part, (local, full) in parts.items():
             assert 0.35 * full <= local <= 0.65 * full, (rank, part, local, full)
+    # ... and the real score is an input, not trained state: no optimizer, nothing checkpointed
+    ck = list_checkpoints(tmp_path / "dmd-blocks")[-1]
+    assert not any("real" in f.name for f in ck.iterdir()), sorted(f.name for f in ck.iterdir())
 
-    # dpp: root (per-process skip sets) == none; blocks + gradient checkpointing == none; dmd, icmd: blocks == none
+    # dpp: root (per-process skip sets) == none; blocks + gradient checkpointing == none; dmd: blocks and
+    # root == none; icmd: blocks == none
     for a, b in [("dpp-root", "dpp-none"), ("dpp-blocks", "dpp-none1"), ("dmd-blocks", "dmd-none"),
-                 ("icmd-blocks", "icmd-none")]:
+                 ("dmd-root", "dmd-none"), ("icmd-blocks", "icmd-none")]:
         ma, mb = _metrics(tmp_path / a), _metrics(tmp_path / b)
         assert len(ma) == len(mb) == 3
         for x, y in zip(ma, mb):
@@ -230,7 +242,8 @@ def test_fsdp_two_processes(tmp_path, shapes_model_factory):
                 assert abs(x[k] - y[k]) <= 1e-4 * max(1.0, abs(x[k])), (a, k, x, y)
         fa, fb = _final_ckpt(tmp_path / a), _final_ckpt(tmp_path / b)
         assert all(torch.allclose(fa[k], fb[k], atol=1e-5) for k in fb), a
-        other = {"dmd-blocks": "critic.safetensors", "icmd-blocks": "discriminator.safetensors"}.get(a)
+        other = {"dmd-blocks": "critic.safetensors", "dmd-root": "critic.safetensors",
+                 "icmd-blocks": "discriminator.safetensors"}.get(a)
         if other:  # the second module's full tensors, gathered into the checkpoint, match too
             ca, cb = (load_file(str(list_checkpoints(tmp_path / d)[-1] / other)) for d in (a, b))
             assert all(torch.allclose(ca[k], cb[k], atol=1e-5) for k in cb), (a, other)
