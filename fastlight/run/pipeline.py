@@ -98,8 +98,8 @@ def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | N
         raise ConfigError(f"presets must be a mapping of preset name: {{key: value}}, got {cfg.presets!r}")
     if cfg.preset not in cfg.presets and cfg.preset not in PRESETS:
         defined = ", ".join(sorted(cfg.presets)) or "none"
-        raise ConfigError(f"unknown preset {cfg.preset!r}; this config defines: {defined} (quick and full are "
-                          "always accepted)")
+        raise ConfigError(f"unknown preset {cfg.preset!r}: preset must be quick or full or one this config's presets: "
+                          f"defines ({defined})")
     preset = dict(cfg.presets.get(cfg.preset) or {})
     fields = {f.name for f in dataclasses.fields(RunConfig)} - {"presets", "preset"}
     unknown = sorted(set(preset) - fields)
@@ -227,7 +227,7 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, dict]]:
             raise ConfigError(f"override {o!r}: only {', '.join(m + '.KEY=VALUE' for m in MAPPINGS)} may be dotted")
         else:
             plain.append(o)
-    return plain, nested
+    return plain, {k: v for k, v in nested.items() if v or k in ("stage2", "stage3")}
 
 
 # ---- stages ----------------------------------------------------------------------------------------

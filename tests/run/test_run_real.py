@@ -147,7 +147,7 @@ def _error(capsys, *args) -> str:
     (["synthesize={}"], "give data=SHARDS"),
     (["synthesize.prompt=x.txt"], "synthesize has unknown key(s) ['prompt']"),
     (["eval.fps=8"], "eval has unknown key(s) ['fps']"),
-    (["preset=huge"], "unknown preset 'huge'; this config defines: full, tiny"),
+    (["preset=huge"], "unknown preset 'huge': preset must be quick or full or one this config's presets: defines (full, tiny)"),
     (["method=vdmini"], "needs a video metric"),
 ])
 def test_bad_data_options_are_one_line(real_env, tmp_path, capsys, extra, needle):
