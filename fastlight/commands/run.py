@@ -23,8 +23,9 @@ def run(a) -> None:
 
 def add_parser(sub) -> None:
     s = sub.add_parser("run", help="the whole compression (Stage I -> II -> III -> evaluate -> bench -> report), resumable")
-    s.add_argument("config", help="run recipe, e.g. configs/shapes/fastlightgen.yaml")
-    s.add_argument("overrides", nargs="*", help="key=value (preset=full, out=..., stage2.steps=100, stage3.lr=1e-5)")
+    s.add_argument("config", help="run recipe, e.g. configs/shapes/fastlightgen.yaml, configs/wan/wan21_t2v_1.3b.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value (preset=full, out=..., stage2.steps=100, stage3.lr=1e-5; "
+                   "a pipeline teacher: teacher=PIPELINE data=SHARDS or synthesize.prompts=FILE, eval.prompts=FILE)")
     s.add_argument("--only", default=None, help="comma list of stages to run now (e.g. evaluate,bench,report)")
     # nargs="*": key=value overrides may follow the flag too (`run CONFIG --dry-run out=X`), which argparse
     # would otherwise refuse once the positional overrides are behind it

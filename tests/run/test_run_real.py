@@ -245,3 +245,77 @@ def test_tiny_preset_builds_once_into_the_cache(tmp_path, monkeypatch):
     assert folder.parent == tmp_path / "tiny_pipelines" and (folder / "model_index.json").is_file()
     stamp = (folder / "model_index.json").stat().st_mtime_ns
     assert presets.tiny_wan21_t2v() == folder and (folder / "model_index.json").stat().st_mtime_ns == stamp
+
+
+def _contract_stubs(calls: dict):
+    """Stand-ins with the exact signatures of fastlight.evaluate.real.evaluate_on_pipeline and
+    fastlight.evaluate.pipeline_bench (PipelineEntry, bench_pipelines), returning the documented keys."""
+    import types
+    from dataclasses import dataclass
+
+    def iv(x):
+        return {"estimate": x, "low": x * 0.8, "high": x * 1.2}
+
+    def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, height, width, seed=0, images=None,
+                             videos=True, progress=True):
+        calls["evaluate"] = dict(pipeline=pipeline, models=models, prompts=prompts, out_dir=out_dir,
+                                 size=(num_frames, height, width), seed=seed, images=images)
+        return {"models": {n: {"proxies": {"subject_consistency": iv(0.9)}, "motion": iv(2.0), "videos": []}
+                           for n in models},
+                "pairs": {"student": {"frechet_distance": iv(12.5), "motion_ratio": iv(0.8),
+                                      "proxy_differences": {"subject_consistency": iv(-0.01)}}}}
+
+    @dataclass
+    class PipelineEntry:
+        name: str
+        path: str
+        num_inference_steps: int | None = None
+        guidance_scale: float | None = None
+
+    def bench_pipelines(entries, prompts, *, num_frames, height, width, repeats=3, warmup=1, seed=0, device=None,
+                        out_json=None, progress=True):
+        calls["bench"] = dict(entries=entries, prompts=prompts, size=(num_frames, height, width), repeats=repeats,
+                              out_json=out_json)
+        return [{"time_s": {"median": 4.0}, "denoise_s": 3.5, "speedup": 1.0, "denoise_speedup": 1.0},
+                {"time_s": {"median": 0.5}, "denoise_s": 0.1, "speedup": 8.0, "denoise_speedup": 35.0}]
+
+    real = types.ModuleType("fastlight.evaluate.real")
+    real.evaluate_on_pipeline = evaluate_on_pipeline
+    bench = types.ModuleType("fastlight.evaluate.pipeline_bench")
+    bench.PipelineEntry, bench.bench_pipelines = PipelineEntry, bench_pipelines
+    return real, bench
+
+
+def test_evaluate_bench_report_stages_call_the_real_model_contracts(wan21_run, tmp_path, monkeypatch, capsys):
+    """evaluate / bench / report of a pipeline run, against stand-ins of the modules they call: the
+    arguments they pass, the summaries, the headline and the report."""
+    import shutil
+    import sys
+
+    from fastlight.diffusion.spec import SamplerSpec
+
+    out = tmp_path / "run"
+    shutil.copytree(wan21_run, out)
+    calls: dict = {}
+    real, bench = _contract_stubs(calls)
+    monkeypatch.setitem(sys.modules, "fastlight.evaluate.real", real)
+    monkeypatch.setitem(sys.modules, "fastlight.evaluate.pipeline_bench", bench)
+    capsys.readouterr()
+    assert main(["run", str(WAN21), "preset=tiny", f"out={out}"]) == 0
+    ev, be = calls["evaluate"], calls["bench"]
+    teacher = presets.tiny_wan21_t2v()
+    assert Path(ev["pipeline"]) == teacher and ev["size"] == (9, 32, 32) and len(ev["prompts"]) == 4
+    assert list(ev["models"]) == ["teacher", "student"]
+    t_dir, t_spec = ev["models"]["teacher"]
+    assert Path(t_dir) == teacher / "transformer" and t_spec == SamplerSpec.euler(4, 5.0, 3.0)
+    s_dir, s_spec = ev["models"]["student"]
+    assert Path(s_dir) == out / "4_stage3" / "model" and s_spec.kind == "few_step" and s_spec.num_steps == 4
+    assert [(e.name, Path(e.path), e.num_inference_steps, e.guidance_scale) for e in be["entries"]] == \
+        [("teacher", teacher, 4, 5.0), ("student", out / "export" / "pipeline", None, None)]
+    assert be["repeats"] == 1 and be["out_json"] == str(out / "bench" / "bench.json")
+    state = json.loads((out / "run.json").read_text())
+    assert "Frechet distance to the teacher 12.5 [10, 15], motion ratio 0.80 [0.64, 0.96]" in state["headline"]
+    assert "8.0x faster end to end" in state["headline"] and "35.0x denoise only" in state["headline"]
+    report = (out / "report" / "report.md").read_text()
+    assert state["headline"] in report and "| denoise only (s per video) | 3.5 | 0.1 | 35.0x |" in report
+    assert state["headline"] in capsys.readouterr().out
