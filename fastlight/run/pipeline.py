@@ -301,7 +301,26 @@ def _recipe_config(recipe: str, base: dict, overrides: dict):
 def _train(recipe: str, cfg) -> Path:
     from fastlight.train.entry import run_recipe
 
+    if trained_elsewhere(cfg):
+        print(f"{cfg.out}: trained to step {cfg.steps} already (e.g. under accelerate launch from its config.yaml); "
+              "using its model")
+        return Path(cfg.out) / "model"
     return run_recipe(recipe, cfg, progress=True)
+
+
+def trained_elsewhere(cfg) -> bool:
+    """The stage folder holds this very config's finished training: the final checkpoint (step == steps, same
+    config hash) and a model written after it. Re-entering the loop would re-save the model folder, whose
+    new bytes the next stage's resume check would take for another teacher."""
+    from fastlight.train.checkpoint import config_hash, list_checkpoints
+
+    out = Path(cfg.out)
+    ckpts, model = list_checkpoints(out), out / "model" / "config.json"
+    if not ckpts or not model.is_file():
+        return False
+    state = json.loads((ckpts[-1] / "state.json").read_text())
+    return (state.get("step") == cfg.steps and state.get("config_hash") == config_hash(cfg)
+            and model.stat().st_mtime >= (ckpts[-1] / "state.json").stat().st_mtime)
 
 
 def stage_analyze(run: Run) -> dict:

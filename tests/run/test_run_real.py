@@ -117,6 +117,25 @@ def test_wan21_rerun_skips_done_stages(wan21_run, capsys):
     assert _done(wan21_run) == before and {f: f.stat().st_mtime_ns for f in written} == written
 
 
+def test_a_training_stage_finished_elsewhere_is_not_trained_again(wan21_run):
+    """What the many-GPU workflow relies on: a stage folder trained to its last step (e.g. by `accelerate launch
+    ... train --recipe dpp RUN/3_stage2/config.yaml`) is used as it is, and only for the very same config."""
+    import dataclasses
+
+    from fastlight.config import from_dict
+    from fastlight.run.pipeline import stage2_config, stage3_config, trained_elsewhere
+
+    cfg = resolve(load_config(RunConfig, WAN21, ["preset=tiny", f"out={wan21_run}"]), frozenset({"out"}))
+    run = Run(cfg)
+    for build in (stage2_config, stage3_config):
+        stage = build(run)[1]
+        # the config as the train verb reads it back from the stage folder's config.yaml
+        saved = yaml.safe_load((Path(stage.out) / "config.yaml").read_text())
+        assert trained_elsewhere(from_dict(type(stage), saved)) and trained_elsewhere(stage)
+        assert not trained_elsewhere(dataclasses.replace(stage, steps=stage.steps + 1))
+        assert not trained_elsewhere(dataclasses.replace(stage, lr=stage.lr * 2))
+
+
 def test_wan22_ti2v_tiny_run_through_export(real_env, tmp_path):
     out = tmp_path / "run"
     assert _run(WAN22, out) == 0
