@@ -16,14 +16,16 @@ def run(a) -> None:
     report = state["stages"].get("report", {}).get("summary", {}).get("markdown")
     print(f"\n{state['headline']}")
     if report:
-        print(f"report: {report} (and {Path(report).with_suffix('.html')})")
+        html = Path(report).with_suffix(".html")
+        print(f"report: {report}" + (f" (and {html})" if html.exists() else ""))
     print(f"run folder: {state['out']} ({fmt_duration(state['total_wall_s'])} of stage time)")
 
 
 def add_parser(sub) -> None:
     s = sub.add_parser("run", help="the whole compression (Stage I -> II -> III -> evaluate -> bench -> report), resumable")
-    s.add_argument("config", help="run recipe, e.g. configs/shapes/fastlightgen.yaml")
-    s.add_argument("overrides", nargs="*", help="key=value (preset=full, out=..., stage2.steps=100, stage3.lr=1e-5)")
+    s.add_argument("config", help="run recipe, e.g. configs/shapes/fastlightgen.yaml, configs/wan/wan21_t2v_1.3b.yaml")
+    s.add_argument("overrides", nargs="*", help="key=value (preset=full, out=..., stage2.steps=100, stage3.lr=1e-5; "
+                   "a pipeline teacher: teacher=PIPELINE data=SHARDS or synthesize.prompts=FILE, eval.prompts=FILE)")
     s.add_argument("--only", default=None, help="comma list of stages to run now (e.g. evaluate,bench,report)")
     # nargs="*": key=value overrides may follow the flag too (`run CONFIG --dry-run out=X`), which argparse
     # would otherwise refuse once the positional overrides are behind it
@@ -34,7 +36,7 @@ def add_parser(sub) -> None:
     s.add_argument("--offload", choices=("none", "params", "optimizer", "both"), default="none",
                    help="--dry-run: CPU offload of parameters and/or optimizer state")
     s.add_argument("--shape", default=None, help="--dry-run: FRAMES,HEIGHT,WIDTH of a video (default: the "
-                   "teacher's world, else 81,480,832)")
+                   "recipe's eval/synthesize size for a pipeline teacher, the teacher's world, else 81,480,832)")
     s.set_defaults(fn=run)
     add_search_parser(sub)
 
@@ -97,7 +99,8 @@ def dry_run(a) -> None:
     from fastlight.config import load_config, parse_overrides
     from fastlight.models.load import resolve_model_path
     from fastlight.run.memory import PRESETS, geometry, memory_plan
-    from fastlight.run.pipeline import Run, RunConfig, check_stage_configs, resolve, split_overrides, stages
+    from fastlight.run.pipeline import (Run, RunConfig, check_stage_configs, eval_options, is_pipeline_teacher, resolve,
+                                        split_overrides, stages)
 
     shape = _shape(a.shape)
     _check_machine(a)
@@ -109,9 +112,16 @@ def dry_run(a) -> None:
     print(f"fastlight run {a.config} (method {cfg.method}, preset {cfg.preset}, out {cfg.out}): dry run, nothing written")
     for i, st in enumerate(plan, 1):
         print(f"  {i}. {st.name:<10} {st.what}")
-    geo = geometry(cfg.teacher if cfg.teacher in PRESETS else resolve_model_path(cfg.teacher))
+    teacher = cfg.teacher if cfg.teacher in PRESETS else resolve_model_path(cfg.teacher)
+    if not Path(teacher).exists() and cfg.geometry:  # a real-model recipe planned before the model is downloaded
+        print(f"teacher {cfg.teacher} is not on this machine: planning the {cfg.geometry} geometry (geometry=)")
+        teacher = cfg.geometry
+    if shape == [None] * 3 and is_pipeline_teacher(cfg):  # the recipe's own video size
+        o = eval_options(cfg)
+        shape = [o["num_frames"], o["height"], o["width"]]
+    geo = geometry(teacher)
     plans = [memory_plan(geo, [stage], opts) for stage, opts in _stage_options(a, cfg, run, names, shape)]
-    print_plan(plans, cfg.teacher)
+    print_plan(plans, str(teacher) if teacher == cfg.geometry else cfg.teacher)
 
 
 def _stage_options(a, cfg, run, names: list[str], shape: list) -> list:

@@ -17,11 +17,25 @@ on the command line).
 ETA: each stage has a cost estimate (seconds on the 2-core CPU this was built on, from its
 size: calibration samples, steps x batch, cases x network evaluations); after every finished
 stage the remaining estimates are rescaled by (measured / estimated) so far.
+
+A diffusers pipeline teacher (a folder with model_index.json: Wan 2.1 T2V, Wan 2.2 TI2V,
+HunyuanVideo; configs/wan/, configs/hunyuan/) runs
+
+    [0_data] -> 1_analyze -> 2_plan -> 3_stage2 -> [4_stage3] -> export -> evaluate -> bench -> report
+
+with its transformer as the teacher DiT (Euler at teacher_steps / cfg_scale with the pipeline's
+scheduler shift). Stages I-III read the latent shards `data:` names ({_component_: latents, path:
+SHARDS} or just the shards folder); `synthesize:` (prompts, first frames for TI2V, ...) adds the
+stage 0_data, where the teacher generates those shards into RUN/0_data/shards (`fastlight
+synthesize`, resumable). `export` writes the student as a stock pipeline folder (RUN/export/pipeline);
+evaluate samples teacher and student on the `eval:` prompts through the teacher's VAE (Frechet
+distance, motion ratio, proxies, MP4s) and bench times the stock teacher pipeline against the export.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +43,21 @@ from typing import Callable
 
 from fastlight.config import check_ranges
 from fastlight.diffusion.spec import SamplerSpec, override, own_sampler
-from fastlight.errors import ConfigError, InputError, make_dir
-from fastlight.fileio import atomic_write_json
+from fastlight.errors import ConfigError, InputError, MissingFileError, make_dir
+from fastlight.fileio import atomic_write_json, atomic_write_text, read_json_object
 from fastlight.models.load import resolve_model_path
 from fastlight.train.lock import RunLock
 
 METHODS = ("fastlightgen", "vdmini", "lightning", "dmd2", "prune_only")
-PRESETS = ("quick", "full")
+PRESETS = ("quick", "full")  # always accepted (a no-op where `presets:` does not define them)
 DONE = ".done.json"
+MAPPINGS = ("stage2", "stage3", "synthesize", "eval")  # merged key by key by presets; `MAPPING.KEY=VALUE` overrides
+# `synthesize:` -> fastlight.data.synthesize.synthesize's keywords (prompts and images are paths)
+SYNTH_KEYS = ("prompts", "images", "num_steps", "guidance", "num_frames", "height", "width", "samples_per_prompt",
+              "batch_size", "shard_size", "max_text_len", "text_embeds", "dtype")
+EVAL_KEYS = ("prompts", "images", "num_frames", "height", "width")
+EVAL_DEFAULTS = {"num_frames": 81, "height": 480, "width": 832}  # Wan 2.1's; recipes set their family's
+PIPELINE_METHODS = ("fastlightgen", "lightning", "dmd2", "prune_only")  # vdmini's metric-drop needs a video metric
 
 
 @dataclass
@@ -58,7 +79,13 @@ class RunConfig:
     bench_repeats: int = 3
     seed: int = 0
     threads: int = 2
-    presets: dict = field(default_factory=dict)  # {quick: {key: value, stage2: {...}}, full: {...}}
+    # the data of Stages I-III: a data: spec ({_component_: latents, path: SHARDS}) or a shards folder;
+    # None: the teacher folder names its own (Shapes), or `synthesize` makes the shards (pipeline teachers)
+    data: object = None
+    synthesize: dict = field(default_factory=dict)  # pipeline teacher: stage 0_data, the teacher's shards (SYNTH_KEYS)
+    eval: dict = field(default_factory=dict)  # pipeline teacher: evaluate / bench prompts and video size (EVAL_KEYS)
+    geometry: str = ""  # --dry-run: a memory-plan preset (fastlight/run/memory.py) when `teacher` is not on this machine
+    presets: dict = field(default_factory=dict)  # {quick: {key: value, stage2: {...}}, full: {...}, tiny: ...}
 
 
 def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | None = None) -> RunConfig:
@@ -67,8 +94,12 @@ def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | N
     over the preset."""
     if cfg.method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    if cfg.preset not in PRESETS:
-        raise ConfigError(f"preset must be quick or full, got {cfg.preset!r}")
+    if not isinstance(cfg.presets, dict):
+        raise ConfigError(f"presets must be a mapping of preset name: {{key: value}}, got {cfg.presets!r}")
+    if cfg.preset not in cfg.presets and cfg.preset not in PRESETS:
+        defined = ", ".join(sorted(cfg.presets)) or "none"
+        raise ConfigError(f"unknown preset {cfg.preset!r}: preset must be quick or full or one this config's presets: "
+                          f"defines ({defined})")
     preset = dict(cfg.presets.get(cfg.preset) or {})
     fields = {f.name for f in dataclasses.fields(RunConfig)} - {"presets", "preset"}
     unknown = sorted(set(preset) - fields)
@@ -78,9 +109,12 @@ def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | N
     for k, v in preset.items():
         if k in keep:
             continue
-        values[k] = {**values[k], **v} if k in ("stage2", "stage3") else v
+        if k in MAPPINGS and not isinstance(v, dict):
+            raise ConfigError(f"preset {cfg.preset!r}: {k} must be a mapping, got {v!r}")
+        values[k] = {**values[k], **v} if k in MAPPINGS else v
     for k, v in (keep_nested or {}).items():
         values[k] = {**values[k], **v}
+    values["data"] = data_spec(values["data"])
     out = RunConfig(**values)
     check_ranges(out, f"run config (with preset {cfg.preset!r})")  # the preset's values too
     if not 0 < out.prune_ratio < 1:
@@ -88,24 +122,112 @@ def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | N
     for key in ("calib", "eval_cases", "teacher_steps", "bench_repeats"):
         if getattr(out, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {getattr(out, key)}")
+    check_data_options(out)
     return out
 
 
+def data_spec(value) -> dict | None:
+    """`data:` -> a data-source spec: a mapping naming `_component_`, or a shards folder (the latents source)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (str, Path)):
+        return {"_component_": "latents", "path": str(value)}
+    if isinstance(value, dict) and "_component_" in value:
+        return dict(value)
+    raise ConfigError(f"data must be a shards folder or a source mapping, e.g. data={{_component_: latents, path: "
+                      f"SHARDS}}; got {value!r}")
+
+
+def teacher_folder(c: RunConfig) -> Path:
+    return resolve_model_path(c.teacher)
+
+
+def is_pipeline_teacher(c: RunConfig) -> bool:
+    """The teacher is a diffusers pipeline folder (model_index.json). A teacher that is not on this machine
+    counts as one when the config has pipeline settings (synthesize / eval): a real-model recipe's dry run."""
+    folder = teacher_folder(c)
+    if (folder / "model_index.json").is_file():
+        return True
+    return not folder.exists() and bool(c.synthesize or c.eval)
+
+
+def _check_keys(mapping: dict, allowed: tuple, what: str) -> None:
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{what} must be a mapping, got {mapping!r}")
+    unknown = sorted(set(mapping) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{what} has unknown key(s) {unknown}; valid keys are {', '.join(allowed)}")
+
+
+def check_data_options(c: RunConfig) -> None:
+    """data / synthesize / eval fit the teacher: a pipeline teacher needs exactly one of data and synthesize
+    (synthesize with prompts); a model-folder teacher (Shapes) takes neither synthesize nor eval."""
+    _check_keys(c.synthesize, SYNTH_KEYS, "synthesize")
+    _check_keys(c.eval, EVAL_KEYS, "eval")
+    if not is_pipeline_teacher(c):
+        extra = [k for k in ("synthesize", "eval") if getattr(c, k)]
+        if extra:
+            raise ConfigError(f"{' and '.join(extra)} need a diffusers pipeline teacher (a folder with model_index.json); "
+                              f"teacher {c.teacher} is a model folder: drop {', '.join(extra)} or pass teacher=PIPELINE")
+        return
+    if c.method not in PIPELINE_METHODS:
+        raise ConfigError(f"method {c.method} (metric-drop importance) needs a video metric a pipeline teacher does not "
+                          f"name; use one of {', '.join(PIPELINE_METHODS)}")
+    if c.data is not None and c.synthesize:
+        raise ConfigError("give either data: (latent shards you made) or synthesize: (the teacher makes them in stage "
+                          "0_data), not both; drop one")
+    if c.data is None and not c.synthesize:
+        raise ConfigError(f"teacher {c.teacher} is a diffusers pipeline: give data=SHARDS (latent shards from `fastlight "
+                          "preprocess` or `fastlight synthesize`) or synthesize.prompts=PROMPTS.txt (the teacher makes "
+                          "the shards in stage 0_data)")
+    if c.synthesize and not c.synthesize.get("prompts"):
+        raise ConfigError("synthesize needs prompts: a text file with one prompt a line (synthesize.prompts=FILE)")
+    if not (c.eval.get("prompts") or c.synthesize.get("prompts")):
+        raise ConfigError("evaluate and bench need prompts: set eval.prompts=FILE (one prompt a line)")
+    if _is_ti2v(c):
+        for what, o in (("synthesize", c.synthesize), ("eval", eval_options(c))):
+            if (what == "eval" or o) and not o.get("images"):
+                raise ConfigError(f"teacher {c.teacher} is text+image-to-video (Wan 2.2 TI2V): {what} needs first "
+                                  f"frames, {what}.images=DIR (0.png, 1.png, ...: one per prompt, by its number)")
+
+
+VIDEO_KEYS = ("num_frames", "height", "width")
+
+
+def synth_options(c: RunConfig) -> dict:
+    """synthesize's keywords for stage 0_data: `synthesize:`; unset: the run's teacher sampler (teacher_steps,
+    cfg_scale) and `eval:`'s video size (never its prompts: training on the evaluation prompts would leak)."""
+    size = {k: v for k, v in c.eval.items() if k in VIDEO_KEYS}
+    return {"num_steps": c.teacher_steps, "guidance": c.cfg_scale, **EVAL_DEFAULTS, **size, **c.synthesize}
+
+
+def eval_options(c: RunConfig) -> dict:
+    """The evaluation prompts, first frames and video size: `eval:`, else `synthesize:`'s, else Wan 2.1's size."""
+    base = {k: v for k, v in c.synthesize.items() if k in EVAL_KEYS}
+    return {"images": None, **EVAL_DEFAULTS, **base, **c.eval}
+
+
+def _is_ti2v(c: RunConfig) -> bool:
+    """The teacher pipeline conditions on a first frame (Wan 2.2 TI2V: expand_timesteps in model_index.json)."""
+    f = teacher_folder(c) / "model_index.json"
+    return f.is_file() and bool(read_json_object(f, ConfigError, "re-download the pipeline").get("expand_timesteps"))
+
+
 def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, dict]]:
-    """`key=value` for the run config; `stage2.key=value` / `stage3.key=value` into those mappings."""
+    """`key=value` for the run config; `stage2.key=value` (stage3, synthesize, eval) into those mappings."""
     import yaml
 
-    plain, nested = [], {"stage2": {}, "stage3": {}}
+    plain, nested = [], {k: {} for k in MAPPINGS}
     for o in overrides:
         key, sep, value = o.partition("=")
         section, dot, sub = key.partition(".")
         if sep and dot and section in nested:
             nested[section][sub.strip()] = yaml.safe_load(value) if value.strip() else ""
         elif sep and dot:
-            raise ConfigError(f"override {o!r}: only stage2.KEY=VALUE and stage3.KEY=VALUE may be dotted")
+            raise ConfigError(f"override {o!r}: only {', '.join(m + '.KEY=VALUE' for m in MAPPINGS)} may be dotted")
         else:
             plain.append(o)
-    return plain, nested
+    return plain, {k: v for k, v in nested.items() if v or k in ("stage2", "stage3")}
 
 
 # ---- stages ----------------------------------------------------------------------------------------
@@ -145,6 +267,27 @@ class Run:
         has3 = self.cfg.method in ("fastlightgen", "lightning", "dmd2")
         return self.stage3_model if has3 else self.stage2_model
 
+    @property
+    def pipeline(self) -> bool:
+        """The teacher is a diffusers pipeline (the real-model stages: 0_data, export, pipeline evaluate/bench)."""
+        return is_pipeline_teacher(self.cfg)
+
+    @property
+    def shards(self) -> Path:
+        return self.dir("0_data") / "shards"
+
+    @property
+    def data(self) -> dict | None:
+        """The data source of Stages I-III: `data:`, else the shards stage 0_data synthesizes, else None
+        (the teacher folder names its own)."""
+        if self.cfg.data is not None:
+            return self.cfg.data
+        return {"_component_": "latents", "path": str(self.shards)} if self.cfg.synthesize else None
+
+    @property
+    def export_pipeline(self) -> Path:
+        return self.dir("export") / "pipeline"
+
 
 def _recipe_config(recipe: str, base: dict, overrides: dict):
     """The recipe's typed config from `base` (set by the pipeline) and the user's stage mapping."""
@@ -158,7 +301,26 @@ def _recipe_config(recipe: str, base: dict, overrides: dict):
 def _train(recipe: str, cfg) -> Path:
     from fastlight.train.entry import run_recipe
 
+    if trained_elsewhere(cfg):
+        print(f"{cfg.out}: trained to step {cfg.steps} already (e.g. under accelerate launch from its config.yaml); "
+              "using its model")
+        return Path(cfg.out) / "model"
     return run_recipe(recipe, cfg, progress=True)
+
+
+def trained_elsewhere(cfg) -> bool:
+    """The stage folder holds this very config's finished training: the final checkpoint (step == steps, same
+    config hash) and a model written after it. Re-entering the loop would re-save the model folder, whose
+    new bytes the next stage's resume check would take for another teacher."""
+    from fastlight.train.checkpoint import config_hash, list_checkpoints
+
+    out = Path(cfg.out)
+    ckpts, model = list_checkpoints(out), out / "model" / "config.json"
+    if not ckpts or not model.is_file():
+        return False
+    state = json.loads((ckpts[-1] / "state.json").read_text())
+    return (state.get("step") == cfg.steps and state.get("config_hash") == config_hash(cfg)
+            and model.stat().st_mtime >= (ckpts[-1] / "state.json").stat().st_mtime)
 
 
 def stage_analyze(run: Run) -> dict:
@@ -166,8 +328,12 @@ def stage_analyze(run: Run) -> dict:
 
     c = run.cfg
     method = {"vdmini": "metric", "lightning": "taylor"}.get(c.method, "elbo")
+    real = {}
+    if run.pipeline:  # calibrate on the shards at the pipeline's noise shift; small batches (real videos are big)
+        real = {"shift": teacher_shift(c), "batch_size": min(c.calib, 4)}
     res = compute_importance(c.teacher, c.calib, str(run.dir("1_analyze")), (method,), seed=c.seed,
-                             metric_cases=c.metric_cases, metric_guidance=c.cfg_scale, data_free=c.data_free)
+                             metric_cases=c.metric_cases, metric_guidance=c.cfg_scale, data_free=c.data_free,
+                             data=run.data, **real)
     return {"method": method, "files": {k: str(v) for k, v in res.get("files", {}).items()}}
 
 
@@ -191,7 +357,7 @@ def stage2_config(run: Run):
     c = run.cfg
     recipe = stage2_recipe(c)
     base = {"out": str(run.dir("3_stage2")), "teacher": c.teacher, "plan": str(run.plan), "seed": c.seed,
-            "threads": c.threads}
+            "threads": c.threads, **_real_base(run)}
     if c.method == "prune_only":
         base.update(lambda_icd=0.0, lambda_mca=0.0)  # L_task only: a plain fine-tune of the pruned model
     return recipe, _recipe_config(recipe, base, c.stage2)
@@ -207,8 +373,25 @@ def stage3_config(run: Run):
     c = run.cfg
     recipe = "fastlightgen" if c.method == "fastlightgen" else "dmd2"
     teacher = c.teacher if c.method == "dmd2" else str(run.stage2_model)
-    base = {"out": str(run.dir("4_stage3")), "teacher": teacher, "seed": c.seed, "threads": c.threads}
+    base = {"out": str(run.dir("4_stage3")), "teacher": teacher, "seed": c.seed, "threads": c.threads,
+            **_real_base(run)}
     return recipe, _recipe_config(recipe, base, c.stage3)
+
+
+def _real_base(run: Run) -> dict:
+    """What a training stage takes from the run beyond the Shapes defaults: the data source, and for a
+    pipeline teacher its scheduler's shift (the noise levels it was trained at)."""
+    base = {} if run.data is None else {"data": run.data}
+    if run.pipeline:
+        base["shift"] = teacher_shift(run.cfg)
+    return base
+
+
+def teacher_shift(c: RunConfig) -> float:
+    """The flow shift of the pipeline teacher's scheduler (UniPC flow_shift / FlowMatchEuler shift)."""
+    from fastlight.data.synthesize import pipeline_shift
+
+    return pipeline_shift(teacher_folder(c))
 
 
 def stage_stage3(run: Run) -> dict:
@@ -220,7 +403,12 @@ def stage_stage3(run: Run) -> dict:
 def sampling_of(model_dir: Path | str, c: RunConfig) -> SamplerSpec:
     """How a model samples in a run: a few-step student with its own sampler.json; an Euler model
     (the teacher, a Stage-II-only student) with its own sampler at the run's teacher_steps and cfg_scale."""
-    own, _ = own_sampler(resolve_model_path(model_dir))
+    folder = resolve_model_path(model_dir)
+    if (folder / "model_index.json").is_file():  # a pipeline teacher: Euler with its scheduler's shift
+        from fastlight.data.synthesize import pipeline_shift
+
+        return SamplerSpec.euler(c.teacher_steps, c.cfg_scale, pipeline_shift(folder))
+    own, _ = own_sampler(folder)
     if own.kind == "few_step":
         return own
     return override(own, num_steps=c.teacher_steps, guidance=c.cfg_scale)
@@ -293,13 +481,128 @@ def stage_report(run: Run) -> dict:
     return {"markdown": str(report.markdown), "html": str(report.html)}
 
 
+# ---- the real-model stages (a diffusers pipeline teacher) ------------------------------------------
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def stage_data(run: Run) -> dict:
+    """0_data: the teacher pipeline generates latent shards from the `synthesize:` prompts (resumable)."""
+    from fastlight.data.synthesize import synthesize
+
+    c, o = run.cfg, synth_options(run.cfg)
+    index = synthesize(teacher_folder(c), out_dir=run.shards, seed=c.seed, device=_device(), **o)
+    return {"shards": str(run.shards), "num_samples": index["num_samples"], "sampler": index["synthesize"]["settings"]["sampler"]}
+
+
+def stage_export(run: Run) -> dict:
+    """export: the student as a complete stock diffusers pipeline folder (the teacher's VAE, text encoder,
+    tokenizer; a scheduler set to the student's timesteps)."""
+    from fastlight.export.to_diffusers import export_diffusers
+
+    if run.export_pipeline.exists():  # left by an export that stopped before this stage was marked done
+        shutil.rmtree(run.export_pipeline)
+    out = export_diffusers(str(run.student), str(run.export_pipeline))
+    info = json.loads((Path(out) / "fastlight_export.json").read_text())
+    return {"pipeline": str(out), "class": info.get("pipeline"), "call": info.get("call"), "params": info.get("params")}
+
+
+def _eval_prompts(c: RunConfig) -> tuple[list[str], list[Path] | None, dict]:
+    """(prompts, first-frame files or None, {num_frames, height, width}) of the evaluate and bench stages."""
+    from fastlight.data.synthesize import pair_images, read_prompts
+
+    o = eval_options(c)
+    prompts = read_prompts(o["prompts"])
+    images = None if not o.get("images") else pair_images(o["images"], len(prompts))
+    return prompts, images, {k: o[k] for k in ("num_frames", "height", "width")}
+
+
+def teacher_transformer(c: RunConfig) -> Path:
+    return teacher_folder(c) / "transformer"
+
+
+def stage_evaluate_pipeline(run: Run) -> dict:
+    """Teacher and student sampled on the same prompts and noise, decoded by the teacher's VAE: the Frechet
+    distance and motion ratio of the student against the teacher with 95% intervals, the proxies, MP4s."""
+    from fastlight.evaluate.real import evaluate_on_pipeline
+
+    c = run.cfg
+    prompts, images, size = _eval_prompts(c)
+    models = {"teacher": (teacher_transformer(c), sampling_of(c.teacher, c)),
+              "student": (run.student, student_sampling(run))}
+    res = evaluate_on_pipeline(teacher_folder(c), models, prompts, run.dir("evaluate"), **size, seed=c.seed,
+                               images=images, videos=True, progress=True)
+    pair = res["pairs"]["student"]
+    return {"num_prompts": len(prompts), **size,
+            "frechet_distance": pair["frechet_distance"], "motion_ratio": pair["motion_ratio"],
+            "proxy_differences": pair.get("proxy_differences", {}),
+            "motion": {name: m.get("motion") for name, m in res["models"].items()},
+            "proxies": {name: m.get("proxies") for name, m in res["models"].items()}}
+
+
+def stage_bench_pipeline(run: Run) -> dict:
+    """The stock teacher pipeline (teacher_steps, cfg_scale) against the exported student pipeline, in one
+    process, interleaved: end-to-end and denoise-only speedups side by side."""
+    from fastlight.evaluate.pipeline_bench import PipelineEntry, bench_pipelines
+
+    c = run.cfg
+    prompts, _, size = _eval_prompts(c)
+    entries = [PipelineEntry("teacher", str(teacher_folder(c)), c.teacher_steps, c.cfg_scale),
+               PipelineEntry("student", str(run.export_pipeline))]
+    rows = bench_pipelines(entries, prompts, **size, repeats=c.bench_repeats, warmup=1, seed=c.seed,
+                           out_json=str(run.dir("bench") / "bench.json"), progress=True)
+    t, s = rows[0], rows[1]
+    return {"teacher_s": t["time_s"]["median"], "student_s": s["time_s"]["median"], "speedup": s["speedup"],
+            "teacher_denoise_s": t["denoise_s"], "student_denoise_s": s["denoise_s"],
+            "denoise_speedup": s["denoise_speedup"]}
+
+
+def _interval(iv: dict | None, fmt: str = ".3g") -> str:
+    if not iv:
+        return "n/a"
+    return f"{iv['estimate']:{fmt}} [{iv['low']:{fmt}}, {iv['high']:{fmt}}]"
+
+
+def stage_report_pipeline(run: Run) -> dict:
+    """report.md: the headline, the evaluation (intervals) and the bench (both speedups) of a pipeline run."""
+    state = {"stages": {n: json.loads((run.dir(n) / DONE).read_text()) for n in ("2_plan", "evaluate", "bench")
+                        if (run.dir(n) / DONE).exists()}}
+    ev, be = state["stages"]["evaluate"]["summary"], state["stages"]["bench"]["summary"]
+    lines = [f"# fastlight run: {run.cfg.method} ({run.cfg.preset}) on {run.cfg.teacher}", "",
+             headline(run, state), "",
+             f"## Evaluation ({ev['num_prompts']} prompts, {ev['num_frames']}x{ev['height']}x{ev['width']}, 95% intervals)",
+             "", "| measure | student vs teacher |", "|---|---|",
+             f"| Frechet distance (teacher DiT features) | {_interval(ev['frechet_distance'])} |",
+             f"| motion ratio (student / teacher) | {_interval(ev['motion_ratio'], '.2f')} |"]
+    lines += [f"| {dim} (proxy, student - teacher) | {_interval(iv)} |" for dim, iv in sorted(ev["proxy_differences"].items())]
+    lines += ["", "## Bench (stock pipelines, one process, interleaved)", "",
+              "| | teacher | student | speedup |", "|---|---|---|---|",
+              f"| end to end (s per video) | {be['teacher_s']:.3g} | {be['student_s']:.3g} | {be['speedup']:.1f}x |",
+              f"| denoise only (s per video) | {be['teacher_denoise_s']:.3g} | {be['student_denoise_s']:.3g} | "
+              f"{be['denoise_speedup']:.1f}x |", "",
+              f"Videos: `{run.dir('evaluate')}`; stock student pipeline: `{run.export_pipeline}`.", ""]
+    md = run.dir("report") / "report.md"
+    make_dir(md.parent, "report folder")
+    atomic_write_text(md, "\n".join(lines))
+    return {"markdown": str(md)}
+
+
 def _train_est(overrides: dict, default_steps: int, s_per_step: float) -> float:
     return float(overrides.get("steps", default_steps)) * s_per_step
 
 
 def stages(c: RunConfig) -> list[Stage]:
     """The method's stages with cost estimates (seconds, this 2-core CPU, measured 2026-11-26)."""
+    pipeline = is_pipeline_teacher(c)
     out = []
+    if pipeline and c.synthesize:
+        o = synth_options(c)
+        n = _num_prompts(o.get("prompts")) * int(o.get("samples_per_prompt", 1))
+        est = n * o["num_steps"] * 2 * _video_cost(o) + 5.0
+        out.append(Stage("0_data", f"data: the teacher generates {n} latent videos from prompts", stage_data, est))
     if c.method != "dmd2":
         what = {"vdmini": "Stage I: metric-drop importance (VDMini)", "lightning": "Stage I: Taylor width saliency"}
         est = 16 * c.metric_cases * 0.6 if c.method == "vdmini" else 2.5 * c.calib * (2 if c.data_free else 1)
@@ -312,11 +615,43 @@ def stages(c: RunConfig) -> list[Stage]:
         recipe = "fastlightgen" if c.method == "fastlightgen" else "dmd2"
         per_step = 0.3 * float(c.stage3.get("batch_size", 4)) / 4
         out.append(Stage("4_stage3", f"Stage III: {recipe} DMD", stage_stage3, _train_est(c.stage3, 300, per_step)))
+    if pipeline:
+        return out + _pipeline_tail(c)
     evals = c.eval_cases * (c.teacher_steps * 2 + 50) * 0.012
     out.append(Stage("evaluate", f"ShapesBench: teacher and student on {c.eval_cases} test cases", stage_evaluate, evals))
     out.append(Stage("bench", "end-to-end time per video, side by side", stage_bench, (c.bench_repeats + 1) * 2.5))
     out.append(Stage("report", "report (Markdown + HTML)", stage_report, 10.0))
     return out
+
+
+def _num_prompts(path) -> int:
+    """Prompts in a prompts file (0 when it cannot be read yet: the stage itself says why)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, TypeError, UnicodeDecodeError):
+        return 0
+    return sum(1 for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#"))
+
+
+def _video_cost(o: dict) -> float:
+    """Rough seconds of one teacher forward on one video of o's size on the reference CPU: ~1e-5 s per
+    pixel-frame at the tiny pipelines' widths (a real 1.3B DiT needs a GPU: the estimate is then only a scale)."""
+    return 0.02 + 1e-5 * o["num_frames"] * o["height"] * o["width"] / 64
+
+
+def _pipeline_tail(c: RunConfig) -> list[Stage]:
+    """export -> evaluate -> bench -> report of a pipeline teacher, with rough estimates."""
+    o = eval_options(c)
+    n = _num_prompts(o.get("prompts"))
+    per_video = _video_cost(o)
+    evals = n * (c.teacher_steps * 2 + 8) * per_video + 10.0
+    bench = (c.bench_repeats + 1) * (c.teacher_steps * 2 + 4) * per_video + 10.0
+    return [Stage("export", "export: the student as a stock diffusers pipeline folder", stage_export, 5.0),
+            Stage("evaluate", f"evaluate: teacher and student on {n} prompts (Frechet distance, motion, proxies)",
+                  stage_evaluate_pipeline, evals),
+            Stage("bench", "bench: stock teacher pipeline vs the exported student, end to end and denoise only",
+                  stage_bench_pipeline, bench),
+            Stage("report", "report (Markdown)", stage_report_pipeline, 2.0)]
 
 
 # ---- the driver ------------------------------------------------------------------------------------
@@ -332,6 +667,18 @@ def check_stage_configs(run: Run, names: list[str]) -> None:
         cfg = stage3_config(run)[1]
         check_loop_config(cfg)
         check_dmd_config(cfg)
+
+
+def write_stage_configs(run: Run, names: list[str]) -> None:
+    """RUN/3_stage2/config.yaml and RUN/4_stage3/config.yaml, the training stages' resolved recipe configs,
+    before they run: what `accelerate launch ... -m fastlight.cli train --recipe dpp RUN/3_stage2/config.yaml`
+    trains on many GPUs (the loop writes the same file when it starts; a later `fastlight run` resumes the
+    finished checkpoint instead of training again)."""
+    from fastlight.config import save_config
+
+    for name, build in (("3_stage2", stage2_config), ("4_stage3", stage3_config)):
+        if name in names and not (run.dir(name) / DONE).exists():
+            save_config(build(run)[1], run.dir(name))
 
 
 def check_only(run: Run, plan: list[Stage], only: list[str] | None) -> None:
@@ -395,6 +742,7 @@ def evaluation_note(ev: dict, default_cases: int | None = None) -> str:
 
 
 def headline(run: Run, state: dict) -> str:
+    """One line: the student's quality against the teacher with intervals, and its speedups."""
     ev, be = state["stages"].get("evaluate", {}).get("summary"), state["stages"].get("bench", {}).get("summary")
     if not ev or not be:
         return "incomplete run"
@@ -403,10 +751,22 @@ def headline(run: Run, state: dict) -> str:
     plan = state["stages"].get("2_plan", {}).get("summary") or {}
     if plan.get("removed_fraction") is not None:
         pruned = f", {plan['removed_fraction']:.0%} of the parameters removed"
-    return (f"{run.cfg.method} student ({s.num_steps} {s.kind.replace('_', '-')} steps{pruned}): ShapesBench "
+    student = f"{run.cfg.method} student ({s.num_steps} {s.kind.replace('_', '-')} steps{pruned})"
+    if "frechet_distance" in ev:
+        return pipeline_headline(student, ev, be)
+    return (f"{student}: ShapesBench "
             f"{ev['student_score']:.3f}{_band(ev.get('student_interval'))} vs teacher {ev['teacher_score']:.3f}"
             f"{_band(ev.get('teacher_interval'))}, {evaluation_note(ev)}; {be['speedup']:.1f}x faster end to end "
             f"({be['student_s'] * 1000:.0f} ms vs {be['teacher_s']:.2f} s per video)")
+
+
+def pipeline_headline(student: str, ev: dict, be: dict) -> str:
+    """The headline of a pipeline run: Frechet distance and motion ratio with their 95% intervals (n prompts),
+    the end-to-end and the denoise-only speedup side by side."""
+    return (f"{student}: Frechet distance to the teacher {_interval(ev['frechet_distance'])}, motion ratio "
+            f"{_interval(ev['motion_ratio'], '.2f')} (student / teacher; 95%, {ev['num_prompts']} prompts); "
+            f"{be['speedup']:.1f}x faster end to end ({be['student_s']:.3g} s vs {be['teacher_s']:.3g} s per video), "
+            f"{be['denoise_speedup']:.1f}x denoise only")
 
 
 def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset = frozenset(),
@@ -415,6 +775,9 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset 
     `only`: run just these stages (the others must be complete or are skipped). The run folder is
     locked for the whole run (fastlight/train/lock.py): a second `fastlight run` on it is refused."""
     cfg = resolve(cfg, keep, keep_nested)
+    if is_pipeline_teacher(cfg) and not teacher_folder(cfg).exists():
+        raise MissingFileError(f"teacher {cfg.teacher} does not exist; pass teacher=PIPELINE (a diffusers pipeline "
+                               "folder, e.g. Wan2.1-T2V-1.3B-Diffusers) or preset=tiny for the tiny test pipeline")
     run = Run(cfg)
     plan = stages(cfg)
     # every check before anything is written (the lock creates the folder): a refused run leaves no
@@ -446,6 +809,7 @@ def _run_stages(run: Run, plan: list[Stage], only: list[str] | None) -> dict:
             raise ConfigError(f"{run.root} holds a run with a different config ({', '.join(diff[:4])} differ); "
                               f"use a new out=... or delete the folder")
     save_config(cfg, run.root)
+    write_stage_configs(run, [st.name for st in plan])
     state = {"method": cfg.method, "preset": cfg.preset, "out": str(run.root), "stages": {}}
     for st in plan:
         marker = run.dir(st.name) / DONE

@@ -1,0 +1,340 @@
+"""`fastlight run` on real diffusers pipelines: the recipes' `tiny` presets through export, on the tiny pipelines.
+
+Wan 2.1 T2V and Wan 2.2 TI2V run 0_data (the teacher synthesizes shards from configs/prompts/tiny.txt,
+TI2V with configs/prompts/tiny_first_frames) -> 1_analyze -> 2_plan -> 3_stage2 -> 4_stage3 -> export;
+the stock WanPipeline loads the export and generates. evaluate / bench / report come from other modules
+(fastlight.evaluate.real, fastlight.evaluate.pipeline_bench) and are left out with --only here.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from fastlight.cli import main
+from fastlight.config import load_config
+from fastlight.models import presets
+from fastlight.plugins import registered
+from fastlight.run.pipeline import Run, RunConfig, pipeline_headline, resolve, split_overrides, stages
+
+ROOT = Path(__file__).resolve().parents[2]
+WAN21 = ROOT / "configs" / "wan" / "wan21_t2v_1.3b.yaml"
+WAN22 = ROOT / "configs" / "wan" / "wan22_ti2v_5b.yaml"
+HUNYUAN = ROOT / "configs" / "hunyuan" / "hunyuanvideo_t2v.yaml"
+THROUGH_EXPORT = "0_data,1_analyze,2_plan,3_stage2,4_stage3,export"
+TINY_PRESETS = {"tiny-wan21-t2v": "tiny_wan21_t2v", "tiny-wan22-ti2v": "tiny_wan22_ti2v",
+                "tiny-hunyuan-t2v": "tiny_hunyuan_t2v"}
+
+
+def register_tiny_presets(folder: Path) -> Path:
+    """A dist-info folder registering the tiny presets (pyproject's entry points), for a checkout whose
+    installed metadata predates them; returns the folder to put on sys.path."""
+    info = folder / "fastlight_tiny_presets_test-0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fastlight-tiny-presets-test\nVersion: 0\n")
+    lines = [f"{name} = fastlight.models.presets:{attr}" for name, attr in TINY_PRESETS.items()]
+    (info / "entry_points.txt").write_text("[fastlight.models]\n" + "\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def real_env(tmp_path_factory):
+    """The tiny presets resolvable (entry points), their cache in the session's temp folder, cwd = the repo
+    (the recipes name configs/prompts/... relative to it)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv(presets.CACHE_ENV, str(tmp_path_factory.getbasetemp() / "fastlight_cache"))
+    if not set(TINY_PRESETS) <= set(registered("fastlight.models")):
+        mp.syspath_prepend(str(register_tiny_presets(tmp_path_factory.mktemp("entry_points"))))
+    mp.chdir(ROOT)
+    yield
+    mp.undo()
+
+
+def _run(recipe: Path, out: Path, *extra: str) -> int:
+    return main(["run", str(recipe), "preset=tiny", f"out={out}", *extra, "--only", THROUGH_EXPORT])
+
+
+def _generate(folder: Path) -> np.ndarray:
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline.from_pretrained(str(folder))
+    call = json.loads((folder / "fastlight_export.json").read_text())["call"]
+    out = pipe("a red circle moves left", num_inference_steps=call["num_inference_steps"],
+               guidance_scale=call["guidance_scale"], num_frames=9, height=32, width=32, output_type="np",
+               generator=torch.Generator().manual_seed(0))
+    return np.asarray(out.frames[0])
+
+
+@pytest.fixture(scope="module")
+def wan21_run(real_env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("wan21") / "run"
+    assert _run(WAN21, out) == 0
+    return out
+
+
+def _done(out: Path) -> dict:
+    return {d.name: json.loads((d / ".done.json").read_text()) for d in out.iterdir() if (d / ".done.json").exists()}
+
+
+def test_wan21_tiny_run_through_export(wan21_run, capsys):
+    out = wan21_run
+    done = _done(out)
+    assert sorted(done) == sorted(THROUGH_EXPORT.split(","))
+    assert done["0_data"]["summary"]["num_samples"] == 4  # 4 prompts x 1 sample, from configs/prompts/tiny.txt
+    index = json.loads((out / "0_data" / "shards" / "index.json").read_text())
+    assert index["synthesize"]["settings"]["sampler"]["shift"] == 3.0  # the pipeline scheduler's flow_shift
+    plan = done["2_plan"]["summary"]
+    assert plan["kind"] == "depth" and plan["drop_blocks"] and plan["removed_fraction"] >= 0.3
+    # the training stages read the synthesized shards at the pipeline's shift; their configs sit in the stage folders
+    s2 = yaml.safe_load((out / "3_stage2" / "config.yaml").read_text())
+    assert s2["data"] == {"_component_": "latents", "path": str(out / "0_data" / "shards")} and s2["shift"] == 3.0
+    assert yaml.safe_load((out / "4_stage3" / "config.yaml").read_text())["teacher"] == str(out / "3_stage2" / "model")
+    export = out / "export" / "pipeline"
+    info = json.loads((export / "fastlight_export.json").read_text())
+    assert info["pipeline"] == "WanPipeline" and info["call"]["num_inference_steps"] == 4
+    frames = _generate(export)
+    assert frames.shape == (9, 32, 32, 3) and np.isfinite(frames).all()
+    from diffusers import WanPipeline
+
+    assert len(WanPipeline.from_pretrained(str(export)).transformer.blocks) == 4 - len(plan["drop_blocks"])
+    state = json.loads((out / "run.json").read_text())
+    assert state["headline"] == "incomplete run"  # evaluate and bench have not run
+
+
+def test_wan21_rerun_skips_done_stages(wan21_run, capsys):
+    before = _done(wan21_run)
+    written = {f: f.stat().st_mtime_ns for f in (wan21_run / "0_data" / "shards" / "index.json",
+                                                 wan21_run / "4_stage3" / "model" / "config.json",
+                                                 wan21_run / "export" / "pipeline" / "model_index.json")}
+    capsys.readouterr()
+    assert _run(WAN21, wan21_run) == 0
+    logs = "".join(capsys.readouterr())
+    assert "DppRecipe" not in logs and "DmdRecipe" not in logs  # no training stage ran again
+    assert _done(wan21_run) == before and {f: f.stat().st_mtime_ns for f in written} == written
+
+
+def test_a_training_stage_finished_elsewhere_is_not_trained_again(wan21_run):
+    """What the many-GPU workflow relies on: a stage folder trained to its last step (e.g. by `accelerate launch
+    ... train --recipe dpp RUN/3_stage2/config.yaml`) is used as it is, and only for the very same config."""
+    import dataclasses
+
+    from fastlight.config import from_dict
+    from fastlight.run.pipeline import stage2_config, stage3_config, trained_elsewhere
+
+    cfg = resolve(load_config(RunConfig, WAN21, ["preset=tiny", f"out={wan21_run}"]), frozenset({"out"}))
+    run = Run(cfg)
+    for build in (stage2_config, stage3_config):
+        stage = build(run)[1]
+        # the config as the train verb reads it back from the stage folder's config.yaml
+        saved = yaml.safe_load((Path(stage.out) / "config.yaml").read_text())
+        assert trained_elsewhere(from_dict(type(stage), saved)) and trained_elsewhere(stage)
+        assert not trained_elsewhere(dataclasses.replace(stage, steps=stage.steps + 1))
+        assert not trained_elsewhere(dataclasses.replace(stage, lr=stage.lr * 2))
+
+
+def test_wan22_ti2v_tiny_run_through_export(real_env, tmp_path):
+    out = tmp_path / "run"
+    assert _run(WAN22, out) == 0
+    done = _done(out)
+    assert sorted(done) == sorted(THROUGH_EXPORT.split(","))
+    assert done["2_plan"]["summary"]["drop_blocks"]
+    index = json.loads((out / "0_data" / "shards" / "index.json").read_text())
+    assert index["synthesize"]["settings"]["images"]["files"] == ["0.png", "1.png", "2.png", "3.png"]
+    assert index["synthesize"]["settings"]["sampler"]["shift"] == 5.0
+    export = out / "export" / "pipeline"
+    assert json.loads((export / "model_index.json").read_text())["expand_timesteps"] is True
+    frames = _generate(export)
+    assert frames.shape == (9, 32, 32, 3) and np.isfinite(frames).all()
+
+
+def _error(capsys, *args) -> str:
+    capsys.readouterr()
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err  # progress bars (a pipeline built on first use) may come before the error
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("fastlight run: error: ")
+    return line
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["data=/somewhere/shards"], "either data: (latent shards you made) or synthesize:"),
+    (["synthesize={}"], "give data=SHARDS"),
+    (["synthesize.prompt=x.txt"], "synthesize has unknown key(s) ['prompt']"),
+    (["eval.fps=8"], "eval has unknown key(s) ['fps']"),
+    (["preset=huge"], "unknown preset 'huge': preset must be quick or full or one this config's presets: defines (full, tiny)"),
+    (["method=vdmini"], "needs a video metric"),
+])
+def test_bad_data_options_are_one_line(real_env, tmp_path, capsys, extra, needle):
+    err = _error(capsys, "run", str(WAN21), "preset=tiny", f"out={tmp_path / 'run'}", *extra)
+    assert needle in err
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_ti2v_without_first_frames_is_one_line(real_env, tmp_path, capsys):
+    err = _error(capsys, "run", str(WAN22), "preset=tiny", f"out={tmp_path / 'run'}", "synthesize.images=")
+    assert "text+image-to-video" in err and "synthesize.images=DIR" in err
+
+
+def test_synthesize_on_a_model_folder_teacher_is_refused(real_env, tmp_path, capsys):
+    err = _error(capsys, "run", str(ROOT / "configs" / "shapes" / "fastlightgen.yaml"), f"out={tmp_path / 'run'}",
+                 "synthesize.prompts=configs/prompts/tiny.txt")
+    assert "need a diffusers pipeline teacher" in err
+
+
+def test_hunyuan_tiny_run_stops_at_0_data_in_one_line(real_env, tmp_path, capsys):
+    out = tmp_path / "run"
+    err = _error(capsys, "run", str(HUNYUAN), "preset=tiny", f"out={out}", "--only", THROUGH_EXPORT)
+    assert "synthesize supports Wan pipelines" in err and "fastlight preprocess" in err
+    assert not (out / "0_data" / ".done.json").exists()
+
+
+def test_recipes_open_with_their_command_and_resolve(real_env):
+    for path in (WAN21, WAN22, HUNYUAN):
+        rel = path.relative_to(ROOT)
+        assert path.read_text().startswith(f"# fastlight run {rel} ")
+        cfg = resolve(load_config(RunConfig, path, ["preset=tiny"]))
+        names = [s.name for s in stages(cfg)]
+        assert names == ["0_data", "1_analyze", "2_plan", "3_stage2", "4_stage3", "export", "evaluate", "bench", "report"]
+        assert Run(cfg).data == {"_component_": "latents", "path": str(Path(cfg.out) / "0_data" / "shards")}
+    # the paper's settings: Stage II lr 1e-5, 4,000 steps, alpha 1; Stage III lr 5e-7, 1,000 steps, batch 16
+    for path, beta1 in ((WAN21, 3.5), (WAN22, 3.5), (HUNYUAN, 2.0)):
+        raw = yaml.safe_load(path.read_text())
+        s2, s3 = raw["stage2"], raw["stage3"]
+        assert (s2["lr"], s2["steps"], s2["alpha"], s2["mixed_precision"], s2["gradient_checkpointing"]) == \
+            (1e-5, 4000, 1.0, "bf16", True)
+        assert (s3["lr"], s3["steps"], s3["batch_size"], s3["beta1_min"], s3["beta1_max"], s3["guide_beta2"]) == \
+            (5e-7, 1000, 16, beta1, beta1, 0.25)
+        assert raw["prune_ratio"] == 0.3
+
+
+@pytest.mark.parametrize("recipe, geometry, shape", [
+    (WAN21, "wan2.1-t2v-1.3b", "81x480x832"), (WAN22, "wan2.2-ti2v-5b", "121x704x1280"),
+    (HUNYUAN, "hunyuanvideo-t2v-13b", "129x720x1280")])
+def test_dry_run_plans_the_recipe_geometry(real_env, capsys, recipe, geometry, shape):
+    """The teacher folder is not on this machine: the plan uses the recipe's geometry and video size."""
+    capsys.readouterr()
+    assert main(["run", str(recipe), "data=/not/here/shards", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert f"memory per GPU for {geometry}" in text and f"{shape} video" in text
+    assert "0_data" not in text and "export" in text  # data= given: no synthesize stage
+
+
+def test_dry_run_without_data_names_both_options(real_env, capsys):
+    err = _error(capsys, "run", str(WAN21), "--dry-run")
+    assert "data=SHARDS" in err and "synthesize.prompts=" in err
+
+
+def test_split_overrides_takes_synthesize_and_eval_keys():
+    plain, nested = split_overrides(["teacher=x", "synthesize.prompts=p.txt", "eval.num_frames=17", "stage2.lr=1e-5"])
+    assert plain == ["teacher=x"]
+    assert nested["synthesize"] == {"prompts": "p.txt"} and nested["eval"] == {"num_frames": 17}
+
+
+def test_pipeline_headline_states_intervals_and_both_speedups():
+    ev = {"num_prompts": 16, "frechet_distance": {"estimate": 12.5, "low": 10.25, "high": 15.0},
+          "motion_ratio": {"estimate": 0.8123, "low": 0.7, "high": 0.93}}
+    be = {"teacher_s": 120.0, "student_s": 9.5, "speedup": 12.63, "teacher_denoise_s": 110.0,
+          "student_denoise_s": 3.2, "denoise_speedup": 34.4}
+    line = pipeline_headline("fastlightgen student (4 few-step steps, 30% of the parameters removed)", ev, be)
+    assert line == ("fastlightgen student (4 few-step steps, 30% of the parameters removed): Frechet distance to the "
+                    "teacher 12.5 [10.2, 15], motion ratio 0.81 [0.70, 0.93] (student / teacher; 95%, 16 prompts); "
+                    "12.6x faster end to end (9.5 s vs 120 s per video), 34.4x denoise only")
+
+
+@pytest.mark.parametrize("name, processes, machines", [("fsdp2_8gpu_bf16", 8, 1), ("fsdp2_16gpu_2nodes_bf16", 16, 2)])
+def test_real_model_accelerate_configs_parse(name, processes, machines):
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+
+    path = ROOT / "configs" / "accelerate" / f"{name}.yaml"
+    assert path.read_text().startswith("# accelerate launch --config_file configs/accelerate/")
+    c = load_config_from_file(str(path))
+    assert isinstance(c, ClusterConfig) and c.distributed_type.value == "FSDP" and c.mixed_precision == "bf16"
+    assert (c.num_processes, c.num_machines) == (processes, machines)
+    assert c.fsdp_config["fsdp_version"] == 2 and c.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+
+
+def test_tiny_preset_builds_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(presets.CACHE_ENV, str(tmp_path))
+    folder = presets.tiny_wan21_t2v()
+    assert folder.parent == tmp_path / "tiny_pipelines" and (folder / "model_index.json").is_file()
+    stamp = (folder / "model_index.json").stat().st_mtime_ns
+    assert presets.tiny_wan21_t2v() == folder and (folder / "model_index.json").stat().st_mtime_ns == stamp
+
+
+def _contract_stubs(calls: dict):
+    """Stand-ins with the exact signatures of fastlight.evaluate.real.evaluate_on_pipeline and
+    fastlight.evaluate.pipeline_bench (PipelineEntry, bench_pipelines), returning the documented keys."""
+    import types
+    from dataclasses import dataclass
+
+    def iv(x):
+        return {"estimate": x, "low": x * 0.8, "high": x * 1.2}
+
+    def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, height, width, seed=0, images=None,
+                             videos=True, progress=True):
+        calls["evaluate"] = dict(pipeline=pipeline, models=models, prompts=prompts, out_dir=out_dir,
+                                 size=(num_frames, height, width), seed=seed, images=images)
+        return {"models": {n: {"proxies": {"subject_consistency": iv(0.9)}, "motion": iv(2.0), "videos": []}
+                           for n in models},
+                "pairs": {"student": {"frechet_distance": iv(12.5), "motion_ratio": iv(0.8),
+                                      "proxy_differences": {"subject_consistency": iv(-0.01)}}}}
+
+    @dataclass
+    class PipelineEntry:
+        name: str
+        path: str
+        num_inference_steps: int | None = None
+        guidance_scale: float | None = None
+
+    def bench_pipelines(entries, prompts, *, num_frames, height, width, repeats=3, warmup=1, seed=0, device=None,
+                        out_json=None, progress=True):
+        calls["bench"] = dict(entries=entries, prompts=prompts, size=(num_frames, height, width), repeats=repeats,
+                              out_json=out_json)
+        return [{"time_s": {"median": 4.0}, "denoise_s": 3.5, "speedup": 1.0, "denoise_speedup": 1.0},
+                {"time_s": {"median": 0.5}, "denoise_s": 0.1, "speedup": 8.0, "denoise_speedup": 35.0}]
+
+    real = types.ModuleType("fastlight.evaluate.real")
+    real.evaluate_on_pipeline = evaluate_on_pipeline
+    bench = types.ModuleType("fastlight.evaluate.pipeline_bench")
+    bench.PipelineEntry, bench.bench_pipelines = PipelineEntry, bench_pipelines
+    return real, bench
+
+
+def test_evaluate_bench_report_stages_call_the_real_model_contracts(wan21_run, tmp_path, monkeypatch, capsys):
+    """evaluate / bench / report of a pipeline run, against stand-ins of the modules they call: the
+    arguments they pass, the summaries, the headline and the report."""
+    import shutil
+    import sys
+
+    from fastlight.diffusion.spec import SamplerSpec
+
+    out = tmp_path / "run"
+    shutil.copytree(wan21_run, out)
+    calls: dict = {}
+    real, bench = _contract_stubs(calls)
+    monkeypatch.setitem(sys.modules, "fastlight.evaluate.real", real)
+    monkeypatch.setitem(sys.modules, "fastlight.evaluate.pipeline_bench", bench)
+    capsys.readouterr()
+    assert main(["run", str(WAN21), "preset=tiny", f"out={out}"]) == 0
+    ev, be = calls["evaluate"], calls["bench"]
+    teacher = presets.tiny_wan21_t2v()
+    assert Path(ev["pipeline"]) == teacher and ev["size"] == (9, 32, 32) and len(ev["prompts"]) == 4
+    assert list(ev["models"]) == ["teacher", "student"]
+    t_dir, t_spec = ev["models"]["teacher"]
+    assert Path(t_dir) == teacher / "transformer" and t_spec == SamplerSpec.euler(4, 5.0, 3.0)
+    s_dir, s_spec = ev["models"]["student"]
+    assert Path(s_dir) == out / "4_stage3" / "model" and s_spec.kind == "few_step" and s_spec.num_steps == 4
+    assert [(e.name, Path(e.path), e.num_inference_steps, e.guidance_scale) for e in be["entries"]] == \
+        [("teacher", teacher, 4, 5.0), ("student", out / "export" / "pipeline", None, None)]
+    assert be["repeats"] == 1 and be["out_json"] == str(out / "bench" / "bench.json")
+    state = json.loads((out / "run.json").read_text())
+    assert "Frechet distance to the teacher 12.5 [10, 15], motion ratio 0.80 [0.64, 0.96]" in state["headline"]
+    assert "8.0x faster end to end" in state["headline"] and "35.0x denoise only" in state["headline"]
+    report = (out / "report" / "report.md").read_text()
+    assert state["headline"] in report and "| denoise only (s per video) | 3.5 | 0.1 | 35.0x |" in report
+    assert state["headline"] in capsys.readouterr().out
