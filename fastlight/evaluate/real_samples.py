@@ -55,9 +55,9 @@ class Texts:
 def encode_prompts(pipeline: Path, prompts: Sequence[str], device, max_text_len: int = MAX_TEXT_LEN) -> Texts:
     """Encode the prompts and the negative prompt "" with the pipeline's own text encoder, as
     WanPipeline does (synthesize's `_Text`: prompt_clean, `max_text_len` tokens, padding zeroed)."""
-    text = _Text(pipeline, None, max_text_len, device, len(prompts))
+    text = _Text(pipeline, "wan", None, max_text_len, device, len(prompts))
     embeds = torch.stack([text(i, p)[0] for i, p in enumerate(prompts)])
-    null = text.null(embeds.shape[-1])
+    null, _ = text.null()
     del text  # the encoder is not needed again: free it before the transformers load
     return Texts(embeds, null.float().cpu())
 
