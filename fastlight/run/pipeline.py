@@ -302,8 +302,8 @@ def _train(recipe: str, cfg) -> Path:
     from fastlight.train.entry import run_recipe
 
     if trained_elsewhere(cfg):
-        print(f"{cfg.out}: trained to step {cfg.steps} already (e.g. under accelerate launch from its config.yaml); "
-              "using its model")
+        print(f"resuming {cfg.out}: its final checkpoint (step {cfg.steps}, this config) and model are there "
+              "already (trained e.g. under accelerate launch from its config.yaml); using that model")
         return Path(cfg.out) / "model"
     return run_recipe(recipe, cfg, progress=True)
 
