@@ -186,11 +186,56 @@ def test_synthesize_on_a_model_folder_teacher_is_refused(real_env, tmp_path, cap
     assert "need a diffusers pipeline teacher" in err
 
 
-def test_hunyuan_tiny_run_stops_at_0_data_in_one_line(real_env, tmp_path, capsys):
+def test_hunyuan_tiny_run_through_export(real_env, tmp_path):
+    """HunyuanVideo end to end through export: synthesize with its Llama + CLIP encoders (pooled
+    embedding and embedded guidance in the shards), a depth plan over double and single blocks,
+    Stage II / III, and an export the stock HunyuanVideoPipeline loads and generates from."""
+    from diffusers import HunyuanVideoPipeline
+
     out = tmp_path / "run"
-    err = _error(capsys, "run", str(HUNYUAN), "preset=tiny", f"out={out}", "--only", THROUGH_EXPORT)
-    assert "synthesize supports Wan pipelines" in err and "fastlight preprocess" in err
-    assert not (out / "0_data" / ".done.json").exists()
+    assert _run(HUNYUAN, out) == 0
+    done = _done(out)
+    assert sorted(done) == sorted(THROUGH_EXPORT.split(","))
+    assert done["2_plan"]["summary"]["drop_blocks"]
+    shard_keys = json.loads((out / "0_data" / "shards" / "index.json").read_text())
+    assert "null" in shard_keys  # the negative prompt's embedding travels with the data
+    export = out / "export" / "pipeline"
+    info = json.loads((export / "fastlight_export.json").read_text())
+    assert info["pipeline"] == "HunyuanVideoPipeline" and info["call"]["true_cfg_scale"] == 1.0
+    pipe = HunyuanVideoPipeline.from_pretrained(str(export))
+    teacher = HunyuanVideoPipeline.from_pretrained(str(presets.tiny_hunyuan_t2v()))
+    kept = len(pipe.transformer.transformer_blocks) + len(pipe.transformer.single_transformer_blocks)
+    total = len(teacher.transformer.transformer_blocks) + len(teacher.transformer.single_transformer_blocks)
+    assert kept == total - len(done["2_plan"]["summary"]["drop_blocks"])
+    torch.manual_seed(0)
+    frames = pipe("a red circle moves left", num_inference_steps=info["call"]["num_inference_steps"],
+                  guidance_scale=info["call"]["guidance_scale"], true_cfg_scale=1.0, num_frames=9, height=32,
+                  width=32, output_type="np").frames[0]
+    assert np.asarray(frames).shape == (9, 32, 32, 3) and np.isfinite(np.asarray(frames)).all()
+
+
+def test_wan21_tiny_run_whole_with_evaluate_bench_report(wan21_run, tmp_path, capsys):
+    """The whole compression on the tiny Wan 2.1 pipeline, the real evaluation and bench included:
+    the evaluate stage writes the teacher's and the student's videos and scores with intervals, the
+    bench times the stock teacher pipeline against the export, and the headline states both."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(wan21_run, out)  # stages through export are done: only evaluate, bench, report run
+    assert main(["run", str(WAN21), "preset=tiny", f"out={out}"]) == 0
+    ev = json.loads((out / "evaluate" / "eval.json").read_text())
+    assert ev["reference"] == "teacher" and ev["num_prompts"] == 4
+    fd = ev["pairs"]["student"]["frechet_distance"]
+    assert np.isfinite(fd["estimate"]) and fd["low"] <= fd["estimate"] <= fd["high"]
+    for name in ("teacher", "student"):
+        videos = ev["models"][name]["videos"]
+        assert len(videos) == 4 and all((out / "evaluate" / v).is_file() for v in videos)
+    rows = json.loads((out / "bench" / "bench.json").read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    assert [r["nfe"] for r in rows] == [8, 4]  # teacher 4 steps x CFG, student 4 steps without CFG
+    state = json.loads((out / "run.json").read_text())
+    assert "Frechet distance to the teacher" in state["headline"] and "denoise only" in state["headline"]
+    assert state["headline"] in (out / "report" / "report.md").read_text()
 
 
 def test_recipes_open_with_their_command_and_resolve(real_env):
