@@ -136,7 +136,7 @@ def test_a_training_stage_finished_elsewhere_is_not_trained_again(wan21_run):
         assert not trained_elsewhere(dataclasses.replace(stage, lr=stage.lr * 2))
 
 
-def test_wan22_ti2v_tiny_run_through_export(real_env, tmp_path):
+def test_wan22_ti2v_tiny_run_whole(real_env, tmp_path):
     out = tmp_path / "run"
     assert _run(WAN22, out) == 0
     done = _done(out)
@@ -149,6 +149,13 @@ def test_wan22_ti2v_tiny_run_through_export(real_env, tmp_path):
     assert json.loads((export / "model_index.json").read_text())["expand_timesteps"] is True
     frames = _generate(export)
     assert frames.shape == (9, 32, 32, 3) and np.isfinite(frames).all()
+    # the rest of the run: the first frames reach the evaluation (the I2V dimensions are scored)
+    assert main(["run", str(WAN22), "preset=tiny", f"out={out}"]) == 0
+    ev = json.loads((out / "evaluate" / "eval.json").read_text())
+    assert {"i2v_subject", "i2v_background"} <= set(ev["models"]["student"]["proxies"])
+    assert np.isfinite(ev["pairs"]["student"]["motion_ratio"]["estimate"])
+    rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
+    assert [r["nfe"] for r in rows] == [8, 4]
 
 
 def _error(capsys, *args) -> str:
@@ -230,8 +237,7 @@ def test_wan21_tiny_run_whole_with_evaluate_bench_report(wan21_run, tmp_path, ca
     for name in ("teacher", "student"):
         videos = ev["models"][name]["videos"]
         assert len(videos) == 4 and all((out / "evaluate" / v).is_file() for v in videos)
-    rows = json.loads((out / "bench" / "bench.json").read_text())
-    rows = rows["rows"] if isinstance(rows, dict) else rows
+    rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
     assert [r["nfe"] for r in rows] == [8, 4]  # teacher 4 steps x CFG, student 4 steps without CFG
     state = json.loads((out / "run.json").read_text())
     assert "Frechet distance to the teacher" in state["headline"] and "denoise only" in state["headline"]
