@@ -298,7 +298,8 @@ class OnnxDenoiser(Denoiser):
 
     family = "wan-onnx"
 
-    def __init__(self, sess, config: dict, info: dict, null_text: torch.Tensor | None, meta: dict):
+    def __init__(self, sess, config: dict, info: dict, null_text: torch.Tensor | None, meta: dict,
+                 null_pooled: torch.Tensor | None = None):
         super().__init__()
         self.session, self.config, self.info, self.meta = sess, config, info, dict(meta)
         self.hunyuan = family_of(config) == "hunyuan"
@@ -307,6 +308,10 @@ class OnnxDenoiser(Denoiser):
         if null_text is None:
             null_text = torch.zeros(1, 1, dim)
         self.register_buffer("null_text", null_text.reshape(1, -1, dim).float(), persistent=False)
+        if self.hunyuan:  # HunyuanDenoiser.null_extra reads the pooled part of the null (zeros unless saved)
+            if null_pooled is None:
+                null_pooled = torch.zeros(1, int(config["pooled_projection_dim"]))
+            self.register_buffer("null_pooled", null_pooled.reshape(1, -1).float(), persistent=False)
 
     @classmethod
     def from_folder(cls, path: str | Path, threads: int | None = None) -> "OnnxDenoiser":
@@ -320,8 +325,9 @@ class OnnxDenoiser(Denoiser):
         info = read_json_object(path / INFO_FILE, ModelError, fix) if (path / INFO_FILE).is_file() else {}
         meta = read_json_object(path / "fastlight.json", ModelError, fix) if (path / "fastlight.json").is_file() else {}
         null_file = path / "null_text.safetensors"
-        null = read_safetensors(null_file, ModelError, fix).get("null_text") if null_file.is_file() else None
-        return cls(session(path / ONNX_FILE, threads), config, info, null, meta)
+        nulls = read_safetensors(null_file, ModelError, fix) if null_file.is_file() else {}
+        return cls(session(path / ONNX_FILE, threads), config, info, nulls.get("null_text"), meta,
+                   nulls.get("null_pooled"))
 
     # HunyuanVideo's null condition: the adapter's rules (zero pooled, the null text's tokens valid)
     def null_cond(self, cond: Cond) -> Cond:
