@@ -1,5 +1,6 @@
-"""Evaluation on a real diffusers pipeline (Wan 2.1 T2V, Wan 2.2 TI2V, HunyuanVideo T2V): the teacher and its students
-sampled on the same prompts and noise, decoded with the pipeline's VAE, written as MP4s and scored.
+"""Evaluation on a real diffusers pipeline (Wan 2.1 T2V, Wan 2.2 TI2V, HunyuanVideo T2V): the teacher
+and its students sampled on the same prompts and noise, decoded with the pipeline's VAE, written as MP4s
+and scored.
 
     res = evaluate_on_pipeline("Wan2.1-T2V-1.3B-Diffusers",
                                {"teacher": ("Wan2.1-T2V-1.3B-Diffusers/transformer", SamplerSpec.euler(50, 5.0, 3.0)),
@@ -30,9 +31,9 @@ Per student against the reference (paired: the same prompts and noise, resampled
     less; few-step students are reported to make slow motion);
   * `frechet_distance` in the teacher DiT's own feature space (the pipeline's transformer: the hidden
     state after its middle block (HunyuanVideo: of its double- then single-stream blocks; the video
-    tokens), mean-pooled over tokens, of the sample's VAE latent (what the VAE
-    decodes into the video) noised to s = 0.5 with the same noise for every model; projected onto 32
-    seeded random directions, Ledoit-Wolf covariances: `fastlight.evaluate.frechet`), squared;
+    tokens), mean-pooled over tokens, of the sample's VAE latent (what the VAE decodes into the video)
+    noised to s = 0.5 with the same noise for every model; projected onto 32 seeded random directions,
+    Ledoit-Wolf covariances: `fastlight.evaluate.frechet`), squared;
   * `proxy_differences` = student - reference for each dimension.
 The official VBench and FVD backends are not run here; `backends` says so and how to run them.
 Memory: the latents of every model are kept (small); the frames of one decoded batch at a time.

@@ -304,11 +304,15 @@ def _bad(name, tmp_path, tiny_pipeline):
     one.write_text(PROMPTS[0] + "\n")
     not_a_pipeline = tmp_path / "plain"
     not_a_pipeline.mkdir(exist_ok=True)
+    other = tmp_path / "cogvideox"
+    other.mkdir(exist_ok=True)
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXPipeline"}))
     model = str(wan / "transformer")
     real = ["--num-frames", "5", "--height", "32", "--width", "32"]
     cases = {
         "missing-pipeline": [model, "--pipeline", str(tmp_path / "nope"), "--prompts", str(prompts)],
         "not-a-pipeline-folder": [model, "--pipeline", str(not_a_pipeline), "--prompts", str(prompts)],
+        "other-pipeline-class": [model, "--pipeline", str(other), "--prompts", str(prompts)],
         "wan-model-on-a-hunyuan-pipeline": [model, "--pipeline", str(tiny_pipeline("hunyuan-t2v")), "--prompts",
                                             str(prompts)],
         "no-prompts-option": [model, "--pipeline", str(wan)],
@@ -330,9 +334,9 @@ def _bad(name, tmp_path, tiny_pipeline):
     return ["evaluate", *argv, "--device", "cpu", "--out", str(tmp_path / "out")]
 
 
-BAD = ["missing-pipeline", "not-a-pipeline-folder", "wan-model-on-a-hunyuan-pipeline", "no-prompts-option", "prompts-file-empty",
-       "prompts-file-missing", "one-prompt", "images-on-a-t2v-pipeline", "images-count-mismatch",
-       "frames-not-1-plus-4k", "missing-model", "num-cases-with-pipeline", "prompts-without-pipeline"]
+BAD = ["missing-pipeline", "not-a-pipeline-folder", "other-pipeline-class", "wan-model-on-a-hunyuan-pipeline",
+       "no-prompts-option", "prompts-file-empty", "prompts-file-missing", "one-prompt", "images-on-a-t2v-pipeline",
+       "images-count-mismatch", "frames-not-1-plus-4k", "missing-model", "num-cases-with-pipeline", "prompts-without-pipeline"]
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -345,4 +349,6 @@ def test_bad_inputs_are_one_line_and_write_nothing(name, tmp_path, tiny_pipeline
     assert err.startswith("fastlight evaluate: error: ")
     if name == "wan-model-on-a-hunyuan-pipeline":  # refused before any text is encoded or sampled
         assert "is a wan model but" in err and "is a hunyuan pipeline" in err
+    if name == "other-pipeline-class":
+        assert "supports Wan and HunyuanVideo pipelines" in err and "CogVideoXPipeline" in err
     assert not (tmp_path / "out").exists()
