@@ -8,6 +8,7 @@ The validation pipeline is the tiny Wan 2.1 one with its VAE decoder made free o
 random-weight decoder otherwise invents motion of its own (its causal padding makes frame 0 differ from
 the others even for a constant latent), where a trained VAE decodes a constant latent to a still video.
 """
+import dataclasses
 import json
 import shutil
 
@@ -27,7 +28,8 @@ from fastlight.evaluate.frechet import frechet_interval, ledoit_wolf, projection
 from fastlight.evaluate.motion import motion_magnitude
 import fastlight.evaluate.real as real
 from fastlight.evaluate.real import EVAL_FILE, backends, evaluate_on_pipeline
-from fastlight.evaluate.real_samples import decode_latents, encode_prompts, hunyuan_levels, load_model, sample_model
+from fastlight.evaluate.real_samples import (decode_latents, encode_prompts, hunyuan_levels, load_model, sample_model,
+                                             teacher_features)
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser
 
@@ -227,6 +229,23 @@ def test_hunyuan_videos_are_the_stock_hunyuan_pipelines(tiny_pipeline):
                            sample_model(den, SamplerSpec.euler(2, 3.0, 7.0), texts, (16, 2, 2, 2), seed=5,
                                         device="cpu")[1:])[0]  # shifted_grid instead of the stock grid: differs
     assert np.abs(plain.astype(int) - ours.astype(int)).max() > 1
+
+
+def test_hunyuan_features_are_a_captured_block_of_the_teacher(tiny_pipeline):
+    """The Frechet features on HunyuanVideo: the video tokens after a block of the teacher, in execution order
+    (blocks 0-1 double-stream, 2-3 single-stream; the default, the middle, is the first single-stream one),
+    read with the prompts' text mask and pooled embedding."""
+    pipe_dir = tiny_pipeline("hunyuan-t2v")
+    texts = encode_prompts(pipe_dir, PROMPTS[:2], "cpu", TEXT_LEN, "hunyuan", 6.0)
+    teacher = load_denoiser(pipe_dir / "transformer").eval()
+    assert [b.kind for b in teacher.blocks] == ["double", "double", "single", "single"]
+    z = [torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    mid = teacher_features(teacher, z, texts, seed=0)
+    assert mid.shape == (2, 16) and np.isfinite(mid).all()  # (prompts, hidden width 2 heads x 8)
+    np.testing.assert_array_equal(mid, teacher_features(teacher, z, texts, seed=0, block=2))
+    assert np.abs(mid - teacher_features(teacher, z, texts, seed=0, block=1)).max() > 1e-4  # a double block
+    masked = dataclasses.replace(texts, masks=torch.zeros_like(texts.masks).index_fill_(1, torch.tensor([0]), 1.0))
+    assert np.abs(mid - teacher_features(teacher, z, masked, seed=0)).max() > 1e-4  # the mask is read
 
 
 def test_the_command_on_a_hunyuan_pipeline(tiny_pipeline, tmp_path, capsys):
