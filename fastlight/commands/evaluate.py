@@ -1,5 +1,5 @@
 """`fastlight evaluate MODEL`: ShapesBench (+ VBench-style dimensions) of a Shapes model; with
-`--pipeline PIPE --prompts prompts.txt`, a real (Wan) model against its teacher on the pipeline
+`--pipeline PIPE --prompts prompts.txt`, a real (Wan or HunyuanVideo) model against its teacher on the pipeline
 (`fastlight.evaluate.real.evaluate_on_pipeline`): videos, VBench-style proxies, motion, the
 student/teacher motion ratio and a Frechet distance in the teacher's feature space, each with its
 95% interval."""
@@ -12,7 +12,8 @@ from fastlight.commands.options import (add_sampler_args, block_ids, finite_floa
 from fastlight.errors import InputError
 
 SHAPES_CASES = 320
-# the real-pipeline defaults: Wan 2.1's 81 frames at 480x832; the stock pipeline's 50 Euler steps, guidance 5
+# the real-pipeline defaults: Wan 2.1's 81 frames at 480x832; the stock pipeline's 50 Euler steps and its
+# guidance (Wan 5; HunyuanVideo 1: true CFG off, its embedded guidance 6 is applied by the evaluation)
 REAL_FRAMES, REAL_HEIGHT, REAL_WIDTH = 81, 480, 832
 REFERENCE_STEPS, REFERENCE_GUIDANCE = 50, 5.0
 REAL_ONLY = ("prompts", "images", "reference", "reference_steps", "reference_guidance", "num_frames", "height",
@@ -34,8 +35,8 @@ def add_parser(sub) -> None:
     shapes.add_argument("--no-vbench", action="store_true", default=None)
     real = s.add_argument_group("real pipelines")
     real.add_argument("--pipeline", default=None,
-                      help="the teacher's diffusers pipeline folder (Wan 2.1 T2V, Wan 2.2 TI2V): its text encoder, "
-                           "VAE and transformer are used")
+                      help="the teacher's diffusers pipeline folder (Wan 2.1 T2V, Wan 2.2 TI2V, HunyuanVideo T2V): "
+                           "its text encoder(s), VAE and transformer are used")
     real.add_argument("--prompts", default=None, help="text file, one evaluation prompt a line (# comments skipped)")
     real.add_argument("--images", default=None, help="TI2V: folder of first frames named by prompt number (0.png, ...)")
     real.add_argument("--reference", default=None, help="the reference (teacher) model folder (default: the "
@@ -43,11 +44,13 @@ def add_parser(sub) -> None:
     real.add_argument("--reference-steps", type=whole_number, default=None,
                       help=f"the reference's Euler steps (default: its sampler.json, else {REFERENCE_STEPS})")
     real.add_argument("--reference-guidance", type=finite_float, default=None,
-                      help=f"the reference's guidance (default: its sampler.json, else {REFERENCE_GUIDANCE:g})")
+                      help=f"the reference's guidance (default: its sampler.json, else the stock pipeline's: Wan "
+                           f"{REFERENCE_GUIDANCE:g}, HunyuanVideo 1)")
     real.add_argument("--num-frames", type=whole_number, default=None, help=f"default {REAL_FRAMES}")
     real.add_argument("--height", type=whole_number, default=None, help=f"default {REAL_HEIGHT}")
     real.add_argument("--width", type=whole_number, default=None, help=f"default {REAL_WIDTH}")
-    real.add_argument("--max-text-len", type=whole_number, default=None, help="prompt tokens kept (default 512)")
+    real.add_argument("--max-text-len", type=whole_number, default=None, help="prompt tokens kept (default Wan 512, "
+                                                                                    "HunyuanVideo 256)")
     real.add_argument("--batch-size", type=whole_number, default=None, help="prompts sampled at a time (default 1)")
     real.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     s.set_defaults(fn=run)
@@ -94,21 +97,24 @@ def summary_line(res: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- real pipelines
-def reference_sampler(folder: Path, pipeline: Path, steps: int | None, guidance: float | None):
+def reference_sampler(folder: Path, pipeline: Path, steps: int | None, guidance: float | None,
+                      family: str = "wan"):
     """The reference's sampler: its own sampler.json when it has one and nothing is overridden, else the
-    stock pipeline's Euler sampler (50 steps, guidance 5, the scheduler's shift) with the given overrides."""
-    from fastlight.data.synthesize import pipeline_shift
+    stock pipeline's Euler sampler (50 steps, its guidance: Wan 5, HunyuanVideo 1; the scheduler's shift)
+    with the given overrides."""
+    from fastlight.data.synthesize import FAMILY_DEFAULTS, pipeline_shift
     from fastlight.diffusion.spec import FILE, SamplerSpec, model_folder
 
     own = (model_folder(folder) or folder) / FILE
     if own.is_file() and steps is None and guidance is None:
         return SamplerSpec.load(own.parent)
+    stock = REFERENCE_GUIDANCE if family == "wan" else FAMILY_DEFAULTS[family]["guidance"]
     return SamplerSpec.euler(REFERENCE_STEPS if steps is None else steps,
-                             REFERENCE_GUIDANCE if guidance is None else guidance, pipeline_shift(pipeline))
+                             stock if guidance is None else guidance, pipeline_shift(pipeline))
 
 
 def run_real(a) -> None:
-    from fastlight.data.synthesize import pair_images, read_prompts
+    from fastlight.data.synthesize import pair_images, pipeline_family, read_prompts
     from fastlight.diffusion.spec import choose_sampler
     from fastlight.evaluate.real import EVAL_FILE, check_eval_pipeline, evaluate_on_pipeline
 
@@ -127,7 +133,7 @@ def run_real(a) -> None:
     if not Path(a.model).is_dir():
         raise InputError(f"model {a.model} is not a folder; pass the student's model folder (a run's model/ or an "
                          "exported pipeline)")
-    ref_spec = reference_sampler(reference, pipeline, a.reference_steps, a.reference_guidance)
+    ref_spec = reference_sampler(reference, pipeline, a.reference_steps, a.reference_guidance, pipeline_family(index))
     choice = choose_sampler(a.model, **sampler_overrides(a))
     ref_name = "teacher"
     name = Path(a.model).resolve().name or "student"

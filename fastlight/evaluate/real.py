@@ -1,5 +1,6 @@
-"""Evaluation on a real diffusers pipeline (Wan 2.1 T2V, Wan 2.2 TI2V): the teacher and its students
-sampled on the same prompts and noise, decoded with the pipeline's VAE, written as MP4s and scored.
+"""Evaluation on a real diffusers pipeline (Wan 2.1 T2V, Wan 2.2 TI2V, HunyuanVideo T2V): the teacher
+and its students sampled on the same prompts and noise, decoded with the pipeline's VAE, written as MP4s
+and scored.
 
     res = evaluate_on_pipeline("Wan2.1-T2V-1.3B-Diffusers",
                                {"teacher": ("Wan2.1-T2V-1.3B-Diffusers/transformer", SamplerSpec.euler(50, 5.0, 3.0)),
@@ -8,14 +9,18 @@ sampled on the same prompts and noise, decoded with the pipeline's VAE, written 
 
 The first model is the reference (the teacher). Per model (`models` maps a name to (a model folder or a
 `Denoiser`, its `SamplerSpec`)):
-  * prompts encoded with the pipeline's own text encoder (as `fastlight synthesize` / WanPipeline do);
-    the null text for CFG: the model folder's null_text.safetensors, else the pipeline's negative
-    prompt "" (a Denoiser object keeps its own);
+  * prompts encoded with the pipeline's own text encoder(s) (as `fastlight synthesize` and the stock
+    pipeline do; HunyuanVideo: Llama + its text mask, CLIP pooled); the null condition for CFG: the
+    model folder's null_text.safetensors, else the pipeline's negative prompt "" (HunyuanVideo: its text
+    and pooled embedding, the denoiser's null_state) (a Denoiser object keeps its own);
   * sampled with `fastlight.diffusion.sampling.sample` and the model's SamplerSpec from prompt i's
     noise of the `test` stream (the same for every model); TI2V: `images` are the first frames,
-    VAE-encoded and kept clean as synthesize does;
+    VAE-encoded and kept clean as synthesize does; HunyuanVideo: a guidance-distilled transformer gets
+    the stock embedded guidance (6, Cond.extra "guidance" x 1000, as synthesize; `embedded_guidance`
+    in eval.json), and Euler steps through the stock pipeline's grid (synthesize's, not shifted_grid);
   * decoded with the pipeline's VAE as the stock pipeline decodes, written to
-    out_dir/videos/NAME/NNN.mp4 (16 fps, WanPipeline's export rate);
+    out_dir/videos/NAME/NNN.mp4 (Wan 16 fps, WanPipeline's export rate; HunyuanVideo 24 fps, its
+    reference sampler's);
   * scored, each with a 95% percentile-bootstrap interval over the prompts (`fastlight.evaluate.stats`):
     the weight-free VBench-style dimensions (`fastlight.evaluate.vbench`, each labelled with its kind:
     `proxy` or `exact`; temporal flickering with the static filter off, so every video is scored;
@@ -25,15 +30,13 @@ Per student against the reference (paired: the same prompts and noise, resampled
   * `motion_ratio` = student motion / reference motion (ratio of the means; < 1: the student moves
     less; few-step students are reported to make slow motion);
   * `frechet_distance` in the teacher DiT's own feature space (the pipeline's transformer: the hidden
-    state after its middle block, mean-pooled over tokens, of the sample's VAE latent (what the VAE
-    decodes into the video) noised to s = 0.5 with the same noise for every model; projected onto 32
-    seeded random directions, Ledoit-Wolf covariances: `fastlight.evaluate.frechet`), squared;
+    state after its middle block (HunyuanVideo: of its double- then single-stream blocks; the video
+    tokens), mean-pooled over tokens, of the sample's VAE latent (what the VAE decodes into the video)
+    noised to s = 0.5 with the same noise for every model; projected onto 32 seeded random directions,
+    Ledoit-Wolf covariances: `fastlight.evaluate.frechet`), squared;
   * `proxy_differences` = student - reference for each dimension.
 The official VBench and FVD backends are not run here; `backends` says so and how to run them.
 Memory: the latents of every model are kept (small); the frames of one decoded batch at a time.
-
-HunyuanVideo pipelines are refused (one line) until its Llama + CLIP text encoding is in
-`fastlight.data.synthesize`.
 """
 from __future__ import annotations
 
@@ -47,25 +50,28 @@ import torch
 from tqdm.auto import tqdm
 
 from fastlight.data.latents import _Vae
-from fastlight.data.synthesize import _latent_shape, _positive_int, check_pipeline, vae_geometry
+from fastlight.data.synthesize import (FAMILY_DEFAULTS, HUNYUAN_CLASS, WAN_CLASSES, _embedded_guidance,
+                                       _latent_shape, _patch, _positive_int, check_pipeline, pipeline_family,
+                                       vae_geometry)
 from fastlight.data.video import write_video
-from fastlight.diffusion.spec import SamplerSpec
+from fastlight.diffusion.spec import SamplerSpec, model_folder
 from fastlight.errors import DataError, InputError, ModelError, check_dir_creatable, make_dir
 from fastlight.evaluate.frechet import PROJECTION_DIM, frechet_interval
 from fastlight.evaluate.motion import motion_magnitude
-from fastlight.evaluate.real_samples import (MAX_TEXT_LEN, check_text_width, decode_latents, encode_prompts,
-                                             first_frames, load_model, sample_model, teacher_features)
+from fastlight.evaluate.real_samples import (check_text_width, decode_latents, encode_prompts, first_frames,
+                                             hunyuan_levels, load_model, sample_model, teacher_features)
 from fastlight.evaluate.stats import bootstrap_interval, mean_of, paired_difference, ratio_of_sums
 from fastlight.evaluate.vbench import score_videos
 from fastlight.evaluate.vbench.dimensions import DIMENSIONS, dimension_kind
 from fastlight.fileio import atomic_write_json, read_json_object
 from fastlight.models.denoiser import Denoiser
-from fastlight.models.load import load_denoiser
+from fastlight.models.load import ADAPTERS, load_denoiser
 
 EVAL_FILE = "eval.json"
 VIDEO_DIR = "videos"
 FPS = 16  # WanPipeline's videos are exported at 16 fps
-WAN_PIPELINES = ("WanPipeline", "WanImageToVideoPipeline")
+EVAL_PIPELINES = (*WAN_CLASSES, HUNYUAN_CLASS)
+FAMILY_FPS = {"wan": FPS, "hunyuan": 24}  # HunyuanVideo's reference sample_video.py saves at 24 fps
 # the weight-free dimensions a video gets (aesthetic quality is n/a without weights); + the I2V ones with images
 T2V_DIMS = ("subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
             "dynamic_degree", "imaging_quality")
@@ -74,14 +80,14 @@ I2V_DIMS = ("i2v_subject", "i2v_background")
 
 # ----------------------------------------------------------------------------- inputs
 def check_eval_pipeline(folder: Path) -> dict:
-    """A Wan diffusers pipeline folder -> its model_index.json (one-line errors otherwise)."""
+    """A Wan or HunyuanVideo diffusers pipeline folder -> its model_index.json (synthesize's checks:
+    one-line errors otherwise)."""
     index_file = folder / "model_index.json"
     if folder.is_dir() and index_file.is_file():
         cls = read_json_object(index_file, ModelError, "re-download the pipeline").get("_class_name")
-        if cls not in WAN_PIPELINES:
-            raise ModelError(f"evaluate --pipeline supports Wan pipelines; {folder} is a {cls} (HunyuanVideo's "
-                             "Llama + CLIP prompt encoding is not in fastlight.data.synthesize yet): evaluate it "
-                             "with a Wan pipeline, or score its videos with `fastlight vbench`")
+        if cls not in EVAL_PIPELINES:
+            raise ModelError(f"evaluate --pipeline supports Wan and HunyuanVideo pipelines; {folder} is a {cls}: "
+                             "score its videos with `fastlight vbench`")
     return check_pipeline(folder)
 
 
@@ -114,6 +120,28 @@ def _check_models(models: Mapping) -> dict:
     if len(models) < 2:
         raise InputError("models needs the reference (teacher) and at least one model to compare with it")
     return dict(models)
+
+
+def _model_family(model) -> str | None:
+    """A model entry's family ("wan", "hunyuan"): a Denoiser's own, a folder's from its config.json class;
+    None where the folder cannot tell (loading it later says why)."""
+    if isinstance(model, Denoiser):
+        return model.family
+    folder = model_folder(model) or Path(model)
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        return None
+    adapter = ADAPTERS.get(read_json_object(cfg_file, ModelError, "re-export the model").get("_class_name"))
+    return None if adapter is None else adapter.family
+
+
+def _check_families(models: Mapping, family: str, pipeline: Path) -> None:
+    """Every model must be of the pipeline's family: its text encoder, VAE and teacher feed them."""
+    for name, (model, _) in models.items():
+        own = _model_family(model)
+        if own is not None and own != family:
+            raise ModelError(f"model {name!r} is a {own} model but {pipeline} is a {family} pipeline; evaluate a "
+                             "model of the pipeline's family against it")
 
 
 def _check_images(images, index: dict, pipeline: Path, num_prompts: int) -> list[Path] | None:
@@ -201,38 +229,43 @@ def _default_device(device):
 
 
 def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, height, width, seed=0, images=None,
-                         videos=True, progress=True, device=None, max_text_len=MAX_TEXT_LEN,
-                         batch_size=1) -> dict:
+                         videos=True, progress=True, device=None, max_text_len=None, batch_size=1) -> dict:
     """Sample, decode, write and score every model of `models` on `prompts` with the `pipeline` (the
     teacher's diffusers folder: its text encoder, VAE and transformer (the feature space)); the first
     model is the reference. Writes out_dir/eval.json (atomically) and, with `videos`, the MP4s; returns
     the eval.json document (the module doc). Every input is checked before any work (one-line errors).
-    `device`: default CUDA when available; `max_text_len`: the prompt tokens kept (WanPipeline: 512);
-    `batch_size`: prompts sampled, decoded and featurised at a time."""
+    `device`: default CUDA when available; `max_text_len`: the prompt tokens kept (default the stock
+    pipeline's: Wan 512, HunyuanVideo 256); `batch_size`: prompts sampled, decoded and featurised at a time."""
     pipeline, out_dir = Path(pipeline), Path(out_dir)
+    index = check_eval_pipeline(pipeline)
+    family = pipeline_family(index)
+    max_text_len = FAMILY_DEFAULTS[family]["max_text_len"] if max_text_len is None else max_text_len
     for value, name in ((num_frames, "num_frames"), (height, "height"), (width, "width"),
                         (max_text_len, "max_text_len"), (batch_size, "batch_size")):
         _positive_int(value, name)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed must be a whole number >= 0, got {seed!r}")
-    index = check_eval_pipeline(pipeline)
     prompts = _check_prompts(prompts)
     models = _check_models(models)
+    _check_families(models, family, pipeline)
     image_files = _check_images(images, index, pipeline, len(prompts))
     _, temporal, spatial = vae_geometry(pipeline / "vae")
     tcfg = read_json_object(pipeline / "transformer" / "config.json", ModelError, "re-download the pipeline")
-    shape = _latent_shape(tcfg["in_channels"], tcfg["patch_size"], temporal, spatial, num_frames, height, width)
+    shape = _latent_shape(tcfg["in_channels"], _patch(tcfg), temporal, spatial, num_frames, height, width)
+    embedded = _embedded_guidance(family, tcfg, None, None)  # the stock 6 where the transformer embeds it
     check_dir_creatable(out_dir, "--out")
     device = _default_device(device)
 
-    texts = encode_prompts(pipeline, prompts, device, max_text_len)
+    texts = encode_prompts(pipeline, prompts, device, max_text_len, family, embedded)
     first_latents, first_images = first_frames(pipeline / "vae", image_files, height, width, device)
-    latents = _sample_all(models, texts, shape, seed, device, first_latents, batch_size, progress)
+    grid = (lambda spec: hunyuan_levels(pipeline, spec)) if family == "hunyuan" else (lambda spec: None)
+    latents = _sample_all(models, texts, shape, seed, device, first_latents, batch_size, progress, grid)
     dims = T2V_DIMS + (I2V_DIMS if first_images is not None else ())
     make_dir(out_dir, "--out")
     slugs = _slugs(list(models))
     per = _score_all(pipeline, latents, texts, seed, device, first_images, dims, batch_size,
-                     {name: out_dir / VIDEO_DIR / slug for name, slug in slugs.items()} if videos else None, progress)
+                     {name: out_dir / VIDEO_DIR / slug for name, slug in slugs.items()} if videos else None, progress,
+                     FAMILY_FPS[family])
     reference = next(iter(models))
     result = {
         "pipeline": str(pipeline), "num_prompts": len(prompts), "num_frames": num_frames, "height": height,
@@ -242,28 +275,32 @@ def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, heig
         "backends": backends(out_dir, reference, slugs, videos),
         "dimensions": {d: DIMENSIONS[d]["doc"] for d in dims},
     }
+    if family == "hunyuan":  # (Wan's eval.json keeps its keys)
+        result.update({"family": family, "embedded_guidance": embedded})
     atomic_write_json(out_dir / EVAL_FILE, result)
     return result
 
 
 def _sample_all(models: dict, texts, shape, seed: int, device, first_latents, batch_size: int,
-                progress: bool) -> dict[str, list[torch.Tensor]]:
-    """{name: one latent per prompt}, one model on the device at a time."""
+                progress: bool, grid) -> dict[str, list[torch.Tensor]]:
+    """{name: one latent per prompt}, one model on the device at a time; `grid(spec)`: the levels an Euler
+    spec steps through where they are not its own (HunyuanVideo), else None."""
     latents = {}
     bar = tqdm(total=len(models) * texts.embeds.shape[0], desc="evaluate: sample", unit="video",
                disable=not progress)
     for name, (model, spec) in models.items():
-        den = load_model(model, texts.null, device)
+        den = load_model(model, texts.null_state, device)
         check_text_width(den, texts.width, name)
         bar.set_postfix_str(f"{name}: {spec.describe()}")
-        latents[name] = sample_model(den, spec, texts, shape, seed, device, first_latents, bar, batch_size)
+        latents[name] = sample_model(den, spec, texts, shape, seed, device, first_latents, bar, batch_size,
+                                     grid(spec))
         del den
     bar.close()
     return latents
 
 
 def _score_all(pipeline: Path, latents: dict, texts, seed: int, device, first_images, dims, batch_size: int,
-               video_dirs: dict[str, Path] | None, progress: bool) -> dict[str, dict]:
+               video_dirs: dict[str, Path] | None, progress: bool, fps: int = FPS) -> dict[str, dict]:
     """{name: {features, motion, proxies, videos}}: each batch of samples is decoded, scored, written (with
     `video_dirs`) and dropped, so only one batch of frames is in memory."""
     vae = _Vae(pipeline / "vae", device, torch.float32)
@@ -276,22 +313,22 @@ def _score_all(pipeline: Path, latents: dict, texts, seed: int, device, first_im
                "proxies": {d: [] for d in dims}, "videos": []}
         for start in range(0, len(zs), batch_size):
             for i, frames in enumerate(decode_latents(vae, zs[start:start + batch_size], batch_size), start):
-                _score_video(rec, frames, None if first_images is None else first_images[i], dims)
+                _score_video(rec, frames, None if first_images is None else first_images[i], dims, fps)
                 if video_dirs is not None:
-                    rec["videos"].append(_write_video(video_dirs[name], i, frames))
+                    rec["videos"].append(_write_video(video_dirs[name], i, frames, fps))
                 bar.update(1)
         per[name] = rec
     bar.close()
     return per
 
 
-def _score_video(rec: dict, frames: np.ndarray, image, dims) -> None:
+def _score_video(rec: dict, frames: np.ndarray, image, dims, fps: int = FPS) -> None:
     rec["motion"].append(motion_magnitude(frames))
-    scores = score_videos([frames], images=None if image is None else [image], fps=FPS, dims=list(dims),
+    scores = score_videos([frames], images=None if image is None else [image], fps=fps, dims=list(dims),
                           static_filter=False)
     for d in dims:
         rec["proxies"][d].append(float(scores[d]["per_video"][0]))
 
 
-def _write_video(folder: Path, i: int, frames: np.ndarray) -> Path:
-    return write_video(make_dir(folder, "--out") / f"{i:03d}.mp4", frames, fps=FPS)
+def _write_video(folder: Path, i: int, frames: np.ndarray, fps: int = FPS) -> Path:
+    return write_video(make_dir(folder, "--out") / f"{i:03d}.mp4", frames, fps=fps)

@@ -1,32 +1,35 @@
 """Evaluation on real (diffusers) pipelines, `fastlight.evaluate.real`, on the tiny random-weight Wan
-pipelines: the stock pipeline's videos, the validation of the Frechet distance and the motion numbers
-(a faithful student ranks above a noised and a collapsed one), TI2V through the command, bad inputs.
+and HunyuanVideo pipelines: the stock pipelines' videos, the validation of the Frechet distance and the
+motion numbers (a faithful student ranks above a noised and a collapsed one), TI2V and HunyuanVideo
+through the command, bad inputs.
 
 The validation pipeline is the tiny Wan 2.1 one with its VAE decoder made free of temporal mixing
 (every causal time kernel keeps only its current-frame tap, the time upsampler duplicates frames): a
 random-weight decoder otherwise invents motion of its own (its causal padding makes frame 0 differ from
 the others even for a constant latent), where a trained VAE decodes a constant latent to a still video.
 """
+import dataclasses
 import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline, WanPipeline
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from fastlight.cli import main
 from fastlight.data.latents import _Vae
+from fastlight.data.source import stream_generator
 from fastlight.data.video import read_video
 from fastlight.diffusion.spec import SamplerSpec
-from fastlight.errors import ModelError
 from fastlight.evaluate.frechet import frechet_interval, ledoit_wolf, projection
 from fastlight.evaluate.motion import motion_magnitude
 import fastlight.evaluate.real as real
 from fastlight.evaluate.real import EVAL_FILE, backends, evaluate_on_pipeline
-from fastlight.evaluate.real_samples import decode_latents, encode_prompts, load_model, sample_model
+from fastlight.evaluate.real_samples import (decode_latents, encode_prompts, hunyuan_levels, load_model, sample_model,
+                                             teacher_features)
 from fastlight.models.denoiser import Denoiser
 from fastlight.models.load import load_denoiser
 
@@ -154,8 +157,6 @@ def test_videos_are_the_stock_wan_pipelines(tiny_pipeline):
     den = load_model(pipe_dir / "transformer", texts.null, "cpu")
     z = sample_model(den, SamplerSpec.euler(2, 3.0, 3.0), texts, (16, 2, 4, 4), seed=5, device="cpu")
     ours = decode_latents(_Vae(pipe_dir / "vae", "cpu", torch.float32), z)[0]
-    from fastlight.data.source import stream_generator
-
     pipe = WanPipeline.from_pretrained(pipe_dir, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
     noise = torch.randn(16, 2, 4, 4, generator=stream_generator(5, "test", 0))[None]
     stock = pipe(PROMPTS[0], negative_prompt="", latents=noise, num_inference_steps=2, guidance_scale=3.0,
@@ -202,13 +203,78 @@ def test_the_official_backends_are_never_claimed_to_have_run(tmp_path, monkeypat
     assert "write the videos" in installed
 
 
-def test_a_hunyuan_pipeline_is_refused_in_one_line(tiny_pipeline, tmp_path):
-    spec = SamplerSpec.euler(2, 1.0, 7.0)
+def test_hunyuan_videos_are_the_stock_hunyuan_pipelines(tiny_pipeline):
+    """HunyuanVideo: our Llama + CLIP encoding (mask and pooled in Cond.extra), the negative prompt's null
+    state on a transformer/ without one, the embedded guidance 6, the stock grid and the VAE decode (/
+    scaling_factor) = HunyuanVideoPipeline with true CFG 3 against "" on the same noise (to 1 uint8 level;
+    the latents agree to float rounding)."""
+    pipe_dir = tiny_pipeline("hunyuan-t2v")
+    texts = encode_prompts(pipe_dir, PROMPTS[:2], "cpu", TEXT_LEN, "hunyuan", 6.0)
+    assert set(texts.extra) == {"pooled", "guidance"} and texts.masks.shape == (2, TEXT_LEN)
+    assert set(texts.null_state) == {"null_text", "null_pooled"}
+    den = load_model(pipe_dir / "transformer", texts.null_state, "cpu")
+    assert torch.equal(den.null_pooled, texts.null_state["null_pooled"])
+    spec = SamplerSpec.euler(2, 3.0, 7.0)
+    z = sample_model(den, spec, texts, (16, 2, 2, 2), seed=5, device="cpu", levels=hunyuan_levels(pipe_dir, spec))
+    ours = decode_latents(_Vae(pipe_dir / "vae", "cpu", torch.float32), z[1:])[0]
+
+    pipe = HunyuanVideoPipeline.from_pretrained(pipe_dir)
+    pipe.set_progress_bar_config(disable=True)
+    noise = torch.randn(16, 2, 2, 2, generator=stream_generator(5, "test", 1))[None]
+    stock = pipe(PROMPTS[1], negative_prompt="", true_cfg_scale=3.0, guidance_scale=6.0, num_inference_steps=2,
+                 latents=noise, max_sequence_length=TEXT_LEN, output_type="np", **SMALL).frames[0]
+    assert ours.shape == (5, 16, 16, 3) and ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - np.round(stock * 255).astype(int)).max() <= 1
+    plain = decode_latents(_Vae(pipe_dir / "vae", "cpu", torch.float32),
+                           sample_model(den, SamplerSpec.euler(2, 3.0, 7.0), texts, (16, 2, 2, 2), seed=5,
+                                        device="cpu")[1:])[0]  # shifted_grid instead of the stock grid: differs
+    assert np.abs(plain.astype(int) - ours.astype(int)).max() > 1
+
+
+def test_hunyuan_features_are_a_captured_block_of_the_teacher(tiny_pipeline):
+    """The Frechet features on HunyuanVideo: the video tokens after a block of the teacher, in execution order
+    (blocks 0-1 double-stream, 2-3 single-stream; the default, the middle, is the first single-stream one),
+    read with the prompts' text mask and pooled embedding."""
+    pipe_dir = tiny_pipeline("hunyuan-t2v")
+    texts = encode_prompts(pipe_dir, PROMPTS[:2], "cpu", TEXT_LEN, "hunyuan", 6.0)
+    teacher = load_denoiser(pipe_dir / "transformer").eval()
+    assert [b.kind for b in teacher.blocks] == ["double", "double", "single", "single"]
+    z = [torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    mid = teacher_features(teacher, z, texts, seed=0)
+    assert mid.shape == (2, 16) and np.isfinite(mid).all()  # (prompts, hidden width 2 heads x 8)
+    np.testing.assert_array_equal(mid, teacher_features(teacher, z, texts, seed=0, block=2))
+    assert np.abs(mid - teacher_features(teacher, z, texts, seed=0, block=1)).max() > 1e-4  # a double block
+    masked = dataclasses.replace(texts, masks=torch.zeros_like(texts.masks).index_fill_(1, torch.tensor([0]), 1.0))
+    assert np.abs(mid - teacher_features(teacher, z, masked, seed=0)).max() > 1e-4  # the mask is read
+
+
+def test_the_command_on_a_hunyuan_pipeline(tiny_pipeline, tmp_path, capsys):
+    """`fastlight evaluate STUDENT --pipeline HUNYUAN`: the stock reference (guidance 1, the scheduler's shift 7,
+    embedded guidance 6), a few-step student; eval.json holds finite numbers with their intervals."""
     pipe = tiny_pipeline("hunyuan-t2v")
-    with pytest.raises(ModelError, match="supports Wan pipelines.*HunyuanVideoPipeline") as e:
-        evaluate_on_pipeline(pipe, {"t": (pipe / "transformer", spec), "s": (pipe / "transformer", spec)}, PROMPTS,
-                             tmp_path / "out", progress=False, **SIZE)
-    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+    student = perturbed_copy(pipe, tmp_path / "student", 0.05)
+    SamplerSpec.few_step((1000, 500)).save(student)
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS[:3]) + "\n")
+    out = tmp_path / "ev"
+    rc = main(["evaluate", str(student), "--pipeline", str(pipe), "--prompts", str(tmp_path / "prompts.txt"),
+               "--reference-steps", "2", "--num-frames", "5", "--height", "16", "--width", "16",
+               "--max-text-len", str(TEXT_LEN), "--device", "cpu", "--batch-size", "3", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    res = json.loads((out / EVAL_FILE).read_text())
+    assert res["family"] == "hunyuan" and res["embedded_guidance"] == 6.0
+    assert res["models"]["teacher"]["sampler"] == SamplerSpec.euler(2, 1.0, 7.0).to_json()
+    pair = res["pairs"]["student"]
+    for iv in [pair["frechet_distance"], pair["motion_ratio"], *pair["proxy_differences"].values(),
+               *(m["motion"] for m in res["models"].values()),
+               *(p for m in res["models"].values() for p in m["proxies"].values())]:
+        assert all(np.isfinite(iv[k]) for k in ("estimate", "low", "high")), iv
+        assert iv["low"] <= iv["estimate"] <= iv["high"] and iv["num_cases"] == 3
+    assert pair["frechet_distance"]["estimate"] > 0
+    for name, m in res["models"].items():
+        assert m["videos"] == [f"videos/{name}/{i:03d}.mp4" for i in range(3)]
+        assert read_video(out / m["videos"][0]).shape == (5, 16, 16, 3)
+    assert "Frechet distance vs teacher" in printed
 
 
 # ----------------------------------------------------------------------------- the command
@@ -257,12 +323,17 @@ def _bad(name, tmp_path, tiny_pipeline):
     one.write_text(PROMPTS[0] + "\n")
     not_a_pipeline = tmp_path / "plain"
     not_a_pipeline.mkdir(exist_ok=True)
+    other = tmp_path / "cogvideox"
+    other.mkdir(exist_ok=True)
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "CogVideoXPipeline"}))
     model = str(wan / "transformer")
     real = ["--num-frames", "5", "--height", "32", "--width", "32"]
     cases = {
         "missing-pipeline": [model, "--pipeline", str(tmp_path / "nope"), "--prompts", str(prompts)],
         "not-a-pipeline-folder": [model, "--pipeline", str(not_a_pipeline), "--prompts", str(prompts)],
-        "hunyuan-pipeline": [model, "--pipeline", str(tiny_pipeline("hunyuan-t2v")), "--prompts", str(prompts)],
+        "other-pipeline-class": [model, "--pipeline", str(other), "--prompts", str(prompts)],
+        "wan-model-on-a-hunyuan-pipeline": [model, "--pipeline", str(tiny_pipeline("hunyuan-t2v")), "--prompts",
+                                            str(prompts)],
         "no-prompts-option": [model, "--pipeline", str(wan)],
         "prompts-file-empty": [model, "--pipeline", str(wan), "--prompts", str(empty)],
         "prompts-file-missing": [model, "--pipeline", str(wan), "--prompts", str(tmp_path / "none.txt")],
@@ -282,9 +353,9 @@ def _bad(name, tmp_path, tiny_pipeline):
     return ["evaluate", *argv, "--device", "cpu", "--out", str(tmp_path / "out")]
 
 
-BAD = ["missing-pipeline", "not-a-pipeline-folder", "hunyuan-pipeline", "no-prompts-option", "prompts-file-empty",
-       "prompts-file-missing", "one-prompt", "images-on-a-t2v-pipeline", "images-count-mismatch",
-       "frames-not-1-plus-4k", "missing-model", "num-cases-with-pipeline", "prompts-without-pipeline"]
+BAD = ["missing-pipeline", "not-a-pipeline-folder", "other-pipeline-class", "wan-model-on-a-hunyuan-pipeline",
+       "no-prompts-option", "prompts-file-empty", "prompts-file-missing", "one-prompt", "images-on-a-t2v-pipeline",
+       "images-count-mismatch", "frames-not-1-plus-4k", "missing-model", "num-cases-with-pipeline", "prompts-without-pipeline"]
 
 
 @pytest.mark.parametrize("name", BAD)
@@ -295,4 +366,8 @@ def test_bad_inputs_are_one_line_and_write_nothing(name, tmp_path, tiny_pipeline
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("fastlight evaluate: error: ")
+    if name == "wan-model-on-a-hunyuan-pipeline":  # refused before any text is encoded or sampled
+        assert "is a wan model but" in err and "is a hunyuan pipeline" in err
+    if name == "other-pipeline-class":
+        assert "supports Wan and HunyuanVideo pipelines" in err and "CogVideoXPipeline" in err
     assert not (tmp_path / "out").exists()
