@@ -31,7 +31,10 @@ CPU offload (`offload`: none | params | optimizer | both):
   both       params: with parameters on the host, torch's AdamW already steps there.
 Only the CPU is available where this was written: on a CPU mesh (gloo) "host" and "device" are the
 same, so the tests check that training is unchanged, that the policy reaches every fully_shard and
-where the tensors are, not the host<->device copies themselves; CUDA runs are untested.
+where the tensors are, not the host<->device copies themselves; CUDA runs are untested. On GPUs,
+params offload needs collectives on host tensors (the gradient norm of clipping): accelerate gives
+the process group a gloo backend for the CPU ("cuda:nccl,cpu:gloo") when the FSDP launch config says
+fsdp_state_dict_type FULL_STATE_DICT, as configs/accelerate/fsdp_bf16.yaml does.
 """
 from __future__ import annotations
 
