@@ -26,7 +26,8 @@ weights of the model in use.
 CPU offload: `offload_params` moves the parameter shards and their gradient shards to the host (as
 FSDP2's CPUOffloadPolicy / DeepSpeed ZeRO-3 offload_param do; the gathered blocks stay on the GPU);
 `offload_optimizer` moves the optimizer state (and EMA) to the host. Offloaded bytes are reported
-as `host_gib` per GPU process.
+as `host_gib` per GPU process. `--offload none|params|optimizer|both` maps onto these two flags, with
+the same names as the training loop's `offload=` key (fastlight/train/sharding.py).
 
 Activations (an ESTIMATE, bf16 autocast, per GPU, for `samples` samples of `tokens` video tokens):
 the per-token bytes of one block follow Korthikanti et al. 2022, "Reducing Activation Recomputation

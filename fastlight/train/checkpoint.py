@@ -46,7 +46,7 @@ from fastlight.train.sharding import is_dtensor
 
 GENERATOR = "generator"
 # may change on resume, same result (`steps` only where the lr does not depend on it: check_resume_config)
-_NOT_HASHED = ("out", "steps", "gradient_checkpointing", "shard", "hooks")
+_NOT_HASHED = ("out", "steps", "gradient_checkpointing", "shard", "offload", "hooks")
 # the loop's own string options are names, never paths (a folder called "constant" must not matter)
 _NOT_PATHS = ("lr_schedule", "mixed_precision")
 HASH_FORMAT = 2  # 2: paths hashed by location-free identity (hashed_config); absent: absolute paths as given
@@ -152,6 +152,8 @@ def _full(t: torch.Tensor, keep: bool):
     """A full CPU copy of `t` (a sharded DTensor is all-gathered: every process must call this in
     the same order); None where not `keep`."""
     if is_dtensor(t):
+        if t.device.type != t.device_mesh.device_type:  # a CPU-offloaded shard: gather on the mesh's device
+            t = t.to(t.device_mesh.device_type)
         t = t.full_tensor()
     return t.detach().cpu().contiguous() if keep else None
 

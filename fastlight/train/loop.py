@@ -46,6 +46,9 @@ resume); unsharded it is moved to the run's device like the others. Under FSDP a
 on a step still gets a gradient on every process (the loss gets `0 * sum(p)` over the gathered
 parameters, so that every process reduce-scatters the same tensors), checkpoints hold full
 tensors, and save_output gets an ordinary full module on the CPU. `shard` is not hashed: changing it on resume keeps the run.
+`offload` (none | params | optimizer | both, not hashed either): CPU offload of the parameter shards
+(FSDP2's CPUOffloadPolicy; needs sharding) and/or of the optimizer state and EMA (HostAdamW), see
+fastlight/train/sharding.py (tested on the CPU only: there host and device are one).
 
 Launch configs for CPU (2 processes, gloo, plain or FSDP), one GPU, DDP and FSDP live in
 configs/accelerate/ (each opens with its `accelerate launch` command). `gradient_checkpointing`
@@ -70,8 +73,9 @@ from fastlight.train.checkpoint import (GENERATOR, check_resume_config, full_opt
                                         hashed_config, load_optimizers, load_state, prune_checkpoints, read_latest,
                                         save_checkpoint, trim_metrics)
 from fastlight.train.lock import RunLock
-from fastlight.train.sharding import (SHARD_MODES, SameForwardsCheck, apply_fsdp, full_module, is_dtensor,
-                                      meta_skeleton, reshard_all, resolve_shard)
+from fastlight.train.sharding import (OFFLOAD_MODES, SHARD_MODES, HostAdamW, SameForwardsCheck, apply_fsdp,
+                                      check_offload, full_module, is_dtensor, meta_skeleton, offloads_optimizer,
+                                      offloads_params, reshard_all, resolve_shard)
 
 
 @dataclass
@@ -96,6 +100,7 @@ class LoopConfig:
     cpu: bool = False  # force CPU even when an accelerator is present
     gradient_checkpointing: bool = False  # recompute block activations in backward (less memory, same maths)
     shard: str = "auto"  # auto | none | blocks | root: FSDP2 parameter sharding (fastlight/train/sharding.py)
+    offload: str = "none"  # none | params | optimizer | both: CPU offload (params needs sharding)
 
 
 @dataclass
@@ -147,6 +152,8 @@ def check_loop_config(cfg: LoopConfig) -> None:
         raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
     if getattr(cfg, "shard", "auto") not in SHARD_MODES:
         raise ConfigError(f"shard must be one of {', '.join(SHARD_MODES)}, got {cfg.shard!r}")
+    if getattr(cfg, "offload", "none") not in OFFLOAD_MODES:
+        raise ConfigError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {cfg.offload!r}")
 
 
 def check_batch_divides(batch_size, num_processes: int) -> None:
@@ -224,9 +231,10 @@ def ema_decay_at(cfg: LoopConfig, step: int) -> float:
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, parameter-wise (torch's EMA: one fused foreach lerp)."""
+    """ema <- decay * ema + (1 - decay) * model, parameter-wise (torch's EMA: one fused foreach lerp),
+    on the EMA's device (the host when offloaded)."""
     ema_params = list(ema.parameters())
-    model_params = [pm.detach().to(pe.dtype) for pe, pm in zip(ema_params, model.parameters(), strict=True)]
+    model_params = [pm.detach().to(pe.device, pe.dtype) for pe, pm in zip(ema_params, model.parameters(), strict=True)]
     get_ema_multi_avg_fn(decay)(ema_params, model_params, None)
 
 
@@ -260,6 +268,8 @@ class _Run:
         check_batch_divides(global_batch_size(recipe, cfg), self.world)
         self.shard = resolve_shard(cfg, self.acc.distributed_type.value, self.world)
         self.sharded = self.shard != "none"
+        self.offload = getattr(cfg, "offload", "none")
+        check_offload(self.offload, self.shard)
 
     def build(self) -> None:
         """Modules (same initialisation on every rank), EMA, resume weights, sharding, optimizers."""
@@ -276,6 +286,8 @@ class _Run:
                 and self.main:
             print(f"warning: gradient_checkpointing=true but {type(self.model).__name__} holds no model that supports it")
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if cfg.ema_decay > 0 else None
+        if self.ema is not None and not self.sharded and offloads_optimizer(self.offload):
+            self.ema.to("cpu")  # with the optimizer state, on the host
         self.hashed = hashed_config(cfg)  # once per run: it reads the inputs' content identities
         # the newest checkpoint that verifies; full weights loaded now, before any sharding
         self.loaded = read_latest(self.out, self.modules, self.ema, list(self.parts),
@@ -288,7 +300,8 @@ class _Run:
         self.opts = {}
         for n, p in self.parts.items():
             params = [q for q in p.module.parameters() if q.requires_grad]
-            self.opts[n] = torch.optim.AdamW(
+            adamw = HostAdamW if offloads_optimizer(self.offload) else torch.optim.AdamW
+            self.opts[n] = adamw(
                 params, lr=part_lr(p, cfg, 0), betas=p.betas or (cfg.beta1, cfg.beta2),
                 weight_decay=cfg.weight_decay if p.weight_decay is None else p.weight_decay)
         self.params = {n: [q for g in o.param_groups for q in g["params"]] for n, o in self.opts.items()}
@@ -298,10 +311,11 @@ class _Run:
 
         self.skeleton = meta_skeleton(self.model) if self.main else None
         mesh = init_device_mesh(self.acc.device.type, (self.world,))
+        host = offloads_params(self.offload)
         for m in [*self.modules.values(), *self.frozen.values()]:
-            apply_fsdp(m, self.shard, mesh)
-        if self.ema is not None:
-            apply_fsdp(self.ema, self.shard, mesh)
+            apply_fsdp(m, self.shard, mesh, offload=host)
+        if self.ema is not None:  # the EMA's shards on the host under any offload
+            apply_fsdp(self.ema, self.shard, mesh, offload=host or offloads_optimizer(self.offload))
         if self.shard == "blocks":
             for m in [*self.modules.values(), *self.frozen.values()]:
                 check = SameForwardsCheck(self.acc.device, self.rank, self.world)
@@ -311,7 +325,8 @@ class _Run:
             local = sum(p.to_local().numel() for p in self.model.parameters())
             print(f"FSDP2 shard={self.shard} over {self.world} processes: {local} of "
                   f"{sum(p.numel() for p in self.model.parameters())} generator parameters on rank 0 "
-                  f"({len(self.modules)} trained and {len(self.frozen)} frozen module(s) sharded)")
+                  f"({len(self.modules)} trained and {len(self.frozen)} frozen module(s) sharded)"
+                  + ("" if self.offload == "none" else f", CPU offload {self.offload}"))
 
     def resume(self) -> tuple[int, float]:
         """Optimizer, recipe and RNG state of the checkpoint read; returns (step, wall time before)."""
@@ -475,6 +490,8 @@ def _train(run: _Run, recipe, cfg: LoopConfig, progress: bool, hooks) -> Path:
                            "num_processes": run.world}
         if run.sharded:
             recipe.run_info["shard"] = run.shard
+        if run.offload != "none":
+            recipe.run_info["offload"] = run.offload
         recipe.save_output(final, result)
     run.acc.wait_for_everyone()
     return final

@@ -107,6 +107,19 @@ def _launched(out: Path) -> None:
         "all_dtensor": all(isinstance(p, DTensor) for p in ps)}))
     train(BlockyRecipe(), _cfg(out / "blocks", steps=14, shard="none"), progress=False)
     train(BlockyRecipe(), _cfg(out / "blocks", steps=20), progress=False)
+    # CPU offload under FSDP2 (on the CPU host == device: this checks the maths and the policy taking
+    # effect, not host<->device copies): params (root), optimizer (blocks, resumed at step 4 without
+    # offload: FSDP's AdamW reads the sharded HostAdamW's checkpoint), both (blocks, resumed at step 4
+    # with offload=optimizer: HostAdamW reads the checkpoint of FSDP's offloaded AdamW)
+    offload = {}
+    for name, shard, legs in [("off-params", "root", ["params"]), ("off-opt", "blocks", ["optimizer", "none"]),
+                              ("off-both", "blocks", ["both", "optimizer"])]:
+        for i, off in enumerate(legs):
+            rec = BlockyRecipe()
+            train(rec, _cfg(out / name, steps=4 * (i + 1) if len(legs) > 1 else 8, shard=shard, offload=off),
+                  progress=False)
+            offload[f"{name}-{off}"] = _offload_facts(rec.model)
+    (out / f"offload-{rank}.json").write_text(json.dumps(offload))
     # processes running different forwards: root sharding == no sharding
     for shard in ("root", "none"):
         train(BlockyRecipe(per_rank=True), _cfg(out / shard, steps=8, shard=shard), progress=False)
@@ -155,6 +168,19 @@ def _launched(out: Path) -> None:
     (out / f"parts-{rank}.json").write_text(json.dumps(numel))
 
 
+def _offload_facts(model) -> dict:
+    """Where a trained FSDP2 model's shards are and whether FSDP offloads them (its own flag)."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    flags = [fp.offload_to_cpu for m in model.modules() if isinstance(m, FSDPModule)
+             for fp in (m._get_fsdp_state()._fsdp_param_group.fsdp_params if m._get_fsdp_state()._fsdp_param_group
+                        else [])]
+    ps = list(model.parameters())
+    return {"devices": sorted({p.to_local().device.type for p in ps}), "dtensor": all(isinstance(p, DTensor) for p in ps),
+            "offload_flags": sorted(set(flags)), "n_flags": len(flags), "n_params": len(ps)}
+
+
 def test_fsdp_two_processes(tmp_path, shapes_model_factory):
     from fastlight.analyze.plans import depth_plan, write_plan
     from fastlight.models.load import load_denoiser
@@ -173,7 +199,7 @@ def test_fsdp_two_processes(tmp_path, shapes_model_factory):
                        env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert "FSDP2 shard=blocks over 2 processes" in r.stdout
-    assert r.stdout.count("resuming") == 2
+    assert r.stdout.count("resuming") == 4  # blocks twice, off-opt and off-both once
 
     # (a) sharding is real: each process holds about half of the parameters
     for rank in (0, 1):
@@ -206,6 +232,23 @@ def test_fsdp_two_processes(tmp_path, shapes_model_factory):
     assert info["type"] == "Blocky" and not info["dtensors"]  # save_output got a plain full module
     final = torch.load(two / "model" / "final.pt", weights_only=True)
     assert all(torch.allclose(final[k], v, atol=1e-5) for k, v in load_file(str(ck1 / "ema.safetensors")).items())
+
+    # CPU offload: every run's loss and grad norm match one process without offload; FSDP's own flag
+    # says offloaded exactly under params/both, for every parameter
+    for name in ("off-params", "off-opt", "off-both"):
+        mo = _metrics(tmp_path / name)
+        assert [m["step"] for m in mo] == list(range(1, 9)), name
+        for a, b in zip(m1, mo):
+            for k in ("loss", "grad_norm"):
+                assert abs(a[k] - b[k]) <= 1e-4 * max(1.0, abs(a[k])), (name, k, a, b)
+    for rank in (0, 1):
+        facts = json.loads((tmp_path / f"offload-{rank}.json").read_text())
+        assert sorted(facts) == ["off-both-both", "off-both-optimizer", "off-opt-none", "off-opt-optimizer",
+                                "off-params-params"]
+        for key, f in facts.items():
+            assert f["dtensor"] and f["devices"] == ["cpu"] and f["n_flags"] == f["n_params"] == 12, (key, f)
+            assert f["offload_flags"] == [key.endswith(("params", "both"))], (key, f)
+    assert json.loads((tmp_path / "off-params" / "model" / "info.json").read_text())["offload"] == "params"
 
     # processes running different forwards (per-process skip sets, 1 or 2 forwards): root == none
     mr, mn = _metrics(tmp_path / "root"), _metrics(tmp_path / "none")
