@@ -193,7 +193,7 @@ def test_synthesize_on_a_model_folder_teacher_is_refused(real_env, tmp_path, cap
     assert "need a diffusers pipeline teacher" in err
 
 
-def test_hunyuan_tiny_run_through_export(real_env, tmp_path):
+def test_hunyuan_tiny_run_whole(real_env, tmp_path):
     """HunyuanVideo end to end through export: synthesize with its Llama + CLIP encoders (pooled
     embedding and embedded guidance in the shards), a depth plan over double and single blocks,
     Stage II / III, and an export the stock HunyuanVideoPipeline loads and generates from."""
@@ -219,6 +219,12 @@ def test_hunyuan_tiny_run_through_export(real_env, tmp_path):
                   guidance_scale=info["call"]["guidance_scale"], true_cfg_scale=1.0, num_frames=9, height=32,
                   width=32, output_type="np").frames[0]
     assert np.asarray(frames).shape == (9, 32, 32, 3) and np.isfinite(np.asarray(frames)).all()
+    # the rest of the run: the evaluation drives HunyuanVideo's encoders, the bench its stock pipeline
+    assert main(["run", str(HUNYUAN), "preset=tiny", f"out={out}"]) == 0
+    ev = json.loads((out / "evaluate" / "eval.json").read_text())
+    assert np.isfinite(ev["pairs"]["student"]["frechet_distance"]["estimate"])
+    rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
+    assert [(r["pipeline"], r["nfe"]) for r in rows] == [("HunyuanVideoPipeline", 4)] * 2  # embedded guidance: 1 pass
 
 
 def test_wan21_tiny_run_whole_with_evaluate_bench_report(wan21_run, tmp_path, capsys):
