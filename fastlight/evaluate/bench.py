@@ -14,8 +14,9 @@ median / min / max, CUDA events, peak memory). Network evaluations (NFE) are cou
 forward pre-hook (samples seen / batch size, so batched cond + uncond counts 2) and checked
 against the sampler's (steps x (2 if guidance != 1)).
 
-Models no registered pipeline handles (real Wan / HunyuanVideo with your own text encoder and
-VAE): time them with `timing.bench_callables({"name": fn})`, marking parts with `phase`.
+A bare transformer folder of a real Wan / HunyuanVideo model has no plug-in pipeline: bench the
+whole stock pipeline folders instead (`fastlight bench --pipeline TEACHER --pipeline EXPORT`,
+`fastlight/evaluate/pipeline_bench.py`), or time your own code with `timing.bench_callables`.
 """
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def _load(spec: ModelSpec, dev: torch.device, batch_size: int, seed: int, progre
     if pipe_cls is None:
         raise ModelError(
             f"{spec.path}: no registered pipeline ({', '.join(registered_pipelines()) or 'none'}) runs this model end to "
-            "end; real Wan/HunyuanVideo folders need text embeddings and a VAE, so time them with the Python API "
-            "fastlight.evaluate.timing.bench_callables({'name': fn})")
+            "end; for a real Wan/HunyuanVideo model bench its pipeline folders instead: fastlight bench --pipeline "
+            "TEACHER_PIPELINE --pipeline EXPORTED_STUDENT")
     bad = [i for i in spec.skip if i >= model.num_blocks]
     if bad:
         raise InputError(f"{spec.name}: skip ids {bad} out of range; this model has blocks 0..{model.num_blocks - 1}")
