@@ -70,6 +70,7 @@ from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import reduce
 
 from fastlight.analyze.plans import Plan, model_plan, read_plan, write_plan
 from fastlight.diffusion.flow import add_noise, pin_first_frame, sample_s, x0_from_v
@@ -185,17 +186,6 @@ def sample_stats(gen: torch.Tensor, data: torch.Tensor) -> dict[str, torch.Tenso
         g, d = fn(gen), fn(data)
         out[f"x0_{name}"], out[f"data_{name}"], out[f"x0_{name}_ratio"] = g, d, g / d.clamp_min(tiny)
     return out
-
-
-def process_mean(values: torch.Tensor) -> torch.Tensor:
-    """The mean over processes (all of them take part) when torch.distributed runs; else `values`."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-        return values
-    values = values.clone()
-    dist.all_reduce(values)  # SUM: gloo and NCCL both have it
-    return values / dist.get_world_size()
 
 
 def backward_simulation(G: Denoiser, noise: torch.Tensor, cond: Cond, s_list: Sequence[float], k: int,
@@ -464,7 +454,9 @@ class DmdRecipe:
         first generator step (the Stage II model's samples); raises CollapseError naming the step,
         the statistic and the fix."""
         cfg = self.cfg
-        v = dict(zip(GUARDED, process_mean(torch.stack([stats[k].float().cpu() for k in GUARDED])).tolist()))
+        # averaged over processes as the loop averages its logged losses (accelerate's reduce), on the
+        # statistics' own device (NCCL reduces device tensors only)
+        v = dict(zip(GUARDED, reduce(torch.stack([stats[k].float() for k in GUARDED]), "mean").cpu().tolist()))
         fix = (f"lower lr ({cfg.lr}) or check the teacher ({self.teacher_path}: does it sample well?), then restart "
                f"from the Stage II model (the last checkpoint is in {cfg.out})")
         where = f"generator collapsed at optimizer step {opt_step + 1}"
