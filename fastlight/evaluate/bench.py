@@ -30,7 +30,7 @@ from fastlight.diffusion.spec import SamplerSpec
 from fastlight.errors import InputError, ModelError
 from fastlight.evaluate.bench_spec import SPEC_FORMAT, ModelSpec, parse_spec
 from fastlight.evaluate.pipelines import pipeline_for, registered_pipelines
-from fastlight.evaluate.timing import PHASES, ForwardCounter, bench_callables, phase, resolve_device
+from fastlight.evaluate.timing import PHASES, ForwardCounter, bench_callables, phase, resolve_device, unique_names
 from fastlight.fileio import atomic_write_json
 from fastlight.models.load import load_denoiser, resolve_model_path
 
@@ -49,15 +49,6 @@ class _Entry:
     batch_size: int
     nfe_seen: list[int] = field(default_factory=list)
     forwards_seen: list[int] = field(default_factory=list)
-
-
-def _unique_names(specs: Sequence[ModelSpec]) -> list[str]:
-    names, seen = [], {}
-    for s in specs:
-        n = s.name
-        seen[n] = seen.get(n, 0) + 1
-        names.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
-    return names
 
 
 def _load(spec: ModelSpec, dev: torch.device, batch_size: int, seed: int, progress: bool) -> _Entry:
@@ -156,7 +147,7 @@ def bench(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch size must be an integer >= 1, got {batch_size!r}")
     dev = resolve_device(device)
-    names = _unique_names(specs)
+    names = unique_names(specs)
     entries: list[_Entry] = []
     try:
         for spec in specs:

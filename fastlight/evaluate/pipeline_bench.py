@@ -59,7 +59,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from fastlight.errors import InputError, MissingFileError, ModelError
-from fastlight.evaluate.timing import bench_callables, phase, resolve_device
+from fastlight.evaluate.timing import bench_callables, phase, resolve_device, unique_names
 from fastlight.fileio import atomic_write_json, read_json_object
 
 EXPORT_INFO = "fastlight_export.json"
@@ -464,15 +464,6 @@ def _row(e: _Loaded, r: dict, first: dict, n: int, warmup: int, dev: torch.devic
     }
 
 
-def _unique(entries: Sequence[PipelineEntry]) -> list[PipelineEntry]:
-    seen: dict[str, int] = {}
-    out = []
-    for en in entries:
-        seen[en.name] = seen.get(en.name, 0) + 1
-        out.append(en if seen[en.name] == 1 else replace(en, name=f"{en.name}#{seen[en.name]}"))
-    return out
-
-
 def _check_args(entries, prompts, num_frames, height, width, repeats, warmup) -> None:
     if not entries:
         raise InputError(f"nothing to bench: give at least one pipeline ({SPEC_FORMAT})")
@@ -507,7 +498,8 @@ def bench_pipelines(entries: Sequence[PipelineEntry], prompts: Sequence[str], *,
     `dtype` of every component: default bfloat16 on CUDA, float32 on CPU. With `out_json`, the rows and
     the run's settings are written there (atomically). See the module doc for the method.
     """
-    entries = _unique(list(entries))
+    entries = list(entries)
+    entries = [replace(en, name=n) for en, n in zip(entries, unique_names(entries))]
     prompts = list(prompts) if not isinstance(prompts, str) else prompts
     _check_args(entries, prompts, num_frames, height, width, repeats, warmup)
     dev = resolve_device(device)

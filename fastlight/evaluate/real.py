@@ -61,6 +61,7 @@ from fastlight.evaluate.motion import motion_magnitude
 from fastlight.evaluate.real_samples import (check_text_width, decode_latents, encode_prompts, first_frames,
                                              hunyuan_levels, load_model, sample_model, teacher_features)
 from fastlight.evaluate.stats import bootstrap_interval, mean_of, paired_difference, ratio_of_sums
+from fastlight.evaluate.timing import resolve_device
 from fastlight.evaluate.vbench import score_videos
 from fastlight.evaluate.vbench.dimensions import DIMENSIONS, dimension_kind
 from fastlight.fileio import atomic_write_json, read_json_object
@@ -222,12 +223,6 @@ def backends(out_dir: Path, reference: str, slugs: Mapping[str, str], videos: bo
 
 
 # ----------------------------------------------------------------------------- the entry point
-def _default_device(device):
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, height, width, seed=0, images=None,
                          videos=True, progress=True, device=None, max_text_len=None, batch_size=1) -> dict:
     """Sample, decode, write and score every model of `models` on `prompts` with the `pipeline` (the
@@ -254,7 +249,7 @@ def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, heig
     shape = _latent_shape(tcfg["in_channels"], _patch(tcfg), temporal, spatial, num_frames, height, width)
     embedded = _embedded_guidance(family, tcfg, None, None)  # the stock 6 where the transformer embeds it
     check_dir_creatable(out_dir, "--out")
-    device = _default_device(device)
+    device = resolve_device(device)
 
     texts = encode_prompts(pipeline, prompts, device, max_text_len, family, embedded)
     first_latents, first_images = first_frames(pipeline / "vae", image_files, height, width, device)

@@ -305,6 +305,17 @@ def bench_callables(
     return out
 
 
+def unique_names(items) -> list[str]:
+    """The items' `.name`s, a repeated one numbered from its second use (`a`, `a#2`, ...): the row
+    names of a bench where the same model (or pipeline) appears twice."""
+    names, seen = [], {}
+    for item in items:
+        n = item.name
+        seen[n] = seen.get(n, 0) + 1
+        names.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return names
+
+
 class ForwardCounter:
     """Counts a denoiser's forwards and the samples they saw (forward pre-hook)."""
 

@@ -43,7 +43,7 @@ from typing import Callable
 
 from fastlight.config import check_ranges
 from fastlight.diffusion.spec import SamplerSpec, override, own_sampler
-from fastlight.errors import ConfigError, InputError, MissingFileError, make_dir
+from fastlight.errors import ConfigError, FastlightError, InputError, MissingFileError, make_dir
 from fastlight.fileio import atomic_write_json, atomic_write_text, read_json_object
 from fastlight.models.load import resolve_model_path
 from fastlight.train.lock import RunLock
@@ -626,11 +626,12 @@ def stages(c: RunConfig) -> list[Stage]:
 
 def _num_prompts(path) -> int:
     """Prompts in a prompts file (0 when it cannot be read yet: the stage itself says why)."""
+    from fastlight.data.synthesize import read_prompts
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, TypeError, UnicodeDecodeError):
+        return len(read_prompts(path))
+    except (FastlightError, OSError, TypeError, UnicodeDecodeError):
         return 0
-    return sum(1 for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#"))
 
 
 def _video_cost(o: dict) -> float:

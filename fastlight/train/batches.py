@@ -71,14 +71,13 @@ def adopt_null(model: Denoiser, source: DataSource) -> bool:
     null = getattr(source, "null_text", None)
     if null is None or not has_default_null(model):
         return False
-    width = model.null_text.shape[-1]
+    where, width = getattr(source, "path", type(source).__name__), model.null_text.shape[-1]
     if null.shape[-1] != width:
-        raise DataError(f"the data's null text ({getattr(source, 'path', type(source).__name__)}) is {null.shape[-1]} "
+        raise DataError(f"the data's null text ({where}) is {null.shape[-1]} "
                         f"wide but the model reads {width}-wide text: the shards were made for another model; "
                         "re-make them with this model's pipeline (check_shards_match names the difference)")
     extra = getattr(source, "null_extra", None) or {}
     model.load_null_state({"null_text": null, **{f"null_{k}": v for k, v in extra.items()}})
-    where = getattr(source, "path", type(source).__name__)
     print(f"null text: the model has none of its own; using the data's ({where}: the negative prompt's embedding, "
           f"{null.shape[1]} token(s){', ' + ', '.join(sorted(extra)) if extra else ''})")
     return True
