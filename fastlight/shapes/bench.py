@@ -85,6 +85,7 @@ per_video: [...], files: [...]}.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -125,6 +126,20 @@ WEIGHTS: dict[str, float] = {
     "sharpness": 0.15,
     "ghost": 0.10,
 }
+# v2 (the open world: objects leave the frame, three speeds): the motion parts split out, as the
+# paper's beta2 failure modes ("static", "abrupt") and the issue's "speed ratio within 10%" ask
+WEIGHTS_V2: dict[str, float] = {
+    "direction": 0.25,
+    "speed": 0.15,
+    "smooth": 0.10,
+    "static": 0.05,
+    "colour": 0.10,
+    "shape": 0.05,
+    "count": 0.05,
+    "sharpness": 0.10,
+    "ghost": 0.15,
+}
+REPORTED_V2 = ("speed_within_10pct",)  # v2 parts with an interval that the score does not weigh
 SPEED_CAP = math.log(2.0)
 SIZE_CAP = math.log(2.0)
 COUNT_MIN_AREA_PX = 6.0
@@ -144,6 +159,24 @@ class BenchCase:
     @property
     def prompt(self) -> str:
         return self.clip.prompt
+
+
+def model_world(model) -> shapes.WorldConfig:
+    """The whole world a Shapes model records (its fastlight.json `world`: `WorldConfig.to_dict`, or
+    the shipped teacher's legacy {size, num_frames}, read as v1)."""
+    world_of(model)  # a model without a world: the ModelError that names it
+    return shapes.WorldConfig.from_dict(model.meta["world"])
+
+
+def weights_for(world: shapes.WorldConfig) -> dict[str, float]:
+    return WEIGHTS_V2 if world.name == "v2" else WEIGHTS
+
+
+def world_json(world: shapes.WorldConfig) -> dict:
+    """The result's `world` entry (v1 keeps its original three keys)."""
+    if world.name == "v1":
+        return {"size": world.size, "num_frames": world.num_frames, "p_two_objects": world.p_two_objects}
+    return world.to_dict()
 
 
 def check_split(split: str) -> str:
@@ -182,9 +215,10 @@ def heldout_calibration(model, num_samples: int, seed: int = 0, batch_size: int 
     batch k = `ShapesSource(seed=seed, stream=split).batch(k)`, eps ~ N(0, I) and s = shift(u),
     u ~ U(0, 1), from stream `<split>/noise`, step k. `shift`: the model's (fastlight.json), else 3."""
     check_split(split)
-    world = world_of(model)
+    world = model_world(model)
     shift = float(model.meta.get("shift", DEFAULT_SHIFT) if shift is None else shift)
-    source = ShapesSource(batch_size=batch_size, seed=seed, stream=split, size=world.size, num_frames=world.num_frames)
+    source = ShapesSource(batch_size=batch_size, seed=seed, stream=split, size=world.size, num_frames=world.num_frames,
+                          world=world.name)
     batches = []
     for k, start in enumerate(range(0, num_samples, batch_size)):
         n = min(batch_size, num_samples - start)
@@ -208,7 +242,7 @@ def _case_noise(case: BenchCase, seed: int, shape) -> torch.Tensor:
 def generate(model, cases: Sequence[BenchCase], spec: SamplerSpec, skip: Iterable[int] = (), seed: int = 0,
              batch_size: int = 32, progress: bool = True) -> torch.Tensor:
     """Generate every case with `model` and the sampler `spec`. Returns (N, 3, F, H, W) in [-1, 1] (cpu)."""
-    world = world_of(model)
+    world = model_world(model)
     skip = tuple(skip)
     if not cases:
         raise InputError("no cases given")
@@ -228,7 +262,7 @@ def generate(model, cases: Sequence[BenchCase], spec: SamplerSpec, skip: Iterabl
         batch = cases[i:i + batch_size]
         noise = torch.stack([_case_noise(c, seed, shape) for c in batch]).to(device)
         images = torch.stack([c.image for c in batch])[:, :, None]  # (B, 3, 1, H, W)
-        cond = Cond(text.encode([c.prompt for c in batch]), images).to(device)
+        cond = Cond(text.encode([c.prompt for c in batch], world), images).to(device)
         # the few-step sampler's re-noising stream: one per batch (the Euler sampler draws none)
         gen = torch.Generator(device=device).manual_seed(
             stream_seed(batch[0].seed, f"shapesbench/{batch[0].split}/renoise", seed, batch[0].index))
@@ -337,12 +371,21 @@ def score_video(video: torch.Tensor, case: BenchCase, world: shapes.WorldConfig 
     """All per-video metrics of one generated video (3, F, H, W) against its case (module doc)."""
     world = world or shapes.WorldConfig()
     ideal = shapes.render(case.clip, world) if ideal is None else ideal
-    objs = shapes.check_clip(video, case.clip, world)["objects"]
+    check = shapes.check_clip(video, case.clip, world)
+    objs = check["objects"]
     moving = [o for o, spec in zip(objs, case.clip.objects) if spec.direction != "still"]
     speed_err = [_capped_abs_log(o["speed_ratio"], SPEED_CAP) for o in moving]
+    r = sharpness_ratio(video, ideal)
+    if world.name == "v2":  # the v2 oracle counts objects over every frame (they leave)
+        return {"index": case.index, "prompt": case.prompt, "seed": case.seed,
+                "direction_acc": sum(o["direction_ok"] for o in objs) / len(objs),
+                "speed_abs_log_err": sum(speed_err) / len(speed_err) if speed_err else None,
+                "colour_kept": sum(o["colour_kept"] for o in objs) / len(objs),
+                "count_ok": check["count_ok"], "ghost_free": not check["ghost"],
+                "extra_colours": check["extra_colours"], "missing": check["missing"],
+                "sharpness_ratio": r, "psnr_db": psnr_db(video, ideal), "objects": objs}
     expected = {c for c in colours_present(ideal[:, -1:]) if c in {o.colour for o in case.clip.objects}}
     seen = colours_present(video[:, -1:])
-    r = sharpness_ratio(video, ideal)
     return {
         "index": case.index,
         "prompt": case.prompt,
@@ -380,8 +423,15 @@ CASE_KEYS = ("num_objects", "direction_ok", "colour_kept", "shape_ok", "num_movi
              "count_ok", "sharpness", "ghost_free")
 
 
-def case_data(per_video: Sequence[dict], cases: Sequence[BenchCase]) -> dict[str, list[float]]:
-    """Per case: the sums and counts the parts are made of ({key: one value per case}, CASE_KEYS)."""
+CASE_KEYS_V2 = CASE_KEYS + ("num_shape_judged", "num_smooth_judged", "smooth_ok", "moving_ok", "speed_ok")
+
+
+def case_data(per_video: Sequence[dict], cases: Sequence[BenchCase], world: shapes.WorldConfig | None = None
+              ) -> dict[str, list[float]]:
+    """Per case: the sums and counts the parts are made of ({key: one value per case}, CASE_KEYS;
+    CASE_KEYS_V2 in a v2 world)."""
+    if world is not None and world.name == "v2":
+        return _case_data_v2(per_video, cases)
     out: dict[str, list[float]] = {k: [] for k in CASE_KEYS}
     for pv, case in zip(per_video, cases):
         objs = pv["objects"]
@@ -396,6 +446,29 @@ def case_data(per_video: Sequence[dict], cases: Sequence[BenchCase]) -> dict[str
     return out
 
 
+def _case_data_v2(per_video: Sequence[dict], cases: Sequence[BenchCase]) -> dict[str, list[float]]:
+    """v2: shape over the objects the oracle could judge (seen whole at least once), smoothness over
+    those with three consecutive judged frames, static / speed-within-10% over moving prompts."""
+    out: dict[str, list[float]] = {k: [] for k in CASE_KEYS_V2}
+    for pv, case in zip(per_video, cases):
+        objs = pv["objects"]
+        moving = [o for o, spec in zip(objs, case.clip.objects) if spec.direction != "still"]
+        smooth = [o for o in objs if o["abrupt"] is not None]
+        judged = [o for o in objs if o["shape_judged"]]
+        r = pv["sharpness_ratio"]
+        row = {"num_objects": len(objs), "direction_ok": sum(o["direction_ok"] for o in objs),
+               "colour_kept": sum(o["colour_kept"] for o in objs), "shape_ok": sum(o["shape_ok"] for o in judged),
+               "num_moving": len(moving), "speed_err": sum(_capped_abs_log(o["speed_ratio"], SPEED_CAP) for o in moving),
+               "count_ok": float(pv["count_ok"]), "sharpness": min(r, 1 / r), "ghost_free": float(pv["ghost_free"]),
+               "num_shape_judged": len(judged), "num_smooth_judged": len(smooth),
+               "smooth_ok": sum(not o["abrupt"] for o in smooth),
+               "moving_ok": sum(not o["static"] and o["direction"] != "lost" for o in moving),
+               "speed_ok": sum(o["speed_ok"] for o in moving)}
+        for k in CASE_KEYS_V2:
+            out[k].append(float(row[k]))
+    return out
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     n, d = num.sum(axis=-1), den.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -403,7 +476,21 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def part_values(d) -> dict[str, np.ndarray]:
-    """The parts from per-case arrays d[key] of shape (..., N) (the last axis: cases) -> (...)."""
+    """The parts from per-case arrays d[key] of shape (..., N) (the last axis: cases) -> (...);
+    v2 data (CASE_KEYS_V2) give WEIGHTS_V2's parts and REPORTED_V2."""
+    if "smooth_ok" in d:
+        return {
+            "direction": _ratio(d["direction_ok"], d["num_objects"]),
+            "speed": 1 - _ratio(d["speed_err"], d["num_moving"]) / SPEED_CAP,
+            "smooth": _ratio(d["smooth_ok"], d["num_smooth_judged"]),
+            "static": _ratio(d["moving_ok"], d["num_moving"]),
+            "colour": _ratio(d["colour_kept"], d["num_objects"]),
+            "shape": _ratio(d["shape_ok"], d["num_shape_judged"]),
+            "count": d["count_ok"].mean(axis=-1),
+            "sharpness": d["sharpness"].mean(axis=-1),
+            "ghost": d["ghost_free"].mean(axis=-1),
+            "speed_within_10pct": _ratio(d["speed_ok"], d["num_moving"]),
+        }
     return {
         "direction": _ratio(d["direction_ok"], d["num_objects"]),
         "speed": 1 - _ratio(d["speed_err"], d["num_moving"]) / SPEED_CAP,
@@ -415,9 +502,12 @@ def part_values(d) -> dict[str, np.ndarray]:
     }
 
 
-def score_values(d, weights: dict[str, float] = WEIGHTS) -> np.ndarray:
+def score_values(d, weights: dict[str, float] | None = None) -> np.ndarray:
     """The ranking score from per-case arrays (..., N): `ranking_score` of `part_values`, with a
-    part that has nothing to measure (NaN) left out and the weights renormalised."""
+    part that has nothing to measure (NaN) left out and the weights renormalised (WEIGHTS, or
+    WEIGHTS_V2 for v2 data)."""
+    if weights is None:
+        weights = WEIGHTS_V2 if "smooth_ok" in d else WEIGHTS
     parts = part_values(d)
     num = sum(np.nan_to_num(parts[k]) * w for k, w in weights.items())
     den = sum(np.isfinite(parts[k]) * w for k, w in weights.items())
@@ -430,7 +520,8 @@ def _part_stat(key: str):
 
 
 def _parts_of(per_case: dict) -> dict[str, float | None]:
-    arrays = {k: np.asarray(per_case[k], dtype=np.float64) for k in CASE_KEYS}
+    keys = CASE_KEYS_V2 if "smooth_ok" in per_case else CASE_KEYS
+    arrays = {k: np.asarray(per_case[k], dtype=np.float64) for k in keys}
     return {k: (float(v) if np.isfinite(v) else None) for k, v in part_values(arrays).items()}
 
 
@@ -491,6 +582,8 @@ def score_videos(videos: torch.Tensor, cases: Sequence[BenchCase], world: shapes
     if progress:
         it = tqdm(it, desc="oracle", unit="video", leave=False)
     per_video = [score_video(videos[i], cases[i], world, ideal[i]) for i in it]
+    if world.name == "v2":
+        return _summarise_v2(videos, cases, world, ideal, per_video, vbench, fps)
     objs = [o for pv in per_video for o in pv["objects"]]
     speed_errs = [_capped_abs_log(o["speed_ratio"], SPEED_CAP)
                   for pv, c in zip(per_video, cases) for o, spec in zip(pv["objects"], c.clip.objects)
@@ -530,6 +623,54 @@ def score_videos(videos: torch.Tensor, cases: Sequence[BenchCase], world: shapes
     }
 
 
+def _summarise_v2(videos, cases, world, ideal, per_video, vbench: bool, fps: float) -> dict:
+    """score_videos' document for a v2 world: WEIGHTS_V2's parts, the motion metrics."""
+    objs = [o for pv in per_video for o in pv["objects"]]
+    pairs = [(o, spec) for pv, c in zip(per_video, cases) for o, spec in zip(pv["objects"], c.clip.objects)]
+    moving = [o for o, spec in pairs if spec.direction != "still"]
+    ratios = [pv["sharpness_ratio"] for pv in per_video]
+    measured = [o["speed_ratio"] for o in moving if o["speed_ratio"] is not None]
+    jerks = [o["jerk_px"] for o in objs if o["jerk_px"] is not None]
+    judged = [o for o in objs if o["shape_judged"]]
+    metrics = {
+        "num_videos": len(per_video),
+        "num_objects": len(objs),
+        "num_moving": len(moving),
+        "direction_acc": _mean(o["direction_ok"] for o in objs),
+        "speed_abs_log_err": _mean(_capped_abs_log(o["speed_ratio"], SPEED_CAP) for o in moving),
+        "speed_ratio_mean": _mean(measured),
+        "speed_ratio_median": float(np.median(measured)) if measured else None,
+        "speed_within_10pct": _mean(o["speed_ok"] for o in moving),
+        "static_rate": _mean(o["static"] for o in moving),
+        "abrupt_rate": _mean(o["abrupt"] for o in objs if o["abrupt"] is not None),
+        "jerk_px_median": float(np.median(jerks)) if jerks else None,
+        "colour_kept": _mean(o["colour_kept"] for o in objs),
+        "shape_acc": _mean(o["shape_ok"] for o in judged),
+        "size_abs_log_err": _mean(_capped_abs_log(o["size_ratio"], SIZE_CAP) for o in objs if o["size_ratio"] is not None),
+        "count_acc": _mean(pv["count_ok"] for pv in per_video),
+        "sharpness_ratio_geomean": math.exp(_mean(math.log(r) for r in ratios)),
+        "sharpness_score": _mean(min(r, 1 / r) for r in ratios),
+        "ghost_free": _mean(pv["ghost_free"] for pv in per_video),
+        "num_ghost_clips": sum(not pv["ghost_free"] for pv in per_video),
+        "psnr_db": _mean(pv["psnr_db"] for pv in per_video),
+    }
+    feats_gen = np.concatenate([object_features(v, c.clip, world) for v, c in zip(videos, cases)])
+    feats_ideal = np.concatenate([object_features(v, c.clip, world) for v, c in zip(ideal, cases)])
+    metrics["frechet_oracle"] = frechet_distance_features(feats_gen, feats_ideal) if len(feats_gen) >= 2 else None
+    per_case = case_data(per_video, cases, world)
+    parts = _parts_of(per_case)
+    return {
+        "score": ranking_score(parts, WEIGHTS_V2),
+        "weights": dict(WEIGHTS_V2),
+        "parts": parts,
+        "intervals": intervals(per_case),
+        "metrics": metrics,
+        "vbench": vbench_dimensions(videos, cases, fps) if vbench else {"skipped": "not requested"},
+        "per_case": per_case,
+        "per_video": to_json_safe(per_video),
+    }
+
+
 # ---- VBench-style dimensions (optional module) -----------------------------------------------------
 def vbench_dimensions(videos: torch.Tensor, cases: Sequence[BenchCase], fps: float = FPS) -> dict:
     """`fastlight.evaluate.vbench.score_videos` on the videos (uint8, native size) with the cases'
@@ -548,7 +689,7 @@ def vbench_dimensions(videos: torch.Tensor, cases: Sequence[BenchCase], fps: flo
 # ---- entry points -----------------------------------------------------------------------------------
 def _bench(model, spec: SamplerSpec, num_cases, skip, seed, batch_size, progress, vbench,
            case_seed, split: str = "test") -> tuple[dict, list[BenchCase], torch.Tensor]:
-    world = world_of(model)
+    world = model_world(model)
     cases = make_cases(num_cases, world, case_seed, split)
     skip = sorted(int(i) for i in skip)
     t0 = time.time()
@@ -568,7 +709,7 @@ def _bench(model, spec: SamplerSpec, num_cases, skip, seed, batch_size, progress
         "case_seed": case_seed,
         "split": split,
         "num_cases": num_cases,
-        "world": {"size": world.size, "num_frames": world.num_frames, "p_two_objects": world.p_two_objects},
+        "world": world_json(world),
         "nfe_per_video": spec.nfe,
         "params": model.num_params(skip),
         "params_full": model.num_params(),
@@ -592,8 +733,7 @@ def score_real(num_cases: int = DEFAULT_NUM_CASES, world: shapes.WorldConfig | N
     world = world or shapes.WorldConfig()
     cases = make_cases(num_cases, world, case_seed, split)
     res = {"benchmark": "shapesbench", "version": VERSION, "model": "ideal", "case_seed": case_seed, "split": split,
-           "num_cases": num_cases, "world": {"size": world.size, "num_frames": world.num_frames,
-                                             "p_two_objects": world.p_two_objects}}
+           "num_cases": num_cases, "world": world_json(world)}
     res.update(score_videos(ideal_videos(cases, world), cases, world, vbench=vbench))
     return res
 
@@ -638,9 +778,9 @@ def evaluate_model(model_path: str, out_dir: str, sampler: SamplerSpec | None = 
     res, cases, videos = _bench(model, choice.spec, num_cases, skip, seed, batch_size, progress, vbench,
                                 SHAPESBENCH_SEED, split)
     res = {"model": str(model_path), **res}
-    real = score_real(num_cases, world_of(model), vbench=vbench, split=split)
+    real = score_real(num_cases, model_world(model), vbench=vbench, split=split)
     res["ideal"] = {k: real[k] for k in ("score", "parts", "intervals", "metrics", "vbench")}
-    files = save_samples(out / "samples", videos, cases, world_of(model)) if save_videos else []
+    files = save_samples(out / "samples", videos, cases, model_world(model)) if save_videos else []
     res["files"] = [str(p.relative_to(out)) for p in files]
     # per-case and per-video rows last: the summary reads first in the file
     res["per_case"] = res.pop("per_case")
@@ -648,3 +788,126 @@ def evaluate_model(model_path: str, out_dir: str, sampler: SamplerSpec | None = 
     atomic_write_json(out / "shapesbench.json", res)
     return res
 
+
+
+# ---- the v2 oracle on ground truth and on synthetic failures ---------------------------------------
+SELFTEST_VARIANTS = ("ideal", "decoded", "wrapped", "static", "jitter", "colour", "slow", "fast")
+
+
+def _decoded(video: torch.Tensor, gen: torch.Generator, sigma_px: float = 1.0, noise: float = 0.03) -> torch.Tensor:
+    """A VAE's errors in miniature: gaussian blur (sigma_px) and noise (std `noise` in [0, 1] units)."""
+    r = int(math.ceil(3 * sigma_px))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma_px) ** 2)
+    k = k / k.sum()
+    C, F, H, W = video.shape
+    x = video.permute(1, 0, 2, 3).reshape(F * C, 1, H, W)
+    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    x = x.reshape(F, C, H, W).permute(1, 0, 2, 3)
+    return (x + 2 * noise * torch.randn(x.shape, generator=gen)).clamp(-1, 1)
+
+
+def _leaves(obj: shapes.ShapeObject, world: shapes.WorldConfig) -> bool:
+    x, y = obj.centre_px(world.num_frames - 1)
+    m = 1.2 * obj.radius_px
+    return not (-m < x < world.size + m and -m < y < world.size + m)
+
+
+def _variant(name: str, clip: shapes.Clip, world: shapes.WorldConfig, gen: torch.Generator):
+    """(video, indices of the objects the variant breaks) for one clip; None when it does not apply."""
+    objs = list(clip.objects)
+    moving = [i for i, o in enumerate(objs) if o.direction != "still"]
+    F = world.num_frames
+    if name == "ideal":
+        return shapes.render(clip, world), []
+    if name == "decoded":
+        return _decoded(shapes.render(clip, world), gen), []
+    if name == "wrapped":  # every object that leaves comes back in at the opposite border
+        gone = [i for i in moving if _leaves(objs[i], world)]
+        if not gone:
+            return None
+        copies = []
+        for i in gone:
+            dx, dy = shapes.DIRECTIONS[objs[i].direction]
+            copies.append(dataclasses.replace(objs[i], x0_px=objs[i].x0_px - dx * world.size,
+                                              y0_px=objs[i].y0_px - dy * world.size))
+        return shapes.render(shapes.Clip(tuple(objs + copies)), world), gone
+    if name == "static":
+        if not moving:
+            return None
+        bad = shapes.Clip(tuple(dataclasses.replace(o, direction="still") if i in moving else o
+                                for i, o in enumerate(objs)))
+        return shapes.render(bad, world), moving
+    if name == "jitter":  # +-2 px off the path on alternate frames: the paper's "abrupt" motion
+        paths = {}
+        for i, o in enumerate(objs):
+            path = torch.tensor([o.centre_px(f) for f in range(F)])
+            sign = torch.tensor([0.0] + [(-1.0) ** f for f in range(1, F)])
+            paths[i] = path + 2.0 * sign[:, None] * torch.tensor([1.0, 1.0])
+        return shapes.render(clip, world, paths), list(range(len(objs)))
+    if name == "colour":
+        free = [c for c in shapes.COLOURS if c not in {o.colour for o in objs}]
+        bad = shapes.Clip((dataclasses.replace(objs[0], colour=free[0]),) + tuple(objs[1:]))
+        return shapes.render(bad, world), [0]
+    if name in ("slow", "fast"):
+        if not moving:
+            return None
+        k = 0.5 if name == "slow" else 2.0
+        bad = shapes.Clip(tuple(dataclasses.replace(o, speed_px=o.speed_px_per_frame * k) if i in moving else o
+                                for i, o in enumerate(objs)))
+        return shapes.render(bad, world), moving
+    raise ValueError(f"unknown variant {name!r}; use one of {SELFTEST_VARIANTS}")
+
+
+def _object_passes(o: dict, spec: shapes.ShapeObject) -> bool:
+    """Every per-object part of the v2 oracle passes."""
+    moving = spec.direction != "still"
+    return (o["direction_ok"] and not o["ghost"] and o["colour_kept"] >= 0.9 and not o["abrupt"]
+            and (not moving or (o["speed_ok"] and not o["static"])))
+
+
+def _caught(name: str, o: dict) -> bool:
+    """Whether the part a variant breaks fails for a broken object."""
+    return {"wrapped": o["ghost"], "static": o["static"], "jitter": bool(o["abrupt"]),
+            "colour": o["colour_kept"] < 0.5, "slow": not o["speed_ok"], "fast": not o["speed_ok"]}[name]
+
+
+def oracle_selftest(num_clips: int = 100, seed: int = 0, world: shapes.WorldConfig | None = None,
+                    variants: Sequence[str] = SELFTEST_VARIANTS) -> dict:
+    """The v2 oracle on the world's own clips and on synthetic failures of them. For `ideal` and
+    `decoded` (blur sigma 1 px + noise 0.03): the fraction of objects passing every part and of clips
+    passing count and ghost. For a failure (`wrapped`: an object that left comes back at the other
+    border; `static`; `jitter`: +-2 px off its path every other frame; `colour`: drawn in another
+    colour; `slow` / `fast`: x0.5 / x2 speed): `caught`, the fraction of the broken objects whose
+    part fails (ghost, static, abrupt, colour kept < 0.5, speed off by > 10%), and `others_pass`,
+    the fraction of the broken objects that pass a part the variant should leave alone (wrapped:
+    direction; jitter: direction and ghost; the rest: ghost)."""
+    world = world or shapes.WORLDS["v2"]
+    clips = shapes.sample_clips(seed, num_clips, world)
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name in variants:
+        rows = []
+        for clip in clips:
+            made = _variant(name, clip, world, gen)
+            if made is None:
+                continue
+            video, broken = made
+            rows.append((clip, shapes.check_clip(video, clip, world), broken))
+        if name in ("ideal", "decoded"):
+            objs = [(o, s) for clip, r, _ in rows for o, s in zip(r["objects"], clip.objects)]
+            out[name] = {"num_clips": len(rows), "num_objects": len(objs),
+                         "objects_pass": _mean(_object_passes(o, s) for o, s in objs),
+                         "direction": _mean(o["direction_ok"] for o, _ in objs),
+                         "speed_within_10pct": _mean(o["speed_ok"] for o, s in objs if s.direction != "still"),
+                         "smooth": _mean(not o["abrupt"] for o, _ in objs if o["abrupt"] is not None),
+                         "colour_kept": _mean(o["colour_kept"] for o, _ in objs),
+                         "ghost_free_clips": _mean(not r["ghost"] for _, r, _ in rows),
+                         "count_ok_clips": _mean(r["count_ok"] for _, r, _ in rows)}
+            continue
+        hit = [r["objects"][i] for _, r, broken in rows for i in broken]
+        others = [o["direction_ok"] if name == "wrapped" else
+                  o["direction_ok"] and not o["ghost"] if name == "jitter" else not o["ghost"] for o in hit]
+        out[name] = {"num_clips": len(rows), "num_broken": len(hit), "caught": _mean(_caught(name, o) for o in hit),
+                     "others_pass": _mean(others)}
+    return out

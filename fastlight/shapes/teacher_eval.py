@@ -10,6 +10,11 @@ The bar counts an object as following its prompt only when it moves in the promp
 the oracle sees no ghost of its colour (a duplicate, a wrap-around copy at the opposite border, a
 smear: `world.check_clip`); a clip with a ghost fails. Rates come with 95% bootstrap intervals
 over cases (`fastlight.evaluate.stats`).
+
+In a v2 world (`shapes.WORLDS["v2"]`) the bar adds the issue's motion figures, each with its
+interval over clips: `speed_within_10pct` (moving objects whose measured speed is within 10% of the
+prompted one), `static_rate` (moving prompts whose object does not move) and `abrupt_rate` (objects
+whose frame-to-frame motion jumps: `world.check_clip_v2`).
 """
 from __future__ import annotations
 
@@ -25,7 +30,6 @@ from fastlight.evaluate.stats import bootstrap_interval, mean_of, ratio_of_sums
 from fastlight.fileio import atomic_write_json
 from fastlight.models.load import load_denoiser, resolve_model_path
 from fastlight.shapes import bench, world as shapes
-from fastlight.shapes.generate import world_of
 
 
 def _case_rows(videos: torch.Tensor, clips: list[shapes.Clip], world: shapes.WorldConfig) -> list[dict]:
@@ -50,6 +54,8 @@ def score_videos(videos: torch.Tensor, clips: list[shapes.Clip], world: shapes.W
         "speed_ratio_mean": sum(speed) / max(len(speed), 1),
         "speed_abs_log_err": sum(abs(math.log(max(r, 1e-3))) for r in speed) / max(len(speed), 1),
     }
+    if world.name == "v2":
+        res.update(_motion_figures(rows, clips))
     if len(rows) >= 2:
         data = {"n": [len(r["objects"]) for r in rows],
                 "direction_ok": [sum(o["direction_ok"] for o in r["objects"]) for r in rows],
@@ -61,7 +67,39 @@ def score_videos(videos: torch.Tensor, clips: list[shapes.Clip], world: shapes.W
             "direction_and_no_ghost": bootstrap_interval(ratio_of_sums("ok", "n"), data).to_json(),
             "ghost_free_clips": bootstrap_interval(mean_of("ghost_free"), data).to_json(),
         }
+        if world.name == "v2":
+            res["intervals"].update(_motion_intervals(rows, clips))
     return res
+
+
+def _motion_counts(rows: list[dict], clips: list[shapes.Clip]) -> dict[str, np.ndarray]:
+    """Per clip: moving objects, those within 10% speed, static ones; objects judged for smoothness, abrupt ones."""
+    out = {"moving": [], "speed_ok": [], "static": [], "judged": [], "abrupt": []}
+    for r, c in zip(rows, clips):
+        moving = [o for o, spec in zip(r["objects"], c.objects) if spec.direction != "still"]
+        judged = [o for o in r["objects"] if o["abrupt"] is not None]
+        out["moving"].append(len(moving))
+        out["speed_ok"].append(sum(o["speed_ok"] for o in moving))
+        out["static"].append(sum(o["static"] for o in moving))
+        out["judged"].append(len(judged))
+        out["abrupt"].append(sum(o["abrupt"] for o in judged))
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def _motion_figures(rows: list[dict], clips: list[shapes.Clip]) -> dict:
+    d = _motion_counts(rows, clips)
+    rate = lambda num, den: float(d[num].sum() / d[den].sum()) if d[den].sum() else None  # noqa: E731
+    return {"speed_within_10pct": rate("speed_ok", "moving"), "static_rate": rate("static", "moving"),
+            "abrupt_rate": rate("abrupt", "judged")}
+
+
+def _motion_intervals(rows: list[dict], clips: list[shapes.Clip]) -> dict:
+    d = _motion_counts(rows, clips)
+    out = {}
+    for name, num, den in (("speed_within_10pct", "speed_ok", "moving"), ("static_rate", "static", "moving"),
+                           ("abrupt_rate", "abrupt", "judged")):
+        out[name] = bootstrap_interval(ratio_of_sums(num, den), d).to_json() if d[den].sum() else None
+    return out
 
 
 def evaluate_teacher(model_path: str = "shapes-teacher", num_cases: int = bench.DEFAULT_NUM_CASES, seed: int = 10_000, out: str | None = None,
@@ -72,7 +110,7 @@ def evaluate_teacher(model_path: str = "shapes-teacher", num_cases: int = bench.
     choice = choose_sampler(path, **(overrides or {}))
     model = load_denoiser(path).eval()
     print(choice.line)
-    world = world_of(model)
+    world = bench.model_world(model)
     cases = bench.make_cases(num_cases, world, split="test")
     clips = [c.clip for c in cases]
     ideal = bench.ideal_videos(cases, world)

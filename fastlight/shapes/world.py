@@ -383,16 +383,21 @@ def _coverage(obj: ShapeObject, cx: torch.Tensor, cy: torch.Tensor, xs: torch.Te
     return inside.view(F, H, SUPERSAMPLE, H, SUPERSAMPLE).mean(dim=(2, 4))
 
 
-def render(clip: Clip, world: WorldConfig | None = None) -> torch.Tensor:
-    """Render a clip to a video in [-1, 1], shape (3, F, H, W)."""
+def render(clip: Clip, world: WorldConfig | None = None, paths: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """Render a clip to a video in [-1, 1], shape (3, F, H, W). `paths` {object index: (F, 2) centres}
+    replaces those objects' straight paths (the oracle's tests draw jittery or stalled motion)."""
     world = world or WorldConfig()
     size, F = world.size, world.num_frames
     coords = (torch.arange(size * SUPERSAMPLE, dtype=torch.float32) + 0.5) / SUPERSAMPLE
     frames = torch.tensor(BACKGROUND).view(3, 1, 1, 1).expand(3, F, size, size).clone()
     t = torch.arange(F, dtype=torch.float32)
-    for obj in clip.objects:  # later objects are drawn on top
+    for i, obj in enumerate(clip.objects):  # later objects are drawn on top
         vx, vy = obj.velocity_px
-        cov = _coverage(obj, obj.x0_px + vx * t, obj.y0_px + vy * t, coords, coords)  # (F, H, W)
+        if paths and i in paths:
+            cx, cy = paths[i][:, 0].float(), paths[i][:, 1].float()
+        else:
+            cx, cy = obj.x0_px + vx * t, obj.y0_px + vy * t
+        cov = _coverage(obj, cx, cy, coords, coords)  # (F, H, W)
         colour = torch.tensor(COLOURS[obj.colour]).view(3, 1, 1, 1)
         frames = frames * (1 - cov[None]) + colour * cov[None]
     return frames * 2 - 1
