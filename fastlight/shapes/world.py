@@ -756,8 +756,9 @@ def _see_object(obj: ShapeObject, gen_alpha: torch.Tensor, ideal_alpha: torch.Te
         labels, n = _components(mask)
         ideal = (ideal_alpha[f] > 0.5).numpy()
         near_ideal = (ndimage.distance_transform_edt(~ideal) <= GHOST_MARGIN_PX) if ideal.any() else np.zeros_like(mask)
-        reach = extent + max_step * (f - last_f) + GHOST_MARGIN_PX
-        main = _pick_main(labels, n, near_ideal, last, reach)
+        # a track continues for two frames at most: colour reappearing later, far away, is a new thing
+        gap = f - last_f
+        main = _pick_main(labels, n, near_ideal, last if gap <= 2 else None, extent + max_step * gap + GHOST_MARGIN_PX)
         main_mask = labels == main if main else np.zeros_like(mask)
         region = ndimage.binary_dilation(main_mask, _EIGHT, iterations=2) if main else main_mask
         blocked = ndimage.binary_dilation(others[f].numpy() | (mask & ~main_mask), _EIGHT) & ~main_mask
