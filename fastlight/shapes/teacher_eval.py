@@ -88,7 +88,10 @@ def _motion_counts(rows: list[dict], clips: list[shapes.Clip]) -> dict[str, np.n
 
 def _motion_figures(rows: list[dict], clips: list[shapes.Clip]) -> dict:
     d = _motion_counts(rows, clips)
-    rate = lambda num, den: float(d[num].sum() / d[den].sum()) if d[den].sum() else None  # noqa: E731
+
+    def rate(num: str, den: str) -> float | None:
+        return float(d[num].sum() / d[den].sum()) if d[den].sum() else None
+
     return {"speed_within_10pct": rate("speed_ok", "moving"), "static_rate": rate("static", "moving"),
             "abrupt_rate": rate("abrupt", "judged")}
 
