@@ -28,7 +28,8 @@ def data_spec(meta: dict) -> dict | None:
     w = meta.get("world")
     if not isinstance(w, dict):
         return None
-    return {"_component_": "shapes", "size": int(w["size"]), "num_frames": int(w["num_frames"]), "image": True}
+    spec = {"_component_": "shapes", "size": int(w["size"]), "num_frames": int(w["num_frames"]), "image": True}
+    return spec if w.get("world", "v1") == "v1" else {**spec, "world": w["world"]}  # v1: as before the v2 world
 
 
 def model_defaults(meta: dict) -> dict | None:

@@ -26,7 +26,7 @@ def world_of(model: Denoiser) -> shapes.WorldConfig:
     w = model.meta.get("world")
     if w is None:
         raise ModelError("this model has no Shapes world in its fastlight.json; it is not an embedded Shapes model")
-    return shapes.WorldConfig(size=w["size"], num_frames=w["num_frames"])
+    return shapes.WorldConfig.from_dict(w)
 
 
 def is_shapes_model(model: Denoiser) -> bool:
@@ -34,7 +34,7 @@ def is_shapes_model(model: Denoiser) -> bool:
 
 
 def shapes_spec(prompt: str, world: shapes.WorldConfig, seed: int, image_path: str | None = None) -> ShapesSampleSpec:
-    specs = text.parse(prompt)  # raises PromptError with the vocabulary
+    specs = text.parse(prompt, world)  # raises PromptError with the vocabulary
     if image_path is not None:
         return ShapesSampleSpec(prompt, video.read_image(image_path, world.size), None)
     clip = shapes.place_objects(specs, torch.Generator().manual_seed(seed), world)
@@ -49,7 +49,7 @@ def generate(model: Denoiser, prompts: list[str], images: torch.Tensor, spec: Sa
     world = world_of(model)
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(len(prompts), 3, world.num_frames, world.size, world.size, generator=gen)
-    cond = Cond(text.encode(prompts), images[:, :, None])
+    cond = Cond(text.encode(prompts, world), images[:, :, None])
     return sampling.sample(model, noise, cond, spec, generator=gen, skip=skip, progress=progress).clamp(-1, 1)
 
 

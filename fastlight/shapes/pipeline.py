@@ -25,17 +25,18 @@ class ShapesPipeline:
 
     @staticmethod
     def text_len(model: Denoiser) -> int:
-        return text.MAX_OBJECTS
+        return world_of(model).max_objects
 
     def __init__(self, model: Denoiser, batch_size: int, seed: int, device: torch.device):
         world = world_of(model)
         clips = shapes.sample_clips(seed, batch_size, world)
+        self.world = world
         self.prompts = [c.prompt for c in clips]
         self.images = shapes.render_batch(clips, world)[:, :, :1].to(device)  # (B, 3, 1, H, W): inputs, not timed
         self.device = device
 
     def encode(self) -> Cond:
-        return Cond(text.encode(self.prompts).to(self.device), self.images)
+        return Cond(text.encode(self.prompts, self.world).to(self.device), self.images)
 
     def decode(self, x: torch.Tensor) -> list:
         return [video.to_uint8_frames(v) for v in x.clamp(-1, 1).cpu()]  # (F, H, W, 3) uint8 each

@@ -8,7 +8,7 @@ reads off that one-step x0_hat (`probe_direction_acc`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -20,16 +20,21 @@ from fastlight.shapes import text, world as shapes
 _OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
-def _world_of(cfg) -> tuple[int, int]:
-    """(size, num_frames) of a config or model meta that records a Shapes `world` (default 24, 8)."""
+def _world_of(cfg) -> shapes.WorldConfig:
+    """The Shapes world a config or model meta records (`world`: WorldConfig.to_dict, or v1's {size, num_frames})."""
     world = (getattr(cfg, "meta", None) or {}).get("world", {}) if not isinstance(cfg, dict) else cfg
-    return int(world.get("size", 24)), int(world.get("num_frames", 8))
+    return shapes.WorldConfig.from_dict(world)
+
+
+def _one_object(world: shapes.WorldConfig) -> shapes.WorldConfig:
+    """The same world drawing one object per clip (v1 through p_two_objects, so its probe set is unchanged)."""
+    return replace(world, p_two_objects=0.0) if world.object_probs is None else replace(world, object_probs=(1.0,))
 
 
 def probe_set(cfg=None, n: int = 16):
     """n single-object moving clips (a fixed seed), the same clips with the opposite direction, x0, eps."""
-    size, num_frames = _world_of(cfg if cfg is not None else {})
-    world = shapes.WorldConfig(size=size, num_frames=num_frames, p_two_objects=0.0)
+    full = _world_of(cfg if cfg is not None else {})
+    world = _one_object(full)
     gen = torch.Generator().manual_seed(987_654)
     clips = []
     while len(clips) < n:
@@ -42,7 +47,7 @@ def probe_set(cfg=None, n: int = 16):
     ]
     x0 = shapes.render_batch(clips, world)
     eps = torch.randn(x0.shape, generator=gen)
-    return world, clips, swapped, x0, eps
+    return full, clips, swapped, x0, eps
 
 
 @torch.no_grad()
@@ -53,8 +58,8 @@ def probe(model, probe_data, s_value: float = 0.75) -> dict:
     s = torch.full((x0.shape[0],), s_value, device=dev)
     x_t = add_noise(x0, eps, s)
     image = x0[:, :, :1]
-    x0_true = x0_from_v(x_t, s, model(x_t, s, Cond(text.encode([c.prompt for c in clips]).to(dev), image)))
-    x0_swap = x0_from_v(x_t, s, model(x_t, s, Cond(text.encode([c.prompt for c in swapped]).to(dev), image)))
+    x0_true = x0_from_v(x_t, s, model(x_t, s, Cond(text.encode([c.prompt for c in clips], world).to(dev), image)))
+    x0_swap = x0_from_v(x_t, s, model(x_t, s, Cond(text.encode([c.prompt for c in swapped], world).to(dev), image)))
     sens = (x0_true - x0_swap)[:, :, 1:].abs().mean().item()
     ok = 0
     for i, c in enumerate(clips):
