@@ -83,6 +83,27 @@ def frame_weights(num_frames: int, frame0_weight: float) -> torch.Tensor:
     return w / w.sum()
 
 
+def identity_time_convs(vae) -> int:
+    """Initialise every temporal resampling conv (`time_conv` of the encoder's downsample3d and the
+    decoder's upsample3d) to pass its latest input frame through (each of the upsampler's two output
+    copies too); returns how many. Why: the causal first chunk (frame 0) skips these convs in both the
+    encoder and the decoder, so with the default random init every later frame reaches the following
+    layers through a random channel mix that frame 0 never gets, and the same weights have to decode
+    two different feature bases; the first version's frame 0 stayed ~5 dB behind (README, Decoder)."""
+    n = 0
+    for m in vae.modules():
+        if getattr(m, "mode", None) in ("upsample3d", "downsample3d") and hasattr(m, "time_conv"):
+            w = m.time_conv.weight  # (copies * C, C, 3, 1, 1); tap 2 is the newest frame (causal)
+            c = w.shape[1]
+            with torch.no_grad():
+                w.zero_()
+                m.time_conv.bias.zero_()
+                for k in range(w.shape[0] // c):
+                    w[k * c:(k + 1) * c, :, 2, 0, 0] = torch.eye(c)
+            n += 1
+    return n
+
+
 def fp16_round_trip(vae):
     """The weights as shipped: float16 on disk, read back as float32."""
     for prm in vae.parameters():
@@ -115,6 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", default="1,5,9,5,9,17,5,9", help="clip lengths, cycled step by step")
     ap.add_argument("--frame0-weight", type=float, default=3.0,
                     help="frame 0's weight in the per-frame mean (others 1); 0 = the first version's plain pixel mean")
+    ap.add_argument("--time-conv-init", choices=("identity", "default"), default="identity",
+                    help="a fresh run's temporal resampling convs (see identity_time_convs; ignored with --init)")
     ap.add_argument("--eval-clips", type=int, default=24)
     ap.add_argument("--eval-only", action="store_true", help="measure --init on the held-out sets and stop")
     ap.add_argument("--threads", type=int, default=1,
@@ -129,6 +152,8 @@ def main(argv=None) -> int:
     cycle = [int(f) for f in args.frames.split(",")]
     cfg = dict(VAE_CONFIG, latents_mean=[0.0] * VAE_CONFIG["z_dim"], latents_std=[1.0] * VAE_CONFIG["z_dim"])
     vae = AutoencoderKLWan(**cfg)
+    if args.time_conv_init == "identity" and not args.init:
+        identity_time_convs(vae)
     phases, step0, curve0 = [], 0, []
     if args.init:  # continue a finished run (its weights; data seeds go on from its last step)
         prev = json.loads((Path(args.init) / "manifest.json").read_text())
@@ -192,7 +217,8 @@ def main(argv=None) -> int:
     wall = time.time() - t0
     phases.append({"steps": step - step0, "lr": args.lr, "wall_time_s": round(wall, 1),
                    "cpu_time_s": round(time.process_time() - cpu0, 1), "frames": cycle,
-                   "frame0_weight": args.frame0_weight, "sampler": "v1 1 seed in 3, edge otherwise",
+                   "frame0_weight": args.frame0_weight,
+                   "time_conv_init": "from --init" if args.init else args.time_conv_init, "sampler": "v1 1 seed in 3, edge otherwise",
                    "command": "nice -n 5 .venv/bin/python benchmarks/train_shapes_vae.py " + " ".join(argv or sys.argv[1:])})
     vae.eval()
     x = ShapesClips(SIZE, FRAMES, *V1_RADIUS, sampler="edge").render(vae_oracle.HELD_OUT_SEED + 1, 8)

@@ -93,3 +93,19 @@ def test_training_loss_weights_frames_and_objects():
     l1, mse = tv.frame_losses(y, x, 10.0)
     assert l1.shape == (5,) and l1[2] == pytest.approx(0.1, rel=1e-4) and l1[[0, 1, 3, 4]].abs().max() == 0
     assert mse[2] == pytest.approx(0.01, rel=1e-3)
+
+
+def test_identity_time_convs_pass_the_newest_frame_through(vae_cfg):
+    from diffusers import AutoencoderKLWan
+
+    tv = _load("train_shapes_vae")
+    vae = AutoencoderKLWan(**vae_cfg)
+    assert tv.identity_time_convs(vae) == 4  # 2 temporal downsamplers + 2 temporal upsamplers
+    enc = vae.encoder.down_blocks[3]  # a WanResample (downsample3d)
+    x = torch.randn(1, enc.time_conv.weight.shape[1], 3, 2, 2)
+    assert torch.allclose(enc.time_conv(x), x[:, :, 2:])  # stride 2 over [cache, f1, f2] -> f2
+    up = vae.decoder.up_blocks[0].upsamplers[0]
+    c = up.time_conv.weight.shape[1]
+    x = torch.randn(1, c, 2, 2, 2)
+    y = up.time_conv(x)  # causal, zero-padded: frame t -> two copies of frame t
+    assert torch.allclose(y[:, :c], x) and torch.allclose(y[:, c:], x)
