@@ -3,8 +3,8 @@
     nice -n 5 .venv/bin/python benchmarks/vae_oracle.py --vae shapes-vae --clips 24 --threads 1 \
         --out runs/vae2/oracle_old.json
 
-Held-out sets (seed streams no training run uses: 5_000_011 + set index; training draws seeds
-< 10_000_000 * (seed + 1) from its own streams, see train_shapes_vae.py):
+Held-out sets (seed streams no training run uses: 5_000_011 + set index; training draws the seeds
+10_000_000 * seed + step (first version) and 10_000_000 * (seed + 1) + step (train_shapes_vae.py now)):
   * `v1-9`: today's world at 64 px (what the shipped VAE was trained on), 9 frames;
   * `edge-9`, `edge-17`: `fastlight.shapes.clips.sample_edge_clips` (1-3 objects of radius 6-12 px
     starting from just inside to just past a border, entering / leaving, up to 3.5 px per frame), 9 and
