@@ -168,3 +168,38 @@ def _shard(ks: list[int], seed: int, split: str, world, vae: _Vae, prompt_text: 
         bar.update(len(clip_list))
     return {"x0": torch.cat(xs), "text": torch.stack(texts), "text_mask": torch.stack(masks),
             "image": torch.cat(images)}, prompts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fastlight.shapes.latent_data OUT --pipeline FOLDER --num-clips N`: write the shards (the
+    pipeline folder is built first, random transformer, when it does not exist)."""
+    import argparse
+
+    from fastlight.errors import FastlightError
+    from fastlight.shapes.pipeline_folder import write_shapes_pipeline
+
+    p = argparse.ArgumentParser(prog="python -m fastlight.shapes.latent_data", description=main.__doc__)
+    p.add_argument("out")
+    p.add_argument("--pipeline", required=True, help="a Shapes pipeline folder (built with a random transformer if absent)")
+    p.add_argument("--num-clips", type=int, required=True)
+    p.add_argument("--num-frames", type=int, default=9, help="1 + 4k frames (the VAE compresses time by 4)")
+    p.add_argument("--split", default="train", choices=SPLITS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--text-len", type=int, default=WAN_TEXT_LEN)
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    try:
+        if not (Path(a.pipeline) / "model_index.json").is_file():
+            write_shapes_pipeline(a.pipeline)
+        index = write_shapes_shards(a.out, a.pipeline, a.num_clips, default_world(a.num_frames), a.split, a.seed,
+                                    text_len=a.text_len)
+    except FastlightError as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
+    print(f"{index['num_samples']} clips in {len(index['shards'])} shard(s) at {a.out} "
+          f"({index['shapes']['encode_s_per_clip']:.3f} s per clip)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -177,3 +177,15 @@ def test_shards_come_from_the_training_stream_only(pipe_dir, tmp_path):
         with pytest.raises(InputError, match="split"):
             write_shapes_shards(tmp_path / split, pipe_dir, 2, split=split, progress=False)
         assert not (tmp_path / split).exists()
+
+
+def test_shards_command(pipe_dir, tmp_path, capsys):
+    from fastlight.shapes.latent_data import main
+
+    assert main([str(tmp_path / "s"), "--pipeline", str(pipe_dir), "--num-clips", "3", "--num-frames", "17"]) == 0
+    assert "3 clips in 1 shard(s)" in capsys.readouterr().out
+    src = LatentShardSource(str(tmp_path / "s"), batch_size=3, pipeline=str(pipe_dir))
+    assert src.batch(0)["x0"].shape == (3, 16, 5, 8, 8)
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "t"), "--pipeline", str(pipe_dir), "--num-clips", "2", "--num-frames", "8"])
+    assert e.value.code == 2 and "num_frames=8 does not fit the VAE" in capsys.readouterr().err

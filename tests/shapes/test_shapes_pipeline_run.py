@@ -70,3 +70,18 @@ def test_shapes_pipeline_runs_the_real_path_through_export(shapes_run, monkeypat
                   guidance_scale=call["guidance_scale"], num_frames=9, height=64, width=64, output_type="np",
                   generator=torch.Generator().manual_seed(0)).frames
     assert np.asarray(video).shape == (1, 9, 64, 64, 3) and np.isfinite(video).all()
+
+
+@pytest.mark.slow
+def test_shapes_pipeline_runs_evaluate_bench_and_report(shapes_run, monkeypatch):
+    """The rest of the run: evaluate (teacher and student through the Shapes VAE), bench (the stock pipelines)
+    and the report, on the same run folder."""
+    pipe, out, args = shapes_run
+    monkeypatch.chdir(ROOT)
+    if not (out / "export" / ".done.json").exists():
+        assert main([*args, "--only", THROUGH_EXPORT]) == 0
+    assert main(args) == 0
+    ev = json.loads((out / "evaluate" / "eval.json").read_text())
+    assert np.isfinite(ev["pairs"]["student"]["motion_ratio"]["estimate"])
+    rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
+    assert len(rows) == 2 and all(r["denoise_s"] > 0 for r in rows)
