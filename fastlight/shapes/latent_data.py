@@ -123,8 +123,9 @@ def write_shapes_shards(out: str | Path, pipeline: str | Path, num_clips: int,
             ks = list(range(start, min(start + shard_size, num_clips)))
             tensors, prompts = _shard(ks, seed, split, world, vae, prompt_text, batch_size, bar)
             name = SHARD_PATTERN.format(n)
+            sha = _save_tensors_atomic(tmp / name, tensors)
             shards.append({"file": name, "num_samples": len(ks), "bucket": [world.size, world.size],
-                           "x0_shape": list(tensors["x0"].shape[1:]), "sha256": _save_tensors_atomic(tmp / name, tensors)})
+                           "x0_shape": list(tensors["x0"].shape[1:]), "sha256": sha})
             videos += [{"id": f"{split}-{k:06d}", "caption": c, "shard": name, "row": j}
                        for j, (k, c) in enumerate(zip(ks, prompts))]
         bar.close()
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m fastlight.shapes.latent_data", description=main.__doc__)
     p.add_argument("out")
-    p.add_argument("--pipeline", required=True, help="a Shapes pipeline folder (built with a random transformer if absent)")
+    p.add_argument("--pipeline", required=True,
+                   help="a Shapes pipeline folder (built with a random transformer if absent)")
     p.add_argument("--num-clips", type=int, required=True)
     p.add_argument("--num-frames", type=int, default=9, help="1 + 4k frames (the VAE compresses time by 4)")
     p.add_argument("--split", default="train", choices=SPLITS)

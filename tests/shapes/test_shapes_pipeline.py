@@ -94,7 +94,8 @@ def test_auto_classes_load_the_saved_encoder_and_tokenizer(tmp_path):
     assert isinstance(enc, text_model.ShapesPhraseEncoder) and enc.config.max_objects == text.MAX_OBJECTS
     x = tok(PROMPTS[1:2], padding="max_length", max_length=20, return_tensors="pt")
     assert int(x.attention_mask.sum()) == 13  # 12 words + </s>; the comma and full stop are dropped
-    assert torch.equal(enc(x.input_ids, x.attention_mask).last_hidden_state[:, :2], text.encode(PROMPTS[1:2]))
+    hidden = enc(x.input_ids, x.attention_mask).last_hidden_state
+    assert torch.equal(hidden[:, :text.MAX_OBJECTS], text.encode(PROMPTS[1:2]))
 
 
 # ---- the stock pipelines -----------------------------------------------------------------------------------------
@@ -153,7 +154,8 @@ def test_shards_are_the_latent_shard_source_format(shards, pipe_dir):
     # row k: the train stream's clip k, its prompt's phrase tokens zero-padded
     row, prompt = src.shards[5], index["videos"][5]["caption"]
     assert prompt == clip_at(0, "train", 5, default_world()).prompt
-    assert torch.equal(row["text"][:2], text.encode(prompt)[0]) and not row["text"][2:].abs().any()
+    k = text.MAX_OBJECTS
+    assert torch.equal(row["text"][:k], text.encode(prompt)[0]) and not row["text"][k:].abs().any()
 
 
 def test_first_latent_frame_is_the_first_frame_encoded_alone(pipe_dir):
@@ -189,3 +191,43 @@ def test_shards_command(pipe_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path / "t"), "--pipeline", str(pipe_dir), "--num-clips", "2", "--num-frames", "8"])
     assert e.value.code == 2 and "num_frames=8 does not fit the VAE" in capsys.readouterr().err
+
+
+def _register_components(folder):
+    """A dist-info registering pyproject's fastlight.pipeline_components entry point (for an install
+    whose metadata predates it); returns the folder to put on sys.path."""
+    info = folder / "fastlight_pipeline_components_test-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fastlight-pipeline-components-test\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[fastlight.pipeline_components]\n"
+                                           "shapes-phrase-encoder = fastlight.shapes.text_model:ShapesPhraseEncoder\n")
+    return folder
+
+
+def test_a_fresh_process_loads_the_folder_through_fastlight(pipe_dir, tmp_path):
+    """diffusers imports no module a folder names: fastlight's resolve_model_path imports the registered
+    plug-in class first, so the stock loader (and transformers' AutoConfig) find it in a fresh process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from diffusers import WanPipeline\n"
+            "from fastlight.models.load import resolve_model_path\n"
+            "if sys.argv[2] == 'resolve': print('imported', resolve_model_path(sys.argv[1]) is not None)\n"
+            "try:\n    WanPipeline.from_pretrained(sys.argv[1]); print('loaded')\n"
+            "except ValueError as e:\n    print('refused', 'has not been imported' in str(e))\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(_register_components(tmp_path / "ep"))])}
+    outs = [subprocess.run([sys.executable, "-c", code, str(pipe_dir), how], env=env, capture_output=True,
+                           text=True, timeout=300).stdout.split() for how in ("resolve", "plain")]
+    assert outs[0][-1] == "loaded" and outs[1][-2:] == ["refused", "True"]
+
+
+def test_only_registered_components_are_imported(tmp_path):
+    from fastlight.models.load import import_pipeline_components
+
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline",
+                                                           "text_encoder": ["fastlight_not_a_module", "Encoder"]}))
+    assert import_pipeline_components(tmp_path) == []
+    assert import_pipeline_components(tmp_path / "absent") == []

@@ -33,7 +33,8 @@ def _eval_inputs(folder: Path, n: int = 2) -> tuple[Path, Path]:
     frames.mkdir()
     for i, c in enumerate(clips):
         first = shapes.render(c, world)[:, 0]  # (3, H, W) in [-1, 1]
-        Image.fromarray(((first.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()).save(frames / f"{i}.png")
+        pixels = ((first.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        Image.fromarray(pixels).save(frames / f"{i}.png")
     return prompts, frames
 
 
