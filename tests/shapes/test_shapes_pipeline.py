@@ -231,3 +231,17 @@ def test_only_registered_components_are_imported(tmp_path):
                                                            "text_encoder": ["fastlight_not_a_module", "Encoder"]}))
     assert import_pipeline_components(tmp_path) == []
     assert import_pipeline_components(tmp_path / "absent") == []
+
+
+def test_latent_pretrain_recipe_loads():
+    from pathlib import Path
+
+    from fastlight.config import load_config
+    from fastlight.train.pretrain import PretrainConfig
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "shapes" / "latent_pretrain.yaml"
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# python -m fastlight.shapes.latent_data ") and "fastlight pretrain " + str(
+        path.relative_to(path.parents[2])) in first
+    cfg = load_config(PretrainConfig, path, [])
+    assert cfg.data["_component_"] == "latents" and cfg.threads == 1 and cfg.model.endswith("/transformer")
