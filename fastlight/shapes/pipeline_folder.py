@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from fastlight.errors import InputError, ModelError
+from fastlight.errors import InputError, ModelError, PluginError
 from fastlight.fileio import atomic_dir, atomic_write_json
 from fastlight.models.presets import cache_dir
 from fastlight.models.tiny_pipelines import _portable_tokenizer_class, _seeded
@@ -79,7 +79,7 @@ def _resolve_vae(vae) -> Path:
     if not (folder / "config.json").is_file():
         try:
             folder = Path(component("fastlight.vaes", str(vae))())
-        except Exception:  # noqa: BLE001 - any lookup failure means: not a preset either
+        except PluginError:
             raise ModelError(f"vae {vae!r} is neither a VAE folder (config.json) nor a registered VAE preset; "
                              f"pass {VAE_PRESET} or an AutoencoderKLWan folder") from None
     return folder
@@ -148,8 +148,8 @@ def _check_index(folder: Path) -> None:
     """The text encoder is recorded under its module path, the name diffusers' loader resolves."""
     index = json.loads((folder / "model_index.json").read_text())
     want = [text_model.__name__, text_model.ShapesPhraseEncoder.__name__]
-    if index.get("text_encoder") != want:  # save_pretrained's naming changed: say so rather than ship a folder
-        index["text_encoder"] = want       # that the stock loader cannot resolve
+    if index.get("text_encoder") != want:  # a diffusers whose save_pretrained names it otherwise: write the
+        index["text_encoder"] = want       # module path its loader resolves (and the plug-in entry point names)
         atomic_write_json(folder / "model_index.json", index)
 
 
