@@ -59,7 +59,7 @@ from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec
 from fastlight.errors import DataError, InputError, MissingFileError, ModelError, OutputExistsError, PathError, make_dir
 from fastlight.fileio import atomic_write_json, read_json_object, sha256_file
 from fastlight.models.denoiser import Cond
-from fastlight.models.load import load_denoiser, model_fingerprint
+from fastlight.models.load import import_pipeline_components, load_denoiser, model_fingerprint
 
 PROGRESS_NAME = "synthesize.json"
 MADE_BY = "fastlight synthesize"
@@ -107,6 +107,7 @@ def check_pipeline(folder: str | Path, need_text_encoder: bool = True) -> dict:
     if not index_file.is_file():
         raise ModelError(f"{folder} has no model_index.json: not a diffusers pipeline folder")
     index = read_json_object(index_file, ModelError, "re-download the pipeline")
+    import_pipeline_components(folder)  # plug-in text encoders (the Shapes phrase encoder) for the stock loaders
     cls = index.get("_class_name")
     if cls not in (*WAN_CLASSES, HUNYUAN_CLASS):
         raise ModelError(f"synthesize supports Wan and HunyuanVideo text-to-video pipelines; {folder} is a {cls}: "

@@ -27,13 +27,35 @@ ADAPTERS: dict[str, type[Denoiser]] = {
 }
 
 
+PIPELINE_COMPONENTS = "fastlight.pipeline_components"  # entry points: plug-in classes a pipeline folder names
+
+
 def resolve_model_path(name_or_path: str | Path) -> Path:
     """A registered model preset (entry point group `fastlight.models`, e.g. 'shapes-teacher')
-    -> its folder; anything else is a path."""
+    -> its folder; anything else is a path. A pipeline folder's plug-in components are imported
+    (`import_pipeline_components`), so the stock diffusers loader finds them."""
     name = str(name_or_path)
-    if name in registered("fastlight.models"):
-        return Path(component("fastlight.models", name)())
-    return Path(name_or_path)
+    path = Path(component("fastlight.models", name)()) if name in registered("fastlight.models") else Path(name)
+    import_pipeline_components(path)
+    return path
+
+
+def import_pipeline_components(folder: str | Path) -> list[str]:
+    """Import the plug-in classes a diffusers pipeline folder's model_index.json names (e.g. the Shapes
+    phrase encoder, ["fastlight.shapes.text_model", "ShapesPhraseEncoder"]); return their entry-point names.
+    diffusers takes a component from a library other than its own only from `sys.modules` (it imports no
+    module a folder names); this imports exactly the classes installed plug-ins register in the entry
+    point group `fastlight.pipeline_components` ("module:Class"), never a module the folder alone names."""
+    index_file = Path(folder) / "model_index.json"
+    if not index_file.is_file():
+        return []
+    index = read_json_object(index_file, ModelError, "re-download the pipeline")
+    named = {f"{v[0]}:{v[1]}" for v in index.values()
+             if isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v)}
+    found = [name for name, value in sorted(registered(PIPELINE_COMPONENTS).items()) if value in named]
+    for name in found:
+        component(PIPELINE_COMPONENTS, name)
+    return found
 
 
 def load_denoiser(path: str | Path, device: str | torch.device = "cpu") -> Denoiser:

@@ -1,0 +1,178 @@
+"""The Shapes world as a real diffusers pipeline folder: what the next embedded teacher will be.
+
+    folder = write_shapes_pipeline("runs/shapes_pipe")          # random-weight latent transformer
+    import fastlight.shapes.text_model                           # (diffusers imports no module a folder names)
+    pipe = WanPipeline.from_pretrained(folder)                   # the stock class loads it and generates
+    video = pipe("a red circle moving left quickly", num_frames=9, height=64, width=64).frames[0]
+
+A complete Wan 2.2 TI2V-layout folder (`WanPipeline`, `expand_timesteps=True`, like
+fastlight/models/tiny_pipelines.py's wan22-ti2v), so it takes exactly the real-model code path
+(`fastlight run configs/wan/*.yaml teacher=FOLDER`, synthesize, LatentShardSource, evaluate.real,
+pipeline_bench, export):
+
+    model_index.json   WanPipeline, expand_timesteps true, boundary_ratio null
+    scheduler/         UniPCMultistepScheduler (flow_prediction, flow sigmas, shift SHIFT) as the released
+                       Wan Diffusers repos ship it
+    vae/               the shipped Shapes AutoencoderKLWan (fastlight/shapes/clips.py `vae_dir()`, the
+                       `shapes-vae` preset) in float32: 64x64 RGB frames <-> 16 x 8 x 8 latents, 4x in time
+                       (9 frames -> 3 latent frames, 17 -> 5)
+    text_encoder/      ShapesPhraseEncoder (fastlight/shapes/text_model.py): the phrase tokens (32 wide)
+    tokenizer/         the word-level Shapes tokenizer (PreTrainedTokenizerFast)
+    transformer/       WanTransformer3DModel, 16 latent channels in and out, text_dim 32 (LATENT_TRANSFORMER)
+
+Latent transformer: 16 blocks of width 64 (2 heads x 32), patch (1, 2, 2): a 9-frame clip is 3 x 4 x 4
+= 48 tokens. Measured on this machine's 2 cores (16 x 3 x 8 x 8 latents): 0.31 s per training step at
+batch 16 and 22 ms per call at batch 1 (patch (1, 1, 1): 1.06 s and 41 ms). `transformer=None` gives
+random weights (seeded); otherwise pass a WanTransformer3DModel or a transformer folder to copy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from fastlight.errors import InputError, ModelError, PluginError
+from fastlight.fileio import atomic_dir, atomic_write_json
+from fastlight.models.presets import cache_dir
+from fastlight.models.tiny_pipelines import _portable_tokenizer_class, _seeded
+from fastlight.plugins import component
+from fastlight.shapes import clips, text, text_model
+
+SHIFT = 3.0  # the flow shift of the Shapes teacher's sampler (configs/shapes/pretrain.yaml)
+LATENT_TRANSFORMER = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=32,
+    in_channels=16,
+    out_channels=16,
+    text_dim=text.TEXT_DIM,
+    freq_dim=64,
+    ffn_dim=256,
+    num_layers=16,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
+VAE_PRESET = "shapes-vae"
+PRESET_NAME = "shapes-pipeline-random"
+
+
+def latent_transformer(seed: int = 0, **overrides):
+    """A random-weight latent WanTransformer3DModel (LATENT_TRANSFORMER with `overrides`), seeded."""
+    from diffusers import WanTransformer3DModel
+
+    cfg = {**LATENT_TRANSFORMER, **overrides}
+    if cfg["in_channels"] != 16 or cfg["text_dim"] != text.TEXT_DIM:
+        raise InputError(f"the Shapes pipeline's transformer reads 16 latent channels and {text.TEXT_DIM}-wide "
+                         f"phrase tokens; got in_channels {cfg['in_channels']}, text_dim {cfg['text_dim']}")
+    return _seeded(seed, lambda: WanTransformer3DModel(**cfg).eval())
+
+
+def _resolve_vae(vae) -> Path:
+    """A VAE preset name (fastlight.vaes, e.g. shapes-vae) or a folder -> the folder."""
+    if vae == VAE_PRESET:
+        return clips.vae_dir()  # no entry-point lookup needed for the shipped one
+    folder = Path(vae)
+    if not (folder / "config.json").is_file():
+        try:
+            folder = Path(component("fastlight.vaes", str(vae))())
+        except PluginError:
+            raise ModelError(f"vae {vae!r} is neither a VAE folder (config.json) nor a registered VAE preset; "
+                             f"pass {VAE_PRESET} or an AutoencoderKLWan folder") from None
+    return folder
+
+
+def _load_vae(folder: Path):
+    from diffusers import AutoencoderKLWan
+
+    vae = AutoencoderKLWan.from_pretrained(str(folder), torch_dtype=torch.float32)  # the asset is float16 on disk
+    if vae.config.z_dim != 16:
+        raise ModelError(f"VAE {folder} has {vae.config.z_dim} latent channels; the Shapes pipeline's transformer "
+                         "reads 16 (the shipped shapes-vae)")
+    return vae.float().eval()
+
+
+def _load_transformer(transformer, seed: int):
+    from diffusers import WanTransformer3DModel
+
+    if transformer is None:
+        return latent_transformer(seed)
+    if isinstance(transformer, (str, Path)):
+        folder = Path(transformer)
+        if (folder / "transformer" / "config.json").is_file():
+            folder = folder / "transformer"
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"transformer {transformer} has no config.json; pass a WanTransformer3DModel folder")
+        transformer = WanTransformer3DModel.from_pretrained(str(folder), torch_dtype=torch.float32)
+    cfg = transformer.config
+    if cfg.in_channels != 16 or cfg.text_dim != text.TEXT_DIM:
+        raise ModelError(f"the transformer reads {cfg.in_channels} channels and {cfg.text_dim}-wide text; the Shapes "
+                         f"pipeline needs 16 and {text.TEXT_DIM} (a latent Shapes transformer, not the pixel-space "
+                         "shapes-teacher)")
+    return transformer.eval()
+
+
+def build_shapes_pipeline(transformer=None, vae=VAE_PRESET, max_objects: int = text.MAX_OBJECTS,
+                          shift: float = SHIFT, seed: int = 0):
+    """The stock WanPipeline object of the Shapes world (not saved): see the module doc."""
+    from diffusers import UniPCMultistepScheduler, WanPipeline
+
+    if max_objects not in (2, 3):
+        raise InputError(f"max_objects must be 2 or 3 (the Shapes worlds), got {max_objects!r}")
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
+                                        num_train_timesteps=1000, solver_order=2, solver_type="bh2",
+                                        final_sigmas_type="zero")
+    return WanPipeline(tokenizer=text_model.build_tokenizer(), text_encoder=text_model.build_encoder(max_objects),
+                       vae=_load_vae(_resolve_vae(vae)), scheduler=scheduler,
+                       transformer=_load_transformer(transformer, seed), expand_timesteps=True)
+
+
+def write_shapes_pipeline(out: str | Path, transformer=None, vae=VAE_PRESET, max_objects: int = text.MAX_OBJECTS,
+                          shift: float = SHIFT, seed: int = 0) -> Path:
+    """Write the Shapes world as a complete diffusers pipeline folder at `out` (safetensors; replaced
+    atomically if it exists); return `out`. `transformer`: None (random, from `seed`), a
+    WanTransformer3DModel or its folder; `vae`: a VAE preset name or an AutoencoderKLWan folder."""
+    pipe = build_shapes_pipeline(transformer, vae, max_objects, shift, seed)
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        _portable_tokenizer_class(tmp)
+        _check_index(tmp)
+    return out
+
+
+def _check_index(folder: Path) -> None:
+    """The text encoder is recorded under its module path, the name diffusers' loader resolves."""
+    index = json.loads((folder / "model_index.json").read_text())
+    want = [text_model.__name__, text_model.ShapesPhraseEncoder.__name__]
+    if index.get("text_encoder") != want:  # a diffusers whose save_pretrained names it otherwise: write the
+        index["text_encoder"] = want       # module path its loader resolves (and the plug-in entry point names)
+        atomic_write_json(folder / "model_index.json", index)
+
+
+def _builder_tag() -> str:
+    """A short hash of what decides the preset's bytes: this builder, the text model, the VAE, the libraries."""
+    import diffusers
+    import transformers
+
+    h = hashlib.sha256()
+    for f in (Path(__file__), Path(text_model.__file__), Path(text.__file__)):
+        h.update(f.read_bytes())
+    for f in sorted(clips.vae_dir().glob("*")):
+        if f.suffix in (".json", ".safetensors"):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    h.update(f"{diffusers.__version__}/{transformers.__version__}".encode())
+    return h.hexdigest()[:10]
+
+
+def shapes_pipeline_random() -> Path:
+    """The `shapes-pipeline-random` preset: the Shapes pipeline with a random latent transformer, built
+    once into $FASTLIGHT_CACHE/shapes_pipelines/random-TAG."""
+    folder = cache_dir() / "shapes_pipelines" / f"random-{_builder_tag()}"
+    if not (folder / "model_index.json").is_file():
+        write_shapes_pipeline(folder)
+    return folder
+

@@ -1,0 +1,152 @@
+"""The Shapes text encoder as real library objects: a transformers model and a word-level tokenizer.
+
+    import fastlight.shapes.text_model                    # diffusers imports no module a folder names
+    pipe = WanPipeline.from_pretrained(folder)            # text_encoder: ShapesPhraseEncoder
+    emb = pipe.encode_prompt("a red circle moving left quickly", do_classifier_free_guidance=False)[0]
+    # == text.encode(prompt) zero-padded to max_sequence_length (the empty prompt: all zeros)
+
+`ShapesPhraseEncoder` (a `transformers.PreTrainedModel`, config `ShapesPhraseConfig`, model_type
+"shapes-phrase") maps token ids to the phrase tokens of fastlight/shapes/text.py: it spells the ids
+back into words with its config's vocabulary and runs `text.encode` on them (the same numbers, the
+same PromptError for an unreadable prompt). Output position j < number of objects holds phrase
+token j; every other position is zero. So the stock `WanPipeline._get_t5_prompt_embeds`, which keeps
+the first (attention-mask sum) positions and zero-pads to max_sequence_length, gives exactly
+`text.encode(prompt)` zero-padded: a prompt has at least 4 words per object, so its mask always
+covers the object slots.
+
+The tokenizer is a `tokenizers` WordLevel model over the Shapes vocabulary (lower-cased, commas and
+full stops dropped as `text.parse` drops them; <pad> = 0, </s> = 1 appended like T5's, <unk> = 2
+for a word outside the vocabulary, which the encoder then refuses), saved as a
+`PreTrainedTokenizerFast` folder.
+
+How stock diffusers loads it: `save_pretrained` records the component as
+["fastlight.shapes.text_model", "ShapesPhraseEncoder"] in model_index.json. diffusers 0.42
+(`pipeline_loading_utils._get_library_or_raise`) imports only the libraries it loads from
+(diffusers, transformers, ...) and takes any other name from `sys.modules`: the caller imports this
+module first. The class is then found with `getattr(module, name)` and loaded with `from_pretrained`
+because it subclasses `transformers.PreTrainedModel` (which this module's namespace must expose:
+diffusers looks its loadable base classes up in the component's module). Importing this module also
+registers the config and model with transformers' AutoConfig / AutoModel, so transformers-style
+loaders (`fastlight.data.latents._EncoderEmbeds`) load the folder too.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
+from transformers.utils import ModelOutput
+
+from fastlight.shapes import text
+
+MODEL_TYPE = "shapes-phrase"
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+SPECIALS = (PAD, EOS, UNK)
+TOKENIZER_MAX_LENGTH = 512  # WanPipeline's default max_sequence_length
+
+
+def vocabulary() -> list[str]:
+    """Token id -> word: the specials, then the Shapes vocabulary (text.VOCABULARY, sorted)."""
+    return [*SPECIALS, *text.VOCABULARY]
+
+
+class ShapesPhraseConfig(PretrainedConfig):
+    """The phrase encoder's settings: `vocab` (id -> word), `max_objects` (phrase slots, 2 or 3),
+    `hidden_size` (the phrase token width, text.TEXT_DIM)."""
+
+    model_type = MODEL_TYPE
+
+    def __init__(self, vocab: list[str] | None = None, max_objects: int = text.MAX_OBJECTS,
+                 hidden_size: int = text.TEXT_DIM, **kwargs):
+        self.vocab = list(vocab) if vocab is not None else vocabulary()
+        self.max_objects = int(max_objects)
+        self.hidden_size = int(hidden_size)
+        kwargs.setdefault("pad_token_id", 0)
+        kwargs.setdefault("eos_token_id", 1)
+        super().__init__(**kwargs)
+
+
+@dataclass
+class PhraseEncoderOutput(ModelOutput):
+    """`last_hidden_state` (B, L, hidden_size): phrase tokens in the first slots, zeros elsewhere."""
+
+    last_hidden_state: torch.Tensor | None = None
+
+
+def _encode(prompts: list[str], max_objects: int) -> torch.Tensor:
+    """text.encode with `max_objects` slots: passed through where text.encode takes it, else its
+    fixed MAX_OBJECTS slots zero-padded (a prompt with more objects than that is refused by text.parse)."""
+    if "max_objects" in inspect.signature(text.encode).parameters:
+        return text.encode(prompts, max_objects=max_objects)
+    out = text.encode(prompts)
+    if out.shape[1] > max_objects:
+        return out[:, :max_objects]
+    return torch.cat([out, out.new_zeros(out.shape[0], max_objects - out.shape[1], out.shape[2])], dim=1)
+
+
+class ShapesPhraseEncoder(PreTrainedModel):
+    """Token ids (+ attention mask) -> the Shapes phrase tokens (`text.encode`), as a transformers model.
+
+    Weight-free in substance: its one parameter, `scale` (1,) = 1, multiplies the output so the module
+    has a device and a dtype (diffusers and transformers read both off its parameters)."""
+
+    config_class = ShapesPhraseConfig
+    base_model_prefix = "shapes_phrase"
+    main_input_name = "input_ids"
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: ShapesPhraseConfig):
+        super().__init__(config)
+        self.scale = torch.nn.Parameter(torch.ones(1), requires_grad=False)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if module is self:
+            with torch.no_grad():
+                self.scale.fill_(1.0)
+
+    def words(self, ids: torch.Tensor, mask: torch.Tensor | None) -> list[str]:
+        """(B, L) ids -> B prompts spelt from their non-special tokens (the masked ones left out)."""
+        vocab = self.config.vocab
+        keep = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+        out = []
+        for row, m in zip(ids.tolist(), keep.tolist()):
+            words = [vocab[i] if 0 <= i < len(vocab) else UNK for i, k in zip(row, m) if k]
+            out.append(" ".join(w for w in words if w not in (PAD, EOS)))
+        return out
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                return_dict: bool | None = None, **kwargs) -> PhraseEncoderOutput:
+        b, length = input_ids.shape
+        k = self.config.max_objects
+        phrases = _encode(self.words(input_ids, attention_mask), k)  # (B, k, D); <unk> -> PromptError
+        hidden = phrases.new_zeros(b, max(length, k), phrases.shape[-1])
+        hidden[:, :k] = phrases
+        hidden = hidden[:, :length].to(self.scale.device, self.scale.dtype) * self.scale
+        return PhraseEncoderOutput(last_hidden_state=hidden)
+
+
+def build_tokenizer(max_length: int = TOKENIZER_MAX_LENGTH) -> PreTrainedTokenizerFast:
+    """The word-level Shapes tokenizer (built offline with `tokenizers`): lower-cased, `,` / `.` dropped,
+    split on whitespace, </s> appended, <pad> = 0."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = {w: i for i, w in enumerate(vocabulary())}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(",", " "),
+                                           normalizers.Replace(".", " ")])
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}",
+                                                       special_tokens=[(EOS, vocab[EOS])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+                                   model_max_length=max_length)
+
+
+def build_encoder(max_objects: int = text.MAX_OBJECTS) -> ShapesPhraseEncoder:
+    """A ShapesPhraseEncoder with `max_objects` phrase slots."""
+    return ShapesPhraseEncoder(ShapesPhraseConfig(max_objects=max_objects)).eval()
+
+
+AutoConfig.register(MODEL_TYPE, ShapesPhraseConfig, exist_ok=True)
+AutoModel.register(ShapesPhraseConfig, ShapesPhraseEncoder, exist_ok=True)

@@ -1,0 +1,88 @@
+"""The Shapes pipeline folder through the real-model code path: `fastlight run configs/wan/wan22_ti2v_5b.yaml
+preset=tiny teacher=FOLDER data=SHARDS` (the recipe real Wan 2.2 TI2V users run) on a random-weight Shapes
+pipeline and its train-stream latent shards, analyze -> plan -> Stage II -> Stage III -> export, evaluate and
+bench; the export loads in the stock WanPipeline and generates a 64 x 64 video."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fastlight.shapes.text_model  # noqa: F401 - diffusers takes the phrase encoder's module from sys.modules
+from fastlight.cli import main
+from fastlight.shapes import world as shapes
+from fastlight.shapes.latent_data import clip_at, default_world, write_shapes_shards
+from fastlight.shapes.pipeline_folder import latent_transformer, write_shapes_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+WAN22 = ROOT / "configs" / "wan" / "wan22_ti2v_5b.yaml"
+THROUGH_EXPORT = "1_analyze,2_plan,3_stage2,4_stage3,export"
+
+
+def _eval_inputs(folder: Path, n: int = 2) -> tuple[Path, Path]:
+    """n Shapes prompts (from the calibration stream: not the shards' train clips) and their first frames."""
+    world = default_world(9)
+    clips = [clip_at(0, "calibration", k, world) for k in range(n)]
+    prompts = folder / "prompts.txt"
+    prompts.write_text("\n".join(c.prompt for c in clips) + "\n")
+    frames = folder / "frames"
+    frames.mkdir()
+    for i, c in enumerate(clips):
+        first = shapes.render(c, world)[:, 0]  # (3, H, W) in [-1, 1]
+        pixels = ((first.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        Image.fromarray(pixels).save(frames / f"{i}.png")
+    return prompts, frames
+
+
+@pytest.fixture(scope="module")
+def shapes_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("shapes_run")
+    pipe = write_shapes_pipeline(base / "pipe", transformer=latent_transformer(0, num_layers=4))
+    shards = base / "shards"
+    write_shapes_shards(shards, pipe, 8, shard_size=8, batch_size=4, progress=False)
+    prompts, frames = _eval_inputs(base)
+    out = base / "run"
+    args = ["run", str(WAN22), "preset=tiny", f"teacher={pipe}", f"data={shards}", "synthesize={}", f"out={out}",
+            f"eval.prompts={prompts}", f"eval.images={frames}"]
+    return pipe, out, args
+
+
+def test_shapes_pipeline_runs_the_real_path_through_export(shapes_run, monkeypatch):
+    from diffusers import WanPipeline
+
+    pipe, out, args = shapes_run
+    monkeypatch.chdir(ROOT)
+    assert main([*args, "--only", THROUGH_EXPORT]) == 0
+    done = sorted(d.name for d in out.iterdir() if (d / ".done.json").exists())
+    assert done == sorted(THROUGH_EXPORT.split(","))
+    plan = json.loads((out / "2_plan" / ".done.json").read_text())["summary"]
+    assert plan["drop_blocks"]
+    export = out / "export" / "pipeline"
+    index = json.loads((export / "model_index.json").read_text())
+    assert index["expand_timesteps"] is True
+    assert json.loads((export / "transformer" / "config.json").read_text())["num_layers"] < 4
+    stock = WanPipeline.from_pretrained(str(export))
+    call = json.loads((export / "fastlight_export.json").read_text())["call"]
+    video = stock("a red circle moving left quickly", num_inference_steps=call["num_inference_steps"],
+                  guidance_scale=call["guidance_scale"], num_frames=9, height=64, width=64, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).frames
+    assert np.asarray(video).shape == (1, 9, 64, 64, 3) and np.isfinite(video).all()
+
+
+@pytest.mark.slow
+def test_shapes_pipeline_runs_evaluate_bench_and_report(shapes_run, monkeypatch):
+    """The rest of the run: evaluate (teacher and student through the Shapes VAE), bench (the stock pipelines)
+    and the report, on the same run folder."""
+    pipe, out, args = shapes_run
+    monkeypatch.chdir(ROOT)
+    if not (out / "export" / ".done.json").exists():
+        assert main([*args, "--only", THROUGH_EXPORT]) == 0
+    assert main(args) == 0
+    ev = json.loads((out / "evaluate" / "eval.json").read_text())
+    assert np.isfinite(ev["pairs"]["student"]["motion_ratio"]["estimate"])
+    rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
+    assert len(rows) == 2 and all(r["denoise_s"] > 0 for r in rows)
