@@ -24,7 +24,6 @@ written atomically (`atomic_dir`).
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -144,7 +143,7 @@ def write_shapes_shards(out: str | Path, pipeline: str | Path, num_clips: int,
             "text": {"source": "encoder", "path": str(pipeline), "length": text_len},
             "shapes": {"made_by": "fastlight.shapes.latent_data.write_shapes_shards", "seed": seed, "split": split,
                        "stream": stream, "clip": "sample_clip(stream_generator(seed, stream, k, 0), world)",
-                       "world": dataclasses.asdict(world), "encode_s_per_clip": (time.perf_counter() - t0) / num_clips},
+                       "world": world.to_dict(), "encode_s_per_clip": (time.perf_counter() - t0) / num_clips},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         index["null"] = save_null(tmp, prompt_text.null(), {})

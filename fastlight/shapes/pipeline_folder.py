@@ -38,7 +38,7 @@ from fastlight.fileio import atomic_dir, atomic_write_json
 from fastlight.models.presets import cache_dir
 from fastlight.models.tiny_pipelines import _portable_tokenizer_class, _seeded
 from fastlight.plugins import component
-from fastlight.shapes import clips, text, text_model
+from fastlight.shapes import clips, text, text_model, world as shapes
 
 SHIFT = 3.0  # the flow shift of the Shapes teacher's sampler (configs/shapes/pretrain.yaml)
 LATENT_TRANSFORMER = dict(
@@ -115,27 +115,28 @@ def _load_transformer(transformer, seed: int):
     return transformer.eval()
 
 
-def build_shapes_pipeline(transformer=None, vae=VAE_PRESET, max_objects: int = text.MAX_OBJECTS,
+def build_shapes_pipeline(transformer=None, vae=VAE_PRESET, world: shapes.WorldConfig | str = "v1",
                           shift: float = SHIFT, seed: int = 0):
-    """The stock WanPipeline object of the Shapes world (not saved): see the module doc."""
+    """The stock WanPipeline object of the Shapes world (not saved): see the module doc. `world` (a
+    WorldConfig or a name of shapes.WORLDS) decides the text encoder's phrase slots and speed words."""
     from diffusers import UniPCMultistepScheduler, WanPipeline
 
-    if max_objects not in (2, 3):
-        raise InputError(f"max_objects must be 2 or 3 (the Shapes worlds), got {max_objects!r}")
+    if isinstance(world, str) and world not in shapes.WORLDS:
+        raise InputError(f"unknown Shapes world {world!r}; use one of {', '.join(shapes.WORLDS)}")
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
                                         num_train_timesteps=1000, solver_order=2, solver_type="bh2",
                                         final_sigmas_type="zero")
-    return WanPipeline(tokenizer=text_model.build_tokenizer(), text_encoder=text_model.build_encoder(max_objects),
+    return WanPipeline(tokenizer=text_model.build_tokenizer(), text_encoder=text_model.build_encoder(world),
                        vae=_load_vae(_resolve_vae(vae)), scheduler=scheduler,
                        transformer=_load_transformer(transformer, seed), expand_timesteps=True)
 
 
-def write_shapes_pipeline(out: str | Path, transformer=None, vae=VAE_PRESET, max_objects: int = text.MAX_OBJECTS,
+def write_shapes_pipeline(out: str | Path, transformer=None, vae=VAE_PRESET, world: shapes.WorldConfig | str = "v1",
                           shift: float = SHIFT, seed: int = 0) -> Path:
     """Write the Shapes world as a complete diffusers pipeline folder at `out` (safetensors; replaced
     atomically if it exists); return `out`. `transformer`: None (random, from `seed`), a
     WanTransformer3DModel or its folder; `vae`: a VAE preset name or an AutoencoderKLWan folder."""
-    pipe = build_shapes_pipeline(transformer, vae, max_objects, shift, seed)
+    pipe = build_shapes_pipeline(transformer, vae, world, shift, seed)
     out = Path(out)
     with atomic_dir(out) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)

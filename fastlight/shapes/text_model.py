@@ -31,14 +31,13 @@ loaders (`fastlight.data.latents._EncoderEmbeds`) load the folder too.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.utils import ModelOutput
 
-from fastlight.shapes import text
+from fastlight.shapes import text, world as shapes
 
 MODEL_TYPE = "shapes-phrase"
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
@@ -52,19 +51,25 @@ def vocabulary() -> list[str]:
 
 
 class ShapesPhraseConfig(PretrainedConfig):
-    """The phrase encoder's settings: `vocab` (id -> word), `max_objects` (phrase slots, 2 or 3),
-    `hidden_size` (the phrase token width, text.TEXT_DIM)."""
+    """The phrase encoder's settings: `vocab` (id -> word), `world` (the Shapes world whose phrase
+    encoding it computes, `WorldConfig.to_dict()`; v1 when not given: its phrase slots, speed words and
+    velocity scale), `hidden_size` (the phrase token width, text.TEXT_DIM)."""
 
     model_type = MODEL_TYPE
 
-    def __init__(self, vocab: list[str] | None = None, max_objects: int = text.MAX_OBJECTS,
+    def __init__(self, vocab: list[str] | None = None, world: dict | None = None,
                  hidden_size: int = text.TEXT_DIM, **kwargs):
         self.vocab = list(vocab) if vocab is not None else vocabulary()
-        self.max_objects = int(max_objects)
+        self.world = dict(world) if world is not None else shapes.WORLDS["v1"].to_dict()
+        self.max_objects = self.world_config().max_objects  # phrase slots (recorded for readers of config.json)
         self.hidden_size = int(hidden_size)
         kwargs.setdefault("pad_token_id", 0)
         kwargs.setdefault("eos_token_id", 1)
+        kwargs.pop("max_objects", None)  # derived from `world`
         super().__init__(**kwargs)
+
+    def world_config(self) -> shapes.WorldConfig:
+        return shapes.WorldConfig.from_dict(self.world)
 
 
 @dataclass
@@ -72,17 +77,6 @@ class PhraseEncoderOutput(ModelOutput):
     """`last_hidden_state` (B, L, hidden_size): phrase tokens in the first slots, zeros elsewhere."""
 
     last_hidden_state: torch.Tensor | None = None
-
-
-def _encode(prompts: list[str], max_objects: int) -> torch.Tensor:
-    """text.encode with `max_objects` slots: passed through where text.encode takes it, else its
-    fixed MAX_OBJECTS slots zero-padded (a prompt with more objects than that is refused by text.parse)."""
-    if "max_objects" in inspect.signature(text.encode).parameters:
-        return text.encode(prompts, max_objects=max_objects)
-    out = text.encode(prompts)
-    if out.shape[1] > max_objects:
-        return out[:, :max_objects]
-    return torch.cat([out, out.new_zeros(out.shape[0], max_objects - out.shape[1], out.shape[2])], dim=1)
 
 
 class ShapesPhraseEncoder(PreTrainedModel):
@@ -119,8 +113,9 @@ class ShapesPhraseEncoder(PreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 return_dict: bool | None = None, **kwargs) -> PhraseEncoderOutput:
         b, length = input_ids.shape
-        k = self.config.max_objects
-        phrases = _encode(self.words(input_ids, attention_mask), k)  # (B, k, D); <unk> -> PromptError
+        world = self.config.world_config()
+        k = world.max_objects
+        phrases = text.encode(self.words(input_ids, attention_mask), world)  # (B, k, D); <unk> -> PromptError
         hidden = phrases.new_zeros(b, max(length, k), phrases.shape[-1])
         hidden[:, :k] = phrases
         hidden = hidden[:, :length].to(self.scale.device, self.scale.dtype) * self.scale
@@ -143,9 +138,10 @@ def build_tokenizer(max_length: int = TOKENIZER_MAX_LENGTH) -> PreTrainedTokeniz
                                    model_max_length=max_length)
 
 
-def build_encoder(max_objects: int = text.MAX_OBJECTS) -> ShapesPhraseEncoder:
-    """A ShapesPhraseEncoder with `max_objects` phrase slots."""
-    return ShapesPhraseEncoder(ShapesPhraseConfig(max_objects=max_objects)).eval()
+def build_encoder(world: shapes.WorldConfig | str = "v1") -> ShapesPhraseEncoder:
+    """A ShapesPhraseEncoder for `world` (a WorldConfig or a name of shapes.WORLDS)."""
+    world = shapes.world_from_name(world) if isinstance(world, str) else world
+    return ShapesPhraseEncoder(ShapesPhraseConfig(world=world.to_dict())).eval()
 
 
 AutoConfig.register(MODEL_TYPE, ShapesPhraseConfig, exist_ok=True)

@@ -72,17 +72,23 @@ def test_stock_prompt_embeds_are_text_encode_zero_padded(pipe_dir):
     assert pos[1, 1].abs().sum() > 0  # the second object's phrase token is there
 
 
-def test_unknown_words_and_three_objects():
-    tok, enc = text_model.build_tokenizer(), text_model.build_encoder(max_objects=3)
-    ids = tok(["a red circle moving left quickly"], return_tensors="pt")
+def test_unknown_words_and_the_v2_world():
+    tok, enc = text_model.build_tokenizer(), text_model.build_encoder("v2")
+    v2 = shapes.WORLDS["v2"]
+    three = "a red circle moving left steadily and a blue square staying still and a green triangle moving up quickly"
+    ids = tok([three], return_tensors="pt")
     out = enc(ids.input_ids, ids.attention_mask).last_hidden_state
-    assert out.shape == (1, 7, 32) and torch.equal(out[0, 0], text.encode("a red circle moving left quickly")[0, 0])
+    assert enc.config.max_objects == 3 and torch.equal(out[0, :3], text.encode(three, v2)[0])
+    assert not out[0, 3:].abs().any()
+    one = tok(["a red circle moving left quickly"], return_tensors="pt")
+    out = enc(one.input_ids, one.attention_mask).last_hidden_state
+    assert out.shape == (1, 7, 32) and torch.equal(out[0, 0], text.encode("a red circle moving left quickly", v2)[0, 0])
     assert not out[0, 1:].abs().any()
     bad = tok(["a red elephant moving left quickly"], return_tensors="pt")
     with pytest.raises(text.PromptError, match="not in the Shapes vocabulary"):
         enc(bad.input_ids, bad.attention_mask)
-    with pytest.raises(InputError, match="max_objects"):
-        write_shapes_pipeline("unused", max_objects=4)
+    with pytest.raises(InputError, match="unknown Shapes world"):
+        write_shapes_pipeline("unused", world="v3")
 
 
 def test_auto_classes_load_the_saved_encoder_and_tokenizer(tmp_path):
