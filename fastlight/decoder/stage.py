@@ -23,12 +23,15 @@ import dataclasses
 import json
 from pathlib import Path
 
+import torch
+
 from fastlight.config import from_dict
 from fastlight.decoder.distill import DecoderDistillConfig, DecoderDistillRecipe
 from fastlight.decoder.prune import VAE_CLASS
 from fastlight.decoder.prune_vae import prune_vae
 from fastlight.errors import ConfigError
 from fastlight.fileio import read_json_object
+from fastlight.train.loop import train
 
 RUN_KEYS = ("enabled", "prune_ratio", "calib")  # the stage's own keys; the rest go to DecoderDistillConfig
 SET_BY_STAGE = ("out", "teacher", "student", "latents")
@@ -95,23 +98,30 @@ def build_light_decoder(vae_dir: Path, latents: Path, out: Path, settings: dict,
                         progress: bool = True) -> dict:
     """Prune (skipped when OUT/pruned is complete) and distil (resumes from its checkpoints) the light decoder;
     returns the stage summary {decoder, decoder_params, decoder_params_before, decoder_base_dim, ...}."""
-    from fastlight.train.loop import train
-
     out = Path(out)
-    pruned = out / "pruned"
-    ratio, calib = settings.get("prune_ratio", DEFAULTS["prune_ratio"]), settings.get("calib", DEFAULTS["calib"])
-    if not (pruned / "manifest.json").is_file():  # prune_vae writes the folder atomically: complete or absent
-        prune_vae(vae_dir, ratio, pruned, calib=calib, latents=str(latents), seed=seed, overwrite=True,
-                  progress=progress)
     cfg = distill_config(settings, vae_dir, latents, out, seed, threads)
-    model = train(DecoderDistillRecipe(cfg), cfg, progress=progress)
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # `decoder.threads` for the whole stage; the run's own count restored after
+    try:
+        model = _prune_and_distil(vae_dir, latents, out / "pruned", settings, cfg, seed, progress)
+    finally:
+        torch.set_num_threads(before)
     man = json.loads((model / "manifest.json").read_text())
     pruning = man.get("pruning", {})
-    return {"decoder": str(model), "vae_class": VAE_CLASS, "prune_ratio": ratio,
+    return {"decoder": str(model), "vae_class": VAE_CLASS, "prune_ratio": settings.get("prune_ratio", DEFAULTS["prune_ratio"]),
             "achieved_ratio": pruning.get("achieved_ratio"),
             "decoder_base_dim": pruning.get("config_change", {}).get("decoder_base_dim"),
             "decoder_params": man["decoder_params"], "decoder_params_before": man["teacher_decoder_params"],
             "steps": cfg.steps, "psnr_vs_teacher_db": last_metric(Path(cfg.out), "psnr_vs_teacher_db")}
+
+
+def _prune_and_distil(vae_dir: Path, latents: Path, pruned: Path, settings: dict, cfg: DecoderDistillConfig,
+                      seed: int, progress: bool) -> Path:
+    ratio, calib = settings.get("prune_ratio", DEFAULTS["prune_ratio"]), settings.get("calib", DEFAULTS["calib"])
+    if not (pruned / "manifest.json").is_file():  # prune_vae writes the folder atomically: complete or absent
+        prune_vae(vae_dir, ratio, pruned, calib=calib, latents=str(latents), seed=seed, overwrite=True,
+                  progress=progress)
+    return train(DecoderDistillRecipe(cfg), cfg, progress=progress)
 
 
 def last_metric(train_dir: Path, key: str) -> float | None:

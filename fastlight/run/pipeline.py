@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Callable
 
 from fastlight.config import check_ranges
-from fastlight.decoder.stage import decoder_settings, enabled as decoder_enabled, unsupported
 from fastlight.diffusion.spec import SamplerSpec, override, own_sampler
 from fastlight.errors import ConfigError, FastlightError, InputError, MissingFileError, make_dir
 from fastlight.fileio import atomic_write_json, atomic_write_text, read_json_object
@@ -101,6 +100,8 @@ def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | N
     """Apply cfg.presets[cfg.preset] over cfg (the stage mappings merged key by key) and check it.
     `keep` (top-level keys) and `keep_nested` ({"stage2": {...}}) came from the command line: they win
     over the preset."""
+    from fastlight.decoder.stage import decoder_settings
+
     if cfg.method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     if not isinstance(cfg.presets, dict):
@@ -178,7 +179,7 @@ def check_data_options(c: RunConfig) -> None:
     _check_keys(c.synthesize, SYNTH_KEYS, "synthesize")
     _check_keys(c.eval, EVAL_KEYS, "eval")
     if not is_pipeline_teacher(c):
-        extra = [k for k in ("synthesize", "eval") if getattr(c, k)] + (["decoder"] if decoder_enabled(c.decoder) else [])
+        extra = [k for k in ("synthesize", "eval") if getattr(c, k)] + (["decoder"] if has_decoder_stage(c) else [])
         if extra:
             raise ConfigError(f"{' and '.join(extra)} need a diffusers pipeline teacher (a folder with model_index.json); "
                               f"teacher {c.teacher} is a model folder: drop {', '.join(extra)} or pass teacher=PIPELINE")
@@ -202,6 +203,13 @@ def check_data_options(c: RunConfig) -> None:
             if (what == "eval" or o) and not o.get("images"):
                 raise ConfigError(f"teacher {c.teacher} is text+image-to-video (Wan 2.2 TI2V): {what} needs first "
                                   f"frames, {what}.images=DIR (0.png, 1.png, ...: one per prompt, by its number)")
+
+
+def has_decoder_stage(c: RunConfig) -> bool:
+    """`decoder:` asks for stage 5_decoder (a non-empty mapping without enabled: false)."""
+    from fastlight.decoder.stage import enabled
+
+    return enabled(c.decoder)
 
 
 VIDEO_KEYS = ("num_frames", "height", "width")
@@ -310,7 +318,12 @@ class Run:
         """The light decoder stage 5_decoder built (None: no such stage, not run yet, or a stated skip)."""
         done = self.dir("5_decoder") / DONE
         summary = json.loads(done.read_text()).get("summary", {}) if done.exists() else {}
-        return Path(summary["decoder"]) if summary.get("decoder") else None
+        # this run folder's own copy (the summary's absolute path names where the stage ran: a moved run differs)
+        return self.light_decoder_dir if summary.get("decoder") else None
+
+    @property
+    def light_decoder_dir(self) -> Path:
+        return self.dir("5_decoder") / "distill" / "model"
 
     def decoder_skip(self) -> str | None:
         """The stated reason stage 5_decoder skipped (an unsupported VAE), else None."""
@@ -565,6 +578,13 @@ def decoder_config(run: Run):
                           c.threads)
 
 
+def decoder_unsupported(run: Run) -> str | None:
+    """Why the pruner cannot cut this pipeline's VAE (the stated skip), or None."""
+    from fastlight.decoder.stage import unsupported
+
+    return unsupported(teacher_folder(run.cfg) / "vae")
+
+
 def stage_decoder(run: Run) -> dict:
     """5_decoder: the pipeline's own VAE decoder pruned and distilled on the run's latents (the teacher VAE
     decodes them as the targets); an unsupported VAE class is a stated skip, not an error."""
@@ -572,7 +592,7 @@ def stage_decoder(run: Run) -> dict:
 
     c = run.cfg
     vae = teacher_folder(c) / "vae"
-    reason = unsupported(vae)
+    reason = decoder_unsupported(run)
     if reason:
         print(reason)
         return {"skipped": reason}
@@ -743,7 +763,7 @@ def stages(c: RunConfig) -> list[Stage]:
         recipe = "fastlightgen" if c.method == "fastlightgen" else "dmd2"
         per_step = 0.3 * float(c.stage3.get("batch_size", 4)) / 4
         out.append(Stage("4_stage3", f"Stage III: {recipe} DMD", stage_stage3, _train_est(c.stage3, 300, per_step)))
-    if pipeline and decoder_enabled(c.decoder):
+    if pipeline and has_decoder_stage(c):
         out.append(_decoder_stage(c))
     if pipeline:
         return out + _pipeline_tail(c)
@@ -812,7 +832,7 @@ def check_stage_configs(run: Run, names: list[str]) -> None:
         cfg = stage3_config(run)[1]
         check_loop_config(cfg)
         check_dmd_config(cfg)
-    if "5_decoder" in names and unsupported(teacher_folder(run.cfg) / "vae") is None:
+    if "5_decoder" in names and decoder_unsupported(run) is None:
         check_loop_config(decoder_config(run))
 
 
