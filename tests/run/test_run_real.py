@@ -278,6 +278,8 @@ def test_wan21_tiny_run_whole_with_evaluate_bench_report(wan21_run, tmp_path, ca
     # teacher 4 steps x CFG, student 4 steps without CFG, twice: full and light decoder, in the same rounds
     assert [(r["model"], r["nfe"]) for r in rows] == [("teacher", 8), ("student", 4), ("student_light", 4)]
     assert Path(rows[2]["path"]) == out / "export" / "pipeline_light"
+    dec = json.loads((out / "5_decoder" / ".done.json").read_text())["summary"]
+    assert rows[2]["decoder_params"] == dec["decoder_params"] < rows[1]["decoder_params"] == rows[0]["decoder_params"]
     state = json.loads((out / "run.json").read_text())
     assert "Frechet distance to the teacher" in state["headline"] and "denoise only" in state["headline"]
     assert "with the light decoder" in state["headline"]
