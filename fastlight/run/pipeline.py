@@ -325,11 +325,6 @@ class Run:
     def light_decoder_dir(self) -> Path:
         return self.dir("5_decoder") / "distill" / "model"
 
-    def decoder_skip(self) -> str | None:
-        """The stated reason stage 5_decoder skipped (an unsupported VAE), else None."""
-        done = self.dir("5_decoder") / DONE
-        return json.loads(done.read_text()).get("summary", {}).get("skipped") if done.exists() else None
-
 
 def _recipe_config(recipe: str, base: dict, overrides: dict):
     """The recipe's typed config from `base` (set by the pipeline) and the user's stage mapping."""
@@ -778,7 +773,12 @@ def _decoder_stage(c: RunConfig) -> Stage:
     """5_decoder with its estimate: calibration decodes plus, per distillation step and video, a teacher decode
     and a student decode + backward (~3 decodes), a decode costing about one teacher forward at that size."""
     from fastlight.decoder.distill import DecoderDistillConfig
+    from fastlight.decoder.stage import unsupported
 
+    vae = teacher_folder(c) / "vae"
+    reason = unsupported(vae) if (vae / "config.json").is_file() else None  # the teacher may not be here (dry run)
+    if reason:
+        return Stage("5_decoder", f"{reason}: skipped", stage_decoder, 0.5)
     d = c.decoder
     steps, batch = int(d.get("steps", DecoderDistillConfig.steps)), int(d.get("batch_size", DecoderDistillConfig.batch_size))
     per_video = _video_cost(synth_options(c))
