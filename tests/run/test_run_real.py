@@ -297,6 +297,8 @@ def test_recipes_open_with_their_command_and_resolve(real_env):
         names = [s.name for s in stages(cfg)]
         assert names == ["0_data", "1_analyze", "2_plan", "3_stage2", "4_stage3", "5_decoder", "export", "evaluate",
                          "bench", "report"]
+        decoder = stages(cfg)[names.index("5_decoder")].what  # the stage table says up front what the stage will do
+        assert decoder.startswith("light decoder: prune 75%") if path == WAN21 else decoder.endswith(": skipped")
         assert Run(cfg).data == {"_component_": "latents", "path": str(Path(cfg.out) / "0_data" / "shards")}
     # the paper's settings: Stage II lr 1e-5, 4,000 steps, alpha 1; Stage III lr 5e-7, 1,000 steps, batch 16
     for path, beta1 in ((WAN21, 3.5), (WAN22, 3.5), (HUNYUAN, 2.0)):
