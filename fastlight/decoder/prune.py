@@ -268,12 +268,20 @@ def prune_decoder(vae, decoder_base_dim: int, scores: dict[str, torch.Tensor] | 
     if not (isinstance(decoder_base_dim, int) and 0 < decoder_base_dim <= d):
         raise InputError(f"decoder_base_dim must be an integer in [1, {d}], got {decoder_base_dim!r}")
     widths, pmap, _ = decoder_groups(vae.decoder)
+    cfg["decoder_base_dim"] = decoder_base_dim
+    new = AutoencoderKLWan(**cfg)
+    # each group's width in the smaller config, from its own structure (not w * d' / d: an upsampler halves
+    # its stream's width, so a group can be narrower than decoder_base_dim)
+    new_widths = decoder_groups(new.decoder)[0]
+    if set(new_widths) != set(widths):
+        raise ModelError(f"decoder_base_dim {decoder_base_dim} changes the decoder's layout (its channel groups); "
+                         "pick another ratio")
     given = keep
     keep = {}
     for g, w in widths.items():
-        if w % d:
-            raise ModelError(f"group {g}: width {w} is not a multiple of decoder_base_dim {d}")
-        k = w // d * decoder_base_dim
+        k = new_widths[g]
+        if not 0 < k <= w:
+            raise ModelError(f"group {g}: width {w} -> {k} at decoder_base_dim {decoder_base_dim}; pick another ratio")
         if given is not None:
             keep[g] = torch.as_tensor(given[g], dtype=torch.long)
             if keep[g].numel() != k or keep[g].unique().numel() != k or not (0 <= int(keep[g].min()) and int(keep[g].max()) < w):
@@ -285,8 +293,6 @@ def prune_decoder(vae, decoder_base_dim: int, scores: dict[str, torch.Tensor] | 
             if s.numel() != w:
                 raise InputError(f"scores for {g} have {s.numel()} entries, expected {w}")
             keep[g] = torch.topk(s, k).indices.sort().values
-    cfg["decoder_base_dim"] = decoder_base_dim
-    new = AutoencoderKLWan(**cfg)
     old_sd = vae.state_dict()
     sd = {}
     for name, p in new.state_dict().items():

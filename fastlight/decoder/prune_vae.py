@@ -55,7 +55,7 @@ def prune_vae(vae_dir, ratio: float, out_dir, calib: int = 16, latents: str = "s
         "decoder_params_before": info["decoder_params_before"], "decoder_params": info["decoder_params"],
         "params_before": info["params_before"], "params": info["params"],
         "criterion": "per channel: L2 norm of its activation (sqrt mean a^2) on the calibration latents, summed "
-                     "over the group's sites; top-k per channel group, k = width * decoder_base_dim' / decoder_base_dim",
+                     "over the group's sites; top-k per channel group, k = the group's width in the pruned config",
         "calibration": source, "seconds": round(time.time() - t0, 1),
         "kept_channels": info["kept_channels"],
     }

@@ -435,6 +435,12 @@ def _mem(e: _Loaded, r: dict, warmup: int, dev: torch.device) -> dict:
             "mem_probe": r["mem_method"]}
 
 
+def _decoder_params(pipe) -> int | None:
+    """Parameters of the VAE's decoder (what a light decoder shrinks; None for a VAE without a `decoder`)."""
+    decoder = getattr(pipe.vae, "decoder", None)
+    return None if decoder is None else sum(p.numel() for p in decoder.parameters())
+
+
 def _row(e: _Loaded, r: dict, first: dict, n: int, warmup: int, dev: torch.device, dtype: torch.dtype) -> dict:
     ph = {k: (r["phases_s"][k]["median"] / n if k in r["phases_s"] else 0.0) for k in ("text", "denoise", "decode")}
     first_denoise = first["phases_s"]["denoise"]["median"] / n if "denoise" in first["phases_s"] else 0.0
@@ -450,6 +456,7 @@ def _row(e: _Loaded, r: dict, first: dict, n: int, warmup: int, dev: torch.devic
         "nfe": nfe,
         "forwards": forwards,
         "dit_params": sum(p.numel() for p in e.pipe.transformer.parameters()),
+        "decoder_params": _decoder_params(e.pipe),
         "time_s": {"median": ts["median"] / n, "min": ts["min"] / n, "max": ts["max"] / n,
                    "runs": [t / n for t in ts["runs"]]},
         "text_s": ph["text"],
@@ -491,7 +498,8 @@ def bench_pipelines(entries: Sequence[PipelineEntry], prompts: Sequence[str], *,
 
     Returns one row per entry (the first is the baseline of the speedups):
     {model, path, pipeline (class name), num_inference_steps, guidance_scale, cfg, nfe (transformer
-     evaluations per video, counted and checked), forwards, dit_params, time_s {median, min, max, runs}
+     evaluations per video, counted and checked), forwards, dit_params, decoder_params (the VAE decoder's: what a
+     light decoder shrinks), time_s {median, min, max, runs}
      (end to end, per video), text_s, denoise_s, decode_s (medians per video), peak_mem_mb, weights_mb,
      run_mem_mb, mem_method ("cuda max_memory_allocated" | "cpu rss"), mem_probe, speedup (end to end vs
      the first), denoise_speedup (first denoise_s / this denoise_s), videos_per_run, dtype, device}.
@@ -538,7 +546,8 @@ def _fmt_x(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.2f}x"
 
 
-TABLE_COLUMNS = ("model", "pipeline", "steps", "guidance", "NFE", "DiT params", "end to end", "min - max", "text",
+TABLE_COLUMNS = ("model", "pipeline", "steps", "guidance", "NFE", "DiT params", "decoder params", "end to end",
+                 "min - max", "text",
                  "denoise", "decode", "rest", "peak mem", "speedup e2e", "speedup denoise")
 
 
@@ -552,7 +561,8 @@ def table_lines(rows: Sequence[dict]) -> list[str]:
         rest = max(0.0, ts["median"] - r["text_s"] - r["denoise_s"] - r["decode_s"])
         mem = "-" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f} MiB"
         cells.append([r["model"], r["pipeline"], str(r["num_inference_steps"]), f"{r['guidance_scale']:g}",
-                      str(r["nfe"]), _fmt_params(r["dit_params"]), _fmt_s(ts["median"]),
+                      str(r["nfe"]), _fmt_params(r["dit_params"]),
+                      "-" if r.get("decoder_params") is None else _fmt_params(r["decoder_params"]), _fmt_s(ts["median"]),
                       f"{_fmt_s(ts['min'])} - {_fmt_s(ts['max'])}", _fmt_s(r["text_s"]), _fmt_s(r["denoise_s"]),
                       _fmt_s(r["decode_s"]), _fmt_s(rest), mem, _fmt_x(r["speedup"]), _fmt_x(r["denoise_speedup"])])
     widths = [max(len(row[i]) for row in cells) for i in range(len(TABLE_COLUMNS))]
@@ -574,8 +584,18 @@ def table_lines(rows: Sequence[dict]) -> list[str]:
     for r in rows[1:]:
         out.append(f"speedup of {r['model']} vs {first['model']}: {_fmt_x(r['speedup'])} end to end, "
                    f"{_fmt_x(r['denoise_speedup'])} denoise only (NFE {first['nfe']} -> {r['nfe']}, "
-                   f"DiT params {_fmt_params(first['dit_params'])} -> {_fmt_params(r['dit_params'])})")
+                   f"DiT params {_fmt_params(first['dit_params'])} -> {_fmt_params(r['dit_params'])}"
+                   + _decoder_change(first, r) + ")")
     return out
+
+
+def _decoder_change(first: dict, r: dict) -> str:
+    """', decoder params A -> B, decode X.XXx' where the VAE decoder differs (a light decoder), else ''."""
+    a, b = first.get("decoder_params"), r.get("decoder_params")
+    if a is None or b is None or a == b:
+        return ""
+    speed = first["decode_s"] / r["decode_s"] if r["decode_s"] > 0 else math.inf
+    return f", decoder params {_fmt_params(a)} -> {_fmt_params(b)}, decode {_fmt_x(speed)}"
 
 
 def print_table(rows: Sequence[dict], file=None) -> None:

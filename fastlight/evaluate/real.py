@@ -35,6 +35,10 @@ Per student against the reference (paired: the same prompts and noise, resampled
     noised to s = 0.5 with the same noise for every model; projected onto 32 seeded random directions,
     Ledoit-Wolf covariances: `fastlight.evaluate.frechet`), squared;
   * `proxy_differences` = student - reference for each dimension.
+Decoder choice (`decoders`, {row name: (model name, VAE folder)}): an extra row that decodes that model's
+latents with another VAE (e.g. a pruned, distilled light decoder): the same samples, so its Frechet distance
+(latent space) is the model's; motion, proxies and videos are its own, and `decoder_psnr_db` is the PSNR of
+its frames against the pipeline VAE's frames of the same latents, paired per prompt, with an interval.
 The official VBench and FVD backends are not run here; `backends` says so and how to run them.
 Memory: the latents of every model are kept (small); the frames of one decoded batch at a time.
 """
@@ -123,6 +127,28 @@ def _check_models(models: Mapping) -> dict:
     return dict(models)
 
 
+def _check_decoders(decoders, models: Mapping) -> dict[str, tuple[str, Path]]:
+    """{row: (model name, VAE folder)}: a new row name, a model of `models`, a VAE folder with config.json."""
+    if decoders is None:
+        return {}
+    if not isinstance(decoders, Mapping):
+        raise InputError("decoders must map a row name to (model name, VAE folder)")
+    out = {}
+    for row, entry in decoders.items():
+        if not isinstance(row, str) or not row.strip() or row in models:
+            raise InputError(f"decoder row {row!r}: give a non-empty name that is not one of the models "
+                             f"({', '.join(models)})")
+        if not (isinstance(entry, tuple) and len(entry) == 2 and entry[0] in models):
+            raise InputError(f"decoder row {row!r}: give (model name, VAE folder) with a model of {', '.join(models)}, "
+                             f"got {entry!r}")
+        folder = Path(entry[1])
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"decoder row {row!r}: {folder} is not a diffusers VAE folder (no config.json); pass a "
+                             "folder saved with save_pretrained (e.g. a run's 5_decoder/distill/model)")
+        out[row] = (entry[0], folder)
+    return out
+
+
 def _model_family(model) -> str | None:
     """A model entry's family ("wan", "hunyuan"): a Denoiser's own, a folder's from its config.json class;
     None where the folder cannot tell (loading it later says why)."""
@@ -194,6 +220,14 @@ def _motion_ratio(student: list[float], reference: list[float]) -> dict:
     return {**iv.to_json(), "definition": "mean student motion / mean reference motion, paired per prompt"}
 
 
+def _decoder_scores(rec: dict, model: str, folder: Path) -> dict:
+    """What a decoder row adds to its model scores: its VAE, the model it decodes, its PSNR to the full decoder."""
+    return {"decoder": str(folder), "latents_of": model,
+            "decoder_psnr_db": {**bootstrap_interval(mean_of("x"), {"x": rec["psnr"]}).to_json(),
+                                "definition": "PSNR (dB, uint8 frames) of this decoder's video against the pipeline "
+                                              "VAE's video of the same latents, mean over prompts"}}
+
+
 def _pair_scores(ref: dict, other: dict) -> dict:
     return {
         "frechet_distance": {**frechet_interval(ref["features"], other["features"]).to_json(),
@@ -224,13 +258,15 @@ def backends(out_dir: Path, reference: str, slugs: Mapping[str, str], videos: bo
 
 # ----------------------------------------------------------------------------- the entry point
 def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, height, width, seed=0, images=None,
-                         videos=True, progress=True, device=None, max_text_len=None, batch_size=1) -> dict:
+                         videos=True, progress=True, device=None, max_text_len=None, batch_size=1,
+                         decoders=None) -> dict:
     """Sample, decode, write and score every model of `models` on `prompts` with the `pipeline` (the
     teacher's diffusers folder: its text encoder, VAE and transformer (the feature space)); the first
     model is the reference. Writes out_dir/eval.json (atomically) and, with `videos`, the MP4s; returns
     the eval.json document (the module doc). Every input is checked before any work (one-line errors).
     `device`: default CUDA when available; `max_text_len`: the prompt tokens kept (default the stock
-    pipeline's: Wan 512, HunyuanVideo 256); `batch_size`: prompts sampled, decoded and featurised at a time."""
+    pipeline's: Wan 512, HunyuanVideo 256); `batch_size`: prompts sampled, decoded and featurised at a time;
+    `decoders`: extra rows {name: (model name, VAE folder)} decoding a model's latents with another VAE."""
     pipeline, out_dir = Path(pipeline), Path(out_dir)
     index = check_eval_pipeline(pipeline)
     family = pipeline_family(index)
@@ -242,6 +278,7 @@ def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, heig
         raise InputError(f"seed must be a whole number >= 0, got {seed!r}")
     prompts = _check_prompts(prompts)
     models = _check_models(models)
+    extra = _check_decoders(decoders, models)
     _check_families(models, family, pipeline)
     image_files = _check_images(images, index, pipeline, len(prompts))
     _, temporal, spatial = vae_geometry(pipeline / "vae")
@@ -257,15 +294,19 @@ def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, heig
     latents = _sample_all(models, texts, shape, seed, device, first_latents, batch_size, progress, grid)
     dims = T2V_DIMS + (I2V_DIMS if first_images is not None else ())
     make_dir(out_dir, "--out")
-    slugs = _slugs(list(models))
+    slugs = _slugs([*models, *extra])
     per = _score_all(pipeline, latents, texts, seed, device, first_images, dims, batch_size,
                      {name: out_dir / VIDEO_DIR / slug for name, slug in slugs.items()} if videos else None, progress,
-                     FAMILY_FPS[family])
+                     FAMILY_FPS[family], extra)
     reference = next(iter(models))
+    specs = {**{n: m[1] for n, m in models.items()}, **{row: models[m][1] for row, (m, _) in extra.items()}}
+    scores = {name: _model_scores(specs[name], p, out_dir) for name, p in per.items()}
+    for row, (model, folder) in extra.items():
+        scores[row].update(_decoder_scores(per[row], model, folder))
     result = {
         "pipeline": str(pipeline), "num_prompts": len(prompts), "num_frames": num_frames, "height": height,
         "width": width, "seed": seed, "reference": reference,
-        "models": {name: _model_scores(models[name][1], p, out_dir) for name, p in per.items()},
+        "models": scores,
         "pairs": {name: _pair_scores(per[reference], p) for name, p in per.items() if name != reference},
         "backends": backends(out_dir, reference, slugs, videos),
         "dimensions": {d: DIMENSIONS[d]["doc"] for d in dims},
@@ -295,26 +336,48 @@ def _sample_all(models: dict, texts, shape, seed: int, device, first_latents, ba
 
 
 def _score_all(pipeline: Path, latents: dict, texts, seed: int, device, first_images, dims, batch_size: int,
-               video_dirs: dict[str, Path] | None, progress: bool, fps: int = FPS) -> dict[str, dict]:
-    """{name: {features, motion, proxies, videos}}: each batch of samples is decoded, scored, written (with
-    `video_dirs`) and dropped, so only one batch of frames is in memory."""
+               video_dirs: dict[str, Path] | None, progress: bool, fps: int = FPS,
+               extra: Mapping[str, tuple[str, Path]] | None = None) -> dict[str, dict]:
+    """{name: {features, motion, proxies, videos}} (decoder rows of `extra` also `psnr`): each batch of samples
+    is decoded (by the pipeline's VAE, and by each decoder row's VAE), scored, written (with `video_dirs`) and
+    dropped, so only one batch of frames is in memory."""
+    extra = dict(extra or {})
     vae = _Vae(pipeline / "vae", device, torch.float32)
+    light = {row: _Vae(folder, device, torch.float32) for row, (_, folder) in extra.items()}
     teacher = load_denoiser(pipeline / "transformer", device).eval()
     per = {}
-    bar = tqdm(total=sum(len(z) for z in latents.values()), desc="evaluate: decode + score", unit="video",
-               disable=not progress)
+    bar = tqdm(total=sum(len(z) for z in latents.values()) + sum(len(latents[m]) for m, _ in extra.values()),
+               desc="evaluate: decode + score", unit="video", disable=not progress)
     for name, zs in latents.items():
-        rec = {"features": teacher_features(teacher, zs, texts, seed, batch_size=batch_size), "motion": [],
-               "proxies": {d: [] for d in dims}, "videos": []}
+        rows = [name, *(row for row, (m, _) in extra.items() if m == name)]
+        features = teacher_features(teacher, zs, texts, seed, batch_size=batch_size)
+        recs = {r: {"features": features, "motion": [], "proxies": {d: [] for d in dims}, "videos": [], "psnr": []}
+                for r in rows}
         for start in range(0, len(zs), batch_size):
-            for i, frames in enumerate(decode_latents(vae, zs[start:start + batch_size], batch_size), start):
-                _score_video(rec, frames, None if first_images is None else first_images[i], dims, fps)
-                if video_dirs is not None:
-                    rec["videos"].append(_write_video(video_dirs[name], i, frames, fps))
-                bar.update(1)
-        per[name] = rec
+            full = decode_latents(vae, zs[start:start + batch_size], batch_size)
+            for row in rows:
+                decoded = full if row == name else decode_latents(light[row], zs[start:start + batch_size],
+                                                                  batch_size)
+                for i, (frames, ref) in enumerate(zip(decoded, full), start):
+                    rec = recs[row]
+                    _score_video(rec, frames, None if first_images is None else first_images[i], dims, fps)
+                    if row != name:
+                        rec["psnr"].append(frame_psnr(frames, ref))
+                    if video_dirs is not None:
+                        rec["videos"].append(_write_video(video_dirs[row], i, frames, fps))
+                    bar.update(1)
+        per.update(recs)
     bar.close()
     return per
+
+
+def frame_psnr(frames: np.ndarray, ref: np.ndarray) -> float:
+    """PSNR in dB of uint8 frames against reference frames of the same shape (100 where they are equal)."""
+    if frames.shape != ref.shape:
+        raise ModelError(f"the decoder row's video has shape {frames.shape}, the pipeline VAE's {ref.shape}: the "
+                         "light decoder must decode to the same frames (same VAE layout)")
+    mse = float(np.mean((frames.astype(np.float64) - ref.astype(np.float64)) ** 2))
+    return 100.0 if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
 
 
 def _score_video(rec: dict, frames: np.ndarray, image, dims, fps: int = FPS) -> None:

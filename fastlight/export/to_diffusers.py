@@ -13,6 +13,10 @@
                                  pixel-space Shapes models, which have none
     DIR/fastlight_export.json    source, sampler, how to call the stock pipeline
 
+`export_light_decoder(DIR, DECODER, DIR_LIGHT)`: the same pipeline with a light (pruned, distilled)
+AutoencoderKLWan decoder as its vae/ (`fastlight run`'s export/pipeline_light); its "vae" record in
+fastlight_export.json gives the parameter counts, checked against the decoder's manifest on a stock load.
+
 The few-step grid is expressed with the scheduler's own config: `shift` and `shift_terminal` (a
 shifted grid from 1000, stretched to end at the last level). What the scheduler is handed differs by
 family: WanPipeline calls `set_timesteps(K)` (a linspace of the training table), HunyuanVideoPipeline
@@ -32,7 +36,8 @@ from pathlib import Path
 
 import diffusers
 import numpy as np
-from diffusers import FlowMatchEulerDiscreteScheduler
+import torch
+from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
 
 from fastlight.diffusion.spec import SamplerSpec, choose_sampler
 from fastlight.errors import InputError, MissingFileError
@@ -266,3 +271,48 @@ def export_info(run, model_dir: Path, src: Path | None, linked: list[str], spec:
                         "(WanImageToVideoPipeline needs a VAE and assumes a 2x2 spatial patch): use "
                         "`fastlight sample --model DIR` for that")
     return info
+
+
+# ---- the light-decoder variant ---------------------------------------------------------------------
+LIGHT_VAE_CLASS = "AutoencoderKLWan"
+
+
+def export_light_decoder(pipeline: str | Path, decoder: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+    """The exported student pipeline `pipeline` again at `out` with the light decoder `decoder` (a stock
+    AutoencoderKLWan folder with a smaller decoder_base_dim + manifest.json, e.g. a run's 5_decoder/distill/model)
+    as its `vae`: every other entry hard-linked, the VAE copied, loaded back with the stock class and its
+    parameter counts checked against its manifest; fastlight_export.json gains a "vae" record. Atomic."""
+    pipeline, decoder = Path(pipeline), Path(decoder)
+    if not (pipeline / "model_index.json").is_file():
+        raise MissingFileError(f"{pipeline} is not an exported pipeline folder (no model_index.json); export the "
+                               "student first (`fastlight export RUN --format diffusers`)")
+    cfg = read_json_object(decoder / "config.json", ModelError, "re-run the decoder stage") \
+        if (decoder / "config.json").is_file() else {}
+    if cfg.get("_class_name") != LIGHT_VAE_CLASS or not (decoder / "manifest.json").is_file():
+        raise ModelError(f"{decoder} is not a light {LIGHT_VAE_CLASS} decoder folder (config.json naming "
+                         f"{LIGHT_VAE_CLASS} and manifest.json); pass a `fastlight distill-decoder` output's model/")
+    manifest = read_json_object(decoder / "manifest.json", ModelError, "re-run the decoder stage")
+    out_dir = check_out_dir(out, overwrite, (pipeline, decoder))
+    with atomic_dir(out_dir) as tmp:
+        for entry in sorted(pipeline.iterdir()):
+            if entry.name in ("vae", "fastlight_export.json"):
+                continue
+            if entry.is_dir():
+                shutil.copytree(entry, tmp / entry.name, copy_function=link_or_copy)
+            else:
+                link_or_copy(str(entry), str(tmp / entry.name))
+        shutil.copytree(decoder, tmp / "vae", ignore=shutil.ignore_patterns("checkpoints"))
+        vae = AutoencoderKLWan.from_pretrained(tmp / "vae", torch_dtype=torch.float32)
+        counts = {"params": sum(p.numel() for p in vae.parameters()),
+                  "decoder_params": sum(p.numel() for p in vae.decoder.parameters())}
+        for key, n in counts.items():
+            if key in manifest and manifest[key] != n:
+                raise ModelError(f"{decoder}: the stock {LIGHT_VAE_CLASS} loads {n:,} {key.replace('_', ' ')}, its "
+                                 f"manifest says {manifest[key]:,}; re-run the decoder stage")
+        info_file = pipeline / "fastlight_export.json"
+        info = read_json_object(info_file, ModelError, "re-export the student") if info_file.is_file() else {}
+        info["vae"] = {"light_decoder": str(decoder), "class": LIGHT_VAE_CLASS, **counts,
+                       "decoder_params_full": manifest.get("teacher_decoder_params"),
+                       "decoder_base_dim": vae.config.decoder_base_dim, "full_pipeline": str(pipeline)}
+        atomic_write_json(tmp / "fastlight_export.json", info)
+    return out_dir

@@ -21,15 +21,20 @@ stage the remaining estimates are rescaled by (measured / estimated) so far.
 A diffusers pipeline teacher (a folder with model_index.json: Wan 2.1 T2V, Wan 2.2 TI2V,
 HunyuanVideo; configs/wan/, configs/hunyuan/) runs
 
-    [0_data] -> 1_analyze -> 2_plan -> 3_stage2 -> [4_stage3] -> export -> evaluate -> bench -> report
+    [0_data] -> 1_analyze -> 2_plan -> 3_stage2 -> [4_stage3] -> [5_decoder] -> export -> evaluate -> bench -> report
 
 with its transformer as the teacher DiT (Euler at teacher_steps / cfg_scale with the pipeline's
 scheduler shift). Stages I-III read the latent shards `data:` names ({_component_: latents, path:
 SHARDS} or just the shards folder); `synthesize:` (prompts, first frames for TI2V, ...) adds the
 stage 0_data, where the teacher generates those shards into RUN/0_data/shards (`fastlight
-synthesize`, resumable). `export` writes the student as a stock pipeline folder (RUN/export/pipeline);
-evaluate samples teacher and student on the `eval:` prompts through the teacher's VAE (Frechet
-distance, motion ratio, proxies, MP4s) and bench times the stock teacher pipeline against the export.
+synthesize`, resumable). `decoder:` ({prune_ratio, calib, steps, ...}; `decoder: none` or
+`decoder.enabled=false`: no stage) adds 5_decoder: the pipeline's own VAE decoder pruned and distilled on
+the run's latents (fastlight/decoder/stage.py; a VAE the pruner does not support is a stated skip).
+`export` writes the student as a stock pipeline folder (RUN/export/pipeline) and, with a light decoder,
+the same with it as its vae (RUN/export/pipeline_light); evaluate samples teacher and student on the
+`eval:` prompts through the teacher's VAE (Frechet distance, motion ratio, proxies, MP4s), the student's
+samples also through the light decoder, and bench times the stock teacher pipeline against the export(s):
+three rows side by side (teacher + full decoder, student + full decoder, student + light decoder).
 """
 from __future__ import annotations
 
@@ -51,7 +56,7 @@ from fastlight.train.lock import RunLock
 METHODS = ("fastlightgen", "vdmini", "lightning", "dmd2", "prune_only")
 PRESETS = ("quick", "full")  # always accepted (a no-op where `presets:` does not define them)
 DONE = ".done.json"
-MAPPINGS = ("stage2", "stage3", "synthesize", "eval")  # merged key by key by presets; `MAPPING.KEY=VALUE` overrides
+MAPPINGS = ("stage2", "stage3", "synthesize", "eval", "decoder")  # merged key by key by presets; `MAPPING.KEY=VALUE` overrides
 # `synthesize:` -> fastlight.data.synthesize.synthesize's keywords (prompts and images are paths)
 SYNTH_KEYS = ("prompts", "images", "num_steps", "guidance", "num_frames", "height", "width", "samples_per_prompt",
               "batch_size", "shard_size", "max_text_len", "text_embeds", "dtype")
@@ -84,6 +89,9 @@ class RunConfig:
     data: object = None
     synthesize: dict = field(default_factory=dict)  # pipeline teacher: stage 0_data, the teacher's shards (SYNTH_KEYS)
     eval: dict = field(default_factory=dict)  # pipeline teacher: evaluate / bench prompts and video size (EVAL_KEYS)
+    # pipeline teacher: stage 5_decoder, the light VAE decoder ({prune_ratio, calib, steps, ...}: decoder/stage.py);
+    # none / {enabled: false}: no stage
+    decoder: object = field(default_factory=dict)
     geometry: str = ""  # --dry-run: a memory-plan preset (fastlight/run/memory.py) when `teacher` is not on this machine
     presets: dict = field(default_factory=dict)  # {quick: {key: value, stage2: {...}}, full: {...}, tiny: ...}
 
@@ -92,6 +100,8 @@ def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | N
     """Apply cfg.presets[cfg.preset] over cfg (the stage mappings merged key by key) and check it.
     `keep` (top-level keys) and `keep_nested` ({"stage2": {...}}) came from the command line: they win
     over the preset."""
+    from fastlight.decoder.stage import decoder_settings
+
     if cfg.method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     if not isinstance(cfg.presets, dict):
@@ -106,15 +116,19 @@ def resolve(cfg: RunConfig, keep: frozenset = frozenset(), keep_nested: dict | N
     if unknown:
         raise ConfigError(f"preset {cfg.preset!r} sets unknown key(s) {unknown}; valid keys are {sorted(fields)}")
     values = dataclasses.asdict(cfg)
+    values["decoder"] = decoder_settings(values["decoder"])  # `decoder: none` -> {enabled: false}
     for k, v in preset.items():
         if k in keep:
             continue
+        if k == "decoder":
+            v = decoder_settings(v)
         if k in MAPPINGS and not isinstance(v, dict):
             raise ConfigError(f"preset {cfg.preset!r}: {k} must be a mapping, got {v!r}")
         values[k] = {**values[k], **v} if k in MAPPINGS else v
     for k, v in (keep_nested or {}).items():
         values[k] = {**values[k], **v}
     values["data"] = data_spec(values["data"])
+    values["decoder"] = decoder_settings(values["decoder"])
     out = RunConfig(**values)
     check_ranges(out, f"run config (with preset {cfg.preset!r})")  # the preset's values too
     if not 0 < out.prune_ratio < 1:
@@ -165,7 +179,7 @@ def check_data_options(c: RunConfig) -> None:
     _check_keys(c.synthesize, SYNTH_KEYS, "synthesize")
     _check_keys(c.eval, EVAL_KEYS, "eval")
     if not is_pipeline_teacher(c):
-        extra = [k for k in ("synthesize", "eval") if getattr(c, k)]
+        extra = [k for k in ("synthesize", "eval") if getattr(c, k)] + (["decoder"] if has_decoder_stage(c) else [])
         if extra:
             raise ConfigError(f"{' and '.join(extra)} need a diffusers pipeline teacher (a folder with model_index.json); "
                               f"teacher {c.teacher} is a model folder: drop {', '.join(extra)} or pass teacher=PIPELINE")
@@ -191,6 +205,13 @@ def check_data_options(c: RunConfig) -> None:
                                   f"frames, {what}.images=DIR (0.png, 1.png, ...: one per prompt, by its number)")
 
 
+def has_decoder_stage(c: RunConfig) -> bool:
+    """`decoder:` asks for stage 5_decoder (a non-empty mapping without enabled: false)."""
+    from fastlight.decoder.stage import enabled
+
+    return enabled(c.decoder)
+
+
 VIDEO_KEYS = ("num_frames", "height", "width")
 
 
@@ -214,7 +235,7 @@ def _is_ti2v(c: RunConfig) -> bool:
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, dict]]:
-    """`key=value` for the run config; `stage2.key=value` (stage3, synthesize, eval) into those mappings."""
+    """`key=value` for the run config; `stage2.key=value` (stage3, synthesize, eval, decoder) into those mappings."""
     import yaml
 
     plain, nested = [], {k: {} for k in MAPPINGS}
@@ -287,6 +308,22 @@ class Run:
     @property
     def export_pipeline(self) -> Path:
         return self.dir("export") / "pipeline"
+
+    @property
+    def export_light(self) -> Path:
+        """The exported student with the light decoder as its vae (when 5_decoder built one)."""
+        return self.dir("export") / "pipeline_light"
+
+    def light_decoder(self) -> Path | None:
+        """The light decoder stage 5_decoder built (None: no such stage, not run yet, or a stated skip)."""
+        done = self.dir("5_decoder") / DONE
+        summary = json.loads(done.read_text()).get("summary", {}) if done.exists() else {}
+        # this run folder's own copy (the summary's absolute path names where the stage ran: a moved run differs)
+        return self.light_decoder_dir if summary.get("decoder") else None
+
+    @property
+    def light_decoder_dir(self) -> Path:
+        return self.dir("5_decoder") / "distill" / "model"
 
 
 def _recipe_config(recipe: str, base: dict, overrides: dict):
@@ -507,7 +544,57 @@ def stage_export(run: Run) -> dict:
         shutil.rmtree(run.export_pipeline)
     out = export_diffusers(str(run.student), str(run.export_pipeline))
     info = json.loads((Path(out) / "fastlight_export.json").read_text())
-    return {"pipeline": str(out), "class": info.get("pipeline"), "call": info.get("call"), "params": info.get("params")}
+    summary = {"pipeline": str(out), "class": info.get("pipeline"), "call": info.get("call"), "params": info.get("params")}
+    light = run.light_decoder()
+    if light is not None:  # the same pipeline with the light decoder as its vae
+        from fastlight.export.to_diffusers import export_light_decoder
+
+        folder = export_light_decoder(out, light, run.export_light, overwrite=True)
+        summary["light_pipeline"] = str(folder)
+        summary["light_vae"] = json.loads((folder / "fastlight_export.json").read_text())["vae"]
+    return summary
+
+
+def decoder_latents(run: Run) -> Path:
+    """The shards folder the light decoder distils on: the run's own data (0_data's shards or `data=`)."""
+    spec = run.data or {}
+    if spec.get("_component_") != "latents" or not spec.get("path"):
+        raise ConfigError(f"the decoder stage distils on latent shards, but data is {spec!r}; give data=SHARDS (a "
+                          "shards folder) or synthesize:, or set decoder.enabled=false")
+    return Path(spec["path"])
+
+
+def decoder_config(run: Run):
+    """The DecoderDistillConfig of stage 5_decoder (its training folder is RUN/5_decoder/distill)."""
+    from fastlight.decoder.stage import distill_config
+
+    c = run.cfg
+    return distill_config(c.decoder, teacher_folder(c) / "vae", decoder_latents(run), run.dir("5_decoder"), c.seed,
+                          c.threads)
+
+
+def decoder_unsupported(run: Run) -> str | None:
+    """Why the pruner cannot cut this pipeline's VAE (the stated skip), or None."""
+    from fastlight.decoder.stage import unsupported
+
+    return unsupported(teacher_folder(run.cfg) / "vae")
+
+
+def stage_decoder(run: Run) -> dict:
+    """5_decoder: the pipeline's own VAE decoder pruned and distilled on the run's latents (the teacher VAE
+    decodes them as the targets); an unsupported VAE class is a stated skip, not an error."""
+    from fastlight.decoder.stage import build_light_decoder
+
+    c = run.cfg
+    vae = teacher_folder(c) / "vae"
+    reason = decoder_unsupported(run)
+    if reason:
+        print(reason)
+        return {"skipped": reason}
+    summary = build_light_decoder(vae, decoder_latents(run), run.dir("5_decoder"), c.decoder, c.seed, c.threads)
+    print(f"light decoder: {summary['decoder_params_before']:,} -> {summary['decoder_params']:,} decoder parameters, "
+          f"{summary['steps']} distillation steps ({summary['decoder']})")
+    return summary
 
 
 def _eval_prompts(c: RunConfig) -> tuple[list[str], list[Path] | None, dict]:
@@ -524,6 +611,9 @@ def teacher_transformer(c: RunConfig) -> Path:
     return teacher_folder(c) / "transformer"
 
 
+LIGHT_ROW = "student_light"  # the evaluation / bench row of the student + light decoder
+
+
 def stage_evaluate_pipeline(run: Run) -> dict:
     """Teacher and student sampled on the same prompts and noise, decoded by the teacher's VAE: the Frechet
     distance and motion ratio of the student against the teacher with 95% intervals, the proxies, MP4s."""
@@ -533,14 +623,22 @@ def stage_evaluate_pipeline(run: Run) -> dict:
     prompts, images, size = _eval_prompts(c)
     models = {"teacher": (teacher_transformer(c), sampling_of(c.teacher, c)),
               "student": (run.student, student_sampling(run))}
+    light = run.light_decoder()
+    extra = {"decoders": {LIGHT_ROW: ("student", light)}} if light is not None else {}
     res = evaluate_on_pipeline(teacher_folder(c), models, prompts, run.dir("evaluate"), **size, seed=c.seed,
-                               images=images, videos=True, progress=True)
+                               images=images, videos=True, progress=True, **extra)
     pair = res["pairs"]["student"]
-    return {"num_prompts": len(prompts), **size,
-            "frechet_distance": pair["frechet_distance"], "motion_ratio": pair["motion_ratio"],
-            "proxy_differences": pair.get("proxy_differences", {}),
-            "motion": {name: m.get("motion") for name, m in res["models"].items()},
-            "proxies": {name: m.get("proxies") for name, m in res["models"].items()}}
+    out = {"num_prompts": len(prompts), **size,
+           "frechet_distance": pair["frechet_distance"], "motion_ratio": pair["motion_ratio"],
+           "proxy_differences": pair.get("proxy_differences", {}),
+           "motion": {name: m.get("motion") for name, m in res["models"].items()},
+           "proxies": {name: m.get("proxies") for name, m in res["models"].items()}}
+    if light is not None:
+        lp = res["pairs"][LIGHT_ROW]
+        out["light"] = {"frechet_distance": lp["frechet_distance"], "motion_ratio": lp["motion_ratio"],
+                        "proxy_differences": lp.get("proxy_differences", {}),
+                        "decoder_psnr_db": res["models"][LIGHT_ROW]["decoder_psnr_db"]}
+    return out
 
 
 def stage_bench_pipeline(run: Run) -> dict:
@@ -552,12 +650,21 @@ def stage_bench_pipeline(run: Run) -> dict:
     prompts, _, size = _eval_prompts(c)
     entries = [PipelineEntry("teacher", str(teacher_folder(c)), c.teacher_steps, c.cfg_scale),
                PipelineEntry("student", str(run.export_pipeline))]
+    light = run.export_light.is_dir() and run.light_decoder() is not None
+    if light:  # the third row, in the same interleaved rounds on the same prompts
+        entries.append(PipelineEntry(LIGHT_ROW, str(run.export_light)))
     rows = bench_pipelines(entries, prompts, **size, repeats=c.bench_repeats, warmup=1, seed=c.seed,
                            out_json=str(run.dir("bench") / "bench.json"), progress=True)
     t, s = rows[0], rows[1]
-    return {"teacher_s": t["time_s"]["median"], "student_s": s["time_s"]["median"], "speedup": s["speedup"],
-            "teacher_denoise_s": t["denoise_s"], "student_denoise_s": s["denoise_s"],
-            "denoise_speedup": s["denoise_speedup"]}
+    out = {"teacher_s": t["time_s"]["median"], "student_s": s["time_s"]["median"], "speedup": s["speedup"],
+           "teacher_denoise_s": t["denoise_s"], "student_denoise_s": s["denoise_s"],
+           "denoise_speedup": s["denoise_speedup"],
+           "teacher_decode_s": t.get("decode_s"), "student_decode_s": s.get("decode_s")}
+    if light:
+        lr = rows[2]
+        out.update(light_s=lr["time_s"]["median"], light_denoise_s=lr["denoise_s"], light_decode_s=lr.get("decode_s"),
+                   light_speedup=lr["speedup"], light_denoise_speedup=lr["denoise_speedup"])
+    return out
 
 
 def _interval(iv: dict | None, fmt: str = ".3g") -> str:
@@ -582,12 +689,48 @@ def stage_report_pipeline(run: Run) -> dict:
               "| | teacher | student | speedup |", "|---|---|---|---|",
               f"| end to end (s per video) | {be['teacher_s']:.3g} | {be['student_s']:.3g} | {be['speedup']:.1f}x |",
               f"| denoise only (s per video) | {be['teacher_denoise_s']:.3g} | {be['student_denoise_s']:.3g} | "
-              f"{be['denoise_speedup']:.1f}x |", "",
-              f"Videos: `{run.dir('evaluate')}`; stock student pipeline: `{run.export_pipeline}`.", ""]
+              f"{be['denoise_speedup']:.1f}x |", ""]
+    lines += side_by_side(run, ev, be)
+    lines += [f"Videos: `{run.dir('evaluate')}`; stock student pipeline: `{run.export_pipeline}`"
+              + (f"; with the light decoder: `{run.export_light}`" if "light_s" in be else "") + ".", ""]
     md = run.dir("report") / "report.md"
     make_dir(md.parent, "report folder")
     atomic_write_text(md, "\n".join(lines))
     return {"markdown": str(md)}
+
+
+def _secs(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def side_by_side(run: Run, ev: dict, be: dict) -> list[str]:
+    """The report's rows side by side: teacher + full decoder, student + full decoder and (with stage 5_decoder)
+    student + light decoder; quality with 95% intervals, time per video end to end / denoise / decode and the
+    speedups over the teacher. A skipped decoder stage says why."""
+    dec = json.loads((run.dir("5_decoder") / DONE).read_text())["summary"] if (run.dir("5_decoder") / DONE).exists() else {}
+    full_params = f"{dec['decoder_params_before']:,}" if dec.get("decoder_params_before") else "full"
+    light = ev.get("light") if "light_s" in be else None
+    rows = [("teacher + full decoder", full_params, "0 (reference)", "1 (reference)", "-", be["teacher_s"], 1.0,
+             be["teacher_denoise_s"], 1.0, be.get("teacher_decode_s")),
+            ("student + full decoder", full_params, _interval(ev["frechet_distance"]), _interval(ev["motion_ratio"], ".2f"),
+             "-", be["student_s"], be["speedup"], be["student_denoise_s"], be["denoise_speedup"], be.get("student_decode_s"))]
+    if light is not None:
+        rows.append(("student + light decoder", f"{dec['decoder_params']:,}", _interval(light["frechet_distance"]),
+                     _interval(light["motion_ratio"], ".2f"), _interval(light["decoder_psnr_db"], ".1f"), be["light_s"],
+                     be["light_speedup"], be["light_denoise_s"], be["light_denoise_speedup"], be.get("light_decode_s")))
+    out = ["## Side by side (one evaluation, one interleaved bench)", "",
+           "| | decoder params | Frechet distance to the teacher | motion ratio | decoder PSNR vs full (dB) | "
+           "end to end (s) | speedup | denoise (s) | speedup | decode (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    out += [f"| {name} | {params} | {fd} | {mr} | {psnr} | {_secs(e2e)} | {sp:.1f}x | {_secs(dn)} | {dsp:.1f}x | "
+            f"{_secs(dc)} |" for name, params, fd, mr, psnr, e2e, sp, dn, dsp, dc in rows]
+    out.append("")
+    if light is not None:
+        out += ["The Frechet distance is measured on the latents (the teacher DiT's features), which the decoder does "
+                "not change: the light decoder's quality is its PSNR against the full decoder on the same latents and "
+                "its motion ratio.", ""]
+    elif dec.get("skipped"):
+        out += [dec["skipped"] + ".", ""]
+    return out
 
 
 def _train_est(overrides: dict, default_steps: int, s_per_step: float) -> float:
@@ -615,6 +758,8 @@ def stages(c: RunConfig) -> list[Stage]:
         recipe = "fastlightgen" if c.method == "fastlightgen" else "dmd2"
         per_step = 0.3 * float(c.stage3.get("batch_size", 4)) / 4
         out.append(Stage("4_stage3", f"Stage III: {recipe} DMD", stage_stage3, _train_est(c.stage3, 300, per_step)))
+    if pipeline and has_decoder_stage(c):
+        out.append(_decoder_stage(c))
     if pipeline:
         return out + _pipeline_tail(c)
     evals = c.eval_cases * (c.teacher_steps * 2 + 50) * 0.012
@@ -622,6 +767,25 @@ def stages(c: RunConfig) -> list[Stage]:
     out.append(Stage("bench", "end-to-end time per video, side by side", stage_bench, (c.bench_repeats + 1) * 2.5))
     out.append(Stage("report", "report (Markdown + HTML)", stage_report, 10.0))
     return out
+
+
+def _decoder_stage(c: RunConfig) -> Stage:
+    """5_decoder with its estimate: calibration decodes plus, per distillation step and video, a teacher decode
+    and a student decode + backward (~3 decodes), a decode costing about one teacher forward at that size."""
+    from fastlight.decoder.distill import DecoderDistillConfig
+    from fastlight.decoder.stage import unsupported
+
+    vae = teacher_folder(c) / "vae"
+    reason = unsupported(vae) if (vae / "config.json").is_file() else None  # the teacher may not be here (dry run)
+    if reason:
+        return Stage("5_decoder", f"{reason}: skipped", stage_decoder, 0.5)
+    d = c.decoder
+    steps, batch = int(d.get("steps", DecoderDistillConfig.steps)), int(d.get("batch_size", DecoderDistillConfig.batch_size))
+    per_video = _video_cost(synth_options(c))
+    est = 5.0 + int(d.get("calib", 16)) * per_video + steps * batch * 3 * per_video
+    what = (f"light decoder: prune {d.get('prune_ratio', 0.75):.0%} of the VAE decoder, distil {steps} steps on the "
+            "run's latents")
+    return Stage("5_decoder", what, stage_decoder, est)
 
 
 def _num_prompts(path) -> int:
@@ -668,6 +832,8 @@ def check_stage_configs(run: Run, names: list[str]) -> None:
         cfg = stage3_config(run)[1]
         check_loop_config(cfg)
         check_dmd_config(cfg)
+    if "5_decoder" in names and decoder_unsupported(run) is None:
+        check_loop_config(decoder_config(run))
 
 
 def write_stage_configs(run: Run, names: list[str]) -> None:
@@ -764,10 +930,14 @@ def headline(run: Run, state: dict) -> str:
 def pipeline_headline(student: str, ev: dict, be: dict) -> str:
     """The headline of a pipeline run: Frechet distance and motion ratio with their 95% intervals (n prompts),
     the end-to-end and the denoise-only speedup side by side."""
-    return (f"{student}: Frechet distance to the teacher {_interval(ev['frechet_distance'])}, motion ratio "
+    line = (f"{student}: Frechet distance to the teacher {_interval(ev['frechet_distance'])}, motion ratio "
             f"{_interval(ev['motion_ratio'], '.2f')} (student / teacher; 95%, {ev['num_prompts']} prompts); "
             f"{be['speedup']:.1f}x faster end to end ({be['student_s']:.3g} s vs {be['teacher_s']:.3g} s per video), "
             f"{be['denoise_speedup']:.1f}x denoise only")
+    if "light_s" in be and ev.get("light"):
+        line += (f"; with the light decoder {be['light_speedup']:.1f}x end to end ({be['light_s']:.3g} s per video), "
+                 f"decoder PSNR vs full {_interval(ev['light']['decoder_psnr_db'], '.1f')} dB")
+    return line
 
 
 def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset = frozenset(),

@@ -1,8 +1,9 @@
 """`fastlight run` on real diffusers pipelines: the recipes' `tiny` presets through export, on the tiny pipelines.
 
 Wan 2.1 T2V and Wan 2.2 TI2V run 0_data (the teacher synthesizes shards from configs/prompts/tiny.txt,
-TI2V with configs/prompts/tiny_first_frames) -> 1_analyze -> 2_plan -> 3_stage2 -> 4_stage3 -> export;
-the stock WanPipeline loads the export and generates. evaluate / bench / report come from other modules
+TI2V with configs/prompts/tiny_first_frames) -> 1_analyze -> 2_plan -> 3_stage2 -> 4_stage3 -> 5_decoder
+(Wan 2.1: the light VAE decoder; Wan 2.2 and HunyuanVideo: a stated skip) -> export; the stock WanPipeline
+loads the export (and Wan 2.1's light-decoder export) and generates. evaluate / bench / report come from other modules
 (fastlight.evaluate.real, fastlight.evaluate.pipeline_bench) and are left out with --only here.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WAN21 = ROOT / "configs" / "wan" / "wan21_t2v_1.3b.yaml"
 WAN22 = ROOT / "configs" / "wan" / "wan22_ti2v_5b.yaml"
 HUNYUAN = ROOT / "configs" / "hunyuan" / "hunyuanvideo_t2v.yaml"
-THROUGH_EXPORT = "0_data,1_analyze,2_plan,3_stage2,4_stage3,export"
+THROUGH_EXPORT = "0_data,1_analyze,2_plan,3_stage2,4_stage3,5_decoder,export"
 TINY_PRESETS = {"tiny-wan21-t2v": "tiny_wan21_t2v", "tiny-wan22-ti2v": "tiny_wan22_ti2v",
                 "tiny-hunyuan-t2v": "tiny_hunyuan_t2v"}
 
@@ -101,6 +102,22 @@ def test_wan21_tiny_run_through_export(wan21_run, capsys):
     from diffusers import WanPipeline
 
     assert len(WanPipeline.from_pretrained(str(export)).transformer.blocks) == 4 - len(plan["drop_blocks"])
+    # the light decoder: the pipeline's own VAE pruned and distilled on the run's shards, exported as the vae
+    dec = done["5_decoder"]["summary"]
+    assert dec["decoder_params"] < dec["decoder_params_before"] and dec["steps"] == 2
+    assert dec["decoder_base_dim"]["to"] < dec["decoder_base_dim"]["from"]
+    distill = yaml.safe_load((out / "5_decoder" / "distill" / "config.yaml").read_text())
+    assert distill["latents"] == str(out / "0_data" / "shards") and distill["student"] == str(out / "5_decoder" / "pruned")
+    light = out / "export" / "pipeline_light"
+    assert done["export"]["summary"]["light_pipeline"] == str(light)
+    pipe = WanPipeline.from_pretrained(str(light))
+    assert sum(p.numel() for p in pipe.vae.decoder.parameters()) == dec["decoder_params"]
+    assert pipe.vae.config.decoder_base_dim == dec["decoder_base_dim"]["to"]
+    vae_info = json.loads((light / "fastlight_export.json").read_text())["vae"]
+    assert vae_info["decoder_params"] == dec["decoder_params"] and vae_info["decoder_params_full"] == dec["decoder_params_before"]
+    assert (light / "vae" / "manifest.json").is_file()
+    light_frames = _generate(light)  # the same student, the light decoder: same shape, other pixels
+    assert light_frames.shape == frames.shape and np.isfinite(light_frames).all()
     state = json.loads((out / "run.json").read_text())
     assert state["headline"] == "incomplete run"  # evaluate and bench have not run
 
@@ -113,7 +130,7 @@ def test_wan21_rerun_skips_done_stages(wan21_run, capsys):
     capsys.readouterr()
     assert _run(WAN21, wan21_run) == 0
     logs = "".join(capsys.readouterr())
-    assert "DppRecipe" not in logs and "DmdRecipe" not in logs  # no training stage ran again
+    assert "DppRecipe" not in logs and "DmdRecipe" not in logs and "DecoderDistillRecipe" not in logs  # none ran again
     assert _done(wan21_run) == before and {f: f.stat().st_mtime_ns for f in written} == written
 
 
@@ -142,6 +159,9 @@ def test_wan22_ti2v_tiny_run_whole(real_env, tmp_path):
     done = _done(out)
     assert sorted(done) == sorted(THROUGH_EXPORT.split(","))
     assert done["2_plan"]["summary"]["drop_blocks"]
+    assert done["5_decoder"]["summary"]["skipped"].startswith(
+        "light decoder: not supported for AutoencoderKLWan with is_residual=true")
+    assert not (out / "export" / "pipeline_light").exists()
     index = json.loads((out / "0_data" / "shards" / "index.json").read_text())
     assert index["synthesize"]["settings"]["images"]["files"] == ["0.png", "1.png", "2.png", "3.png"]
     assert index["synthesize"]["settings"]["sampler"]["shift"] == 5.0
@@ -204,6 +224,9 @@ def test_hunyuan_tiny_run_whole(real_env, tmp_path):
     done = _done(out)
     assert sorted(done) == sorted(THROUGH_EXPORT.split(","))
     assert done["2_plan"]["summary"]["drop_blocks"]
+    skip = "light decoder: not supported for AutoencoderKLHunyuanVideo"
+    assert done["5_decoder"]["summary"]["skipped"].startswith(skip)  # stated, not a crash
+    assert not (out / "export" / "pipeline_light").exists() and not (out / "5_decoder" / "distill").exists()
     shard_keys = json.loads((out / "0_data" / "shards" / "index.json").read_text())
     assert "null" in shard_keys  # the negative prompt's embedding travels with the data
     export = out / "export" / "pipeline"
@@ -225,6 +248,7 @@ def test_hunyuan_tiny_run_whole(real_env, tmp_path):
     assert np.isfinite(ev["pairs"]["student"]["frechet_distance"]["estimate"])
     rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
     assert [(r["pipeline"], r["nfe"]) for r in rows] == [("HunyuanVideoPipeline", 4)] * 2  # embedded guidance: 1 pass
+    assert skip in (out / "report" / "report.md").read_text()
 
 
 def test_wan21_tiny_run_whole_with_evaluate_bench_report(wan21_run, tmp_path, capsys):
@@ -243,11 +267,26 @@ def test_wan21_tiny_run_whole_with_evaluate_bench_report(wan21_run, tmp_path, ca
     for name in ("teacher", "student"):
         videos = ev["models"][name]["videos"]
         assert len(videos) == 4 and all((out / "evaluate" / v).is_file() for v in videos)
+    # the third row: the student's own samples decoded by the light decoder
+    light = ev["models"]["student_light"]
+    assert light["latents_of"] == "student" and Path(light["decoder"]) == out / "5_decoder" / "distill" / "model"
+    psnr = light["decoder_psnr_db"]
+    assert np.isfinite(psnr["estimate"]) and psnr["low"] <= psnr["estimate"] <= psnr["high"] < 100
+    assert len(light["videos"]) == 4 and all((out / "evaluate" / v).is_file() for v in light["videos"])
+    assert ev["pairs"]["student_light"]["frechet_distance"] == ev["pairs"]["student"]["frechet_distance"]  # same latents
     rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
-    assert [r["nfe"] for r in rows] == [8, 4]  # teacher 4 steps x CFG, student 4 steps without CFG
+    # teacher 4 steps x CFG, student 4 steps without CFG, twice: full and light decoder, in the same rounds
+    assert [(r["model"], r["nfe"]) for r in rows] == [("teacher", 8), ("student", 4), ("student_light", 4)]
+    assert Path(rows[2]["path"]) == out / "export" / "pipeline_light"
+    dec = json.loads((out / "5_decoder" / ".done.json").read_text())["summary"]
+    assert rows[2]["decoder_params"] == dec["decoder_params"] < rows[1]["decoder_params"] == rows[0]["decoder_params"]
     state = json.loads((out / "run.json").read_text())
     assert "Frechet distance to the teacher" in state["headline"] and "denoise only" in state["headline"]
-    assert state["headline"] in (out / "report" / "report.md").read_text()
+    assert "with the light decoder" in state["headline"]
+    report = (out / "report" / "report.md").read_text()
+    assert state["headline"] in report
+    table = [ln for ln in report.splitlines() if ln.startswith(("| teacher + full", "| student + full", "| student + light"))]
+    assert len(table) == 3 and f"{state['stages']['5_decoder']['summary']['decoder_params']:,}" in table[2]
 
 
 def test_recipes_open_with_their_command_and_resolve(real_env):
@@ -256,7 +295,10 @@ def test_recipes_open_with_their_command_and_resolve(real_env):
         assert path.read_text().startswith(f"# fastlight run {rel} ")
         cfg = resolve(load_config(RunConfig, path, ["preset=tiny"]))
         names = [s.name for s in stages(cfg)]
-        assert names == ["0_data", "1_analyze", "2_plan", "3_stage2", "4_stage3", "export", "evaluate", "bench", "report"]
+        assert names == ["0_data", "1_analyze", "2_plan", "3_stage2", "4_stage3", "5_decoder", "export", "evaluate",
+                         "bench", "report"]
+        decoder = stages(cfg)[names.index("5_decoder")].what  # the stage table says up front what the stage will do
+        assert decoder.startswith("light decoder: prune 75%") if path == WAN21 else decoder.endswith(": skipped")
         assert Run(cfg).data == {"_component_": "latents", "path": str(Path(cfg.out) / "0_data" / "shards")}
     # the paper's settings: Stage II lr 1e-5, 4,000 steps, alpha 1; Stage III lr 5e-7, 1,000 steps, batch 16
     for path, beta1 in ((WAN21, 3.5), (WAN22, 3.5), (HUNYUAN, 2.0)):
@@ -267,6 +309,9 @@ def test_recipes_open_with_their_command_and_resolve(real_env):
         assert (s3["lr"], s3["steps"], s3["batch_size"], s3["beta1_min"], s3["beta1_max"], s3["guide_beta2"]) == \
             (5e-7, 1000, 16, beta1, beta1, 0.25)
         assert raw["prune_ratio"] == 0.3
+        # the light decoder: 75% of the VAE decoder pruned, 2,000 distillation steps; 2 in the tiny preset
+        assert (raw["decoder"]["prune_ratio"], raw["decoder"]["steps"]) == (0.75, 2000)
+        assert raw["presets"]["tiny"]["decoder"]["steps"] == 2
 
 
 @pytest.mark.parametrize("recipe, geometry, shape", [
@@ -333,13 +378,19 @@ def _contract_stubs(calls: dict):
         return {"estimate": x, "low": x * 0.8, "high": x * 1.2}
 
     def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, height, width, seed=0, images=None,
-                             videos=True, progress=True):
+                             videos=True, progress=True, decoders=None):
         calls["evaluate"] = dict(pipeline=pipeline, models=models, prompts=prompts, out_dir=out_dir,
-                                 size=(num_frames, height, width), seed=seed, images=images)
-        return {"models": {n: {"proxies": {"subject_consistency": iv(0.9)}, "motion": iv(2.0), "videos": []}
-                           for n in models},
-                "pairs": {"student": {"frechet_distance": iv(12.5), "motion_ratio": iv(0.8),
-                                      "proxy_differences": {"subject_consistency": iv(-0.01)}}}}
+                                 size=(num_frames, height, width), seed=seed, images=images, decoders=decoders)
+        rows = [*models, *(decoders or {})]
+        pair = {"frechet_distance": iv(12.5), "motion_ratio": iv(0.8),
+                "proxy_differences": {"subject_consistency": iv(-0.01)}}
+        out = {"models": {n: {"proxies": {"subject_consistency": iv(0.9)}, "motion": iv(2.0), "videos": []}
+                          for n in rows},
+               "pairs": {"student": pair}}
+        for row in decoders or {}:
+            out["models"][row]["decoder_psnr_db"] = iv(31.0)
+            out["pairs"][row] = {**pair, "motion_ratio": iv(0.7)}
+        return out
 
     @dataclass
     class PipelineEntry:
@@ -352,8 +403,11 @@ def _contract_stubs(calls: dict):
                         out_json=None, progress=True):
         calls["bench"] = dict(entries=entries, prompts=prompts, size=(num_frames, height, width), repeats=repeats,
                               out_json=out_json)
-        return [{"time_s": {"median": 4.0}, "denoise_s": 3.5, "speedup": 1.0, "denoise_speedup": 1.0},
-                {"time_s": {"median": 0.5}, "denoise_s": 0.1, "speedup": 8.0, "denoise_speedup": 35.0}]
+        rows = [{"time_s": {"median": 4.0}, "denoise_s": 3.5, "decode_s": 0.3, "speedup": 1.0, "denoise_speedup": 1.0},
+                {"time_s": {"median": 0.5}, "denoise_s": 0.1, "decode_s": 0.3, "speedup": 8.0, "denoise_speedup": 35.0},
+                {"time_s": {"median": 0.25}, "denoise_s": 0.1, "decode_s": 0.05, "speedup": 16.0,
+                 "denoise_speedup": 35.0}]
+        return rows[:len(entries)]
 
     real = types.ModuleType("fastlight.evaluate.real")
     real.evaluate_on_pipeline = evaluate_on_pipeline
@@ -386,12 +440,64 @@ def test_evaluate_bench_report_stages_call_the_real_model_contracts(wan21_run, t
     assert Path(t_dir) == teacher / "transformer" and t_spec == SamplerSpec.euler(4, 5.0, 3.0)
     s_dir, s_spec = ev["models"]["student"]
     assert Path(s_dir) == out / "4_stage3" / "model" and s_spec.kind == "few_step" and s_spec.num_steps == 4
+    assert ev["decoders"] == {"student_light": ("student", out / "5_decoder" / "distill" / "model")}
     assert [(e.name, Path(e.path), e.num_inference_steps, e.guidance_scale) for e in be["entries"]] == \
-        [("teacher", teacher, 4, 5.0), ("student", out / "export" / "pipeline", None, None)]
+        [("teacher", teacher, 4, 5.0), ("student", out / "export" / "pipeline", None, None),
+         ("student_light", out / "export" / "pipeline_light", None, None)]
     assert be["repeats"] == 1 and be["out_json"] == str(out / "bench" / "bench.json")
     state = json.loads((out / "run.json").read_text())
     assert "Frechet distance to the teacher 12.5 [10, 15], motion ratio 0.80 [0.64, 0.96]" in state["headline"]
     assert "8.0x faster end to end" in state["headline"] and "35.0x denoise only" in state["headline"]
+    assert "with the light decoder 16.0x end to end (0.25 s per video), decoder PSNR vs full 31.0 [24.8, 37.2] dB" \
+        in state["headline"]
     report = (out / "report" / "report.md").read_text()
     assert state["headline"] in report and "| denoise only (s per video) | 3.5 | 0.1 | 35.0x |" in report
+    params = state["stages"]["5_decoder"]["summary"]
+    assert (f"| student + light decoder | {params['decoder_params']:,} | 12.5 [10, 15] | 0.70 [0.56, 0.84] | "
+            "31.0 [24.8, 37.2] | 0.25 | 16.0x | 0.1 | 35.0x | 0.05 |") in report
+    assert f"| teacher + full decoder | {params['decoder_params_before']:,} | 0 (reference)" in report
     assert state["headline"] in capsys.readouterr().out
+
+
+def test_decoder_off_and_bad_keys(real_env, tmp_path, capsys):
+    """decoder.enabled=false and decoder=none drop stage 5_decoder; a bad decoder key is one line, before any work."""
+    for extra in (["decoder.enabled=false"], ["decoder=none"]):
+        plain, nested = split_overrides(["preset=tiny", *extra])
+        cfg = resolve(load_config(RunConfig, WAN21, plain), frozenset(k.split("=")[0] for k in plain), nested)
+        names = [s.name for s in stages(cfg)]
+        assert "5_decoder" not in names and names[names.index("4_stage3") + 1] == "export"
+    plain, nested = split_overrides(["preset=tiny", "decoder.steps=7"])
+    cfg = resolve(load_config(RunConfig, WAN21, plain), frozenset({"preset"}), nested)
+    assert cfg.decoder["steps"] == 7 and cfg.decoder["calib"] == 4  # the command line over the tiny preset's
+    decoder = next(s for s in stages(cfg) if s.name == "5_decoder")
+    assert "7 steps" in decoder.what and decoder.est_s > 0
+    err = _error(capsys, "run", str(WAN21), "preset=tiny", f"out={tmp_path / 'run'}", "decoder.stepz=3")
+    assert "decoder has unknown key(s) ['stepz']" in err
+    err = _error(capsys, "run", str(WAN21), "preset=tiny", f"out={tmp_path / 'run'}", "decoder.lr=-1")
+    assert "lr must be > 0" in err
+    assert not (tmp_path / "run").exists()
+    err = _error(capsys, "run", str(ROOT / "configs" / "shapes" / "fastlightgen.yaml"), f"out={tmp_path / 'run'}",
+                 "decoder.steps=3")
+    assert "need a diffusers pipeline teacher" in err
+
+
+def test_decoder_stage_resumes(wan21_run, tmp_path, capsys):
+    """An interrupted 5_decoder (no .done.json, no model/ yet) continues: the pruned folder is kept, the training
+    resumes from its checkpoint (no step trained twice); `--only 5_decoder` runs just it."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(wan21_run, out)
+    stage = out / "5_decoder"
+    (stage / ".done.json").unlink()
+    shutil.rmtree(stage / "distill" / "model")
+    pruned = (stage / "pruned" / "manifest.json").stat().st_mtime_ns
+    metrics = (stage / "distill" / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main(["run", str(WAN21), "preset=tiny", f"out={out}", "--only", "5_decoder"]) == 0
+    logs = "".join(capsys.readouterr())
+    assert "scoring decoder channels" not in logs  # not pruned again
+    assert (stage / "pruned" / "manifest.json").stat().st_mtime_ns == pruned
+    assert (stage / "distill" / "metrics.jsonl").read_text() == metrics  # resumed at its last step: nothing re-trained
+    assert (stage / "distill" / "model" / "config.json").is_file()
+    assert json.loads((stage / ".done.json").read_text())["summary"]["decoder_params"] > 0

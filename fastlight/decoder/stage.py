@@ -1,0 +1,135 @@
+"""The light decoder of a `fastlight run` on a diffusers pipeline (its stage 5_decoder).
+
+    settings = decoder_settings({"prune_ratio": 0.75, "steps": 2000})   # the recipe's `decoder:` mapping
+    reason = unsupported(PIPELINE / "vae")                               # None, or the stated skip
+    summary = build_light_decoder(PIPELINE / "vae", SHARDS, RUN / "5_decoder", settings, seed=0, threads=2)
+
+The pipeline's own VAE decoder is channel-pruned (`prune_vae`: `prune_ratio` of its parameters removed,
+channel scores on the first `calib` latents of the run's shards) into the same class with a smaller
+`decoder_base_dim`, then distilled (`DecoderDistillRecipe` on the one training loop: resumable) to
+reproduce the full decoder's output on the run's latents, which the teacher VAE decodes as the targets.
+Writes OUT/pruned (prune-decoder's folder) and OUT/distill (the training folder; OUT/distill/model is a stock
+AutoencoderKLWan folder + manifest.json).
+
+`decoder:` keys: enabled (false: no stage), prune_ratio, calib, and any key of `fastlight distill-decoder`
+(DecoderDistillConfig: steps, batch_size, lr, l1_weight, feature_weight, mixed_precision, ...) but the
+four the stage sets (out, teacher, student, latents). `decoder: none` is `{enabled: false}`.
+Supported: AutoencoderKLWan in the Wan 2.1 layout (what prune.py can cut while keeping the class); any
+other VAE (HunyuanVideo's AutoencoderKLHunyuanVideo, the Wan 2.2 residual VAE) is a stated skip.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from fastlight.config import from_dict
+from fastlight.decoder.distill import DecoderDistillConfig, DecoderDistillRecipe
+from fastlight.decoder.prune import VAE_CLASS
+from fastlight.decoder.prune_vae import prune_vae
+from fastlight.errors import ConfigError
+from fastlight.fileio import read_json_object
+from fastlight.train.loop import train
+
+RUN_KEYS = ("enabled", "prune_ratio", "calib")  # the stage's own keys; the rest go to DecoderDistillConfig
+SET_BY_STAGE = ("out", "teacher", "student", "latents")
+DEFAULTS = {"prune_ratio": 0.75, "calib": 16}
+OFF = (None, "none", "None", "off", False)
+
+
+def decoder_keys() -> tuple[str, ...]:
+    distill = [f.name for f in dataclasses.fields(DecoderDistillConfig) if f.name not in SET_BY_STAGE]
+    return (*RUN_KEYS, *distill)
+
+
+def decoder_settings(value) -> dict:
+    """`decoder:` -> a checked mapping: none / off / false -> {enabled: false}; a mapping's keys must be
+    decoder_keys() (one line naming the unknown ones)."""
+    if value in OFF:
+        return {"enabled": False}
+    if not isinstance(value, dict):
+        raise ConfigError(f"decoder must be a mapping (decoder: {{prune_ratio: 0.75, steps: 2000}}) or none, "
+                          f"got {value!r}")
+    unknown = sorted(set(value) - set(decoder_keys()))
+    if unknown:
+        raise ConfigError(f"decoder has unknown key(s) {unknown}; valid keys are {', '.join(decoder_keys())}")
+    if "enabled" in value and not isinstance(value["enabled"], bool):
+        raise ConfigError(f"decoder.enabled must be true or false, got {value['enabled']!r}")
+    ratio = value.get("prune_ratio", DEFAULTS["prune_ratio"])
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+        raise ConfigError(f"decoder.prune_ratio must be a fraction of the decoder's parameters in (0, 1), got {ratio!r}")
+    calib = value.get("calib", DEFAULTS["calib"])
+    if isinstance(calib, bool) or not isinstance(calib, int) or calib < 1:
+        raise ConfigError(f"decoder.calib must be a whole number >= 1, got {calib!r}")
+    return dict(value)
+
+
+def enabled(settings: dict) -> bool:
+    """The run has a decoder stage: a non-empty `decoder:` mapping that is not enabled: false."""
+    return bool(settings) and settings.get("enabled", True) is not False
+
+
+def unsupported(vae_dir: Path) -> str | None:
+    """None when the pruner can cut this VAE's decoder, else the one line the run states."""
+    f = Path(vae_dir) / "config.json"
+    cfg = read_json_object(f, ConfigError, "re-download the pipeline") if f.is_file() else {}
+    name = cfg.get("_class_name") or "a VAE without config.json"
+    if name != VAE_CLASS:
+        return (f"light decoder: not supported for {name} (decoder pruning keeps the class and supports "
+                f"{VAE_CLASS} in the Wan 2.1 layout)")
+    if cfg.get("is_residual"):
+        return (f"light decoder: not supported for {VAE_CLASS} with is_residual=true (the Wan 2.2 VAE's residual "
+                "decoder; decoder pruning supports the Wan 2.1 layout)")
+    return None
+
+
+def distill_config(settings: dict, vae_dir: Path, latents: Path, out: Path, seed: int = 0,
+                   threads: int = 2) -> DecoderDistillConfig:
+    """The stage's DecoderDistillConfig: the stage's folders and data, the run's seed and threads, the settings."""
+    base = {"out": str(Path(out) / "distill"), "teacher": str(vae_dir), "student": str(Path(out) / "pruned"),
+            "latents": str(latents), "seed": seed, "data_seed": seed, "threads": threads}
+    own = {k: v for k, v in settings.items() if k not in RUN_KEYS}
+    return from_dict(DecoderDistillConfig, {**base, **own}, "decoder (the run's 5_decoder stage)")
+
+
+def build_light_decoder(vae_dir: Path, latents: Path, out: Path, settings: dict, seed: int = 0, threads: int = 2,
+                        progress: bool = True) -> dict:
+    """Prune (skipped when OUT/pruned is complete) and distil (resumes from its checkpoints) the light decoder;
+    returns the stage summary {decoder, decoder_params, decoder_params_before, decoder_base_dim, ...}."""
+    out = Path(out)
+    cfg = distill_config(settings, vae_dir, latents, out, seed, threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # `decoder.threads` for the whole stage; the run's own count restored after
+    try:
+        model = _prune_and_distil(vae_dir, latents, out / "pruned", settings, cfg, seed, progress)
+    finally:
+        torch.set_num_threads(before)
+    man = json.loads((model / "manifest.json").read_text())
+    pruning = man.get("pruning", {})
+    return {"decoder": str(model), "vae_class": VAE_CLASS, "prune_ratio": settings.get("prune_ratio", DEFAULTS["prune_ratio"]),
+            "achieved_ratio": pruning.get("achieved_ratio"),
+            "decoder_base_dim": pruning.get("config_change", {}).get("decoder_base_dim"),
+            "decoder_params": man["decoder_params"], "decoder_params_before": man["teacher_decoder_params"],
+            "steps": cfg.steps, "psnr_vs_teacher_db": last_metric(Path(cfg.out), "psnr_vs_teacher_db")}
+
+
+def _prune_and_distil(vae_dir: Path, latents: Path, pruned: Path, settings: dict, cfg: DecoderDistillConfig,
+                      seed: int, progress: bool) -> Path:
+    ratio, calib = settings.get("prune_ratio", DEFAULTS["prune_ratio"]), settings.get("calib", DEFAULTS["calib"])
+    if not (pruned / "manifest.json").is_file():  # prune_vae writes the folder atomically: complete or absent
+        prune_vae(vae_dir, ratio, pruned, calib=calib, latents=str(latents), seed=seed, overwrite=True,
+                  progress=progress)
+    return train(DecoderDistillRecipe(cfg), cfg, progress=progress)
+
+
+def last_metric(train_dir: Path, key: str) -> float | None:
+    """The last logged value of `key` in a training folder's metrics.jsonl (None if never logged)."""
+    f = Path(train_dir) / "metrics.jsonl"
+    value = None
+    if f.is_file():
+        for line in f.read_text().splitlines():
+            rec = json.loads(line) if line.strip() else {}
+            value = rec.get(key, value)
+    return value
