@@ -20,7 +20,7 @@ from fastlight.shapes.pipeline_folder import latent_transformer, write_shapes_pi
 
 ROOT = Path(__file__).resolve().parents[2]
 WAN22 = ROOT / "configs" / "wan" / "wan22_ti2v_5b.yaml"
-THROUGH_EXPORT = "1_analyze,2_plan,3_stage2,4_stage3,export"
+THROUGH_EXPORT = "1_analyze,2_plan,3_stage2,4_stage3,5_decoder,export"
 
 
 def _eval_inputs(folder: Path, n: int = 2) -> tuple[Path, Path]:
@@ -71,6 +71,8 @@ def test_shapes_pipeline_runs_the_real_path_through_export(shapes_run, monkeypat
                   guidance_scale=call["guidance_scale"], num_frames=9, height=64, width=64, output_type="np",
                   generator=torch.Generator().manual_seed(0)).frames
     assert np.asarray(video).shape == (1, 9, 64, 64, 3) and np.isfinite(video).all()
+    light = json.loads((out / "export" / "pipeline_light" / "vae" / "config.json").read_text())
+    assert light["decoder_base_dim"] < json.loads((pipe / "vae" / "config.json").read_text())["base_dim"]  # the Shapes VAE pruned
 
 
 @pytest.mark.slow
@@ -85,4 +87,5 @@ def test_shapes_pipeline_runs_evaluate_bench_and_report(shapes_run, monkeypatch)
     ev = json.loads((out / "evaluate" / "eval.json").read_text())
     assert np.isfinite(ev["pairs"]["student"]["motion_ratio"]["estimate"])
     rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
-    assert len(rows) == 2 and all(r["denoise_s"] > 0 for r in rows)
+    assert len(rows) == 3 and all(r["denoise_s"] > 0 for r in rows)  # teacher, student, student + light decoder
+    assert rows[2]["decoder_params"] < rows[1]["decoder_params"] == rows[0]["decoder_params"]
