@@ -607,7 +607,6 @@ def score_videos(videos: torch.Tensor, cases: Sequence[BenchCase], world: shapes
     speed_errs = [_capped_abs_log(o["speed_ratio"], SPEED_CAP)
                   for pv, c in zip(per_video, cases) for o, spec in zip(pv["objects"], c.clip.objects)
                   if spec.direction != "still"]
-    ratios = [pv["sharpness_ratio"] for pv in per_video]
     measured_speed = [o["speed_ratio"] for o in objs if o["speed_ratio"] is not None]
     metrics = {
         "num_videos": len(per_video),
@@ -618,16 +617,8 @@ def score_videos(videos: torch.Tensor, cases: Sequence[BenchCase], world: shapes
         "colour_kept": _mean(o["colour_kept"] for o in objs),
         "shape_acc": _mean(o["shape_ok"] for o in objs),
         "size_abs_log_err": _mean(_capped_abs_log(o["size_ratio"], SIZE_CAP) for o in objs),
-        "count_acc": _mean(pv["count_ok"] for pv in per_video),
-        "sharpness_ratio_geomean": math.exp(_mean(math.log(r) for r in ratios)),
-        "sharpness_score": _mean(min(r, 1 / r) for r in ratios),
-        "ghost_free": _mean(pv["ghost_free"] for pv in per_video),
-        "num_ghost_clips": sum(not pv["ghost_free"] for pv in per_video),
-        "psnr_db": _mean(pv["psnr_db"] for pv in per_video),
+        **_clip_metrics(videos, cases, world, ideal, per_video),
     }
-    feats_gen = np.concatenate([object_features(v, c.clip, world) for v, c in zip(videos, cases)])
-    feats_ideal = np.concatenate([object_features(v, c.clip, world) for v, c in zip(ideal, cases)])
-    metrics["frechet_oracle"] = frechet_distance_features(feats_gen, feats_ideal) if len(feats_gen) >= 2 else None
     per_case = case_data(per_video, cases)
     parts = _parts_of(per_case)
     return {
@@ -642,12 +633,28 @@ def score_videos(videos: torch.Tensor, cases: Sequence[BenchCase], world: shapes
     }
 
 
+def _clip_metrics(videos, cases, world, ideal, per_video) -> dict:
+    """The per-video metrics both worlds' summaries share (count, sharpness, ghosts, PSNR) and the
+    Frechet distance of the oracle's object features, generated vs ideal."""
+    ratios = [pv["sharpness_ratio"] for pv in per_video]
+    feats_gen = np.concatenate([object_features(v, c.clip, world) for v, c in zip(videos, cases)])
+    feats_ideal = np.concatenate([object_features(v, c.clip, world) for v, c in zip(ideal, cases)])
+    return {
+        "count_acc": _mean(pv["count_ok"] for pv in per_video),
+        "sharpness_ratio_geomean": math.exp(_mean(math.log(r) for r in ratios)),
+        "sharpness_score": _mean(min(r, 1 / r) for r in ratios),
+        "ghost_free": _mean(pv["ghost_free"] for pv in per_video),
+        "num_ghost_clips": sum(not pv["ghost_free"] for pv in per_video),
+        "psnr_db": _mean(pv["psnr_db"] for pv in per_video),
+        "frechet_oracle": frechet_distance_features(feats_gen, feats_ideal) if len(feats_gen) >= 2 else None,
+    }
+
+
 def _summarise_v2(videos, cases, world, ideal, per_video, vbench: bool, fps: float) -> dict:
     """score_videos' document for a v2 world: WEIGHTS_V2's parts, the motion metrics."""
     objs = [o for pv in per_video for o in pv["objects"]]
     pairs = [(o, spec) for pv, c in zip(per_video, cases) for o, spec in zip(pv["objects"], c.clip.objects)]
     moving = [o for o, spec in pairs if spec.direction != "still"]
-    ratios = [pv["sharpness_ratio"] for pv in per_video]
     measured = [o["speed_ratio"] for o in moving if o["speed_ratio"] is not None]
     jerks = [o["jerk_px"] for o in objs if o["jerk_px"] is not None]
     judged = [o for o in objs if o["shape_judged"]]
@@ -666,16 +673,8 @@ def _summarise_v2(videos, cases, world, ideal, per_video, vbench: bool, fps: flo
         "colour_kept": _mean(o["colour_kept"] for o in objs),
         "shape_acc": _mean(o["shape_ok"] for o in judged),
         "size_abs_log_err": _mean(_capped_abs_log(o["size_ratio"], SIZE_CAP) for o in objs if o["size_ratio"] is not None),
-        "count_acc": _mean(pv["count_ok"] for pv in per_video),
-        "sharpness_ratio_geomean": math.exp(_mean(math.log(r) for r in ratios)),
-        "sharpness_score": _mean(min(r, 1 / r) for r in ratios),
-        "ghost_free": _mean(pv["ghost_free"] for pv in per_video),
-        "num_ghost_clips": sum(not pv["ghost_free"] for pv in per_video),
-        "psnr_db": _mean(pv["psnr_db"] for pv in per_video),
+        **_clip_metrics(videos, cases, world, ideal, per_video),
     }
-    feats_gen = np.concatenate([object_features(v, c.clip, world) for v, c in zip(videos, cases)])
-    feats_ideal = np.concatenate([object_features(v, c.clip, world) for v, c in zip(ideal, cases)])
-    metrics["frechet_oracle"] = frechet_distance_features(feats_gen, feats_ideal) if len(feats_gen) >= 2 else None
     per_case = case_data(per_video, cases, world)
     parts = _parts_of(per_case)
     return {
