@@ -152,6 +152,8 @@ def main(argv=None) -> int:
                     help="a fresh run's temporal resampling convs (see identity_time_convs; ignored with --init)")
     ap.add_argument("--eval-clips", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=5, help="decode-time repeats of the measurement (0: none)")
+    ap.add_argument("--eval-sets", default=",".join(vae_oracle.SETS), help="held-out sets to measure (v2-9 first)")
+    ap.add_argument("--stats-clips", type=int, default=16, help="train-stream clips for latents_mean / latents_std")
     ap.add_argument("--eval-only", action="store_true", help="measure --init on the held-out sets and stop")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: on a shared 2-core machine two threads ran 3x slower per step)")
@@ -178,7 +180,8 @@ def main(argv=None) -> int:
         phases = prev.get("phases", [{k: prev["train"][k] for k in ("steps", "lr", "wall_time_s")}])
         step0, curve0 = prev["train"]["steps"], prev.get("loss_curve", [])
     if args.eval_only:
-        print(json.dumps(vae_oracle.measure(vae.eval(), args.eval_clips, repeats=args.repeats), indent=1))
+        print(json.dumps(vae_oracle.measure(vae.eval(), args.eval_clips, repeats=args.repeats,
+                                            sets=tuple(args.eval_sets.split(","))), indent=1))
         return 0
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     log = open(args.log, "a") if args.log else None
@@ -248,8 +251,8 @@ def main(argv=None) -> int:
     fp16_db = psnr(vae_oracle.reconstruct(vae, x), x)
     say(f"done: {step} steps, this phase {wall:.0f} s; v2-9 PSNR (8 clips) float32 {fp32_db:.2f} dB, "
         f"as stored in float16 {fp16_db:.2f} dB; measuring the held-out sets")
-    held = vae_oracle.measure(vae, args.eval_clips, repeats=args.repeats)
-    stats = latent_stats(vae, args.seed)
+    held = vae_oracle.measure(vae, args.eval_clips, repeats=args.repeats, sets=tuple(args.eval_sets.split(",")))
+    stats = latent_stats(vae, args.seed, args.stats_clips)
     say(json.dumps(vae_oracle.summary(held)))
     vae.register_to_config(latents_mean=[round(v, 5) for v in stats["latents_mean"]],
                            latents_std=[round(v, 5) for v in stats["latents_std"]])

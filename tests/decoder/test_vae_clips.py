@@ -86,17 +86,19 @@ def test_training_clips_come_from_the_train_stream_and_the_held_out_sets_from_va
     assert torch.equal(x, render_batch(v2_stream_clips(0, "shapes/train", 3, 2), v2_world(9)))
     # every clip is drawn from its own stream seed: training (any run seed 0-3, steps, rows) never
     # draws a held-out seed (ShapesBench validation / test cases)
-    train = {stream_seed(s, "shapes/train", k, r) for s in range(4) for k in range(3000) for r in range(8)}
+    train = {stream_seed(s, "shapes/train", k, r) for s in range(4) for k in range(1000) for r in range(8)}
     held = {stream_seed(bench.SHAPESBENCH_SEED, f"shapes/{split}", 0, i) for split in ("validation", "test")
             for i in range(2000)}
-    assert len(train) == 4 * 3000 * 8 and not train & held
-    # the two held-out sets are other clips than each other and than the first training steps
-    a, b = vo.heldout_cases(9, 0, 24), vo.heldout_cases(17, 1000, 24)
-    assert [c.index for c in b] == list(range(1000, 1024)) and b[0].split == "validation"
-    assert b[0].clip == bench.case_clips(1001, v2_world(17), split="validation")[1000]
+    assert len(train) == 4 * 1000 * 8 and not train & held
+    # the two held-out sets: validation cases 0-23 (9 frames) and 1000-... (17 frames), other clips than
+    # each other and than the first training steps
+    a, b = vo.heldout_cases(9, 0, 24), vo.heldout_cases(17, 1000, 8)
+    assert [c.index for c in b] == list(range(1000, 1008)) and b[0].split == "validation"
+    full = bench.case_clips(1008, v2_world(17), split="validation")
+    assert [c.clip for c in a] == full[:24] and [c.clip for c in b] == full[1000:]
     prompts = {c.clip for c in a} | {c.clip for c in b}
-    assert len(prompts) == 48
-    seen = {c for k in range(40) for c in v2_stream_clips(0, "shapes/train", k, 8)}
+    assert len(prompts) == 32
+    seen = {c for k in range(16) for c in v2_stream_clips(0, "shapes/train", k, 8)}
     assert not prompts & seen
 
 
@@ -170,7 +172,8 @@ def test_a_few_steps_on_a_tiny_config_write_the_manifest_and_continue(tmp_path, 
     monkeypatch.setattr(tv, "VAE_CONFIG", dict(base_dim=4, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
                                                temperal_downsample=[False, True, True]))
     out = tmp_path / "vae"
-    common = ["--threads", "1", "--eval-clips", "2", "--repeats", "0", "--frames", "1,5", "--out", str(out)]
+    common = ["--threads", "1", "--eval-clips", "1", "--eval-sets", "v2-9", "--repeats", "0", "--stats-clips", "4",
+              "--frames", "1,5", "--out", str(out)]
     assert tv.main(["--steps", "2", "--lr", "1e-3"] + common) == 0
     man = json.loads((out / "manifest.json").read_text())
     assert man["world"] == {"world": "v2", "size": 64, "num_frames": 9, "radius_px": [7.0, 10.0], "sampler": "v2"}
@@ -180,12 +183,14 @@ def test_a_few_steps_on_a_tiny_config_write_the_manifest_and_continue(tmp_path, 
     assert ph["sampler"] == "v2 world, stream shapes/train of seed 0" and ph["command"].startswith("benchmarks/")
     assert len(ph["load_average_1min_start_end"]) == 2 and ph["cpus_allowed"] and "not alone" in ph["machine"]
     assert man["train"]["frame0_weight"] == 2.0 and man["train"]["steps"] == 2
-    assert set(man["held_out"]) >= {"v2-9", "v2-17", "psnr_db"} and man["held_out"]["v2-17"]["frames"] == 17
-    assert man["held_out"]["v2-9"]["stream"] == "shapes/validation"
+    assert set(man["held_out"]) >= {"v2-9", "psnr_db"} and man["held_out"]["v2-9"]["frames"] == 9
+    assert man["held_out"]["v2-9"]["stream"] == "shapes/validation" and man["held_out"]["v2-9"]["clips"] == 1
     cfg = json.loads((out / "config.json").read_text())
     assert len(cfg["latents_std"]) == 4 and cfg["latents_std"] != [1.0] * 4  # recomputed (train stream)
-    vae = AutoencoderKLWan.from_pretrained(out)
-    assert next(vae.parameters()).dtype == torch.float16
+    from safetensors.torch import load_file
+    weights = load_file(out / "diffusion_pytorch_model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float16}
+    assert AutoencoderKLWan.from_pretrained(out).config.z_dim == 4
     # a second phase continues the step count and the bookkeeping
     assert tv.main(["--steps", "1", "--lr", "1e-4", "--init", str(out)] + common) == 0
     man = json.loads((out / "manifest.json").read_text())
