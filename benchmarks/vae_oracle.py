@@ -1,20 +1,24 @@
-"""Can the Shapes oracle read through a Shapes VAE? decode(encode(clip)) on held-out clips, per frame.
+"""Can the Shapes oracle read through a Shapes VAE? decode(encode(clip)) of TRUE v2 clips, per frame.
 
-    nice -n 5 .venv/bin/python benchmarks/vae_oracle.py --vae shapes-vae --clips 24 --threads 1 \
-        --out runs/vae2/oracle_old.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vae_oracle.py --vae shapes-vae --clips 24 --threads 1 \
+        --out runs/vae3/oracle_v2.json
 
-Held-out sets (seed streams no training run uses: 5_000_011 + set index; training draws the seeds
-10_000_000 * seed + step (first version) and 10_000_000 * (seed + 1) + step (train_shapes_vae.py now)):
-  * `v1-9`: today's world at 64 px (what the shipped VAE was trained on), 9 frames;
-  * `edge-9`, `edge-17`: `fastlight.shapes.clips.sample_edge_clips` (1-3 objects of radius 6-12 px
-    starting from just inside to just past a border, entering / leaving, up to 3.5 px per frame), 9 and
-    17 frames: what the next world shows.
-Per set: PSNR per frame index (the whole-set MSE of that frame), the oracle (`fastlight.shapes.world
-.check_clip` with the ideal rendering as ground truth) on the reconstruction: colour kept per frame
-index (objects visible >= 60% in that frame whose tracked colour area is within [0.5, 2] x the ideal),
-direction ok (over objects whose ideal rendering gives the prompted direction: ones that leave before
-two clean frames are not judgeable), ghost-free clips; and the decode time of one 9- and one 17-frame
-video (batch 1, `AutoencoderKLWan.decode`, median of `--repeats`).
+Held-out sets: ShapesBench's `validation` cases of the v2 world (`fastlight.shapes.bench.case_clips`:
+stream `shapes/validation` of seed SHAPESBENCH_SEED, step 0, row i; `fastlight.data.source.stream_seed`
+hashes the stream name, so no `shapes/train` clip of any seed is among them, and the reported `test`
+cases stay untouched):
+  * `v2-9`:  cases 0 .. n-1 at 9 frames;
+  * `v2-17`: cases 1000 .. 1000+n-1 at 17 frames (other clips than v2-9's: the VAE is causal, so a
+    9-frame clip's round trip is the first 9 frames of its 17-frame one and would repeat v2-9).
+Per set, on the round trip of the true clips: PSNR per frame index (the whole set's MSE of that
+frame); colour kept per frame index (objects >= 60% visible in that frame whose tracked colour area
+is within [0.5, 2] x the ideal's; frame 0 with a 95% bootstrap interval over clips); and ShapesBench's
+v2 oracle (`score_videos`, the ideal rendering as ground truth) with its 95% bootstrap intervals over
+clips: direction, speed within 10%, colour, ghost-free clips, count, smoothness, static, the score;
+the same oracle on the true clips themselves (`ideal`: what the oracle gives a perfect VAE); and
+`bar_ok`: issue 17's bar (direction >= 95%, colour >= 95%, speed within 10% >= 95%, no ghost clip).
+Also the decode time of one 9- and one 17-frame video (batch 1, `AutoencoderKLWan.decode`, median
+of `--repeats`).
 """
 from __future__ import annotations
 
@@ -25,15 +29,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fastlight.shapes.clips import ShapesClips  # noqa: E402
-from fastlight.shapes.world import _full_area_px, check_clip, colour_alpha, render  # noqa: E402
+from fastlight.evaluate.stats import bootstrap_interval, ratio_of_sums  # noqa: E402
+from fastlight.shapes import bench  # noqa: E402
+from fastlight.shapes.clips import v2_world  # noqa: E402
+from fastlight.shapes.world import _full_area_px, colour_alpha, render, render_batch  # noqa: E402
 
-HELD_OUT_SEED = 5_000_011
-SETS = {"v1-9": ("v1", 9), "edge-9": ("edge", 9), "edge-17": ("edge", 17)}
+SPLIT = "validation"
+SETS = {"v2-9": (9, 0), "v2-17": (17, 1000)}  # name: (frames, first case index)
+BAR = {"direction": 0.95, "colour": 0.95, "speed_within_10pct": 0.95}  # issue 17, plus no ghost clip
+PARTS = ("direction", "speed_within_10pct", "colour", "ghost", "count", "smooth", "static")
 
 
 def psnr_db(mse: float) -> float:
@@ -50,6 +59,14 @@ def reconstruct(vae, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
+def heldout_cases(frames: int, first: int, n: int) -> list[bench.BenchCase]:
+    """ShapesBench validation cases first .. first+n-1 of the v2 world at `frames` frames."""
+    world = v2_world(frames)
+    clips = bench.case_clips(first + n, world, split=SPLIT)[first:]
+    return [bench.BenchCase(first + i, c, render(c, world)[:, 0], bench.SHAPESBENCH_SEED, SPLIT)
+            for i, c in enumerate(clips)]
+
+
 def frame_colour_kept(video: torch.Tensor, clip, world) -> list[list[bool | None]]:
     """Per object, per frame: colour kept (None where the ideal object is < 60% visible)."""
     ideal = render(clip, world)
@@ -63,40 +80,58 @@ def frame_colour_kept(video: torch.Tensor, clip, world) -> list[list[bool | None
     return rows
 
 
-def score_set(vae, sampler: str, frames: int, seed: int, n: int) -> dict:
-    src = ShapesClips(size=64, num_frames=frames, sampler=sampler)
-    clips, world = src.clips(seed, n), src.world()
-    x = src.render(seed, n)
+def _interval(stat, data: dict) -> dict | None:
+    return bootstrap_interval(stat, data).to_json() if len(next(iter(data.values()))) >= 2 else None
+
+
+def _oracle(res: dict) -> dict:
+    """The parts this measurement reports from a ShapesBench result, with their intervals."""
+    ivs = res["intervals"]["parts"]
+    out = {k: {"value": res["parts"][k], "interval": ivs.get(k)} for k in PARTS}
+    out["score"] = {"value": res["score"], "interval": res["intervals"]["score"]}
+    m = res["metrics"]
+    out |= {"num_objects": m["num_objects"], "num_moving": m["num_moving"], "num_ghost_clips": m["num_ghost_clips"],
+            "speed_ratio_median": m["speed_ratio_median"], "psnr_db_mean_of_clips": m["psnr_db"]}
+    return out
+
+
+def bar_ok(oracle: dict) -> bool:
+    """Issue 17's bar on one set: every BAR part at or above its value and no ghost clip."""
+    return all((oracle[k]["value"] or 0) >= v for k, v in BAR.items()) and oracle["num_ghost_clips"] == 0
+
+
+def score_set(vae, frames: int, first: int, n: int) -> dict:
+    world = v2_world(frames)
+    cases = heldout_cases(frames, first, n)
+    x = render_batch([c.clip for c in cases], world)
     y = reconstruct(vae, x)
     mse_f = ((y - x) ** 2).mean(dim=(0, 1, 3, 4))
-    kept = [[0, 0] for _ in range(frames)]  # per frame: [kept, judged]
-    dir_ok = dir_n = ghosts = 0
-    for i, clip in enumerate(clips):
-        for row in frame_colour_kept(y[i], clip, world):
+    kept = np.zeros((n, frames))
+    judged = np.zeros((n, frames))
+    for i, case in enumerate(cases):
+        for row in frame_colour_kept(y[i], case.clip, world):
             for f, k in enumerate(row):
                 if k is not None:
-                    kept[f][0] += k
-                    kept[f][1] += 1
-        ideal = check_clip(render(clip, world), clip, world)
-        got = check_clip(y[i], clip, world)
-        for io, go in zip(ideal["objects"], got["objects"]):
-            if io["direction_ok"]:
-                dir_n += 1
-                dir_ok += go["direction_ok"]
-        ghosts += got["ghost"] and not ideal["ghost"]
-    k_all = sum(k for k, _ in kept), sum(j for _, j in kept)
-    k_rest = sum(k for k, _ in kept[1:]), sum(j for _, j in kept[1:])
+                    kept[i, f] += k
+                    judged[i, f] += 1
+    per_clip0 = {"kept": kept[:, 0], "judged": judged[:, 0]}
+    rest = {"kept": kept[:, 1:].sum(1), "judged": judged[:, 1:].sum(1)}
+    oracle = _oracle(bench.score_videos(y, cases, world))
     return {
-        "clips": n, "frames": frames, "sampler": sampler, "seed": seed,
+        "clips": n, "frames": frames, "world": "v2", "stream": f"shapes/{SPLIT}", "case_seed": bench.SHAPESBENCH_SEED,
+        "first_case": first,
         "psnr_db": round(psnr_db(mse_f.mean().item()), 2),
         "psnr_db_per_frame": [round(psnr_db(m), 2) for m in mse_f.tolist()],
-        "colour_kept": round(k_all[0] / max(k_all[1], 1), 4),
-        "colour_kept_frame0": round(kept[0][0] / max(kept[0][1], 1), 4),
-        "colour_kept_frames1+": round(k_rest[0] / max(k_rest[1], 1), 4),
-        "colour_kept_per_frame": [round(k / max(j, 1), 3) for k, j in kept],
-        "colour_judged": k_all[1],
-        "direction_ok": round(dir_ok / max(dir_n, 1), 4), "direction_judged": dir_n,
-        "ghost_clips": ghosts,
+        "colour_kept": round(kept.sum() / max(judged.sum(), 1), 4),
+        "colour_kept_frame0": round(kept[:, 0].sum() / max(judged[:, 0].sum(), 1), 4),
+        "colour_kept_frame0_interval": _interval(ratio_of_sums("kept", "judged"), per_clip0),
+        "colour_kept_frames1+": round(rest["kept"].sum() / max(rest["judged"].sum(), 1), 4),
+        "colour_kept_frames1+_interval": _interval(ratio_of_sums("kept", "judged"), rest),
+        "colour_kept_per_frame": [round(k / max(j, 1), 3) for k, j in zip(kept.sum(0), judged.sum(0))],
+        "colour_judged": int(judged.sum()),
+        "oracle": oracle,
+        "bar_ok": bar_ok(oracle),
+        "ideal": _oracle(bench.score_videos(x, cases, world)),
     }
 
 
@@ -115,10 +150,20 @@ def decode_ms(vae, frames: int, repeats: int) -> float:
 
 def measure(vae, clips: int = 24, repeats: int = 5, sets=tuple(SETS)) -> dict:
     vae.eval()
-    out = {name: score_set(vae, *SETS[name], HELD_OUT_SEED + i, clips) for i, name in enumerate(SETS) if name in sets}
-    out["decode_ms"] = {"9": decode_ms(vae, 9, repeats), "17": decode_ms(vae, 17, repeats)}
+    out = {name: score_set(vae, *SETS[name], clips) for name in SETS if name in sets}
+    if repeats > 0:
+        out["decode_ms"] = {"9": decode_ms(vae, 9, repeats), "17": decode_ms(vae, 17, repeats)}
     out["decoder_parameters"] = sum(p.numel() for p in vae.decoder.parameters())
     return out
+
+
+def summary(held: dict) -> dict:
+    """One line per set: the numbers a log or a table shows."""
+    return {name: {"psnr_db": r["psnr_db"], "colour_kept_frame0": r["colour_kept_frame0"],
+                   "colour_kept_frames1+": r["colour_kept_frames1+"],
+                   **{k: r["oracle"][k]["value"] for k in ("direction", "speed_within_10pct", "colour", "ghost")},
+                   "ghost_clips": r["oracle"]["num_ghost_clips"], "bar_ok": r["bar_ok"]}
+            for name, r in held.items() if isinstance(r, dict) and "oracle" in r}
 
 
 def main(argv=None) -> int:
@@ -129,7 +174,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vae", default="shapes-vae")
     ap.add_argument("--clips", type=int, default=24)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="decode-time repeats (0: no timing)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--out", default=None)
@@ -139,7 +184,7 @@ def main(argv=None) -> int:
     res = measure(vae, args.clips, args.repeats, tuple(args.sets.split(",")))
     res["vae"] = str(args.vae)
     res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    print(json.dumps(res, indent=1))
+    print(json.dumps(summary(res), indent=1))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(args.out), res)

@@ -11,6 +11,10 @@ Besides today's world (`sample_clips`: 1-2 objects starting in the central box, 
 the VAE must reconstruct what the next, harder world shows, so `sample_edge_clips` draws clips with
 1-3 objects that start anywhere from just inside to just past a border (entering, leaving, partly
 outside) and move at any speed up to `max_speed_px`; `ShapesClips(sampler="mix")` alternates the two.
+`ShapesClips(sampler="v2")` draws the v2 world itself (`world.WORLDS["v2"]` at the source's size and
+length: what the latent teacher is trained on); `v2_stream_clips` draws it from a named stream of
+`fastlight.data.source` (the clips `ShapesSource(world="v2", stream=...)` gives), which is how the
+Shapes VAE v3 is trained (`shapes/train`) and measured (ShapesBench's `shapes/validation` cases).
 """
 from __future__ import annotations
 
@@ -21,11 +25,12 @@ from pathlib import Path
 
 import torch
 
+from fastlight.data.source import stream_generator
 from fastlight.errors import InputError
 from fastlight.shapes.world import (COLOURS, DIRECTIONS, SHAPES, Clip, ShapeObject, WorldConfig, render_batch,
-                                    sample_clips)
+                                    sample_clip, sample_clips, world_from_name)
 
-SAMPLERS = ("v1", "edge", "mix")
+SAMPLERS = ("v1", "edge", "mix", "v2")
 
 SHIPPED_VAE = Path(__file__).resolve().parent.parent / "assets" / "shapes_vae"
 
@@ -85,12 +90,27 @@ def sample_edge_clips(seed: int, n: int, size: int = 64, radius: tuple[float, fl
     return [sample_edge_clip(gen, size, radius, max_speed_px) for _ in range(n)]
 
 
+def v2_world(num_frames: int, size: int = 64) -> WorldConfig:
+    """The v2 world (`WORLDS["v2"]`: radius 7-10 px, 1-3 objects, speeds 1 / 2 / 3.5 px per frame) at
+    `num_frames` frames (1 and 5 too: the VAE's single-image and short steps; the clips do not depend
+    on the length, so a shorter clip is the longer one's first frames)."""
+    return world_from_name("v2", size=size, num_frames=num_frames)
+
+
+def v2_stream_clips(seed: int, stream: str, step: int, n: int) -> list[Clip]:
+    """Rows 0..n-1 of `step` of the named stream (e.g. `shapes/train`) in the v2 world: the clips of
+    `ShapesSource(world="v2", seed=seed, stream=...).batch(step)` (fastlight/shapes/source.py)."""
+    world = world_from_name("v2")
+    return [sample_clip(stream_generator(seed, stream, step, row), world) for row in range(n)]
+
+
 @dataclass(frozen=True)
 class ShapesClips:
     """A clip source: `render(seed, n)` -> (n, 3, num_frames, size, size) in [-1, 1], a pure function
     of the seed. Object radii scale with the canvas (3.5-4.5 px at the DiT world's 24 px). `sampler`:
     "v1" today's world (`sample_clips`), "edge" `sample_edge_clips` (radius 6-12 px, up to 3.5 px per
-    frame), "mix" the two by seed parity."""
+    frame), "mix" the two by seed parity, "v2" the v2 world (`v2_world`; its own radii, the radius
+    fields are not read)."""
 
     size: int = 64
     num_frames: int = 9
@@ -112,11 +132,15 @@ class ShapesClips:
         return cls(size, num_frames or world.get("num_frames", 9), radius[0], radius[1], world.get("sampler", "v1"))
 
     def world(self) -> WorldConfig:
+        if self.sampler == "v2":
+            return v2_world(self.num_frames, self.size)
         return WorldConfig(size=self.size, num_frames=self.num_frames, radius_min_px=self.radius_min_px,
                            radius_max_px=self.radius_max_px)
 
     def clips(self, seed: int, n: int) -> list[Clip]:
         """The clip descriptions `render(seed, n)` draws."""
+        if self.sampler == "v2":
+            return sample_clips(seed, n, self.world())
         if self.sampler == "edge" or (self.sampler == "mix" and seed % 2):
             return sample_edge_clips(seed, n, self.size)
         return sample_clips(seed, n, self.world())
