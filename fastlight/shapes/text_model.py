@@ -12,7 +12,9 @@ same PromptError for an unreadable prompt). Output position j < number of object
 token j; every other position is zero. So the stock `WanPipeline._get_t5_prompt_embeds`, which keeps
 the first (attention-mask sum) positions and zero-pads to max_sequence_length, gives exactly
 `text.encode(prompt)` zero-padded: a prompt has at least 4 words per object, so its mask always
-covers the object slots.
+covers the object slots. The tokenizer also cuts the prompt at max_sequence_length, so that length must
+be at least `prompt_tokens(world)` (v1 14, v2 21): the pipeline folder records `short_text_len(world)`
+(16, 24) as its text length (fastlight/shapes/pipeline_folder.py), not the stock 512.
 
 The tokenizer is a `tokenizers` WordLevel model over the Shapes vocabulary (lower-cased, commas and
 full stops dropped as `text.parse` drops them; <pad> = 0, </s> = 1 appended like T5's, <unk> = 2
