@@ -311,12 +311,6 @@ def write_pipeline_text_len(pipeline: str | Path, length: int) -> Path:
                                  "as the stock pipeline's max_sequence_length (fastlight's verbs do)"})
 
 
-def shards_text_len(index: dict) -> int | None:
-    """The text length shards were encoded at (index.json text.length), None if the index records none."""
-    length = (index.get("text") or {}).get("length")
-    return length if isinstance(length, int) and not isinstance(length, bool) else None
-
-
 def vae_fingerprint(vae_dir: str | Path) -> str:
     """A short id of a VAE folder: sha256 over its config and its weight files' sha256."""
     vae_dir = Path(vae_dir)
