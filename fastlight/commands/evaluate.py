@@ -49,8 +49,8 @@ def add_parser(sub) -> None:
     real.add_argument("--num-frames", type=whole_number, default=None, help=f"default {REAL_FRAMES}")
     real.add_argument("--height", type=whole_number, default=None, help=f"default {REAL_HEIGHT}")
     real.add_argument("--width", type=whole_number, default=None, help=f"default {REAL_WIDTH}")
-    real.add_argument("--max-text-len", type=whole_number, default=None, help="prompt tokens kept (default Wan 512, "
-                                                                                    "HunyuanVideo 256)")
+    real.add_argument("--max-text-len", type=whole_number, default=None, help="prompt tokens kept (default the "
+                       "pipeline folder's own text length, e.g. a Shapes folder's 16, else Wan 512, HunyuanVideo 256)")
     real.add_argument("--batch-size", type=whole_number, default=None, help="prompts sampled at a time (default 1)")
     real.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     s.set_defaults(fn=run)

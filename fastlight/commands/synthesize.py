@@ -29,7 +29,8 @@ def add_parser(sub) -> None:
     s.add_argument("--batch-size", type=int, default=1)
     s.add_argument("--samples-per-prompt", type=int, default=1)
     s.add_argument("--shard-size", type=int, default=64)
-    s.add_argument("--max-text-len", type=int, default=None, help="text tokens; default Wan 512, HunyuanVideo 256")
+    s.add_argument("--max-text-len", type=int, default=None, help="text tokens; default the pipeline folder's own "
+                   "text length (a Shapes folder's 16), else Wan 512, HunyuanVideo 256")
     s.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     s.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     s.add_argument("--no-progress", action="store_true")

@@ -35,6 +35,17 @@ Layout of `out_dir`:
                                  "buckets", "null"?: {file, prompt, tokens, extra, sha256}, ...}
 `check_shards_match(shards, pipeline)` refuses shards made by another VAE (the fingerprint) or of
 another latent channel count / text width than the pipeline's transformer.
+
+The text length (`pipeline_text_len`): the tokens a prompt is cut and zero-padded to, WanPipeline's
+`max_sequence_length`. It is the pipeline folder's own record, `tokenizer/fastlight_text.json`
+{"max_sequence_length": L}, because the text side of a pipeline decides it (the tokenizer truncates at
+L, the encoder's output is padded to L): every model trained on that pipeline's shards was trained at
+L, and an export links the teacher's tokenizer/ and so carries it unchanged. A folder without the
+record (every real Wan / HunyuanVideo download) keeps the stock default (512 / 256): nothing changes
+for them. Shards record the length they were encoded at (index.json `text.length`) and store the
+embeddings padded to it; `LatentShardSource(text_pad={lengths: [16, 512], probs: [0.9, 0.1]})` pads
+each batch to a length drawn from that set (see `TextPad`), so a model trained at a short length
+also serves a caller of the stock pipeline who passes no max_sequence_length (512 zero tokens).
 A shard holds samples of one bucket only. Shard files and the index are written atomically
 (temporary name + rename); shards left from an earlier run in the same folder are removed.
 Corrupt, unreadable, too-short or uncaptioned videos are skipped and listed with a reason; they
@@ -58,6 +69,7 @@ from fastlight.data.source import local_batch_size, stream_generator
 from fastlight.errors import DataError, MissingFileError, check_dir_creatable
 from fastlight.data.video import read_video
 from fastlight.fileio import atomic_write_bytes, atomic_write_json, read_json_object, read_safetensors, sha256_file
+from fastlight.models.load import import_pipeline_components
 from fastlight.models.weights import load_pretrained
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
@@ -70,6 +82,8 @@ HUNYUAN_TEXT_LEN = 256  # HunyuanVideoPipeline's max_sequence_length (Llama toke
 HUNYUAN_SKIP_LAYERS = 2  # HunyuanVideoPipeline takes Llama's hidden_states[-(2 + 1)]
 CLIP_TEXT_LEN = 77
 DEFAULT_BUCKETS = ((480, 832), (832, 480), (480, 480))
+TEXT_LEN_FILE = "fastlight_text.json"  # in a pipeline's tokenizer/: {"max_sequence_length": L}
+TEXT_LEN_KEY = "max_sequence_length"
 _CAPTION_ID_KEYS = ("id", "video", "file", "path", "name")
 _CAPTION_TEXT_KEYS = ("caption", "text", "prompt")
 
@@ -168,6 +182,7 @@ class _EncoderEmbeds:
         enc_dir, tok_dir = folder, folder
         if (folder / "text_encoder").is_dir():  # a diffusers pipeline folder
             enc_dir, tok_dir = folder / "text_encoder", folder / "tokenizer"
+            import_pipeline_components(folder)  # a plug-in encoder (Shapes) registers its config with AutoConfig
         if not (enc_dir / "config.json").exists():
             raise DataError(f"text encoder folder {enc_dir} has no config.json; pass a transformers T5/UMT5 "
                             "encoder folder or a diffusers pipeline folder with text_encoder/ and tokenizer/")
@@ -266,6 +281,34 @@ def save_null(out_dir: Path, text: torch.Tensor, extra: dict[str, torch.Tensor])
     sha = _save_tensors_atomic(out_dir / NULL_NAME, tensors)
     return {"file": NULL_NAME, "prompt": NEGATIVE_PROMPT, "tokens": int(tensors["null_text"].shape[1]),
             "extra": sorted(extra), "sha256": sha}
+
+
+def _text_len_file(pipeline: str | Path) -> Path:
+    return Path(pipeline) / "tokenizer" / TEXT_LEN_FILE
+
+
+def pipeline_text_len(pipeline: str | Path) -> int | None:
+    """The text length a pipeline folder records for itself (tokenizer/fastlight_text.json, see the
+    module doc), or None when it records none: the stock pipeline's own default applies."""
+    f = _text_len_file(pipeline)
+    if not f.is_file():
+        return None
+    fix = f'rewrite it as {{"{TEXT_LEN_KEY}": 512}} (or delete it for the stock default)'
+    value = read_json_object(f, DataError, fix).get(TEXT_LEN_KEY)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DataError(f"{f}: {TEXT_LEN_KEY} must be a whole number >= 1, got {value!r}; {fix}")
+    return value
+
+
+def write_pipeline_text_len(pipeline: str | Path, length: int) -> Path:
+    """Record `length` as the pipeline folder's text length (atomically); return the file."""
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise DataError(f"a text length must be a whole number >= 1, got {length!r}")
+    f = _text_len_file(pipeline)
+    if not f.parent.is_dir():
+        raise DataError(f"pipeline {pipeline} has no tokenizer/ to record its text length in")
+    return atomic_write_json(f, {TEXT_LEN_KEY: length, "why": "the prompt tokens kept and zero-padded to: pass it "
+                                 "as the stock pipeline's max_sequence_length (fastlight's verbs do)"})
 
 
 def vae_fingerprint(vae_dir: str | Path) -> str:
@@ -698,6 +741,67 @@ def check_shards_match(shards_dir: str | Path, pipeline_dir: str | Path) -> None
                         f"{pooled_width}-wide pooled CLIP embeddings; {remake}")
 
 
+@dataclass(frozen=True)
+class TextPad:
+    """Pad each batch's text to a length drawn from `lengths` with probabilities `probs` (the latents
+    source's `text_pad: {lengths: [16, 512], probs: [0.9, 0.1]}`): a model trained mostly at its
+    pipeline's short length and sometimes at the stock pipeline's 512 serves both callers. Padded
+    positions are zero tokens with mask 0, exactly what the stock pipeline feeds."""
+
+    lengths: tuple[int, ...]
+    probs: tuple[float, ...]
+
+    KEYS = ("lengths", "probs")
+    EXAMPLE = "text_pad: {lengths: [16, 512], probs: [0.9, 0.1]}"
+
+    @classmethod
+    def from_config(cls, value, stored: int, where: str) -> "TextPad":
+        """The `text_pad` config value, checked against the shards' stored text length (one-line DataError)."""
+        def bad(msg: str) -> DataError:
+            return DataError(f"{where}: text_pad {msg}; e.g. {cls.EXAMPLE}")
+
+        if not isinstance(value, dict):
+            raise bad(f"must be a mapping, got {value!r}")
+        unknown = sorted(set(value) - set(cls.KEYS))
+        if unknown:
+            raise bad(f"has no key {unknown[0]!r} (keys: {', '.join(cls.KEYS)})")
+        lengths, probs = value.get("lengths"), value.get("probs")
+        if not isinstance(lengths, (list, tuple)) or not lengths or not all(
+                isinstance(n, int) and not isinstance(n, bool) for n in lengths):
+            raise bad(f"lengths must be a list of whole numbers, got {lengths!r}")
+        if len(set(lengths)) != len(lengths):
+            raise bad(f"lengths {list(lengths)} repeat a length")
+        if min(lengths) < stored:
+            raise bad(f"length {min(lengths)} is shorter than the {stored} tokens the shards store (padding never "
+                      f"cuts text); use lengths >= {stored} or re-make the shards at a shorter text length")
+        if not isinstance(probs, (list, tuple)) or len(probs) != len(lengths) or not all(
+                isinstance(q, (int, float)) and not isinstance(q, bool) and math.isfinite(q) and q >= 0 for q in probs):
+            raise bad(f"probs must be {len(lengths)} numbers >= 0, one per length, got {probs!r}")
+        if abs(sum(probs) - 1.0) > 1e-6:
+            raise bad(f"probs {list(probs)} must sum to 1")
+        return cls(tuple(int(n) for n in lengths), tuple(float(q) for q in probs))
+
+    def draw(self, gen: torch.Generator) -> int:
+        """One length, drawn with `gen` (one uniform number)."""
+        u, total = float(torch.rand((), generator=gen, dtype=torch.float64)), 0.0
+        for n, q in zip(self.lengths, self.probs):
+            total += q
+            if u < total:
+                return n
+        return next(n for n, q in zip(reversed(self.lengths), reversed(self.probs)) if q > 0)  # rounding at the top
+
+
+def pad_text_batch(text: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L, D) text and (B, L) mask zero-padded to `length` >= L tokens."""
+    extra = length - text.shape[1]
+    if extra < 0:
+        raise ValueError(f"cannot pad {text.shape[1]} text tokens to {length}")
+    if extra == 0:
+        return text, mask
+    return (torch.cat([text, text.new_zeros(text.shape[0], extra, text.shape[2])], dim=1),
+            torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], dim=1))
+
+
 @dataclass
 class LatentShardSource:
     """The shards of a `fastlight preprocess` / `fastlight synthesize` folder as a data source
@@ -715,13 +819,18 @@ class LatentShardSource:
     "text_mask": (B, L)} (the mask beside them, where the HunyuanVideo adapter reads it).
     `null_text` (1, L0, D) and `null_extra` {name: (1, ...)}: the negative prompt's embedding the folder
     records (NULL_NAME), or None / {} when it holds none; recipes use it as the CFG null of a model that
-    has none of its own (fastlight/train/batches.py)."""
+    has none of its own (fastlight/train/batches.py).
+
+    `text_len`: the text tokens the shards store (what they were encoded at). `text_pad` (`TextPad`,
+    default off): global batch `step` is padded to a length drawn from stream `latents/<stream>/text_pad`,
+    step `step` (the same for every rank of the batch)."""
 
     path: str = ""
     batch_size: int = 16
     seed: int = 0
     stream: str = "train"
     pipeline: str = ""
+    text_pad: dict | None = None  # {lengths: [...], probs: [...]}: see TextPad; None: the stored length
 
     def __post_init__(self):
         if not self.path:
@@ -733,6 +842,9 @@ class LatentShardSource:
         if len(self.shards) == 0:
             raise DataError(f"{self.path} holds no samples; re-run fastlight preprocess on readable videos")
         self.null_text, self.null_extra = read_null(self.path, self.shards.index)
+        self.text_len = int(self.shards[0]["text"].shape[0])
+        self.padding = None if self.text_pad is None else TextPad.from_config(
+            self.text_pad, self.text_len, f"latents source {self.path}")
         buckets: dict[tuple, list[int]] = {}
         for s, info in enumerate(self.shards.index["shards"]):
             key = tuple(info.get("bucket") or ())
@@ -763,6 +875,9 @@ class LatentShardSource:
         rows = self.epoch(e)[j][rank * n:(rank + 1) * n]
         b = self.shards.batch(rows)
         out = {"x0": b["x0"].float(), "text": b["text"].float(), "text_mask": b["text_mask"].float()}
+        if self.padding is not None:
+            length = self.padding.draw(stream_generator(self.seed, f"latents/{self.stream}/text_pad", int(step)))
+            out["text"], out["text_mask"] = pad_text_batch(out["text"], out["text_mask"], length)
         if "image" in b:  # TI2V shards (`synthesize --images`): the clean first-frame latent conditions the model
             out["image"] = b["image"].float()
         extra = {k[len(EXTRA_PREFIX):]: v.float() for k, v in b.items() if k.startswith(EXTRA_PREFIX)}

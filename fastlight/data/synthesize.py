@@ -5,8 +5,9 @@
     source = LatentShardSource("shards/", batch_size=8)        # reads them exactly like preprocess's
 
 Per prompt (one a line; blank lines and `#` comments skipped) the text is encoded as the stock pipeline
-does it. Wan: cleaned and run through the pipeline's T5/UMT5 (`max_text_len` tokens, default 512, padded
-positions zero), or looked up in a `text_embeds` safetensors file ({prompt number "0", "1", ...: (L, D)},
+does it. Wan: cleaned and run through the pipeline's T5/UMT5 (`max_text_len` tokens, default the
+pipeline folder's own text length (`latents.pipeline_text_len`), else 512, padded positions zero), or
+looked up in a `text_embeds` safetensors file ({prompt number "0", "1", ...: (L, D)},
 optionally "null": the negative prompt's). HunyuanVideo (HunyuanVideoPipeline): Llama on the prompt in
 the pipeline's prompt template, cropped at its `crop_start`, hidden_states[-3], `max_text_len` tokens
 (default 256) with their mask, and CLIP's pooled output, stored as `extra.pooled` (N, P)
@@ -52,7 +53,7 @@ from tqdm.auto import tqdm
 
 from fastlight.data.latents import (EXTRA_PREFIX, HUNYUAN_TEXT_LEN, INDEX_NAME, NEGATIVE_PROMPT, SHARD_PATTERN,
                                     _EncoderEmbeds, _FileEmbeds, _HunyuanEmbeds, _pad_text, _save_tensors_atomic, _Vae,
-                                    resize_crop, save_null, vae_fingerprint, wan_vae_factors)
+                                    pipeline_text_len, resize_crop, save_null, vae_fingerprint, wan_vae_factors)
 from fastlight.data.source import stream_generator
 from fastlight.diffusion.sampling import euler_sample
 from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec
@@ -336,7 +337,7 @@ def synthesize(
 ) -> dict:
     """Generate latent shards from `prompts` with the pipeline's teacher into `out_dir`; return the index.
     guidance (CFG scale) and max_text_len default to the stock pipeline's (Wan 5 and 512; HunyuanVideo 1,
-    i.e. true CFG off, and 256); embedded_guidance (HunyuanVideo's guidance-distilled embedding, default 6)
+    i.e. true CFG off, and 256; max_text_len: the text length the pipeline folder records, if any); embedded_guidance (HunyuanVideo's guidance-distilled embedding, default 6)
     only applies to a HunyuanVideo transformer with guidance_embeds. Every input is checked before
     anything is written (one-line FastlightErrors)."""
     pipeline, out_dir = Path(pipeline), Path(out_dir)
@@ -344,7 +345,8 @@ def synthesize(
     family = pipeline_family(model_index)
     defaults = FAMILY_DEFAULTS[family]
     guidance = defaults["guidance"] if guidance is None else guidance
-    max_text_len = defaults["max_text_len"] if max_text_len is None else max_text_len
+    if max_text_len is None:  # the pipeline's own text length (latents.pipeline_text_len), else the stock one
+        max_text_len = pipeline_text_len(pipeline) or defaults["max_text_len"]
     _check_options(dtype, num_steps=num_steps, batch_size=batch_size, samples_per_prompt=samples_per_prompt,
                    shard_size=shard_size, num_frames=num_frames, height=height, width=width, max_text_len=max_text_len)
     tcfg = read_json_object(pipeline / "transformer" / "config.json", ModelError, "re-download the pipeline")

@@ -24,8 +24,12 @@ except for pipelines whose guidance is an embedded (distilled) guidance, i.e. th
 
 Steps and guidance: given, else the folder's fastlight_export.json "call" (what the export says it
 runs with), else the pipeline's own `__call__` defaults (Wan: 50, 5.0; HunyuanVideo: 50, 6.0), else
-50 and 5.0. Pipelines that take an `image` (WanImageToVideoPipeline, e.g. Wan 2.2 TI2V as I2V) get
-a deterministic first frame, built once (not timed).
+50 and 5.0. Text length: the folder's own record (`fastlight.data.latents.pipeline_text_len`, e.g. a
+Shapes pipeline's 16 tokens) is passed as `max_sequence_length`; a folder without one (a real Wan
+download) runs the stock default (512). Plug-in components a folder names (the Shapes phrase encoder)
+are imported before loading (`import_pipeline_components`), so any folder benches in a fresh process.
+Pipelines that take an `image` (WanImageToVideoPipeline, e.g. Wan 2.2 TI2V as I2V) get a deterministic
+first frame, built once (not timed).
 
 Peak memory, per entry = the bytes of its own weights (parameters + buffers of its components) +
 the peak increase during its timed runs over the memory in use when a run starts. Every entry stays
@@ -58,9 +62,11 @@ import transformers
 from diffusers import DiffusionPipeline
 from PIL import Image
 
+from fastlight.data.latents import pipeline_text_len
 from fastlight.errors import InputError, MissingFileError, ModelError
 from fastlight.evaluate.timing import bench_callables, phase, resolve_device, unique_names
 from fastlight.fileio import atomic_write_json, read_json_object
+from fastlight.models.load import import_pipeline_components
 
 EXPORT_INFO = "fastlight_export.json"
 DEFAULT_STEPS = 50
@@ -141,7 +147,8 @@ def _parse_option(text: str, key: str, value: str) -> int | float:
 
 
 def check_pipeline_folder(path: str | Path) -> Path:
-    """The folder, if it is a diffusers pipeline folder (has model_index.json); one-line errors otherwise."""
+    """The folder, if it is a diffusers pipeline folder (has model_index.json); one-line errors otherwise.
+    The plug-in classes it names are imported (diffusers takes them from sys.modules only)."""
     p = Path(path)
     fix = ("pass a diffusers pipeline folder (with model_index.json), e.g. a *-Diffusers download or the folder "
            "`fastlight export --format diffusers` writes")
@@ -153,6 +160,7 @@ def check_pipeline_folder(path: str | Path) -> Path:
         hint = "; for a fastlight model folder use `fastlight bench --model`" if (p / "config.json").is_file() else ""
         raise ModelError(f"{p} is not a diffusers pipeline folder (no model_index.json); {fix}{hint}")
     _check_components(p)
+    import_pipeline_components(p)
     return p
 
 
@@ -367,6 +375,7 @@ class _Loaded:
     cfg: bool
     hooks: _Hooks
     image: Any = None
+    text_len: int | None = None  # max_sequence_length passed (the folder's record); None: the pipeline's default
     nfe_seen: tuple[int, int] | None = None  # (nfe per video, forwards per video) of the last run
     mem_base: list[float] | None = None      # memory in use at each run's start, MiB
 
@@ -387,10 +396,12 @@ def _load(entry: PipelineEntry, dev: torch.device, dtype: torch.dtype, num_frame
     # a pipeline taking true_cfg_scale (HunyuanVideo) feeds guidance_scale to a guidance embedding: one forward
     cfg = guidance > 1.0 and "true_cfg_scale" not in params
     image = first_frame(height, width) if "image" in params else None
+    text_len = pipeline_text_len(folder) if "max_sequence_length" in params else None
     if progress:
+        text = f", text {text_len} tokens (the folder's own)" if text_len is not None else ""
         print(f"{entry.name}: {type(pipe).__name__}, {steps} steps, guidance {guidance:g} "
-              f"({'CFG' if cfg else 'no CFG'}; {where})")
-    return _Loaded(entry, pipe, steps, guidance, cfg, _Hooks(pipe), image, mem_base=[])
+              f"({'CFG' if cfg else 'no CFG'}; {where}){text}")
+    return _Loaded(entry, pipe, steps, guidance, cfg, _Hooks(pipe), image, text_len, mem_base=[])
 
 
 def _timed_run(e: _Loaded, prompts: Sequence[str], dev: torch.device, num_frames: int, height: int, width: int,
@@ -400,6 +411,8 @@ def _timed_run(e: _Loaded, prompts: Sequence[str], dev: torch.device, num_frames
                   guidance_scale=e.guidance, output_type="np")
     if e.image is not None:
         kwargs["image"] = e.image
+    if e.text_len is not None:
+        kwargs["max_sequence_length"] = e.text_len
 
     def run() -> None:
         e.mem_base.append(_current_mem(dev))
@@ -435,6 +448,12 @@ def _mem(e: _Loaded, r: dict, warmup: int, dev: torch.device) -> dict:
             "mem_probe": r["mem_method"]}
 
 
+def _call_default(pipe, name: str):
+    """The default of `name` in the pipeline's __call__ (None if it takes no such argument)."""
+    p = inspect.signature(type(pipe).__call__).parameters.get(name)
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+
 def _decoder_params(pipe) -> int | None:
     """Parameters of the VAE's decoder (what a light decoder shrinks; None for a VAE without a `decoder`)."""
     decoder = getattr(pipe.vae, "decoder", None)
@@ -453,6 +472,7 @@ def _row(e: _Loaded, r: dict, first: dict, n: int, warmup: int, dev: torch.devic
         "num_inference_steps": e.steps,
         "guidance_scale": e.guidance,
         "cfg": e.cfg,
+        "max_sequence_length": e.text_len if e.text_len is not None else _call_default(e.pipe, "max_sequence_length"),
         "nfe": nfe,
         "forwards": forwards,
         "dit_params": sum(p.numel() for p in e.pipe.transformer.parameters()),
@@ -497,7 +517,8 @@ def bench_pipelines(entries: Sequence[PipelineEntry], prompts: Sequence[str], *,
     """Bench diffusers pipeline folders end to end in one process, interleaved, after warm-up.
 
     Returns one row per entry (the first is the baseline of the speedups):
-    {model, path, pipeline (class name), num_inference_steps, guidance_scale, cfg, nfe (transformer
+    {model, path, pipeline (class name), num_inference_steps, guidance_scale, cfg, max_sequence_length (the
+     text length it ran at: the folder's record, else the __call__ default), nfe (transformer
      evaluations per video, counted and checked), forwards, dit_params, decoder_params (the VAE decoder's: what a
      light decoder shrinks), time_s {median, min, max, runs}
      (end to end, per video), text_s, denoise_s, decode_s (medians per video), peak_mem_mb, weights_mb,

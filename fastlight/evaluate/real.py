@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fastlight.data.latents import _Vae
+from fastlight.data.latents import _Vae, pipeline_text_len
 from fastlight.data.synthesize import (FAMILY_DEFAULTS, HUNYUAN_CLASS, WAN_CLASSES, _embedded_guidance,
                                        _latent_shape, _patch, _positive_int, check_pipeline, pipeline_family,
                                        vae_geometry)
@@ -264,13 +264,14 @@ def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, heig
     teacher's diffusers folder: its text encoder, VAE and transformer (the feature space)); the first
     model is the reference. Writes out_dir/eval.json (atomically) and, with `videos`, the MP4s; returns
     the eval.json document (the module doc). Every input is checked before any work (one-line errors).
-    `device`: default CUDA when available; `max_text_len`: the prompt tokens kept (default the stock
-    pipeline's: Wan 512, HunyuanVideo 256); `batch_size`: prompts sampled, decoded and featurised at a time;
+    `device`: default CUDA when available; `max_text_len`: the prompt tokens kept (default the text length
+    the pipeline folder records, `latents.pipeline_text_len`, else the stock pipeline's: Wan 512, HunyuanVideo 256); `batch_size`: prompts sampled, decoded and featurised at a time;
     `decoders`: extra rows {name: (model name, VAE folder)} decoding a model's latents with another VAE."""
     pipeline, out_dir = Path(pipeline), Path(out_dir)
     index = check_eval_pipeline(pipeline)
     family = pipeline_family(index)
-    max_text_len = FAMILY_DEFAULTS[family]["max_text_len"] if max_text_len is None else max_text_len
+    if max_text_len is None:
+        max_text_len = pipeline_text_len(pipeline) or FAMILY_DEFAULTS[family]["max_text_len"]
     for value, name in ((num_frames, "num_frames"), (height, "height"), (width, "width"),
                         (max_text_len, "max_text_len"), (batch_size, "batch_size")):
         _positive_int(value, name)

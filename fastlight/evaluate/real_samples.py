@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from fastlight.data.latents import _Vae, resize_crop
+from fastlight.data.latents import _Vae, pipeline_text_len, resize_crop
 from fastlight.data.source import stream_generator
 from fastlight.data.synthesize import _FirstFrames, _levels, _Text
 from fastlight.data.video import to_uint8_frames
@@ -76,12 +76,15 @@ class Texts:
         return Cond(self.embeds[idx].to(device), image, extra)
 
 
-def encode_prompts(pipeline: Path, prompts: Sequence[str], device, max_text_len: int = MAX_TEXT_LEN,
+def encode_prompts(pipeline: Path, prompts: Sequence[str], device, max_text_len: int | None = None,
                    family: str = "wan", embedded_guidance: float | None = None) -> Texts:
     """Encode the prompts and the negative prompt "" with the pipeline's own text encoder(s), as the stock
-    pipeline does (synthesize's `_Text`; Wan: prompt_clean, `max_text_len` tokens, padding zeroed;
+    pipeline does (synthesize's `_Text`; Wan: prompt_clean, `max_text_len` tokens (default the pipeline
+    folder's own text length, `latents.pipeline_text_len`, else MAX_TEXT_LEN), padding zeroed;
     HunyuanVideo: Llama in its template + its mask, CLIP pooled). `embedded_guidance` (HunyuanVideo's
     guidance-distilled transformer) is stored per prompt as extra["guidance"], x 1000 as synthesize does."""
+    if max_text_len is None:
+        max_text_len = pipeline_text_len(pipeline) or MAX_TEXT_LEN
     text = _Text(pipeline, family, None, max_text_len, device, len(prompts))
     rows = [text(i, p) for i, p in enumerate(prompts)]
     extra = {k: torch.stack([x[k] for _, _, x in rows]).float().cpu() for k in rows[0][2]}

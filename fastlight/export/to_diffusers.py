@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
 
+from fastlight.data.latents import pipeline_text_len
 from fastlight.diffusion.spec import SamplerSpec, choose_sampler
 from fastlight.errors import InputError, MissingFileError
 from fastlight.evaluate.pipelines import pipeline_for
@@ -264,6 +265,9 @@ def export_info(run, model_dir: Path, src: Path | None, linked: list[str], spec:
     info = {"format": "diffusers", "run": str(run), "model": str(model_dir), "source_pipeline": str(src) if src else None,
             "linked": linked, "pipeline": index["_class_name"], "sampler": spec.to_json(),
             "call": call_args(spec, den, index, world), "params": sum(p.numel() for p in den.model.parameters())}
+    text_len = pipeline_text_len(src) if src is not None and "tokenizer" in linked else None
+    if text_len is not None:  # the linked tokenizer/ carries the source's own text length: call it with that
+        info["call"]["max_sequence_length"] = text_len
     if world is not None:  # a plug-in world (e.g. Shapes): its latent layout, and what the stock pipelines cannot do
         info["latent_shape"] = list(world.latent_shape(den))
         info["ti2v"] = ("the stock WanPipeline runs text-to-video; a pixel-space TI2V model (clean first frame, "

@@ -13,8 +13,11 @@ disjoint namespaces of the same seed, so no shard holds an evaluation clip.
 Each clip is rendered at the world's size (64 x 64, 9 or 17 frames: the shipped VAE's world by
 default), encoded by the pipeline's own VAE (posterior mode, normalised as the Wan pipelines do:
 `fastlight.data.latents._Vae`, what `preprocess` uses) and its prompt by the pipeline's own text
-encoder and tokenizer, as synthesize encodes prompts (prompt_clean, `text_len` tokens, default the
-stock WanPipeline's 512, padding zeroed). x0's first latent frame is stored as `image` (N, 16, 1, 8, 8), the clean
+encoder and tokenizer, as synthesize encodes prompts (prompt_clean, `text_len` tokens, padding zeroed;
+default the pipeline's own text length, `fastlight.data.latents.pipeline_text_len`: 16 for a v1 Shapes
+pipeline folder, the stock WanPipeline's 512 for one that records none). The shards store the
+embeddings padded to that length and record it (index.json `text.length`); a length shorter than the
+encoder world's longest prompt would cut prompts and is refused. x0's first latent frame is stored as `image` (N, 16, 1, 8, 8), the clean
 frame a TI2V model is conditioned on: the VAE is causal in time, so it is exactly the first frame
 encoded alone, as synthesize encodes a TI2V first frame. The folder is exactly the `LatentShardSource` layout
 (fastlight/data/latents.py; its writer's pieces: `_save_tensors_atomic`, `save_null`, `vae_fingerprint`):
@@ -31,13 +34,13 @@ import torch
 from tqdm.auto import tqdm
 
 from fastlight.data.latents import (INDEX_NAME, NEGATIVE_PROMPT, SHARD_PATTERN, _EncoderEmbeds, _pad_text,
-                                    _save_tensors_atomic, _Vae, save_null, vae_fingerprint)
+                                    _save_tensors_atomic, _Vae, pipeline_text_len, save_null, vae_fingerprint)
 from fastlight.data.source import stream_generator
 from fastlight.data.synthesize import check_pipeline
 from fastlight.errors import InputError
 from fastlight.fileio import atomic_dir, atomic_write_json
 from fastlight.shapes import clips as shape_clips
-from fastlight.shapes import text_model  # noqa: F401 - registers the phrase encoder with transformers' Auto classes
+from fastlight.shapes import text_model  # also registers the phrase encoder with transformers' Auto classes
 from fastlight.shapes import world as shapes
 
 SPLITS = ("train", "calibration")  # validation / test are ShapesBench's held-out streams
@@ -77,6 +80,12 @@ class _PromptText:
         self._clean = prompt_clean
         self._enc = _EncoderEmbeds(pipeline, text_len, device)
         self.length = text_len
+        world = self._enc.model.config.world_config()
+        need = text_model.prompt_tokens(world)
+        if text_len < need:  # the tokenizer would cut the longest prompts
+            raise InputError(f"text_len {text_len} is shorter than this pipeline's longest prompt ({need} tokens, "
+                             f"{world.max_objects} objects): it would cut prompts; use >= {need} (its own: "
+                             f"{pipeline_text_len(pipeline) or WAN_TEXT_LEN})")
         self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,17 +108,20 @@ def _encode_batch(vae: _Vae, video: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 def write_shapes_shards(out: str | Path, pipeline: str | Path, num_clips: int,
                         world: shapes.WorldConfig | None = None, split: str = "train", seed: int = 0,
-                        shard_size: int = 256, batch_size: int = 16, text_len: int = WAN_TEXT_LEN,
+                        shard_size: int = 256, batch_size: int = 16, text_len: int | None = None,
                         device: str | torch.device = "cpu", progress: bool = True) -> dict:
     """Render `num_clips` Shapes clips of `split`'s stream, encode them with `pipeline`'s VAE and text
-    encoder into LatentShardSource shards at `out` (atomically); return the index."""
+    encoder into LatentShardSource shards at `out` (atomically); return the index. `text_len`: the
+    tokens stored per prompt (None: the pipeline's own text length, else 512)."""
+    pipeline = Path(pipeline)
+    check_pipeline(pipeline)
+    if text_len is None:
+        text_len = pipeline_text_len(pipeline) or WAN_TEXT_LEN
     for name, value in (("num_clips", num_clips), ("shard_size", shard_size), ("batch_size", batch_size),
                         ("text_len", text_len)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
     stream = stream_name(split)
-    pipeline = Path(pipeline)
-    check_pipeline(pipeline)
     world = world or default_world()
     vae = _Vae(pipeline / "vae", device, torch.float32)
     vae.check(world.num_frames, [(world.size, world.size)])
@@ -186,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-frames", type=int, default=9, help="1 + 4k frames (the VAE compresses time by 4)")
     p.add_argument("--split", default="train", choices=SPLITS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--text-len", type=int, default=WAN_TEXT_LEN)
+    p.add_argument("--text-len", type=int, default=None,
+                   help="text tokens per prompt (default: the pipeline's own text length, 16 for a v1 Shapes folder)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)

@@ -17,13 +17,22 @@ pipeline_bench, export):
                        `shapes-vae` preset) in float32: 64x64 RGB frames <-> 16 x 8 x 8 latents, 4x in time
                        (9 frames -> 3 latent frames, 17 -> 5)
     text_encoder/      ShapesPhraseEncoder (fastlight/shapes/text_model.py): the phrase tokens (32 wide)
-    tokenizer/         the word-level Shapes tokenizer (PreTrainedTokenizerFast)
+    tokenizer/         the word-level Shapes tokenizer (PreTrainedTokenizerFast) and fastlight_text.json, the
+                       pipeline's text length (`text_len`, default `text_model.short_text_len(world)`: v1 16, v2
+                       24 tokens, every prompt whole; fastlight.data.latents.pipeline_text_len reads it)
     transformer/       WanTransformer3DModel, 16 latent channels in and out, text_dim 32 (LATENT_TRANSFORMER)
 
 Latent transformer: 16 blocks of width 64 (2 heads x 32), patch (1, 2, 2): a 9-frame clip is 3 x 4 x 4
 = 48 tokens. Measured on this machine's 2 cores (16 x 3 x 8 x 8 latents): 0.31 s per training step at
 batch 16 and 22 ms per call at batch 1 (patch (1, 1, 1): 1.06 s and 41 ms). `transformer=None` gives
 random weights (seeded); otherwise pass a WanTransformer3DModel or a transformer folder to copy.
+
+Text length: the stock WanPipeline cuts and zero-pads the prompt to `max_sequence_length` (512 by
+default). A Shapes prompt is at most 14 (v1) / 21 (v2) tokens and its encoder emits one token per object,
+so 512 feeds ~509 identical zero tokens to every cross-attention (and doubles a training step). The
+folder records a short length instead, and every fastlight verb that encodes text or calls the pipeline
+passes it (synthesize, the shards, evaluate, bench --pipeline, `fastlight run`); a direct caller passes
+`max_sequence_length=pipeline_text_len(folder)`. Shorter than the prompt would cut it, so it is refused.
 """
 from __future__ import annotations
 
@@ -33,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from fastlight.data.latents import write_pipeline_text_len
 from fastlight.errors import InputError, ModelError, PluginError
 from fastlight.fileio import atomic_dir, atomic_write_json
 from fastlight.models.presets import cache_dir
@@ -132,17 +142,35 @@ def build_shapes_pipeline(transformer=None, vae=VAE_PRESET, world: shapes.WorldC
 
 
 def write_shapes_pipeline(out: str | Path, transformer=None, vae=VAE_PRESET, world: shapes.WorldConfig | str = "v1",
-                          shift: float = SHIFT, seed: int = 0) -> Path:
+                          shift: float = SHIFT, seed: int = 0, text_len: int | None = None) -> Path:
     """Write the Shapes world as a complete diffusers pipeline folder at `out` (safetensors; replaced
     atomically if it exists); return `out`. `transformer`: None (random, from `seed`), a
-    WanTransformer3DModel or its folder; `vae`: a VAE preset name or an AutoencoderKLWan folder."""
+    WanTransformer3DModel or its folder; `vae`: a VAE preset name or an AutoencoderKLWan folder;
+    `text_len`: the text length it records (default `text_model.short_text_len(world)`; 512 for the
+    stock default), at least the world's longest prompt."""
+    text_len = check_text_len(text_len, world)
     pipe = build_shapes_pipeline(transformer, vae, world, shift, seed)
     out = Path(out)
     with atomic_dir(out) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
         _portable_tokenizer_class(tmp)
         _check_index(tmp)
+        write_pipeline_text_len(tmp, text_len)
     return out
+
+
+def check_text_len(text_len: int | None, world: shapes.WorldConfig | str = "v1") -> int:
+    """`text_len`, or the world's short default when None; InputError when it would cut a prompt."""
+    if isinstance(world, str) and world not in shapes.WORLDS:
+        raise InputError(f"unknown Shapes world {world!r}; use one of {', '.join(shapes.WORLDS)}")
+    if text_len is None:
+        return text_model.short_text_len(world)
+    need = text_model.prompt_tokens(world)
+    if isinstance(text_len, bool) or not isinstance(text_len, int) or text_len < need:
+        raise InputError(f"text_len must be a whole number >= {need} (the longest prompt of this world, in tokens: "
+                         f"a shorter one cuts prompts), got {text_len!r}; the default is "
+                         f"{text_model.short_text_len(world)}, the stock pipeline's 512")
+    return text_len
 
 
 def _check_index(folder: Path) -> None:

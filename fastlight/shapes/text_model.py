@@ -12,7 +12,9 @@ same PromptError for an unreadable prompt). Output position j < number of object
 token j; every other position is zero. So the stock `WanPipeline._get_t5_prompt_embeds`, which keeps
 the first (attention-mask sum) positions and zero-pads to max_sequence_length, gives exactly
 `text.encode(prompt)` zero-padded: a prompt has at least 4 words per object, so its mask always
-covers the object slots.
+covers the object slots. The tokenizer also cuts the prompt at max_sequence_length, so that length must
+be at least `prompt_tokens(world)` (v1 14, v2 21): the pipeline folder records `short_text_len(world)`
+(16, 24) as its text length (fastlight/shapes/pipeline_folder.py), not the stock 512.
 
 The tokenizer is a `tokenizers` WordLevel model over the Shapes vocabulary (lower-cased, commas and
 full stops dropped as `text.parse` drops them; <pad> = 0, </s> = 1 appended like T5's, <unk> = 2
@@ -43,6 +45,8 @@ MODEL_TYPE = "shapes-phrase"
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 SPECIALS = (PAD, EOS, UNK)
 TOKENIZER_MAX_LENGTH = 512  # WanPipeline's default max_sequence_length
+OBJECT_WORDS = 6  # the longest object phrase: "a COLOUR SHAPE moving DIRECTION SPEED" (one word each)
+TEXT_LEN_MULTIPLE = 8  # a short text length is rounded up to this (friendlier tensor shapes)
 
 
 def vocabulary() -> list[str]:
@@ -120,6 +124,22 @@ class ShapesPhraseEncoder(PreTrainedModel):
         hidden[:, :k] = phrases
         hidden = hidden[:, :length].to(self.scale.device, self.scale.dtype) * self.scale
         return PhraseEncoderOutput(last_hidden_state=hidden)
+
+
+def prompt_tokens(world: shapes.WorldConfig | str = "v1") -> int:
+    """The most tokens a prompt of `world` tokenizes to: max_objects phrases of OBJECT_WORDS words, an
+    "and" between two, the appended </s> (v1 14, v2 21). A shorter max_sequence_length makes the stock
+    pipeline's tokenizer cut the prompt (the encoder then refuses it, or reads fewer objects)."""
+    world = shapes.world_from_name(world) if isinstance(world, str) else world
+    k = world.max_objects
+    return k * OBJECT_WORDS + (k - 1) + 1
+
+
+def short_text_len(world: shapes.WorldConfig | str = "v1") -> int:
+    """The Shapes pipeline's default text length: prompt_tokens(world) rounded up to TEXT_LEN_MULTIPLE
+    (v1 16, v2 24): every prompt fits whole, and 3 phrase tokens meet ~13-21 zero tokens, not 509."""
+    n = prompt_tokens(world)
+    return -(-n // TEXT_LEN_MULTIPLE) * TEXT_LEN_MULTIPLE
 
 
 def build_tokenizer(max_length: int = TOKENIZER_MAX_LENGTH) -> PreTrainedTokenizerFast:

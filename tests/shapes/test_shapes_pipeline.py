@@ -155,7 +155,8 @@ def test_shards_are_the_latent_shard_source_format(shards, pipe_dir):
     b = src.batch(0)
     assert b["x0"].shape == (4, 16, 3, 8, 8) and b["image"].shape == (4, 16, 1, 8, 8)
     assert torch.equal(b["image"], b["x0"][:, :, :1]) and b["x0"].std() > 0.1
-    assert b["text"].shape == (4, 512, 32) and b["text_mask"].shape == (4, 512)
+    assert b["text"].shape == (4, 16, 32) and b["text_mask"].shape == (4, 16)  # the folder's own text length
+    assert index["text"]["length"] == 16 == src.text_len
     assert src.null_text is not None and not src.null_text.abs().any()
     # row k: the train stream's clip k, its prompt's phrase tokens zero-padded
     row, prompt = src.shards[5], index["videos"][5]["caption"]

@@ -14,6 +14,7 @@ from PIL import Image
 
 import fastlight.shapes.text_model  # noqa: F401 - diffusers takes the phrase encoder's module from sys.modules
 from fastlight.cli import main
+from fastlight.data.latents import pipeline_text_len
 from fastlight.shapes import world as shapes
 from fastlight.shapes.latent_data import clip_at, default_world, write_shapes_shards
 from fastlight.shapes.pipeline_folder import latent_transformer, write_shapes_pipeline
@@ -67,9 +68,11 @@ def test_shapes_pipeline_runs_the_real_path_through_export(shapes_run, monkeypat
     assert json.loads((export / "transformer" / "config.json").read_text())["num_layers"] < 4
     stock = WanPipeline.from_pretrained(str(export))
     call = json.loads((export / "fastlight_export.json").read_text())["call"]
+    # the teacher's text length travels with the linked tokenizer/ and is part of how to call the export
+    assert pipeline_text_len(export) == pipeline_text_len(pipe) == 16 == call["max_sequence_length"]
     video = stock("a red circle moving left quickly", num_inference_steps=call["num_inference_steps"],
-                  guidance_scale=call["guidance_scale"], num_frames=9, height=64, width=64, output_type="np",
-                  generator=torch.Generator().manual_seed(0)).frames
+                  guidance_scale=call["guidance_scale"], max_sequence_length=call["max_sequence_length"], num_frames=9,
+                  height=64, width=64, output_type="np", generator=torch.Generator().manual_seed(0)).frames
     assert np.asarray(video).shape == (1, 9, 64, 64, 3) and np.isfinite(video).all()
     light = json.loads((out / "export" / "pipeline_light" / "vae" / "config.json").read_text())
     assert light["decoder_base_dim"] < json.loads((pipe / "vae" / "config.json").read_text())["base_dim"]  # the Shapes VAE pruned
@@ -88,4 +91,5 @@ def test_shapes_pipeline_runs_evaluate_bench_and_report(shapes_run, monkeypatch)
     assert np.isfinite(ev["pairs"]["student"]["motion_ratio"]["estimate"])
     rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
     assert len(rows) == 3 and all(r["denoise_s"] > 0 for r in rows)  # teacher, student, student + light decoder
+    assert [r["max_sequence_length"] for r in rows] == [16, 16, 16]  # each folder's own text length, passed
     assert rows[2]["decoder_params"] < rows[1]["decoder_params"] == rows[0]["decoder_params"]
