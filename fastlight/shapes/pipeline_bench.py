@@ -116,7 +116,7 @@ class ShapesPipelineOracle:
         """What eval.json records of the oracle: its name, world, cases and the ideal clips' upper bound."""
         ideal = bench.score_real(len(self._cases), self.world, vbench=False, case_seed=self.case_seed, split="test")
         return {"name": NAME, "oracle": "check_clip_v2" if self.world.name == "v2" else "check_clip",
-                "world": bench.world_json(self.world), "split": "test", "case_seed": self.case_seed,
+                "world": bench.world_json(self.world), "world_name": self.world.name, "split": "test", "case_seed": self.case_seed,
                 "num_cases": len(self._cases),
                 "ideal": {"score": ideal["score"], "interval": ideal["intervals"]["score"]}}
 

@@ -47,7 +47,7 @@ def shapes_run(tmp_path_factory):
     prompts, frames = _eval_inputs(base)
     out = base / "run"
     args = ["run", str(WAN22), "preset=tiny", f"teacher={pipe}", f"data={shards}", "synthesize={}", f"out={out}",
-            f"eval.prompts={prompts}", f"eval.images={frames}"]
+            f"eval.prompts={prompts}", f"eval.images={frames}", "eval_cases=3"]  # the oracle's cases (bench: the prompts)
     return pipe, out, args
 
 
@@ -86,6 +86,13 @@ def test_shapes_pipeline_runs_evaluate_bench_and_report(shapes_run, monkeypatch)
     assert main(args) == 0
     ev = json.loads((out / "evaluate" / "eval.json").read_text())
     assert np.isfinite(ev["pairs"]["student"]["motion_ratio"]["estimate"])
+    # the Shapes oracle judged every row on 3 TEST cases of the folder's world (v1 rules at 64 px)
+    assert ev["num_prompts"] == 3 and ev["oracle"]["name"] == "ShapesBench" and ev["oracle"]["oracle"] == "check_clip"
+    assert sorted(ev["oracle"]["models"]) == ["student", "student_light", "teacher"]
+    summary = json.loads((out / "evaluate" / ".done.json").read_text())["summary"]["oracle"]
+    assert all(r["interval"]["low"] <= r["score"] <= r["interval"]["high"] for r in summary["rows"].values())
+    assert set(summary["differences"]) == {"student", "student_light"}
+    assert "## ShapesBench (3 test cases" in (out / "report" / "report.md").read_text()
     rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
     assert len(rows) == 3 and all(r["denoise_s"] > 0 for r in rows)  # teacher, student, student + light decoder
     assert rows[2]["decoder_params"] < rows[1]["decoder_params"] == rows[0]["decoder_params"]
