@@ -34,7 +34,10 @@ the run's latents (fastlight/decoder/stage.py; a VAE the pruner does not support
 the same with it as its vae (RUN/export/pipeline_light); evaluate samples teacher and student on the
 `eval:` prompts through the teacher's VAE (Frechet distance, motion ratio, proxies, MP4s), the student's
 samples also through the light decoder, and bench times the stock teacher pipeline against the export(s):
-three rows side by side (teacher + full decoder, student + full decoder, student + light decoder).
+three rows side by side (teacher + full decoder, student + full decoder, student + light decoder). A teacher
+whose world has an oracle (a plug-in's, `fastlight.evaluate.real.pipeline_oracle`: the Shapes pipeline's
+ShapesBench) is evaluated on the oracle's first `eval_cases` TEST cases instead of `eval:`'s prompts, and every
+row also gets the oracle's score with its 95% interval and the paired difference row - teacher.
 """
 from __future__ import annotations
 
@@ -77,7 +80,8 @@ class RunConfig:
     prune_ratio: float = 0.3  # fraction of the DiT's parameters to remove
     stage2: dict = field(default_factory=dict)  # overrides of the Stage II recipe config (dpp / icmd / align)
     stage3: dict = field(default_factory=dict)  # overrides of the Stage III recipe config (fastlightgen / dmd2)
-    eval_cases: int = 320  # ShapesBench TEST cases (prompt, first frame, noise), the same for every model;
+    eval_cases: int = 320  # ShapesBench TEST cases (prompt, first frame, noise), the same for every model (also
+    # a pipeline teacher's whose world has an oracle: the Shapes pipeline's, instead of eval.prompts);
     # 320 gives a 95% half-width of about 0.0095 on the teacher's score; fewer is said in the headline
     teacher_steps: int = 50  # the teacher's Euler steps (and a Stage-II-only student's)
     cfg_scale: float = 4.0  # the teacher's CFG
@@ -861,12 +865,13 @@ def _has_oracle(c: RunConfig) -> bool:
 def _pipeline_tail(c: RunConfig) -> list[Stage]:
     """export -> evaluate -> bench -> report of a pipeline teacher, with rough estimates."""
     o = eval_options(c)
-    n = c.eval_cases if _has_oracle(c) else _num_prompts(o.get("prompts"))
+    oracle = _has_oracle(c)
+    n = c.eval_cases if oracle else _num_prompts(o.get("prompts"))
     per_video = _video_cost(o)
     evals = n * (c.teacher_steps * 2 + 8) * per_video + 10.0
     bench = (c.bench_repeats + 1) * (c.teacher_steps * 2 + 4) * per_video + 10.0
     return [Stage("export", "export: the student as a stock diffusers pipeline folder", stage_export, 5.0),
-            Stage("evaluate", f"evaluate: teacher and student on {n} {'oracle cases' if _has_oracle(c) else 'prompts'} "
+            Stage("evaluate", f"evaluate: teacher and student on {n} {'oracle cases' if oracle else 'prompts'} "
                               "(Frechet distance, motion, proxies)", stage_evaluate_pipeline, evals),
             Stage("bench", "bench: stock teacher pipeline vs the exported student, end to end and denoise only",
                   stage_bench_pipeline, bench),

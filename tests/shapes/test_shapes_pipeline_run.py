@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 import fastlight.shapes.text_model  # noqa: F401 - diffusers takes the phrase encoder's module from sys.modules
@@ -96,3 +97,23 @@ def test_shapes_pipeline_runs_evaluate_bench_and_report(shapes_run, monkeypatch)
     rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
     assert len(rows) == 3 and all(r["denoise_s"] > 0 for r in rows)  # teacher, student, student + light decoder
     assert rows[2]["decoder_params"] < rows[1]["decoder_params"] == rows[0]["decoder_params"]
+
+
+@pytest.mark.slow
+def test_the_evaluate_verb_gives_the_run_stage_scores(shapes_run, monkeypatch, tmp_path):
+    """`fastlight evaluate STUDENT --pipeline SHAPES_PIPE` (no prompts: the oracle's cases) with the run's samplers
+    and seed scores the teacher and the student exactly as the run's evaluate stage did."""
+    pipe, out, args = shapes_run
+    monkeypatch.chdir(ROOT)
+    if not (out / "evaluate" / ".done.json").exists():
+        assert main(args) == 0
+    stage = json.loads((out / "evaluate" / "eval.json").read_text())["oracle"]["models"]
+    cfg = yaml.safe_load((out / "config.yaml").read_text())  # the resolved run config
+    steps, guidance = cfg["teacher_steps"], cfg["cfg_scale"]
+    assert main(["evaluate", str(out / "4_stage3" / "model"), "--pipeline", str(pipe), "--num-cases", "3",
+                 "--num-frames", "9", "--height", "64", "--width", "64", "--reference-steps", str(steps),
+                 "--reference-guidance", str(guidance), "--seed", "0", "--no-videos", "--out", str(tmp_path / "ev")]) == 0
+    verb = json.loads((tmp_path / "ev" / "eval.json").read_text())["oracle"]["models"]
+    assert verb["teacher"]["score"] == stage["teacher"]["score"]
+    assert verb["model"]["score"] == stage["student"]["score"]
+    assert verb["model"]["per_case"] == stage["student"]["per_case"]
