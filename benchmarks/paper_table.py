@@ -52,7 +52,7 @@ from pathlib import Path
 import yaml
 
 from fastlight.diffusion.spec import SamplerSpec
-from fastlight.errors import ConfigError, InputError, MissingFileError
+from fastlight.errors import ConfigError, FastlightError, InputError, MissingFileError
 from fastlight.evaluate.real import EVAL_FILE, evaluate_oracle_cases, pipeline_oracle
 from fastlight.evaluate.stats import Interval
 from fastlight.fileio import atomic_write_json, atomic_write_text
@@ -320,4 +320,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    try:
+        main()
+    except FastlightError as e:  # bad input: one line, as the CLI says it
+        print(f"paper_table: error: {e}", file=sys.stderr)
+        sys.exit(2)

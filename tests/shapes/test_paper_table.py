@@ -143,3 +143,10 @@ def test_paper_table_end_to_end(pt, v2_run, monkeypatch, capsys):
     capsys.readouterr()
     again = pt.main(["--run", str(out), "--eval-cases", "2", "--teacher-steps", "6"])
     assert "reusing" in capsys.readouterr().out and again["rows"] == doc["rows"]
+
+
+def test_a_folder_that_is_not_a_run_is_one_line(pt, tmp_path):
+    from fastlight.errors import MissingFileError
+
+    with pytest.raises(MissingFileError, match="no config.yaml"):
+        pt.main(["--run", str(tmp_path)])

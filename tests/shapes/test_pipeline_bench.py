@@ -80,3 +80,12 @@ def test_cases_scores_and_pairs(folders, tmp_path):
         oracle.score(ideal[:2])
     desc = oracle.describe()
     assert desc["oracle"] == "check_clip_v2" and desc["num_cases"] == 3 and desc["ideal"]["score"] > 0.95
+
+
+def test_shapesbench_on_a_pipeline_folder_points_at_the_pipeline_path(folders, tmp_path, capsys):
+    from fastlight.cli import main
+
+    capsys.readouterr()
+    assert main(["evaluate", str(folders["v2"]), "--num-cases", "2", "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--pipeline {folders['v2']}" in err and not (tmp_path / "ev").exists()
