@@ -46,6 +46,8 @@ def _test(low, high, margin=0.0):
     ([_test(0.02, 0.04, margin=0.05)], "refuted"),  # wholly below the stated margin
     ([_test(0.03, 0.08, margin=0.05)], "cannot tell"),
     ([], "cannot tell"),
+    ([_test(-2e-9, -1e-9)], "cannot tell"),  # float rounding of two models that sample the same videos
+    ([_test(1e-9, 2e-9)], "cannot tell"),
 ])
 def test_verdict_follows_the_intervals(pt, tests, word):
     assert pt.verdict3(tests) == word
