@@ -130,6 +130,8 @@ def pipeline_oracle(folder, *, num_frames: int, height: int, width: int, seed: i
     world = folder_world(folder, num_frames)
     if (height, width) != (world.size, world.size):
         raise InputError(f"the Shapes oracle judges {world.size}x{world.size} videos (the world of {folder}); the "
-                         f"evaluation asks for {height}x{width}: set eval.height={world.size} eval.width={world.size}")
+                         f"evaluation asks for {height}x{width}: set the size to {world.size}x{world.size} (fastlight "
+                         f"run: eval.height={world.size} eval.width={world.size}; fastlight evaluate: --height "
+                         f"{world.size} --width {world.size})")
     index = json.loads((folder / "model_index.json").read_text())
     return ShapesPipelineOracle(world, seed, first_frames=bool(index.get("expand_timesteps")))
