@@ -636,12 +636,14 @@ def stage_evaluate_pipeline(run: Run) -> dict:
     if oracle is not None:
         res = evaluate_oracle_cases(teacher_folder(c), models, oracle, c.eval_cases, run.dir("evaluate"), **size,
                                     seed=c.seed, videos=True, progress=True, **extra)
+        n = c.eval_cases
     else:
         prompts, images, size = _eval_prompts(c)
         res = evaluate_on_pipeline(teacher_folder(c), models, prompts, run.dir("evaluate"), **size, seed=c.seed,
                                    images=images, videos=True, progress=True, **extra)
+        n = len(prompts)
     pair = res["pairs"]["student"]
-    out = {"num_prompts": res["num_prompts"], **size,
+    out = {"num_prompts": n, **size,
            "frechet_distance": pair["frechet_distance"], "motion_ratio": pair["motion_ratio"],
            "proxy_differences": pair.get("proxy_differences", {}),
            "motion": {name: m.get("motion") for name, m in res["models"].items()},
