@@ -2,7 +2,10 @@
 `--pipeline PIPE --prompts prompts.txt`, a real (Wan or HunyuanVideo) model against its teacher on the pipeline
 (`fastlight.evaluate.real.evaluate_on_pipeline`): videos, VBench-style proxies, motion, the
 student/teacher motion ratio and a Frechet distance in the teacher's feature space, each with its
-95% interval."""
+95% interval. A pipeline whose world has an oracle (a Shapes pipeline folder) needs no prompts: without
+--prompts it is evaluated on the oracle's first --num-cases TEST cases (default 320) and every model also gets
+the oracle's score with its interval and the paired difference against the reference (the same cases, noise
+and scores as `fastlight run`'s evaluate stage with the same seed, samplers and eval_cases)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,7 +33,8 @@ def add_parser(sub) -> None:
     s.add_argument("--seed", type=whole_number, default=0)
     s.add_argument("--no-videos", action="store_true")
     shapes = s.add_argument_group("ShapesBench (without --pipeline)")
-    shapes.add_argument("--num-cases", type=whole_number, default=None, help=f"test cases (default {SHAPES_CASES})")
+    shapes.add_argument("--num-cases", type=whole_number, default=None,
+                        help=f"test cases (default {SHAPES_CASES}); also a Shapes pipeline's (--pipeline, no --prompts)")
     shapes.add_argument("--skip", type=int_list, default=None, help="comma list of block ids to skip")
     shapes.add_argument("--no-vbench", action="store_true", default=None)
     real = s.add_argument_group("real pipelines")
@@ -67,7 +71,7 @@ def run(a) -> None:
             raise InputError(f"{given[0]} applies to real pipelines: add --pipeline PIPE (the teacher's diffusers "
                              "folder), or drop it for ShapesBench")
         return run_shapes(a)
-    given = _given(a, SHAPES_ONLY)
+    given = [g for g in _given(a, SHAPES_ONLY) if g != "--num-cases"]  # --num-cases: a pipeline's oracle cases
     if given:
         raise InputError(f"{given[0]} applies to ShapesBench; with --pipeline the prompts file sets the cases: drop it")
     return run_real(a)
@@ -116,16 +120,25 @@ def reference_sampler(folder: Path, pipeline: Path, steps: int | None, guidance:
 def run_real(a) -> None:
     from fastlight.data.synthesize import pair_images, pipeline_family, read_prompts
     from fastlight.diffusion.spec import choose_sampler
-    from fastlight.evaluate.real import EVAL_FILE, check_eval_pipeline, evaluate_on_pipeline
+    from fastlight.evaluate.real import (EVAL_FILE, check_eval_pipeline, evaluate_on_pipeline, evaluate_oracle_cases,
+                                         pipeline_oracle)
 
     pipeline = Path(a.pipeline)
     index = check_eval_pipeline(pipeline)
-    if a.prompts is None:
+    size = dict(num_frames=REAL_FRAMES if a.num_frames is None else a.num_frames,
+                height=REAL_HEIGHT if a.height is None else a.height, width=REAL_WIDTH if a.width is None else a.width)
+    oracle = pipeline_oracle(pipeline, **size, seed=a.seed) if a.prompts is None else None
+    if a.prompts is None and oracle is None:
         raise InputError("--pipeline needs --prompts FILE (one evaluation prompt a line)")
+    if a.num_cases is not None and oracle is None:
+        raise InputError("--num-cases with --pipeline applies to a pipeline whose world has an oracle (a Shapes "
+                         "pipeline) and no --prompts; drop it, the prompts file sets the cases")
+    if oracle is not None and a.images is not None:
+        raise InputError(f"--images: {pipeline}'s oracle gives the cases' first frames itself; drop --images")
     if a.images is not None and not index.get("expand_timesteps"):
         raise InputError(f"--images needs a TI2V pipeline (Wan 2.2 TI2V: expand_timesteps true in its "
                          f"model_index.json); {pipeline} is text-to-video: drop --images")
-    prompts = read_prompts(a.prompts)
+    prompts = None if oracle is not None else read_prompts(a.prompts)
     images = None if a.images is None else pair_images(a.images, len(prompts))
     reference = Path(a.reference) if a.reference is not None else pipeline / "transformer"
     if not reference.is_dir():
@@ -142,11 +155,15 @@ def run_real(a) -> None:
     print(f"{name}: {choice.line}")
     kw = {k: v for k, v in dict(device=a.device, max_text_len=a.max_text_len, batch_size=a.batch_size).items()
           if v is not None}
-    res = evaluate_on_pipeline(
-        pipeline, {ref_name: (reference, ref_spec), name: (Path(a.model), choice.spec)}, prompts, a.out,
-        num_frames=REAL_FRAMES if a.num_frames is None else a.num_frames,
-        height=REAL_HEIGHT if a.height is None else a.height, width=REAL_WIDTH if a.width is None else a.width,
-        seed=a.seed, images=images, videos=not a.no_videos, **kw)
+    models = {ref_name: (reference, ref_spec), name: (Path(a.model), choice.spec)}
+    if oracle is not None:
+        n = SHAPES_CASES if a.num_cases is None else a.num_cases
+        print(f"{oracle.name}: {n} test cases of the pipeline's world (its prompts and first frames)")
+        res = evaluate_oracle_cases(pipeline, models, oracle, n, a.out, **size, seed=a.seed, videos=not a.no_videos,
+                                    **kw)
+    else:
+        res = evaluate_on_pipeline(pipeline, models, prompts, a.out, **size, seed=a.seed, images=images,
+                                   videos=not a.no_videos, **kw)
     print(real_table(res))
     print(f"-> {Path(a.out) / EVAL_FILE}")
 
@@ -174,7 +191,20 @@ def real_table(res: dict) -> str:
     lines.append(f"{res['num_prompts']} prompts, {res['num_frames']} frames at {res['height']}x{res['width']}, "
                  f"seed {res['seed']}; intervals: 95% bootstrap over prompts")
     lines += [f"{k}: {v}" for k, v in res["backends"].items()]
-    return "\n".join(lines)
+    return "\n".join(lines + oracle_table(res.get("oracle")))
+
+
+def oracle_table(orc: dict | None) -> list[str]:
+    """The oracle's lines of the table: each row's score [95% interval] and row - reference (paired)."""
+    if not orc:
+        return []
+    lines = [f"{orc['name']} ({orc['num_cases']} {orc.get('split', 'test')} cases; 95% intervals; paired: the same "
+             "cases and noise):"]
+    for n, m in orc["models"].items():
+        pair = orc["pairs"].get(n)
+        lines.append(f"  {n}: {_iv(m.get('interval'), '.4f') if m.get('interval') else format(m['score'], '.4f')}"
+                     + ("" if pair is None else f"; - reference {_iv(pair['score'], '+.4f')}"))
+    return lines
 
 
 def _sampler(d: dict) -> str:

@@ -40,7 +40,20 @@ latents with another VAE (e.g. a pruned, distilled light decoder): the same samp
 (latent space) is the model's; motion, proxies and videos are its own, and `decoder_psnr_db` is the PSNR of
 its frames against the pipeline VAE's frames of the same latents, paired per prompt, with an interval.
 The official VBench and FVD backends are not run here; `backends` says so and how to run them.
-Memory: the latents of every model are kept (small); the frames of one decoded batch at a time.
+Memory: the latents of every model are kept (small); the frames of one decoded batch at a time (with an
+oracle, every row's uint8 frames too, until that row is scored).
+
+**A world's oracle** (`oracle`, from `pipeline_oracle(pipeline, ...)`): a plug-in that knows what the
+pipeline's videos should show (the embedded Shapes world) supplies the evaluation cases itself (prompts and
+first frames: `oracle.cases(n, folder)`) and judges every row's decoded videos (`oracle.score(videos)`: a
+dict with at least `score` and its 95% `interval`), and the paired difference of each row against the
+reference on the same cases and noise (`oracle.paired(row, reference)`: at least `score`, an interval);
+eval.json carries them under `oracle` ({name, ..., models, pairs}). Plug-ins register an oracle factory
+`factory(pipeline, *, num_frames, height, width, seed) -> oracle or None` (None: not its pipeline) in the
+entry-point group `fastlight.pipeline_oracles`; a registered pipeline component class (e.g. a plug-in text
+encoder the folder's model_index.json names) may also name one in its `fastlight_oracle` attribute
+("module:attr"), so a folder finds its oracle before the plug-in's metadata is reinstalled. No oracle: the
+evaluation is unchanged.
 """
 from __future__ import annotations
 
@@ -70,9 +83,13 @@ from fastlight.evaluate.vbench import score_videos
 from fastlight.evaluate.vbench.dimensions import DIMENSIONS, dimension_kind
 from fastlight.fileio import atomic_write_json, read_json_object
 from fastlight.models.denoiser import Denoiser
-from fastlight.models.load import ADAPTERS, load_denoiser
+from fastlight.models.load import ADAPTERS, PIPELINE_COMPONENTS, import_pipeline_components, load_denoiser
+from fastlight.plugins import component, registered
 
 EVAL_FILE = "eval.json"
+ORACLE_GROUP = "fastlight.pipeline_oracles"  # entry points: name -> oracle factory (module doc)
+ORACLE_ATTR = "fastlight_oracle"  # a pipeline component class's "module:attr" of its oracle factory
+ORACLE_CASES = "oracle_cases"  # out_dir/oracle_cases/: the first frames of an oracle's cases
 VIDEO_DIR = "videos"
 FPS = 16  # WanPipeline's videos are exported at 16 fps
 EVAL_PIPELINES = (*WAN_CLASSES, HUNYUAN_CLASS)
@@ -200,6 +217,36 @@ def _slugs(names: Sequence[str]) -> dict[str, str]:
     return out
 
 
+# ----------------------------------------------------------------------------- a world's oracle
+def oracle_factories(pipeline: Path) -> list[str]:
+    """The oracle factories ("module:attr") that may judge `pipeline`'s videos: those registered in
+    ORACLE_GROUP, then those its registered pipeline components name in `fastlight_oracle`."""
+    refs = list(dict.fromkeys(registered(ORACLE_GROUP).values()))
+    for name in import_pipeline_components(pipeline):
+        ref = getattr(component(PIPELINE_COMPONENTS, name), ORACLE_ATTR, None)
+        if isinstance(ref, str) and ref not in refs:
+            refs.append(ref)
+    return refs
+
+
+def pipeline_oracle(pipeline, *, num_frames: int, height: int, width: int, seed: int = 0):
+    """The oracle of the world `pipeline` generates (the first factory that claims the folder), or None."""
+    pipeline = Path(pipeline)
+    for ref in oracle_factories(pipeline):
+        oracle = component(ORACLE_GROUP, ref)(pipeline, num_frames=num_frames, height=height, width=width,
+                                              seed=seed)
+        if oracle is not None:
+            return oracle
+    return None
+
+
+def _oracle_section(oracle, per: dict, reference: str) -> dict:
+    """eval.json's `oracle`: every row's score (the frames dropped once scored) and each row - reference."""
+    scored = {name: oracle.score(rec.pop("frames")) for name, rec in per.items()}
+    return {**oracle.describe(), "models": scored,
+            "pairs": {name: oracle.paired(s, scored[reference]) for name, s in scored.items() if name != reference}}
+
+
 # ----------------------------------------------------------------------------- scores
 def _model_scores(spec: SamplerSpec, rec: dict, out_dir: Path) -> dict:
     return {
@@ -259,14 +306,17 @@ def backends(out_dir: Path, reference: str, slugs: Mapping[str, str], videos: bo
 # ----------------------------------------------------------------------------- the entry point
 def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, height, width, seed=0, images=None,
                          videos=True, progress=True, device=None, max_text_len=None, batch_size=1,
-                         decoders=None) -> dict:
+                         decoders=None, oracle=None) -> dict:
     """Sample, decode, write and score every model of `models` on `prompts` with the `pipeline` (the
     teacher's diffusers folder: its text encoder, VAE and transformer (the feature space)); the first
     model is the reference. Writes out_dir/eval.json (atomically) and, with `videos`, the MP4s; returns
     the eval.json document (the module doc). Every input is checked before any work (one-line errors).
     `device`: default CUDA when available; `max_text_len`: the prompt tokens kept (default the text length
-    the pipeline folder records, `latents.pipeline_text_len`, else the stock pipeline's: Wan 512, HunyuanVideo 256); `batch_size`: prompts sampled, decoded and featurised at a time;
-    `decoders`: extra rows {name: (model name, VAE folder)} decoding a model's latents with another VAE."""
+    the pipeline folder records, `latents.pipeline_text_len`, else the stock pipeline's: Wan 512, HunyuanVideo
+    256); `batch_size`: prompts sampled, decoded and featurised at a time;
+    `decoders`: extra rows {name: (model name, VAE folder)} decoding a model's latents with another VAE;
+    `oracle`: a world's oracle (module doc) that judges every row's videos; `prompts` / `images` must then be
+    its cases (`evaluate_oracle_cases` asks it for them)."""
     pipeline, out_dir = Path(pipeline), Path(out_dir)
     index = check_eval_pipeline(pipeline)
     family = pipeline_family(index)
@@ -298,7 +348,7 @@ def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, heig
     slugs = _slugs([*models, *extra])
     per = _score_all(pipeline, latents, texts, seed, device, first_images, dims, batch_size,
                      {name: out_dir / VIDEO_DIR / slug for name, slug in slugs.items()} if videos else None, progress,
-                     FAMILY_FPS[family], extra)
+                     FAMILY_FPS[family], extra, keep_frames=oracle is not None)
     reference = next(iter(models))
     specs = {**{n: m[1] for n, m in models.items()}, **{row: models[m][1] for row, (m, _) in extra.items()}}
     scores = {name: _model_scores(specs[name], p, out_dir) for name, p in per.items()}
@@ -314,8 +364,20 @@ def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, heig
     }
     if family == "hunyuan":  # (Wan's eval.json keeps its keys)
         result.update({"family": family, "embedded_guidance": embedded})
+    if oracle is not None:
+        result["oracle"] = _oracle_section(oracle, per, reference)
     atomic_write_json(out_dir / EVAL_FILE, result)
     return result
+
+
+def evaluate_oracle_cases(pipeline, models, oracle, num_cases: int, out_dir, **kw) -> dict:
+    """`evaluate_on_pipeline` on the oracle's first `num_cases` cases (their prompts, and their first frames
+    written to out_dir/oracle_cases/), every row judged by the oracle."""
+    out_dir = Path(out_dir)
+    _positive_int(num_cases, "num_cases")
+    check_dir_creatable(out_dir, "--out")
+    prompts, images = oracle.cases(num_cases, out_dir / ORACLE_CASES)
+    return evaluate_on_pipeline(pipeline, models, prompts, out_dir, images=images, oracle=oracle, **kw)
 
 
 def _sample_all(models: dict, texts, shape, seed: int, device, first_latents, batch_size: int,
@@ -338,10 +400,11 @@ def _sample_all(models: dict, texts, shape, seed: int, device, first_latents, ba
 
 def _score_all(pipeline: Path, latents: dict, texts, seed: int, device, first_images, dims, batch_size: int,
                video_dirs: dict[str, Path] | None, progress: bool, fps: int = FPS,
-               extra: Mapping[str, tuple[str, Path]] | None = None) -> dict[str, dict]:
+               extra: Mapping[str, tuple[str, Path]] | None = None, keep_frames: bool = False) -> dict[str, dict]:
     """{name: {features, motion, proxies, videos}} (decoder rows of `extra` also `psnr`): each batch of samples
     is decoded (by the pipeline's VAE, and by each decoder row's VAE), scored, written (with `video_dirs`) and
-    dropped, so only one batch of frames is in memory."""
+    dropped, so only one batch of frames is in memory; `keep_frames`: each row's uint8 frames are kept under
+    `frames` (for an oracle)."""
     extra = dict(extra or {})
     vae = _Vae(pipeline / "vae", device, torch.float32)
     light = {row: _Vae(folder, device, torch.float32) for row, (_, folder) in extra.items()}
@@ -352,8 +415,8 @@ def _score_all(pipeline: Path, latents: dict, texts, seed: int, device, first_im
     for name, zs in latents.items():
         rows = [name, *(row for row, (m, _) in extra.items() if m == name)]
         features = teacher_features(teacher, zs, texts, seed, batch_size=batch_size)
-        recs = {r: {"features": features, "motion": [], "proxies": {d: [] for d in dims}, "videos": [], "psnr": []}
-                for r in rows}
+        recs = {r: {"features": features, "motion": [], "proxies": {d: [] for d in dims}, "videos": [], "psnr": [],
+                    **({"frames": []} if keep_frames else {})} for r in rows}
         for start in range(0, len(zs), batch_size):
             full = decode_latents(vae, zs[start:start + batch_size], batch_size)
             for row in rows:
@@ -364,6 +427,8 @@ def _score_all(pipeline: Path, latents: dict, texts, seed: int, device, first_im
                     _score_video(rec, frames, None if first_images is None else first_images[i], dims, fps)
                     if row != name:
                         rec["psnr"].append(frame_psnr(frames, ref))
+                    if keep_frames:
+                        rec["frames"].append(frames)
                     if video_dirs is not None:
                         rec["videos"].append(_write_video(video_dirs[row], i, frames, fps))
                     bar.update(1)

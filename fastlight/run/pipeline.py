@@ -34,7 +34,10 @@ the run's latents (fastlight/decoder/stage.py; a VAE the pruner does not support
 the same with it as its vae (RUN/export/pipeline_light); evaluate samples teacher and student on the
 `eval:` prompts through the teacher's VAE (Frechet distance, motion ratio, proxies, MP4s), the student's
 samples also through the light decoder, and bench times the stock teacher pipeline against the export(s):
-three rows side by side (teacher + full decoder, student + full decoder, student + light decoder).
+three rows side by side (teacher + full decoder, student + full decoder, student + light decoder). A teacher
+whose world has an oracle (a plug-in's, `fastlight.evaluate.real.pipeline_oracle`: the Shapes pipeline's
+ShapesBench) is evaluated on the oracle's first `eval_cases` TEST cases instead of `eval:`'s prompts, and every
+row also gets the oracle's score with its 95% interval and the paired difference row - teacher.
 """
 from __future__ import annotations
 
@@ -77,7 +80,8 @@ class RunConfig:
     prune_ratio: float = 0.3  # fraction of the DiT's parameters to remove
     stage2: dict = field(default_factory=dict)  # overrides of the Stage II recipe config (dpp / icmd / align)
     stage3: dict = field(default_factory=dict)  # overrides of the Stage III recipe config (fastlightgen / dmd2)
-    eval_cases: int = 320  # ShapesBench TEST cases (prompt, first frame, noise), the same for every model;
+    eval_cases: int = 320  # ShapesBench TEST cases (prompt, first frame, noise), the same for every model (also
+    # a pipeline teacher's whose world has an oracle: the Shapes pipeline's, instead of eval.prompts);
     # 320 gives a 95% half-width of about 0.0095 on the teacher's score; fewer is said in the headline
     teacher_steps: int = 50  # the teacher's Euler steps (and a Stage-II-only student's)
     cfg_scale: float = 4.0  # the teacher's CFG
@@ -616,19 +620,30 @@ LIGHT_ROW = "student_light"  # the evaluation / bench row of the student + light
 
 def stage_evaluate_pipeline(run: Run) -> dict:
     """Teacher and student sampled on the same prompts and noise, decoded by the teacher's VAE: the Frechet
-    distance and motion ratio of the student against the teacher with 95% intervals, the proxies, MP4s."""
-    from fastlight.evaluate.real import evaluate_on_pipeline
+    distance and motion ratio of the student against the teacher with 95% intervals, the proxies, MP4s. A
+    pipeline whose world has an oracle (a plug-in's: the Shapes pipeline's ShapesBench) is evaluated on that
+    oracle's first `eval_cases` cases instead of `eval.prompts`, and every row also gets the oracle's score
+    with its interval and the paired difference row - teacher (`oracle` in the summary)."""
+    from fastlight.evaluate.real import evaluate_oracle_cases, evaluate_on_pipeline, pipeline_oracle
 
     c = run.cfg
-    prompts, images, size = _eval_prompts(c)
     models = {"teacher": (teacher_transformer(c), sampling_of(c.teacher, c)),
               "student": (run.student, student_sampling(run))}
     light = run.light_decoder()
     extra = {"decoders": {LIGHT_ROW: ("student", light)}} if light is not None else {}
-    res = evaluate_on_pipeline(teacher_folder(c), models, prompts, run.dir("evaluate"), **size, seed=c.seed,
-                               images=images, videos=True, progress=True, **extra)
+    size = {k: eval_options(c)[k] for k in VIDEO_KEYS}
+    oracle = pipeline_oracle(teacher_folder(c), **size, seed=c.seed)
+    if oracle is not None:
+        res = evaluate_oracle_cases(teacher_folder(c), models, oracle, c.eval_cases, run.dir("evaluate"), **size,
+                                    seed=c.seed, videos=True, progress=True, **extra)
+        n = c.eval_cases
+    else:
+        prompts, images, size = _eval_prompts(c)
+        res = evaluate_on_pipeline(teacher_folder(c), models, prompts, run.dir("evaluate"), **size, seed=c.seed,
+                                   images=images, videos=True, progress=True, **extra)
+        n = len(prompts)
     pair = res["pairs"]["student"]
-    out = {"num_prompts": len(prompts), **size,
+    out = {"num_prompts": n, **size,
            "frechet_distance": pair["frechet_distance"], "motion_ratio": pair["motion_ratio"],
            "proxy_differences": pair.get("proxy_differences", {}),
            "motion": {name: m.get("motion") for name, m in res["models"].items()},
@@ -638,7 +653,20 @@ def stage_evaluate_pipeline(run: Run) -> dict:
         out["light"] = {"frechet_distance": lp["frechet_distance"], "motion_ratio": lp["motion_ratio"],
                         "proxy_differences": lp.get("proxy_differences", {}),
                         "decoder_psnr_db": res["models"][LIGHT_ROW]["decoder_psnr_db"]}
+    if "oracle" in res:
+        out["oracle"] = oracle_summary(res["oracle"])
     return out
+
+
+def oracle_summary(orc: dict) -> dict:
+    """The evaluate summary's `oracle`: per row the score with its 95% interval, per row but the teacher the
+    paired interval of row - teacher (same cases and noise); the per-case data stay in eval.json."""
+    return {"name": orc["name"], "num_cases": orc["num_cases"], "split": orc.get("split"),
+            "world": orc.get("world_name"),
+            "ideal": orc.get("ideal"),
+            "rows": {n: {"score": m["score"], "interval": m.get("interval"), "parts": m.get("parts")}
+                     for n, m in orc["models"].items()},
+            "differences": {n: p["score"] for n, p in orc["pairs"].items()}}
 
 
 def stage_bench_pipeline(run: Run) -> dict:
@@ -691,12 +719,30 @@ def stage_report_pipeline(run: Run) -> dict:
               f"| denoise only (s per video) | {be['teacher_denoise_s']:.3g} | {be['student_denoise_s']:.3g} | "
               f"{be['denoise_speedup']:.1f}x |", ""]
     lines += side_by_side(run, ev, be)
+    lines += oracle_lines(ev.get("oracle"))
     lines += [f"Videos: `{run.dir('evaluate')}`; stock student pipeline: `{run.export_pipeline}`"
               + (f"; with the light decoder: `{run.export_light}`" if "light_s" in be else "") + ".", ""]
     md = run.dir("report") / "report.md"
     make_dir(md.parent, "report folder")
     atomic_write_text(md, "\n".join(lines))
     return {"markdown": str(md)}
+
+
+def oracle_lines(orc: dict | None) -> list[str]:
+    """The report's oracle table (a pipeline whose world has one): each row's score with its 95% interval and
+    the paired difference row - teacher on the same cases and noise; nothing without an oracle."""
+    if not orc:
+        return []
+    ideal = orc.get("ideal") or {}
+    out = [f"## {orc['name']} ({orc['num_cases']} {orc.get('split') or 'test'} cases, world {orc.get('world')}, "
+           "95% intervals)", "", "| row | score | row - teacher (paired) |", "|---|---|---|"]
+    for name, row in orc["rows"].items():
+        diff = orc["differences"].get(name)
+        score = _interval(row["interval"], ".4f") if row.get("interval") else f"{row['score']:.4f} (one case: no interval)"
+        out.append(f"| {name} | {score} | {'0 (reference)' if diff is None else _interval(diff, '+.4f')} |")
+    if ideal.get("score") is not None:
+        out.append(f"| the world's own clips (upper bound) | {ideal['score']:.4f} | |")
+    return out + [""]
 
 
 def _secs(x) -> str:
@@ -804,16 +850,31 @@ def _video_cost(o: dict) -> float:
     return 0.02 + 1e-5 * o["num_frames"] * o["height"] * o["width"] / 64
 
 
+def _has_oracle(c: RunConfig) -> bool:
+    """The pipeline teacher's world has an oracle (evaluate then scores its cases); False where the teacher is
+    not here or the oracle refuses the settings (the evaluate stage itself says why)."""
+    from fastlight.evaluate.real import pipeline_oracle
+
+    if not (teacher_folder(c) / "model_index.json").is_file():
+        return False
+    size = {k: eval_options(c)[k] for k in VIDEO_KEYS}
+    try:
+        return pipeline_oracle(teacher_folder(c), **size, seed=c.seed) is not None
+    except FastlightError:
+        return False
+
+
 def _pipeline_tail(c: RunConfig) -> list[Stage]:
     """export -> evaluate -> bench -> report of a pipeline teacher, with rough estimates."""
     o = eval_options(c)
-    n = _num_prompts(o.get("prompts"))
+    oracle = _has_oracle(c)
+    n = c.eval_cases if oracle else _num_prompts(o.get("prompts"))
     per_video = _video_cost(o)
     evals = n * (c.teacher_steps * 2 + 8) * per_video + 10.0
     bench = (c.bench_repeats + 1) * (c.teacher_steps * 2 + 4) * per_video + 10.0
     return [Stage("export", "export: the student as a stock diffusers pipeline folder", stage_export, 5.0),
-            Stage("evaluate", f"evaluate: teacher and student on {n} prompts (Frechet distance, motion, proxies)",
-                  stage_evaluate_pipeline, evals),
+            Stage("evaluate", f"evaluate: teacher and student on {n} {'oracle cases' if oracle else 'prompts'} "
+                              "(Frechet distance, motion, proxies)", stage_evaluate_pipeline, evals),
             Stage("bench", "bench: stock teacher pipeline vs the exported student, end to end and denoise only",
                   stage_bench_pipeline, bench),
             Stage("report", "report (Markdown)", stage_report_pipeline, 2.0)]
@@ -937,6 +998,12 @@ def pipeline_headline(student: str, ev: dict, be: dict) -> str:
     if "light_s" in be and ev.get("light"):
         line += (f"; with the light decoder {be['light_speedup']:.1f}x end to end ({be['light_s']:.3g} s per video), "
                  f"decoder PSNR vs full {_interval(ev['light']['decoder_psnr_db'], '.1f')} dB")
+    orc = ev.get("oracle")
+    if orc and "student" in orc["rows"]:
+        rows = orc["rows"]
+        line += (f"; {orc['name']} student {_interval(rows['student'].get('interval'), '.3f')} vs teacher "
+                 f"{_interval(rows['teacher'].get('interval'), '.3f')}, paired "
+                 f"{_interval(orc['differences'].get('student'), '+.3f')} ({orc['num_cases']} test cases)")
     return line
 
 

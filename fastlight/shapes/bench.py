@@ -787,6 +787,10 @@ def evaluate_model(model_path: str, out_dir: str, sampler: SamplerSpec | None = 
     path = resolve_model_path(model_path)
     model = load_denoiser(path).eval()
     if not is_shapes_model(model):
+        if (path / "model_index.json").is_file():  # a pipeline folder (e.g. the Shapes pipeline): its own path
+            raise ModelError(f"{model_path} is a diffusers pipeline folder, not an embedded Shapes model; score a model "
+                             f"on it with `fastlight evaluate MODEL --pipeline {model_path}` (a Shapes pipeline: its "
+                             "oracle's test cases, --num-cases)")
         raise ModelError(f"{model_path} is not an embedded Shapes model (no world in its fastlight.json); "
                          "ShapesBench needs one")
     choice = choose_sampler(path, sampler, **(overrides or {}))

@@ -90,6 +90,8 @@ class ShapesPhraseEncoder(PreTrainedModel):
     has a device and a dtype (diffusers and transformers read both off its parameters)."""
 
     config_class = ShapesPhraseConfig
+    # the world's oracle for a pipeline with this text encoder (fastlight.evaluate.real's oracle hook)
+    fastlight_oracle = "fastlight.shapes.pipeline_bench:pipeline_oracle"
     base_model_prefix = "shapes_phrase"
     main_input_name = "input_ids"
     _no_split_modules: list[str] = []

@@ -409,8 +409,15 @@ def _contract_stubs(calls: dict):
                  "denoise_speedup": 35.0}]
         return rows[:len(entries)]
 
+    def pipeline_oracle(pipeline, *, num_frames, height, width, seed=0):
+        return None  # a Wan pipeline: no world oracle (the prompts path)
+
+    def evaluate_oracle_cases(pipeline, models, oracle, num_cases, out_dir, **kw):
+        raise AssertionError("a Wan pipeline has no oracle")
+
     real = types.ModuleType("fastlight.evaluate.real")
     real.evaluate_on_pipeline = evaluate_on_pipeline
+    real.pipeline_oracle, real.evaluate_oracle_cases = pipeline_oracle, evaluate_oracle_cases
     bench = types.ModuleType("fastlight.evaluate.pipeline_bench")
     bench.PipelineEntry, bench.bench_pipelines = PipelineEntry, bench_pipelines
     return real, bench

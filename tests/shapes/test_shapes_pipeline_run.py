@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 import fastlight.shapes.text_model  # noqa: F401 - diffusers takes the phrase encoder's module from sys.modules
@@ -48,7 +49,7 @@ def shapes_run(tmp_path_factory):
     prompts, frames = _eval_inputs(base)
     out = base / "run"
     args = ["run", str(WAN22), "preset=tiny", f"teacher={pipe}", f"data={shards}", "synthesize={}", f"out={out}",
-            f"eval.prompts={prompts}", f"eval.images={frames}"]
+            f"eval.prompts={prompts}", f"eval.images={frames}", "eval_cases=3"]  # the oracle's cases (bench: the prompts)
     return pipe, out, args
 
 
@@ -89,7 +90,34 @@ def test_shapes_pipeline_runs_evaluate_bench_and_report(shapes_run, monkeypatch)
     assert main(args) == 0
     ev = json.loads((out / "evaluate" / "eval.json").read_text())
     assert np.isfinite(ev["pairs"]["student"]["motion_ratio"]["estimate"])
+    # the Shapes oracle judged every row on 3 TEST cases of the folder's world (v1 rules at 64 px)
+    assert ev["num_prompts"] == 3 and ev["oracle"]["name"] == "ShapesBench" and ev["oracle"]["oracle"] == "check_clip"
+    assert sorted(ev["oracle"]["models"]) == ["student", "student_light", "teacher"]
+    summary = json.loads((out / "evaluate" / ".done.json").read_text())["summary"]["oracle"]
+    assert all(r["interval"]["low"] <= r["score"] <= r["interval"]["high"] for r in summary["rows"].values())
+    assert set(summary["differences"]) == {"student", "student_light"}
+    assert "## ShapesBench (3 test cases" in (out / "report" / "report.md").read_text()
     rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
     assert len(rows) == 3 and all(r["denoise_s"] > 0 for r in rows)  # teacher, student, student + light decoder
     assert [r["max_sequence_length"] for r in rows] == [16, 16, 16]  # each folder's own text length, passed
     assert rows[2]["decoder_params"] < rows[1]["decoder_params"] == rows[0]["decoder_params"]
+
+
+@pytest.mark.slow
+def test_the_evaluate_verb_gives_the_run_stage_scores(shapes_run, monkeypatch, tmp_path):
+    """`fastlight evaluate STUDENT --pipeline SHAPES_PIPE` (no prompts: the oracle's cases) with the run's samplers
+    and seed scores the teacher and the student exactly as the run's evaluate stage did."""
+    pipe, out, args = shapes_run
+    monkeypatch.chdir(ROOT)
+    if not (out / "evaluate" / ".done.json").exists():
+        assert main(args) == 0
+    stage = json.loads((out / "evaluate" / "eval.json").read_text())["oracle"]["models"]
+    cfg = yaml.safe_load((out / "config.yaml").read_text())  # the resolved run config
+    steps, guidance = cfg["teacher_steps"], cfg["cfg_scale"]
+    assert main(["evaluate", str(out / "4_stage3" / "model"), "--pipeline", str(pipe), "--num-cases", "3",
+                 "--num-frames", "9", "--height", "64", "--width", "64", "--reference-steps", str(steps),
+                 "--reference-guidance", str(guidance), "--seed", "0", "--no-videos", "--out", str(tmp_path / "ev")]) == 0
+    verb = json.loads((tmp_path / "ev" / "eval.json").read_text())["oracle"]["models"]
+    assert verb["teacher"]["score"] == stage["teacher"]["score"]
+    assert verb["model"]["score"] == stage["student"]["score"]
+    assert verb["model"]["per_case"] == stage["student"]["per_case"]

@@ -1,0 +1,154 @@
+"""benchmarks/paper_table.py: the paper's rows on a Shapes pipeline run, scored by the oracle with intervals,
+and the seven findings as confirm / refute / cannot tell from paired intervals."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import fastlight.shapes.text_model  # noqa: F401 - diffusers takes the phrase encoder's module from sys.modules
+from fastlight.cli import main
+from fastlight.data import video as vio
+from fastlight.shapes import bench as sb
+from fastlight.shapes import world as shapes
+from fastlight.shapes.latent_data import clip_at, write_shapes_shards
+from fastlight.shapes.pipeline_folder import latent_transformer, write_shapes_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+WAN22 = ROOT / "configs" / "wan" / "wan22_ti2v_5b.yaml"
+
+
+@pytest.fixture(scope="module")
+def pt():
+    spec = importlib.util.spec_from_file_location("paper_table", ROOT / "benchmarks" / "paper_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---- the verdict logic on made-up intervals ------------------------------------------------------------
+def _test(low, high, margin=0.0):
+    return {"difference": {"estimate": (low + high) / 2, "low": low, "high": high}, "margin": margin,
+            "holds": low > margin}
+
+
+@pytest.mark.parametrize("tests, word", [
+    ([_test(0.01, 0.03)], "confirmed"),
+    ([_test(0.01, 0.03), _test(0.002, 0.02)], "confirmed"),
+    ([_test(-0.03, -0.01)], "refuted"),
+    ([_test(0.01, 0.03), _test(-0.05, -0.001)], "refuted"),  # one comparison reversed refutes the finding
+    ([_test(-0.01, 0.02)], "cannot tell"),
+    ([_test(0.01, 0.03), _test(-0.01, 0.02)], "cannot tell"),
+    ([_test(0.02, 0.04, margin=0.05)], "refuted"),  # wholly below the stated margin
+    ([_test(0.03, 0.08, margin=0.05)], "cannot tell"),
+    ([], "cannot tell"),
+    ([_test(-2e-9, -1e-9)], "cannot tell"),  # float rounding of two models that sample the same videos
+    ([_test(1e-9, 2e-9)], "cannot tell"),
+])
+def test_verdict_follows_the_intervals(pt, tests, word):
+    assert pt.verdict3(tests) == word
+
+
+def _blocks(scores, stderr=0.001):
+    return [{"index": i, "score": s, "stderr": stderr} for i, s in enumerate(scores)]
+
+
+def test_importance_verdict(pt):
+    assert pt.importance_verdict3(_blocks([0.5, 0.1, 0.1, 0.1, 0.1, 0.6]))["verdict"] == "confirmed"
+    refuted = pt.importance_verdict3(_blocks([0.5, 0.1, 0.1, 0.1, 0.1, 0.05]))
+    assert refuted["verdict"] == "refuted" and refuted["below"] == [5]
+    assert pt.importance_verdict3(_blocks([0.5, 0.1, 0.1, 0.1, 0.1, 0.19], stderr=0.02))["verdict"] == "cannot tell"
+
+
+def _result(direction_ok, seed=0):
+    """A ShapesBench-like result on len(direction_ok) one-object cases, perfect but for direction."""
+    n = len(direction_ok)
+    per_case = {"num_objects": [1.0] * n, "direction_ok": [float(x) for x in direction_ok], "colour_kept": [1.0] * n,
+                "shape_ok": [1.0] * n, "num_moving": [1.0] * n, "speed_err": [0.0] * n, "count_ok": [1.0] * n,
+                "sharpness": [1.0] * n, "ghost_free": [1.0] * n}
+    score = float(sb.score_values({k: np.asarray(v) for k, v in per_case.items()}))
+    return {"score": score, "per_case": per_case, "case_seed": 1, "split": "test", "seed": seed, "num_cases": n}
+
+
+def test_findings_read_the_paired_intervals(pt):
+    rng = np.random.default_rng(0)
+    good, bad = (rng.random(64) < 0.95), (rng.random(64) < 0.3)
+    scores = {pt.beta2_row(0.25): _result(good), pt.beta2_row(0.0): _result(bad), pt.beta2_row(1.0): _result(good),
+              pt.ROW_FLG: _result(bad), pt.ROW_DMD2: _result(good), pt.ROW_STAGE2: _result(bad)}
+    f = pt.findings(scores, _blocks([0.5, 0.1, 0.1, 0.1, 0.1, 0.6]), 0.25)
+    assert f["beta2"]["verdict"] == "cannot tell"  # beats 0 (holds), ties 1 (identical: [0, 0])
+    assert [t["holds"] for t in f["beta2"]["tests"]] == [True, False]
+    assert f["joint"]["verdict"] == "refuted" and f["joint"]["tests"][0]["difference"]["high"] < 0
+    assert f["stage3"]["verdict"] == "cannot tell"  # the same videos: a zero difference
+    assert f["importance"]["verdict"] == "confirmed"
+    assert all(f[k]["verdict"] == "cannot tell" and f[k]["why"] for k in ("alpha", "teacher", "ratio"))
+    assert set(f) == set(pt.ablations.PAPER)
+
+
+# ---- end to end on a tiny random-weight Shapes pipeline run -------------------------------------------
+def _eval_inputs(folder: Path, world, n: int = 2) -> tuple[Path, Path]:
+    """Prompts and first frames for the run's bench stage (calibration stream; the oracle brings its own cases)."""
+    clips = [clip_at(0, "calibration", k, world) for k in range(n)]
+    prompts = folder / "prompts.txt"
+    prompts.write_text("\n".join(c.prompt for c in clips) + "\n")
+    frames = folder / "frames"
+    frames.mkdir()
+    for i, c in enumerate(clips):
+        Image.fromarray(vio.to_uint8_frames(shapes.render(c, world)[:, :1])[0]).save(frames / f"{i}.png")
+    return prompts, frames
+
+
+@pytest.fixture(scope="module")
+def v2_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("paper_run")
+    world = shapes.world_from_name("v2", num_frames=9)
+    pipe = write_shapes_pipeline(base / "pipe", transformer=latent_transformer(0, num_layers=4), world="v2")
+    shards = base / "shards"
+    write_shapes_shards(shards, pipe, 8, world=world, shard_size=8, batch_size=4, progress=False)
+    prompts, frames = _eval_inputs(base, world)
+    out = base / "run"
+    args = ["run", str(WAN22), "preset=tiny", f"teacher={pipe}", f"data={shards}", "synthesize={}", f"out={out}",
+            f"eval.prompts={prompts}", f"eval.images={frames}", "eval_cases=2", "decoder=none"]
+    assert main([*args, "--only", "1_analyze,2_plan,3_stage2,4_stage3"]) == 0
+    return pipe, out
+
+
+@pytest.mark.slow
+def test_paper_table_end_to_end(pt, v2_run, monkeypatch, capsys):
+    pipe, out = v2_run
+    monkeypatch.chdir(ROOT)
+    doc = pt.main(["--run", str(out), "--eval-cases", "2", "--teacher-steps", "6"])
+    table = out / "paper_table"
+    assert json.loads((table / "paper_table.json").read_text())["rows"].keys() == doc["rows"].keys()
+    assert list(doc["rows"]) == ["teacher, 6 Euler steps", pt.ROW_TEACHER4, pt.ROW_STAGE2, pt.ROW_DMD2, pt.ROW_FLG,
+                                 pt.beta2_row(0), pt.beta2_row(0.25), pt.beta2_row(1)]
+    assert doc["rows"][pt.beta2_row(0.25)]["same_as"] == pt.ROW_FLG  # the run's own beta2 (0.25): its student
+    assert doc["oracle"]["oracle"] == "check_clip_v2" and doc["oracle"]["num_cases"] == 2
+    for name, row in doc["rows"].items():
+        iv = row["interval"]
+        assert iv["low"] <= row["score"] <= iv["high"] and iv["num_cases"] == 2, name
+        assert (row["minus_reference"] is None) == name.startswith("teacher, 6")
+    for key, f in doc["findings"].items():  # each verdict is the one its intervals give
+        assert f["verdict"] == (pt.importance_verdict3(json.loads((out / "1_analyze" / "importance.json").read_text())
+                                                       ["blocks"])["verdict"] if key == "importance"
+                                else pt.verdict3(f["tests"])), key
+    for variant in ("dmd2_4steps", "beta2_0", "beta2_1"):  # trained with the run's Stage III settings
+        cfg = (table / variant / "config.yaml").read_text()
+        assert "steps: 2" in cfg, variant
+    md = (table / "paper_table.md").read_text()
+    assert md.count("| FastLightGen beta2") == 3 and "| beta2 |" in md and "not measured" in md
+    # resumable: a second call trains nothing and reuses the evaluation
+    capsys.readouterr()
+    again = pt.main(["--run", str(out), "--eval-cases", "2", "--teacher-steps", "6"])
+    assert "reusing" in capsys.readouterr().out and again["rows"] == doc["rows"]
+
+
+def test_a_folder_that_is_not_a_run_is_one_line(pt, tmp_path):
+    from fastlight.errors import MissingFileError
+
+    with pytest.raises(MissingFileError, match="no config.yaml"):
+        pt.main(["--run", str(tmp_path)])
