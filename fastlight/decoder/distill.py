@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 from torch import nn
 
 from fastlight.data.latents import LatentShards
@@ -82,7 +83,8 @@ class DecoderDistillConfig(LoopConfig):
 
 def decode_raw(vae, z: torch.Tensor) -> torch.Tensor:
     """`AutoencoderKLWan._decode` without the final clamp (so the pixel loss has gradients everywhere).
-    Same causal frame-by-frame loop with the feature cache; no tiling, no patch_size."""
+    Same causal frame-by-frame loop with the feature cache, then the stock depth-to-space for a patch_size
+    (the patch2 head, prune.py); no tiling."""
     vae.clear_cache()
     x = vae.post_quant_conv(z)
     outs = []
@@ -91,7 +93,8 @@ def decode_raw(vae, z: torch.Tensor) -> torch.Tensor:
         outs.append(vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
                                 first_chunk=(i == 0)))
     vae.clear_cache()
-    return torch.cat(outs, 2)
+    out = torch.cat(outs, 2)
+    return unpatchify(out, vae.config.patch_size) if vae.config.patch_size else out
 
 
 def stage_sites(decoder) -> list[tuple[str, str]]:
@@ -190,6 +193,19 @@ def shapes_latents(vae, clips, seed: int, n: int) -> tuple[torch.Tensor, torch.T
 # ----------------------------------------------------------------------------- the recipe
 
 
+@torch.no_grad()
+def _check_same_video(teacher, student, where: Path) -> None:
+    """The student decodes the teacher's latents into videos of the teacher's shape (else one ModelError)."""
+    if student.config.z_dim != teacher.config.z_dim:
+        raise ModelError(f"student {where} has z_dim={student.config.z_dim}, the teacher {teacher.config.z_dim}; "
+                         "prune the teacher with `fastlight prune-decoder`")
+    z = torch.zeros(1, teacher.config.z_dim, 2, 2, 2)
+    a, b = decode_raw(teacher, z).shape, decode_raw(student, z).shape
+    if a != b:
+        raise ModelError(f"student {where} decodes {tuple(b)} videos where the teacher decodes {tuple(a)}; "
+                         "prune the teacher with `fastlight prune-decoder`")
+
+
 class _Student(nn.Module):
     def __init__(self, model: nn.Module, proj: nn.ModuleList):
         super().__init__()
@@ -220,16 +236,16 @@ class DecoderDistillRecipe:
             self.keep = None
         else:
             self.student_dir = Path(cfg.student)
-            scfg = read_vae_config(self.student_dir)
-            tcfg = dict(self.teacher.config)
-            for k in ("z_dim", "dim_mult", "num_res_blocks", "temperal_downsample", "out_channels"):
-                if scfg.get(k, tcfg.get(k)) != tcfg.get(k):
-                    raise ModelError(f"student {self.student_dir} has {k}={scfg.get(k)!r}, the teacher "
-                                     f"{tcfg.get(k)!r}; prune the teacher with `fastlight prune-decoder`")
+            read_vae_config(self.student_dir)
             model = load_vae(self.student_dir)
+            _check_same_video(self.teacher, model, self.student_dir)
             model.encoder.requires_grad_(False)
             model.quant_conv.requires_grad_(False)
             self.kind = "pruned"
+            # feature matching on the stage outputs both decoders have (a patch2 head drops the last stage)
+            own = set(stage_sites(model.decoder))
+            self.sites = [site for site in self.sites if site in own]
+            self.names = [n for n, _ in self.sites]
             man_file = self.student_dir / "manifest.json"
             kept = json.loads(man_file.read_text()).get("kept_channels") if man_file.is_file() else None
             sw = decoder_groups(model.decoder)[0]
@@ -285,7 +301,7 @@ class DecoderDistillRecipe:
                 tf = [f.index_select(1, k.to(dev)) for f, k in zip(tf, self.keep)]
         sx, sf = self._student_forward(self.student, z)
         l1 = (sx - tx).abs().mean()
-        feat = sum(((s - t) ** 2).mean() / (t.pow(2).mean() + 1e-6) for s, t in zip(sf, tf)) / len(tf)
+        feat = sum(((s - t) ** 2).mean() / (t.pow(2).mean() + 1e-6) for s, t in zip(sf, tf)) / max(len(tf), 1)
         loss = cfg.l1_weight * l1 + cfg.feature_weight * feat
         with torch.no_grad():
             mse = ((sx.clamp(-1, 1) - tx) ** 2).mean()
