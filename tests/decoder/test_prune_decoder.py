@@ -189,3 +189,16 @@ def test_light_config_bad_layouts(tiny_vae):
     with pytest.raises(ModelError, match="last upsampling is spatial only"):
         light_config({**cfg, "temperal_downsample": [True, True, False]}, 2, head="patch2")
     assert light_config(cfg, 2)["base_dim"] == 4  # the same layout keeps the teacher's encoder
+
+
+def test_cli_prune_to_the_patch2_layout(tiny_vae, tmp_path, capsys):
+    out = tmp_path / "p2"
+    assert main(["prune-decoder", str(tiny_vae), "--ratio", "0.6", "--head", "patch2", "--res-blocks", "0",
+                 "--out", str(out), "--calib", "2"]) == 0
+    assert "(head patch2, res_blocks 0)" in capsys.readouterr().out
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["patch_size"], cfg["num_res_blocks"]) == (2, 0)
+    assert main(["prune-decoder", str(tiny_vae), "--ratio", "0.6", "--res-blocks", "3", "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "res_blocks must be a whole number in [0, 1]" in err
