@@ -33,7 +33,8 @@ the full-resolution stage, so narrowing it saves little). `light_config(cfg, d, 
 Both are shared with the encoder in the stock config, so such a VAE's encoder is an untrained placeholder
 (`encoder: placeholder` in the manifest, base_dim = the decoder's): it is a decode-only VAE, as a
 text-to-video pipeline uses it (encode with the full VAE). Its new layers (norm_out and conv_out, which
-now sit on the 32x32 stream) start fresh (conv_out at zero: distillation starts from a grey video).
+now sit on the 32x32 stream) start fresh: conv_out at zero from `prune_decoder`, then `fit_head` (what
+`prune_vae` does) sets it to the least-squares fit of the teacher's video on the calibration latents.
 
 Criterion (documented, `channel_scores`): the L2 norm of the channel's activation over calibration
 latents, i.e. sqrt(mean over positions, frames and latents of a^2), summed over every site of the
@@ -48,6 +49,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fastlight.errors import DataError, InputError, MissingFileError, ModelError
@@ -411,6 +413,60 @@ def _select(widths: dict[str, int], new_widths: dict[str, int], scores, given) -
                 raise InputError(f"scores for {g} have {s.numel()} entries, expected {w}")
             keep[g] = torch.topk(s, k).indices.sort().values
     return keep
+
+
+@torch.no_grad()
+def fit_head(light, teacher, latents: torch.Tensor, rows_per_latent: int = 20_000, ridge: float = 1e-3,
+             seed: int = 0) -> dict:
+    """Set a fresh conv_out of `light` (e.g. the patch2 head) to the least-squares fit of the teacher's video:
+    a causal 3x3x3 conv from what reaches conv_out (its input over the whole clip, front-padded with zeros in
+    time as the cached chunks see it) to the teacher's clamped output, patchified like the light config.
+    Ridge-regularised normal equations over up to `rows_per_latent` random positions per latent. Returns
+    {"psnr_vs_teacher_db": on `latents`, "rows": positions used}: distillation then starts from the best
+    linear head on the pruned features instead of from zero."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import patchify
+
+    from fastlight.decoder.distill import decode_raw
+
+    conv = light.decoder.conv_out
+    kt, kh, kw = conv.kernel_size
+    seen: list[torch.Tensor] = []
+    hook = conv.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    g = torch.Generator().manual_seed(seed)
+    ata = aty = None
+    rows = 0
+    try:
+        for i in range(latents.shape[0]):
+            seen.clear()
+            z = latents[i:i + 1]
+            decode_raw(light, z)
+            x = torch.cat(seen, 2).double()  # (1, C, T, h, w): conv_out's input over the clip
+            x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2, kt - 1, 0))
+            y = decode_raw(teacher, z).clamp(-1, 1)
+            p = light.config.patch_size
+            y = (patchify(y, p) if p else y).double()[0]  # (out, T, h, w)
+            t, h, w = y.shape[1:]
+            n = min(rows_per_latent, t * h * w)
+            idx = torch.randperm(t * h * w, generator=g)[:n]
+            ti, hi, wi = idx // (h * w), (idx // w) % h, idx % w
+            cols = [x[0, :, ti + a, hi + b, wi + c] for a in range(kt) for b in range(kh) for c in range(kw)]
+            a_mat = torch.stack(cols, 1).reshape(x.shape[1] * kt * kh * kw, n)  # (C * k, n), C-major like the weight
+            a_mat = torch.cat([a_mat, torch.ones(1, n, dtype=a_mat.dtype)]).T
+            y_mat = y[:, ti, hi, wi].T
+            ata = a_mat.T @ a_mat if ata is None else ata + a_mat.T @ a_mat
+            aty = a_mat.T @ y_mat if aty is None else aty + a_mat.T @ y_mat
+            rows += n
+    finally:
+        hook.remove()
+    reg = ridge * ata.diagonal().mean() * torch.eye(ata.shape[0], dtype=ata.dtype)
+    sol = torch.linalg.solve(ata + reg, aty)  # (C * k + 1, out)
+    out_ch, in_ch = conv.out_channels, conv.in_channels
+    conv.weight.copy_(sol[:-1].T.reshape(out_ch, in_ch, kt, kh, kw).to(conv.weight.dtype))
+    conv.bias.copy_(sol[-1].to(conv.bias.dtype))
+    mse = torch.stack([((decode_raw(light, latents[i:i + 1]).clamp(-1, 1)
+                         - decode_raw(teacher, latents[i:i + 1]).clamp(-1, 1)) ** 2).mean()
+                       for i in range(latents.shape[0])]).mean()
+    return {"psnr_vs_teacher_db": round(float(10 * torch.log10(4.0 / mse.clamp_min(1e-12))), 2), "rows": rows}
 
 
 def write_manifest(out: Path, manifest: dict) -> None:

@@ -18,8 +18,8 @@ def prune_vae(vae_dir, ratio: float, out_dir, calib: int = 16, latents: str = "s
     `progress`: say what is scored."""
     from fastlight.decoder.distill import (_load_latent_file, clip_source, denormalise, is_clip_source,
                                            resolve_vae_path, shapes_latents)
-    from fastlight.decoder.prune import channel_scores, check_latents, check_ratio, load_vae, plan_decoder, \
-        prune_decoder, read_vae_config, write_manifest
+    from fastlight.decoder.prune import channel_scores, check_latents, check_ratio, fit_head, load_vae, \
+        plan_decoder, prune_decoder, read_vae_config, write_manifest
 
     ratio = check_ratio(ratio)
     src = resolve_vae_path(str(vae_dir))
@@ -49,6 +49,11 @@ def prune_vae(vae_dir, ratio: float, out_dir, calib: int = 16, latents: str = "s
         print(f"scoring decoder channels on {z.shape[0]} calibration latents {tuple(z.shape[1:])} ...")
     scores = channel_scores(vae, z)
     light, info = prune_decoder(vae, plan["decoder_base_dim"], scores, res_blocks=res_blocks, head=head)
+    head_init = None
+    if "decoder.conv_out.weight" in info["fresh"]:  # a new head (patch2): its least-squares fit, not zero
+        if progress:
+            print("fitting the new conv_out head (least squares on the calibration latents) ...")
+        head_init = {"method": "least squares on the calibration latents (prune.fit_head)", **fit_head(light, vae, z)}
     manifest = {
         "what": "AutoencoderKLWan with a channel-pruned decoder (fastlight prune-decoder)",
         "source": str(src), "class": "diffusers.AutoencoderKLWan",
@@ -63,6 +68,8 @@ def prune_vae(vae_dir, ratio: float, out_dir, calib: int = 16, latents: str = "s
         "calibration": source, "seconds": round(time.time() - t0, 1),
         "kept_channels": info["kept_channels"],
     }
+    if head_init is not None:
+        manifest["head_init"] = head_init
     if info["encoder"] == "placeholder":
         manifest["use"] = ("decode only: the light config changes what the stock class shares with the encoder, so "
                            "this folder's encoder is an untrained placeholder; encode with the source VAE")

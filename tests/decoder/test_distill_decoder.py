@@ -99,7 +99,7 @@ def test_distill_a_patch2_student_matches_the_stages_both_have(teacher_and_prune
     root = teacher_and_pruned
     man = prune_vae(root / "vae", 0.6, tmp_path / "p2", calib=2, head="patch2", res_blocks=0, progress=False)
     assert man["head"] == "patch2" and man["num_res_blocks"] == 0 and man["encoder"] == "placeholder"
-    assert "decode only" in man["use"]
+    assert "decode only" in man["use"] and man["head_init"]["rows"] > 0  # the new head starts at its least-squares fit
     cfg = DecoderDistillConfig(out=str(tmp_path / "run"), teacher=str(root / "vae"), student=str(tmp_path / "p2"),
                                steps=2, batch_size=2, log_every=1, save_every=2, lr=1e-2, warmup_steps=0, threads=1)
     recipe = DecoderDistillRecipe(cfg)

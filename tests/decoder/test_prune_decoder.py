@@ -202,3 +202,34 @@ def test_cli_prune_to_the_patch2_layout(tiny_vae, tmp_path, capsys):
                  str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "res_blocks must be a whole number in [0, 1]" in err
+
+
+def test_fit_head_is_the_least_squares_head(tiny_vae):
+    """The patch2 head's fit: far better than its zero start, and a minimum of the (unclamped) squared error
+    to the teacher's video over the calibration latents: no small change of the weights does better."""
+    from fastlight.decoder.prune import fit_head
+
+    vae = load_vae(tiny_vae)
+    z = _z(n=3)
+    light, _ = prune_decoder(vae, 2, channel_scores(vae, z), res_blocks=0, head="patch2")
+    with torch.no_grad():
+        target = torch.cat([vae.decode(z[i:i + 1]).sample for i in range(3)])
+    zero_mse = float((target ** 2).mean())
+    res = fit_head(light, vae, z, ridge=1e-6)
+    assert res["rows"] == 3 * 5 * 8 * 8  # every position of the 5-frame, 8x8-patch outputs
+
+    def mse():
+        with torch.no_grad():
+            return float(((decode_raw(light, z) - target) ** 2).mean())
+
+    best = mse()
+    assert best < 0.5 * zero_mse
+    assert res["psnr_vs_teacher_db"] >= 10 * torch.log10(torch.tensor(4.0 / best)).item() - 1e-3  # clamping only helps
+    conv = light.decoder.conv_out
+    w0, b0 = conv.weight.detach().clone(), conv.bias.detach().clone()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        with torch.no_grad():
+            conv.weight.copy_(w0 + 1e-2 * w0.abs().mean() * torch.randn(w0.shape, generator=g))
+            conv.bias.copy_(b0 + 1e-2 * torch.randn(b0.shape, generator=g))
+        assert mse() > best
