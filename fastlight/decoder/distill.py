@@ -2,7 +2,8 @@
 
     fastlight distill-decoder configs/shapes/decoder.yaml [key=value ...]
 
-Student: a pruned `AutoencoderKLWan` folder (`fastlight prune-decoder` output; only its decoder and
+Student: a pruned `AutoencoderKLWan` folder (`fastlight prune-decoder` output, any light layout of prune.py's
+`light_config`: it must decode the teacher's latents into videos of the teacher's shape; only its decoder and
 post_quant_conv train, its encoder stays frozen and unused) or `student: tiny` (a `TinyWanDecoder`,
 fastlight/decoder/tiny.py, `tiny_width` channels). Teacher: the full VAE, frozen.
 
@@ -21,7 +22,8 @@ Latents (`latents:`), raw (un-normalised) VAE latents either way:
 Loss = l1_weight * |student(z) - teacher(z)| (pixels, the student's unclamped output against the
 teacher's clamped one) + feature_weight * mean over the decoder's stage outputs (mid block, each up
 block) of ||P(student feature) - teacher feature||^2 / mean(teacher feature^2). P selects the
-teacher channels the pruning kept (from the student's manifest, no parameters) for a pruned student,
+teacher channels the pruning kept (from the student's manifest, no parameters) for a pruned student, on
+the stage outputs both decoders have (a patch2 student has no full-resolution stage),
 and is a learned 1x1x1 conv for the tiny decoder. Runs on the one training loop (resume, progress,
 checkpoints, metrics.jsonl); `out/model/` is a stock `AutoencoderKLWan` folder (or a TinyWanDecoder
 folder) plus manifest.json.
@@ -34,11 +36,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 from torch import nn
 
 from fastlight.data.latents import LatentShards
-from fastlight.decoder.prune import check_latents, count, decoder_groups, load_vae, read_vae_config
+from fastlight.decoder.prune import check_latents, count, decode_raw, decoder_groups, load_vae, read_vae_config
 from fastlight.decoder.tiny import TinyWanDecoder
 from fastlight.errors import ConfigError, DataError, MissingFileError, ModelError
 from fastlight.fileio import atomic_write_json, read_safetensors
@@ -79,22 +80,6 @@ class DecoderDistillConfig(LoopConfig):
 
 
 # ----------------------------------------------------------------------------- decoding with features
-
-
-def decode_raw(vae, z: torch.Tensor) -> torch.Tensor:
-    """`AutoencoderKLWan._decode` without the final clamp (so the pixel loss has gradients everywhere).
-    Same causal frame-by-frame loop with the feature cache, then the stock depth-to-space for a patch_size
-    (the patch2 head, prune.py); no tiling."""
-    vae.clear_cache()
-    x = vae.post_quant_conv(z)
-    outs = []
-    for i in range(z.shape[2]):
-        vae._conv_idx = [0]
-        outs.append(vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
-                                first_chunk=(i == 0)))
-    vae.clear_cache()
-    out = torch.cat(outs, 2)
-    return unpatchify(out, vae.config.patch_size) if vae.config.patch_size else out
 
 
 def stage_sites(decoder) -> list[tuple[str, str]]:

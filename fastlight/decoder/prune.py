@@ -50,6 +50,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.autoencoders.autoencoder_kl_wan import patchify, unpatchify
 from torch import nn
 
 from fastlight.errors import DataError, InputError, MissingFileError, ModelError
@@ -112,6 +113,22 @@ def count(module: nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------- channel groups
+
+
+def decode_raw(vae, z: torch.Tensor) -> torch.Tensor:
+    """`AutoencoderKLWan._decode` without the final clamp (so the pixel loss has gradients everywhere).
+    Same causal frame-by-frame loop with the feature cache, then the stock depth-to-space for a patch_size
+    (the patch2 head, prune.py); no tiling."""
+    vae.clear_cache()
+    x = vae.post_quant_conv(z)
+    outs = []
+    for i in range(z.shape[2]):
+        vae._conv_idx = [0]
+        outs.append(vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
+                                first_chunk=(i == 0)))
+    vae.clear_cache()
+    out = torch.cat(outs, 2)
+    return unpatchify(out, vae.config.patch_size) if vae.config.patch_size else out
 
 
 def _is_conv(m) -> bool:
@@ -424,10 +441,6 @@ def fit_head(light, teacher, latents: torch.Tensor, rows_per_latent: int = 20_00
     Ridge-regularised normal equations over up to `rows_per_latent` random positions per latent. Returns
     {"psnr_vs_teacher_db": on `latents`, "rows": positions used}: distillation then starts from the best
     linear head on the pruned features instead of from zero."""
-    from diffusers.models.autoencoders.autoencoder_kl_wan import patchify
-
-    from fastlight.decoder.distill import decode_raw
-
     conv = light.decoder.conv_out
     kt, kh, kw = conv.kernel_size
     seen: list[torch.Tensor] = []
