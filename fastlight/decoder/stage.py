@@ -15,6 +15,10 @@ AutoencoderKLWan folder + manifest.json).
 up block, null: the teacher's) -- the light layout, prune.py's light_config -- and any key of `fastlight distill-decoder`
 (DecoderDistillConfig: steps, batch_size, lr, l1_weight, feature_weight, mixed_precision, ...) but the
 four the stage sets (out, teacher, student, latents). `decoder: none` is `{enabled: false}`.
+The fast light layout (benchmarks/decoder_configs.py: ~1/12 of the full Shapes decoder's CPU time, where
+width alone stops at ~1/4) is `{prune_ratio: 0.95, head: patch2, res_blocks: 0}`: a decode-only stock VAE
+(its encoder is a placeholder); its new head starts at a least-squares fit and wants lr 1e-3, warmup 20
+(measured on Shapes: benchmarks/README.md). The defaults keep the stock layout (prune_ratio 0.75, head full).
 Supported: AutoencoderKLWan in the Wan 2.1 layout (what prune.py can cut while keeping the class); any
 other VAE (HunyuanVideo's AutoencoderKLHunyuanVideo, the Wan 2.2 residual VAE) is a stated skip.
 """
