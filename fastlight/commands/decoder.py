@@ -7,9 +7,11 @@ from fastlight.commands.options import config_and_overrides, finite_float, outpu
 def run(a) -> None:
     from fastlight.decoder.prune_vae import prune_vae
 
-    m = prune_vae(a.vae, a.ratio, a.out, calib=a.calib, latents=a.latents, seed=a.seed, overwrite=a.overwrite)
+    m = prune_vae(a.vae, a.ratio, a.out, calib=a.calib, latents=a.latents, seed=a.seed, overwrite=a.overwrite,
+                  res_blocks=a.res_blocks, head=a.head)
     dim = m["config_change"]["decoder_base_dim"]
-    print(f"decoder_base_dim {dim['from']} -> {dim['to']}: decoder {m['decoder_params_before']:,} -> "
+    layout = "" if a.head == "full" and a.res_blocks is None else f" (head {a.head}, res_blocks {m['num_res_blocks']})"
+    print(f"decoder_base_dim {dim['from']} -> {dim['to']}{layout}: decoder {m['decoder_params_before']:,} -> "
           f"{m['decoder_params']:,} parameters (removed {m['achieved_ratio']:.1%}, target {m['target_ratio']:.0%}); "
           f"written to {a.out}")
 
@@ -32,6 +34,11 @@ def add_parser(sub) -> None:
     s.add_argument("--latents", default="shapes",
                    help="calibration latents: a clip source, e.g. 'shapes' (the VAE's encoder on its clips), a "
                         "`fastlight preprocess` folder or a safetensors file with `latents` (normalised)")
+    s.add_argument("--head", choices=("full", "patch2"), default="full",
+                   help="patch2: drop the full-resolution up stage for the stock 2x2 depth-to-space (patch_size=2); "
+                        "a decode-only VAE, much faster (benchmarks/decoder_configs.py)")
+    s.add_argument("--res-blocks", type=whole_number, default=None,
+                   help="resnets per up block (num_res_blocks, <= the VAE's; default: the VAE's); a decode-only VAE")
     s.add_argument("--seed", type=whole_number, default=0)
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(fn=run)

@@ -2,7 +2,8 @@
 
     fastlight distill-decoder configs/shapes/decoder.yaml [key=value ...]
 
-Student: a pruned `AutoencoderKLWan` folder (`fastlight prune-decoder` output; only its decoder and
+Student: a pruned `AutoencoderKLWan` folder (`fastlight prune-decoder` output, any light layout of prune.py's
+`light_config`: it must decode the teacher's latents into videos of the teacher's shape; only its decoder and
 post_quant_conv train, its encoder stays frozen and unused) or `student: tiny` (a `TinyWanDecoder`,
 fastlight/decoder/tiny.py, `tiny_width` channels). Teacher: the full VAE, frozen.
 
@@ -21,7 +22,8 @@ Latents (`latents:`), raw (un-normalised) VAE latents either way:
 Loss = l1_weight * |student(z) - teacher(z)| (pixels, the student's unclamped output against the
 teacher's clamped one) + feature_weight * mean over the decoder's stage outputs (mid block, each up
 block) of ||P(student feature) - teacher feature||^2 / mean(teacher feature^2). P selects the
-teacher channels the pruning kept (from the student's manifest, no parameters) for a pruned student,
+teacher channels the pruning kept (from the student's manifest, no parameters) for a pruned student, on
+the stage outputs both decoders have (a patch2 student has no full-resolution stage),
 and is a learned 1x1x1 conv for the tiny decoder. Runs on the one training loop (resume, progress,
 checkpoints, metrics.jsonl); `out/model/` is a stock `AutoencoderKLWan` folder (or a TinyWanDecoder
 folder) plus manifest.json.
@@ -37,7 +39,7 @@ import torch
 from torch import nn
 
 from fastlight.data.latents import LatentShards
-from fastlight.decoder.prune import check_latents, count, decoder_groups, load_vae, read_vae_config
+from fastlight.decoder.prune import check_latents, count, decode_raw, decoder_groups, load_vae, read_vae_config
 from fastlight.decoder.tiny import TinyWanDecoder
 from fastlight.errors import ConfigError, DataError, MissingFileError, ModelError
 from fastlight.fileio import atomic_write_json, read_safetensors
@@ -78,20 +80,6 @@ class DecoderDistillConfig(LoopConfig):
 
 
 # ----------------------------------------------------------------------------- decoding with features
-
-
-def decode_raw(vae, z: torch.Tensor) -> torch.Tensor:
-    """`AutoencoderKLWan._decode` without the final clamp (so the pixel loss has gradients everywhere).
-    Same causal frame-by-frame loop with the feature cache; no tiling, no patch_size."""
-    vae.clear_cache()
-    x = vae.post_quant_conv(z)
-    outs = []
-    for i in range(z.shape[2]):
-        vae._conv_idx = [0]
-        outs.append(vae.decoder(x[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
-                                first_chunk=(i == 0)))
-    vae.clear_cache()
-    return torch.cat(outs, 2)
 
 
 def stage_sites(decoder) -> list[tuple[str, str]]:
@@ -190,6 +178,19 @@ def shapes_latents(vae, clips, seed: int, n: int) -> tuple[torch.Tensor, torch.T
 # ----------------------------------------------------------------------------- the recipe
 
 
+@torch.no_grad()
+def _check_same_video(teacher, student, where: Path) -> None:
+    """The student decodes the teacher's latents into videos of the teacher's shape (else one ModelError)."""
+    if student.config.z_dim != teacher.config.z_dim:
+        raise ModelError(f"student {where} has z_dim={student.config.z_dim}, the teacher {teacher.config.z_dim}; "
+                         "prune the teacher with `fastlight prune-decoder`")
+    z = torch.zeros(1, teacher.config.z_dim, 2, 2, 2)
+    a, b = decode_raw(teacher, z).shape, decode_raw(student, z).shape
+    if a != b:
+        raise ModelError(f"student {where} decodes {tuple(b)} videos where the teacher decodes {tuple(a)}; "
+                         "prune the teacher with `fastlight prune-decoder`")
+
+
 class _Student(nn.Module):
     def __init__(self, model: nn.Module, proj: nn.ModuleList):
         super().__init__()
@@ -220,16 +221,16 @@ class DecoderDistillRecipe:
             self.keep = None
         else:
             self.student_dir = Path(cfg.student)
-            scfg = read_vae_config(self.student_dir)
-            tcfg = dict(self.teacher.config)
-            for k in ("z_dim", "dim_mult", "num_res_blocks", "temperal_downsample", "out_channels"):
-                if scfg.get(k, tcfg.get(k)) != tcfg.get(k):
-                    raise ModelError(f"student {self.student_dir} has {k}={scfg.get(k)!r}, the teacher "
-                                     f"{tcfg.get(k)!r}; prune the teacher with `fastlight prune-decoder`")
+            read_vae_config(self.student_dir)
             model = load_vae(self.student_dir)
+            _check_same_video(self.teacher, model, self.student_dir)
             model.encoder.requires_grad_(False)
             model.quant_conv.requires_grad_(False)
             self.kind = "pruned"
+            # feature matching on the stage outputs both decoders have (a patch2 head drops the last stage)
+            own = set(stage_sites(model.decoder))
+            self.sites = [site for site in self.sites if site in own]
+            self.names = [n for n, _ in self.sites]
             man_file = self.student_dir / "manifest.json"
             kept = json.loads(man_file.read_text()).get("kept_channels") if man_file.is_file() else None
             sw = decoder_groups(model.decoder)[0]
@@ -285,7 +286,7 @@ class DecoderDistillRecipe:
                 tf = [f.index_select(1, k.to(dev)) for f, k in zip(tf, self.keep)]
         sx, sf = self._student_forward(self.student, z)
         l1 = (sx - tx).abs().mean()
-        feat = sum(((s - t) ** 2).mean() / (t.pow(2).mean() + 1e-6) for s, t in zip(sf, tf)) / len(tf)
+        feat = sum(((s - t) ** 2).mean() / (t.pow(2).mean() + 1e-6) for s, t in zip(sf, tf)) / max(len(tf), 1)
         loss = cfg.l1_weight * l1 + cfg.feature_weight * feat
         with torch.no_grad():
             mse = ((sx.clamp(-1, 1) - tx) ** 2).mean()

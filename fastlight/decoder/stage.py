@@ -11,9 +11,14 @@ reproduce the full decoder's output on the run's latents, which the teacher VAE 
 Writes OUT/pruned (prune-decoder's folder) and OUT/distill (the training folder; OUT/distill/model is a stock
 AutoencoderKLWan folder + manifest.json).
 
-`decoder:` keys: enabled (false: no stage), prune_ratio, calib, and any key of `fastlight distill-decoder`
+`decoder:` keys: enabled (false: no stage), prune_ratio, calib, head (full | patch2) and res_blocks (resnets per
+up block, null: the teacher's) -- the light layout, prune.py's light_config -- and any key of `fastlight distill-decoder`
 (DecoderDistillConfig: steps, batch_size, lr, l1_weight, feature_weight, mixed_precision, ...) but the
 four the stage sets (out, teacher, student, latents). `decoder: none` is `{enabled: false}`.
+The fast light layout (benchmarks/decoder_configs.py: ~1/12 of the full Shapes decoder's CPU time, where
+width alone stops at ~1/4) is `{prune_ratio: 0.95, head: patch2, res_blocks: 0}`: a decode-only stock VAE
+(its encoder is a placeholder); its new head starts at a least-squares fit and wants lr 1e-3, warmup 20
+(measured on Shapes: benchmarks/README.md). The defaults keep the stock layout (prune_ratio 0.75, head full).
 Supported: AutoencoderKLWan in the Wan 2.1 layout (what prune.py can cut while keeping the class); any
 other VAE (HunyuanVideo's AutoencoderKLHunyuanVideo, the Wan 2.2 residual VAE) is a stated skip.
 """
@@ -27,15 +32,15 @@ import torch
 
 from fastlight.config import from_dict
 from fastlight.decoder.distill import DecoderDistillConfig, DecoderDistillRecipe
-from fastlight.decoder.prune import VAE_CLASS
+from fastlight.decoder.prune import HEADS, VAE_CLASS
 from fastlight.decoder.prune_vae import prune_vae
 from fastlight.errors import ConfigError
 from fastlight.fileio import read_json_object
 from fastlight.train.loop import train
 
-RUN_KEYS = ("enabled", "prune_ratio", "calib")  # the stage's own keys; the rest go to DecoderDistillConfig
+RUN_KEYS = ("enabled", "prune_ratio", "calib", "head", "res_blocks")  # the stage's own keys; the rest go to DecoderDistillConfig
 SET_BY_STAGE = ("out", "teacher", "student", "latents")
-DEFAULTS = {"prune_ratio": 0.75, "calib": 16}
+DEFAULTS = {"prune_ratio": 0.75, "calib": 16, "head": "full", "res_blocks": None}
 OFF = (None, "none", "None", "off", False)
 
 
@@ -63,7 +68,20 @@ def decoder_settings(value) -> dict:
     calib = value.get("calib", DEFAULTS["calib"])
     if isinstance(calib, bool) or not isinstance(calib, int) or calib < 1:
         raise ConfigError(f"decoder.calib must be a whole number >= 1, got {calib!r}")
+    head = value.get("head", DEFAULTS["head"])
+    if head not in HEADS:
+        raise ConfigError(f"decoder.head must be one of {', '.join(HEADS)} (patch2: the last up stage becomes 2x2 "
+                          f"depth-to-space), got {head!r}")
+    nrb = value.get("res_blocks", DEFAULTS["res_blocks"])
+    if nrb is not None and (isinstance(nrb, bool) or not isinstance(nrb, int) or nrb < 0):
+        raise ConfigError(f"decoder.res_blocks must be a whole number >= 0 (resnets per up block) or null (the "
+                          f"teacher's), got {nrb!r}")
     return dict(value)
+
+
+def layout(settings: dict) -> dict:
+    """The light layout the settings ask for: {prune_ratio, head, res_blocks} (defaults filled in)."""
+    return {k: settings.get(k, DEFAULTS[k]) for k in ("prune_ratio", "head", "res_blocks")}
 
 
 def enabled(settings: dict) -> bool:
@@ -108,20 +126,36 @@ def build_light_decoder(vae_dir: Path, latents: Path, out: Path, settings: dict,
         torch.set_num_threads(before)
     man = json.loads((model / "manifest.json").read_text())
     pruning = man.get("pruning", {})
-    return {"decoder": str(model), "vae_class": VAE_CLASS, "prune_ratio": settings.get("prune_ratio", DEFAULTS["prune_ratio"]),
+    return {"decoder": str(model), "vae_class": VAE_CLASS, **layout(settings),
             "achieved_ratio": pruning.get("achieved_ratio"),
             "decoder_base_dim": pruning.get("config_change", {}).get("decoder_base_dim"),
+            "config_change": pruning.get("config_change"), "encoder": pruning.get("encoder"),
             "decoder_params": man["decoder_params"], "decoder_params_before": man["teacher_decoder_params"],
             "steps": cfg.steps, "psnr_vs_teacher_db": last_metric(Path(cfg.out), "psnr_vs_teacher_db")}
 
 
 def _prune_and_distil(vae_dir: Path, latents: Path, pruned: Path, settings: dict, cfg: DecoderDistillConfig,
                       seed: int, progress: bool) -> Path:
-    ratio, calib = settings.get("prune_ratio", DEFAULTS["prune_ratio"]), settings.get("calib", DEFAULTS["calib"])
-    if not (pruned / "manifest.json").is_file():  # prune_vae writes the folder atomically: complete or absent
-        prune_vae(vae_dir, ratio, pruned, calib=calib, latents=str(latents), seed=seed, overwrite=True,
-                  progress=progress)
+    want, calib = layout(settings), settings.get("calib", DEFAULTS["calib"])
+    man = pruned / "manifest.json"
+    if not man.is_file():  # prune_vae writes the folder atomically: complete or absent
+        prune_vae(vae_dir, want["prune_ratio"], pruned, calib=calib, latents=str(latents), seed=seed, overwrite=True,
+                  progress=progress, res_blocks=want["res_blocks"], head=want["head"])
+    else:
+        _check_pruned(read_json_object(man, ConfigError, "delete it to prune again"), want, pruned)
     return train(DecoderDistillRecipe(cfg), cfg, progress=progress)
+
+
+def _check_pruned(manifest: dict, want: dict, pruned: Path) -> None:
+    """A kept OUT/pruned must be the layout the settings ask for (else one line: delete the stage to rebuild)."""
+    have = {"prune_ratio": manifest.get("target_ratio"), "head": manifest.get("head", "full"),
+            "res_blocks": manifest.get("num_res_blocks")}
+    change = manifest.get("config_change", {}).get("num_res_blocks")
+    teacher_rb = change["from"] if change else have["res_blocks"]
+    want = dict(want, res_blocks=teacher_rb if want["res_blocks"] is None else want["res_blocks"])
+    if have != want:
+        raise ConfigError(f"{pruned} was pruned with {have}, the decoder settings ask for {want}; delete "
+                          f"{pruned.parent} to rebuild the light decoder")
 
 
 def last_metric(train_dir: Path, key: str) -> float | None:

@@ -315,8 +315,13 @@ def export_light_decoder(pipeline: str | Path, decoder: str | Path, out: str | P
                                  f"manifest says {manifest[key]:,}; re-run the decoder stage")
         info_file = pipeline / "fastlight_export.json"
         info = read_json_object(info_file, ModelError, "re-export the student") if info_file.is_file() else {}
+        pruning = manifest.get("pruning", manifest)
         info["vae"] = {"light_decoder": str(decoder), "class": LIGHT_VAE_CLASS, **counts,
                        "decoder_params_full": manifest.get("teacher_decoder_params"),
-                       "decoder_base_dim": vae.config.decoder_base_dim, "full_pipeline": str(pipeline)}
+                       "decoder_base_dim": vae.config.decoder_base_dim, "num_res_blocks": vae.config.num_res_blocks,
+                       "head": pruning.get("head", "full"), "encoder": pruning.get("encoder", "teacher"),
+                       "full_pipeline": str(pipeline)}
+        if "use" in pruning:  # a decode-only light VAE (its encoder is a placeholder): say so where users look
+            info["vae"]["use"] = pruning["use"]
         atomic_write_json(tmp / "fastlight_export.json", info)
     return out_dir

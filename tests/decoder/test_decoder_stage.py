@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from fastlight.decoder.prune import count, load_vae
 from fastlight.decoder.prune_vae import prune_vae
-from fastlight.decoder.stage import decoder_settings, distill_config, enabled, unsupported
+from fastlight.decoder.stage import build_light_decoder, decoder_settings, distill_config, enabled, unsupported
 from fastlight.errors import ConfigError, InputError, ModelError
 from fastlight.evaluate.real import _check_decoders, frame_psnr
 from fastlight.export.to_diffusers import export_light_decoder
@@ -40,8 +40,11 @@ def test_decoder_settings():
         assert not enabled(decoder_settings(off))
     assert not enabled(decoder_settings({})) and not enabled(decoder_settings({"enabled": False, "steps": 3}))
     assert enabled(decoder_settings({"steps": 3}))
+    assert enabled(decoder_settings({"head": "patch2", "res_blocks": 0}))
     for bad, needle in (({"stepz": 1}, "unknown key(s) ['stepz']"), ({"prune_ratio": 1.5}, "prune_ratio"),
-                        ({"calib": 0}, "calib"), ({"enabled": "yes"}, "enabled"), ("some", "mapping")):
+                        ({"calib": 0}, "calib"), ({"enabled": "yes"}, "enabled"), ("some", "mapping"),
+                        ({"head": "pixelshuffle"}, "decoder.head must be one of full, patch2"),
+                        ({"res_blocks": -1}, "decoder.res_blocks"), ({"res_blocks": True}, "decoder.res_blocks")):
         with pytest.raises(ConfigError, match=re.escape(needle)):
             decoder_settings(bad)
 
@@ -127,3 +130,36 @@ def test_frame_psnr():
     assert frame_psnr(a, b) == pytest.approx(10 * np.log10(96))  # one of 96 values off by 255
     with pytest.raises(ModelError):
         frame_psnr(a, b[:1])
+
+
+def test_stage_builds_the_patch2_light_decoder_and_exports_it(tiny_pipeline, tmp_path):
+    """decoder: {head: patch2, res_blocks: 0}: the stage prunes and distils that layout (counts asserted against
+    the stock class), the summary and manifests record it, the export runs in the stock WanPipeline, and a
+    kept OUT/pruned of another layout is refused in one line."""
+    from diffusers import AutoencoderKLWan, WanPipeline
+
+    pipe = tiny_pipeline("wan21-t2v")
+    z = torch.randn(3, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    save_file({"latents": z}, str(tmp_path / "latents.safetensors"))
+    settings = decoder_settings({"prune_ratio": 0.8, "head": "patch2", "res_blocks": 0, "calib": 2, "steps": 2,
+                                 "batch_size": 2, "save_every": 2, "warmup_steps": 0, "lr": 1e-3})
+    summary = build_light_decoder(pipe / "vae", tmp_path / "latents.safetensors", tmp_path / "5_decoder", settings,
+                                  threads=1, progress=False)
+    assert (summary["head"], summary["res_blocks"], summary["encoder"]) == ("patch2", 0, "placeholder")
+    assert summary["achieved_ratio"] >= 0.8 and summary["config_change"]["patch_size"] == {"from": None, "to": 2}
+    model = AutoencoderKLWan.from_pretrained(summary["decoder"])
+    assert count(model.decoder) == summary["decoder_params"] <= 0.2 * summary["decoder_params_before"]
+    assert model.config.num_res_blocks == 0 and model.config.patch_size == 2
+    man = json.loads((tmp_path / "5_decoder" / "distill" / "model" / "manifest.json").read_text())
+    assert man["pruning"]["head"] == "patch2" and man["decoder_params"] == summary["decoder_params"]
+    out = export_light_decoder(pipe, summary["decoder"], tmp_path / "light")
+    info = json.loads((out / "fastlight_export.json").read_text())["vae"]
+    assert info["head"] == "patch2" and info["encoder"] == "placeholder" and "decode only" in info["use"]
+    loaded = WanPipeline.from_pretrained(str(out))
+    assert count(loaded.vae.decoder) == summary["decoder_params"]
+    video = loaded("a red circle", num_inference_steps=2, num_frames=5, height=32, width=32, output_type="np",
+                   generator=torch.Generator().manual_seed(0)).frames[0]
+    assert np.asarray(video).shape == (5, 32, 32, 3)
+    with pytest.raises(ConfigError, match="was pruned with"):
+        build_light_decoder(pipe / "vae", tmp_path / "latents.safetensors", tmp_path / "5_decoder",
+                            decoder_settings({**settings, "head": "full"}), threads=1, progress=False)

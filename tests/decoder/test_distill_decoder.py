@@ -85,3 +85,43 @@ def test_tiny_decoder_shapes_and_causality():
     assert a.shape == (1, 3, 9, 16, 16)
     # latent frame 2 decodes to frames 5..8: the first 5 frames must not depend on it
     assert torch.equal(a[:, :, :5], b[:, :, :5]) and not torch.equal(a[:, :, 5:], b[:, :, 5:])
+
+
+def test_distill_a_patch2_student_matches_the_stages_both_have(teacher_and_pruned, tmp_path):
+    """A patch2 / res_blocks=0 student (the full-resolution stage gone) distils on the stage outputs it
+    shares with the teacher, trains its fresh head away from zero, and loads with the stock class."""
+    from diffusers import AutoencoderKLWan
+
+    from fastlight.decoder.distill import DecoderDistillConfig, DecoderDistillRecipe
+    from fastlight.decoder.prune_vae import prune_vae
+    from fastlight.train.loop import train
+
+    root = teacher_and_pruned
+    man = prune_vae(root / "vae", 0.6, tmp_path / "p2", calib=2, head="patch2", res_blocks=0, progress=False)
+    assert man["head"] == "patch2" and man["num_res_blocks"] == 0 and man["encoder"] == "placeholder"
+    assert "decode only" in man["use"] and man["head_init"]["rows"] > 0  # the new head starts at its least-squares fit
+    cfg = DecoderDistillConfig(out=str(tmp_path / "run"), teacher=str(root / "vae"), student=str(tmp_path / "p2"),
+                               steps=2, batch_size=2, log_every=1, save_every=2, lr=1e-2, warmup_steps=0, threads=1)
+    recipe = DecoderDistillRecipe(cfg)
+    assert recipe.names == ["mid_block.resnets.1", "up_blocks.0.upsamplers.0", "up_blocks.1.upsamplers.0"]
+    out = train(recipe, cfg, progress=False)
+    light = AutoencoderKLWan.from_pretrained(out).eval()
+    z = torch.randn(1, 4, 2, 2, 2)
+    with torch.no_grad():
+        video = light.decode(z).sample
+    assert video.shape == (1, 3, 5, 16, 16) and video.abs().max() > 0
+    saved = json.loads((out / "manifest.json").read_text())
+    assert saved["pruning"]["head"] == "patch2" and saved["decoder_params"] == man["decoder_params"]
+
+
+def test_distill_refuses_a_student_of_another_video_shape(teacher_and_pruned, tmp_path, capsys):
+    from diffusers import AutoencoderKLWan
+
+    root = teacher_and_pruned
+    cfg = json.loads((root / "vae" / "config.json").read_text())
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    AutoencoderKLWan(**{**cfg, "dim_mult": [1, 2, 4], "temperal_downsample": [True, True]}).save_pretrained(tmp_path / "s")
+    assert main(["distill-decoder", f"teacher={root / 'vae'}", f"student={tmp_path / 's'}", f"out={tmp_path / 'o'}",
+                 "steps=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "decodes (1, 3, 5, 8, 8) videos where the teacher decodes (1, 3, 5, 16, 16)" in err
