@@ -29,7 +29,6 @@ oracle (~0.1 s per video): about 20 min for teacher + student + light-decoder ro
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -48,13 +47,18 @@ SUMMARY_KEYS = ("benchmark", "version", "world", "split", "case_seed", "seed", "
                 "weights", "parts", "intervals", "metrics", "per_case")
 
 
-def is_shapes_pipeline(folder: Path) -> bool:
-    """model_index.json names the Shapes phrase encoder as the text encoder."""
+def _shapes_index(folder: Path) -> dict | None:
+    """The folder's model_index.json if it names the Shapes phrase encoder as the text encoder, else None."""
     index_file = Path(folder) / "model_index.json"
     if not index_file.is_file():
-        return False
+        return None
     index = read_json_object(index_file, ModelError, "rewrite the pipeline folder")
-    return index.get("text_encoder") == [text_model.__name__, text_model.ShapesPhraseEncoder.__name__]
+    return index if index.get("text_encoder") == [text_model.__name__, text_model.ShapesPhraseEncoder.__name__] else None
+
+
+def is_shapes_pipeline(folder: Path) -> bool:
+    """model_index.json names the Shapes phrase encoder as the text encoder."""
+    return _shapes_index(folder) is not None
 
 
 def folder_world(folder: Path, num_frames: int) -> shapes.WorldConfig:
@@ -125,7 +129,8 @@ def pipeline_oracle(folder, *, num_frames: int, height: int, width: int, seed: i
                     ) -> ShapesPipelineOracle | None:
     """The `fastlight.pipeline_oracles` factory: the oracle of a Shapes pipeline folder, None for any other."""
     folder = Path(folder)
-    if not is_shapes_pipeline(folder):
+    index = _shapes_index(folder)
+    if index is None:
         return None
     world = folder_world(folder, num_frames)
     if (height, width) != (world.size, world.size):
@@ -133,5 +138,4 @@ def pipeline_oracle(folder, *, num_frames: int, height: int, width: int, seed: i
                          f"evaluation asks for {height}x{width}: set the size to {world.size}x{world.size} (fastlight "
                          f"run: eval.height={world.size} eval.width={world.size}; fastlight evaluate: --height "
                          f"{world.size} --width {world.size})")
-    index = json.loads((folder / "model_index.json").read_text())
     return ShapesPipelineOracle(world, seed, first_frames=bool(index.get("expand_timesteps")))
