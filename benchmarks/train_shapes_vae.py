@@ -150,6 +150,8 @@ def main(argv=None) -> int:
                     help="frame 0's weight in the per-frame mean (others 1); 0 = the first version's plain pixel mean")
     ap.add_argument("--time-conv-init", choices=("identity", "default"), default="identity",
                     help="a fresh run's temporal resampling convs (see identity_time_convs; ignored with --init)")
+    ap.add_argument("--reset-time-convs", action="store_true",
+                    help="with --init: set the loaded VAE's temporal resampling convs to the identity, keep the rest")
     ap.add_argument("--eval-clips", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=5, help="decode-time repeats of the measurement (0: none)")
     ap.add_argument("--eval-sets", default=",".join(vae_oracle.SETS), help="held-out sets to measure (v2-9 first)")
@@ -179,6 +181,8 @@ def main(argv=None) -> int:
         vae.register_to_config(latents_mean=[0.0] * VAE_CONFIG["z_dim"], latents_std=[1.0] * VAE_CONFIG["z_dim"])
         phases = prev.get("phases", [{k: prev["train"][k] for k in ("steps", "lr", "wall_time_s")}])
         step0, curve0 = prev["train"]["steps"], prev.get("loss_curve", [])
+        if args.reset_time_convs:
+            identity_time_convs(vae)
     if args.eval_only:
         print(json.dumps(vae_oracle.measure(vae.eval(), args.eval_clips, repeats=args.repeats,
                                             sets=tuple(args.eval_sets.split(","))), indent=1))
@@ -237,7 +241,8 @@ def main(argv=None) -> int:
     phases.append({"steps": step - step0, "lr": args.lr, "wall_time_s": round(wall, 1),
                    "cpu_time_s": round(time.process_time() - cpu0, 1), "frames": cycle,
                    "frame0_weight": args.frame0_weight,
-                   "time_conv_init": "from --init" if args.init else args.time_conv_init,
+                   "time_conv_init": ("--init's, reset to identity" if args.reset_time_convs else "from --init")
+                   if args.init else args.time_conv_init,
                    "sampler": f"v2 world, stream {TRAIN_STREAM} of seed {args.seed}",
                    "cpus_allowed": sorted(os.sched_getaffinity(0)),
                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

@@ -66,7 +66,7 @@ import numpy as np
 import torch
 
 from fastlight.data.source import local_batch_size, stream_generator
-from fastlight.errors import DataError, MissingFileError, check_dir_creatable
+from fastlight.errors import DataError, MissingFileError, ModelError, check_dir_creatable
 from fastlight.data.video import read_video
 from fastlight.fileio import atomic_write_bytes, atomic_write_json, read_json_object, read_safetensors, sha256_file
 from fastlight.models.load import import_pipeline_components
@@ -380,6 +380,17 @@ def wan_vae_factors(config) -> tuple[int, int]:
     return int(temporal), int(spatial)
 
 
+def _placeholder_encoder(folder: Path) -> bool:
+    """Whether a VAE folder's manifest (`fastlight prune-decoder` / `distill-decoder` output, or the light
+    VAE of an exported `pipeline_light`) says its encoder is an untrained placeholder (a decode-only VAE)."""
+    f = folder / "manifest.json"
+    if not f.is_file():
+        return False
+    m = read_json_object(f, ModelError, "re-run the decoder stage")
+    m = m["pruning"] if isinstance(m.get("pruning"), dict) else m
+    return m.get("encoder") == "placeholder"
+
+
 class _Vae:
     """A diffusers video VAE plus how its pipelines normalise latents."""
 
@@ -404,6 +415,7 @@ class _Vae:
         self.vae = load_pretrained(getattr(diffusers, name), folder, "VAE folder", DataError, torch_dtype=dtype)
         self.vae = self.vae.to(device).eval()
         self.folder, self.name, self.device, self.dtype = folder, name, device, dtype
+        self.decode_only = _placeholder_encoder(folder)
         c = self.vae.config
         if name == "AutoencoderKLWan":
             self.temporal, self.spatial = wan_vae_factors(c)
@@ -432,6 +444,9 @@ class _Vae:
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(1, 3, F, H, W) in [-1, 1] -> normalised latents (1, C, F', H', W') float32 on CPU."""
+        if self.decode_only:  # bad input, not a bug: the folder is a light decoder's (export/pipeline_light/vae)
+            raise ModelError(f"{self.folder} is a decode-only light VAE (its encoder is an untrained placeholder, "
+                             "manifest.json); encode with the full pipeline's vae/ (the teacher's or export/pipeline)")
         z = self.vae.encode(video.to(self.device, self.dtype)).latent_dist.mode().float().cpu()
         if self.scale is not None:
             return z * self.scale

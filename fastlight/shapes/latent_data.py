@@ -27,6 +27,7 @@ written atomically (`atomic_dir`).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -37,8 +38,8 @@ from fastlight.data.latents import (INDEX_NAME, NEGATIVE_PROMPT, SHARD_PATTERN, 
                                     _save_tensors_atomic, _Vae, pipeline_text_len, save_null, vae_fingerprint)
 from fastlight.data.source import stream_generator
 from fastlight.data.synthesize import check_pipeline
-from fastlight.errors import InputError
-from fastlight.fileio import atomic_dir, atomic_write_json
+from fastlight.errors import InputError, ModelError
+from fastlight.fileio import atomic_dir, atomic_write_json, read_json_object
 from fastlight.shapes import clips as shape_clips
 from fastlight.shapes import text_model  # also registers the phrase encoder with transformers' Auto classes
 from fastlight.shapes import world as shapes
@@ -48,11 +49,26 @@ HELD_OUT = ("validation", "test")
 WAN_TEXT_LEN = 512  # WanPipeline's default max_sequence_length
 
 
-def default_world(num_frames: int = 9, p_two_objects: float = 0.3) -> shapes.WorldConfig:
-    """The world the shipped Shapes VAE was trained on (its manifest: 64 x 64, radii 9.3-12 px)."""
-    c = shape_clips.ShapesClips.for_vae(shape_clips.vae_dir(), num_frames=num_frames)
+def default_world(num_frames: int = 9, p_two_objects: float = 0.3, vae: str | Path | None = None) -> shapes.WorldConfig:
+    """The v1 rules at the size and radii a Shapes VAE was trained on (`vae`'s manifest; default the shipped
+    VAE: 64 x 64, radii 9.3-12 px): the world of a v1 pipeline folder's shards."""
+    c = shape_clips.ShapesClips.for_vae(vae or shape_clips.vae_dir(), num_frames=num_frames)
     return shapes.WorldConfig(size=c.size, num_frames=c.num_frames, p_two_objects=p_two_objects,
                               radius_min_px=c.radius_min_px, radius_max_px=c.radius_max_px)
+
+
+def folder_world(folder: str | Path, num_frames: int) -> shapes.WorldConfig:
+    """The world a Shapes pipeline folder's text encoder records (`world` in its config: the phrase slots and
+    speed words it reads), at `num_frames` frames: a v2 record as recorded; a v1 record the v1 rules at the
+    folder's own VAE's size and radii (`default_world`). Shards, evaluation and the oracle all use it."""
+    folder = Path(folder)
+    cfg = read_json_object(folder / "text_encoder" / "config.json", ModelError, "rewrite the pipeline folder")
+    recorded = shapes.WorldConfig.from_dict(cfg.get("world") or {})
+    if recorded.name == "v1":
+        vae = folder / "vae" if (folder / "vae" / "manifest.json").is_file() else None
+        return default_world(num_frames, recorded.p_two_objects, vae)
+    return dataclasses.replace(recorded, num_frames=num_frames, speeds_px=dict(recorded.speeds_px),
+                               extra=dict(recorded.extra))
 
 
 def stream_name(split: str) -> str:
@@ -122,7 +138,7 @@ def write_shapes_shards(out: str | Path, pipeline: str | Path, num_clips: int,
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a whole number >= 1, got {value!r}")
     stream = stream_name(split)
-    world = world or default_world()
+    world = world or folder_world(pipeline, 9)
     vae = _Vae(pipeline / "vae", device, torch.float32)
     vae.check(world.num_frames, [(world.size, world.size)])
     prompt_text = _PromptText(pipeline, text_len, device)
@@ -193,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastlight.shapes.latent_data", description=main.__doc__)
     p.add_argument("out")
     p.add_argument("--pipeline", required=True,
-                   help="a Shapes pipeline folder (built with a random transformer if absent)")
+                   help="a Shapes pipeline folder (built with a random transformer if absent); the clips are of "
+                        "the world its text encoder records")
+    p.add_argument("--world", default="v1", choices=("v1", "v2"), help="the world of a folder built here")
     p.add_argument("--num-clips", type=int, required=True)
     p.add_argument("--num-frames", type=int, default=9, help="1 + 4k frames (the VAE compresses time by 4)")
     p.add_argument("--split", default="train", choices=SPLITS)
@@ -205,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     try:
         if not (Path(a.pipeline) / "model_index.json").is_file():
-            write_shapes_pipeline(a.pipeline)
-        index = write_shapes_shards(a.out, a.pipeline, a.num_clips, default_world(a.num_frames), a.split, a.seed,
+            write_shapes_pipeline(a.pipeline, world=a.world)
+        index = write_shapes_shards(a.out, a.pipeline, a.num_clips, folder_world(a.pipeline, a.num_frames), a.split, a.seed,
                                     text_len=a.text_len)
     except FastlightError as e:
         p.exit(2, f"{p.prog}: error: {e}\n")

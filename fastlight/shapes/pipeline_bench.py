@@ -10,7 +10,7 @@ pipeline folder names as its text encoder). A folder is a Shapes pipeline when i
 that text encoder. The world is the one its text encoder's config records (`world`: the phrase slots and
 speed words it reads): a v2 folder is judged in the v2 world (`check_clip_v2`, WEIGHTS_V2) at the evaluation's
 frame count (`world_from_name("v2", num_frames=9)`); a v1 folder in the 64 x 64 world its shards are made in
-(`latent_data.default_world`: the v1 rules at the shipped VAE's size and radii). The video size must be the
+(`latent_data.folder_world`: the v1 rules at its VAE's size and radii). The video size must be the
 world's (64 x 64): anything else is a one-line InputError.
 
 Cases: ShapesBench's TEST cases of that world (`bench.make_cases(n, world, split="test")`: the `shapes/test`
@@ -28,7 +28,6 @@ oracle (~0.1 s per video): about 20 min for teacher + student + light-decoder ro
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -40,7 +39,7 @@ from fastlight.data import video as vio
 from fastlight.errors import InputError, ModelError
 from fastlight.fileio import atomic_path, read_json_object, to_json_safe
 from fastlight.shapes import bench, text_model, world as shapes
-from fastlight.shapes.latent_data import default_world
+from fastlight.shapes.latent_data import folder_world
 
 NAME = "ShapesBench"
 SUMMARY_KEYS = ("benchmark", "version", "world", "split", "case_seed", "seed", "num_cases", "score", "interval",
@@ -59,17 +58,6 @@ def _shapes_index(folder: Path) -> dict | None:
 def is_shapes_pipeline(folder: Path) -> bool:
     """model_index.json names the Shapes phrase encoder as the text encoder."""
     return _shapes_index(folder) is not None
-
-
-def folder_world(folder: Path, num_frames: int) -> shapes.WorldConfig:
-    """The world the folder's text encoder records, at `num_frames` frames and the pipeline's 64 x 64 size
-    (a v1 record: the 64-px world of its shards, `default_world`)."""
-    cfg = read_json_object(Path(folder) / "text_encoder" / "config.json", ModelError, "rewrite the pipeline folder")
-    recorded = shapes.WorldConfig.from_dict(cfg.get("world") or {})
-    if recorded.name == "v1":
-        return default_world(num_frames, recorded.p_two_objects)
-    return dataclasses.replace(recorded, num_frames=num_frames, speeds_px=dict(recorded.speeds_px),
-                               extra=dict(recorded.extra))
 
 
 class ShapesPipelineOracle:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from fastlight.data.latents import _Vae
 from fastlight.decoder.prune import count, load_vae
 from fastlight.decoder.prune_vae import prune_vae
 from fastlight.decoder.stage import build_light_decoder, decoder_settings, distill_config, enabled, unsupported
@@ -160,6 +161,11 @@ def test_stage_builds_the_patch2_light_decoder_and_exports_it(tiny_pipeline, tmp
     video = loaded("a red circle", num_inference_steps=2, num_frames=5, height=32, width=32, output_type="np",
                    generator=torch.Generator().manual_seed(0)).frames[0]
     assert np.asarray(video).shape == (5, 32, 32, 3)
+    # the decode-only VAE never encodes (shards / TI2V first frames): one line naming the full VAE instead
+    light_vae = _Vae(out / "vae", "cpu", torch.float32)
+    with pytest.raises(ModelError, match="decode-only light VAE"):
+        light_vae.encode(torch.zeros(1, 3, 5, 32, 32))
+    assert _Vae(pipe / "vae", "cpu", torch.float32).encode(torch.zeros(1, 3, 5, 32, 32)).shape[1] == 16
     with pytest.raises(ConfigError, match="was pruned with"):
         build_light_decoder(pipe / "vae", tmp_path / "latents.safetensors", tmp_path / "5_decoder",
                             decoder_settings({**settings, "head": "full"}), threads=1, progress=False)

@@ -200,6 +200,20 @@ def test_shards_command(pipe_dir, tmp_path, capsys):
     assert e.value.code == 2 and "num_frames=8 does not fit the VAE" in capsys.readouterr().err
 
 
+def test_shards_follow_the_folders_world(tmp_path, capsys):
+    """A v2 folder (built by the command) gets clips of the v2 world its text encoder records, a v1 folder the
+    v1 rules at its own VAE's size and radii."""
+    from fastlight.shapes.latent_data import folder_world, main
+
+    v2 = tmp_path / "v2"
+    assert main([str(tmp_path / "s"), "--pipeline", str(v2), "--world", "v2", "--num-clips", "3"]) == 0
+    index = json.loads((tmp_path / "s" / "index.json").read_text())
+    world = folder_world(v2, 9)
+    assert world.name == "v2" and index["shapes"]["world"] == world.to_dict()
+    assert [v["caption"] for v in index["videos"]] == [clip_at(0, "train", k, world).prompt for k in range(3)]
+    assert folder_world(v2, 17).num_frames == 17
+
+
 def _register_components(folder):
     """A dist-info registering pyproject's fastlight.pipeline_components entry point (for an install
     whose metadata predates it); returns the folder to put on sys.path."""
