@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/vae_oracle.py --vae shapes-vae --clips 24 --threads 1 \
         --out runs/vae3/oracle_v2.json
 
-Held-out sets: ShapesBench's `validation` cases of the v2 world (`fastlight.shapes.bench.case_clips`:
+Held-out sets: ShapesBench's `validation` cases of the v2 world (`--split test`: its test cases, to report a
+VAE chosen on validation) (`fastlight.shapes.bench.case_clips`:
 stream `shapes/validation` of seed SHAPESBENCH_SEED, step 0, row i; `fastlight.data.source.stream_seed`
 hashes the stream name, so no `shapes/train` clip of any seed is among them, and the reported `test`
 cases stay untouched):
@@ -40,6 +41,7 @@ from fastlight.shapes.clips import v2_world  # noqa: E402
 from fastlight.shapes.world import _full_area_px, colour_alpha, render, render_batch  # noqa: E402
 
 SPLIT = "validation"
+HELD_OUT_SPLITS = ("validation", "test")
 SETS = {"v2-9": (9, 0), "v2-17": (17, 1000)}  # name: (frames, first case index)
 BAR = {"direction": 0.95, "colour": 0.95, "speed_within_10pct": 0.95}  # issue 17, plus no ghost clip
 PARTS = ("direction", "speed_within_10pct", "colour", "ghost", "count", "smooth", "static")
@@ -59,11 +61,14 @@ def reconstruct(vae, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(out)
 
 
-def heldout_cases(frames: int, first: int, n: int) -> list[bench.BenchCase]:
-    """ShapesBench validation cases first .. first+n-1 of the v2 world at `frames` frames."""
+def heldout_cases(frames: int, first: int, n: int, split: str = SPLIT) -> list[bench.BenchCase]:
+    """ShapesBench `split` cases (validation: what training and selection look at; test: what a chosen
+    VAE is reported on) first .. first+n-1 of the v2 world at `frames` frames."""
+    if split not in HELD_OUT_SPLITS:
+        raise ValueError(f"split must be one of {HELD_OUT_SPLITS}, got {split!r}")
     world = v2_world(frames)
-    clips = bench.case_clips(first + n, world, split=SPLIT)[first:]
-    return [bench.BenchCase(first + i, c, render(c, world)[:, 0], bench.SHAPESBENCH_SEED, SPLIT)
+    clips = bench.case_clips(first + n, world, split=split)[first:]
+    return [bench.BenchCase(first + i, c, render(c, world)[:, 0], bench.SHAPESBENCH_SEED, split)
             for i, c in enumerate(clips)]
 
 
@@ -100,9 +105,9 @@ def bar_ok(oracle: dict) -> bool:
     return all((oracle[k]["value"] or 0) >= v for k, v in BAR.items()) and oracle["num_ghost_clips"] == 0
 
 
-def score_set(vae, frames: int, first: int, n: int) -> dict:
+def score_set(vae, frames: int, first: int, n: int, split: str = SPLIT) -> dict:
     world = v2_world(frames)
-    cases = heldout_cases(frames, first, n)
+    cases = heldout_cases(frames, first, n, split)
     x = render_batch([c.clip for c in cases], world)
     y = reconstruct(vae, x)
     mse_f = ((y - x) ** 2).mean(dim=(0, 1, 3, 4))
@@ -118,7 +123,7 @@ def score_set(vae, frames: int, first: int, n: int) -> dict:
     rest = {"kept": kept[:, 1:].sum(1), "judged": judged[:, 1:].sum(1)}
     oracle = _oracle(bench.score_videos(y, cases, world))
     return {
-        "clips": n, "frames": frames, "world": "v2", "stream": f"shapes/{SPLIT}", "case_seed": bench.SHAPESBENCH_SEED,
+        "clips": n, "frames": frames, "world": "v2", "stream": f"shapes/{split}", "case_seed": bench.SHAPESBENCH_SEED,
         "first_case": first,
         "psnr_db": round(psnr_db(mse_f.mean().item()), 2),
         "psnr_db_per_frame": [round(psnr_db(m), 2) for m in mse_f.tolist()],
@@ -148,9 +153,9 @@ def decode_ms(vae, frames: int, repeats: int) -> float:
     return round(sorted(times)[len(times) // 2], 1)
 
 
-def measure(vae, clips: int = 24, repeats: int = 5, sets=tuple(SETS)) -> dict:
+def measure(vae, clips: int = 24, repeats: int = 5, sets=tuple(SETS), split: str = SPLIT) -> dict:
     vae.eval()
-    out = {name: score_set(vae, *SETS[name], clips) for name in SETS if name in sets}
+    out = {name: score_set(vae, *SETS[name], clips, split) for name in SETS if name in sets}
     if repeats > 0:
         out["decode_ms"] = {"9": decode_ms(vae, 9, repeats), "17": decode_ms(vae, 17, repeats)}
     out["decoder_parameters"] = sum(p.numel() for p in vae.decoder.parameters())
@@ -177,11 +182,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="decode-time repeats (0: no timing)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--split", default=SPLIT, choices=HELD_OUT_SPLITS,
+                    help="validation (what VAE runs are compared on) or test (report a VAE chosen on validation)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     vae = load_vae(resolve_vae_path(args.vae))
-    res = measure(vae, args.clips, args.repeats, tuple(args.sets.split(",")))
+    res = measure(vae, args.clips, args.repeats, tuple(args.sets.split(",")), args.split)
     res["vae"] = str(args.vae)
     res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(json.dumps(summary(res), indent=1))

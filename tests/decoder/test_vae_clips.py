@@ -98,6 +98,11 @@ def test_training_clips_come_from_the_train_stream_and_the_held_out_sets_from_va
     assert [c.clip for c in a] == full[:24] and [c.clip for c in b] == full[1000:]
     prompts = {c.clip for c in a} | {c.clip for c in b}
     assert len(prompts) == 32
+    # a VAE chosen on validation is reported on test cases: other clips
+    t = vo.heldout_cases(9, 0, 24, "test")
+    assert t[0].split == "test" and not {c.clip for c in t} & {c.clip for c in a}
+    with pytest.raises(ValueError, match="split"):
+        vo.heldout_cases(9, 0, 2, "train")
     seen = {c for k in range(16) for c in v2_stream_clips(0, "shapes/train", k, 8)}
     assert not prompts & seen
 
