@@ -58,3 +58,42 @@ def html_document(title: str, intro: str, sections: list[tuple], tables: dict[st
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
             + "\n".join(body) + "\n</body></html>\n")
+
+
+def _inline(text: str) -> str:
+    """Escaped text with `code` spans (the only inline markup the run reports use)."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def markdown_page(title: str, lines: list[str], base: Path) -> str:
+    """A report written as markdown lines (headings, pipe tables, `![alt](file)` images, paragraphs) as one
+    self-contained HTML page: images relative to `base` embedded as data URIs."""
+    body, table = [], []
+
+    def flush():
+        if table:
+            rows = [r for r in table if not set(r.replace("|", "").strip()) <= {"-", ":", " "}]
+            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
+            head = "".join(f"<th>{_inline(c)}</th>" for c in cells[0])
+            rest = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>\n" for r in cells[1:])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>\n{rest}</tbody></table>")
+            table.clear()
+
+    for line in lines:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 3)
+            body.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("![") and line.endswith(")") and "](" in line:
+            alt, src = line[2:-1].split("](", 1)
+            body.append(f'<p><img alt="{html.escape(alt)}" src="{data_uri(base / src)}"></p>')
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    flush()
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")

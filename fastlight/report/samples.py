@@ -97,3 +97,40 @@ def side_by_side_gif(items: Sequence[tuple[str, str]], path: str | Path, ideal_t
             "fps": fps}
 
 
+
+
+def _scale_to_width(frames: np.ndarray, width: int) -> np.ndarray:
+    """(F, H, W, 3) resized (bilinear) so W == width, the aspect kept."""
+    F, H, W, _ = frames.shape
+    if W == width:
+        return frames
+    size = (width, max(1, round(H * width / W)))
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR)) for f in frames])
+
+
+def rows_gif(rows: Sequence[tuple[str, Sequence[str | Path]]], path: str | Path, max_videos: int = 4,
+             max_width_px: int = 1024, gap_px: int = 2) -> dict:
+    """One animation of a run's rows side by side: row r is `rows[r]`'s first `max_videos` videos in a line
+    (white gaps of `gap_px`), under its label strip; the rows of one evaluation share prompts and noise, so
+    columns compare. Videos are scaled so a line is at most `max_width_px` wide (never up); shorter clips
+    hold their last frame. Returns {path, num_frames, shape, fps, videos_per_row}."""
+    rows = [(label, list(videos)[:max_videos]) for label, videos in rows if videos]
+    if not rows or max_videos < 1:
+        raise InputError("no videos to put side by side (evaluate the run with videos first)")
+    clips = [[read_video(p) for p in videos] for _, videos in rows]
+    n = max(len(c) for c in clips)
+    W = min(clips[0][0].shape[2], max(16, (max_width_px - gap_px * (n - 1)) // n))
+    F = max(c.shape[0] for cs in clips for c in cs)
+    scaled = [[_pad_to(_scale_to_width(c, W), F, W) for c in cs] for cs in clips]
+    H = min(c.shape[1] for cs in scaled for c in cs)  # one evaluation: one aspect ratio
+    width = W * n + gap_px * (n - 1)
+    blocks = []
+    for (label, _), cs in zip(rows, scaled):
+        line = np.full((F, H, width, 3), 255, np.uint8)
+        for j, c in enumerate(cs):
+            line[:, :, j * (W + gap_px):j * (W + gap_px) + W] = c[:, :H]
+        blocks += [np.repeat(label_strip(label, width)[None], F, axis=0), line]
+    frames = np.ascontiguousarray(np.concatenate(blocks, axis=1))  # (F, rows x (strip + H), width, 3)
+    fps = max(1, round(video_fps(rows[0][1][0]) or DEFAULT_FPS))
+    write_video(path, frames, fps)
+    return {"path": str(path), "num_frames": int(F), "shape": list(frames.shape), "fps": fps, "videos_per_row": n}

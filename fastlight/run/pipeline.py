@@ -701,8 +701,37 @@ def _interval(iv: dict | None, fmt: str = ".3g") -> str:
     return f"{iv['estimate']:{fmt}} [{iv['low']:{fmt}}, {iv['high']:{fmt}}]"
 
 
+ROW_LABELS = {"teacher": "teacher + full decoder", "student": "student + full decoder",
+              LIGHT_ROW: "student + light decoder"}
+
+
+def samples_lines(run: Run, out: Path) -> list[str]:
+    """The report's animation: the evaluation's first videos of every row side by side (samples.gif in
+    `out`), with its markdown; nothing when the evaluation wrote no videos."""
+    from fastlight.report.samples import rows_gif
+
+    ev_file = run.dir("evaluate") / "eval.json"
+    if not ev_file.is_file():
+        return []
+    ev = read_json_object(ev_file, InputError, "re-run the evaluate stage")
+    rows = [(ROW_LABELS.get(name, name), [run.dir("evaluate") / v for v in m.get("videos", [])])
+            for name, m in ev.get("models", {}).items()]
+    rows = [(label, videos) for label, videos in rows if videos and all(v.is_file() for v in videos)]
+    if not rows:
+        return []
+    info = rows_gif(rows, out / "samples.gif")
+    return ["## Samples side by side", "",
+            "![samples](samples.gif)", "",
+            f"The evaluation's first {info['videos_per_row']} videos of every row: the same prompts"
+            + (" and first frames" if "oracle" in ev else "") + " and the same noise in each column. "
+            f"All videos: `{run.dir('evaluate') / 'videos'}`.", ""]
+
+
 def stage_report_pipeline(run: Run) -> dict:
-    """report.md: the headline, the evaluation (intervals) and the bench (both speedups) of a pipeline run."""
+    """report.md and a self-contained report.html: the headline, the evaluation (intervals), the bench (both
+    speedups), the rows side by side (samples.gif) of a pipeline run."""
+    from fastlight.report.html import markdown_page
+
     state = {"stages": {n: json.loads((run.dir(n) / DONE).read_text()) for n in ("2_plan", "evaluate", "bench")
                         if (run.dir(n) / DONE).exists()}}
     ev, be = state["stages"]["evaluate"]["summary"], state["stages"]["bench"]["summary"]
@@ -720,12 +749,13 @@ def stage_report_pipeline(run: Run) -> dict:
               f"{be['denoise_speedup']:.1f}x |", ""]
     lines += side_by_side(run, ev, be)
     lines += oracle_lines(ev.get("oracle"))
+    out = make_dir(run.dir("report"), "report folder")
+    lines += samples_lines(run, out)
     lines += [f"Videos: `{run.dir('evaluate')}`; stock student pipeline: `{run.export_pipeline}`"
               + (f"; with the light decoder: `{run.export_light}`" if "light_s" in be else "") + ".", ""]
-    md = run.dir("report") / "report.md"
-    make_dir(md.parent, "report folder")
-    atomic_write_text(md, "\n".join(lines))
-    return {"markdown": str(md)}
+    md = atomic_write_text(out / "report.md", "\n".join(lines))
+    page = atomic_write_text(out / "report.html", markdown_page(lines[0].lstrip("# "), lines, out))
+    return {"markdown": str(md), "html": str(page)}
 
 
 def oracle_lines(orc: dict | None) -> list[str]:

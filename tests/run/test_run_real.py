@@ -17,9 +17,11 @@ import torch
 import yaml
 
 from fastlight.cli import main
+from fastlight.data.video import read_video
 from fastlight.config import load_config
 from fastlight.models import presets
 from fastlight.plugins import registered
+from fastlight.report.samples import LABEL_STRIP_PX
 from fastlight.run.pipeline import Run, RunConfig, pipeline_headline, resolve, split_overrides, stages
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -287,6 +289,13 @@ def test_wan21_tiny_run_whole_with_evaluate_bench_report(wan21_run, tmp_path, ca
     assert state["headline"] in report
     table = [ln for ln in report.splitlines() if ln.startswith(("| teacher + full", "| student + full", "| student + light"))]
     assert len(table) == 3 and f"{state['stages']['5_decoder']['summary']['decoder_params']:,}" in table[2]
+    # the rows side by side: three label strips over lines of the evaluation's first videos, in the md and html
+    gif = read_video(out / "report" / "samples.gif")
+    frames = read_video(out / "evaluate" / ev["models"]["teacher"]["videos"][0])
+    assert gif.shape[0] == frames.shape[0] and gif.shape[1] == 3 * (LABEL_STRIP_PX + frames.shape[1])
+    assert "![samples](samples.gif)" in report
+    page = (out / "report" / "report.html").read_text()
+    assert "data:image/gif;base64," in page and "<td>student + light decoder</td>" in page
 
 
 def test_recipes_open_with_their_command_and_resolve(real_env):
