@@ -150,6 +150,12 @@ def main(argv=None) -> int:
                     help="frame 0's weight in the per-frame mean (others 1); 0 = the first version's plain pixel mean")
     ap.add_argument("--time-conv-init", choices=("identity", "default"), default="identity",
                     help="a fresh run's temporal resampling convs (see identity_time_convs; ignored with --init)")
+    ap.add_argument("--temporal-downsample", default=None,
+                    help="a fresh run's temperal_downsample per encoder stage, e.g. F,F,T (2x in time; default "
+                         "F,T,T: Wan's 4x); the stock pipelines need a temporal factor >= 2")
+    ap.add_argument("--init-weights", default=None,
+                    help="a fresh run (its own config) starting from this VAE folder's tensors of the same name and "
+                         "shape, the temporal resampling convs excepted (those start as --time-conv-init)")
     ap.add_argument("--reset-time-convs", action="store_true",
                     help="with --init: set the loaded VAE's temporal resampling convs to the identity, keep the rest")
     ap.add_argument("--eval-clips", type=int, default=24)
@@ -170,14 +176,30 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     cycle = [int(f) for f in args.frames.split(",")]
-    cfg = dict(VAE_CONFIG, latents_mean=[0.0] * VAE_CONFIG["z_dim"], latents_std=[1.0] * VAE_CONFIG["z_dim"])
+    vae_config = dict(VAE_CONFIG)
+    if args.temporal_downsample:
+        flags = [f.strip().upper() in ("T", "TRUE", "1") for f in args.temporal_downsample.split(",")]
+        factor = 2 ** sum(flags)
+        if len(flags) != len(VAE_CONFIG["dim_mult"]) - 1 or factor < 2:
+            ap.error(f"--temporal-downsample needs {len(VAE_CONFIG['dim_mult']) - 1} flags with at least one T")
+        vae_config |= {"temperal_downsample": flags, "scale_factor_temporal": factor}
+    cfg = dict(vae_config, latents_mean=[0.0] * VAE_CONFIG["z_dim"], latents_std=[1.0] * VAE_CONFIG["z_dim"])
     vae = AutoencoderKLWan(**cfg)
+    copied = None
+    if args.init_weights and not args.init:
+        src = AutoencoderKLWan.from_pretrained(args.init_weights, torch_dtype=torch.float32).state_dict()
+        own = vae.state_dict()
+        shared = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape and "time_conv" not in k}
+        vae.load_state_dict(shared, strict=False)
+        copied = {"from": args.init_weights, "tensors": len(shared), "of": len(own)}
+        print(f"copied {len(shared)} of {len(own)} tensors from {args.init_weights}", flush=True)
     if args.time_conv_init == "identity" and not args.init:
         identity_time_convs(vae)
     phases, step0, curve0 = [], 0, []
     if args.init:  # continue a finished run (its weights; data seeds go on from its last step)
         prev = json.loads((Path(args.init) / "manifest.json").read_text())
         vae = AutoencoderKLWan.from_pretrained(args.init, torch_dtype=torch.float32)
+        vae_config = {k: vae.config[k] for k in VAE_CONFIG} | {"scale_factor_temporal": vae.config.scale_factor_temporal}
         vae.register_to_config(latents_mean=[0.0] * VAE_CONFIG["z_dim"], latents_std=[1.0] * VAE_CONFIG["z_dim"])
         phases = prev.get("phases", [{k: prev["train"][k] for k in ("steps", "lr", "wall_time_s")}])
         step0, curve0 = prev["train"]["steps"], prev.get("loss_curve", [])
@@ -241,6 +263,7 @@ def main(argv=None) -> int:
     phases.append({"steps": step - step0, "lr": args.lr, "wall_time_s": round(wall, 1),
                    "cpu_time_s": round(time.process_time() - cpu0, 1), "frames": cycle,
                    "frame0_weight": args.frame0_weight,
+                   "init_weights": copied,
                    "time_conv_init": ("--init's, reset to identity" if args.reset_time_convs else "from --init")
                    if args.init else args.time_conv_init,
                    "sampler": f"v2 world, stream {TRAIN_STREAM} of seed {args.seed}",
@@ -264,11 +287,11 @@ def main(argv=None) -> int:
     manifest = {
         "what": "Shapes-world AutoencoderKLWan (teacher decoder for fastlight prune-decoder / distill-decoder)",
         "command": " && ".join(ph["command"] for ph in phases if "command" in ph),
-        "class": "diffusers.AutoencoderKLWan", "config": VAE_CONFIG, "dtype_on_disk": "float16",
+        "class": "diffusers.AutoencoderKLWan", "config": vae_config, "dtype_on_disk": "float16",
         "parameters": sum(p.numel() for p in vae.parameters()),
         "decoder_parameters": sum(p.numel() for p in vae.decoder.parameters()),
         "world": CLIP_WORLD,
-        "latent_shape": [VAE_CONFIG["z_dim"], 1 + (FRAMES - 1) // 4, SIZE // 8, SIZE // 8],
+        "latent_shape": [VAE_CONFIG["z_dim"], 1 + (FRAMES - 1) // vae.config.scale_factor_temporal, SIZE // 8, SIZE // 8],
         "train": {"steps": step, "batch": args.batch, "frames": cycle, "lr": args.lr, "kl_weight": args.kl,
                   "seed": args.seed, "fg_weight": args.fg_weight, "frame0_weight": args.frame0_weight,
                   "loss": "object-weighted L1 + MSE per frame, frames averaged with frame 0 weighted frame0_weight, "

@@ -143,7 +143,7 @@ def score_set(vae, frames: int, first: int, n: int, split: str = SPLIT) -> dict:
 @torch.no_grad()
 def decode_ms(vae, frames: int, repeats: int) -> float:
     """Median wall time of one `vae.decode` of a (1, z, 1 + (frames-1)/4, 8, 8) latent, in ms."""
-    z = torch.randn(1, vae.config.z_dim, 1 + (frames - 1) // 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(1, vae.config.z_dim, 1 + (frames - 1) // vae.config.scale_factor_temporal, 8, 8, generator=torch.Generator().manual_seed(0))
     vae.decode(z)
     times = []
     for _ in range(repeats):
