@@ -116,6 +116,8 @@ class SubPixelUp(nn.Module):
 
 
 class FastWanDecoder(ModelMixin, ConfigMixin):
+    fastlight_decode_only = True  # no encoder: fastlight.data.latents._Vae decodes with it and refuses to encode
+
     @register_to_config
     def __init__(self, z_dim: int = 16, width: int = 8, latent_blocks: int = 1, spatial_blocks: int = 1,
                  temporal_factor: int = 4, spatial_factor: int = 8, out_channels: int = 3,
