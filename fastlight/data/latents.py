@@ -464,7 +464,8 @@ class _Vae:
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(1, 3, F, H, W) in [-1, 1] -> normalised latents (1, C, F', H', W') float32 on CPU."""
         if self.decode_only:  # bad input, not a bug: the folder is a light decoder's (export/pipeline_light/vae)
-            why = "its encoder is an untrained placeholder, manifest.json" if self.has_encoder else f"a {self.name}, no encoder"
+            why = ("its encoder is an untrained placeholder, manifest.json" if self.has_encoder
+                   else f"a {self.name}, no encoder")
             raise ModelError(f"{self.folder} is a decode-only light VAE ({why}); encode with the full pipeline's vae/ "
                              "(the teacher's or export/pipeline)")
         z = self.vae.encode(video.to(self.device, self.dtype)).latent_dist.mode().float().cpu()

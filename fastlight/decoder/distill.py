@@ -20,6 +20,9 @@ Latents (`latents:`), raw (un-normalised) VAE latents either way:
 * a path: a `fastlight preprocess` shard folder (index.json) or a safetensors file whose `latents`
   tensor (N, C, T, h, w) holds e.g. the DiT's own samples. Both are *normalised* latents (the Wan
   pipelines' (z - latents_mean) / latents_std), de-normalised here with the teacher's config.
+  `cache_targets: true` keeps the teacher's decode and stage outputs of each pool latent after its first use
+  (the teacher's decode is ~90% of a step's cost for a fast student; memory: a video and its matched stage
+  outputs, float16, per pool latent).
 
 Loss = l1_weight * |student(z) - teacher(z)| (pixels, the student's unclamped output against the
 teacher's clamped one) + feature_weight * mean over the decoder's stage outputs (mid block, each up
@@ -79,6 +82,10 @@ class DecoderDistillConfig(LoopConfig):
     num_frames: int = 0
     short_frames: int = 0  # clip-source latents: > 0 = 3 steps in 4 use clips of this many frames (cheaper)
     data_seed: int = 0
+    # latent-pool runs (a file / shard folder): keep the teacher's decode (float32) and stage outputs (float16) of
+    # each pool latent after its first use: the teacher decode is ~90% of a step for a fast student (memory: one
+    # video + the matched features per pool latent)
+    cache_targets: bool = False
     threads: int = 2
     steps: int = 300
     lr: float = 5e-4
@@ -264,6 +271,10 @@ class DecoderDistillRecipe:
             pool = _load_latent_file(Path(cfg.latents))
             check_latents(self.teacher, pool, f"latents {cfg.latents}")
             self.pool = denormalise(self.teacher, pool)
+        if cfg.cache_targets and self.pool is None:
+            raise ConfigError(f"cache_targets needs a latent pool (latents=FILE or a shards folder); the clip source "
+                              f"{cfg.latents!r} draws new clips every step")
+        self.cache: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
         self.run_info: dict = {}
 
     def _match_fast_stages(self, model: FastWanDecoder) -> nn.ModuleList:
@@ -300,7 +311,7 @@ class DecoderDistillRecipe:
             return {"z": shapes_latents(self.teacher, world, seed, n)[1]}
         g = torch.Generator().manual_seed(seed)
         idx = torch.randint(self.pool.shape[0], (n,), generator=g)
-        return {"z": self.pool[idx]}
+        return {"z": self.pool[idx], "idx": idx}
 
     def _student_forward(self, module: _Student, z):
         if self.kind == "tiny":
@@ -312,16 +323,37 @@ class DecoderDistillRecipe:
         x, feats = decode_with_features(module.model, z, self.names)
         return x, feats
 
+    @torch.no_grad()
+    def _targets(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The teacher's clamped decode and its stage outputs (the kept channels for a pruned student)."""
+        tx, tf = decode_with_features(self.teacher, z, self.names)
+        if self.keep is not None:
+            tf = [f.index_select(1, k.to(z.device)) for f, k in zip(tf, self.keep)]
+        return tx.clamp(-1, 1), tf
+
+    def _cached_targets(self, z: torch.Tensor, idx: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`_targets` through the per-pool-latent cache: the teacher runs on the latents not seen before; every
+        target is read back from the cache (so a resumed run sees the same float16-rounded features)."""
+        missing = sorted({i for i in idx if i not in self.cache})
+        if missing:
+            where = [idx.index(i) for i in missing]
+            tx, tf = self._targets(z[where])
+            for k, i in enumerate(missing):
+                self.cache[i] = (tx[k].cpu(), [f[k].to("cpu", torch.float16) for f in tf])
+        dev = z.device
+        tx = torch.stack([self.cache[i][0] for i in idx]).to(dev)
+        tf = [torch.stack([self.cache[i][1][j] for i in idx]).to(dev, torch.float32) for j in range(len(self.names))]
+        return tx, tf
+
     def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         dev = next(self.student.parameters()).device
         z = batch["z"].to(dev)
         self.teacher.to(dev)
-        with torch.no_grad():
-            tx, tf = decode_with_features(self.teacher, z, self.names)
-            tx = tx.clamp(-1, 1)
-            if self.keep is not None:
-                tf = [f.index_select(1, k.to(dev)) for f, k in zip(tf, self.keep)]
+        if self.cfg.cache_targets and "idx" in batch:
+            tx, tf = self._cached_targets(z, batch["idx"].tolist())
+        else:
+            tx, tf = self._targets(z)
         sx, sf = self._student_forward(self.student, z)
         l1 = (sx - tx).abs().mean()
         feat = sum((((s - t) ** 2).mean() / (t.pow(2).mean() + 1e-6) for s, t in zip(sf, tf)),

@@ -3,7 +3,7 @@
     dec = FastWanDecoder.from_teacher(vae.config, width=8)   # diffusers ModelMixin + ConfigMixin
     video = dec.decode(z).sample                              # the AutoencoderKLWan.decode contract
     dec.save_pretrained(dir); FastWanDecoder.from_pretrained(dir)
-    WanPipeline(..., vae=dec)                                 # or model_index.json ["fastlight.decoder.fast", "FastWanDecoder"]
+    WanPipeline(..., vae=dec)       # or a folder whose model_index.json names ["fastlight.decoder.fast", "FastWanDecoder"]
 
 Raw VAE latents (B, z_dim, T, h, w) -> (B, 3, 1 + r (T - 1), s h, s w) in [-1, 1], r = the teacher's temporal
 factor (2 per True in `temperal_downsample`: 4 for Wan 2.1), s its spatial factor (8), the Wan VAE's frame count.
@@ -146,7 +146,8 @@ class FastWanDecoder(ModelMixin, ConfigMixin):
     def from_teacher(cls, teacher_config, width: int = 8, **kw) -> "FastWanDecoder":
         """A FastWanDecoder for the latents of an AutoencoderKLWan (its config): the factors from its structure,
         the fields WanPipeline reads (z_dim, latents_mean / latents_std, scale_factor_*) copied."""
-        get = teacher_config.get if isinstance(teacher_config, dict) else (lambda k, d=None: getattr(teacher_config, k, d))
+        c = teacher_config
+        get = c.get if isinstance(c, dict) else (lambda k, d=None: getattr(c, k, d))
         temporal, spatial = teacher_factors(teacher_config)
         return cls(z_dim=get("z_dim"), width=width, temporal_factor=temporal, spatial_factor=spatial,
                    latents_mean=list(get("latents_mean")), latents_std=list(get("latents_std")),

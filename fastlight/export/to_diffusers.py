@@ -308,7 +308,8 @@ def export_light_decoder(pipeline: str | Path, decoder: str | Path, out: str | P
     out_dir = check_out_dir(out, overwrite, (pipeline, decoder))
     with atomic_dir(out_dir) as tmp:
         for entry in sorted(pipeline.iterdir()):
-            if entry.name in ("vae", "fastlight_export.json") or (kind == FAST_VAE_CLASS and entry.name == "model_index.json"):
+            rewritten = kind == FAST_VAE_CLASS and entry.name == "model_index.json"  # written below, vae entry changed
+            if entry.name in ("vae", "fastlight_export.json") or rewritten:
                 continue
             if entry.is_dir():
                 shutil.copytree(entry, tmp / entry.name, copy_function=link_or_copy)

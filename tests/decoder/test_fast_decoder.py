@@ -193,3 +193,29 @@ def test_vae_names_an_unknown_class_in_one_line(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"_class_name": "SomeOtherDecoder"}))
     with pytest.raises(DataError, match="names class 'SomeOtherDecoder'.*pipeline_components"):
         _Vae(tmp_path, "cpu", torch.float32)
+
+
+def test_cached_targets_match_the_teacher_and_run_it_once_per_pool_latent(tiny_pipeline, tmp_path, monkeypatch):
+    """cache_targets: the same targets as decoding every step (up to batch-size rounding; features float16), the
+    teacher runs only on pool latents not seen before; refused for a clip source."""
+    from fastlight.decoder import distill
+    from fastlight.decoder.distill import DecoderDistillConfig, DecoderDistillRecipe
+
+    f = tmp_path / "latents.safetensors"
+    save_file({"latents": torch.randn(3, 16, 2, 2, 2, generator=torch.Generator().manual_seed(0))}, str(f))
+    kw = dict(teacher=str(tiny_pipeline("wan21-t2v") / "vae"), student="fast", fast_width=2, latents=str(f),
+              batch_size=2, threads=1, out=str(tmp_path / "o"))
+    plain, cached = (DecoderDistillRecipe(DecoderDistillConfig(**kw, cache_targets=c)) for c in (False, True))
+    decoded = []
+    real = distill.decode_with_features
+    monkeypatch.setattr(distill, "decode_with_features", lambda vae, z, names: decoded.append(z.shape[0]) or
+                        real(vae, z, names))
+    for step in range(4):
+        batch = cached.batch(step)
+        a, fa = cached._cached_targets(batch["z"], batch["idx"].tolist())
+        b, fb = plain._targets(batch["z"])
+        assert torch.allclose(a, b, atol=1e-5)
+        assert all(torch.allclose(x, y, rtol=1e-2, atol=1e-3) for x, y in zip(fa, fb))
+    assert sum(decoded) - 4 * 2 == len(cached.cache) == 3  # each pool latent decoded once by the cached recipe
+    with pytest.raises(ConfigError, match="cache_targets needs a latent pool"):
+        DecoderDistillRecipe(DecoderDistillConfig(**{**kw, "latents": "shapes"}, cache_targets=True))
