@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +37,24 @@ def registered_fast(tmp_path, monkeypatch):
     (info / "entry_points.txt").write_text("[fastlight.pipeline_components]\n"
                                            "fast-wan-decoder = fastlight.decoder.fast:FastWanDecoder\n")
     monkeypatch.syspath_prepend(str(tmp_path / "ep"))
+
+
+def _fresh_process_load(folder, ep_dir) -> list[str]:
+    """In one fresh process: the stock WanPipeline.from_pretrained alone ("refused": diffusers imports no module a
+    folder names), the components fastlight imports, then the stock load again ("loaded")."""
+    code = ("import sys; from diffusers import WanPipeline\n"
+            "def load():\n"
+            "    try:\n        WanPipeline.from_pretrained(sys.argv[1]); print('loaded')\n"
+            "    except ValueError as e:\n        print('refused' if 'has not been imported' in str(e) else e)\n"
+            "load()\n"
+            "from fastlight.models.load import import_pipeline_components\n"
+            "print(*import_pipeline_components(sys.argv[1]))\n"
+            "load()\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(ep_dir)])}
+    run = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True,
+                         timeout=300)
+    return run.stdout.split()
 
 
 def _teacher_config(tiny_pipeline) -> dict:
@@ -169,6 +191,7 @@ def test_stage_builds_the_fast_decoder_and_the_stock_pipeline_generates_with_it(
     assert info["class"] == "FastWanDecoder" and info["encoder"] == "none" and "decode only" in info["use"]
     assert info["decoder_params"] == summary["decoder_params"]
     assert import_pipeline_components(out) == ["fast-wan-decoder"]
+    assert _fresh_process_load(out, tmp_path / "ep") == ["refused", "fast-wan-decoder", "loaded"]
     loaded = WanPipeline.from_pretrained(str(out))
     assert isinstance(loaded.vae, FastWanDecoder)
     video = loaded("a red circle", num_inference_steps=2, num_frames=5, height=32, width=32, output_type="np",
