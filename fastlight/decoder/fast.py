@@ -46,6 +46,8 @@ from diffusers.models.autoencoders.vae import DecoderOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from fastlight.errors import ModelError
+
 WAN21_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
               0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]
 WAN21_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
@@ -181,6 +183,11 @@ class FastWanDecoder(ModelMixin, ConfigMixin):
     def decode(self, z: torch.Tensor, return_dict: bool = True):
         out = self._run(z.to(self.dtype)).clamp(-1.0, 1.0)
         return DecoderOutput(sample=out) if return_dict else (out,)
+
+    def encode(self, *_a, **_k):
+        """Refused in one line: decode only (an image-to-video pipeline encodes its first frame with the VAE)."""
+        raise ModelError("FastWanDecoder is decode only (it has no encoder); encode with the teacher VAE (the full "
+                         "pipeline's vae/), e.g. use the light decoder with a text-to-video pipeline")
 
     def forward(self, z):
         return self.decode(z).sample

@@ -84,6 +84,8 @@ def test_factors_come_from_the_teacher_config():
         assert dec.decode(torch.randn(1, 4, 3, 2, 2)).sample.shape == (1, 3, 5, 8, 8)  # 1 + 2 (3 - 1) frames
     with pytest.raises(ValueError, match="power of 2"):
         FastWanDecoder(spatial_factor=6)
+    with pytest.raises(ModelError, match="decode only"):
+        dec.encode(torch.zeros(1, 3, 5, 8, 8))
 
 
 def test_time_conv_is_a_causal_conv3d():
