@@ -22,8 +22,8 @@ width alone stops at ~1/4) is `{prune_ratio: 0.95, head: patch2, res_blocks: 0}`
 (measured on Shapes: benchmarks/README.md). The defaults keep the stock layout (prune_ratio 0.75, head full).
 `student: fast` (default `pruned`) builds a `FastWanDecoder` (fastlight/decoder/fast.py: one pass over the clip,
 2-D convs on folded frames, pixel-shuffle head; ~1/35 of the full Shapes decoder's CPU time at the default
-`fast_width: 16`) instead: nothing is pruned (prune_ratio / calib / head / res_blocks do not apply), it is
-distilled from scratch on the same latents (OUT/distill/model is a FastWanDecoder folder, decode only).
+`fast_width: 16`) instead: nothing is pruned (prune_ratio / calib / head / res_blocks, e.g. a recipe's, are
+ignored and listed in the summary's `ignored`), it is distilled from scratch on the same latents (OUT/distill/model is a FastWanDecoder folder, decode only).
 Supported: AutoencoderKLWan in the Wan 2.1 layout (what prune.py can cut while keeping the class); any
 other VAE (HunyuanVideo's AutoencoderKLHunyuanVideo, the Wan 2.2 residual VAE) is a stated skip.
 """
@@ -73,9 +73,6 @@ def decoder_settings(value) -> dict:
     if student not in STUDENTS:
         raise ConfigError(f"decoder.student must be one of {', '.join(STUDENTS)} (fast: a FastWanDecoder, "
                           f"fastlight/decoder/fast.py), got {student!r}")
-    if student == "fast" and set(value) & set(PRUNE_KEYS):
-        raise ConfigError(f"decoder.student: fast prunes nothing, so {sorted(set(value) & set(PRUNE_KEYS))} do not "
-                          "apply; drop them (its size is fast_width)")
     ratio = value.get("prune_ratio", DEFAULTS["prune_ratio"])
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
         raise ConfigError(f"decoder.prune_ratio must be a fraction of the decoder's parameters in (0, 1), got {ratio!r}")
@@ -153,6 +150,7 @@ def build_light_decoder(vae_dir: Path, latents: Path, out: Path, settings: dict,
     man = json.loads((model / "manifest.json").read_text())
     if is_fast(settings):
         return {"decoder": str(model), "vae_class": "FastWanDecoder", **layout(settings), "encoder": "none",
+                "ignored": sorted(set(settings) & set(PRUNE_KEYS)),  # a recipe's pruning keys: nothing is pruned
                 "feature_sites": man.get("feature_sites"), "decoder_params": man["decoder_params"],
                 "decoder_params_before": man["teacher_decoder_params"], "steps": cfg.steps,
                 "psnr_vs_teacher_db": last_metric(Path(cfg.out), "psnr_vs_teacher_db")}

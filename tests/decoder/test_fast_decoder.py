@@ -164,8 +164,8 @@ def test_decoder_settings_for_the_fast_student():
     assert decoder_settings({"student": "fast", "fast_width": 8})["student"] == "fast"
     with pytest.raises(ConfigError, match="decoder.student must be one of pruned, fast"):
         decoder_settings({"student": "tiny"})
-    with pytest.raises(ConfigError, match=r"\['head', 'prune_ratio'\] do not apply"):
-        decoder_settings({"student": "fast", "prune_ratio": 0.9, "head": "patch2"})
+    with pytest.raises(ConfigError, match="decoder.head must be one of"):  # still checked: a recipe may switch back
+        decoder_settings({"student": "fast", "head": "patch3"})
 
 
 def test_stage_builds_the_fast_decoder_and_the_stock_pipeline_generates_with_it(tiny_pipeline, tmp_path,
@@ -179,11 +179,12 @@ def test_stage_builds_the_fast_decoder_and_the_stock_pipeline_generates_with_it(
     z = torch.randn(3, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     save_file({"latents": z}, str(tmp_path / "latents.safetensors"))
     settings = decoder_settings({"student": "fast", "fast_width": 2, "steps": 2, "batch_size": 2, "save_every": 2,
-                                 "warmup_steps": 0})
+                                 "warmup_steps": 0, "prune_ratio": 0.75, "calib": 4})  # the recipe's pruning keys
     summary = build_light_decoder(pipe / "vae", tmp_path / "latents.safetensors", tmp_path / "5_decoder", settings,
                                   threads=1, progress=False)
     assert (summary["vae_class"], summary["student"], summary["encoder"]) == ("FastWanDecoder", "fast", "none")
     assert not (tmp_path / "5_decoder" / "pruned").exists()
+    assert summary["ignored"] == ["calib", "prune_ratio"] and "prune_ratio" not in summary
     assert summary["decoder_params"] < summary["decoder_params_before"]
     out = export_light_decoder(pipe, summary["decoder"], tmp_path / "light")
     index = json.loads((out / "model_index.json").read_text())
