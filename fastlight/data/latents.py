@@ -435,9 +435,9 @@ class _Vae:
         self.has_encoder = name in STOCK_VAES
         self.decode_only = not self.has_encoder or _placeholder_encoder(folder)
         c = self.vae.config
-        if name not in STOCK_VAES or name == "AutoencoderKLWan":  # a decode-only class: Wan latents, own factors
-            self.temporal, self.spatial = wan_vae_factors(c) if self.has_encoder else (c.temporal_factor,
-                                                                                       c.spatial_factor)
+        if name != "AutoencoderKLHunyuanVideo":  # Wan latents (a decode-only class records its own factors)
+            self.temporal, self.spatial = (wan_vae_factors(c) if name == "AutoencoderKLWan"
+                                           else (int(c.temporal_factor), int(c.spatial_factor)))
             z = c.z_dim
             if len(c.latents_mean) != z or len(c.latents_std) != z:
                 raise DataError(f"{cfg_file}: latents_mean / latents_std have {len(c.latents_mean)} / "

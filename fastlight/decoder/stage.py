@@ -23,7 +23,8 @@ width alone stops at ~1/4) is `{prune_ratio: 0.95, head: patch2, res_blocks: 0}`
 `student: fast` (default `pruned`) builds a `FastWanDecoder` (fastlight/decoder/fast.py: one pass over the clip,
 2-D convs on folded frames, pixel-shuffle head; ~1/35 of the full Shapes decoder's CPU time at the default
 `fast_width: 16`) instead: nothing is pruned (prune_ratio / calib / head / res_blocks, e.g. a recipe's, are
-ignored and listed in the summary's `ignored`), it is distilled from scratch on the same latents (OUT/distill/model is a FastWanDecoder folder, decode only).
+ignored and listed in the summary's `ignored`), it is distilled from scratch on the same latents
+(OUT/distill/model is a FastWanDecoder folder, decode only).
 Supported: AutoencoderKLWan in the Wan 2.1 layout (what prune.py can cut while keeping the class); any
 other VAE (HunyuanVideo's AutoencoderKLHunyuanVideo, the Wan 2.2 residual VAE) is a stated skip.
 """
