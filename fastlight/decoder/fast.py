@@ -1,6 +1,6 @@
 """A one-pass fast light decoder for Wan latents (issue 17's light-decoder speed target).
 
-    dec = FastWanDecoder.from_teacher(vae.config, width=8)   # diffusers ModelMixin + ConfigMixin
+    dec = FastWanDecoder.from_teacher(vae.config, width=16)  # diffusers ModelMixin + ConfigMixin
     video = dec.decode(z).sample                              # the AutoencoderKLWan.decode contract
     dec.save_pretrained(dir); FastWanDecoder.from_pretrained(dir)
     WanPipeline(..., vae=dec)       # or a folder whose model_index.json names ["fastlight.decoder.fast", "FastWanDecoder"]
@@ -121,7 +121,7 @@ class FastWanDecoder(ModelMixin, ConfigMixin):
     fastlight_decode_only = True  # no encoder: fastlight.data.latents._Vae decodes with it and refuses to encode
 
     @register_to_config
-    def __init__(self, z_dim: int = 16, width: int = 8, latent_blocks: int = 1, spatial_blocks: int = 1,
+    def __init__(self, z_dim: int = 16, width: int = 16, latent_blocks: int = 1, spatial_blocks: int = 1,
                  temporal_factor: int = 4, spatial_factor: int = 8, out_channels: int = 3,
                  latents_mean: list | None = None, latents_std: list | None = None,
                  scale_factor_temporal: int | None = None, scale_factor_spatial: int | None = None):
@@ -145,7 +145,7 @@ class FastWanDecoder(ModelMixin, ConfigMixin):
         self.head = SubPixelUp(chans[-1], out_channels)  # the last 2x: no conv at full resolution
 
     @classmethod
-    def from_teacher(cls, teacher_config, width: int = 8, **kw) -> "FastWanDecoder":
+    def from_teacher(cls, teacher_config, width: int = 16, **kw) -> "FastWanDecoder":
         """A FastWanDecoder for the latents of an AutoencoderKLWan (its config): the factors from its structure,
         the fields WanPipeline reads (z_dim, latents_mean / latents_std, scale_factor_*) copied."""
         c = teacher_config
