@@ -21,7 +21,7 @@ width alone stops at ~1/4) is `{prune_ratio: 0.95, head: patch2, res_blocks: 0}`
 (its encoder is a placeholder); its new head starts at a least-squares fit and wants lr 1e-3, warmup 20
 (measured on Shapes: benchmarks/README.md). The defaults keep the stock layout (prune_ratio 0.75, head full).
 `student: fast` (default `pruned`) builds a `FastWanDecoder` (fastlight/decoder/fast.py: one pass over the clip,
-2-D convs on folded frames, pixel-shuffle head; ~1/35 of the full Shapes decoder's CPU time at the default
+2-D convs on folded frames, pixel-shuffle head; ~1/28 of the full Shapes decoder's CPU time at the default
 `fast_width: 16`) instead: nothing is pruned (prune_ratio / calib / head / res_blocks, e.g. a recipe's, are
 ignored and listed in the summary's `ignored`), it is distilled from scratch on the same latents
 (OUT/distill/model is a FastWanDecoder folder, decode only).
