@@ -1,12 +1,18 @@
-"""Which stock AutoencoderKLWan decoder config reaches 1/15 of the full decoder's time: side by side in one run.
+"""Which light decoder reaches 1/15 of the full decoder's time: stock AutoencoderKLWan configs and the one-pass
+FastWanDecoder, side by side with the full decoder in one run.
 
     OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/decoder_configs.py --threads 1 2 --repeats 9 \
         --out runs/decoder/configs.json
+    # the fast decoder against the full one and the fastest stock layout only
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/decoder_configs.py --only fast --threads 1 \
+        --repeats 15 --out runs/decoder/fast.json
 
 Every light config is the teacher VAE's config changed by `fastlight.decoder.prune.light_config` (stock
 AutoencoderKLWan, loadable from config.json; random weights: the time does not depend on them):
 `decoder_base_dim` (the width), `res_blocks` (num_res_blocks: resnets per up block) and `head=patch2` (the
-last, full-resolution up stage replaced by the stock 2x2 depth-to-space, patch_size=2). One video per call
+last, full-resolution up stage replaced by the stock 2x2 depth-to-space, patch_size=2). The `fast w=W` rows are
+`FastWanDecoder.from_teacher(teacher.config, width=W)` (fastlight/decoder/fast.py, `--fast-widths`; random
+weights too). `--only fast`: the full decoder, the fastest stock layout and the fast rows. One video per call
 (the same latents for all: the teacher's encoder on one Shapes clip, 16x3x8x8 for the shipped VAE), `decode`
 as the stock pipelines call it. Timing: `fastlight.evaluate.bench.bench_callables` (every config once per
 round, interleaved, `--warmup` untimed rounds, median of `--repeats`), at each `--threads` count in turn.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -30,7 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# (name, decoder_base_dim or None for the teacher's, res_blocks, head)
+# (name, decoder_base_dim or None for the teacher's, res_blocks, head); head "fast": a FastWanDecoder of width d
+BEST_STOCK = ("d=4, patch2, res_blocks=0", 4, 0, "patch2")
 CONFIGS = [("full decoder", None, None, "full")] + \
     [(f"d={d}", d, None, "full") for d in (12, 8, 6, 4)] + \
     [(f"d={d}, res_blocks=0", d, 0, "full") for d in (8, 4)] + \
@@ -38,14 +46,24 @@ CONFIGS = [("full decoder", None, None, "full")] + \
     [(f"d={d}, patch2, res_blocks=0", d, 0, "patch2") for d in (8, 6, 4, 3, 2)]
 
 
+def configs(only: str, fast_widths) -> list[tuple]:
+    """The rows of this run: every stock config (or, with only="fast", the full decoder and BEST_STOCK), then one
+    FastWanDecoder row per width."""
+    base = CONFIGS if only == "all" else [CONFIGS[0], BEST_STOCK]
+    return base + [(f"fast w={w}", w, None, "fast") for w in fast_widths]
+
+
 def build(teacher, d, res_blocks, head):
     from diffusers import AutoencoderKLWan
 
+    from fastlight.decoder.fast import FastWanDecoder
     from fastlight.decoder.prune import light_config
 
     if d is None:
         return teacher
     torch.manual_seed(0)
+    if head == "fast":
+        return FastWanDecoder.from_teacher(teacher.config, width=d).eval()
     return AutoencoderKLWan(**light_config(teacher.config, d, res_blocks, head)).eval()
 
 
@@ -62,6 +80,11 @@ def profile_ops(vae, z, runs: int = 5) -> dict:
     for e in p.key_averages():
         key = "conv" if "conv" in e.key else "norm" if "norm" in e.key else "other"
         cls[key] += e.self_cpu_time_total / 1000 / runs
+    total = sum(cls.values())
+    out = {"self_cpu_ms": {k: round(v, 1) for k, v in cls.items()},
+           "share": {k: round(v / total, 3) for k, v in cls.items()}, "ms_per_latent_frame": []}
+    if not hasattr(vae, "decoder"):  # a FastWanDecoder: one pass over the clip, no per-latent-frame calls
+        return out
     frames: list[list[float]] = [[] for _ in range(z.shape[2])]
     inner = vae.decoder.forward
     calls = []
@@ -82,10 +105,8 @@ def profile_ops(vae, z, runs: int = 5) -> dict:
                     frames[i].append(t)
     finally:
         del vae.decoder.forward
-    total = sum(cls.values())
-    return {"self_cpu_ms": {k: round(v, 1) for k, v in cls.items()},
-            "share": {k: round(v / total, 3) for k, v in cls.items()},
-            "ms_per_latent_frame": [round(1000 * statistics.median(f), 1) for f in frames]}
+    out["ms_per_latent_frame"] = [round(1000 * statistics.median(f), 1) for f in frames]
+    return out
 
 
 def main(argv=None) -> int:
@@ -95,6 +116,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--profile", action="store_true", help="also the op-class / per-frame profile (one thread)")
+    ap.add_argument("--fast-widths", type=int, nargs="*", default=[8, 16], help="FastWanDecoder widths (rows)")
+    ap.add_argument("--only", choices=("all", "fast"), default="all",
+                    help="fast: only the full decoder, the fastest stock layout and the FastWanDecoder rows")
     ap.add_argument("--out", default="runs/decoder/configs.json")
     args = ap.parse_args(argv)
 
@@ -106,7 +130,8 @@ def main(argv=None) -> int:
     teacher = load_vae(tdir)
     with torch.no_grad():
         z = shapes_latents(teacher, clip_source(tdir), 3_000_017, 1)[1]
-    models = {name: build(teacher, d, rb, head) for name, d, rb, head in CONFIGS}
+    rows_spec = configs(args.only, args.fast_widths)
+    models = {name: build(teacher, d, rb, head) for name, d, rb, head in rows_spec}
     with torch.no_grad():
         shape = teacher.decode(z).sample.shape
         for name, m in models.items():
@@ -128,10 +153,15 @@ def main(argv=None) -> int:
     prof = {n: profile_ops(m, z) for n, m in models.items()} if args.profile else {}
 
     rows = []
-    for name, d, rb, head in CONFIGS:
+    for name, d, rb, head in rows_spec:
         m = models[name]
-        row = {"config": name, "decoder_base_dim": m.config.decoder_base_dim or m.config.base_dim,
-               "num_res_blocks": m.config.num_res_blocks, "head": head, "decoder_params": count(m.decoder)}
+        if head == "fast":
+            row = {"config": name, "class": "FastWanDecoder", "width": d, "head": "pixel shuffle",
+                   "decoder_params": count(m)}
+        else:
+            row = {"config": name, "class": "AutoencoderKLWan", "decoder_base_dim": m.config.decoder_base_dim or
+                   m.config.base_dim, "num_res_blocks": m.config.num_res_blocks, "head": head,
+                   "decoder_params": count(m.decoder)}
         for th in args.threads:
             t, t0 = times[th][name], times[th]["full decoder"]
             row[f"ms_{th}t"] = round(1000 * t["median"], 1)
@@ -141,6 +171,7 @@ def main(argv=None) -> int:
             row["profile_1t"] = prof[name]
         rows.append(row)
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "teacher": str(tdir),
+              "load_average": [round(x, 2) for x in os.getloadavg()],
               "latent_shape": list(z.shape[1:]), "video_shape": list(shape[1:]), "threads": args.threads,
               "repeats": args.repeats, "warmup": args.warmup, "rows": rows,
               "note": "CPU times on a shared machine: compare ratios (interleaved), not absolute times"}

@@ -69,8 +69,9 @@ from fastlight.data.source import local_batch_size, stream_generator
 from fastlight.errors import DataError, MissingFileError, ModelError, check_dir_creatable
 from fastlight.data.video import read_video
 from fastlight.fileio import atomic_write_bytes, atomic_write_json, read_json_object, read_safetensors, sha256_file
-from fastlight.models.load import import_pipeline_components
+from fastlight.models.load import PIPELINE_COMPONENTS, import_pipeline_components
 from fastlight.models.weights import load_pretrained
+from fastlight.plugins import component, registered
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
 INDEX_NAME = "index.json"
@@ -380,15 +381,33 @@ def wan_vae_factors(config) -> tuple[int, int]:
     return int(temporal), int(spatial)
 
 
+STOCK_VAES = ("AutoencoderKLWan", "AutoencoderKLHunyuanVideo")
+
+
 def _placeholder_encoder(folder: Path) -> bool:
     """Whether a VAE folder's manifest (`fastlight prune-decoder` / `distill-decoder` output, or the light
-    VAE of an exported `pipeline_light`) says its encoder is an untrained placeholder (a decode-only VAE)."""
+    VAE of an exported `pipeline_light`) says its encoder is an untrained placeholder or absent (`encoder:
+    none`, a FastWanDecoder): a decode-only VAE."""
     f = folder / "manifest.json"
     if not f.is_file():
         return False
     m = read_json_object(f, ModelError, "re-run the decoder stage")
     m = m["pruning"] if isinstance(m.get("pruning"), dict) else m
-    return m.get("encoder") == "placeholder"
+    return m.get("encoder") in ("placeholder", "none")
+
+
+def _decode_only_class(name: str, cfg_file: Path):
+    """The class of a decode-only light VAE folder (e.g. fastlight.decoder.fast's FastWanDecoder) from the plug-in
+    classes registered in `fastlight.pipeline_components` (data sits below the decoder package: it never imports
+    it); only a class marked `fastlight_decode_only` is accepted."""
+    for ep, value in sorted(registered(PIPELINE_COMPONENTS).items()):
+        if value.rpartition(":")[2] == name:
+            cls = component(PIPELINE_COMPONENTS, ep)
+            if getattr(cls, "fastlight_decode_only", False):
+                return cls
+    raise DataError(f"{cfg_file} names class {name!r}; fastlight supports AutoencoderKLWan, AutoencoderKLHunyuanVideo "
+                    "and the decode-only light VAEs registered in the fastlight.pipeline_components entry points "
+                    "(FastWanDecoder: reinstall fastlight, pip install -e .)")
 
 
 class _Vae:
@@ -409,16 +428,16 @@ class _Vae:
                             "(save one with `save_pretrained`)")
         cfg = read_json_object(cfg_file, DataError, "re-export the VAE")
         name = cfg.get("_class_name")
-        if name not in ("AutoencoderKLWan", "AutoencoderKLHunyuanVideo"):
-            raise DataError(f"{cfg_file} names class {name!r}; fastlight preprocess supports AutoencoderKLWan "
-                            "and AutoencoderKLHunyuanVideo")
-        self.vae = load_pretrained(getattr(diffusers, name), folder, "VAE folder", DataError, torch_dtype=dtype)
+        cls = getattr(diffusers, name) if name in STOCK_VAES else _decode_only_class(name, cfg_file)
+        self.vae = load_pretrained(cls, folder, "VAE folder", DataError, torch_dtype=dtype)
         self.vae = self.vae.to(device).eval()
         self.folder, self.name, self.device, self.dtype = folder, name, device, dtype
-        self.decode_only = _placeholder_encoder(folder)
+        self.has_encoder = name in STOCK_VAES
+        self.decode_only = not self.has_encoder or _placeholder_encoder(folder)
         c = self.vae.config
-        if name == "AutoencoderKLWan":
-            self.temporal, self.spatial = wan_vae_factors(c)
+        if name != "AutoencoderKLHunyuanVideo":  # Wan latents (a decode-only class records its own factors)
+            self.temporal, self.spatial = (wan_vae_factors(c) if name == "AutoencoderKLWan"
+                                           else (int(c.temporal_factor), int(c.spatial_factor)))
             z = c.z_dim
             if len(c.latents_mean) != z or len(c.latents_std) != z:
                 raise DataError(f"{cfg_file}: latents_mean / latents_std have {len(c.latents_mean)} / "
@@ -445,8 +464,10 @@ class _Vae:
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(1, 3, F, H, W) in [-1, 1] -> normalised latents (1, C, F', H', W') float32 on CPU."""
         if self.decode_only:  # bad input, not a bug: the folder is a light decoder's (export/pipeline_light/vae)
-            raise ModelError(f"{self.folder} is a decode-only light VAE (its encoder is an untrained placeholder, "
-                             "manifest.json); encode with the full pipeline's vae/ (the teacher's or export/pipeline)")
+            why = ("its encoder is an untrained placeholder, manifest.json" if self.has_encoder
+                   else f"a {self.name}, no encoder")
+            raise ModelError(f"{self.folder} is a decode-only light VAE ({why}); encode with the full pipeline's vae/ "
+                             "(the teacher's or export/pipeline)")
         z = self.vae.encode(video.to(self.device, self.dtype)).latent_dist.mode().float().cpu()
         if self.scale is not None:
             return z * self.scale

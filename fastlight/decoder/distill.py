@@ -4,8 +4,10 @@
 
 Student: a pruned `AutoencoderKLWan` folder (`fastlight prune-decoder` output, any light layout of prune.py's
 `light_config`: it must decode the teacher's latents into videos of the teacher's shape; only its decoder and
-post_quant_conv train, its encoder stays frozen and unused) or `student: tiny` (a `TinyWanDecoder`,
-fastlight/decoder/tiny.py, `tiny_width` channels). Teacher: the full VAE, frozen.
+post_quant_conv train, its encoder stays frozen and unused), `student: tiny` (a `TinyWanDecoder`,
+fastlight/decoder/tiny.py, `tiny_width` channels) or `student: fast` (a `FastWanDecoder`, fastlight/decoder/fast.py:
+one pass, 2-D convs on folded frames, pixel-shuffle head, `fast_width` channels; decode only, built for the
+teacher's latents by `FastWanDecoder.from_teacher`). Teacher: the full VAE, frozen.
 
 Latents (`latents:`), raw (un-normalised) VAE latents either way:
 * a clip source (entry point group `fastlight.clips`; the Shapes plug-in registers `shapes`, the
@@ -18,15 +20,22 @@ Latents (`latents:`), raw (un-normalised) VAE latents either way:
 * a path: a `fastlight preprocess` shard folder (index.json) or a safetensors file whose `latents`
   tensor (N, C, T, h, w) holds e.g. the DiT's own samples. Both are *normalised* latents (the Wan
   pipelines' (z - latents_mean) / latents_std), de-normalised here with the teacher's config.
+  `cache_targets: true` keeps the teacher's decode and stage outputs of each pool latent after its first use
+  (the teacher's decode is ~90% of a step's cost for a fast student; memory: a video and its matched stage
+  outputs, float16, per pool latent).
 
 Loss = l1_weight * |student(z) - teacher(z)| (pixels, the student's unclamped output against the
 teacher's clamped one) + feature_weight * mean over the decoder's stage outputs (mid block, each up
 block) of ||P(student feature) - teacher feature||^2 / mean(teacher feature^2). P selects the
 teacher channels the pruning kept (from the student's manifest, no parameters) for a pruned student, on
 the stage outputs both decoders have (a patch2 student has no full-resolution stage),
-and is a learned 1x1x1 conv for the tiny decoder. Runs on the one training loop (resume, progress,
-checkpoints, metrics.jsonl); `out/model/` is a stock `AutoencoderKLWan` folder (or a TinyWanDecoder
-folder) plus manifest.json.
+and is a learned 1x1x1 conv for the tiny decoder. The fast decoder's stages have other frame counts and
+resolutions than the teacher's (it makes every frame at latent resolution): each of its stage outputs is matched,
+through a learned 1x1x1 conv, to the first unmatched teacher stage output of the same (frames, height, width)
+(on the shipped Shapes VAE: its latent stage to the mid block, its s/2 level to up block 1), the others take
+pixel L1 only; the manifest's `feature_sites` lists the pairs (empty: pixel L1 only). Runs on the one
+training loop (resume, progress, checkpoints, metrics.jsonl); `out/model/` is a stock `AutoencoderKLWan`
+folder (or a TinyWanDecoder / FastWanDecoder folder) plus manifest.json.
 """
 from __future__ import annotations
 
@@ -39,6 +48,7 @@ import torch
 from torch import nn
 
 from fastlight.data.latents import LatentShards
+from fastlight.decoder.fast import FastWanDecoder
 from fastlight.decoder.prune import check_latents, count, decode_raw, decoder_groups, load_vae, read_vae_config
 from fastlight.decoder.tiny import TinyWanDecoder
 from fastlight.errors import ConfigError, DataError, MissingFileError, ModelError
@@ -61,16 +71,21 @@ def resolve_vae_path(name_or_path: str) -> Path:
 class DecoderDistillConfig(LoopConfig):
     out: str = "runs/decoder/distill"
     teacher: str = "shapes-vae"
-    student: str = "runs/decoder/pruned"  # prune-decoder output folder, or "tiny"
+    student: str = "runs/decoder/pruned"  # prune-decoder output folder, "tiny" or "fast"
     latents: str = "shapes"  # a clip source (fastlight.clips) | shard folder | safetensors file with `latents` (normalised)
     batch_size: int = 4
     l1_weight: float = 1.0
     feature_weight: float = 0.1
     tiny_width: int = 16
+    fast_width: int = 16  # student=fast: FastWanDecoder width (channels at the s/2 level; 2^(n-1) x at latent res)
     size: int = 0  # clip-source latents: clip size / frames (0 = from the teacher's manifest)
     num_frames: int = 0
     short_frames: int = 0  # clip-source latents: > 0 = 3 steps in 4 use clips of this many frames (cheaper)
     data_seed: int = 0
+    # latent-pool runs (a file / shard folder): keep the teacher's decode (float32) and stage outputs (float16) of
+    # each pool latent after its first use: the teacher decode is ~90% of a step for a fast student (memory: one
+    # video + the matched features per pool latent)
+    cache_targets: bool = False
     threads: int = 2
     steps: int = 300
     lr: float = 5e-4
@@ -219,6 +234,13 @@ class DecoderDistillRecipe:
             _, feats = model.stages(torch.zeros(1, z_dim, 1, 2, 2))
             proj = nn.ModuleList([nn.Conv3d(f.shape[1], tw[g], 1) for f, (_, g) in zip(feats, self.sites)])
             self.keep = None
+        elif cfg.student == "fast":
+            if cfg.fast_width < 1:
+                raise ConfigError(f"fast_width must be >= 1, got {cfg.fast_width}")
+            model = FastWanDecoder.from_teacher(self.teacher.config, width=cfg.fast_width)
+            self.kind = "fast"
+            proj = self._match_fast_stages(model)
+            self.keep = None
         else:
             self.student_dir = Path(cfg.student)
             read_vae_config(self.student_dir)
@@ -249,7 +271,31 @@ class DecoderDistillRecipe:
             pool = _load_latent_file(Path(cfg.latents))
             check_latents(self.teacher, pool, f"latents {cfg.latents}")
             self.pool = denormalise(self.teacher, pool)
+        if cfg.cache_targets and self.pool is None:
+            raise ConfigError(f"cache_targets needs a latent pool (latents=FILE or a shards folder); the clip source "
+                              f"{cfg.latents!r} draws new clips every step")
+        self.cache: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
         self.run_info: dict = {}
+
+    def _match_fast_stages(self, model: FastWanDecoder) -> nn.ModuleList:
+        """Pair each fast-decoder stage with the first unmatched teacher stage output of the same (frames, height,
+        width) (a dry run on small latents); keeps only the matched teacher sites; one 1x1x1 conv per pair."""
+        z = torch.zeros(1, self.teacher.config.z_dim, 2, 2, 2)
+        with torch.no_grad():
+            _, tf = decode_with_features(self.teacher, z, self.names)
+            _, sf = model.stages(z)
+        free, pairs = list(range(len(tf))), []
+        for i, f in enumerate(sf):
+            j = next((j for j in free if tf[j].shape[2:] == f.shape[2:]), None)
+            if j is not None:
+                free.remove(j)
+                pairs.append((i, j))
+        self.fast_stages = [i for i, _ in pairs]
+        self.sites = [self.sites[j] for _, j in pairs]
+        self.names = [n for n, _ in self.sites]
+        self.feature_sites = [{"student": "latent" if i == 0 else f"levels.{i - 1}", "teacher": self.names[k]}
+                              for k, (i, _) in enumerate(pairs)]
+        return nn.ModuleList([nn.Conv3d(sf[i].shape[1], tf[j].shape[1], 1) for i, j in pairs])
 
     def trainable(self) -> nn.Module:
         return self.student
@@ -265,28 +311,53 @@ class DecoderDistillRecipe:
             return {"z": shapes_latents(self.teacher, world, seed, n)[1]}
         g = torch.Generator().manual_seed(seed)
         idx = torch.randint(self.pool.shape[0], (n,), generator=g)
-        return {"z": self.pool[idx]}
+        return {"z": self.pool[idx], "idx": idx}
 
     def _student_forward(self, module: _Student, z):
         if self.kind == "tiny":
             x, feats = module.model.stages(z)
             return x, [p(f) for p, f in zip(module.proj, feats[:len(module.proj)])]
+        if self.kind == "fast":
+            x, feats = module.model.stages(z)
+            return x, [p(feats[i]) for p, i in zip(module.proj, self.fast_stages)]
         x, feats = decode_with_features(module.model, z, self.names)
         return x, feats
+
+    @torch.no_grad()
+    def _targets(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The teacher's clamped decode and its stage outputs (the kept channels for a pruned student)."""
+        tx, tf = decode_with_features(self.teacher, z, self.names)
+        if self.keep is not None:
+            tf = [f.index_select(1, k.to(z.device)) for f, k in zip(tf, self.keep)]
+        return tx.clamp(-1, 1), tf
+
+    def _cached_targets(self, z: torch.Tensor, idx: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`_targets` through the per-pool-latent cache: the teacher runs on the latents not seen before; every
+        target is read back from the cache (so a resumed run sees the same float16-rounded features)."""
+        missing = sorted({i for i in idx if i not in self.cache})
+        if missing:
+            where = [idx.index(i) for i in missing]
+            tx, tf = self._targets(z[where])
+            for k, i in enumerate(missing):
+                self.cache[i] = (tx[k].cpu(), [f[k].to("cpu", torch.float16) for f in tf])
+        dev = z.device
+        tx = torch.stack([self.cache[i][0] for i in idx]).to(dev)
+        tf = [torch.stack([self.cache[i][1][j] for i in idx]).to(dev, torch.float32) for j in range(len(self.names))]
+        return tx, tf
 
     def step(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         dev = next(self.student.parameters()).device
         z = batch["z"].to(dev)
         self.teacher.to(dev)
-        with torch.no_grad():
-            tx, tf = decode_with_features(self.teacher, z, self.names)
-            tx = tx.clamp(-1, 1)
-            if self.keep is not None:
-                tf = [f.index_select(1, k.to(dev)) for f, k in zip(tf, self.keep)]
+        if self.cfg.cache_targets and "idx" in batch:
+            tx, tf = self._cached_targets(z, batch["idx"].tolist())
+        else:
+            tx, tf = self._targets(z)
         sx, sf = self._student_forward(self.student, z)
         l1 = (sx - tx).abs().mean()
-        feat = sum(((s - t) ** 2).mean() / (t.pow(2).mean() + 1e-6) for s, t in zip(sf, tf)) / max(len(tf), 1)
+        feat = sum((((s - t) ** 2).mean() / (t.pow(2).mean() + 1e-6) for s, t in zip(sf, tf)),
+                   sx.new_zeros(())) / max(len(tf), 1)  # no matched stage: pixel L1 only
         loss = cfg.l1_weight * l1 + cfg.feature_weight * feat
         with torch.no_grad():
             mse = ((sx.clamp(-1, 1) - tx) ** 2).mean()
@@ -298,7 +369,7 @@ class DecoderDistillRecipe:
         module.model.save_pretrained(path, safe_serialization=True)
         man = {"recipe": "distill-decoder", "kind": self.kind, "teacher": str(self.teacher_dir),
                "student": self.cfg.student, "latents": self.cfg.latents,
-               "decoder_params": count(module.model if self.kind == "tiny" else module.model.decoder),
+               "decoder_params": count(module.model.decoder if self.kind == "pruned" else module.model),
                "teacher_decoder_params": count(self.teacher.decoder), **self.run_info,
                "config": asdict(self.cfg)}
         if self.kind == "pruned":
@@ -307,18 +378,24 @@ class DecoderDistillRecipe:
                 prev = json.loads(src.read_text())
                 man["pruning"] = {k: v for k, v in prev.items() if k != "kept_channels"}
                 man["kept_channels"] = prev.get("kept_channels")
+        elif self.kind == "fast":
+            man.update(loader="fastlight.decoder.fast.FastWanDecoder.from_pretrained(path)", params=count(module.model),
+                       encoder="none", width=self.cfg.fast_width, feature_sites=self.feature_sites,
+                       use="decode only: a FastWanDecoder has no encoder; encode with the teacher VAE")
         else:
             man["loader"] = "fastlight.decoder.tiny.TinyWanDecoder.from_pretrained(path)"
         atomic_write_json(path / "manifest.json", man)
 
 
 def load_light_decoder(path: str | Path):
-    """A distilled decoder folder -> a model with `.decode(z).sample`: a stock AutoencoderKLWan, or a
-    TinyWanDecoder (its config's _class_name says which)."""
+    """A distilled decoder folder -> a model with `.decode(z).sample`: a stock AutoencoderKLWan, a
+    TinyWanDecoder or a FastWanDecoder (its config's _class_name says which)."""
     p = Path(path)
     cfg_file = p / "config.json"
-    if cfg_file.is_file() and json.loads(cfg_file.read_text()).get("_class_name") == "TinyWanDecoder":
-        return load_pretrained(TinyWanDecoder, p, "decoder folder").eval()
+    name = json.loads(cfg_file.read_text()).get("_class_name") if cfg_file.is_file() else None
+    own = {"TinyWanDecoder": TinyWanDecoder, "FastWanDecoder": FastWanDecoder}
+    if name in own:
+        return load_pretrained(own[name], p, "decoder folder").eval()
     return load_vae(p)
 
 

@@ -11,14 +11,20 @@ reproduce the full decoder's output on the run's latents, which the teacher VAE 
 Writes OUT/pruned (prune-decoder's folder) and OUT/distill (the training folder; OUT/distill/model is a stock
 AutoencoderKLWan folder + manifest.json).
 
-`decoder:` keys: enabled (false: no stage), prune_ratio, calib, head (full | patch2) and res_blocks (resnets per
-up block, null: the teacher's) -- the light layout, prune.py's light_config -- and any key of `fastlight distill-decoder`
+`decoder:` keys: enabled (false: no stage), student (pruned | fast, below), prune_ratio, calib, head (full |
+patch2) and res_blocks (resnets per up block, null: the teacher's) -- the light layout, prune.py's light_config --
+and any key of `fastlight distill-decoder`
 (DecoderDistillConfig: steps, batch_size, lr, l1_weight, feature_weight, mixed_precision, ...) but the
 four the stage sets (out, teacher, student, latents). `decoder: none` is `{enabled: false}`.
-The fast light layout (benchmarks/decoder_configs.py: ~1/12 of the full Shapes decoder's CPU time, where
+The fastest stock-class layout (benchmarks/decoder_configs.py: ~1/12 of the full Shapes decoder's CPU time, where
 width alone stops at ~1/4) is `{prune_ratio: 0.95, head: patch2, res_blocks: 0}`: a decode-only stock VAE
 (its encoder is a placeholder); its new head starts at a least-squares fit and wants lr 1e-3, warmup 20
 (measured on Shapes: benchmarks/README.md). The defaults keep the stock layout (prune_ratio 0.75, head full).
+`student: fast` (default `pruned`) builds a `FastWanDecoder` (fastlight/decoder/fast.py: one pass over the clip,
+2-D convs on folded frames, pixel-shuffle head; ~1/28 of the full Shapes decoder's CPU time at the default
+`fast_width: 16`) instead: nothing is pruned (prune_ratio / calib / head / res_blocks, e.g. a recipe's, are
+ignored and listed in the summary's `ignored`), it is distilled from scratch on the same latents
+(OUT/distill/model is a FastWanDecoder folder, decode only).
 Supported: AutoencoderKLWan in the Wan 2.1 layout (what prune.py can cut while keeping the class); any
 other VAE (HunyuanVideo's AutoencoderKLHunyuanVideo, the Wan 2.2 residual VAE) is a stated skip.
 """
@@ -38,9 +44,11 @@ from fastlight.errors import ConfigError
 from fastlight.fileio import read_json_object
 from fastlight.train.loop import train
 
-RUN_KEYS = ("enabled", "prune_ratio", "calib", "head", "res_blocks")  # the stage's own keys; the rest go to DecoderDistillConfig
+RUN_KEYS = ("enabled", "student", "prune_ratio", "calib", "head", "res_blocks")  # the stage's own keys; the rest go to DecoderDistillConfig
 SET_BY_STAGE = ("out", "teacher", "student", "latents")
-DEFAULTS = {"prune_ratio": 0.75, "calib": 16, "head": "full", "res_blocks": None}
+DEFAULTS = {"student": "pruned", "prune_ratio": 0.75, "calib": 16, "head": "full", "res_blocks": None}
+STUDENTS = ("pruned", "fast")  # the stock class pruned (prune.py) | a FastWanDecoder (fast.py)
+PRUNE_KEYS = ("prune_ratio", "calib", "head", "res_blocks")  # the pruned student's layout
 OFF = (None, "none", "None", "off", False)
 
 
@@ -62,6 +70,10 @@ def decoder_settings(value) -> dict:
         raise ConfigError(f"decoder has unknown key(s) {unknown}; valid keys are {', '.join(decoder_keys())}")
     if "enabled" in value and not isinstance(value["enabled"], bool):
         raise ConfigError(f"decoder.enabled must be true or false, got {value['enabled']!r}")
+    student = value.get("student", DEFAULTS["student"])
+    if student not in STUDENTS:
+        raise ConfigError(f"decoder.student must be one of {', '.join(STUDENTS)} (fast: a FastWanDecoder, "
+                          f"fastlight/decoder/fast.py), got {student!r}")
     ratio = value.get("prune_ratio", DEFAULTS["prune_ratio"])
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
         raise ConfigError(f"decoder.prune_ratio must be a fraction of the decoder's parameters in (0, 1), got {ratio!r}")
@@ -79,8 +91,16 @@ def decoder_settings(value) -> dict:
     return dict(value)
 
 
+def is_fast(settings: dict) -> bool:
+    """The settings ask for a FastWanDecoder (`student: fast`)."""
+    return settings.get("student", DEFAULTS["student"]) == "fast"
+
+
 def layout(settings: dict) -> dict:
-    """The light layout the settings ask for: {prune_ratio, head, res_blocks} (defaults filled in)."""
+    """The light layout the settings ask for: {prune_ratio, head, res_blocks} (defaults filled in); for
+    `student: fast` {student: fast, fast_width}."""
+    if is_fast(settings):
+        return {"student": "fast", "fast_width": settings.get("fast_width", DecoderDistillConfig.fast_width)}
     return {k: settings.get(k, DEFAULTS[k]) for k in ("prune_ratio", "head", "res_blocks")}
 
 
@@ -106,7 +126,8 @@ def unsupported(vae_dir: Path) -> str | None:
 def distill_config(settings: dict, vae_dir: Path, latents: Path, out: Path, seed: int = 0,
                    threads: int = 2) -> DecoderDistillConfig:
     """The stage's DecoderDistillConfig: the stage's folders and data, the run's seed and threads, the settings."""
-    base = {"out": str(Path(out) / "distill"), "teacher": str(vae_dir), "student": str(Path(out) / "pruned"),
+    student = "fast" if is_fast(settings) else str(Path(out) / "pruned")
+    base = {"out": str(Path(out) / "distill"), "teacher": str(vae_dir), "student": student,
             "latents": str(latents), "seed": seed, "data_seed": seed, "threads": threads}
     own = {k: v for k, v in settings.items() if k not in RUN_KEYS}
     return from_dict(DecoderDistillConfig, {**base, **own}, "decoder (the run's 5_decoder stage)")
@@ -121,10 +142,19 @@ def build_light_decoder(vae_dir: Path, latents: Path, out: Path, settings: dict,
     before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)  # `decoder.threads` for the whole stage; the run's own count restored after
     try:
-        model = _prune_and_distil(vae_dir, latents, out / "pruned", settings, cfg, seed, progress)
+        if is_fast(settings):
+            model = _distil_fast(out, cfg, progress)
+        else:
+            model = _prune_and_distil(vae_dir, latents, out / "pruned", settings, cfg, seed, progress)
     finally:
         torch.set_num_threads(before)
     man = json.loads((model / "manifest.json").read_text())
+    if is_fast(settings):
+        return {"decoder": str(model), "vae_class": "FastWanDecoder", **layout(settings), "encoder": "none",
+                "ignored": sorted(set(settings) & set(PRUNE_KEYS)),  # a recipe's pruning keys: nothing is pruned
+                "feature_sites": man.get("feature_sites"), "decoder_params": man["decoder_params"],
+                "decoder_params_before": man["teacher_decoder_params"], "steps": cfg.steps,
+                "psnr_vs_teacher_db": last_metric(Path(cfg.out), "psnr_vs_teacher_db")}
     pruning = man.get("pruning", {})
     return {"decoder": str(model), "vae_class": VAE_CLASS, **layout(settings),
             "achieved_ratio": pruning.get("achieved_ratio"),
@@ -132,6 +162,14 @@ def build_light_decoder(vae_dir: Path, latents: Path, out: Path, settings: dict,
             "config_change": pruning.get("config_change"), "encoder": pruning.get("encoder"),
             "decoder_params": man["decoder_params"], "decoder_params_before": man["teacher_decoder_params"],
             "steps": cfg.steps, "psnr_vs_teacher_db": last_metric(Path(cfg.out), "psnr_vs_teacher_db")}
+
+
+def _distil_fast(out: Path, cfg: DecoderDistillConfig, progress: bool) -> Path:
+    """Distil a FastWanDecoder from scratch (resumes); a kept OUT/pruned (a pruned-student stage) is refused."""
+    if (out / "pruned").exists():
+        raise ConfigError(f"{out} holds a pruned light decoder (pruned/), the decoder settings ask for student: fast; "
+                          f"delete {out} to rebuild the light decoder")
+    return train(DecoderDistillRecipe(cfg), cfg, progress=progress)
 
 
 def _prune_and_distil(vae_dir: Path, latents: Path, pruned: Path, settings: dict, cfg: DecoderDistillConfig,

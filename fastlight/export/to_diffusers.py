@@ -14,8 +14,9 @@
     DIR/fastlight_export.json    source, sampler, how to call the stock pipeline
 
 `export_light_decoder(DIR, DECODER, DIR_LIGHT)`: the same pipeline with a light (pruned, distilled)
-AutoencoderKLWan decoder as its vae/ (`fastlight run`'s export/pipeline_light); its "vae" record in
-fastlight_export.json gives the parameter counts, checked against the decoder's manifest on a stock load.
+AutoencoderKLWan decoder, or a distilled FastWanDecoder (model_index.json names ["fastlight.decoder.fast",
+"FastWanDecoder"]), as its vae/ (`fastlight run`'s export/pipeline_light); its "vae" record in
+fastlight_export.json gives the parameter counts, checked against the decoder's manifest on a load.
 
 The few-step grid is expressed with the scheduler's own config: `shift` and `shift_terminal` (a
 shifted grid from 1000, stretched to end at the last level). What the scheduler is handed differs by
@@ -40,6 +41,7 @@ import torch
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
 
 from fastlight.data.latents import pipeline_text_len
+from fastlight.decoder.fast import FastWanDecoder
 from fastlight.diffusion.spec import SamplerSpec, choose_sampler
 from fastlight.errors import InputError, MissingFileError
 from fastlight.evaluate.pipelines import pipeline_for
@@ -279,49 +281,75 @@ def export_info(run, model_dir: Path, src: Path | None, linked: list[str], spec:
 
 # ---- the light-decoder variant ---------------------------------------------------------------------
 LIGHT_VAE_CLASS = "AutoencoderKLWan"
+FAST_VAE_CLASS = "FastWanDecoder"
+FAST_VAE_ENTRY = ["fastlight.decoder.fast", FAST_VAE_CLASS]  # model_index.json's vae entry for a FastWanDecoder
 
 
 def export_light_decoder(pipeline: str | Path, decoder: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """The exported student pipeline `pipeline` again at `out` with the light decoder `decoder` (a stock
-    AutoencoderKLWan folder with a smaller decoder_base_dim + manifest.json, e.g. a run's 5_decoder/distill/model)
-    as its `vae`: every other entry hard-linked, the VAE copied, loaded back with the stock class and its
-    parameter counts checked against its manifest; fastlight_export.json gains a "vae" record. Atomic."""
+    AutoencoderKLWan folder with a smaller decoder_base_dim + manifest.json, e.g. a run's 5_decoder/distill/model,
+    or a FastWanDecoder folder + manifest.json: model_index.json then names ["fastlight.decoder.fast",
+    "FastWanDecoder"], which the stock WanPipeline.from_pretrained loads once fastlight has imported its registered
+    pipeline components, `fastlight.models.load.import_pipeline_components`) as its `vae`: every other entry
+    hard-linked, the VAE copied, loaded back with its class and its parameter counts checked against its
+    manifest; fastlight_export.json gains a "vae" record. Atomic."""
     pipeline, decoder = Path(pipeline), Path(decoder)
     if not (pipeline / "model_index.json").is_file():
         raise MissingFileError(f"{pipeline} is not an exported pipeline folder (no model_index.json); export the "
                                "student first (`fastlight export RUN --format diffusers`)")
     cfg = read_json_object(decoder / "config.json", ModelError, "re-run the decoder stage") \
         if (decoder / "config.json").is_file() else {}
-    if cfg.get("_class_name") != LIGHT_VAE_CLASS or not (decoder / "manifest.json").is_file():
-        raise ModelError(f"{decoder} is not a light {LIGHT_VAE_CLASS} decoder folder (config.json naming "
-                         f"{LIGHT_VAE_CLASS} and manifest.json); pass a `fastlight distill-decoder` output's model/")
+    kind = cfg.get("_class_name")
+    if kind not in (LIGHT_VAE_CLASS, FAST_VAE_CLASS) or not (decoder / "manifest.json").is_file():
+        raise ModelError(f"{decoder} is not a light {LIGHT_VAE_CLASS} or {FAST_VAE_CLASS} decoder folder (config.json "
+                         f"naming one and manifest.json); pass a `fastlight distill-decoder` output's model/")
     manifest = read_json_object(decoder / "manifest.json", ModelError, "re-run the decoder stage")
+    index = read_json_object(pipeline / "model_index.json", ModelError, "re-export the student")
     out_dir = check_out_dir(out, overwrite, (pipeline, decoder))
     with atomic_dir(out_dir) as tmp:
         for entry in sorted(pipeline.iterdir()):
-            if entry.name in ("vae", "fastlight_export.json"):
+            rewritten = kind == FAST_VAE_CLASS and entry.name == "model_index.json"  # written below, vae entry changed
+            if entry.name in ("vae", "fastlight_export.json") or rewritten:
                 continue
             if entry.is_dir():
                 shutil.copytree(entry, tmp / entry.name, copy_function=link_or_copy)
             else:
                 link_or_copy(str(entry), str(tmp / entry.name))
         shutil.copytree(decoder, tmp / "vae", ignore=shutil.ignore_patterns("checkpoints"))
-        vae = AutoencoderKLWan.from_pretrained(tmp / "vae", torch_dtype=torch.float32)
-        counts = {"params": sum(p.numel() for p in vae.parameters()),
-                  "decoder_params": sum(p.numel() for p in vae.decoder.parameters())}
-        for key, n in counts.items():
-            if key in manifest and manifest[key] != n:
-                raise ModelError(f"{decoder}: the stock {LIGHT_VAE_CLASS} loads {n:,} {key.replace('_', ' ')}, its "
-                                 f"manifest says {manifest[key]:,}; re-run the decoder stage")
+        if kind == FAST_VAE_CLASS:
+            atomic_write_json(tmp / "model_index.json", {**index, "vae": FAST_VAE_ENTRY})
+        record = _light_vae_record(tmp / "vae", kind, manifest, decoder)
         info_file = pipeline / "fastlight_export.json"
         info = read_json_object(info_file, ModelError, "re-export the student") if info_file.is_file() else {}
-        pruning = manifest.get("pruning", manifest)
-        info["vae"] = {"light_decoder": str(decoder), "class": LIGHT_VAE_CLASS, **counts,
-                       "decoder_params_full": manifest.get("teacher_decoder_params"),
-                       "decoder_base_dim": vae.config.decoder_base_dim, "num_res_blocks": vae.config.num_res_blocks,
-                       "head": pruning.get("head", "full"), "encoder": pruning.get("encoder", "teacher"),
-                       "full_pipeline": str(pipeline)}
-        if "use" in pruning:  # a decode-only light VAE (its encoder is a placeholder): say so where users look
-            info["vae"]["use"] = pruning["use"]
+        info["vae"] = {"light_decoder": str(decoder), "class": kind, **record, "full_pipeline": str(pipeline)}
         atomic_write_json(tmp / "fastlight_export.json", info)
     return out_dir
+
+
+def _light_vae_record(folder: Path, kind: str, manifest: dict, decoder: Path) -> dict:
+    """The light VAE loaded back with its own class; its parameter counts (checked against the manifest) and
+    layout for fastlight_export.json's "vae" record."""
+    if kind == FAST_VAE_CLASS:
+        vae = FastWanDecoder.from_pretrained(folder, torch_dtype=torch.float32)
+        n = sum(p.numel() for p in vae.parameters())
+        counts = {"params": n, "decoder_params": n}
+    else:
+        vae = AutoencoderKLWan.from_pretrained(folder, torch_dtype=torch.float32)
+        counts = {"params": sum(p.numel() for p in vae.parameters()),
+                  "decoder_params": sum(p.numel() for p in vae.decoder.parameters())}
+    for key, n in counts.items():
+        if key in manifest and manifest[key] != n:
+            raise ModelError(f"{decoder}: the {kind} class loads {n:,} {key.replace('_', ' ')}, its manifest says "
+                             f"{manifest[key]:,}; re-run the decoder stage")
+    record = {**counts, "decoder_params_full": manifest.get("teacher_decoder_params")}
+    if kind == FAST_VAE_CLASS:
+        return {**record, "width": vae.config.width, "encoder": "none", "model_index_entry": FAST_VAE_ENTRY,
+                "use": manifest.get("use", "decode only: a FastWanDecoder has no encoder; encode with the teacher VAE"),
+                "load": "import fastlight.models.load; fastlight.models.load.import_pipeline_components(DIR) (or "
+                        "import fastlight.decoder.fast) before WanPipeline.from_pretrained(DIR)"}
+    pruning = manifest.get("pruning", manifest)
+    record.update(decoder_base_dim=vae.config.decoder_base_dim, num_res_blocks=vae.config.num_res_blocks,
+                  head=pruning.get("head", "full"), encoder=pruning.get("encoder", "teacher"))
+    if "use" in pruning:  # a decode-only light VAE (its encoder is a placeholder): say so where users look
+        record["use"] = pruning["use"]
+    return record
