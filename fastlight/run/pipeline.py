@@ -858,6 +858,11 @@ def _decoder_stage(c: RunConfig) -> Stage:
     d = c.decoder
     steps, batch = int(d.get("steps", DecoderDistillConfig.steps)), int(d.get("batch_size", DecoderDistillConfig.batch_size))
     per_video = _video_cost(synth_options(c))
+    if d.get("student") == "fast":  # no pruning; the student's own decode is cheap (~1/28 of the teacher's)
+        est = 5.0 + steps * batch * 1.2 * per_video
+        what = (f"light decoder: a FastWanDecoder (width {int(d.get('fast_width', DecoderDistillConfig.fast_width))}) "
+                f"distilled from scratch, {steps} steps on the run's latents")
+        return Stage("5_decoder", what, stage_decoder, est)
     est = 5.0 + int(d.get("calib", 16)) * per_video + steps * batch * 3 * per_video
     what = (f"light decoder: prune {d.get('prune_ratio', 0.75):.0%} of the VAE decoder, distil {steps} steps on the "
             "run's latents")

@@ -487,6 +487,11 @@ def test_decoder_off_and_bad_keys(real_env, tmp_path, capsys):
     assert cfg.decoder["steps"] == 7 and cfg.decoder["calib"] == 4  # the command line over the tiny preset's
     decoder = next(s for s in stages(cfg) if s.name == "5_decoder")
     assert "7 steps" in decoder.what and decoder.est_s > 0
+    plain, nested = split_overrides(["preset=tiny", "decoder.student=fast"])  # named as such: nothing is pruned
+    cfg = resolve(load_config(RunConfig, WAN21, plain), frozenset({"preset"}), nested)
+    fast = next(s for s in stages(cfg) if s.name == "5_decoder")
+    assert fast.what.startswith("light decoder: a FastWanDecoder (width 16) distilled from scratch")
+    assert "prune" not in fast.what and fast.est_s > 0
     err = _error(capsys, "run", str(WAN21), "preset=tiny", f"out={tmp_path / 'run'}", "decoder.stepz=3")
     assert "decoder has unknown key(s) ['stepz']" in err
     err = _error(capsys, "run", str(WAN21), "preset=tiny", f"out={tmp_path / 'run'}", "decoder.lr=-1")
