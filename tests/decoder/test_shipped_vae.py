@@ -9,7 +9,7 @@ from fastlight.decoder.prune import load_vae
 
 # The third version (2026-12-02): the second with its temporal resampling convs reset to the identity and
 # trained on with v2-world train-stream clips (benchmarks/train_shapes_vae.py --reset-time-convs). Measured on
-# the manifest's held-out validation sets: 26-27 dB (the second version: 20.5-21.0 dB); on these two clips of an
+# the manifest's held-out validation sets: 27.6-28.7 dB (the second version: 20.5-21.0 dB); on these two clips of an
 # unused seed stream see the assert. Predicting the background everywhere scores ~15 dB. The bar leaves room for
 # platform / BLAS differences.
 PSNR_BAR_DB = 22.0
