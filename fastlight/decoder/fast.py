@@ -46,21 +46,13 @@ from diffusers.models.autoencoders.vae import DecoderOutput
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from fastlight.data.latents import wan_vae_factors
 from fastlight.errors import ModelError
 
 WAN21_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
               0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]
 WAN21_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
              3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160]
-
-
-def teacher_factors(config) -> tuple[int, int]:
-    """(temporal, spatial) factors of an AutoencoderKLWan config from its structure: 2 per True in
-    `temperal_downsample`, 2 per `dim_mult` stage after the first, times `patch_size`."""
-    get = config.get if isinstance(config, dict) else (lambda k, d=None: getattr(config, k, d))
-    temporal = 2 ** sum(bool(t) for t in get("temperal_downsample", [False, True, True]))
-    spatial = 2 ** (len(get("dim_mult", [1, 2, 4, 4])) - 1) * (get("patch_size", None) or 1)
-    return int(temporal), int(spatial)
 
 
 class TimeConv(nn.Module):
@@ -148,13 +140,12 @@ class FastWanDecoder(ModelMixin, ConfigMixin):
     def from_teacher(cls, teacher_config, width: int = 16, **kw) -> "FastWanDecoder":
         """A FastWanDecoder for the latents of an AutoencoderKLWan (its config): the factors from its structure,
         the fields WanPipeline reads (z_dim, latents_mean / latents_std, scale_factor_*) copied."""
-        c = teacher_config
-        get = c.get if isinstance(c, dict) else (lambda k, d=None: getattr(c, k, d))
-        temporal, spatial = teacher_factors(teacher_config)
-        return cls(z_dim=get("z_dim"), width=width, temporal_factor=temporal, spatial_factor=spatial,
-                   latents_mean=list(get("latents_mean")), latents_std=list(get("latents_std")),
-                   scale_factor_temporal=get("scale_factor_temporal", None) or temporal,
-                   scale_factor_spatial=get("scale_factor_spatial", None) or spatial, **kw)
+        c = teacher_config  # a dict or a diffusers FrozenDict config
+        temporal, spatial = wan_vae_factors(c)
+        return cls(z_dim=c["z_dim"], width=width, temporal_factor=temporal, spatial_factor=spatial,
+                   latents_mean=list(c["latents_mean"]), latents_std=list(c["latents_std"]),
+                   scale_factor_temporal=c.get("scale_factor_temporal") or temporal,
+                   scale_factor_spatial=c.get("scale_factor_spatial") or spatial, **kw)
 
     def _run(self, z: torch.Tensor, feats: list | None = None) -> torch.Tensor:
         b, _, t, h, w = z.shape

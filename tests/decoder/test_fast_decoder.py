@@ -14,15 +14,16 @@ import torch
 from safetensors.torch import save_file
 
 from fastlight.cli import main
-from fastlight.data.latents import _Vae
+from fastlight.data.latents import _Vae, wan_vae_factors
 from fastlight.decoder.distill import load_light_decoder
-from fastlight.decoder.fast import FastWanDecoder, TimeConv, teacher_factors
+from fastlight.decoder.fast import FastWanDecoder, TimeConv
 from fastlight.decoder.stage import build_light_decoder, decoder_settings
 from fastlight.errors import ConfigError, DataError, ModelError
 from fastlight.evaluate.real import frame_psnr
 from fastlight.evaluate.real_samples import decode_latents
 from fastlight.export.to_diffusers import export_light_decoder
 from fastlight.models.load import import_pipeline_components
+from tests.entry_points import write_dist_info
 
 PIPELINE_FIELDS = ("z_dim", "latents_mean", "latents_std", "scale_factor_temporal", "scale_factor_spatial")
 
@@ -31,11 +32,8 @@ PIPELINE_FIELDS = ("z_dim", "latents_mean", "latents_std", "scale_factor_tempora
 def registered_fast(tmp_path, monkeypatch):
     """pyproject's `fast-wan-decoder` pipeline-component entry point, for an install whose metadata predates it
     (a dist-info on sys.path for this test only)."""
-    info = tmp_path / "ep" / "fastlight_fast_decoder_test-0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fastlight-fast-decoder-test\nVersion: 0\n")
-    (info / "entry_points.txt").write_text("[fastlight.pipeline_components]\n"
-                                           "fast-wan-decoder = fastlight.decoder.fast:FastWanDecoder\n")
+    write_dist_info(tmp_path / "ep", "fastlight-fast-decoder-test", "fastlight.pipeline_components",
+                    ["fast-wan-decoder = fastlight.decoder.fast:FastWanDecoder"])
     monkeypatch.syspath_prepend(str(tmp_path / "ep"))
 
 
@@ -77,7 +75,7 @@ def test_factors_come_from_the_teacher_config():
     """Temporal factor from temperal_downsample (2 per True), spatial from dim_mult (and patch_size)."""
     cfg = {"z_dim": 4, "latents_mean": [0.0] * 4, "latents_std": [1.0] * 4, "dim_mult": [1, 2, 4],
            "temperal_downsample": [False, True]}
-    assert teacher_factors(cfg) == (2, 4)
+    assert wan_vae_factors(cfg) == (2, 4)
     dec = FastWanDecoder.from_teacher(cfg, width=2)
     assert (dec.config.temporal_factor, dec.config.spatial_factor) == (2, 4)
     with torch.no_grad():
