@@ -28,7 +28,7 @@ from fastlight.errors import ConfigError, MissingFileError
 from fastlight.models.denoiser import Cond
 from fastlight.shapes import world as shapes
 from fastlight.shapes.latent_data import WAN_TEXT_LEN, _PromptText, folder_world
-from fastlight.shapes.probe import probe_set
+from fastlight.shapes.probe import centroid_direction_ok, probe_set
 
 S_PROBE = 0.75
 NOISE_SEED = 4_242_421  # the probe's own noise stream (not a training stream)
@@ -76,10 +76,7 @@ def _direction_ok(video: torch.Tensor, clip: shapes.Clip, world: shapes.WorldCon
     centroid from the first to the last frame, as `shapes-probe` reads it)."""
     if world.name != "v1":
         return bool(shapes.check_clip_v2(video, clip, world)["objects"][0]["direction_ok"])
-    obj = clip.objects[0]
-    tr = shapes.track(video, [obj.colour], min_area_px=1.0)[obj.colour]
-    a, b = tr.centroid_px[0], tr.centroid_px[-1]
-    return a is not None and b is not None and shapes.classify_motion(b[0] - a[0], b[1] - a[1], still_px=0.5) == obj.direction
+    return centroid_direction_ok(video, clip)
 
 
 @torch.no_grad()
