@@ -23,6 +23,7 @@ from fastlight.models import presets
 from fastlight.plugins import registered
 from fastlight.report.samples import LABEL_STRIP_PX
 from fastlight.run.pipeline import Run, RunConfig, pipeline_headline, resolve, split_overrides, stages
+from tests.entry_points import write_dist_info
 
 ROOT = Path(__file__).resolve().parents[2]
 WAN21 = ROOT / "configs" / "wan" / "wan21_t2v_1.3b.yaml"
@@ -36,12 +37,8 @@ TINY_PRESETS = {"tiny-wan21-t2v": "tiny_wan21_t2v", "tiny-wan22-ti2v": "tiny_wan
 def register_tiny_presets(folder: Path) -> Path:
     """A dist-info folder registering the tiny presets (pyproject's entry points), for a checkout whose
     installed metadata predates them; returns the folder to put on sys.path."""
-    info = folder / "fastlight_tiny_presets_test-0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fastlight-tiny-presets-test\nVersion: 0\n")
     lines = [f"{name} = fastlight.models.presets:{attr}" for name, attr in TINY_PRESETS.items()]
-    (info / "entry_points.txt").write_text("[fastlight.models]\n" + "\n".join(lines) + "\n")
-    return folder
+    return write_dist_info(folder, "fastlight-tiny-presets-test", "fastlight.models", lines)
 
 
 @pytest.fixture(scope="module")

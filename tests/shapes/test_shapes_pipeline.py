@@ -21,6 +21,7 @@ from fastlight.shapes import bench, text, world as shapes
 from fastlight.shapes.latent_data import _Vae, clip_at, default_world, write_shapes_shards
 from fastlight.shapes.pipeline_folder import shapes_pipeline_random, write_shapes_pipeline
 from fastlight.shapes.source import ShapesSource
+from tests.entry_points import PHRASE_ENCODER, write_dist_info
 
 PROMPTS = ["a red circle moving left quickly", "A blue square staying still and a green triangle moves up slowly.",
            "a cyan triangle moves down fast"]
@@ -215,14 +216,9 @@ def test_shards_follow_the_folders_world(tmp_path, capsys):
 
 
 def _register_components(folder):
-    """A dist-info registering pyproject's fastlight.pipeline_components entry point (for an install
-    whose metadata predates it); returns the folder to put on sys.path."""
-    info = folder / "fastlight_pipeline_components_test-0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fastlight-pipeline-components-test\nVersion: 0\n")
-    (info / "entry_points.txt").write_text("[fastlight.pipeline_components]\n"
-                                           "shapes-phrase-encoder = fastlight.shapes.text_model:ShapesPhraseEncoder\n")
-    return folder
+    """pyproject's fastlight.pipeline_components entry point (for an install whose metadata predates it)."""
+    return write_dist_info(folder, "fastlight-pipeline-components-test", "fastlight.pipeline_components",
+                           [PHRASE_ENCODER])
 
 
 def test_a_fresh_process_loads_the_folder_through_fastlight(pipe_dir, tmp_path):

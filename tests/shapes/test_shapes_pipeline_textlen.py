@@ -18,6 +18,7 @@ from fastlight.errors import InputError
 from fastlight.shapes import text, text_model
 from fastlight.shapes.latent_data import write_shapes_shards
 from fastlight.shapes.pipeline_folder import check_text_len, latent_transformer, write_shapes_pipeline
+from tests.entry_points import PHRASE_ENCODER, write_dist_info
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO = "a blue square staying still and a green triangle moves up slowly"
@@ -67,14 +68,9 @@ def test_shards_are_stored_at_the_pipelines_length(pipe_dir, tmp_path):
 
 
 def _register_components(folder: Path) -> Path:
-    """A dist-info registering pyproject's fastlight.pipeline_components entry point (for an install
-    whose metadata predates it); returns the folder to put on sys.path."""
-    info = folder / "fastlight_pipeline_components_textlen-0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fastlight-pipeline-components-textlen\nVersion: 0\n")
-    (info / "entry_points.txt").write_text("[fastlight.pipeline_components]\n"
-                                           "shapes-phrase-encoder = fastlight.shapes.text_model:ShapesPhraseEncoder\n")
-    return folder
+    """pyproject's fastlight.pipeline_components entry point (for an install whose metadata predates it)."""
+    return write_dist_info(folder, "fastlight-pipeline-components-textlen", "fastlight.pipeline_components",
+                           [PHRASE_ENCODER])
 
 
 def test_bench_pipeline_loads_a_shapes_folder_in_a_fresh_process(pipe_dir, tmp_path):
