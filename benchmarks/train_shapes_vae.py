@@ -116,6 +116,22 @@ def identity_time_convs(vae) -> int:
     return n
 
 
+ENCODER_MODULES = ("encoder", "quant_conv")  # what maps pixels to the posterior: frozen by --freeze-encoder
+
+
+def trained_parameters(vae, freeze_encoder: bool) -> list[torch.nn.Parameter]:
+    """The parameters a phase trains (all, or with `freeze_encoder` the decoder side only: post_quant_conv
+    and the decoder, so every latent, and a latent teacher trained on them, stays as it was); the rest
+    get requires_grad False."""
+    out = []
+    for name, prm in vae.named_parameters():
+        train = not (freeze_encoder and name.split(".")[0] in ENCODER_MODULES)
+        prm.requires_grad_(train)
+        if train:
+            out.append(prm)
+    return out
+
+
 def fp16_round_trip(vae):
     """The weights as shipped: float16 on disk, read back as float32."""
     for prm in vae.parameters():
@@ -158,6 +174,9 @@ def main(argv=None) -> int:
                          "shape, the temporal resampling convs excepted (those start as --time-conv-init)")
     ap.add_argument("--reset-time-convs", action="store_true",
                     help="with --init: set the loaded VAE's temporal resampling convs to the identity, keep the rest")
+    ap.add_argument("--freeze-encoder", action="store_true",
+                    help="train the decoder only (with --init): the latents, and so a latent teacher trained on "
+                         "them, stay valid")
     ap.add_argument("--eval-clips", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=5, help="decode-time repeats of the measurement (0: none)")
     ap.add_argument("--eval-sets", default=",".join(vae_oracle.SETS), help="held-out sets to measure (v2-9 first)")
@@ -209,7 +228,10 @@ def main(argv=None) -> int:
         print(json.dumps(vae_oracle.measure(vae.eval(), args.eval_clips, repeats=args.repeats,
                                             sets=tuple(args.eval_sets.split(","))), indent=1))
         return 0
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    if args.freeze_encoder and not args.init:
+        ap.error("--freeze-encoder continues a trained VAE: pass --init")
+    trained = trained_parameters(vae, args.freeze_encoder)
+    opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     log = open(args.log, "a") if args.log else None
 
     def say(msg: str) -> None:
@@ -234,7 +256,8 @@ def main(argv=None) -> int:
         frames = cycle[(step - step0) % len(cycle)]
         # the train stream, step `step` (continued phases go on from the last step: fresh clips)
         x = train_clips(args.seed, step, args.batch * (4 if frames == 1 else 1), frames)
-        post = vae.encode(x).latent_dist
+        with torch.set_grad_enabled(not args.freeze_encoder):
+            post = vae.encode(x).latent_dist
         # decode the posterior *mean*: decoding samples (std ~ 1 at init, KL weight 1e-6) sat at the
         # background-only 15 dB for 250 steps, the decoder ignoring the noisy latent
         y = decode_raw(vae, post.mean)  # vae.decode without its final clamp: no dead gradients at +-1
@@ -248,7 +271,7 @@ def main(argv=None) -> int:
         loss = l1 + mse + args.kl * reg
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         step += 1
         if step % 25 == 0 or step == step0 + 1:
@@ -263,6 +286,7 @@ def main(argv=None) -> int:
     phases.append({"steps": step - step0, "lr": args.lr, "wall_time_s": round(wall, 1),
                    "cpu_time_s": round(time.process_time() - cpu0, 1), "frames": cycle,
                    "frame0_weight": args.frame0_weight,
+                   "trained": "decoder and post_quant_conv (encoder frozen)" if args.freeze_encoder else "all",
                    "init_weights": copied,
                    "time_conv_init": ("--init's, reset to identity" if args.reset_time_convs else "from --init")
                    if args.init else args.time_conv_init,

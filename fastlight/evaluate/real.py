@@ -49,7 +49,7 @@ first frames: `oracle.cases(n, folder)`) and judges every row's decoded videos (
 dict with at least `score` and its 95% `interval`), and the paired difference of each row against the
 reference on the same cases and noise (`oracle.paired(row, reference)`: at least `score`, an interval);
 eval.json carries them under `oracle` ({name, ..., models, pairs}). Plug-ins register an oracle factory
-`factory(pipeline, *, num_frames, height, width, seed) -> oracle or None` (None: not its pipeline) in the
+`factory(pipeline, *, num_frames, height, width, seed, split) -> oracle or None` (None: not its pipeline) in the
 entry-point group `fastlight.pipeline_oracles`; a registered pipeline component class (e.g. a plug-in text
 encoder the folder's model_index.json names) may also name one in its `fastlight_oracle` attribute
 ("module:attr"), so a folder finds its oracle before the plug-in's metadata is reinstalled. No oracle: the
@@ -229,12 +229,14 @@ def oracle_factories(pipeline: Path) -> list[str]:
     return refs
 
 
-def pipeline_oracle(pipeline, *, num_frames: int, height: int, width: int, seed: int = 0):
-    """The oracle of the world `pipeline` generates (the first factory that claims the folder), or None."""
+def pipeline_oracle(pipeline, *, num_frames: int, height: int, width: int, seed: int = 0, split: str = "test"):
+    """The oracle of the world `pipeline` generates (the first factory that claims the folder), or None.
+    `split`: its held-out cases, `test` (what a result is reported on) or `validation` (what a choice, e.g.
+    a guidance scale or a checkpoint, is made on)."""
     pipeline = Path(pipeline)
     for ref in oracle_factories(pipeline):
         oracle = component(ORACLE_GROUP, ref)(pipeline, num_frames=num_frames, height=height, width=width,
-                                              seed=seed)
+                                              seed=seed, split=split)
         if oracle is not None:
             return oracle
     return None

@@ -204,13 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from fastlight.errors import FastlightError
+    from fastlight.models.load import resolve_model_path
     from fastlight.shapes.pipeline_folder import write_shapes_pipeline
 
     p = argparse.ArgumentParser(prog="python -m fastlight.shapes.latent_data", description=main.__doc__)
     p.add_argument("out")
     p.add_argument("--pipeline", required=True,
-                   help="a Shapes pipeline folder (built with a random transformer if absent); the clips are of "
-                        "the world its text encoder records")
+                   help="a Shapes pipeline folder (built with a random transformer if absent) or a model preset "
+                        "(shapes-pipeline: the shipped teacher's); the clips are of the world its text encoder records")
     p.add_argument("--world", default="v1", choices=("v1", "v2"), help="the world of a folder built here")
     p.add_argument("--num-clips", type=int, required=True)
     p.add_argument("--num-frames", type=int, default=9, help="1 + 4k frames (the VAE compresses time by 4)")
@@ -222,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
-        if not (Path(a.pipeline) / "model_index.json").is_file():
-            write_shapes_pipeline(a.pipeline, world=a.world)
-        index = write_shapes_shards(a.out, a.pipeline, a.num_clips, folder_world(a.pipeline, a.num_frames), a.split, a.seed,
+        pipe = resolve_model_path(a.pipeline)  # a preset's folder (built on first use) or the path itself
+        if not (pipe / "model_index.json").is_file():
+            write_shapes_pipeline(pipe, world=a.world)
+        index = write_shapes_shards(a.out, pipe, a.num_clips, folder_world(pipe, a.num_frames), a.split, a.seed,
                                     text_len=a.text_len)
     except FastlightError as e:
         p.exit(2, f"{p.prog}: error: {e}\n")

@@ -13,7 +13,8 @@ frame count (`world_from_name("v2", num_frames=9)`); a v1 folder in the 64 x 64 
 (`latent_data.folder_world`: the v1 rules at its VAE's size and radii). The video size must be the
 world's (64 x 64): anything else is a one-line InputError.
 
-Cases: ShapesBench's TEST cases of that world (`bench.make_cases(n, world, split="test")`: the `shapes/test`
+Cases: ShapesBench's TEST cases of that world (`bench.make_cases(n, world, split="test")`; `split="validation"`: its
+validation cases, for a choice reported on test) (the `shapes/test`
 stream only, disjoint from every training and calibration stream), their prompts and first frames (written as
 PNGs, 0.png, 1.png, ..., which the pipeline encodes with its own VAE as for any TI2V evaluation). Each row's
 decoded videos (uint8, what the MP4s hold) are scored by `bench.score_videos` (the oracle, per-case data and
@@ -66,14 +67,18 @@ class ShapesPipelineOracle:
     name = NAME
 
     def __init__(self, world: shapes.WorldConfig, seed: int = 0, case_seed: int = bench.SHAPESBENCH_SEED,
-                 first_frames: bool = True):
+                 first_frames: bool = True, split: str = "test"):
+        if split not in ("validation", "test"):
+            raise InputError(f"split must be validation (what a choice is made on) or test (what it is reported on), "
+                             f"got {split!r}")
         self.world, self.seed, self.case_seed, self.first_frames = world, seed, case_seed, first_frames
+        self.split = split
         self._cases: list[bench.BenchCase] = []
 
     def cases(self, num_cases: int, folder: Path) -> tuple[list[str], list[Path] | None]:
-        """The first `num_cases` TEST cases: their prompts, and (a TI2V pipeline) their first frames written
-        to folder/N.png."""
-        self._cases = bench.make_cases(num_cases, self.world, self.case_seed, "test")
+        """The first `num_cases` cases of the split (TEST unless told): their prompts, and (a TI2V pipeline)
+        their first frames written to folder/N.png."""
+        self._cases = bench.make_cases(num_cases, self.world, self.case_seed, self.split)
         prompts = [c.prompt for c in self._cases]
         if not self.first_frames:
             return prompts, None
@@ -94,7 +99,7 @@ class ShapesPipelineOracle:
         x = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # (N, 3, F, H, W)
         res = bench.score_videos(x, self._cases, self.world, vbench=False)
         doc = {"benchmark": "shapesbench", "version": bench.VERSION, "world": bench.world_json(self.world),
-               "split": "test", "case_seed": self.case_seed, "seed": self.seed, "num_cases": len(self._cases),
+               "split": self.split, "case_seed": self.case_seed, "seed": self.seed, "num_cases": len(self._cases),
                **res, "interval": (res["intervals"] or {}).get("score")}
         return to_json_safe({k: doc[k] for k in SUMMARY_KEYS})
 
@@ -106,14 +111,14 @@ class ShapesPipelineOracle:
 
     def describe(self) -> dict:
         """What eval.json records of the oracle: its name, world, cases and the ideal clips' upper bound."""
-        ideal = bench.score_real(len(self._cases), self.world, vbench=False, case_seed=self.case_seed, split="test")
+        ideal = bench.score_real(len(self._cases), self.world, vbench=False, case_seed=self.case_seed, split=self.split)
         return {"name": NAME, "oracle": "check_clip_v2" if self.world.name == "v2" else "check_clip",
-                "world": bench.world_json(self.world), "world_name": self.world.name, "split": "test", "case_seed": self.case_seed,
+                "world": bench.world_json(self.world), "world_name": self.world.name, "split": self.split, "case_seed": self.case_seed,
                 "num_cases": len(self._cases),
                 "ideal": {"score": ideal["score"], "interval": ideal["intervals"]["score"]}}
 
 
-def pipeline_oracle(folder, *, num_frames: int, height: int, width: int, seed: int = 0
+def pipeline_oracle(folder, *, num_frames: int, height: int, width: int, seed: int = 0, split: str = "test"
                     ) -> ShapesPipelineOracle | None:
     """The `fastlight.pipeline_oracles` factory: the oracle of a Shapes pipeline folder, None for any other."""
     folder = Path(folder)
@@ -126,4 +131,4 @@ def pipeline_oracle(folder, *, num_frames: int, height: int, width: int, seed: i
                          f"evaluation asks for {height}x{width}: set the size to {world.size}x{world.size} (fastlight "
                          f"run: eval.height={world.size} eval.width={world.size}; fastlight evaluate: --height "
                          f"{world.size} --width {world.size})")
-    return ShapesPipelineOracle(world, seed, first_frames=bool(index.get("expand_timesteps")))
+    return ShapesPipelineOracle(world, seed, first_frames=bool(index.get("expand_timesteps")), split=split)

@@ -68,6 +68,8 @@ LATENT_TRANSFORMER = dict(
 )
 VAE_PRESET = "shapes-vae"
 PRESET_NAME = "shapes-pipeline-random"
+TEACHER_PRESET = "shapes-pipeline"  # the shipped latent teacher (v2 world) as a pipeline folder
+TEACHER_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_latent_teacher"
 
 
 def latent_transformer(seed: int = 0, **overrides):
@@ -182,17 +184,19 @@ def _check_index(folder: Path) -> None:
         atomic_write_json(folder / "model_index.json", index)
 
 
-def _builder_tag() -> str:
-    """A short hash of what decides the preset's bytes: this builder, the text model, the VAE, the libraries."""
+def _builder_tag(*assets: Path) -> str:
+    """A short hash of what decides a preset's bytes: this builder, the text model, the VAE (and `assets`,
+    e.g. the shipped transformer), the libraries."""
     import diffusers
     import transformers
 
     h = hashlib.sha256()
     for f in (Path(__file__), Path(text_model.__file__), Path(text.__file__)):
         h.update(f.read_bytes())
-    for f in sorted(clips.vae_dir().glob("*")):
-        if f.suffix in (".json", ".safetensors"):
-            h.update(f"{f.name}:{f.stat().st_size}".encode())
+    for folder in (clips.vae_dir(), *assets):
+        for f in sorted(folder.glob("*")):
+            if f.suffix in (".json", ".safetensors"):
+                h.update(f"{f.name}:{f.stat().st_size}:{hashlib.sha256(f.read_bytes()).hexdigest()}".encode())
     h.update(f"{diffusers.__version__}/{transformers.__version__}".encode())
     return h.hexdigest()[:10]
 
@@ -205,3 +209,23 @@ def shapes_pipeline_random() -> Path:
         write_shapes_pipeline(folder)
     return folder
 
+
+
+def shipped_teacher_world() -> shapes.WorldConfig:
+    """The world the shipped latent teacher was trained in (its manifest's `world`: v2)."""
+    manifest = TEACHER_DIR / "manifest.json"
+    if not manifest.is_file():
+        raise ModelError(f"the shipped latent Shapes teacher is missing ({TEACHER_DIR}); reinstall fastlight")
+    name = json.loads(manifest.read_text())["world"]["world"]
+    return shapes.WORLDS[name]
+
+
+def shapes_pipeline() -> Path:
+    """The `shapes-pipeline` preset: the Shapes pipeline folder with the shipped latent teacher
+    (fastlight/assets/shapes_latent_teacher, trained by configs/shapes/latent_pretrain.yaml in the v2 world),
+    built once into $FASTLIGHT_CACHE/shapes_pipelines/teacher-TAG (the embedded default's teacher)."""
+    world = shipped_teacher_world()
+    folder = cache_dir() / "shapes_pipelines" / f"teacher-{_builder_tag(TEACHER_DIR)}"
+    if not (folder / "model_index.json").is_file():
+        write_shapes_pipeline(folder, transformer=TEACHER_DIR, world=world)
+    return folder

@@ -202,3 +202,16 @@ def test_a_few_steps_on_a_tiny_config_write_the_manifest_and_continue(tmp_path, 
     assert [p["steps"] for p in man["phases"]] == [2, 1] and man["train"]["steps"] == 3
     assert man["phases"][1]["time_conv_init"] == "from --init" and man["command"].count("&&") == 1
     assert [r["step"] for r in man["loss_curve"]] == [1, 3]
+    # a decoder-only phase (--freeze-encoder) leaves every encoder weight, and so every latent, as it was
+    before = load_file(out / "diffusion_pytorch_model.safetensors")
+    stats = json.loads((out / "config.json").read_text())["latents_mean"]
+    assert tv.main(["--steps", "2", "--lr", "1e-2", "--init", str(out), "--freeze-encoder"] + common) == 0
+    after = load_file(out / "diffusion_pytorch_model.safetensors")
+    frozen = [k for k in before if k.split(".")[0] in tv.ENCODER_MODULES]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["phases"][2]["trained"] == "decoder and post_quant_conv (encoder frozen)"
+    assert json.loads((out / "config.json").read_text())["latents_mean"] == stats  # the same latents
+    with pytest.raises(SystemExit):  # a fresh VAE has no encoder worth freezing
+        tv.main(["--steps", "1", "--freeze-encoder"] + common)

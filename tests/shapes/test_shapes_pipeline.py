@@ -19,7 +19,7 @@ from fastlight.models.load import load_denoiser
 from fastlight.run.pipeline import RunConfig, is_pipeline_teacher
 from fastlight.shapes import bench, text, world as shapes
 from fastlight.shapes.latent_data import _Vae, clip_at, default_world, write_shapes_shards
-from fastlight.shapes.pipeline_folder import shapes_pipeline_random, write_shapes_pipeline
+from fastlight.shapes.pipeline_folder import latent_transformer, shapes_pipeline_random, write_shapes_pipeline
 from fastlight.shapes.source import ShapesSource
 from tests.entry_points import PHRASE_ENCODER, write_dist_info
 
@@ -213,6 +213,20 @@ def test_shards_follow_the_folders_world(tmp_path, capsys):
     assert world.name == "v2" and index["shapes"]["world"] == world.to_dict()
     assert [v["caption"] for v in index["videos"]] == [clip_at(0, "train", k, world).prompt for k in range(3)]
     assert folder_world(v2, 17).num_frames == 17
+
+
+def test_shards_command_takes_a_model_preset(tmp_path, monkeypatch, capsys):
+    """--pipeline NAME of a registered model preset (shapes-pipeline: the shipped teacher's) is its folder."""
+    import fastlight.models.load as load
+    from fastlight.shapes.latent_data import main
+
+    pipe = write_shapes_pipeline(tmp_path / "preset_pipe", transformer=latent_transformer(0, num_layers=1), world="v2")
+    monkeypatch.setattr(load, "registered", lambda group: {"test-shapes-preset": "x"} if group == "fastlight.models" else {})
+    monkeypatch.setattr(load, "component", lambda group, name: lambda: pipe)
+    assert main([str(tmp_path / "s"), "--pipeline", "test-shapes-preset", "--num-clips", "2"]) == 0
+    index = json.loads((tmp_path / "s" / "index.json").read_text())
+    assert index["text"]["path"] == str(pipe) and index["shapes"]["world"]["world"] == "v2"
+    assert not (tmp_path / "test-shapes-preset").exists()  # no random folder built under the name
 
 
 def _register_components(folder):

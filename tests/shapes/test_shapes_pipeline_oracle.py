@@ -82,6 +82,20 @@ def test_cases_scores_and_pairs(folders, tmp_path):
     assert desc["oracle"] == "check_clip_v2" and desc["num_cases"] == 3 and desc["ideal"]["score"] > 0.95
 
 
+def test_validation_cases_are_other_cases_than_the_test_ones(folders, tmp_path):
+    """split=validation (where a guidance or checkpoint is chosen) draws ShapesBench's validation stream; the
+    default stays the test stream, what a choice is reported on; anything else is a one-line error."""
+    val = pipeline_oracle(folders["v2"], num_frames=9, height=64, width=64, split="validation")
+    prompts, _ = val.cases(4, tmp_path / "val")
+    assert prompts == [c.prompt for c in bench.make_cases(4, val.world, split="validation")]
+    test_prompts, _ = pipeline_oracle(folders["v2"], num_frames=9, height=64, width=64).cases(4, tmp_path / "test")
+    assert prompts != test_prompts
+    ideal = [vio.to_uint8_frames(v) for v in bench.ideal_videos(val._cases, val.world)]
+    assert val.score(ideal)["split"] == "validation" and val.describe()["split"] == "validation"
+    with pytest.raises(InputError, match="split must be validation"):
+        pipeline_oracle(folders["v2"], num_frames=9, height=64, width=64, split="train")
+
+
 def test_shapesbench_on_a_pipeline_folder_points_at_the_pipeline_path(folders, tmp_path, capsys):
     from fastlight.cli import main
 
