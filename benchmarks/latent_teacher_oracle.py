@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     doc = {"transformer": str(transformer), "pipeline": str(pipe), "split": args.split, "cases": args.cases,
            "num_steps": args.steps, "shift": shift, "seed": args.seed, "sample_and_score_s": round(sample_s, 1),
            "threads": args.threads, "rows": rows,
+           "command": "benchmarks/latent_teacher_oracle.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "pairs": {n: p["score"] for n, p in res["oracle"]["pairs"].items()},
            "vae_round_trip": {**ceiling["oracle"], "bar_ok": ceiling["bar_ok"]}, "ideal": ceiling["ideal"]}
     for name, f in rows.items():

@@ -276,4 +276,4 @@ def test_latent_pretrain_recipe_loads():
         path.relative_to(path.parents[2])) in first
     cfg = load_config(PretrainConfig, path, [])
     assert cfg.data["_component_"] == "latents" and cfg.threads == 1 and cfg.model.endswith("/transformer")
-    assert cfg.hooks == [{"_component_": "shapes-latent-probe", "pipeline": cfg.data["pipeline"], "every": 250}]
+    assert cfg.hooks == [{"_component_": "shapes-latent-probe", "pipeline": cfg.data["pipeline"], "every": 500}]
