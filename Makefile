@@ -1,11 +1,14 @@
-# `make demo`: the whole FastLightGen compression of the shipped Shapes teacher (quick preset, ~10-15 min on
-# 2 CPU cores) into runs/fastlightgen/, ending with the report's path and headline.   `make test`: the test suite.
+# `make demo`: the whole FastLightGen compression of the shipped Shapes teacher pipeline (a stock WanPipeline
+# folder: latent transformer, Shapes VAE, phrase text encoder), light decoder included, on the real-model path
+# (quick preset, <= 15 min on 2 CPU cores) into runs/shapes_pipeline/, ending with the report's path and
+# headline; its data (train-stream clips encoded by the pipeline's VAE) are made once into runs/shapes_pipeline_data.
+# `make demo-pixel`: the earlier pixel-space demo (configs/shapes/fastlightgen.yaml).   `make test`: the test suite.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-teacher test install clean
+.PHONY: demo demo-pixel demo-teacher test install clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,6 +23,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	test -f runs/shapes_pipeline_data/index.json || OMP_NUM_THREADS=2 $(BIN)/python -m fastlight.shapes.latent_data \
+		runs/shapes_pipeline_data --pipeline shapes-pipeline --num-clips 1024 --threads 2
+	OMP_NUM_THREADS=2 $(BIN)/fastlight run configs/shapes/pipeline.yaml
+
+demo-pixel: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/fastlight run configs/shapes/fastlightgen.yaml
 
 # samples of the shipped teacher only (20 s)
@@ -30,4 +38,4 @@ test: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -x -q
 
 clean:
-	rm -rf $(VENV) runs/demo runs/fastlightgen
+	rm -rf $(VENV) runs/demo runs/fastlightgen runs/shapes_pipeline runs/shapes_pipeline_data

@@ -86,6 +86,8 @@ class DecoderDistillConfig(LoopConfig):
     # each pool latent after its first use: the teacher decode is ~90% of a step for a fast student (memory: one
     # video + the matched features per pool latent)
     cache_targets: bool = False
+    pool_size: int = 0  # latent-pool runs: train on the first pool_size latents only (0: all); with cache_targets
+    # the teacher then decodes each of them once, so the run's cost is pool_size teacher decodes + the student's steps
     threads: int = 2
     steps: int = 300
     lr: float = 5e-4
@@ -270,7 +272,12 @@ class DecoderDistillRecipe:
         else:
             pool = _load_latent_file(Path(cfg.latents))
             check_latents(self.teacher, pool, f"latents {cfg.latents}")
+            if cfg.pool_size:
+                pool = pool[:cfg.pool_size]
             self.pool = denormalise(self.teacher, pool)
+        if cfg.pool_size and self.pool is None:
+            raise ConfigError(f"pool_size needs a latent pool (latents=FILE or a shards folder); the clip source "
+                              f"{cfg.latents!r} draws new clips every step")
         if cfg.cache_targets and self.pool is None:
             raise ConfigError(f"cache_targets needs a latent pool (latents=FILE or a shards folder); the clip source "
                               f"{cfg.latents!r} draws new clips every step")

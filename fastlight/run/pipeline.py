@@ -859,7 +859,10 @@ def _decoder_stage(c: RunConfig) -> Stage:
     steps, batch = int(d.get("steps", DecoderDistillConfig.steps)), int(d.get("batch_size", DecoderDistillConfig.batch_size))
     per_video = _video_cost(synth_options(c))
     if d.get("student") == "fast":  # no pruning; the student's own decode is cheap (~1/28 of the teacher's)
-        est = 5.0 + steps * batch * 1.2 * per_video
+        # a teacher decode ~12 teacher forwards (Shapes, measured 2026-12-02); cached targets: one per pool latent
+        draws = steps * batch
+        decodes = min(draws, int(d.get("pool_size") or draws)) if d.get("cache_targets") else draws
+        est = 5.0 + decodes * 12 * per_video + draws * 1.0 * per_video
         what = (f"light decoder: a FastWanDecoder (width {int(d.get('fast_width', DecoderDistillConfig.fast_width))}) "
                 f"distilled from scratch, {steps} steps on the run's latents")
         return Stage("5_decoder", what, stage_decoder, est)

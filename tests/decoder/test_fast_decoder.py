@@ -243,3 +243,8 @@ def test_cached_targets_match_the_teacher_and_run_it_once_per_pool_latent(tiny_p
     assert sum(decoded) - 4 * 2 == len(cached.cache) == 3  # each pool latent decoded once by the cached recipe
     with pytest.raises(ConfigError, match="cache_targets needs a latent pool"):
         DecoderDistillRecipe(DecoderDistillConfig(**{**kw, "latents": "shapes"}, cache_targets=True))
+    small = DecoderDistillRecipe(DecoderDistillConfig(**kw, cache_targets=True, pool_size=2))  # the first 2 only
+    assert small.pool.shape[0] == 2 and torch.equal(small.pool, cached.pool[:2])
+    assert all(set(small.batch(step)["idx"].tolist()) <= {0, 1} for step in range(4))
+    with pytest.raises(ConfigError, match="pool_size needs a latent pool"):
+        DecoderDistillRecipe(DecoderDistillConfig(**{**kw, "latents": "shapes"}, pool_size=2))
