@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -28,13 +29,6 @@ from fastlight.fileio import atomic_dir  # noqa: E402
 MAX_BYTES = 30 * 2**20
 OUT = Path(__file__).resolve().parents[1] / "fastlight" / "assets" / "shapes_latent_teacher"
 RECIPE = "configs/shapes/latent_pretrain.yaml"
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _oracle_record(path: Path, guidance: float) -> dict:
@@ -61,15 +55,16 @@ def main(argv=None) -> int:
     meta = json.loads((model / "fastlight.json").read_text())
     index = json.loads((shards / "index.json").read_text())
     world = index["shapes"]["world"]
-    if (meta.get("meta") or {}).get("world", {}).get("world", world["world"]) != world["world"]:
-        ap.error(f"the model's meta world {meta['meta']['world']} is not the shards' {world['world']}")
+    model_world = (meta.get("meta") or {}).get("world", {}).get("world")  # None: the model records no world
+    if model_world not in (None, world["world"]):
+        ap.error(f"the model's meta world {model_world} is not the shards' {world['world']}")
     files = [f for f in model.iterdir() if f.is_file()]
     size = sum(f.stat().st_size for f in files)
     if size > MAX_BYTES:
         ap.error(f"{model} is {size / 2**20:.1f} MB; the shipped teacher must be <= 30 MB")
     config = json.loads((model / "config.json").read_text())
     with safe_open(str(model / "diffusion_pytorch_model.safetensors"), "pt") as f:
-        num_params = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        num_params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     manifest = {
         "what": "the embedded Shapes teacher: a latent WanTransformer3DModel of the Shapes pipeline folder "
                 "(fastlight/shapes/pipeline_folder.py), the `shapes-pipeline` preset",

@@ -68,7 +68,7 @@ class ShapesPipelineOracle:
 
     def __init__(self, world: shapes.WorldConfig, seed: int = 0, case_seed: int = bench.SHAPESBENCH_SEED,
                  first_frames: bool = True, split: str = "test"):
-        if split not in ("validation", "test"):
+        if split not in bench.SPLITS:  # ShapesBench's held-out streams
             raise InputError(f"split must be validation (what a choice is made on) or test (what it is reported on), "
                              f"got {split!r}")
         self.world, self.seed, self.case_seed, self.first_frames = world, seed, case_seed, first_frames

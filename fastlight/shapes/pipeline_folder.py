@@ -68,7 +68,6 @@ LATENT_TRANSFORMER = dict(
 )
 VAE_PRESET = "shapes-vae"
 PRESET_NAME = "shapes-pipeline-random"
-TEACHER_PRESET = "shapes-pipeline"  # the shipped latent teacher (v2 world) as a pipeline folder
 TEACHER_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes_latent_teacher"
 
 
@@ -208,7 +207,6 @@ def shapes_pipeline_random() -> Path:
     if not (folder / "model_index.json").is_file():
         write_shapes_pipeline(folder)
     return folder
-
 
 
 def shipped_teacher_world() -> shapes.WorldConfig:
