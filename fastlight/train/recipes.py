@@ -8,9 +8,15 @@ skipped with probability p, drawn afresh each step (or each sample with per_samp
 
 over the generated frames (frame 0 is the clean TI2V image condition). The unpruned forward
 runs under torch.no_grad. The result is one elastic model that works at many depths.
+
+`target` picks v_unpruned: `shared` (the paper's: the same, trained weights run unpruned) or `teacher`
+(a frozen copy of the starting weights, the teacher itself: the distillation target cannot drift with
+the weights it supervises, so alpha = 1 has no trivial solution; it costs one more copy of the weights,
+no optimizer state and no extra forward).
 """
 from __future__ import annotations
 
+import copy
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,8 +38,12 @@ class DppConfig(RecipeConfig):
     alpha: float = 1.0
     p: float = 0.5
     per_sample: bool = False
+    target: str = "shared"  # v_unpruned from: shared (the trained weights, the paper's) or teacher (a frozen copy)
     lr: float = 1e-4
     ema_decay: float = 0.999
+
+
+TARGETS = ("shared", "teacher")  # where dpp's distillation target v_unpruned comes from
 
 
 def draw_skips(u: torch.Tensor, candidates: list[int], p: float) -> list[frozenset[int]]:
@@ -78,6 +88,8 @@ class DppRecipe:
 
         if not 0 <= cfg.p <= 1 or not 0 <= cfg.alpha <= 1:
             raise ConfigError(f"p and alpha must be in [0, 1], got p={cfg.p}, alpha={cfg.alpha}")
+        if cfg.target not in TARGETS:
+            raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {cfg.target!r}")
         torch.set_num_threads(cfg.threads)
         self.cfg = cfg
         self.teacher_path = resolve_model_path(cfg.teacher)
@@ -85,11 +97,18 @@ class DppRecipe:
         self.plan_path = Path(cfg.plan)
         self.plan = read_plan(self.plan_path, self.model)
         self.candidates = list(self.plan["drop_blocks"])
+        # the frozen distillation target (target=teacher); shared: the trained weights themselves
+        self.target = copy.deepcopy(self.model).requires_grad_(False).eval() if cfg.target == "teacher" else None
         self.source = recipe_source(cfg, self.model)
         self.run_info: dict = {}
 
     def trainable(self) -> Denoiser:
         return self.model.requires_grad_(True)
+
+    def frozen(self) -> dict[str, torch.nn.Module]:
+        """target=teacher: the frozen copy the loop shards with the model (FSDP2), outside the checkpoints
+        (it is the teacher folder's weights, read again on resume)."""
+        return {"target": self.target} if self.target is not None else {}
 
     def batch(self, step: int, rank: int = 0, world_size: int = 1) -> dict:
         """The source's batch plus eps, s, CFG dropout and the skip sets (stream "dpp"); pure in (seed, step, rank).
@@ -110,7 +129,7 @@ class DppRecipe:
         cond = batch_cond(batch, dev)
         x_t = add_noise(x0, eps, s)
         with torch.no_grad():
-            v_unpruned = self.model(x_t, s, cond)
+            v_unpruned = (self.model if self.target is None else self.target)(x_t, s, cond)
         v_pruned = pruned_forward(self.model, x_t, s, cond, batch["skips"])
         out = dpp_loss(v_pruned, v_unpruned, x0, eps, self.cfg.alpha, first_frame=cond.image is None)
         out["skipped"] = torch.tensor(sum(len(k) for k in batch["skips"]) / len(batch["skips"]))
@@ -120,7 +139,8 @@ class DppRecipe:
         path = Path(path)
         cfg = self.cfg
         module.save(path, {"kind": "dpp-elastic", "teacher": str(self.teacher_path), "plan": "plan.json",
-                           "candidates": self.candidates, "alpha": cfg.alpha, "p": cfg.p})
+                           "candidates": self.candidates, "alpha": cfg.alpha, "p": cfg.p,
+                           "target": cfg.target})
         shutil.copyfile(self.plan_path, path / "plan.json")
         manifest = {"recipe": "dpp", "teacher": str(self.teacher_path), "plan": str(self.plan_path),
                     "candidates": self.candidates, "alpha": cfg.alpha, "p": cfg.p, "per_sample": cfg.per_sample,

@@ -49,3 +49,17 @@ def test_interval_json_round_trip_and_format():
     iv = Interval(0.9, 0.88, 0.93, 0.95, 64)
     assert Interval.from_json(iv.to_json()) == iv
     assert iv.fmt() == "0.900 [0.880, 0.930]" and iv.half_width == pytest.approx(0.025)
+
+
+def test_the_centred_interval_takes_a_resampling_bias_back_out():
+    # the variance of a small sample: resampling with replacement repeats values and lowers it on average
+    # (by var / n), so the percentile interval sits low of the estimate; the centred one is moved back
+    x = np.random.default_rng(3).standard_normal(12)
+    stat = lambda d: d["x"].var(axis=-1)  # noqa: E731
+    pct = bootstrap_interval(stat, {"x": x})
+    centred = bootstrap_interval(stat, {"x": x}, method="centred")
+    assert pct.estimate == centred.estimate
+    shift = centred.low - pct.low
+    assert shift == pytest.approx(centred.high - pct.high) and shift == pytest.approx(x.var() / 12, rel=0.15)
+    with pytest.raises(ValueError, match="method"):
+        bootstrap_interval(stat, {"x": x}, method="bca")

@@ -8,6 +8,7 @@ import torch
 
 from fastlight.analyze.plans import depth_plan, write_plan
 from fastlight.diffusion.flow import add_noise
+from fastlight.errors import ConfigError
 from fastlight.models.denoiser import Cond
 from fastlight.models.load import load_denoiser
 from fastlight.train.entry import train_from_config
@@ -91,6 +92,27 @@ def test_per_sample_draws_grouped(tiny_shapes_model, plan_path, tmp_path):
         v_u = m(x_t, b["s"], cond)
     assert torch.allclose(out["loss_distill"], ((v_p - v_u)[:, :, 1:] ** 2).mean(), rtol=1e-4, atol=1e-8)
     assert draw_skips(torch.tensor([[0.2, 0.7]]), [3, 5], 0.5) == [frozenset({3})]
+
+
+def test_the_teacher_target_stays_frozen_while_the_weights_move(tiny_shapes_model, plan_path, tmp_path):
+    # target=teacher: v_unpruned comes from a frozen copy of the starting weights, so after the shared
+    # weights move the distillation target is still the teacher's velocity (shared: it moves with them)
+    r = DppRecipe(_cfg(tiny_shapes_model, plan_path, tmp_path, target="teacher", alpha=1.0))
+    assert r.frozen() == {"target": r.target} and not any(q.requires_grad for q in r.target.parameters())
+    batch = r.batch(0)
+    batch["skips"] = [frozenset({1})]
+    x_t = add_noise(batch["x0"], batch["eps"], batch["s"])
+    cond = Cond(batch["text"], batch["x0"][:, :, :1])
+    with torch.no_grad():
+        v_teacher = r.model(x_t, batch["s"], cond)
+        for q in r.trainable().parameters():  # the trained weights move
+            q.add_(0.05 * torch.randn_like(q))
+        v_p = r.model(x_t, batch["s"], cond, skip={1})
+    out = r.step(batch, 0)
+    assert torch.allclose(out["loss_distill"], ((v_p - v_teacher)[:, :, 1:] ** 2).mean(), rtol=1e-5)
+    assert DppRecipe(_cfg(tiny_shapes_model, plan_path, tmp_path)).frozen() == {}
+    with pytest.raises(ConfigError, match="target must be one of shared, teacher"):
+        DppRecipe(_cfg(tiny_shapes_model, plan_path, tmp_path, target="ema"))
 
 
 def test_batches_deterministic_by_step_and_rank(tiny_shapes_model, plan_path, tmp_path):
