@@ -50,8 +50,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 def train_variant(recipe: Path, out: Path, overrides: list[str], threads: int) -> Run:
     """`fastlight run` through Stage III into `out` (resumes / reuses what is finished)."""
-    cli = Path(sys.executable).with_name("fastlight")
-    subprocess.run([str(cli), "run", str(recipe), f"out={out}", f"threads={threads}", *overrides, "--only", STAGES],
+    subprocess.run([sys.executable, "-m", "fastlight", "run", str(recipe), f"out={out}", f"threads={threads}", *overrides, "--only", STAGES],
                    check=True, stdout=subprocess.DEVNULL)
     run = Run(RunConfig(**yaml.safe_load((out / "config.yaml").read_text())))
     if not run.stage3_model.is_dir():
