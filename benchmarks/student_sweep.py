@@ -4,11 +4,12 @@
         --variant base --variant lr3:stage2.lr=1e-3 --variant r29:prune_ratio=0.29,stage2.lr=1e-3 \
         --cases 64 --out runs/sweep
 
-Each `--variant NAME[:KEY=VALUE,...]` (after the `--set KEY=VALUE` overrides every variant shares) is `fastlight run RECIPE out=OUT/NAME KEY=VALUE ...` through stage
-4_stage3 (Stage I, the plan, Stage II, Stage III; a finished variant is reused), then its student (its own
-few-step sampler) is sampled beside the teacher at 4 Euler steps (the run's CFG and flow shift) on the first
-`--cases` ShapesBench VALIDATION cases of the teacher's world, the same cases and noise for every variant,
-decoded by the pipeline's own VAE and judged by its oracle (`fastlight.evaluate.real.evaluate_oracle_cases`).
+Each `--variant NAME[:KEY=VALUE,...]` (after the `--set KEY=VALUE` overrides every variant shares) is
+`fastlight run RECIPE out=OUT/NAME KEY=VALUE ...` through stage 4_stage3 (Stage I, the plan, Stage II,
+Stage III; a finished variant is reused), then its student (its own few-step sampler) is sampled beside the
+teacher at 4 Euler steps (the run's CFG and flow shift) on the first `--cases` ShapesBench VALIDATION cases of
+the teacher's world, the same cases and noise for every variant, decoded by the pipeline's own VAE and judged
+by its oracle (`fastlight.evaluate.real.evaluate_oracle_cases`).
 One row per variant: the student's score with its 95% interval and the paired student - teacher difference.
 This is where a recipe's settings are CHOSEN; the chosen recipe's run reports its TEST cases (`fastlight run`'s
 evaluate stage, `benchmarks/paper_table.py`). Results go to OUT/sweep.json (rewritten after each variant).
@@ -50,8 +51,8 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 def train_variant(recipe: Path, out: Path, overrides: list[str], threads: int) -> Run:
     """`fastlight run` through Stage III into `out` (resumes / reuses what is finished)."""
-    subprocess.run([sys.executable, "-m", "fastlight", "run", str(recipe), f"out={out}", f"threads={threads}", *overrides, "--only", STAGES],
-                   check=True, stdout=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "fastlight", "run", str(recipe), f"out={out}", f"threads={threads}", *overrides]
+    subprocess.run([*cmd, "--only", STAGES], check=True, stdout=subprocess.DEVNULL)
     run = Run(RunConfig(**yaml.safe_load((out / "config.yaml").read_text())))
     if not run.stage3_model.is_dir():
         raise MissingFileError(f"{out}: no Stage III model after `fastlight run` (see its log)")
@@ -61,13 +62,14 @@ def train_variant(recipe: Path, out: Path, overrides: list[str], threads: int) -
 def score_variant(run: Run, cases: int, out: Path) -> dict:
     """The student beside the 4-step teacher on the first `cases` validation cases."""
     c = run.cfg
+    pipeline = teacher_folder(c)
     size = {k: eval_options(c)[k] for k in VIDEO_KEYS}
-    oracle = pipeline_oracle(teacher_folder(c), **size, seed=c.seed, split="validation")
+    oracle = pipeline_oracle(pipeline, **size, seed=c.seed, split="validation")
     if oracle is None:
         raise ConfigError(f"teacher {c.teacher} has no world oracle: the sweep judges students with one")
     rows = {REFERENCE: (teacher_transformer(c), SamplerSpec.euler(FEW_STEPS, c.cfg_scale, teacher_shift(c))),
             "student": (run.stage3_model, sampling_of(run.stage3_model, c))}
-    res = evaluate_oracle_cases(teacher_folder(c), rows, oracle, cases, out, **size, seed=c.seed, videos=False,
+    res = evaluate_oracle_cases(pipeline, rows, oracle, cases, out, **size, seed=c.seed, videos=False,
                                 progress=False)
     orc = res["oracle"]
     brief = lambda m: {k: m[k] for k in ("score", "interval", "parts", "split", "num_cases")}  # noqa: E731

@@ -1,21 +1,14 @@
 """The ablation study's verdicts (benchmarks/ablations.py) are paired tests at the 95% level."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from fastlight.shapes import bench as sb
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def ablations():
-    spec = importlib.util.spec_from_file_location("ablations", ROOT / "benchmarks" / "ablations.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("ablations")
 
 
 def _result(direction_ok, n=64, seed=0):

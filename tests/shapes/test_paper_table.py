@@ -2,7 +2,6 @@
 and the seven findings as confirm / refute / cannot tell from paired intervals."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from fastlight.shapes import bench as sb
 from fastlight.shapes import world as shapes
 from fastlight.shapes.latent_data import clip_at, write_shapes_shards
 from fastlight.shapes.pipeline_folder import latent_transformer, write_shapes_pipeline
+from tests.benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 WAN22 = ROOT / "configs" / "wan" / "wan22_ti2v_5b.yaml"
@@ -24,10 +24,7 @@ WAN22 = ROOT / "configs" / "wan" / "wan22_ti2v_5b.yaml"
 
 @pytest.fixture(scope="module")
 def pt():
-    spec = importlib.util.spec_from_file_location("paper_table", ROOT / "benchmarks" / "paper_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("paper_table")
 
 
 # ---- the verdict logic on made-up intervals ------------------------------------------------------------

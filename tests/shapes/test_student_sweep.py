@@ -1,7 +1,6 @@
 """benchmarks/student_sweep.py: run-recipe variants trained through Stage III and judged on VALIDATION cases."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from fastlight.errors import ConfigError
 from fastlight.shapes import world as shapes
 from fastlight.shapes.latent_data import write_shapes_shards
 from fastlight.shapes.pipeline_folder import latent_transformer, write_shapes_pipeline
+from tests.benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 WAN22 = ROOT / "configs" / "wan" / "wan22_ti2v_5b.yaml"
@@ -19,10 +19,7 @@ WAN22 = ROOT / "configs" / "wan" / "wan22_ti2v_5b.yaml"
 
 @pytest.fixture(scope="module")
 def sweep():
-    spec = importlib.util.spec_from_file_location("student_sweep", ROOT / "benchmarks" / "student_sweep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("student_sweep")
 
 
 def test_a_variant_is_a_name_and_overrides(sweep):
