@@ -3,6 +3,7 @@ decodes) through PyAV, GIF through Pillow, PNG / JPEG through imageio; every wri
 (`fastlight.fileio.atomic_path`)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import av
@@ -32,13 +33,31 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 8) -> Path:
     """Write (F, H, W, 3) uint8 frames as .mp4 (H.264 via PyAV) or .gif, atomically."""
     path = Path(path)
     if path.suffix == ".mp4":
-        data = iio.imwrite("<bytes>", frames, plugin="pyav", extension=".mp4", codec="libx264", fps=fps,
-                           out_pixel_format="yuv420p")
+        data = _mp4_bytes(np.asarray(frames, dtype=np.uint8), fps)
     elif path.suffix == ".gif":
         data = iio.imwrite("<bytes>", frames, plugin="pillow", extension=".gif", duration=int(1000 / fps), loop=0)
     else:
         raise DataError(f"unsupported video extension {path.suffix!r}; use .mp4 or .gif")
     return atomic_write_bytes(path, data)
+
+
+def _mp4_bytes(frames: np.ndarray, fps: int) -> bytes:
+    """(F, H, W, 3) uint8 -> H.264 (yuv420p) MP4 bytes, encoded by PyAV directly: imageio's pyav writer calls
+    gc.collect() on close, ~0.5 s a file in a process holding models (most of an evaluation's decode + score)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise DataError(f"frames must be (F, H, W, 3) uint8, got shape {tuple(frames.shape)}")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise DataError(f"an H.264 MP4 (yuv420p) needs an even height and width, got {frames.shape[1]}x"
+                        f"{frames.shape[2]}; crop or pad the frames to even sizes, or write a .gif")
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1], frames.shape[2]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())  # flush the encoder's delayed frames
+    return buf.getvalue()
 
 
 def _first_line(e: Exception) -> str:

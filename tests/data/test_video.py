@@ -54,6 +54,18 @@ def test_bad_videos_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="use .mp4 or .gif"):
         write_video(tmp_path / "x.avi", _frames())
     assert not (tmp_path / "x.avi").exists()
+    with pytest.raises(ValueError, match="even height and width, got 23x24; crop or pad") as e:
+        write_video(tmp_path / "odd.mp4", _frames()[:, :23])
+    assert "\n" not in str(e.value) and not (tmp_path / "odd.mp4").exists()
+    with pytest.raises(ValueError, match=r"\(F, H, W, 3\) uint8, got shape \(8, 24, 24\)"):
+        write_video(tmp_path / "grey.mp4", _frames()[..., 0])
+
+
+def test_an_mp4_holds_every_frame_at_its_rate(tmp_path):
+    """The PyAV encoder is flushed: all frames are in the file (H.264 delays some), at the given rate."""
+    v = _frames(n=9)
+    path = write_video(tmp_path / "n.mp4", v, fps=12)
+    assert len(read_video(path)) == 9 and video_fps(path) == pytest.approx(12.0)
 
 
 def test_images(tmp_path):
