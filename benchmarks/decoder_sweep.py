@@ -30,13 +30,12 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fastlight.data.latents import _Vae  # noqa: E402
-from fastlight.data.synthesize import vae_geometry  # noqa: E402
 from fastlight.decoder.stage import build_light_decoder, decoder_settings  # noqa: E402
-from fastlight.errors import ConfigError, MissingFileError  # noqa: E402
+from fastlight.errors import ConfigError, FastlightError, MissingFileError  # noqa: E402
 from fastlight.evaluate.real import evaluate_oracle_cases, pipeline_oracle  # noqa: E402
 from fastlight.evaluate.real_samples import decode_latents  # noqa: E402
 from fastlight.evaluate.stats import Interval  # noqa: E402
-from fastlight.fileio import atomic_write_json, read_json_object  # noqa: E402
+from fastlight.fileio import atomic_write_json  # noqa: E402
 from fastlight.run.pipeline import (VIDEO_KEYS, Run, RunConfig, decoder_latents, eval_options,  # noqa: E402
                                     sampling_of, student_sampling, teacher_folder, teacher_transformer)
 
@@ -68,7 +67,8 @@ def _value(text: str):
 def load_run(folder: Path) -> Run:
     cfg = folder / "config.yaml"
     if not cfg.is_file():
-        raise MissingFileError(f"{folder} has no config.yaml; pass a `fastlight run` folder (e.g. runs/shapes_pipeline)")
+        raise MissingFileError(f"{folder} has no config.yaml; pass a `fastlight run` folder "
+                               "(e.g. runs/shapes_pipeline)")
     run = Run(RunConfig(**yaml.safe_load(cfg.read_text())))
     if not run.student.is_dir():
         raise MissingFileError(f"{folder}: no student model at {run.student}; finish the run's Stage III first")
@@ -85,9 +85,9 @@ def build_variant(run: Run, overrides: dict, out: Path, threads: int) -> Path:
 
 
 @torch.no_grad()
-def decode_times(folders: dict[str, Path], z: torch.Tensor, repeats: int) -> dict[str, float]:
-    """{name: median seconds to decode `z` (one normalised latent)}, the decoders interleaved round by round after a warm-up."""
-    vaes = {n: _Vae(f, torch.device("cpu"), torch.float32) for n, f in folders.items()}
+def decode_times(vaes: dict[str, _Vae], z: torch.Tensor, repeats: int) -> dict[str, float]:
+    """{name: median seconds to decode `z` (one normalised latent)}, the decoders interleaved round by round after
+    a warm-up."""
     times: dict[str, list[float]] = {n: [] for n in vaes}
     for r in range(repeats + 1):
         for n, v in vaes.items():
@@ -105,7 +105,8 @@ def main(argv=None) -> None:
     ap.add_argument("--cases", type=int, default=64, help="validation cases (the same for every variant)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the decoder trainings (part of their "
                     "resumable config: a finished variant is reused only with the threads it was built with)")
-    ap.add_argument("--eval-threads", type=int, default=None, help="torch threads of the evaluation (default --threads)")
+    ap.add_argument("--eval-threads", type=int, default=None,
+                    help="torch threads of the evaluation (default --threads)")
     ap.add_argument("--time-repeats", type=int, default=5)
     ap.add_argument("--train-only", action="store_true", help="build the variants, score nothing")
     ap.add_argument("--out", type=Path, default=Path("runs/decoder_sweep"))
@@ -131,12 +132,13 @@ def main(argv=None) -> None:
     rows = {TEACHER: (teacher_transformer(c), sampling_of(c.teacher, c)), FULL: (run.student, student_sampling(run))}
     res = evaluate_oracle_cases(pipeline, rows, oracle, a.cases, a.out / "validation_eval", **size, seed=c.seed,
                                 videos=False, progress=True, decoders={n: (FULL, f) for n, f in folders.items()})
-    _, temporal, spatial = vae_geometry(pipeline / "vae")
-    z_dim = read_json_object(pipeline / "vae" / "config.json", ConfigError, "re-download the pipeline")["z_dim"]
+    vaes = {n: _Vae(f, torch.device("cpu"), torch.float32) for n, f in {FULL: pipeline / "vae", **folders}.items()}
+    vae = vaes[FULL]
     # one latent of the evaluated size: (1, z_dim, 1 + (F - 1) / r, H / s, W / s)
-    sample = torch.randn(1, z_dim, 1 + (size["num_frames"] - 1) // temporal, size["height"] // spatial,
-                         size["width"] // spatial, generator=torch.Generator().manual_seed(c.seed))
-    times = decode_times({FULL: pipeline / "vae", **folders}, sample, a.time_repeats)
+    sample = torch.randn(1, vae.vae.config.z_dim, 1 + (size["num_frames"] - 1) // vae.temporal,
+                         size["height"] // vae.spatial, size["width"] // vae.spatial,
+                         generator=torch.Generator().manual_seed(c.seed))
+    times = decode_times(vaes, sample, a.time_repeats)
     orc = res["oracle"]
     teacher, full = orc["models"][TEACHER], orc["models"][FULL]
     result = {"run": str(a.run), "split": "validation", "cases": a.cases,
@@ -157,12 +159,17 @@ def main(argv=None) -> None:
         result["variants"][name] = row
         psnr = row["psnr_vs_full_db"]
         psnr_txt = Interval.from_json(psnr).fmt(".1f") if isinstance(psnr, dict) else str(psnr)
-        print(f"{name:24s} {Interval.from_json(m['interval']).fmt()}  - full {Interval.from_json(minus_full).fmt('+.3f')}"
-              f"  - teacher {Interval.from_json(row['minus_teacher']).fmt('+.3f')}  PSNR {psnr_txt} dB  "
+        print(f"{name:24s} {Interval.from_json(m['interval']).fmt()}  "
+              f"- full {Interval.from_json(minus_full).fmt('+.3f')}  "
+              f"- teacher {Interval.from_json(row['minus_teacher']).fmt('+.3f')}  PSNR {psnr_txt} dB  "
               f"decode {times[name]:.4f} s ({times[FULL] / times[name]:.1f}x faster)", flush=True)
     atomic_write_json(a.out / "decoder_sweep.json", result)
     print(f"wrote {a.out / 'decoder_sweep.json'}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FastlightError as e:  # bad input (e.g. a variant folder built with other settings): one line
+        print(f"decoder_sweep: error: {e}", file=sys.stderr)
+        sys.exit(2)
