@@ -13,12 +13,20 @@ noise, the same VAE for every row; the first row is the reference):
   step-only DMD2, 4 steps            DMD2 from the unpruned teacher (trained here)
   FastLightGen, 4 steps, pruned      the run's Stage III student
   FastLightGen beta2 = 0 / 0.25 / 1  Stage III with guide_beta2 = b (the run's own student where b is its value)
+  FastLightGen, Stage II alpha = a   Stage II (dpp) with alpha = a in {0, 0.5, 1}, then the run's Stage III (the
+                                     run's own student where a is its alpha)
+  FastLightGen, unpruned scores      Stage III with score_init = unpruned (real and fake scores from the unpruned
+                                     teacher, not the well-guided pruned pair)
+  FastLightGen, prune_ratio r        a plan removing r in {0.5, 0.7} from the run's Stage I importance, then the
+                                     run's Stage II and Stage III on it
 
 Reused from the run: its teacher, Stage I importance, plan, Stage II model and Stage III student. Trained here,
 each into RUN/paper_table/<row>/ with the run's own Stage III settings (steps, lr, batch, data, shift; only
 the named setting differs), resumable (a re-run continues an interrupted training from its checkpoint and
 skips a finished one): the step-only DMD2 student (recipe dmd2, teacher = the unpruned pipeline teacher) and
-the beta2 variants (recipe fastlightgen on the Stage II model). The evaluation writes RUN/paper_table/eval/
+the beta2 variants (recipe fastlightgen on the Stage II model), and for the alpha, teacher and ratio findings
+(`--skip` leaves any of them out: each trains models) the Stage II alpha variants, the unpruned-scores student
+and the 50% / 70% plans' Stage II + Stage III. The evaluation writes RUN/paper_table/eval/
 (eval.json: every row's oracle score, parts and per-case data); it is reused when its rows, samplers and cases
 match. Writes RUN/paper_table/paper_table.json and paper_table.md (atomically).
 
@@ -30,16 +38,20 @@ otherwise (an interval that straddles the margin), or when this table does not m
 
   importance  Stage I's block importance is U-shaped (`ablations.importance_verdict`; refuted when the first
               or the last block lies below twice the middle mean by more than 1.96 standard errors)
-  alpha       not measured here (Stage II alpha variants: benchmarks/ablations.py)
+  alpha       alpha = 1 beats alpha = 0.5 and alpha = 0 (each after the same Stage III: the paper scores the final
+              4-step model)
   beta2       beta2 = 0.25 beats beta2 = 0 and beta2 = 1
-  teacher     not measured here (the unpruned-scores Stage III variant: benchmarks/ablations.py)
+  teacher     FastLightGen (pruned, well-guided scores) beats the unpruned-scores student
   joint       FastLightGen (4 steps, pruned) beats step-only DMD2 at 4 steps (the joint student is the cheaper)
   stage3      FastLightGen (4 steps) beats the 28-step Stage II model
-  ratio       not measured here (50% / 70% plans: benchmarks/ablations.py)
+  ratio       "falls sharply": score(the run's ~30% plan) - score(the 50% plan) above SHARP_DROP (0.05); the
+              70% plan is reported beside it
 
 Cost at the default 320 cases on a 2-core CPU (the latent transformer ~22 ms a call, the full decoder
 ~340 ms a video): the 50-step teacher with CFG ~2.5 s a case, the 28-step Stage II row ~1.2 s, each 4-step row
-~0.45 s: ~35 min of evaluation for the eight rows, plus the three trainings at the run's Stage III cost.
+~0.45 s: ~35 min of evaluation for the eight rows, plus the three trainings at the run's Stage III cost; the
+alpha, teacher and ratio findings add five 4-step rows, four Stage II trainings and five Stage III trainings (at
+`make demo`'s quick preset, 64 cases: ~25 min for the whole table, `--skip alpha,ratio` ~10 min).
 """
 from __future__ import annotations
 
@@ -58,13 +70,18 @@ from fastlight.evaluate.real import EVAL_FILE, evaluate_oracle_cases, pipeline_o
 from fastlight.evaluate.stats import Interval
 from fastlight.fileio import atomic_write_json, atomic_write_text
 from fastlight.run.pipeline import (VIDEO_KEYS, Run, RunConfig, _real_base, _recipe_config, _train, eval_options,
-                                    sampling_of, student_sampling, teacher_folder, teacher_shift, teacher_transformer)
+                                    sampling_of, stage2_recipe, student_sampling, teacher_folder, teacher_shift,
+                                    teacher_transformer)
 
 HERE = Path(__file__).resolve().parent
 TEACHER_STEPS = 50  # the paper's teacher
 FEW_STEPS = 4
 STAGE2_STEPS = 28
 BETA2S = (0.0, 0.25, 1.0)
+ALPHAS = (0.0, 0.5, 1.0)
+RATIOS = (0.5, 0.7)  # the run's own plan (~30%) is the third
+SHARP_DROP = 0.05  # the ratio finding's margin (benchmarks/ablations.py)
+COSTLY = ("alpha", "teacher", "ratio")  # the findings that train models beyond the paper's rows (--skip)
 FOLDER = "paper_table"
 CONFIRMED, REFUTED, CANNOT_TELL = "confirmed", "refuted", "cannot tell"
 # score differences this small are float rounding (two models that sample the same videos), not evidence: an
@@ -75,6 +92,7 @@ ROW_TEACHER4 = f"teacher, {FEW_STEPS} Euler steps"
 ROW_STAGE2 = f"Stage II pruned, {STAGE2_STEPS} Euler steps"
 ROW_DMD2 = f"step-only DMD2, {FEW_STEPS} steps, unpruned"
 ROW_FLG = f"FastLightGen, {FEW_STEPS} steps, pruned (the run's student)"
+ROW_UNPRUNED = "FastLightGen, unpruned scores"
 
 
 def teacher_row(steps: int) -> str:
@@ -83,6 +101,14 @@ def teacher_row(steps: int) -> str:
 
 def beta2_row(b: float) -> str:
     return f"FastLightGen beta2 = {b:g}"
+
+
+def alpha_row(a: float) -> str:
+    return f"FastLightGen, Stage II alpha = {a:g}"
+
+
+def ratio_row(r: float) -> str:
+    return f"FastLightGen, prune_ratio {r:g}"
 
 
 def _ablations():
@@ -135,27 +161,41 @@ def not_measured(why: str) -> dict:
     return {"tests": [], "verdict": CANNOT_TELL, "why": why}
 
 
-def findings(scores: dict[str, dict], importance: list[dict] | None, run_beta2: float) -> dict:
-    """The seven findings from the rows' oracle results (`scores`: row -> result with per_case) and Stage I."""
+def _left_out(key: str) -> dict:
+    return not_measured(f"left out of this table (--skip {key}); run it without --skip to measure it")
+
+
+def findings(scores: dict[str, dict], importance: list[dict] | None, run_beta2: float,
+             run_alpha: float | None = None, ratios: tuple[float, ...] = RATIOS) -> dict:
+    """The seven findings from the rows' oracle results (`scores`: row -> result with per_case) and Stage I; a
+    costly finding whose rows are not in `scores` (--skip) is `cannot tell`, saying so. The ratio finding
+    compares the run's plan with the first of `ratios` (the paper's 50%)."""
     beats = ablations.beats
     out = {"importance": importance_verdict3(importance) if importance else
            not_measured("the run has no Stage I importance (1_analyze/importance.json)")}
-    out["alpha"] = not_measured("needs the Stage II alpha variants and their Tweedie errors (benchmarks/ablations.py)")
+    a = {x: scores.get(alpha_row(x)) for x in ALPHAS}
+    out["alpha"] = (finding([beats(a[1.0], a[0.5], label="alpha 1 - 0.5"), beats(a[1.0], a[0.0], label="alpha 1 - 0")])
+                    if all(a.values()) else _left_out("alpha"))
     b = {x: scores[beta2_row(x)] for x in BETA2S}
     out["beta2"] = finding([beats(b[0.25], b[0.0], label="beta2 0.25 - 0"),
                             beats(b[0.25], b[1.0], label="beta2 0.25 - 1")])
-    out["teacher"] = not_measured("needs the unpruned-scores Stage III variant (benchmarks/ablations.py)")
+    out["teacher"] = (finding([beats(scores[ROW_FLG], scores[ROW_UNPRUNED], label="pruned scores - unpruned scores")])
+                      if ROW_UNPRUNED in scores else _left_out("teacher"))
     out["joint"] = finding([beats(scores[ROW_FLG], scores[ROW_DMD2], label="FastLightGen - step-only DMD2 (4 steps each)")])
     out["stage3"] = finding([beats(scores[ROW_FLG], scores[ROW_STAGE2], label=f"FastLightGen - Stage II {STAGE2_STEPS} steps")])
-    out["ratio"] = not_measured("needs the 50% and 70% plans (benchmarks/ablations.py)")
+    half = scores.get(ratio_row(ratios[0]))
+    out["ratio"] = (finding([beats(scores[ROW_FLG], half, SHARP_DROP, label=f"the run's plan - the {ratios[0]:g} plan")])
+                    if half else _left_out("ratio"))
     out["beta2"]["run_beta2"] = run_beta2
+    if run_alpha is not None:
+        out["alpha"]["run_alpha"] = run_alpha
     return out
 
 
 # ---- the rows ------------------------------------------------------------------------------------------
 class Table:
     def __init__(self, run_dir: Path, eval_cases: int | None = None, threads: int | None = None,
-                 teacher_steps: int = TEACHER_STEPS):
+                 teacher_steps: int = TEACHER_STEPS, skip: tuple[str, ...] = (), ratios: tuple[float, ...] = RATIOS):
         cfg_file = run_dir / "config.yaml"
         if not cfg_file.is_file():
             raise MissingFileError(f"{run_dir} has no config.yaml: pass a `fastlight run` folder (--run RUN)")
@@ -174,6 +214,8 @@ class Table:
         self.root = run_dir / FOLDER
         self.eval_cases = eval_cases or self.c.eval_cases
         self.teacher_steps = teacher_steps
+        self.measure = [k for k in COSTLY if k not in skip]
+        self.ratios = ratios
         self.size = {k: eval_options(self.c)[k] for k in VIDEO_KEYS}
         self.oracle = pipeline_oracle(teacher_folder(self.c), **self.size, seed=self.c.seed)
         if self.oracle is None:
@@ -184,11 +226,32 @@ class Table:
         stage3 = _recipe_config("fastlightgen", {"out": "x", "teacher": "x"}, self.c.stage3)
         return float(stage3.guide_beta2)
 
+    def run_alpha(self) -> float:
+        stage2 = _recipe_config(stage2_recipe(self.c), {"out": "x", "teacher": "x", "plan": "x"}, self.c.stage2)
+        return float(stage2.alpha)
+
     def train(self, name: str, recipe: str, teacher: str, **over) -> Path:
         """A Stage III variant with the run's Stage III settings and `over`, into RUN/paper_table/<name>/."""
         base = {"out": str(self.root / name), "teacher": teacher, "seed": self.c.seed, "threads": self.c.threads,
                 **_real_base(self.run)}
         return _train(recipe, _recipe_config(recipe, base, {**self.c.stage3, **over}))
+
+    def train_stage2(self, name: str, plan: Path, **over) -> Path:
+        """A Stage II variant (the run's recipe and settings and `over`) on `plan`, into RUN/paper_table/<name>/."""
+        recipe = stage2_recipe(self.c)
+        base = {"out": str(self.root / name), "teacher": self.c.teacher, "plan": str(plan), "seed": self.c.seed,
+                "threads": self.c.threads, **_real_base(self.run)}
+        return _train(recipe, _recipe_config(recipe, base, {**self.c.stage2, **over}))
+
+    def ratio_plan(self, ratio: float) -> Path:
+        """A depth plan removing `ratio` of the parameters from the run's Stage I importance (made once)."""
+        from fastlight.analyze.plans import make_plan
+
+        out = self.root / f"ratio_{ratio:g}" / "plan.json"
+        if not out.is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            make_plan(str(self.run.dir("1_analyze") / "importance.json"), self.c.teacher, ratio, str(out), "depth")
+        return out
 
     def stage2_pruned(self):
         """The Stage II model with the run's depth plan applied (a Denoiser: the same null as its folder)."""
@@ -209,16 +272,41 @@ class Table:
         dmd2 = self.train("dmd2_4steps", "dmd2", c.teacher)
         rows[ROW_DMD2] = (dmd2, sampling_of(dmd2, c))
         rows[ROW_FLG] = (self.run.stage3_model, few)
+        aliases = self.aliases()  # the run's own beta2 / alpha is the run's student: not trained or sampled twice
         for b in BETA2S:
-            if beta2_row(b) not in self.aliases():  # the run's own beta2 is the run's student: not sampled twice
+            if beta2_row(b) not in aliases:
                 model = self.train(f"beta2_{b:g}", "fastlightgen", str(self.run.stage2_model), guide_beta2=b)
                 rows[beta2_row(b)] = (model, sampling_of(model, c))
+        if "alpha" in self.measure:
+            for a in ALPHAS:
+                if alpha_row(a) not in aliases:
+                    stage2 = self.train_stage2(f"alpha_{a:g}/stage2", self.run.plan, alpha=a)
+                    model = self.train(f"alpha_{a:g}/stage3", "fastlightgen", str(stage2))
+                    rows[alpha_row(a)] = (model, sampling_of(model, c))
+        if "teacher" in self.measure:
+            model = self.train("unpruned_scores", "fastlightgen", str(self.run.stage2_model), score_init="unpruned")
+            rows[ROW_UNPRUNED] = (model, sampling_of(model, c))
+        if "ratio" in self.measure:
+            for r in self.ratios:
+                stage2 = self.train_stage2(f"ratio_{r:g}/stage2", self.ratio_plan(r))
+                model = self.train(f"ratio_{r:g}/stage3", "fastlightgen", str(stage2))
+                rows[ratio_row(r)] = (model, sampling_of(model, c))
         return rows
 
     def aliases(self) -> dict[str, str]:
-        """Rows that are another row's model: {beta2 row of the run's own beta2: the run's student}."""
-        own = self.run_beta2()
-        return {beta2_row(b): ROW_FLG for b in BETA2S if b == own}
+        """Rows that are another row's model: the beta2 row of the run's own beta2 and (when measured) the alpha
+        row of its own alpha are the run's student."""
+        out = {beta2_row(b): ROW_FLG for b in BETA2S if b == self.run_beta2()}
+        if "alpha" in self.measure:
+            out.update({alpha_row(a): ROW_FLG for a in ALPHAS if a == self.run_alpha()})
+        return out
+
+    def removed_fractions(self) -> dict[str, float]:
+        """row -> the fraction of the parameters its plan removes (the run's student and the ratio rows)."""
+        out = {ROW_FLG: json.loads(self.run.plan.read_text())["achieved_ratio"]}
+        if "ratio" in self.measure:
+            out.update({ratio_row(r): json.loads(self.ratio_plan(r).read_text())["achieved_ratio"] for r in self.ratios})
+        return out
 
     def evaluate(self, rows: dict[str, tuple]) -> dict:
         """eval.json of all rows on the same cases (reused when rows, samplers and cases match)."""
@@ -253,18 +341,26 @@ def row_summary(res: dict, spec: dict, reference: str, name: str) -> dict:
             "minus_reference": None if name == reference else orc["pairs"][name]["score"]}
 
 
-def build(res: dict, importance: list[dict] | None, run_beta2: float, aliases: dict[str, str]) -> dict:
-    """paper_table.json: the oracle, every row (an alias row: its model's numbers and `same_as`), findings."""
+def build(res: dict, importance: list[dict] | None, run_beta2: float, aliases: dict[str, str],
+          run_alpha: float | None = None, removed: dict[str, float] | None = None,
+          ratios: tuple[float, ...] = RATIOS) -> dict:
+    """paper_table.json: the oracle, every row (an alias row: its model's numbers and `same_as`; a pruned row
+    its plan's `removed_fraction`), findings. Rows: the paper's, then the beta2, alpha, teacher and ratio groups."""
     orc = res["oracle"]
     reference = res["reference"]
     rows = {n: row_summary(res, res["models"][n]["sampler"], reference, n) for n in orc["models"]}
     rows.update({a: {**rows[m], "same_as": m} for a, m in aliases.items()})
-    betas = [beta2_row(b) for b in BETA2S if beta2_row(b) in rows]
-    rows = {n: rows[n] for n in [*(n for n in rows if n not in betas), *betas]}
+    for name, fraction in (removed or {}).items():
+        if name in rows:
+            rows[name]["removed_fraction"] = fraction
+    groups = [[beta2_row(b) for b in BETA2S], [alpha_row(a) for a in ALPHAS], [ROW_UNPRUNED],
+              [ratio_row(r) for r in ratios]]
+    grouped = [n for g in groups for n in g if n in rows]
+    rows = {n: rows[n] for n in [*(n for n in rows if n not in grouped), *grouped]}
     scores = {**orc["models"], **{a: orc["models"][m] for a, m in aliases.items()}}
     return {"oracle": {k: orc[k] for k in ("name", "oracle", "world", "split", "case_seed", "num_cases", "ideal")},
             "reference": reference, "seed": res["seed"], "rows": rows,
-            "findings": findings(scores, importance, run_beta2)}
+            "findings": findings(scores, importance, run_beta2, run_alpha, ratios)}
 
 
 def _signed(x: float) -> str:
@@ -292,6 +388,8 @@ def markdown(doc: dict) -> str:
         cells = [f"{parts[k]:.3f}" if parts.get(k) is not None else "-" for k in ("direction", "speed", "smooth", "static")]
         diff = "0 (reference)" if r["minus_reference"] is None else _diff(r["minus_reference"])
         label = f"{name} (= {r['same_as']})" if r.get("same_as") else name
+        if r.get("removed_fraction") is not None:
+            label += f", {r['removed_fraction']:.1%} removed"
         lines.append(f"| {label} | {s.describe()} | {_iv(r['interval'], '.4f')} | {' | '.join(cells)} | {diff} |")
     ideal = o.get("ideal") or {}
     if ideal.get("score") is not None:
@@ -315,10 +413,24 @@ def main(argv=None) -> dict:
     ap.add_argument("--run", required=True, help="a fastlightgen `fastlight run` folder on a Shapes pipeline teacher")
     ap.add_argument("--eval-cases", type=int, default=None, help="oracle TEST cases (default: the run's eval_cases)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the run's)")
+    ap.add_argument("--skip", default="", help=f"comma list of findings to leave out, of: {', '.join(COSTLY)} (each "
+                    "trains models beyond the paper's rows; a left-out finding reads `cannot tell`)")
+    ap.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS),
+                    help="the prune ratios whose plans the ratio finding trains beside the run's (the first is "
+                    "the one it tests: the paper's 50%%)")
     ap.add_argument("--teacher-steps", type=int, default=TEACHER_STEPS, help=argparse.SUPPRESS)  # tests: fewer
     a = ap.parse_args(argv)
+    try:
+        ratios = tuple(float(r) for r in a.ratios.split(","))
+    except ValueError:
+        raise InputError(f"--ratios {a.ratios}: expected comma-separated fractions such as 0.5,0.7") from None
+    skip = tuple(k for k in a.skip.split(",") if k)
+    unknown = [k for k in skip if k not in COSTLY]
+    if unknown:
+        raise InputError(f"--skip {','.join(unknown)}: unknown finding; the ones that can be left out are "
+                         f"{', '.join(COSTLY)}")
     t0 = time.time()
-    table = Table(Path(a.run), a.eval_cases, a.threads, a.teacher_steps)
+    table = Table(Path(a.run), a.eval_cases, a.threads, a.teacher_steps, skip, ratios)
     if a.threads:
         import torch
 
@@ -327,7 +439,8 @@ def main(argv=None) -> dict:
     res = table.evaluate(rows)
     imp_file = table.run.dir("1_analyze") / "importance.json"
     importance = json.loads(imp_file.read_text())["blocks"] if imp_file.is_file() else None
-    doc = build(res, importance, table.run_beta2(), table.aliases())
+    doc = build(res, importance, table.run_beta2(), table.aliases(),
+                table.run_alpha() if "alpha" in table.measure else None, table.removed_fractions(), ratios)
     doc["wall_s"] = round(time.time() - t0, 1)
     atomic_write_json(table.root / "paper_table.json", doc)
     md = markdown(doc)

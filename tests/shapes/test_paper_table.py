@@ -82,8 +82,30 @@ def test_findings_read_the_paired_intervals(pt):
     assert f["joint"]["verdict"] == "refuted" and f["joint"]["tests"][0]["difference"]["high"] < 0
     assert f["stage3"]["verdict"] == "cannot tell"  # the same videos: a zero difference
     assert f["importance"]["verdict"] == "confirmed"
-    assert all(f[k]["verdict"] == "cannot tell" and f[k]["why"] for k in ("alpha", "teacher", "ratio"))
+    # without their rows (--skip) the costly findings cannot tell, and say why
+    assert all(f[k]["verdict"] == "cannot tell" and "--skip" in f[k]["why"] for k in ("alpha", "teacher", "ratio"))
     assert set(f) == set(pt.ablations.PAPER)
+
+
+def test_alpha_teacher_and_ratio_findings(pt):
+    rng = np.random.default_rng(1)
+    good, bad = (rng.random(64) < 0.95), (rng.random(64) < 0.3)
+    scores = {pt.beta2_row(b): _result(good) for b in pt.BETA2S}
+    scores.update({pt.ROW_FLG: _result(good), pt.ROW_DMD2: _result(good), pt.ROW_STAGE2: _result(good),
+                   pt.alpha_row(1.0): _result(good), pt.alpha_row(0.5): _result(bad), pt.alpha_row(0.0): _result(bad),
+                   pt.ROW_UNPRUNED: _result(bad), pt.ratio_row(0.5): _result(bad), pt.ratio_row(0.7): _result(bad)})
+    f = pt.findings(scores, None, 0.25, run_alpha=0.5)
+    assert f["alpha"]["verdict"] == "confirmed" and [t["test"] for t in f["alpha"]["tests"]] == ["alpha 1 - 0.5",
+                                                                                               "alpha 1 - 0"]
+    assert f["alpha"]["run_alpha"] == 0.5
+    assert f["teacher"]["verdict"] == "confirmed"
+    ratio = f["ratio"]["tests"][0]
+    assert ratio["margin"] == pt.SHARP_DROP and f["ratio"]["verdict"] == "confirmed"  # a drop of ~0.3 > 0.05
+    scores[pt.ratio_row(0.5)] = scores[pt.ROW_FLG]  # no drop at all: wholly below the 0.05 margin
+    scores[pt.alpha_row(0.0)] = _result(rng.random(64) < 0.95)  # as good as alpha 1, other cases fail: cannot tell
+    f = pt.findings(scores, None, 0.25, run_alpha=0.5)
+    assert f["ratio"]["verdict"] == "refuted" and f["alpha"]["verdict"] == "cannot tell"
+    assert f["importance"]["verdict"] == "cannot tell" and f["importance"]["why"]
 
 
 # ---- end to end on a tiny random-weight Shapes pipeline run -------------------------------------------
@@ -118,12 +140,24 @@ def v2_run(tmp_path_factory):
 def test_paper_table_end_to_end(pt, v2_run, monkeypatch, capsys):
     pipe, out = v2_run
     monkeypatch.chdir(ROOT)
-    doc = pt.main(["--run", str(out), "--eval-cases", "2", "--teacher-steps", "6"])
+    args = ["--run", str(out), "--eval-cases", "2", "--teacher-steps", "6", "--ratios", "0.3,0.4"]
+    doc = pt.main(args)  # 4 blocks, the ends kept: 42% is the most a plan removes (the run's removes 21%)
     table = out / "paper_table"
     assert json.loads((table / "paper_table.json").read_text())["rows"].keys() == doc["rows"].keys()
     assert list(doc["rows"]) == ["teacher, 6 Euler steps", pt.ROW_TEACHER4, pt.ROW_STAGE2, pt.ROW_DMD2, pt.ROW_FLG,
-                                 pt.beta2_row(0), pt.beta2_row(0.25), pt.beta2_row(1)]
+                                 pt.beta2_row(0), pt.beta2_row(0.25), pt.beta2_row(1), pt.alpha_row(0),
+                                 pt.alpha_row(0.5), pt.alpha_row(1), pt.ROW_UNPRUNED, pt.ratio_row(0.3),
+                                 pt.ratio_row(0.4)]
     assert doc["rows"][pt.beta2_row(0.25)]["same_as"] == pt.ROW_FLG  # the run's own beta2 (0.25): its student
+    assert doc["rows"][pt.alpha_row(1)]["same_as"] == pt.ROW_FLG  # the recipe's Stage II alpha (1)
+    removed = {n: r.get("removed_fraction") for n, r in doc["rows"].items()}
+    assert removed[pt.ROW_FLG] < removed[pt.ratio_row(0.3)] <= removed[pt.ratio_row(0.4)]
+    assert removed[pt.ratio_row(0.3)] >= 0.3 and removed[pt.ratio_row(0.4)] >= 0.4  # a plan removes AT LEAST
+    assert json.loads((table / "ratio_0.4" / "plan.json").read_text())["prune_ratio"] == 0.4
+    assert doc["findings"]["ratio"]["tests"][0]["test"] == "the run's plan - the 0.3 plan"
+    assert "alpha: 0.0" in (table / "alpha_0" / "stage2" / "config.yaml").read_text()
+    assert not (table / "alpha_1").exists()
+    assert "score_init: unpruned" in (table / "unpruned_scores" / "config.yaml").read_text()
     assert doc["oracle"]["oracle"] == "check_clip_v2" and doc["oracle"]["num_cases"] == 2
     for name, row in doc["rows"].items():
         iv = row["interval"]
@@ -133,15 +167,29 @@ def test_paper_table_end_to_end(pt, v2_run, monkeypatch, capsys):
         assert f["verdict"] == (pt.importance_verdict3(json.loads((out / "1_analyze" / "importance.json").read_text())
                                                        ["blocks"])["verdict"] if key == "importance"
                                 else pt.verdict3(f["tests"])), key
-    for variant in ("dmd2_4steps", "beta2_0", "beta2_1"):  # trained with the run's Stage III settings
+    for variant in ("dmd2_4steps", "beta2_0", "beta2_1", "unpruned_scores", "alpha_0.5/stage3", "ratio_0.3/stage3"):
+        # trained with the run's Stage III settings
         cfg = (table / variant / "config.yaml").read_text()
         assert "steps: 2" in cfg, variant
     md = (table / "paper_table.md").read_text()
-    assert md.count("| FastLightGen beta2") == 3 and "| beta2 |" in md and "not measured" in md
+    assert md.count("| FastLightGen beta2") == 3 and "| beta2 |" in md and "not measured" not in md
+    assert "% removed" in md and "| ratio |" in md
     # resumable: a second call trains nothing and reuses the evaluation
     capsys.readouterr()
-    again = pt.main(["--run", str(out), "--eval-cases", "2", "--teacher-steps", "6"])
+    again = pt.main(args)
     assert "reusing" in capsys.readouterr().out and again["rows"] == doc["rows"]
+
+
+@pytest.mark.slow
+def test_skip_leaves_the_costly_findings_out(pt, v2_run, monkeypatch):
+    pipe, out = v2_run
+    monkeypatch.chdir(ROOT)
+    doc = pt.main(["--run", str(out), "--eval-cases", "2", "--teacher-steps", "6", "--skip", "alpha,ratio"])
+    assert list(doc["rows"])[-1] == pt.ROW_UNPRUNED
+    assert pt.ROW_UNPRUNED in doc["rows"] and not any("alpha =" in n or "prune_ratio" in n for n in doc["rows"])
+    assert "--skip alpha" in doc["findings"]["alpha"]["why"] and "--skip ratio" in doc["findings"]["ratio"]["why"]
+    with pytest.raises(pt.InputError, match="--skip beta2: unknown finding"):
+        pt.main(["--run", str(out), "--skip", "beta2"])
 
 
 def test_a_folder_that_is_not_a_run_is_one_line(pt, tmp_path):
