@@ -16,7 +16,8 @@ on the command line).
 
 ETA: each stage has a cost estimate (seconds on the 2-core CPU this was built on, from its
 size: calibration samples, steps x batch, cases x network evaluations); after every finished
-stage the remaining estimates are rescaled by (measured / estimated) so far.
+stage the remaining estimates are rescaled by (measured + ETA_PRIOR_S) / (estimated + ETA_PRIOR_S) so far
+(`eta_scale`: a first stage of seconds does not rescale a run of many minutes on its own).
 
 A diffusers pipeline teacher (a folder with model_index.json: Wan 2.1 T2V, Wan 2.2 TI2V,
 HunyuanVideo; configs/wan/, configs/hunyuan/) runs
@@ -809,6 +810,16 @@ def side_by_side(run: Run, ev: dict, be: dict) -> list[str]:
     return out
 
 
+ETA_PRIOR_S = 120.0  # seconds of "as estimated" the rescale starts from (`eta_scale`)
+
+
+def eta_scale(wall_done: float, est_done: float) -> float:
+    """The factor on the remaining stages' estimates: measured / estimated over the finished stages, shrunk
+    towards 1 by ETA_PRIOR_S of each. Why: a 3-s Stage I estimated at 80 s once turned a 10-minute run's
+    "~25 min left" into "~1 min left"; the ratio of a few seconds is noise, of many minutes evidence."""
+    return (wall_done + ETA_PRIOR_S) / (est_done + ETA_PRIOR_S)
+
+
 def _train_est(overrides: dict, default_steps: int, s_per_step: float) -> float:
     return float(overrides.get("steps", default_steps)) * s_per_step
 
@@ -1098,7 +1109,7 @@ def _run_stages(run: Run, plan: list[Stage], only: list[str] | None) -> dict:
             continue
         if only and st.name not in only:
             continue
-        scale = wall_done / est_done if est_done > 0 and wall_done > 0 else 1.0
+        scale = eta_scale(wall_done, est_done)
         remaining = sum(s.est_s for s in plan if not state["stages"].get(s.name, {}).get("done")) * scale
         console.print(_status_table(plan, state, scale, st.name))
         console.rule(f"[bold]{i}/{len(plan)} {st.name}[/]: {st.what} (ETA {fmt_duration(st.est_s * scale)}, "

@@ -156,6 +156,26 @@ def test_distill_two_steps_on_the_tiny_pipeline_vae(tiny_pipeline, tmp_path):
     assert isinstance(dec, FastWanDecoder) and man["decoder_params"] == sum(p.numel() for p in dec.parameters())
     assert main(["distill-decoder", f"teacher={vae}", "student=fast", "fast_width=0", f"latents={f}",
                  f"out={tmp_path / 'bad'}", "steps=1"]) == 2
+    assert "loss_edge" not in metrics[0]  # edge_weight 0 (the default): pixel L1 + features only
+    edged = tmp_path / "edged"
+    assert main(["distill-decoder", f"teacher={vae}", "student=fast", "fast_width=2", f"latents={f}", f"out={edged}",
+                 "steps=1", "batch_size=2", "log_every=1", "threads=1", "edge_weight=0.5"]) == 0
+    m = json.loads((edged / "metrics.jsonl").read_text().splitlines()[0])
+    assert m["loss_edge"] > 0 and m["loss"] == pytest.approx(m["loss_l1"] + 0.1 * m["loss_feature"]
+                                                              + 0.5 * m["loss_edge"], rel=1e-4)
+    assert main(["distill-decoder", f"teacher={vae}", "student=fast", f"latents={f}", f"out={tmp_path / 'neg'}",
+                 "steps=1", "edge_weight=-1"]) == 2
+
+
+def test_edge_l1_is_the_gradient_difference():
+    from fastlight.decoder.distill import edge_l1
+
+    y = torch.zeros(1, 3, 2, 4, 4)
+    assert edge_l1(y + 0.7, y) == 0  # a constant offset has no edges: pixel L1 sees it, edge L1 does not
+    x = y.clone()
+    x[..., :, 2:] = 1.0  # a vertical edge: one jump of 1 per row in x, none in y
+    assert edge_l1(x, y).item() == pytest.approx(1 / 3)  # mean over the W - 1 = 3 differences
+    assert edge_l1(x.transpose(-1, -2), y).item() == pytest.approx(1 / 3)
 
 
 def test_decoder_settings_for_the_fast_student():

@@ -7,7 +7,7 @@ import pytest
 
 from fastlight.cli import main
 from fastlight.diffusion.spec import SamplerSpec
-from fastlight.run.pipeline import RunConfig, resolve, split_overrides, stages
+from fastlight.run.pipeline import ETA_PRIOR_S, RunConfig, eta_scale, resolve, split_overrides, stages
 
 TINY = ["calib=2", "eval_cases=2", "teacher_steps=2", "bench_repeats=1", "metric_cases=2",
         "stage2.steps=2", "stage2.batch_size=2", "stage2.save_every=1", "stage2.warmup_steps=0",
@@ -148,3 +148,13 @@ def test_stage2_alpha_comes_from_the_recipe_yaml_not_from_the_pipeline():
     shapes = resolve(load_config(RunConfig, "configs/shapes/fastlightgen.yaml", []))
     assert stage2_config(Run(shapes))[1].alpha == 0.5
     assert stage2_config(Run(resolve(RunConfig(method="fastlightgen"))))[1].alpha == 1.0
+
+
+def test_eta_scale_trusts_minutes_not_seconds():
+    assert eta_scale(0.0, 0.0) == 1.0  # nothing finished: the estimates as they are
+    # a first stage of 3 s estimated at 80 s barely moves a run of minutes (it once read "~1 min left" of 10)
+    assert 0.6 < eta_scale(3.0, 80.0) < 1.0
+    # many minutes of evidence: close to the measured ratio
+    assert eta_scale(1200.0, 4800.0) == pytest.approx(0.25, abs=0.02)
+    assert eta_scale(4800.0, 1200.0) == pytest.approx(4.0, rel=0.1)
+    assert eta_scale(ETA_PRIOR_S, 0.0) == 2.0  # a stage with no estimate counts what it took
