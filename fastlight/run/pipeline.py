@@ -836,10 +836,14 @@ def stages(c: RunConfig) -> list[Stage]:
     if c.method != "dmd2":
         what = {"vdmini": "Stage I: metric-drop importance (VDMini)", "lightning": "Stage I: Taylor width saliency"}
         est = 16 * c.metric_cases * 0.6 if c.method == "vdmini" else 2.5 * c.calib * (2 if c.data_free else 1)
+        if pipeline and c.method == "fastlightgen":  # ELBO importance: ~4 teacher forwards a calibration video
+            est = c.calib * 4 * _video_cost(synth_options(c)) * (2 if c.data_free else 1)  # (3.5 s for the demo's 32)
         out.append(Stage("1_analyze", what.get(c.method, "Stage I: ELBO block importance"), stage_analyze, est))
         out.append(Stage("2_plan", f"plan: remove {c.prune_ratio:.0%} of the parameters", stage_plan, 1.0))
         recipe = stage2_recipe(c)
         per_step = {"dpp": 1.0, "icmd": 1.2, "align": 1.0}[recipe] * float(c.stage2.get("batch_size", 16)) / 16
+        if pipeline:  # ~9 teacher forwards of a video a step at batch 16 (the demo's dpp: ~0.22 s a step alone)
+            per_step *= 9 * _video_cost(synth_options(c))
         out.append(Stage("3_stage2", f"Stage II: {recipe}", stage_stage2, _train_est(c.stage2, 300, per_step)))
     if c.method in ("fastlightgen", "lightning", "dmd2"):
         recipe = "fastlightgen" if c.method == "fastlightgen" else "dmd2"
