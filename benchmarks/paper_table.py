@@ -184,8 +184,8 @@ def findings(scores: dict[str, dict], importance: list[dict] | None, run_beta2: 
     out["joint"] = finding([beats(scores[ROW_FLG], scores[ROW_DMD2], label="FastLightGen - step-only DMD2 (4 steps each)")])
     out["stage3"] = finding([beats(scores[ROW_FLG], scores[ROW_STAGE2], label=f"FastLightGen - Stage II {STAGE2_STEPS} steps")])
     half = scores.get(ratio_row(ratios[0]))
-    out["ratio"] = (finding([beats(scores[ROW_FLG], half, SHARP_DROP, label=f"the run's plan - the {ratios[0]:g} plan")])
-                    if half else _left_out("ratio"))
+    label = f"the run's plan - the {ratios[0]:g} plan"
+    out["ratio"] = finding([beats(scores[ROW_FLG], half, SHARP_DROP, label=label)]) if half else _left_out("ratio")
     out["beta2"]["run_beta2"] = run_beta2
     if run_alpha is not None:
         out["alpha"]["run_alpha"] = run_alpha
@@ -305,7 +305,8 @@ class Table:
         """row -> the fraction of the parameters its plan removes (the run's student and the ratio rows)."""
         out = {ROW_FLG: json.loads(self.run.plan.read_text())["achieved_ratio"]}
         if "ratio" in self.measure:
-            out.update({ratio_row(r): json.loads(self.ratio_plan(r).read_text())["achieved_ratio"] for r in self.ratios})
+            out.update({ratio_row(r): json.loads(self.ratio_plan(r).read_text())["achieved_ratio"]
+                        for r in self.ratios})
         return out
 
     def evaluate(self, rows: dict[str, tuple]) -> dict:
