@@ -12,7 +12,8 @@ runs under torch.no_grad. The result is one elastic model that works at many dep
 `target` picks v_unpruned: `shared` (the paper's: the same, trained weights run unpruned) or `teacher`
 (a frozen copy of the starting weights, the teacher itself: the distillation target cannot drift with
 the weights it supervises, so alpha = 1 has no trivial solution; it costs one more copy of the weights,
-no optimizer state and no extra forward).
+no optimizer state and no extra forward). Measured: with `shared`, alpha = 1 found that trivial solution on the
+Shapes pipeline (800 steps at lr 1e-3: distillation loss 4.5e-5, flow loss 34; README, the paper's table).
 """
 from __future__ import annotations
 
