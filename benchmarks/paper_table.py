@@ -80,7 +80,6 @@ STAGE2_STEPS = 28
 BETA2S = (0.0, 0.25, 1.0)
 ALPHAS = (0.0, 0.5, 1.0)
 RATIOS = (0.5, 0.7)  # the run's own plan (~30%) is the third
-SHARP_DROP = 0.05  # the ratio finding's margin (benchmarks/ablations.py)
 COSTLY = ("alpha", "teacher", "ratio")  # the findings that train models beyond the paper's rows (--skip)
 FOLDER = "paper_table"
 CONFIRMED, REFUTED, CANNOT_TELL = "confirmed", "refuted", "cannot tell"
@@ -120,6 +119,7 @@ def _ablations():
 
 
 ablations = _ablations()
+SHARP_DROP = ablations.SHARP_DROP  # the ratio finding's margin, the one benchmarks/ablations.py tests
 
 
 # ---- verdicts ------------------------------------------------------------------------------------------
@@ -296,9 +296,11 @@ class Table:
     def aliases(self) -> dict[str, str]:
         """Rows that are another row's model: the beta2 row of the run's own beta2 and (when measured) the alpha
         row of its own alpha are the run's student."""
-        out = {beta2_row(b): ROW_FLG for b in BETA2S if b == self.run_beta2()}
+        own_beta2 = self.run_beta2()
+        out = {beta2_row(b): ROW_FLG for b in BETA2S if b == own_beta2}
         if "alpha" in self.measure:
-            out.update({alpha_row(a): ROW_FLG for a in ALPHAS if a == self.run_alpha()})
+            own_alpha = self.run_alpha()
+            out.update({alpha_row(a): ROW_FLG for a in ALPHAS if a == own_alpha})
         return out
 
     def removed_fractions(self) -> dict[str, float]:

@@ -835,9 +835,9 @@ def stages(c: RunConfig) -> list[Stage]:
         out.append(Stage("0_data", f"data: the teacher generates {n} latent videos from prompts", stage_data, est))
     if c.method != "dmd2":
         what = {"vdmini": "Stage I: metric-drop importance (VDMini)", "lightning": "Stage I: Taylor width saliency"}
-        est = 16 * c.metric_cases * 0.6 if c.method == "vdmini" else 2.5 * c.calib * (2 if c.data_free else 1)
-        if pipeline and c.method == "fastlightgen":  # ELBO importance: ~4 teacher forwards a calibration video
-            est = c.calib * 4 * _video_cost(synth_options(c)) * (2 if c.data_free else 1)  # (3.5 s for the demo's 32)
+        # ELBO importance of a pipeline teacher: ~4 teacher forwards a calibration video (3.5 s for the demo's 32)
+        per_calib = 4 * _video_cost(synth_options(c)) if pipeline and c.method == "fastlightgen" else 2.5
+        est = 16 * c.metric_cases * 0.6 if c.method == "vdmini" else per_calib * c.calib * (2 if c.data_free else 1)
         out.append(Stage("1_analyze", what.get(c.method, "Stage I: ELBO block importance"), stage_analyze, est))
         out.append(Stage("2_plan", f"plan: remove {c.prune_ratio:.0%} of the parameters", stage_plan, 1.0))
         recipe = stage2_recipe(c)
