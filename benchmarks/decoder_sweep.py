@@ -36,7 +36,7 @@ from fastlight.evaluate.real import evaluate_oracle_cases, pipeline_oracle  # no
 from fastlight.evaluate.real_samples import decode_latents  # noqa: E402
 from fastlight.evaluate.stats import Interval  # noqa: E402
 from fastlight.fileio import atomic_write_json  # noqa: E402
-from fastlight.run.pipeline import (VIDEO_KEYS, Run, RunConfig, decoder_latents, eval_options,  # noqa: E402
+from fastlight.run.pipeline import (VIDEO_KEYS, Run, RunConfig, decoder_pool, eval_options,  # noqa: E402
                                     sampling_of, student_sampling, teacher_folder, teacher_transformer)
 
 FULL = "student"  # the student decoded by the pipeline's own VAE: every variant's paired reference
@@ -79,8 +79,8 @@ def build_variant(run: Run, overrides: dict, out: Path, threads: int) -> Path:
     """The run's decoder settings with `overrides`, built into `out` by the stage's own code (resumes)."""
     settings = decoder_settings({**(run.cfg.decoder or {}), **overrides})
     c = run.cfg
-    summary = build_light_decoder(teacher_folder(c) / "vae", decoder_latents(run), out, settings, c.seed, threads,
-                                  progress=False)
+    latents = decoder_pool(run, settings, out, progress=False)  # the shards, or the student's samples
+    summary = build_light_decoder(teacher_folder(c) / "vae", latents, out, settings, c.seed, threads, progress=False)
     return Path(summary["decoder"])
 
 

@@ -15,6 +15,8 @@ noise, the same VAE for every row; the first row is the reference):
   FastLightGen beta2 = 0 / 0.25 / 1  Stage III with guide_beta2 = b (the run's own student where b is its value)
   FastLightGen, Stage II alpha = a   Stage II (dpp) with alpha = a in {0, 0.5, 1}, then the run's Stage III (the
                                      run's own student where a is its alpha)
+  FastLightGen, Stage II alpha = 1,  Stage II with alpha = 1 and `target: teacher` (v_unpruned from a frozen copy of
+    frozen target                    the starting weights, not the trained shared weights), then the run's Stage III
   FastLightGen, unpruned scores      Stage III with score_init = unpruned (real and fake scores from the unpruned
                                      teacher, not the well-guided pruned pair)
   FastLightGen, prune_ratio r        a plan removing r in {0.5, 0.7} from the run's Stage I importance, then the
@@ -39,7 +41,8 @@ otherwise (an interval that straddles the margin), or when this table does not m
   importance  Stage I's block importance is U-shaped (`ablations.importance_verdict`; refuted when the first
               or the last block lies below twice the middle mean by more than 1.96 standard errors)
   alpha       alpha = 1 beats alpha = 0.5 and alpha = 0 (each after the same Stage III: the paper scores the final
-              4-step model)
+              4-step model), with the paper's shared target; the same tests with the frozen target are reported
+              beside it (`frozen_target`: its own verdict, not the finding's)
   beta2       beta2 = 0.25 beats beta2 = 0 and beta2 = 1
   teacher     FastLightGen (pruned, well-guided scores) beats the unpruned-scores student
   joint       FastLightGen (4 steps, pruned) beats step-only DMD2 at 4 steps (the joint student is the cheaper)
@@ -92,6 +95,7 @@ ROW_STAGE2 = f"Stage II pruned, {STAGE2_STEPS} Euler steps"
 ROW_DMD2 = f"step-only DMD2, {FEW_STEPS} steps, unpruned"
 ROW_FLG = f"FastLightGen, {FEW_STEPS} steps, pruned (the run's student)"
 ROW_UNPRUNED = "FastLightGen, unpruned scores"
+ROW_ALPHA_FROZEN = "FastLightGen, Stage II alpha = 1, frozen target"
 
 
 def teacher_row(steps: int) -> str:
@@ -176,6 +180,10 @@ def findings(scores: dict[str, dict], importance: list[dict] | None, run_beta2: 
     a = {x: scores.get(alpha_row(x)) for x in ALPHAS}
     out["alpha"] = (finding([beats(a[1.0], a[0.5], label="alpha 1 - 0.5"), beats(a[1.0], a[0.0], label="alpha 1 - 0")])
                     if all(a.values()) else _left_out("alpha"))
+    frozen = scores.get(ROW_ALPHA_FROZEN)
+    if frozen and all(a.values()):  # alpha = 1 without the shared target's trivial solution (its own verdict)
+        out["alpha"]["frozen_target"] = finding([beats(frozen, a[0.5], label="alpha 1 (frozen target) - 0.5"),
+                                                 beats(frozen, a[0.0], label="alpha 1 (frozen target) - 0")])
     b = {x: scores[beta2_row(x)] for x in BETA2S}
     out["beta2"] = finding([beats(b[0.25], b[0.0], label="beta2 0.25 - 0"),
                             beats(b[0.25], b[1.0], label="beta2 0.25 - 1")])
@@ -226,9 +234,13 @@ class Table:
         stage3 = _recipe_config("fastlightgen", {"out": "x", "teacher": "x"}, self.c.stage3)
         return float(stage3.guide_beta2)
 
-    def run_alpha(self) -> float:
+    def run_stage2_setting(self) -> tuple[float, str]:
+        """The run's Stage II (alpha, target)."""
         stage2 = _recipe_config(stage2_recipe(self.c), {"out": "x", "teacher": "x", "plan": "x"}, self.c.stage2)
-        return float(stage2.alpha)
+        return float(stage2.alpha), str(getattr(stage2, "target", "shared"))
+
+    def run_alpha(self) -> float:
+        return self.run_stage2_setting()[0]
 
     def train(self, name: str, recipe: str, teacher: str, **over) -> Path:
         """A Stage III variant with the run's Stage III settings and `over`, into RUN/paper_table/<name>/."""
@@ -280,9 +292,13 @@ class Table:
         if "alpha" in self.measure:
             for a in ALPHAS:
                 if alpha_row(a) not in aliases:
-                    stage2 = self.train_stage2(f"alpha_{a:g}/stage2", self.run.plan, alpha=a)
+                    stage2 = self.train_stage2(f"alpha_{a:g}/stage2", self.run.plan, alpha=a, target="shared")
                     model = self.train(f"alpha_{a:g}/stage3", "fastlightgen", str(stage2))
                     rows[alpha_row(a)] = (model, sampling_of(model, c))
+            if ROW_ALPHA_FROZEN not in aliases:
+                stage2 = self.train_stage2("alpha_1_frozen/stage2", self.run.plan, alpha=1.0, target="teacher")
+                model = self.train("alpha_1_frozen/stage3", "fastlightgen", str(stage2))
+                rows[ROW_ALPHA_FROZEN] = (model, sampling_of(model, c))
         if "teacher" in self.measure:
             model = self.train("unpruned_scores", "fastlightgen", str(self.run.stage2_model), score_init="unpruned")
             rows[ROW_UNPRUNED] = (model, sampling_of(model, c))
@@ -299,8 +315,10 @@ class Table:
         own_beta2 = self.run_beta2()
         out = {beta2_row(b): ROW_FLG for b in BETA2S if b == own_beta2}
         if "alpha" in self.measure:
-            own_alpha = self.run_alpha()
-            out.update({alpha_row(a): ROW_FLG for a in ALPHAS if a == own_alpha})
+            own_alpha, own_target = self.run_stage2_setting()
+            out.update({alpha_row(a): ROW_FLG for a in ALPHAS if a == own_alpha and own_target == "shared"})
+            if own_alpha == 1.0 and own_target == "teacher":
+                out[ROW_ALPHA_FROZEN] = ROW_FLG
         return out
 
     def removed_fractions(self) -> dict[str, float]:
@@ -356,7 +374,7 @@ def build(res: dict, importance: list[dict] | None, run_beta2: float, aliases: d
     for name, fraction in (removed or {}).items():
         if name in rows:
             rows[name]["removed_fraction"] = fraction
-    groups = [[beta2_row(b) for b in BETA2S], [alpha_row(a) for a in ALPHAS], [ROW_UNPRUNED],
+    groups = [[beta2_row(b) for b in BETA2S], [*(alpha_row(a) for a in ALPHAS), ROW_ALPHA_FROZEN], [ROW_UNPRUNED],
               [ratio_row(r) for r in ratios]]
     grouped = [n for g in groups for n in g if n in rows]
     rows = {n: rows[n] for n in [*(n for n in rows if n not in grouped), *grouped]}
@@ -405,6 +423,10 @@ def markdown(doc: dict) -> str:
                       f"({f['rule']})")
         elif f["tests"]:
             detail = "; ".join(_test_cell(t) for t in f["tests"])
+            if f.get("frozen_target"):
+                ft = f["frozen_target"]
+                detail += (f"; with the frozen target ({ft['verdict']}): "
+                           + "; ".join(_test_cell(t) for t in ft["tests"]))
         else:
             detail = f"not measured: {f['why']}"
         lines.append(f"| {key} | {claim} | {f['verdict']} | {detail} |")

@@ -25,6 +25,9 @@ width alone stops at ~1/4) is `{prune_ratio: 0.95, head: patch2, res_blocks: 0}`
 `fast_width: 16`) instead: nothing is pruned (prune_ratio / calib / head / res_blocks, e.g. a recipe's, are
 ignored and listed in the summary's `ignored`), it is distilled from scratch on the same latents
 (OUT/distill/model is a FastWanDecoder folder, decode only).
+`sample_from: student` (default `data`) distils on the run's Stage III student's own samples instead of the data
+shards (`pool_size` of them, default 256, sampled by fastlight/decoder/pool.py on the training stream's conditions
+into OUT/student_latents.safetensors): the latents the light decoder decodes behind the student.
 Supported: AutoencoderKLWan in the Wan 2.1 layout (what prune.py can cut while keeping the class); any
 other VAE (HunyuanVideo's AutoencoderKLHunyuanVideo, the Wan 2.2 residual VAE) is a stated skip.
 """
@@ -44,10 +47,13 @@ from fastlight.errors import ConfigError
 from fastlight.fileio import read_json_object
 from fastlight.train.loop import train
 
-RUN_KEYS = ("enabled", "student", "prune_ratio", "calib", "head", "res_blocks")  # the stage's own keys; the rest go to DecoderDistillConfig
+RUN_KEYS = ("enabled", "student", "prune_ratio", "calib", "head", "res_blocks", "sample_from")  # the stage's own keys; the rest go to DecoderDistillConfig
 SET_BY_STAGE = ("out", "teacher", "student", "latents")
-DEFAULTS = {"student": "pruned", "prune_ratio": 0.75, "calib": 16, "head": "full", "res_blocks": None}
+DEFAULTS = {"student": "pruned", "prune_ratio": 0.75, "calib": 16, "head": "full", "res_blocks": None,
+            "sample_from": "data"}
 STUDENTS = ("pruned", "fast")  # the stock class pruned (prune.py) | a FastWanDecoder (fast.py)
+SAMPLE_FROM = ("data", "student")  # the latents distilled on: the run's shards | the run's student's samples (pool.py)
+STUDENT_POOL = 256  # sample_from: student without pool_size: this many student samples
 PRUNE_KEYS = ("prune_ratio", "calib", "head", "res_blocks")  # the pruned student's layout
 OFF = (None, "none", "None", "off", False)
 
@@ -74,6 +80,9 @@ def decoder_settings(value) -> dict:
     if student not in STUDENTS:
         raise ConfigError(f"decoder.student must be one of {', '.join(STUDENTS)} (fast: a FastWanDecoder, "
                           f"fastlight/decoder/fast.py), got {student!r}")
+    if value.get("sample_from", DEFAULTS["sample_from"]) not in SAMPLE_FROM:
+        raise ConfigError(f"decoder.sample_from must be one of {', '.join(SAMPLE_FROM)} (student: distil on the run's "
+                          f"student's samples), got {value['sample_from']!r}")
     ratio = value.get("prune_ratio", DEFAULTS["prune_ratio"])
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
         raise ConfigError(f"decoder.prune_ratio must be a fraction of the decoder's parameters in (0, 1), got {ratio!r}")
@@ -102,6 +111,16 @@ def layout(settings: dict) -> dict:
     if is_fast(settings):
         return {"student": "fast", "fast_width": settings.get("fast_width", DecoderDistillConfig.fast_width)}
     return {k: settings.get(k, DEFAULTS[k]) for k in ("prune_ratio", "head", "res_blocks")}
+
+
+def from_student(settings: dict) -> bool:
+    """The settings distil on the run's student's samples (`sample_from: student`), not its data shards."""
+    return settings.get("sample_from", DEFAULTS["sample_from"]) == "student"
+
+
+def student_pool_size(settings: dict) -> int:
+    """How many student samples `sample_from: student` draws: `pool_size`, else STUDENT_POOL."""
+    return int(settings.get("pool_size") or STUDENT_POOL)
 
 
 def enabled(settings: dict) -> bool:

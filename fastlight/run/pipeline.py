@@ -560,13 +560,42 @@ def stage_export(run: Run) -> dict:
     return summary
 
 
-def decoder_latents(run: Run) -> Path:
-    """The shards folder the light decoder distils on: the run's own data (0_data's shards or `data=`)."""
+STUDENT_POOL_FILE = "student_latents.safetensors"  # decoder.sample_from: student: the stage folder's pool
+
+
+def decoder_shards(run: Run) -> Path:
+    """The run's own latent shards (0_data's or `data=`): the decoder stage's data, or its pool's conditions."""
     spec = run.data or {}
     if spec.get("_component_") != "latents" or not spec.get("path"):
         raise ConfigError(f"the decoder stage distils on latent shards, but data is {spec!r}; give data=SHARDS (a "
                           "shards folder) or synthesize:, or set decoder.enabled=false")
     return Path(spec["path"])
+
+
+def decoder_latents(run: Run, settings: dict | None = None, out: Path | None = None) -> Path:
+    """What the light decoder distils on: the run's shards, or (`sample_from: student`) the student-sample pool
+    OUT/student_latents.safetensors (OUT: the stage folder RUN/5_decoder unless given; not sampled here)."""
+    from fastlight.decoder.stage import from_student
+
+    shards = decoder_shards(run)
+    settings = run.cfg.decoder if settings is None else settings
+    if from_student(settings):
+        return Path(out or run.dir("5_decoder")) / STUDENT_POOL_FILE
+    return shards
+
+
+def decoder_pool(run: Run, settings: dict, out: Path, progress: bool = True) -> Path:
+    """`decoder_latents`, with the student's pool sampled first (reused when it is this student's) when the
+    settings ask for `sample_from: student`."""
+    from fastlight.decoder.pool import student_pool
+    from fastlight.decoder.stage import from_student, student_pool_size
+
+    path = decoder_latents(run, settings, out)
+    if from_student(settings):
+        data = {**run.data, "path": str(decoder_shards(run))}  # the run's source: its shards, its checks
+        student_pool(run.student, data, student_sampling(run), student_pool_size(settings), path, run.cfg.seed,
+                     progress)
+    return path
 
 
 def decoder_config(run: Run):
@@ -596,7 +625,9 @@ def stage_decoder(run: Run) -> dict:
     if reason:
         print(reason)
         return {"skipped": reason}
-    summary = build_light_decoder(vae, decoder_latents(run), run.dir("5_decoder"), c.decoder, c.seed, c.threads)
+    latents = decoder_pool(run, c.decoder, run.dir("5_decoder"))
+    summary = build_light_decoder(vae, latents, run.dir("5_decoder"), c.decoder, c.seed, c.threads)
+    summary["latents"] = str(latents)
     print(f"light decoder: {summary['decoder_params_before']:,} -> {summary['decoder_params']:,} decoder parameters, "
           f"{summary['steps']} distillation steps ({summary['decoder']})")
     return summary

@@ -519,3 +519,38 @@ def test_decoder_stage_resumes(wan21_run, tmp_path, capsys):
     assert (stage / "distill" / "metrics.jsonl").read_text() == metrics  # resumed at its last step: nothing re-trained
     assert (stage / "distill" / "model" / "config.json").is_file()
     assert json.loads((stage / ".done.json").read_text())["summary"]["decoder_params"] > 0
+
+
+def test_decoder_pool_samples_the_student_on_the_training_stream(wan21_run, tmp_path):
+    """decoder.sample_from: student: the light decoder's latents are the run's student's own samples (its
+    sampler, conditions from the run's shards on the `decoder` stream), written once and reused, and the
+    stage's training takes them."""
+    from safetensors.torch import load_file
+
+    from fastlight.decoder.stage import build_light_decoder, decoder_settings
+    from fastlight.errors import ConfigError
+    from fastlight.run.pipeline import STUDENT_POOL_FILE, decoder_latents, decoder_pool, teacher_folder
+
+    run = Run(RunConfig(**yaml.safe_load((wan21_run / "config.yaml").read_text())))
+    settings = decoder_settings({"student": "fast", "fast_width": 4, "sample_from": "student", "pool_size": 3,
+                                 "steps": 2, "batch_size": 1, "save_every": 1})
+    assert decoder_latents(run) == wan21_run / "0_data" / "shards"  # the recipe's default: the data
+    assert decoder_latents(run, settings, tmp_path) == tmp_path / STUDENT_POOL_FILE  # named, not sampled
+    assert not (tmp_path / STUDENT_POOL_FILE).exists()
+    pool = decoder_pool(run, settings, tmp_path, progress=False)
+    z = load_file(str(pool))["latents"]
+    x0 = load_file(str(next((wan21_run / "0_data" / "shards").glob("latents_*.safetensors"))))["x0"]
+    assert z.shape == (3, *x0.shape[1:]) and torch.isfinite(z).all()
+    assert not any(torch.allclose(zi, xi) for zi in z for xi in x0.float())  # samples, not the shards' clips
+    record = json.loads(pool.with_name(pool.name + ".json").read_text())
+    assert record["num"] == 3 and record["sampler"]["sampler"] == "few_step" and record["student"].endswith("model")
+    stamp = pool.stat().st_mtime_ns
+    assert decoder_pool(run, settings, tmp_path, progress=False).stat().st_mtime_ns == stamp  # reused
+    more = decoder_pool(run, {**settings, "pool_size": 4}, tmp_path, progress=False)
+    assert load_file(str(more))["latents"].shape[0] == 4  # another pool asked for: sampled again
+    summary = build_light_decoder(teacher_folder(run.cfg) / "vae", more, tmp_path, settings, threads=1,
+                                  progress=False)
+    distill = yaml.safe_load((tmp_path / "distill" / "config.yaml").read_text())
+    assert distill["latents"] == str(more) and summary["vae_class"] == "FastWanDecoder"
+    with pytest.raises(ConfigError, match="decoder.sample_from must be one of data, student"):
+        decoder_settings({"sample_from": "teacher"})

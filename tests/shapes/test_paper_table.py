@@ -98,6 +98,14 @@ def test_alpha_teacher_and_ratio_findings(pt):
     assert f["alpha"]["verdict"] == "confirmed" and [t["test"] for t in f["alpha"]["tests"]] == ["alpha 1 - 0.5",
                                                                                                "alpha 1 - 0"]
     assert f["alpha"]["run_alpha"] == 0.5
+    assert "frozen_target" not in f["alpha"]  # not measured: not reported
+    scores[pt.ROW_ALPHA_FROZEN] = _result(bad)
+    f = pt.findings(scores, None, 0.25, run_alpha=0.5)
+    assert f["alpha"]["verdict"] == "confirmed"  # the finding is the paper's (shared target) test
+    assert f["alpha"]["frozen_target"]["verdict"] == "cannot tell"  # identical to alpha 0.5 and 0: ties
+    scores[pt.ROW_ALPHA_FROZEN] = _result(good)
+    doc = pt.findings(scores, None, 0.25, run_alpha=0.5)
+    assert doc["alpha"]["frozen_target"]["verdict"] == "confirmed"
     assert f["teacher"]["verdict"] == "confirmed"
     ratio = f["ratio"]["tests"][0]
     assert ratio["margin"] == pt.SHARP_DROP and f["ratio"]["verdict"] == "confirmed"  # a drop of ~0.3 > 0.05
@@ -146,7 +154,8 @@ def test_paper_table_end_to_end(pt, v2_run, monkeypatch, capsys):
     assert json.loads((table / "paper_table.json").read_text())["rows"].keys() == doc["rows"].keys()
     assert list(doc["rows"]) == ["teacher, 6 Euler steps", pt.ROW_TEACHER4, pt.ROW_STAGE2, pt.ROW_DMD2, pt.ROW_FLG,
                                  pt.beta2_row(0), pt.beta2_row(0.25), pt.beta2_row(1), pt.alpha_row(0),
-                                 pt.alpha_row(0.5), pt.alpha_row(1), pt.ROW_UNPRUNED, pt.ratio_row(0.3),
+                                 pt.alpha_row(0.5), pt.alpha_row(1), pt.ROW_ALPHA_FROZEN, pt.ROW_UNPRUNED,
+                                 pt.ratio_row(0.3),
                                  pt.ratio_row(0.4)]
     assert doc["rows"][pt.beta2_row(0.25)]["same_as"] == pt.ROW_FLG  # the run's own beta2 (0.25): its student
     assert doc["rows"][pt.alpha_row(1)]["same_as"] == pt.ROW_FLG  # the recipe's Stage II alpha (1)
@@ -157,6 +166,11 @@ def test_paper_table_end_to_end(pt, v2_run, monkeypatch, capsys):
     assert doc["findings"]["ratio"]["tests"][0]["test"] == "the run's plan - the 0.3 plan"
     assert "alpha: 0.0" in (table / "alpha_0" / "stage2" / "config.yaml").read_text()
     assert not (table / "alpha_1").exists()
+    frozen = (table / "alpha_1_frozen" / "stage2" / "config.yaml").read_text()
+    assert "alpha: 1.0" in frozen and "target: teacher" in frozen
+    assert "target: shared" in (table / "alpha_0.5" / "stage2" / "config.yaml").read_text()
+    assert [t["test"] for t in doc["findings"]["alpha"]["frozen_target"]["tests"]] == [
+        "alpha 1 (frozen target) - 0.5", "alpha 1 (frozen target) - 0"]
     assert "score_init: unpruned" in (table / "unpruned_scores" / "config.yaml").read_text()
     assert doc["oracle"]["oracle"] == "check_clip_v2" and doc["oracle"]["num_cases"] == 2
     for name, row in doc["rows"].items():
@@ -173,7 +187,7 @@ def test_paper_table_end_to_end(pt, v2_run, monkeypatch, capsys):
         assert "steps: 2" in cfg, variant
     md = (table / "paper_table.md").read_text()
     assert md.count("| FastLightGen beta2") == 3 and "| beta2 |" in md and "not measured" not in md
-    assert "% removed" in md and "| ratio |" in md
+    assert "% removed" in md and "| ratio |" in md and "with the frozen target (" in md
     # resumable: a second call trains nothing and reuses the evaluation
     capsys.readouterr()
     again = pt.main(args)
