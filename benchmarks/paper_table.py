@@ -72,9 +72,9 @@ from fastlight.errors import ConfigError, FastlightError, InputError, MissingFil
 from fastlight.evaluate.real import EVAL_FILE, evaluate_oracle_cases, pipeline_oracle
 from fastlight.evaluate.stats import Interval
 from fastlight.fileio import atomic_write_json, atomic_write_text
-from fastlight.run.pipeline import (VIDEO_KEYS, Run, RunConfig, _real_base, _recipe_config, _train, eval_options,
-                                    sampling_of, stage2_recipe, student_sampling, teacher_folder, teacher_shift,
-                                    teacher_transformer)
+from fastlight.run.pipeline import (VIDEO_KEYS, Run, RunConfig, _recipe_config, _train, eval_options, sampling_of,
+                                    stage2_config, stage2_recipe, stage3_config, student_sampling, teacher_folder,
+                                    teacher_shift, teacher_transformer)
 
 HERE = Path(__file__).resolve().parent
 TEACHER_STEPS = 50  # the paper's teacher
@@ -244,16 +244,11 @@ class Table:
 
     def train(self, name: str, recipe: str, teacher: str, **over) -> Path:
         """A Stage III variant with the run's Stage III settings and `over`, into RUN/paper_table/<name>/."""
-        base = {"out": str(self.root / name), "teacher": teacher, "seed": self.c.seed, "threads": self.c.threads,
-                **_real_base(self.run)}
-        return _train(recipe, _recipe_config(recipe, base, {**self.c.stage3, **over}))
+        return _train(*stage3_config(self.run, self.root / name, teacher, recipe, **over))
 
     def train_stage2(self, name: str, plan: Path, **over) -> Path:
         """A Stage II variant (the run's recipe and settings and `over`) on `plan`, into RUN/paper_table/<name>/."""
-        recipe = stage2_recipe(self.c)
-        base = {"out": str(self.root / name), "teacher": self.c.teacher, "plan": str(plan), "seed": self.c.seed,
-                "threads": self.c.threads, **_real_base(self.run)}
-        return _train(recipe, _recipe_config(recipe, base, {**self.c.stage2, **over}))
+        return _train(*stage2_config(self.run, self.root / name, plan, **over))
 
     def ratio_plan(self, ratio: float) -> Path:
         """A depth plan removing `ratio` of the parameters from the run's Stage I importance (made once)."""

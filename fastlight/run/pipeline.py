@@ -395,14 +395,16 @@ def stage2_recipe(c: RunConfig) -> str:
     return {"fastlightgen": "dpp", "lightning": "align"}.get(c.method, "icmd")
 
 
-def stage2_config(run: Run):
+def stage2_config(run: Run, out: Path | None = None, plan: Path | None = None, **over):
+    """(recipe, config) of Stage II: the run's recipe and `stage2:` settings, into `out` (default RUN/3_stage2)
+    on `plan` (default the run's), `over` replacing settings (an ablation's one changed setting)."""
     c = run.cfg
     recipe = stage2_recipe(c)
-    base = {"out": str(run.dir("3_stage2")), "teacher": c.teacher, "plan": str(run.plan), "seed": c.seed,
-            "threads": c.threads, **_real_base(run)}
+    base = {"out": str(out or run.dir("3_stage2")), "teacher": c.teacher, "plan": str(plan or run.plan),
+            "seed": c.seed, "threads": c.threads, **_real_base(run)}
     if c.method == "prune_only":
         base.update(lambda_icd=0.0, lambda_mca=0.0)  # L_task only: a plain fine-tune of the pruned model
-    return recipe, _recipe_config(recipe, base, c.stage2)
+    return recipe, _recipe_config(recipe, base, {**c.stage2, **over})
 
 
 def stage_stage2(run: Run) -> dict:
@@ -411,13 +413,18 @@ def stage_stage2(run: Run) -> dict:
     return {"recipe": recipe, "model": str(out), "steps": cfg.steps}
 
 
-def stage3_config(run: Run):
+def stage3_config(run: Run, out: Path | None = None, teacher: str | None = None, recipe: str | None = None,
+                  **over):
+    """(recipe, config) of Stage III: the run's recipe and `stage3:` settings, into `out` (default RUN/4_stage3)
+    from `teacher` (default the run's: the unpruned teacher for dmd2, else the Stage II model), `over` replacing
+    settings."""
     c = run.cfg
-    recipe = "fastlightgen" if c.method == "fastlightgen" else "dmd2"
-    teacher = c.teacher if c.method == "dmd2" else str(run.stage2_model)
-    base = {"out": str(run.dir("4_stage3")), "teacher": teacher, "seed": c.seed, "threads": c.threads,
+    recipe = recipe or ("fastlightgen" if c.method == "fastlightgen" else "dmd2")
+    if teacher is None:
+        teacher = c.teacher if c.method == "dmd2" else str(run.stage2_model)
+    base = {"out": str(out or run.dir("4_stage3")), "teacher": teacher, "seed": c.seed, "threads": c.threads,
             **_real_base(run)}
-    return recipe, _recipe_config(recipe, base, c.stage3)
+    return recipe, _recipe_config(recipe, base, {**c.stage3, **over})
 
 
 def _real_base(run: Run) -> dict:
