@@ -18,7 +18,6 @@ are CHOSEN; the chosen recipe's run reports TEST cases. Results go to OUT/decode
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time

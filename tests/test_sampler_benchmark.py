@@ -1,12 +1,10 @@
 """benchmarks/sampler_vs_diffusers.py runs end to end on a tiny config: both samplers are timed,
 the ratio is reported and the two final latents agree. Timings themselves are not asserted."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "sampler_vs_diffusers.py"
+from tests.benchmark_scripts import load_benchmark
 
 TINY = ["--steps", "2", "--repeats", "1", "--warmup", "0", "--layers", "2", "--heads", "2", "--head-dim", "8",
         "--text-dim", "16", "--text-len", "4", "--channels", "4", "--frames", "3", "--height", "8", "--width", "8",
@@ -15,10 +13,7 @@ TINY = ["--steps", "2", "--repeats", "1", "--warmup", "0", "--layers", "2", "--h
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("sampler_vs_diffusers", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("sampler_vs_diffusers")
 
 
 def test_benchmark_runs_and_latents_agree(bench, tmp_path, capsys):

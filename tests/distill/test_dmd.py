@@ -12,6 +12,7 @@ from fastlight.distill.dmd import (DMD2, FASTLIGHTGEN, DmdConfig, DmdRecipe, bac
                                    critic_loss, dmd_grad, dmd_generator_loss, well_guided_v)
 from fastlight.models.denoiser import Cond
 from fastlight.models.load import load_denoiser
+from tests.benchmark_scripts import load_benchmark
 
 
 def _cfg(tiny4, tmp_path, **kw):
@@ -380,13 +381,7 @@ def test_distill_verb_refuses_stage2_recipes(capsys):
 def test_dmd_cost_benchmark_counts_block_evaluations(tiny4, tmp_path):
     """benchmarks/dmd_cost.py on the tiny 4-block model, G drops block 2 (k = 1):
     G no-grad + G grad + critic + fake = 4 x 3/4; real cond+uncond: shared 2x(2 + 1 + 2)/4, unshared 2x(3 + 4)/4."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "dmd_cost.py"
-    spec = importlib.util.spec_from_file_location("dmd_cost", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("dmd_cost")
     path, _ = tiny4
     res = mod.main(["--model", str(path), "--drop", "2", "--batch-size", "2", "--repeats", "1"])
     fe = {r["case"]: r["forward_equivalents"] for r in res["rows"]}
@@ -408,17 +403,12 @@ def test_beta2_validation_benchmark_table_and_verdict(tiny4, tmp_path):
     """benchmarks/beta2_validation.py end to end on the tiny model (2 Stage III steps per beta2, 4
     validation cases): the Stage II folder is copied, not touched; 0 and 1 get paired intervals against
     0.25; a reused model is copied in place of its run; the JSON holds the table and the verdict."""
-    import importlib.util
     import shutil
-    from pathlib import Path
 
     from fastlight.analyze.plans import write_plan
     from fastlight.analyze.plans import read_plan
 
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "beta2_validation.py"
-    spec = importlib.util.spec_from_file_location("beta2_validation", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("beta2_validation")
     path, plan = tiny4
     stage2 = tmp_path / "stage2"
     shutil.copytree(path, stage2)

@@ -13,6 +13,7 @@ from fastlight.models.load import load_denoiser
 from fastlight.diffusion.spec import SamplerSpec
 from fastlight.shapes.generate import generate
 from fastlight.sample import load_model
+from tests.benchmark_scripts import load_benchmark
 
 pytest.importorskip("onnxruntime")
 
@@ -86,13 +87,7 @@ def test_onnx_denoiser_refuses_skip_and_wrong_shapes(onnx_dir):
 
 def test_onnx_vs_torch_benchmark_runs(onnx_dir, student, tmp_path, capsys):
     """benchmarks/onnx_vs_torch.py end to end on the tiny student (timings not asserted)."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "onnx_vs_torch.py"
-    spec = importlib.util.spec_from_file_location("onnx_vs_torch", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("onnx_vs_torch")
     res = mod.main(["--model", str(student / "model"), "--onnx", str(onnx_dir), "--repeats", "1", "--warmup", "0",
                     "--out", str(tmp_path / "r.json")])
     assert res["settings"]["nfe_per_video"] == 4 and res["ratio"] > 0

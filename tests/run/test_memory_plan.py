@@ -12,6 +12,7 @@ from fastlight.models.hunyuan import tiny_hunyuan_config
 from fastlight.models.wan import tiny_wan_config
 from fastlight.run.memory import (GIB, Geometry, PlanOptions, count_parameters, geometry, memory_plan,
                                   video_tokens)
+from tests.benchmark_scripts import load_benchmark
 
 WAN = {"_class_name": "WanTransformer3DModel", **tiny_wan_config()}
 HUNYUAN = {"_class_name": "HunyuanVideoTransformer3DModel", **tiny_hunyuan_config()}
@@ -136,15 +137,10 @@ def test_dry_run_on_a_geometry_preset(tmp_path, capsys):
 
 
 def test_readme_table_is_the_benchmark_output():
-    import importlib.util
-
-    root = RECIPE.parents[2]
-    spec = importlib.util.spec_from_file_location("memory_plan_bench", root / "benchmarks" / "memory_plan.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("memory_plan")
     table = bench.table(8, 80.0, (81, 480, 832))
     assert len(table.splitlines()) == 2 + 4 * 2 * 2
-    assert table in (root / "README.md").read_text()  # regenerate with `python benchmarks/memory_plan.py`
+    assert table in (RECIPE.parents[2] / "README.md").read_text()  # regenerate with `python benchmarks/memory_plan.py`
 
 
 def test_dry_run_refuses_bad_machine_flags(capsys):

@@ -8,6 +8,7 @@ import pytest
 from fastlight.cli import main
 from fastlight.diffusion.spec import SamplerSpec
 from fastlight.run.pipeline import ETA_PRIOR_S, RunConfig, eta_scale, resolve, split_overrides, stages
+from tests.benchmark_scripts import load_benchmark
 
 TINY = ["calib=2", "eval_cases=2", "teacher_steps=2", "bench_repeats=1", "metric_cases=2",
         "stage2.steps=2", "stage2.batch_size=2", "stage2.save_every=1", "stage2.warmup_steps=0",
@@ -111,13 +112,7 @@ def test_headline_states_intervals_and_case_count():
 @pytest.mark.slow
 def test_ablation_study_on_a_finished_run(tiny_run):
     """benchmarks/ablations.py trains its variants into RUN/ablations and writes one table."""
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "ablations.py"
-    spec = importlib.util.spec_from_file_location("ablations", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("ablations")
     out, _ = tiny_run
     found = mod.main(["--run", str(out), "--only", "importance,alpha,beta2,teacher,joint,stage3", "--eval-cases", "2"])
     assert set(found) >= {"importance", "alpha", "beta2", "teacher", "joint", "stage3"}
