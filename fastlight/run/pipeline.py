@@ -597,11 +597,10 @@ def decoder_pool(run: Run, settings: dict, out: Path, progress: bool = True) -> 
     from fastlight.decoder.pool import student_pool
     from fastlight.decoder.stage import from_student, student_pool_size
 
-    path = decoder_latents(run, settings, out)
+    path = decoder_latents(run, settings, out)  # checks the run's data are latent shards
     if from_student(settings):
-        data = {**run.data, "path": str(decoder_shards(run))}  # the run's source: its shards, its checks
-        student_pool(run.student, data, student_sampling(run), student_pool_size(settings), path, run.cfg.seed,
-                     progress)
+        student_pool(run.student, dict(run.data), student_sampling(run), student_pool_size(settings), path,
+                     run.cfg.seed, progress)  # conditions from the run's own source (its shards, its checks)
     return path
 
 
