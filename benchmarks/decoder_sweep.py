@@ -10,8 +10,8 @@ code (`build_light_decoder`: the run's latent shards, seed) into OUT/NAME (a fin
 run's student (its own few-step sampler) is sampled ONCE on the first `--cases` ShapesBench VALIDATION cases of the
 teacher's world, and its latents are decoded by the pipeline's full VAE and by every variant's light decoder
 (`fastlight.evaluate.real.evaluate_oracle_cases` with one decoder row per variant): one row per variant with its
-score, its 95% interval, the paired difference variant - full decoder, the PSNR vs the full decoder, and the
-decoder's time per video (median of `--time-repeats` decodes of one validation latent, the variants and the full
+score, its 95% interval, the paired differences variant - full decoder and (after the first variant) variant -
+first variant, the PSNR vs the full decoder, and the decoder's time per video (median of `--time-repeats` decodes of one validation latent, the variants and the full
 VAE interleaved in the same process: a ratio, not a benchmark of the machine). This is where `decoder:` settings
 are CHOSEN; the chosen recipe's run reports TEST cases. Results go to OUT/decoder_sweep.json.
 """
@@ -144,10 +144,11 @@ def main(argv=None) -> None:
               "teacher": {"score": teacher["score"], "interval": teacher["interval"], "parts": teacher.get("parts")},
               "full_decoder": {"score": full["score"], "interval": full["interval"], "parts": full.get("parts"),
                                "minus_teacher": orc["pairs"][FULL]["score"], "decode_s": times[FULL]},
-              "variants": {}}
+              "first_variant": next(iter(variants)), "variants": {}}
     print(f"{'teacher (full decoder)':24s} {Interval.from_json(teacher['interval']).fmt()}")
     print(f"{'student, full decoder':24s} {Interval.from_json(full['interval']).fmt()}  - teacher "
           f"{Interval.from_json(orc['pairs'][FULL]['score']).fmt('+.3f')}  decode {times[FULL]:.4f} s")
+    first = result["first_variant"]
     for name, overrides in variants.items():
         m = orc["models"][name]
         minus_full = oracle.paired(m, full)["score"]  # the same cases and noise: paired
@@ -155,12 +156,16 @@ def main(argv=None) -> None:
                "minus_full_decoder": minus_full, "minus_teacher": orc["pairs"][name]["score"],
                "psnr_vs_full_db": res["models"][name].get("decoder_psnr_db"), "decode_s": times[name],
                "train_s": train_s[name]}
+        if name != first:  # "A beats B" between variants needs their paired interval, not two marginal ones
+            row["minus_first_variant"] = oracle.paired(m, orc["models"][first])["score"]
         result["variants"][name] = row
         psnr = row["psnr_vs_full_db"]
         psnr_txt = Interval.from_json(psnr).fmt(".1f") if isinstance(psnr, dict) else str(psnr)
+        vs_first = (f"  - {first} {Interval.from_json(row['minus_first_variant']).fmt('+.3f')}"
+                    if name != first else "")
         print(f"{name:24s} {Interval.from_json(m['interval']).fmt()}  "
               f"- full {Interval.from_json(minus_full).fmt('+.3f')}  "
-              f"- teacher {Interval.from_json(row['minus_teacher']).fmt('+.3f')}  PSNR {psnr_txt} dB  "
+              f"- teacher {Interval.from_json(row['minus_teacher']).fmt('+.3f')}{vs_first}  PSNR {psnr_txt} dB  "
               f"decode {times[name]:.4f} s ({times[FULL] / times[name]:.1f}x faster)", flush=True)
     atomic_write_json(a.out / "decoder_sweep.json", result)
     print(f"wrote {a.out / 'decoder_sweep.json'}")

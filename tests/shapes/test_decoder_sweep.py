@@ -63,6 +63,10 @@ def test_two_decoder_variants_of_a_tiny_run(sweep, tmp_path, monkeypatch):
         assert v["minus_full_decoder"]["estimate"] == pytest.approx(v["score"] - full["score"])
         assert v["decode_s"] > 0 and v["psnr_vs_full_db"]["estimate"] < 60  # an untrained decoder differs
     assert wide["overrides"] == {"fast_width": 4, "steps": 3} and base["overrides"] == {}
+    assert doc["first_variant"] == "base" and "minus_first_variant" not in base  # variants compared paired
+    assert wide["minus_first_variant"]["estimate"] == pytest.approx(wide["score"] - base["score"])
+    assert wide["minus_first_variant"]["low"] <= wide["minus_first_variant"]["estimate"] <= \
+        wide["minus_first_variant"]["high"]
     # a second call reuses the finished variants (no new checkpoints) and scores the same cases again
     before = sorted(p.name for p in (out / "wide" / "distill").iterdir())
     sweep.main([str(run), "--variant", "wide:fast_width=4,steps=3", "--cases", "3", "--threads", "2",
