@@ -48,7 +48,8 @@ from fastlight.diffusion.spec import SamplerSpec, override
 from fastlight.evaluate.stats import LEVEL, Interval, bootstrap_interval, mean_of, paired_difference
 from fastlight.fileio import atomic_write_json, atomic_write_text
 from fastlight.models.load import resolve_model_path
-from fastlight.run.pipeline import Run, RunConfig, _recipe_config, _train, bench_spec as spec, sampling_of, student_sampling
+from fastlight.run.pipeline import (Run, RunConfig, _train, bench_spec as spec, sampling_of, stage2_config, stage3_config,
+                                    student_sampling)
 from fastlight.shapes.bench import paired_intervals, score_interval
 
 SHARP_DROP = 0.05  # the "ratio" finding: a drop of more than this, at the 95% level, is "sharp"
@@ -72,21 +73,22 @@ class Study:
         self.eval_cases = eval_cases or self.c.eval_cases
 
     # ---- training variants (skipped when complete) ----
-    def stage2(self, name: str, **over) -> Path:
+    def stage2(self, name: str, plan: str | None = None, **over) -> Path:
+        """A Stage II model of the run's recipe into ROOT/name (reused when finished), `over` replacing the run's
+        `stage2:` settings; alpha 0.5 where neither sets it (the run's own Stage II model is the alpha 0.5 row)."""
         out = self.root / name
         if (out / "model" / "fastlight.json").exists():
             return out / "model"
-        base = {"out": str(out), "teacher": self.c.teacher, "plan": str(self.run.plan), "seed": self.c.seed,
-                "threads": self.c.threads, "alpha": 0.5}
-        return _train("dpp", _recipe_config("dpp", base, {**self.c.stage2, **over}))
+        over = {"alpha": self.c.stage2.get("alpha", 0.5), **over}
+        return _train(*stage2_config(self.run, out, Path(plan) if plan else None, **over))
 
     def stage3(self, name: str, recipe: str = "fastlightgen", teacher: str | None = None, **over) -> Path:
+        """A Stage III model into ROOT/name (reused when finished) from `teacher` (default the run's Stage II
+        model), `over` replacing the run's `stage3:` settings."""
         out = self.root / name
         if (out / "model" / "fastlight.json").exists():
             return out / "model"
-        base = {"out": str(out), "teacher": teacher or str(self.run.stage2_model), "seed": self.c.seed,
-                "threads": self.c.threads}
-        return _train(recipe, _recipe_config(recipe, base, {**self.c.stage3, **over}))
+        return _train(*stage3_config(self.run, out, teacher or str(self.run.stage2_model), recipe, **over))
 
     # ---- measurements ----
     def shapesbench(self, name: str, model: Path | str, sampler: SamplerSpec | None = None, skip=()) -> dict:

@@ -1,6 +1,9 @@
 """The ablation study's verdicts (benchmarks/ablations.py) are paired tests at the 95% level."""
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 from fastlight.shapes import bench as sb
 from tests.benchmark_scripts import load_benchmark
@@ -68,3 +71,28 @@ def test_table_states_the_test(ablations):
     md = ablations.table(found)
     assert "paired 95% intervals" in md and "pruned - unpruned = +" in md and "holds" in md
     assert "[" in md.splitlines()[-1].split("|")[3]  # the scores carry their intervals
+
+
+def test_a_study_trains_its_variants_from_the_runs_own_stage_configs(ablations, tmp_path, monkeypatch):
+    """Study.stage2 / stage3 take the run's recipe settings (fastlight.run.pipeline.stage2_config /
+    stage3_config) with the variant's one change, into the study's folder."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({
+        "out": str(run), "method": "fastlightgen", "teacher": "shapes-teacher", "seed": 3, "threads": 1,
+        "stage2": {"p": 0.25, "lr": 1e-4}, "stage3": {"timesteps": [1000, 500], "guide_beta2": 0.25}}))
+    trained = []
+    monkeypatch.setattr(ablations, "_train", lambda recipe, cfg: trained.append((recipe, cfg)) or Path(cfg.out))
+    study = ablations.Study(run, eval_cases=8)
+    study.stage2("dpp_alpha1", alpha=1.0)
+    study.stage2("ratio0.5/stage2", plan=str(tmp_path / "plan.json"))
+    study.stage3("dmd_beta2_0", guide_beta2=0.0)
+    study.stage3("dmd2_2steps", recipe="dmd2", teacher="shapes-teacher")
+    (r1, a1), (r2, ratio), (r3, b0), (r4, dmd2) = trained
+    assert (r1, r2, r3, r4) == ("dpp", "dpp", "fastlightgen", "dmd2")
+    assert a1.alpha == 1.0 and ratio.alpha == 0.5  # alpha 0.5 where neither the run nor the variant sets it
+    assert a1.p == ratio.p == 0.25 and a1.lr == 1e-4 and a1.seed == 3 and a1.threads == 1  # the run's settings
+    assert a1.plan == str(run / "2_plan" / "plan.json") and ratio.plan == str(tmp_path / "plan.json")
+    assert a1.out == str(run / "ablations" / "dpp_alpha1")
+    assert b0.guide_beta2 == 0.0 and list(b0.timesteps) == [1000, 500] and b0.teacher == str(run / "3_stage2" / "model")
+    assert dmd2.teacher == "shapes-teacher" and dmd2.out == str(run / "ablations" / "dmd2_2steps")
