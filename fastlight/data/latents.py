@@ -75,6 +75,14 @@ from fastlight.plugins import component, registered
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
 INDEX_NAME = "index.json"
+MADE_NAME = ".made.json"  # when and how fast the folder was written: hidden, so not part of its content identity
+
+
+def write_made(folder: Path, **info) -> None:
+    """FOLDER/.made.json: the writing's time (and e.g. its speed) kept beside index.json, not in it, so that the
+    same data written twice has the same content identity (fastlight.train.checkpoint.input_identity skips
+    hidden files) and a resumed stage keeps its checkpoints."""
+    atomic_write_json(Path(folder) / MADE_NAME, {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info})
 SHARD_PATTERN = "latents_{:05d}.safetensors"
 NULL_NAME = "null.safetensors"  # the negative prompt's embedding {"null_text": (1, L0, D), "extra.<name>": (1, ...)}
 EXTRA_PREFIX = "extra."  # shard keys of architecture-specific conditioning (HunyuanVideo: extra.pooled)
@@ -622,11 +630,11 @@ def preprocess(
         "buckets": [list(b) for b in buckets],
         "text": {"source": "file" if text_embeds is not None else "encoder",
                  "path": str(text_embeds if text_embeds is not None else text_encoder), "length": text_len},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if text_encoder is not None:  # the negative prompt as the pipeline encodes it: the null of CFG training
         null_text, null_extra = embed.encode("null", NEGATIVE_PROMPT)
         index["null"] = save_null(out_dir, null_text, null_extra)
+    write_made(out_dir)
     atomic_write_json(out_dir / INDEX_NAME, index)
     keep = {s["file"] for s in shards}
     for stale in out_dir.glob("latents_*.safetensors"):

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -53,7 +52,7 @@ from tqdm.auto import tqdm
 
 from fastlight.data.latents import (EXTRA_PREFIX, HUNYUAN_TEXT_LEN, INDEX_NAME, NEGATIVE_PROMPT, SHARD_PATTERN,
                                     _EncoderEmbeds, _FileEmbeds, _HunyuanEmbeds, _pad_text, _save_tensors_atomic, _Vae,
-                                    pipeline_text_len, resize_crop, save_null, vae_fingerprint, wan_vae_factors)
+                                    pipeline_text_len, resize_crop, save_null, vae_fingerprint, wan_vae_factors, write_made)
 from fastlight.data.source import stream_generator
 from fastlight.diffusion.sampling import euler_sample
 from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec
@@ -473,6 +472,7 @@ def _images_record(images, files: Sequence[Path] | None) -> dict | None:
 def _finish(out_dir: Path, index: dict) -> dict:
     """Write index.json (the run is complete), drop the progress record and any stray shard; return the index.
     (The null embedding the index names is written before it.)"""
+    write_made(out_dir)
     atomic_write_json(out_dir / INDEX_NAME, index)
     (out_dir / PROGRESS_NAME).unlink(missing_ok=True)
     keep = {s["file"] for s in index["shards"]}
@@ -544,5 +544,4 @@ def _index(shards, items, shard_size, prompts, settings, pipeline: Path, vae_cla
         "buckets": [[height, width]],
         "text": settings["text"],
         "synthesize": {"made_by": MADE_BY, "settings": settings},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

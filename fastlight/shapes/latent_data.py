@@ -28,14 +28,16 @@ written atomically (`atomic_dir`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from fastlight.data.latents import (INDEX_NAME, NEGATIVE_PROMPT, SHARD_PATTERN, _EncoderEmbeds, _pad_text,
-                                    _save_tensors_atomic, _Vae, pipeline_text_len, save_null, vae_fingerprint)
+from fastlight.data.latents import (INDEX_NAME, MADE_NAME, NEGATIVE_PROMPT, SHARD_PATTERN, _EncoderEmbeds, _pad_text,
+                                    _save_tensors_atomic, _Vae, pipeline_text_len, save_null, vae_fingerprint,
+                                    write_made)
 from fastlight.data.source import stream_generator
 from fastlight.data.synthesize import check_pipeline
 from fastlight.errors import InputError, ModelError
@@ -171,10 +173,10 @@ def write_shapes_shards(out: str | Path, pipeline: str | Path, num_clips: int,
             "text": {"source": "encoder", "path": str(pipeline), "length": text_len},
             "shapes": {"made_by": "fastlight.shapes.latent_data.write_shapes_shards", "seed": seed, "split": split,
                        "stream": stream, "clip": "sample_clip(stream_generator(seed, stream, k, 0), world)",
-                       "world": world.to_dict(), "encode_s_per_clip": (time.perf_counter() - t0) / num_clips},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       "world": world.to_dict()},
         }
         index["null"] = save_null(tmp, prompt_text.null(), {})
+        write_made(tmp, encode_s_per_clip=(time.perf_counter() - t0) / num_clips)
         atomic_write_json(tmp / INDEX_NAME, index)
     return index
 
@@ -230,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                                     text_len=a.text_len)
     except FastlightError as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
+    made = json.loads((Path(a.out) / MADE_NAME).read_text())
     print(f"{index['num_samples']} clips in {len(index['shards'])} shard(s) at {a.out} "
-          f"({index['shapes']['encode_s_per_clip']:.3f} s per clip)")
+          f"({made['encode_s_per_clip']:.3f} s per clip)")
     return 0
 
 

@@ -148,9 +148,9 @@ def test_preset_builds_once_into_the_cache(tmp_path, monkeypatch):
 def test_shards_are_the_latent_shard_source_format(shards, pipe_dir):
     folder, index = shards
     check_shards_match(folder, pipe_dir)  # the VAE fingerprint, latent channels, text width
-    assert sorted(p.name for p in folder.iterdir()) == ["index.json", "latents_00000.safetensors",
-                                                        "latents_00001.safetensors", "latents_00002.safetensors",
-                                                        "null.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [".made.json", "index.json", "latents_00000.safetensors",
+                                                        "latents_00001.safetensors",
+                                                        "latents_00002.safetensors", "null.safetensors"]
     assert [s["num_samples"] for s in index["shards"]] == [4, 4, 2] and index["shapes"]["stream"] == "shapes/train"
     src = LatentShardSource(str(folder), batch_size=4, pipeline=str(pipe_dir))
     b = src.batch(0)
@@ -172,6 +172,20 @@ def test_first_latent_frame_is_the_first_frame_encoded_alone(pipe_dir):
     world = default_world(9)
     video = shapes.render_batch([clip_at(0, "train", k, world) for k in range(2)], world)
     torch.testing.assert_close(vae.encode(video)[:, :, :1], vae.encode(video[:, :, :1].contiguous()), atol=1e-5, rtol=0)
+
+
+def test_the_same_shards_written_twice_have_one_content_identity(shards, pipe_dir, tmp_path):
+    """A run's resume check hashes its data folder (input_identity): the writing's time and speed live in the
+    hidden .made.json, so re-made identical data keeps the run's checkpoints."""
+    from fastlight.train.checkpoint import input_identity
+
+    out, _ = shards
+    again = tmp_path / "again"
+    write_shapes_shards(again, pipe_dir, 10, shard_size=4, batch_size=3, progress=False)
+    assert input_identity(again) == input_identity(out)
+    made = json.loads((again / ".made.json").read_text())
+    assert made["created"] and made["encode_s_per_clip"] > 0
+    assert "created" not in json.loads((again / "index.json").read_text())
 
 
 def test_shards_come_from_the_training_stream_only(pipe_dir, tmp_path):
