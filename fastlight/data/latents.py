@@ -76,13 +76,6 @@ from fastlight.plugins import component, registered
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".gif")
 INDEX_NAME = "index.json"
 MADE_NAME = ".made.json"  # when and how fast the folder was written: hidden, so not part of its content identity
-
-
-def write_made(folder: Path, **info) -> None:
-    """FOLDER/.made.json: the writing's time (and e.g. its speed) kept beside index.json, not in it, so that the
-    same data written twice has the same content identity (fastlight.train.checkpoint.input_identity skips
-    hidden files) and a resumed stage keeps its checkpoints."""
-    atomic_write_json(Path(folder) / MADE_NAME, {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info})
 SHARD_PATTERN = "latents_{:05d}.safetensors"
 NULL_NAME = "null.safetensors"  # the negative prompt's embedding {"null_text": (1, L0, D), "extra.<name>": (1, ...)}
 EXTRA_PREFIX = "extra."  # shard keys of architecture-specific conditioning (HunyuanVideo: extra.pooled)
@@ -95,6 +88,14 @@ TEXT_LEN_FILE = "fastlight_text.json"  # in a pipeline's tokenizer/: {"max_seque
 TEXT_LEN_KEY = "max_sequence_length"
 _CAPTION_ID_KEYS = ("id", "video", "file", "path", "name")
 _CAPTION_TEXT_KEYS = ("caption", "text", "prompt")
+
+
+def write_made(folder: Path, **info) -> None:
+    """FOLDER/.made.json: the writing's time (and e.g. its speed) kept beside index.json, not in it, so that the
+    same data written twice has the same content identity (fastlight.train.checkpoint.input_identity skips
+    hidden files) and a resumed stage keeps its checkpoints."""
+    atomic_write_json(Path(folder) / MADE_NAME, {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info})
+
 
 
 # ----------------------------------------------------------------------------- small helpers

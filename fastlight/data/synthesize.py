@@ -52,7 +52,8 @@ from tqdm.auto import tqdm
 
 from fastlight.data.latents import (EXTRA_PREFIX, HUNYUAN_TEXT_LEN, INDEX_NAME, NEGATIVE_PROMPT, SHARD_PATTERN,
                                     _EncoderEmbeds, _FileEmbeds, _HunyuanEmbeds, _pad_text, _save_tensors_atomic, _Vae,
-                                    pipeline_text_len, resize_crop, save_null, vae_fingerprint, wan_vae_factors, write_made)
+                                    pipeline_text_len, resize_crop, save_null, vae_fingerprint, wan_vae_factors,
+                                    write_made)
 from fastlight.data.source import stream_generator
 from fastlight.diffusion.sampling import euler_sample
 from fastlight.diffusion.spec import DEFAULT_SHIFT, SamplerSpec
