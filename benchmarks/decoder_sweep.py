@@ -13,8 +13,8 @@ teacher's world, and its latents are decoded by the pipeline's full VAE and by e
 score, its 95% interval, the paired differences variant - full decoder and (after the first variant) variant -
 first variant, the PSNR vs the full decoder, and the decoder's time per video (median of `--time-repeats` decodes
 of one validation latent, the variants and the full VAE interleaved in the same process: a ratio, not a benchmark
-of the machine). This is where `decoder:` settings
-are CHOSEN; the chosen recipe's run reports TEST cases. Results go to OUT/decoder_sweep.json.
+of the machine). This is where `decoder:` settings are CHOSEN; the chosen recipe's run reports TEST cases.
+Results go to OUT/decoder_sweep.json.
 """
 from __future__ import annotations
 

@@ -97,7 +97,6 @@ def write_made(folder: Path, **info) -> None:
     atomic_write_json(Path(folder) / MADE_NAME, {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info})
 
 
-
 # ----------------------------------------------------------------------------- small helpers
 
 
