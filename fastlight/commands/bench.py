@@ -7,7 +7,7 @@ from fastlight.commands.options import output_file, whole_number
 from fastlight.errors import UsageError
 
 DEFAULT_PROMPT = "a dog runs through a field of tall grass on a sunny afternoon"
-PIPELINE_ONLY = ("prompt", "num_frames", "height", "width", "dtype")
+PIPELINE_ONLY = ("prompt", "num_frames", "height", "width", "dtype", "max_calls")
 
 
 def add_parser(sub) -> None:
@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     s.add_argument("--width", type=whole_number, default=None, help="--pipeline: width in pixels (default 832)")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="--pipeline: weights dtype (default bfloat16 on CUDA, float32 on CPU)")
+    s.add_argument("--max-calls", type=whole_number, default=None,
+                   help="--pipeline: a pipeline much cheaper than the slowest runs up to this many times per timed "
+                        "round, for a steadier median (default 5; 1: once per round)")
     s.add_argument("--batch-size", type=whole_number, default=None, help="--model: videos per batch (default 1)")
     s.add_argument("--repeats", type=whole_number, default=None, help="timed rounds (default 5 models, 3 pipelines)")
     s.add_argument("--warmup", type=whole_number, default=1)
@@ -77,7 +80,7 @@ def run_pipelines(a) -> None:
     entries = [parse_pipeline_spec(s) for s in a.pipeline]  # every spec checked before loading anything
     rows = bench_pipelines(entries, _or(a.prompt, [DEFAULT_PROMPT]), num_frames=_or(a.num_frames, 81),
                            height=_or(a.height, 480), width=_or(a.width, 832), repeats=_or(a.repeats, 3), warmup=a.warmup,
-                           seed=a.seed, device=a.device, out_json=a.out, dtype=a.dtype)
+                           seed=a.seed, device=a.device, out_json=a.out, dtype=a.dtype, max_calls=_or(a.max_calls, 5))
     print_table(rows)
     if a.out:
         print(f"results written to {a.out}")

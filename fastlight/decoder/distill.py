@@ -83,6 +83,9 @@ class DecoderDistillConfig(LoopConfig):
     edge_weight: float = 0.0  # > 0: the gradient difference loss on the frames' x / y finite differences (edge_l1)
     tiny_width: int = 16
     fast_width: int = 16  # student=fast: FastWanDecoder width (channels at the s/2 level; 2^(n-1) x at latent res)
+    fast_latent_blocks: int = 1  # student=fast: residual causal-3D blocks at latent resolution
+    fast_spatial_blocks: int = 1  # student=fast: residual blocks per spatial level
+    fast_time_levels: int = 0  # student=fast: the first this many spatial levels mix time too (causal 3x3x3)
     size: int = 0  # clip-source latents: clip size / frames (0 = from the teacher's manifest)
     num_frames: int = 0
     short_frames: int = 0  # clip-source latents: > 0 = 3 steps in 4 use clips of this many frames (cheaper)
@@ -99,6 +102,17 @@ class DecoderDistillConfig(LoopConfig):
     warmup_steps: int = 10
     save_every: int = 50
     log_every: int = 10
+
+
+def fast_layout(cfg: DecoderDistillConfig) -> dict:
+    """The FastWanDecoder keyword arguments a config asks for (checked: one line naming a bad value)."""
+    if cfg.fast_width < 1:
+        raise ConfigError(f"fast_width must be >= 1, got {cfg.fast_width}")
+    for key in ("fast_latent_blocks", "fast_spatial_blocks", "fast_time_levels"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {getattr(cfg, key)}")
+    return {"width": cfg.fast_width, "latent_blocks": cfg.fast_latent_blocks,
+            "spatial_blocks": cfg.fast_spatial_blocks, "time_levels": cfg.fast_time_levels}
 
 
 # ----------------------------------------------------------------------------- decoding with features
@@ -250,9 +264,10 @@ class DecoderDistillRecipe:
             proj = nn.ModuleList([nn.Conv3d(f.shape[1], tw[g], 1) for f, (_, g) in zip(feats, self.sites)])
             self.keep = None
         elif cfg.student == "fast":
-            if cfg.fast_width < 1:
-                raise ConfigError(f"fast_width must be >= 1, got {cfg.fast_width}")
-            model = FastWanDecoder.from_teacher(self.teacher.config, width=cfg.fast_width)
+            try:  # time_levels above the teacher's number of spatial levels: one line
+                model = FastWanDecoder.from_teacher(self.teacher.config, **fast_layout(cfg))
+            except ValueError as e:
+                raise ConfigError(f"student=fast: {e}") from None
             self.kind = "fast"
             proj = self._match_fast_stages(model)
             self.keep = None
@@ -405,7 +420,8 @@ class DecoderDistillRecipe:
                 man["kept_channels"] = prev.get("kept_channels")
         elif self.kind == "fast":
             man.update(loader="fastlight.decoder.fast.FastWanDecoder.from_pretrained(path)", params=count(module.model),
-                       encoder="none", width=self.cfg.fast_width, feature_sites=self.feature_sites,
+                       encoder="none", width=self.cfg.fast_width, layout=fast_layout(self.cfg),
+                       feature_sites=self.feature_sites,
                        use="decode only: a FastWanDecoder has no encoder; encode with the teacher VAE")
         else:
             man["loader"] = "fastlight.decoder.tiny.TinyWanDecoder.from_pretrained(path)"

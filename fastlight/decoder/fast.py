@@ -11,9 +11,10 @@ The layout is the one benchmarks/README.md derives from profiling the stock deco
 stops at ~1/4"), each choice against one measured cost of `AutoencoderKLWan`'s decoder:
 
 1. The whole clip in one pass: no per-latent-frame loop with a Python feature cache.
-2. Temporal mixing only at latent resolution: `latent_blocks` residual blocks of causal 3x3x3 convolutions at
+2. Temporal mixing at latent resolution: `latent_blocks` residual blocks of causal 3x3x3 convolutions at
    h x w, front-padded by replicating frame 0 (so output frame 0 depends on latent frame 0 only, as in Wan's
-   causal decoder; frames 1 + r (t - 1) .. r t on latent frames 0..t).
+   causal decoder; frames 1 + r (t - 1) .. r t on latent frames 0..t). `time_levels` > 0 makes the blocks of
+   the first that many spatial levels causal 3x3x3 too (frame rate, still causal; default 0: per frame).
 3. Depth-to-time: one 1x1 convolution makes r frames out of each latent frame (the channel axis split into r
    groups, cf. depth-to-space); of latent frame 0's r frames only the last is kept: 1 + r (T - 1) frames.
 4. Spatial stages as 2-D convolutions with the frames folded into the batch. Why: on CPU at batch 1 PyTorch
@@ -28,6 +29,7 @@ stops at ~1/4"), each choice against one measured cost of `AutoencoderKLWan`'s d
    Sub-Pixel Convolutional Neural Network"); the last one is the output head, so no convolution runs at the
    full resolution.
 
+Depth: `latent_blocks` residual blocks at latent resolution, `spatial_blocks` per spatial level.
 Widths: `width` w gives 2^(n-1) w channels at latent resolution, halving per 2x up to w at s/2 (n = log2 s).
 `stages(z)` returns the unclamped output and the stage outputs (B, C, frames, H, W) for feature matching
 (`fastlight.decoder.distill`): the latent stage, then each spatial level.
@@ -114,7 +116,7 @@ class FastWanDecoder(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, z_dim: int = 16, width: int = 16, latent_blocks: int = 1, spatial_blocks: int = 1,
-                 temporal_factor: int = 4, spatial_factor: int = 8, out_channels: int = 3,
+                 time_levels: int = 0, temporal_factor: int = 4, spatial_factor: int = 8, out_channels: int = 3,
                  latents_mean: list | None = None, latents_std: list | None = None,
                  scale_factor_temporal: int | None = None, scale_factor_spatial: int | None = None):
         super().__init__()
@@ -123,6 +125,9 @@ class FastWanDecoder(ModelMixin, ConfigMixin):
             raise ValueError(f"spatial_factor must be a power of 2 >= 2, got {spatial_factor}")
         if temporal_factor < 1 or width < 1:
             raise ValueError(f"temporal_factor and width must be >= 1, got {temporal_factor}, {width}")
+        if latent_blocks < 0 or spatial_blocks < 0 or not 0 <= time_levels <= n:
+            raise ValueError(f"latent_blocks and spatial_blocks must be >= 0 and time_levels in 0..{n}, got "
+                             f"{latent_blocks}, {spatial_blocks}, {time_levels}")
         # what WanPipeline reads from vae.config: defaults = the Wan 2.1 VAE's; from_teacher copies the teacher's
         self.register_to_config(latents_mean=list(latents_mean or (WAN21_MEAN if z_dim == 16 else [0.0] * z_dim)),
                                 latents_std=list(latents_std or (WAN21_STD if z_dim == 16 else [1.0] * z_dim)),
@@ -132,7 +137,9 @@ class FastWanDecoder(ModelMixin, ConfigMixin):
         self.conv_in = TimeConv(z_dim, chans[0])
         self.latent = nn.Sequential(*[TimeBlock(chans[0]) for _ in range(latent_blocks)])
         self.to_time = nn.Conv3d(chans[0], temporal_factor * chans[0], 1)  # depth-to-time
-        self.levels = nn.ModuleList([nn.Sequential(*[Block2d(c) for _ in range(spatial_blocks)]) for c in chans])
+        # the first time_levels levels mix time too (TimeBlock on the unfolded clip), the rest are per frame
+        self.levels = nn.ModuleList([nn.Sequential(*[(TimeBlock if k < time_levels else Block2d)(c)
+                                                     for _ in range(spatial_blocks)]) for k, c in enumerate(chans)])
         self.ups = nn.ModuleList([SubPixelUp(a, b) for a, b in zip(chans[:-1], chans[1:])])
         self.head = SubPixelUp(chans[-1], out_channels)  # the last 2x: no conv at full resolution
 
@@ -160,7 +167,11 @@ class FastWanDecoder(ModelMixin, ConfigMixin):
         frames = y.shape[1]
         x = y.reshape(b * frames, c, h, w)  # frames folded into the batch from here on
         for k, level in enumerate(self.levels):
-            x = level(x)
+            if k < self.config.time_levels:  # causal in time: frame f sees frames <= f, so latent frames <= its own
+                clip = level(x.view(b, frames, *x.shape[1:]).transpose(1, 2))  # (B, C_k, F, H_k, W_k)
+                x = clip.transpose(1, 2).reshape(x.shape)  # (B F, C_k, H_k, W_k)
+            else:
+                x = level(x)
             if feats is not None:
                 feats.append(x.view(b, frames, *x.shape[1:]).transpose(1, 2))  # (B, C_k, F, H_k, W_k)
             x = self.ups[k](x) if k < len(self.ups) else self.head(x)

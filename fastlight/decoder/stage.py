@@ -22,9 +22,10 @@ width alone stops at ~1/4) is `{prune_ratio: 0.95, head: patch2, res_blocks: 0}`
 (measured on Shapes: benchmarks/README.md). The defaults keep the stock layout (prune_ratio 0.75, head full).
 `student: fast` (default `pruned`) builds a `FastWanDecoder` (fastlight/decoder/fast.py: one pass over the clip,
 2-D convs on folded frames, pixel-shuffle head; ~1/28 of the full Shapes decoder's CPU time at the default
-`fast_width: 16`) instead: nothing is pruned (prune_ratio / calib / head / res_blocks, e.g. a recipe's, are
-ignored and listed in the summary's `ignored`), it is distilled from scratch on the same latents
-(OUT/distill/model is a FastWanDecoder folder, decode only).
+`fast_width: 16`; its depth: `fast_latent_blocks`, `fast_spatial_blocks`, `fast_time_levels`) instead: nothing
+is pruned (prune_ratio / calib / head / res_blocks, e.g. a recipe's, are ignored and listed in the summary's
+`ignored`), it is distilled from scratch on the same latents (OUT/distill/model is a FastWanDecoder folder,
+decode only).
 `sample_from: student` (default `data`) distils on the run's Stage III student's own samples instead of the data
 shards (`pool_size` of them, default 256, sampled by fastlight/decoder/pool.py on the training stream's conditions
 into OUT/student_latents.safetensors): the latents the light decoder decodes behind the student.
@@ -55,6 +56,7 @@ STUDENTS = ("pruned", "fast")  # the stock class pruned (prune.py) | a FastWanDe
 SAMPLE_FROM = ("data", "student")  # the latents distilled on: the run's shards | the run's student's samples (pool.py)
 STUDENT_POOL = 256  # sample_from: student without pool_size: this many student samples
 PRUNE_KEYS = ("prune_ratio", "calib", "head", "res_blocks")  # the pruned student's layout
+FAST_KEYS = ("fast_width", "fast_latent_blocks", "fast_spatial_blocks", "fast_time_levels")  # the fast student's
 OFF = (None, "none", "None", "off", False)
 
 
@@ -107,9 +109,9 @@ def is_fast(settings: dict) -> bool:
 
 def layout(settings: dict) -> dict:
     """The light layout the settings ask for: {prune_ratio, head, res_blocks} (defaults filled in); for
-    `student: fast` {student: fast, fast_width}."""
+    `student: fast` {student: fast, fast_width, fast_latent_blocks, fast_spatial_blocks, fast_time_levels}."""
     if is_fast(settings):
-        return {"student": "fast", "fast_width": settings.get("fast_width", DecoderDistillConfig.fast_width)}
+        return {"student": "fast", **{k: settings.get(k, getattr(DecoderDistillConfig, k)) for k in FAST_KEYS}}
     return {k: settings.get(k, DEFAULTS[k]) for k in ("prune_ratio", "head", "res_blocks")}
 
 

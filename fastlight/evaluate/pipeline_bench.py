@@ -486,12 +486,13 @@ def _row(e: _Loaded, r: dict, first: dict, n: int, warmup: int, dev: torch.devic
         "speedup": r["speedup"],
         "denoise_speedup": first_denoise / ph["denoise"] if ph["denoise"] > 0 else math.inf,
         "videos_per_run": n,
+        "calls_per_round": r["calls_per_round"],
         "dtype": str(dtype).removeprefix("torch."),
         "device": str(dev),
     }
 
 
-def _check_args(entries, prompts, num_frames, height, width, repeats, warmup) -> None:
+def _check_args(entries, prompts, num_frames, height, width, repeats, warmup, max_calls=1) -> None:
     if not entries:
         raise InputError(f"nothing to bench: give at least one pipeline ({SPEC_FORMAT})")
     if isinstance(prompts, str):
@@ -499,7 +500,7 @@ def _check_args(entries, prompts, num_frames, height, width, repeats, warmup) ->
     if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
         raise InputError("give at least one non-empty prompt")
     for what, v, lo in (("num_frames", num_frames, 1), ("height", height, 1), ("width", width, 1),
-                        ("repeats", repeats, 1), ("warmup", warmup, 0)):
+                        ("repeats", repeats, 1), ("warmup", warmup, 0), ("max_calls", max_calls, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise InputError(f"{what} must be a whole number >= {lo}, got {v!r}")
     for en in entries:
@@ -513,7 +514,7 @@ def _check_args(entries, prompts, num_frames, height, width, repeats, warmup) ->
 def bench_pipelines(entries: Sequence[PipelineEntry], prompts: Sequence[str], *, num_frames: int, height: int,
                     width: int, repeats: int = 3, warmup: int = 1, seed: int = 0,
                     device: str | torch.device | None = None, out_json: str | Path | None = None,
-                    progress: bool = True, dtype: str | torch.dtype | None = None) -> list[dict]:
+                    progress: bool = True, dtype: str | torch.dtype | None = None, max_calls: int = 5) -> list[dict]:
     """Bench diffusers pipeline folders end to end in one process, interleaved, after warm-up.
 
     Returns one row per entry (the first is the baseline of the speedups):
@@ -523,14 +524,16 @@ def bench_pipelines(entries: Sequence[PipelineEntry], prompts: Sequence[str], *,
      light decoder shrinks), time_s {median, min, max, runs}
      (end to end, per video), text_s, denoise_s, decode_s (medians per video), peak_mem_mb, weights_mb,
      run_mem_mb, mem_method ("cuda max_memory_allocated" | "cpu rss"), mem_probe, speedup (end to end vs
-     the first), denoise_speedup (first denoise_s / this denoise_s), videos_per_run, dtype, device}.
+     the first), denoise_speedup (first denoise_s / this denoise_s), videos_per_run, calls_per_round, dtype,
+     device}. `max_calls`: a pipeline much cheaper than the slowest is run up to that many times per round
+    (timing.bench_callables: steadier medians for the cheap rows; runs has repeats x calls_per_round entries).
     `dtype` of every component: default bfloat16 on CUDA, float32 on CPU. With `out_json`, the rows and
     the run's settings are written there (atomically). See the module doc for the method.
     """
     entries = list(entries)
     entries = [replace(en, name=n) for en, n in zip(entries, unique_names(entries))]
     prompts = list(prompts) if not isinstance(prompts, str) else prompts
-    _check_args(entries, prompts, num_frames, height, width, repeats, warmup)
+    _check_args(entries, prompts, num_frames, height, width, repeats, warmup, max_calls)
     dev = resolve_device(device)
     dt = _dtype(dtype, dev)
     loaded: list[_Loaded] = []
@@ -538,7 +541,7 @@ def bench_pipelines(entries: Sequence[PipelineEntry], prompts: Sequence[str], *,
         for en in entries:
             loaded.append(_load(en, dev, dt, num_frames, height, width, progress))
         fns = {e.entry.name: _timed_run(e, prompts, dev, num_frames, height, width, seed) for e in loaded}
-        res = bench_callables(fns, repeats=repeats, warmup=warmup, device=dev, progress=progress)
+        res = bench_callables(fns, repeats=repeats, warmup=warmup, device=dev, progress=progress, max_calls=max_calls)
     finally:
         for e in loaded:
             e.hooks.remove()
@@ -547,7 +550,8 @@ def bench_pipelines(entries: Sequence[PipelineEntry], prompts: Sequence[str], *,
     if out_json:
         meta = {"torch": torch.__version__, "diffusers": diffusers.__version__, "device": str(dev),
                 "dtype": rows[0]["dtype"], "prompts": prompts, "num_frames": num_frames, "height": height,
-                "width": width, "repeats": repeats, "warmup": warmup, "seed": seed, "mem_method": rows[0]["mem_method"]}
+                "width": width, "repeats": repeats, "warmup": warmup, "max_calls": max_calls, "seed": seed,
+                "mem_method": rows[0]["mem_method"]}
         if dev.type == "cuda":
             meta["gpu"] = torch.cuda.get_device_name(dev)
         atomic_write_json(out_json, {**meta, "rows": rows})

@@ -4,6 +4,10 @@ evaluations counted, and `bench_callables`, which times callables side by side.
 Method (see benchmarks/README.md):
 - `warmup` untimed rounds, then `repeats` timed rounds, interleaved A B C A B C ... so that drift
   (thermal, other load) hits every callable alike; per callable: median / min / max;
+- `max_calls` > 1 balances the rounds: a callable much cheaper than the slowest one (by its warm-up time) is
+  called several times in a row each round (calls_per_round = floor(slowest / 2 / its time), 1..max_calls), so
+  a 30x cheaper row gets 15 timed calls instead of 3 for ~1/6 more time: the median of a cheap row is then as
+  steady as the slowest row's (one call per round of a 1 s row against a 30 s row swung ~30% on 2 CPU cores);
 - CUDA: the device is synchronised before a run and times come from CUDA events recorded on
   the current stream (phase boundaries too), read after a final synchronisation;
   CPU: `time.perf_counter`;
@@ -232,14 +236,16 @@ def bench_callables(
     warmup: int = 1,
     device: str | torch.device | None = None,
     progress: bool = True,
+    max_calls: int = 1,
 ) -> dict[str, dict]:
     """Time callables side by side: `warmup` untimed rounds, then `repeats` timed rounds, each
-    round calling every fn once in the given order (A B C A B C ...).
+    round calling every fn in the given order (A B C A B C ...): once, or with `max_calls` > 1 (and a
+    warm-up) calls_per_round times in a row (the module doc: cheap rows get more timed calls).
 
     fn() takes no arguments; it may mark parts with `with phase(name): ...`.
     Returns {name: {"time_s": {median, min, max, runs}, "phases_s": {phase: {median, min, max}},
-    "peak_mem_mb", "mem_method", "speedup"}} in the order of `fns`; speedup = the first fn's
-    median time / this one's. Times are per call (seconds).
+    "peak_mem_mb", "mem_method", "speedup", "calls_per_round"}} in the order of `fns`; speedup = the first
+    fn's median time / this one's. Times are per call (seconds); runs has repeats x calls_per_round entries.
     """
     if not fns:
         raise InputError("nothing to bench: pass at least one callable")
@@ -247,6 +253,8 @@ def bench_callables(
         raise InputError(f"repeats must be an integer >= 1, got {repeats!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise InputError(f"warmup must be an integer >= 0, got {warmup!r}")
+    if isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 1:
+        raise InputError(f"max_calls must be an integer >= 1, got {max_calls!r}")
     dev = resolve_device(device)
     clock = _Clock(dev)
     mem = _mem_probe(dev)
@@ -254,6 +262,8 @@ def bench_callables(
     times: dict[str, list[float]] = {n: [] for n in names}
     phases: dict[str, dict[str, list[float]]] = {n: {} for n in names}
     peaks: dict[str, list[float]] = {n: [] for n in names}
+    warm: dict[str, float] = {}  # the last warm-up time per fn
+    calls = {n: 1 for n in names}
 
     bar = None
     if progress:
@@ -261,7 +271,11 @@ def bench_callables(
     try:
         for rnd in range(warmup + repeats):
             timed = rnd >= warmup
-            for name in names:
+            if rnd == warmup and warmup and max_calls > 1:
+                calls = balanced_calls(warm, max_calls)
+                if bar is not None:
+                    bar.total = warmup * len(names) + repeats * sum(calls.values())
+            for name in [n for n in names for _ in range(calls[n] if timed else 1)]:
                 if bar is not None:
                     bar.set_postfix_str(f"{'run' if timed else 'warm-up'} {name}", refresh=False)
                 rec = _Recorder(clock)
@@ -276,6 +290,8 @@ def bench_callables(
                     _ACTIVE.reset(token)
                 clock.end()
                 peak = mem.stop()
+                if not timed:
+                    warm[name] = clock.seconds(t0, t1)
                 if timed:
                     times[name].append(clock.seconds(t0, t1))
                     if peak is not None:
@@ -301,8 +317,16 @@ def bench_callables(
             "peak_mem_mb": max(peaks[name]) if peaks[name] else None,
             "mem_method": mem.method,
             "speedup": 1.0 if name == names[0] else (first / med if med > 0 else math.inf),
+            "calls_per_round": calls[name],
         }
     return out
+
+
+def balanced_calls(warm_s: Mapping[str, float], max_calls: int) -> dict[str, int]:
+    """Calls per timed round from warm-up times: floor(slowest / 2 / own), clipped to 1..max_calls, so that
+    each fn runs at least ~half the slowest one's time per round (the slowest and anything within 2x of it: 1)."""
+    slowest = max(warm_s.values())
+    return {n: max_calls if t <= 0 else max(1, min(max_calls, int(slowest / 2 / t))) for n, t in warm_s.items()}
 
 
 def unique_names(items) -> list[str]:

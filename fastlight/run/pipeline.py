@@ -897,6 +897,14 @@ def stages(c: RunConfig) -> list[Stage]:
     return out
 
 
+def _fast_depth(d: dict) -> str:
+    """The FastWanDecoder depth keys that differ from the defaults, for the stage's description ('' if none)."""
+    keys = {"fast_latent_blocks": "latent blocks", "fast_spatial_blocks": "blocks per level",
+            "fast_time_levels": "time-mixing levels"}
+    return "".join(f", {int(d[k])} {name}" for k, name in keys.items()
+                   if k in d and int(d[k]) != getattr(DecoderDistillConfig, k))
+
+
 def _decoder_stage(c: RunConfig) -> Stage:
     """5_decoder with its estimate: calibration decodes plus, per distillation step and video, a teacher decode
     and a student decode + backward (~3 decodes), a decode costing about one teacher forward at that size."""
@@ -915,8 +923,8 @@ def _decoder_stage(c: RunConfig) -> Stage:
         draws = steps * batch
         decodes = min(draws, int(d.get("pool_size") or draws)) if d.get("cache_targets") else draws
         est = 5.0 + decodes * 12 * per_video + draws * 1.0 * per_video
-        what = (f"light decoder: a FastWanDecoder (width {int(d.get('fast_width', DecoderDistillConfig.fast_width))}) "
-                f"distilled from scratch, {steps} steps on the run's latents")
+        what = (f"light decoder: a FastWanDecoder (width {int(d.get('fast_width', DecoderDistillConfig.fast_width))}"
+                f"{_fast_depth(d)}) distilled from scratch, {steps} steps on the run's latents")
         return Stage("5_decoder", what, stage_decoder, est)
     est = 5.0 + int(d.get("calib", 16)) * per_video + steps * batch * 3 * per_video
     what = (f"light decoder: prune {d.get('prune_ratio', 0.75):.0%} of the VAE decoder, distil {steps} steps on the "

@@ -112,6 +112,52 @@ def test_causality():
     assert torch.equal(a[:, :, :1], c[:, :, :1]) and not torch.equal(a[:, :, 1:5], c[:, :, 1:5])
 
 
+@pytest.mark.parametrize("kw", [dict(spatial_blocks=2), dict(time_levels=2), dict(latent_blocks=0, time_levels=3)])
+def test_depth_and_time_levels_keep_causality(kw):
+    """Deeper levels and time-mixing levels (causal at frame rate) keep the latent-frame causality of
+    test_causality; a time-mixing level has TimeBlocks, the per-frame ones Block2d; the output shape is unchanged."""
+    from fastlight.decoder.fast import Block2d, TimeBlock
+
+    torch.manual_seed(0)
+    dec = FastWanDecoder(z_dim=4, width=2, **kw).eval()
+    kinds = [[type(b) for b in level] for level in dec.levels]
+    tl, nb = kw.get("time_levels", 0), kw.get("spatial_blocks", 1)
+    assert kinds == [[TimeBlock if k < tl else Block2d] * nb for k in range(3)]
+    assert len(dec.latent) == kw.get("latent_blocks", 1)
+    z = torch.randn(1, 4, 3, 2, 2)
+    z2, z1 = z.clone(), z.clone()
+    z2[:, :, 2] += 1.0
+    z1[:, :, 1] += 1.0
+    with torch.no_grad():
+        a, b, c = dec.decode(z).sample, dec.decode(z2).sample, dec.decode(z1).sample
+    assert a.shape == (1, 3, 9, 16, 16)
+    assert torch.equal(a[:, :, :5], b[:, :, :5]) and not torch.equal(a[:, :, 5:], b[:, :, 5:])
+    assert torch.equal(a[:, :, :1], c[:, :, :1]) and not torch.equal(a[:, :, 1:5], c[:, :, 1:5])
+
+
+def test_time_levels_mix_frames_within_a_latent_frame():
+    """With time_levels > 0 a spatial level sees the previous frames: its output for frame f changes when only the
+    input of frame f - 1 changes (a per-frame level would not)."""
+    torch.manual_seed(0)
+    for tl, mixes in ((0, False), (1, True)):
+        dec = FastWanDecoder(z_dim=4, width=2, time_levels=tl).eval()
+        x = torch.randn(3, 8, 2, 2)  # (B F, C_0, h, w): 3 frames of one clip, folded
+        y = x.clone()
+        y[1] += 1.0
+        with torch.no_grad():
+            fa = dec.levels[0](x.view(1, 3, 8, 2, 2).transpose(1, 2)) if tl else dec.levels[0](x)
+            fb = dec.levels[0](y.view(1, 3, 8, 2, 2).transpose(1, 2)) if tl else dec.levels[0](y)
+        frame2 = (lambda f: f[:, :, 2]) if tl else (lambda f: f[2])
+        assert torch.equal(frame2(fa), frame2(fb)) is not mixes
+
+
+def test_bad_layout_is_refused():
+    with pytest.raises(ValueError, match="time_levels in 0..3"):
+        FastWanDecoder(z_dim=4, width=2, time_levels=4)
+    with pytest.raises(ValueError, match="latent_blocks and spatial_blocks must be >= 0"):
+        FastWanDecoder(z_dim=4, width=2, spatial_blocks=-1)
+
+
 def test_save_load_round_trip_and_the_fields_wan_pipeline_reads(tiny_pipeline, tmp_path):
     """The config carries what WanPipeline reads from vae.config, copied from the teacher; a saved decoder loads back
     (FastWanDecoder.from_pretrained and load_light_decoder) with the same output; a stock WanPipeline takes it."""
@@ -154,8 +200,19 @@ def test_distill_two_steps_on_the_tiny_pipeline_vae(tiny_pipeline, tmp_path):
     assert [s["teacher"] for s in man["feature_sites"]] == ["mid_block.resnets.1", "up_blocks.1.upsamplers.0"]
     dec = load_light_decoder(out / "model")
     assert isinstance(dec, FastWanDecoder) and man["decoder_params"] == sum(p.numel() for p in dec.parameters())
+    assert man["layout"] == {"width": 2, "latent_blocks": 1, "spatial_blocks": 1, "time_levels": 0}
     assert main(["distill-decoder", f"teacher={vae}", "student=fast", "fast_width=0", f"latents={f}",
                  f"out={tmp_path / 'bad'}", "steps=1"]) == 2
+    deep = tmp_path / "deep"
+    assert main(["distill-decoder", f"teacher={vae}", "student=fast", "fast_width=2", "fast_latent_blocks=2",
+                 "fast_spatial_blocks=2", "fast_time_levels=1", f"latents={f}", f"out={deep}", "steps=1",
+                 "batch_size=2", "threads=1"]) == 0
+    d = load_light_decoder(deep / "model")
+    assert (d.config.latent_blocks, d.config.spatial_blocks, d.config.time_levels) == (2, 2, 1)
+    assert json.loads((deep / "model" / "manifest.json").read_text())["decoder_params"] > man["decoder_params"]
+    for bad in ("fast_time_levels=4", "fast_spatial_blocks=-1"):
+        assert main(["distill-decoder", f"teacher={vae}", "student=fast", bad, f"latents={f}",
+                     f"out={tmp_path / 'bad2'}", "steps=1"]) == 2
     assert "loss_edge" not in metrics[0]  # edge_weight 0 (the default): pixel L1 + features only
     edged = tmp_path / "edged"
     assert main(["distill-decoder", f"teacher={vae}", "student=fast", "fast_width=2", f"latents={f}", f"out={edged}",

@@ -85,6 +85,35 @@ def test_bench_callables_interleaves_and_splits_phases():
         bench_callables({}, progress=False)
 
 
+def test_balanced_rounds_call_cheap_fns_more_often(monkeypatch):
+    """max_calls > 1: from the warm-up times (a fake clock: a is 20 units, b 1, c 8), b runs 5 times per round
+    (floor(20 / 2 / 1) = 10, capped), c once (within 2.5x of a); every call timed; max_calls 1 (the default) keeps
+    one call per round."""
+    from fastlight.evaluate import timing
+
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+    order = []
+
+    def make(name, cost):
+        def fn():
+            order.append(name)
+            now[0] += cost
+        return fn
+
+    fns = {"a": make("a", 20.0), "b": make("b", 1.0), "c": make("c", 8.0)}
+    res = bench_callables(fns, repeats=2, warmup=1, device="cpu", progress=False, max_calls=5)
+    assert order == ["a", "b", "c"] + (["a"] + ["b"] * 5 + ["c"]) * 2
+    assert [res[n]["calls_per_round"] for n in "abc"] == [1, 5, 1]
+    assert res["b"]["time_s"]["runs"] == [1.0] * 10 and res["b"]["speedup"] == 20.0
+    order.clear()
+    res = bench_callables(fns, repeats=2, warmup=1, device="cpu", progress=False)
+    assert order == ["a", "b", "c"] * 3 and res["b"]["calls_per_round"] == 1
+    assert timing.balanced_calls({"a": 10.0, "b": 2.0, "c": 0.0}, 4) == {"a": 1, "b": 2, "c": 4}
+    with pytest.raises(ValueError, match="max_calls"):
+        bench_callables(fns, max_calls=0, progress=False)
+
+
 # ---- models end to end (the Shapes pipeline plug-in) ----------------------------------------------
 def test_bench_rows_nfe_and_speedup(tiny_shapes_model):
     m = str(tiny_shapes_model)

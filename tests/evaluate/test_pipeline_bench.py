@@ -91,7 +91,8 @@ def test_rows_have_the_keys_the_counted_nfe_and_the_call_arguments(bench_result,
     assert [r["model"] for r in rows] == ["teacher", "student"]
     for r in rows:
         assert ROW_KEYS <= set(r)
-        assert set(r["time_s"]) == {"median", "min", "max", "runs"} and len(r["time_s"]["runs"]) == 2
+        assert set(r["time_s"]) == {"median", "min", "max", "runs"}
+        assert len(r["time_s"]["runs"]) == 2 * r["calls_per_round"] and 1 <= r["calls_per_round"] <= 5
         assert r["time_s"]["min"] <= r["time_s"]["median"] <= r["time_s"]["max"]
         assert r["pipeline"] == "WanPipeline" and r["device"] == "cpu"
     t, s = rows
@@ -314,6 +315,9 @@ SMALL = ["--num-frames", "5", "--height", "32", "--width", "32", "--repeats", "1
     ("bad-export-call", lambda t, s, b, tmp: ["--pipeline", str(b["bad_call"]), *SMALL],
      "call.num_inference_steps: steps must be a whole number >= 1, got 0"),
     ("bad-dtype", lambda t, s, b, tmp: ["--pipeline", str(t), "--dtype", "int8"], "invalid choice"),
+    ("max-calls-0", lambda t, s, b, tmp: ["--pipeline", str(t), *SMALL, "--max-calls", "0"], "max_calls must be"),
+    ("max-calls-with-model", lambda t, s, b, tmp: ["--model", str(s), "--max-calls", "2"],
+     "--max-calls: for --pipeline only"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(teacher, student, broken, tmp_path, capsys, case, argv,
                                                          words):
