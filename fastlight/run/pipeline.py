@@ -899,6 +899,8 @@ def stages(c: RunConfig) -> list[Stage]:
 
 def _fast_depth(d: dict) -> str:
     """The FastWanDecoder depth keys that differ from the defaults, for the stage's description ('' if none)."""
+    from fastlight.decoder.distill import DecoderDistillConfig
+
     keys = {"fast_latent_blocks": "latent blocks", "fast_spatial_blocks": "blocks per level",
             "fast_time_levels": "time-mixing levels"}
     return "".join(f", {int(d[k])} {name}" for k, name in keys.items()

@@ -489,6 +489,11 @@ def test_decoder_off_and_bad_keys(real_env, tmp_path, capsys):
     fast = next(s for s in stages(cfg) if s.name == "5_decoder")
     assert fast.what.startswith("light decoder: a FastWanDecoder (width 16) distilled from scratch")
     assert "prune" not in fast.what and fast.est_s > 0
+    plain, nested = split_overrides(["preset=tiny", "decoder.student=fast", "decoder.fast_time_levels=1",
+                                     "decoder.fast_latent_blocks=1"])  # the default depth is not repeated
+    cfg = resolve(load_config(RunConfig, WAN21, plain), frozenset({"preset"}), nested)
+    deep = next(s for s in stages(cfg) if s.name == "5_decoder")
+    assert deep.what.startswith("light decoder: a FastWanDecoder (width 16, 1 time-mixing levels) distilled")
     err = _error(capsys, "run", str(WAN21), "preset=tiny", f"out={tmp_path / 'run'}", "decoder.stepz=3")
     assert "decoder has unknown key(s) ['stepz']" in err
     err = _error(capsys, "run", str(WAN21), "preset=tiny", f"out={tmp_path / 'run'}", "decoder.lr=-1")
