@@ -37,7 +37,9 @@ pixel L1 only; the manifest's `feature_sites` lists the pairs (empty: pixel L1 o
 edge_weight * |grad(student(z)) - grad(teacher(z))| over the frames' horizontal and vertical finite differences
 (the gradient difference loss of Mathieu et al. 2016, "Deep multi-scale video prediction beyond mean square
 error", `edge_l1`): pixel L1 alone lets a small decoder blur the objects' edges, which the oracle reads as lost
-sharpness and shape. Runs on the one
+sharpness and shape. `sharp_weight` adds sharp_weight * |log E(student(z)) - log E(teacher(z))|, E a frame's
+gradient energy (`sharpness_l1`): the edge term measured blurrier still, the energy match does not reward a flat
+frame. Runs on the one
 training loop (resume, progress, checkpoints, metrics.jsonl); `out/model/` is a stock `AutoencoderKLWan`
 folder (or a TinyWanDecoder / FastWanDecoder folder) plus manifest.json.
 """
@@ -81,6 +83,7 @@ class DecoderDistillConfig(LoopConfig):
     l1_weight: float = 1.0
     feature_weight: float = 0.1
     edge_weight: float = 0.0  # > 0: the gradient difference loss on the frames' x / y finite differences (edge_l1)
+    sharp_weight: float = 0.0  # > 0: the per-frame gradient-energy match (sharpness_l1): a blur penalty
     tiny_width: int = 16
     fast_width: int = 16  # student=fast: FastWanDecoder width (channels at the s/2 level; 2^(n-1) x at latent res)
     fast_latent_blocks: int = 1  # student=fast: residual causal-3D blocks at latent resolution
@@ -136,6 +139,21 @@ def edge_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     dx = (x[..., :, 1:] - x[..., :, :-1]) - (y[..., :, 1:] - y[..., :, :-1])  # (B, C, F, H, W - 1)
     dy = (x[..., 1:, :] - x[..., :-1, :]) - (y[..., 1:, :] - y[..., :-1, :])  # (B, C, F, H - 1, W)
     return dx.abs().mean() + dy.abs().mean()
+
+
+def grad_energy(x: torch.Tensor) -> torch.Tensor:
+    """Per-frame gradient energy of videos (B, C, F, H, W) -> (B, F): the mean squared horizontal plus the mean
+    squared vertical finite difference over channels and pixels (the statistic ShapesBench's sharpness reads)."""
+    dx = x[..., :, 1:] - x[..., :, :-1]  # (B, C, F, H, W - 1)
+    dy = x[..., 1:, :] - x[..., :-1, :]  # (B, C, F, H - 1, W)
+    return dx.pow(2).mean(dim=(1, 3, 4)) + dy.pow(2).mean(dim=(1, 3, 4))
+
+
+def sharpness_l1(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Mean over videos and frames of |log grad_energy(x) - log grad_energy(y)|: penalises a blurrier (or
+    noisier) frame as a whole. Why not edge_l1 alone: an L1 on the differences is lowest, where the student cannot
+    place an edge exactly, for no edge at all, so it rewards blur (measured: benchmarks/README.md)."""
+    return (torch.log(grad_energy(x) + eps) - torch.log(grad_energy(y) + eps)).abs().mean()
 
 
 class _Capture:
@@ -245,8 +263,8 @@ class _Student(nn.Module):
 class DecoderDistillRecipe:
     def __init__(self, cfg: DecoderDistillConfig):
         torch.set_num_threads(cfg.threads)
-        if cfg.l1_weight < 0 or cfg.feature_weight < 0 or cfg.edge_weight < 0:
-            raise ConfigError("l1_weight, feature_weight and edge_weight must be >= 0")
+        if min(cfg.l1_weight, cfg.feature_weight, cfg.edge_weight, cfg.sharp_weight) < 0:
+            raise ConfigError("l1_weight, feature_weight, edge_weight and sharp_weight must be >= 0")
         self.cfg = cfg
         self.teacher_dir = resolve_vae_path(cfg.teacher)
         self.teacher = load_vae(self.teacher_dir).requires_grad_(False)
@@ -399,6 +417,10 @@ class DecoderDistillRecipe:
             edge = edge_l1(sx, tx)
             loss = loss + cfg.edge_weight * edge
             out["loss_edge"] = edge
+        if cfg.sharp_weight > 0:
+            sharp = sharpness_l1(sx.clamp(-1, 1), tx)
+            loss = loss + cfg.sharp_weight * sharp
+            out["loss_sharp"] = sharp
         with torch.no_grad():
             mse = ((sx.clamp(-1, 1) - tx) ** 2).mean()
             psnr = 10 * torch.log10(4.0 / mse.clamp_min(1e-12))

@@ -222,6 +222,14 @@ def test_distill_two_steps_on_the_tiny_pipeline_vae(tiny_pipeline, tmp_path):
                                                               + 0.5 * m["loss_edge"], rel=1e-4)
     assert main(["distill-decoder", f"teacher={vae}", "student=fast", f"latents={f}", f"out={tmp_path / 'neg'}",
                  "steps=1", "edge_weight=-1"]) == 2
+    sharp = tmp_path / "sharp"
+    assert main(["distill-decoder", f"teacher={vae}", "student=fast", "fast_width=2", f"latents={f}", f"out={sharp}",
+                 "steps=1", "batch_size=2", "log_every=1", "threads=1", "sharp_weight=0.5"]) == 0
+    m = json.loads((sharp / "metrics.jsonl").read_text().splitlines()[0])
+    assert m["loss_sharp"] > 0 and m["loss"] == pytest.approx(m["loss_l1"] + 0.1 * m["loss_feature"]
+                                                               + 0.5 * m["loss_sharp"], rel=1e-4)
+    assert main(["distill-decoder", f"teacher={vae}", "student=fast", f"latents={f}", f"out={tmp_path / 'neg2'}",
+                 "steps=1", "sharp_weight=-1"]) == 2
 
 
 def test_edge_l1_is_the_gradient_difference():
@@ -233,6 +241,21 @@ def test_edge_l1_is_the_gradient_difference():
     x[..., :, 2:] = 1.0  # a vertical edge: one jump of 1 per row in x, none in y
     assert edge_l1(x, y).item() == pytest.approx(1 / 3)  # mean over the W - 1 = 3 differences
     assert edge_l1(x.transpose(-1, -2), y).item() == pytest.approx(1 / 3)
+
+
+def test_sharpness_l1_penalises_blur_where_edge_l1_rewards_it():
+    """The energy match is 0 for the same frames and > 0 for a blurred copy; shifting an edge by one pixel costs
+    edge_l1 more than blurring it (why the edge term measured blurrier) but costs sharpness_l1 nothing."""
+    from fastlight.decoder.distill import edge_l1, grad_energy, sharpness_l1
+
+    y = torch.zeros(1, 3, 2, 8, 8)
+    y[..., 4:] = 1.0  # one vertical edge
+    blur = torch.nn.functional.avg_pool2d(y.view(-1, 1, 8, 8), 3, 1, 1, count_include_pad=False).view_as(y)
+    shifted = torch.roll(y, 1, dims=-1)
+    shifted[..., 0] = 0.0
+    assert grad_energy(y).shape == (1, 2) and sharpness_l1(y, y) == 0
+    assert sharpness_l1(blur, y) > 0.5 and sharpness_l1(shifted, y).item() == pytest.approx(0.0, abs=1e-6)
+    assert edge_l1(shifted, y) > edge_l1(blur, y)
 
 
 def test_decoder_settings_for_the_fast_student():
