@@ -971,7 +971,11 @@ def _pipeline_tail(c: RunConfig) -> list[Stage]:
     n = c.eval_cases if oracle else _num_prompts(o.get("prompts"))
     per_video = _video_cost(o)
     evals = n * (c.teacher_steps * 2 + 8) * per_video + 10.0
-    bench = (c.bench_repeats + 1) * (c.teacher_steps * 2 + 4) * per_video + 10.0
+    # bench: every round the teacher on each bench prompt, each cheaper row up to half its time (balanced rounds:
+    # pipeline_bench's max_calls); student rows: the full decoder's and, with a decoder stage, the light one's
+    rows = 3 if has_decoder_stage(c) else 2
+    teacher_round = max(_num_prompts(o.get("prompts")), 1) * (c.teacher_steps * 2 + 4) * per_video
+    bench = (c.bench_repeats + 1) * teacher_round * (1 + 0.5 * (rows - 1)) + 10.0
     return [Stage("export", "export: the student as a stock diffusers pipeline folder", stage_export, 5.0),
             Stage("evaluate", f"evaluate: teacher and student on {n} {'oracle cases' if oracle else 'prompts'} "
                               "(Frechet distance, motion, proxies)", stage_evaluate_pipeline, evals),
