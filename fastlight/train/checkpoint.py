@@ -245,16 +245,21 @@ def check_resume_config(out: Path, state: dict, cfg, hashed: dict | None = None)
     """Refuse to resume `out` with a config that would change the result: a hashed field differs, or
     `steps` differs under a cosine schedule after steps past the warm-up were taken (their learning
     rate depended on the old `steps`; during warm-up, or with a constant schedule, it does not).
-    A checkpoint from before HASH_FORMAT 2 is compared with the paths as given (as it was hashed)."""
+    A checkpoint from before HASH_FORMAT 2 is compared with the paths as given (as it was hashed). A field the
+    checkpoint's config lacks (added to the config class since) is no change at its default: a new option's default
+    keeps the old behaviour."""
     if state.get("hash_format") == HASH_FORMAT:
         new = hashed_config(cfg) if hashed is None else hashed
     else:
         new = _legacy_hashed_config(cfg)
     if state.get("config_hash") != _digest(new):
         old = state.get("config", {})
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        what = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4]) + (" ..." if len(diff) > 4 else "")
-        raise ConfigError(f"resume folder {out} was made with a different config ({what}); use a new --out")
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                      and not (k not in old and k in defaults and new.get(k) == defaults[k]))
+        if diff or "config" not in state:  # no saved config: nothing tells an added field from a changed one
+            what = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4]) + (" ..." if len(diff) > 4 else "")
+            raise ConfigError(f"resume folder {out} was made with a different config ({what}); use a new --out")
     saved_steps = state.get("steps")  # absent in checkpoints written before it was saved
     if (saved_steps is not None and saved_steps != cfg.steps and cfg.lr_schedule == "cosine"
             and state.get("step", 0) > cfg.warmup_steps):

@@ -143,6 +143,23 @@ def test_resume_with_different_config_refused(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_resume_after_a_field_was_added_at_its_default(tmp_path):
+    """A config field added since the checkpoint (absent from its saved config) resumes at its default and is
+    refused at another value."""
+    from dataclasses import asdict, dataclass
+
+    @dataclass
+    class Newer(LoopConfig):
+        new_knob: float = 0.0
+
+    train(_Recipe(), _cfg(tmp_path, steps=5, lr_schedule="constant"), progress=False)
+    base = asdict(_cfg(tmp_path, steps=10, lr_schedule="constant"))
+    with pytest.raises(ValueError, match=r"different config \(new_knob: None -> 1.0\)"):
+        train(_Recipe(), Newer(**base, new_knob=1.0), progress=False)
+    train(_Recipe(), Newer(**base), progress=False)  # resumed: 5 more steps
+    assert json.loads((list_checkpoints(tmp_path)[-1] / "state.json").read_text())["step"] == 10
+
+
 def test_two_processes_match_one(tmp_path):
     """accelerate launch, 2 processes on CPU (gloo), half the batch each == one process, full batch.
 
