@@ -98,24 +98,11 @@ def test_time_conv_is_a_causal_conv3d():
         assert torch.allclose(tc(x), ref, atol=1e-5)
 
 
-def test_causality():
-    """Latent frame 2 makes frames 5..8: changing it leaves frames 0..4 unchanged; frame 0 sees latent frame 0 only."""
-    torch.manual_seed(0)
-    dec = FastWanDecoder(z_dim=4, width=2, latent_blocks=2).eval()
-    z = torch.randn(1, 4, 3, 2, 2)
-    z2, z1 = z.clone(), z.clone()
-    z2[:, :, 2] += 1.0
-    z1[:, :, 1] += 1.0
-    with torch.no_grad():
-        a, b, c = dec.decode(z).sample, dec.decode(z2).sample, dec.decode(z1).sample
-    assert torch.equal(a[:, :, :5], b[:, :, :5]) and not torch.equal(a[:, :, 5:], b[:, :, 5:])
-    assert torch.equal(a[:, :, :1], c[:, :, :1]) and not torch.equal(a[:, :, 1:5], c[:, :, 1:5])
-
-
-@pytest.mark.parametrize("kw", [dict(spatial_blocks=2), dict(time_levels=2), dict(latent_blocks=0, time_levels=3)])
-def test_depth_and_time_levels_keep_causality(kw):
-    """Deeper levels and time-mixing levels (causal at frame rate) keep the latent-frame causality of
-    test_causality; a time-mixing level has TimeBlocks, the per-frame ones Block2d; the output shape is unchanged."""
+@pytest.mark.parametrize("kw", [dict(latent_blocks=2), dict(spatial_blocks=2), dict(time_levels=2),
+                                dict(latent_blocks=0, time_levels=3)])
+def test_causality(kw):
+    """Latent frame 2 makes frames 5..8: changing it leaves frames 0..4 unchanged; frame 0 sees latent frame 0 only;
+    at any depth and with time-mixing levels (causal at frame rate: TimeBlocks, the per-frame levels Block2d)."""
     from fastlight.decoder.fast import Block2d, TimeBlock
 
     torch.manual_seed(0)
@@ -214,22 +201,15 @@ def test_distill_two_steps_on_the_tiny_pipeline_vae(tiny_pipeline, tmp_path):
         assert main(["distill-decoder", f"teacher={vae}", "student=fast", bad, f"latents={f}",
                      f"out={tmp_path / 'bad2'}", "steps=1"]) == 2
     assert "loss_edge" not in metrics[0]  # edge_weight 0 (the default): pixel L1 + features only
-    edged = tmp_path / "edged"
-    assert main(["distill-decoder", f"teacher={vae}", "student=fast", "fast_width=2", f"latents={f}", f"out={edged}",
-                 "steps=1", "batch_size=2", "log_every=1", "threads=1", "edge_weight=0.5"]) == 0
-    m = json.loads((edged / "metrics.jsonl").read_text().splitlines()[0])
-    assert m["loss_edge"] > 0 and m["loss"] == pytest.approx(m["loss_l1"] + 0.1 * m["loss_feature"]
-                                                              + 0.5 * m["loss_edge"], rel=1e-4)
-    assert main(["distill-decoder", f"teacher={vae}", "student=fast", f"latents={f}", f"out={tmp_path / 'neg'}",
-                 "steps=1", "edge_weight=-1"]) == 2
-    sharp = tmp_path / "sharp"
-    assert main(["distill-decoder", f"teacher={vae}", "student=fast", "fast_width=2", f"latents={f}", f"out={sharp}",
-                 "steps=1", "batch_size=2", "log_every=1", "threads=1", "sharp_weight=0.5"]) == 0
-    m = json.loads((sharp / "metrics.jsonl").read_text().splitlines()[0])
-    assert m["loss_sharp"] > 0 and m["loss"] == pytest.approx(m["loss_l1"] + 0.1 * m["loss_feature"]
-                                                               + 0.5 * m["loss_sharp"], rel=1e-4)
-    assert main(["distill-decoder", f"teacher={vae}", "student=fast", f"latents={f}", f"out={tmp_path / 'neg2'}",
-                 "steps=1", "sharp_weight=-1"]) == 2
+    for key, term in (("edge_weight", "loss_edge"), ("sharp_weight", "loss_sharp")):  # the extra loss terms
+        run = tmp_path / term
+        assert main(["distill-decoder", f"teacher={vae}", "student=fast", "fast_width=2", f"latents={f}",
+                     f"out={run}", "steps=1", "batch_size=2", "log_every=1", "threads=1", f"{key}=0.5"]) == 0
+        m = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        assert m[term] > 0 and m["loss"] == pytest.approx(m["loss_l1"] + 0.1 * m["loss_feature"] + 0.5 * m[term],
+                                                          rel=1e-4)
+        assert main(["distill-decoder", f"teacher={vae}", "student=fast", f"latents={f}",
+                     f"out={tmp_path / ('neg_' + key)}", "steps=1", f"{key}=-1"]) == 2
 
 
 def test_edge_l1_is_the_gradient_difference():
