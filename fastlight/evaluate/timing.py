@@ -6,8 +6,8 @@ Method (see benchmarks/README.md):
   (thermal, other load) hits every callable alike; per callable: median / min / max;
 - `max_calls` > 1 balances the rounds: a callable much cheaper than the slowest one (by its warm-up time) is
   called several times in a row each round (calls_per_round = floor(slowest / 2 / its time), 1..max_calls), so
-  a 30x cheaper row gets 15 timed calls instead of 3 for ~1/6 more time: the median of a cheap row is then as
-  steady as the slowest row's (one call per round of a 1 s row against a 30 s row swung ~30% on 2 CPU cores);
+  a 30x cheaper row gets 15 timed calls instead of 3 for ~1/6 more time: a steadier median for the cheap rows
+  (one call per round of a 0.1 s row beside a 3 s row moved its ratio ~30% between two benches on 2 CPU cores);
 - CUDA: the device is synchronised before a run and times come from CUDA events recorded on
   the current stream (phase boundaries too), read after a final synchronisation;
   CPU: `time.perf_counter`;
