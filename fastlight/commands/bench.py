@@ -75,12 +75,13 @@ def run(a) -> None:
 
 
 def run_pipelines(a) -> None:
-    from fastlight.evaluate.pipeline_bench import bench_pipelines, parse_pipeline_spec, print_table
+    from fastlight.evaluate.pipeline_bench import MAX_CALLS, bench_pipelines, parse_pipeline_spec, print_table
 
     entries = [parse_pipeline_spec(s) for s in a.pipeline]  # every spec checked before loading anything
     rows = bench_pipelines(entries, _or(a.prompt, [DEFAULT_PROMPT]), num_frames=_or(a.num_frames, 81),
                            height=_or(a.height, 480), width=_or(a.width, 832), repeats=_or(a.repeats, 3), warmup=a.warmup,
-                           seed=a.seed, device=a.device, out_json=a.out, dtype=a.dtype, max_calls=_or(a.max_calls, 5))
+                           seed=a.seed, device=a.device, out_json=a.out, dtype=a.dtype,
+                           max_calls=_or(a.max_calls, MAX_CALLS))
     print_table(rows)
     if a.out:
         print(f"results written to {a.out}")

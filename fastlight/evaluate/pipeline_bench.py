@@ -71,6 +71,7 @@ from fastlight.models.load import import_pipeline_components
 EXPORT_INFO = "fastlight_export.json"
 DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 5.0
+MAX_CALLS = 5  # balanced rounds: a much cheaper pipeline runs up to this many times per timed round
 OPTION_KEYS = ("steps", "guidance")
 REQUIRED_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer")
 SPEC_FORMAT = "PIPELINE_FOLDER[:steps=N,guidance=G]"
@@ -492,7 +493,7 @@ def _row(e: _Loaded, r: dict, first: dict, n: int, warmup: int, dev: torch.devic
     }
 
 
-def _check_args(entries, prompts, num_frames, height, width, repeats, warmup, max_calls=1) -> None:
+def _check_args(entries, prompts, num_frames, height, width, repeats, warmup, max_calls) -> None:
     if not entries:
         raise InputError(f"nothing to bench: give at least one pipeline ({SPEC_FORMAT})")
     if isinstance(prompts, str):
@@ -514,7 +515,8 @@ def _check_args(entries, prompts, num_frames, height, width, repeats, warmup, ma
 def bench_pipelines(entries: Sequence[PipelineEntry], prompts: Sequence[str], *, num_frames: int, height: int,
                     width: int, repeats: int = 3, warmup: int = 1, seed: int = 0,
                     device: str | torch.device | None = None, out_json: str | Path | None = None,
-                    progress: bool = True, dtype: str | torch.dtype | None = None, max_calls: int = 5) -> list[dict]:
+                    progress: bool = True, dtype: str | torch.dtype | None = None,
+                    max_calls: int = MAX_CALLS) -> list[dict]:
     """Bench diffusers pipeline folders end to end in one process, interleaved, after warm-up.
 
     Returns one row per entry (the first is the baseline of the speedups):

@@ -292,7 +292,7 @@ def bench_callables(
                 peak = mem.stop()
                 if not timed:
                     warm[name] = clock.seconds(t0, t1)
-                if timed:
+                else:
                     times[name].append(clock.seconds(t0, t1))
                     if peak is not None:
                         peaks[name].append(peak)
