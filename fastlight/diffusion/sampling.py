@@ -152,7 +152,7 @@ def few_step_sample(
     cond: Cond,
     levels: torch.Tensor | Sequence[float],
     guidance: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     skip: Iterable[int] = (),
     progress: bool = False,
 ) -> torch.Tensor:
@@ -163,7 +163,8 @@ def few_step_sample(
 
     and returns x0_hat at the last level. eps_i = torch.randn(shape, generator, float32) drawn
     on the generator's device (the global RNG of noise's device if generator is None), like
-    diffusers' `randn_tensor`. Identical to diffusers' FlowMatchEulerDiscreteScheduler with
+    diffusers' `randn_tensor`; a list of B generators draws sample b's eps from generator b (as
+    `randn_tensor` does), so each sample is the same whatever batch it is drawn in. Identical to diffusers' FlowMatchEulerDiscreteScheduler with
     `stochastic_sampling=True` on sigmas levels + [0], including its RNG use: diffusers also
     draws a (discarded, weight 0) eps at the last step, and so do we, so a generator shared
     across calls stays in step with diffusers.
@@ -178,11 +179,12 @@ def few_step_sample(
     if levels.numel() < 1:
         raise SamplerError("levels need at least 1 noise level > 0, e.g. few_step_grid() = [1.0, 0.75, 0.5, 0.25]")
     _check_decreasing(levels, "levels", lo_inclusive=False)
-    rand_device = generator.device if generator is not None else noise.device
+    if isinstance(generator, (list, tuple)) and len(generator) != noise.shape[0]:
+        raise SamplerError(f"got {len(generator)} generator(s) for a batch of {noise.shape[0]}: pass one per sample, or one")
 
     def update(x, v, s, s_next, last):
         x0_hat = x - s * v
-        eps = torch.randn(x.shape, generator=generator, dtype=torch.float32, device=rand_device).to(x.device)
+        eps = randn(x.shape, generator, x.device)
         # at the last level s_next = 0: x0_hat itself; eps is drawn anyway to keep the RNG in step with diffusers
         return x0_hat if last else (1.0 - s_next) * x0_hat + s_next * eps
 
@@ -190,13 +192,24 @@ def few_step_sample(
     return _integrate(denoiser, noise, cond, levels, guidance, skip, update, progress, "few-step")
 
 
+def randn(shape: Sequence[int], generator: torch.Generator | Sequence[torch.Generator] | None,
+          device: torch.device) -> torch.Tensor:
+    """float32 N(0, I) of `shape` drawn as diffusers' `randn_tensor` draws it: on the generator's device
+    (`device`'s global RNG if None), or row b from generator b for a list, then moved to `device`."""
+    if isinstance(generator, (list, tuple)):
+        rows = [torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32, device=g.device) for g in generator]
+        return torch.cat(rows).to(device)
+    rand_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, dtype=torch.float32, device=rand_device).to(device)
+
+
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"euler": euler_sample, "few_step": few_step_sample}
 
 
 def sample(denoiser: Denoiser, noise: torch.Tensor, cond: Cond, spec: SamplerSpec,
-           generator: torch.Generator | None = None, skip: Iterable[int] = (), progress: bool = False) -> torch.Tensor:
+           generator: torch.Generator | Sequence[torch.Generator] | None = None, skip: Iterable[int] = (), progress: bool = False) -> torch.Tensor:
     """Run the sampler `spec` names, at its levels and guidance. noise: (B, C, F, H, W).
-    `generator`: the few-step sampler's re-noising stream (the Euler sampler is deterministic)."""
+    `generator`: the few-step sampler's re-noising stream, one or one per sample (Euler is deterministic)."""
     return SAMPLERS[spec.kind](denoiser, noise, cond, spec.levels, spec.guidance, generator, skip, progress)
 
 

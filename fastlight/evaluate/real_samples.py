@@ -151,8 +151,8 @@ def sample_model(den: Denoiser, spec: SamplerSpec, texts: Texts, shape, seed: in
                  images: Sequence[torch.Tensor] | None = None, bar: tqdm | None = None,
                  batch_size: int = 1, levels: torch.Tensor | None = None) -> list[torch.Tensor]:
     """One latent (1, C, F', H', W') float32 on CPU per prompt, from prompt i's noise of the test stream,
-    `batch_size` prompts at a time. A few-step sampler's re-noising draws from the `test/renoise` stream of
-    the batch's first prompt, so its samples depend on the batching (Euler's only by float rounding).
+    `batch_size` prompts at a time. A few-step sampler's re-noising of prompt i draws from prompt i's
+    `test/renoise` stream, so no sample depends on the batching (but for float rounding).
     `levels`: an Euler spec's grid when it is not the spec's own (HunyuanVideo's, `hunyuan_levels`)."""
     out = []
     for batch in _batches(texts.embeds.shape[0], batch_size):
@@ -162,7 +162,8 @@ def sample_model(den: Denoiser, spec: SamplerSpec, texts: Texts, shape, seed: in
         if levels is not None and spec.kind == "euler":
             x0 = euler_sample(den, noise.to(device), cond, levels, spec.guidance)
         else:
-            x0 = sample(den, noise.to(device), cond, spec, generator=stream_generator(seed, RENOISE_STREAM, batch[0]))
+            renoise = [stream_generator(seed, RENOISE_STREAM, i) for i in batch]  # one stream per prompt
+            x0 = sample(den, noise.to(device), cond, spec, generator=renoise)
         out.extend(x0.float().cpu().split(1))
         if bar is not None:
             bar.update(len(batch))

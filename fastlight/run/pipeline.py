@@ -64,8 +64,10 @@ MAPPINGS = ("stage2", "stage3", "synthesize", "eval", "decoder")  # merged key b
 # `synthesize:` -> fastlight.data.synthesize.synthesize's keywords (prompts and images are paths)
 SYNTH_KEYS = ("prompts", "images", "num_steps", "guidance", "num_frames", "height", "width", "samples_per_prompt",
               "batch_size", "shard_size", "max_text_len", "text_embeds", "dtype")
-EVAL_KEYS = ("prompts", "images", "num_frames", "height", "width")
-EVAL_DEFAULTS = {"num_frames": 81, "height": 480, "width": 832}  # Wan 2.1's; recipes set their family's
+EVAL_KEYS = ("prompts", "images", "num_frames", "height", "width", "batch_size")
+# Wan 2.1's size; recipes set their family's. batch_size: evaluate's prompts sampled, decoded and scored at a
+# time (1: a real model's memory; bench always times one video at a time)
+EVAL_DEFAULTS = {"num_frames": 81, "height": 480, "width": 832, "batch_size": 1}
 PIPELINE_METHODS = ("fastlightgen", "lightning", "dmd2", "prune_only")  # vdmini's metric-drop needs a video metric
 
 
@@ -229,7 +231,7 @@ def synth_options(c: RunConfig) -> dict:
 
 def eval_options(c: RunConfig) -> dict:
     """The evaluation prompts, first frames and video size: `eval:`, else `synthesize:`'s, else Wan 2.1's size."""
-    base = {k: v for k, v in c.synthesize.items() if k in EVAL_KEYS}
+    base = {k: v for k, v in c.synthesize.items() if k in EVAL_KEYS and k != "batch_size"}  # synthesis' batch is its own
     return {"images": None, **EVAL_DEFAULTS, **base, **c.eval}
 
 
@@ -670,6 +672,7 @@ def stage_evaluate_pipeline(run: Run) -> dict:
     light = run.light_decoder()
     extra = {"decoders": {LIGHT_ROW: ("student", light)}} if light is not None else {}
     size = {k: eval_options(c)[k] for k in VIDEO_KEYS}
+    extra["batch_size"] = eval_options(c)["batch_size"]
     oracle = pipeline_oracle(teacher_folder(c), **size, seed=c.seed)
     if oracle is not None:
         res = evaluate_oracle_cases(teacher_folder(c), models, oracle, c.eval_cases, run.dir("evaluate"), **size,

@@ -6,6 +6,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
 from fastlight.diffusion.sampling import cfg_velocity, euler_sample, few_step_grid, few_step_sample, sample, shifted_grid
 from fastlight.diffusion.spec import SamplerSpec
+from fastlight.errors import SamplerError
 from fastlight.models.denoiser import Cond
 from fastlight.models.wan import WanDenoiser, tiny_wan_config
 
@@ -214,6 +215,30 @@ def test_few_step_sample_equals_scheduler_on_student_timesteps(den, data):
             x = sched.step(v, t, x, generator=g_ref, return_dict=False)[0]
     out = few_step_sample(den, noise, cond, s_list, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
+
+
+def test_per_sample_generators_make_samples_batch_invariant(den, data):
+    """A list of B generators draws sample b's re-noising from generator b, as diffusers' randn_tensor does
+    (the scheduler's own step with the same list), so a sample is the same in a batch of B as alone."""
+    noise, text, _ = data
+    cond, s_list = Cond(text), few_step_grid([1000, 750, 500, 250])
+
+    def gens():
+        return [torch.Generator().manual_seed(100 + b) for b in range(B)]
+
+    sched = FlowMatchEulerDiscreteScheduler(shift=1.0, stochastic_sampling=True)
+    sched.set_timesteps(sigmas=s_list)
+    g_ref, x = gens(), noise.clone()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(den(x, (t / 1000).expand(B), cond), t, x, generator=g_ref, return_dict=False)[0]
+    batched = few_step_sample(den, noise, cond, s_list, guidance=2.0, generator=gens())
+    torch.testing.assert_close(few_step_sample(den, noise, cond, s_list, generator=gens()), x, atol=1e-6, rtol=0)
+    for b, g in enumerate(gens()):
+        alone = few_step_sample(den, noise[b:b + 1], Cond(text[b:b + 1]), s_list, guidance=2.0, generator=[g])
+        torch.testing.assert_close(alone, batched[b:b + 1], atol=1e-5, rtol=0)
+    with pytest.raises(SamplerError, match=r"1 generator\(s\) for a batch of 2"):
+        few_step_sample(den, noise, cond, s_list, generator=gens()[:1])
 
 
 def test_one_step_returns_x0_hat_of_pure_noise(den, data):

@@ -559,3 +559,13 @@ def test_decoder_pool_samples_the_student_on_the_training_stream(wan21_run, tmp_
     assert distill["latents"] == str(more) and summary["vae_class"] == "FastWanDecoder"
     with pytest.raises(ConfigError, match="decoder.sample_from must be one of data, student"):
         decoder_settings({"sample_from": "teacher"})
+
+
+def test_eval_batch_size_is_evaluates_own_and_checked():
+    """eval.batch_size (default 1) is evaluate's batch; synthesize's batch_size is not inherited as it."""
+    from fastlight.run.pipeline import eval_options
+
+    assert eval_options(RunConfig(synthesize={"prompts": "p.txt", "batch_size": 6}))["batch_size"] == 1
+    assert eval_options(RunConfig(synthesize={"batch_size": 6}, eval={"batch_size": 8}))["batch_size"] == 8
+    shipped = load_config(RunConfig, Path(__file__).resolve().parents[2] / "configs" / "shapes" / "pipeline.yaml")
+    assert eval_options(shipped)["batch_size"] == 8  # the demo's evaluate: 8 prompts at a time (batch-invariant)
