@@ -384,9 +384,10 @@ def _contract_stubs(calls: dict):
         return {"estimate": x, "low": x * 0.8, "high": x * 1.2}
 
     def evaluate_on_pipeline(pipeline, models, prompts, out_dir, *, num_frames, height, width, seed=0, images=None,
-                             videos=True, progress=True, decoders=None):
+                             videos=True, progress=True, batch_size=1, decoders=None):
         calls["evaluate"] = dict(pipeline=pipeline, models=models, prompts=prompts, out_dir=out_dir,
-                                 size=(num_frames, height, width), seed=seed, images=images, decoders=decoders)
+                                 size=(num_frames, height, width), seed=seed, images=images, decoders=decoders,
+                                 batch_size=batch_size)
         rows = [*models, *(decoders or {})]
         pair = {"frechet_distance": iv(12.5), "motion_ratio": iv(0.8),
                 "proxy_differences": {"subject_consistency": iv(-0.01)}}
@@ -429,6 +430,25 @@ def _contract_stubs(calls: dict):
     return real, bench
 
 
+def test_contract_stubs_take_only_what_the_real_functions_take():
+    """Every parameter of a stand-in exists in the real function, of the same kind: a stage that passes a key the
+    real function lacks fails the stand-in test too, and a stand-in cannot fall behind a real keyword unnoticed
+    once the stage passes it."""
+    import inspect
+
+    import fastlight.evaluate.pipeline_bench as real_bench
+    import fastlight.evaluate.real as real_eval
+
+    real, bench = _contract_stubs({})
+    pairs = [(real.evaluate_on_pipeline, real_eval.evaluate_on_pipeline),
+             (real.pipeline_oracle, real_eval.pipeline_oracle),
+             (bench.bench_pipelines, real_bench.bench_pipelines)]
+    for stub, true in pairs:
+        want = inspect.signature(true).parameters
+        for name, p in inspect.signature(stub).parameters.items():
+            assert name in want and want[name].kind == p.kind, (true.__name__, name)
+
+
 def test_evaluate_bench_report_stages_call_the_real_model_contracts(wan21_run, tmp_path, monkeypatch, capsys):
     """evaluate / bench / report of a pipeline run, against stand-ins of the modules they call: the
     arguments they pass, the summaries, the headline and the report."""
@@ -454,6 +474,7 @@ def test_evaluate_bench_report_stages_call_the_real_model_contracts(wan21_run, t
     s_dir, s_spec = ev["models"]["student"]
     assert Path(s_dir) == out / "4_stage3" / "model" and s_spec.kind == "few_step" and s_spec.num_steps == 4
     assert ev["decoders"] == {"student_light": ("student", out / "5_decoder" / "distill" / "model")}
+    assert ev["batch_size"] == 1  # eval.batch_size's default
     assert [(e.name, Path(e.path), e.num_inference_steps, e.guidance_scale) for e in be["entries"]] == \
         [("teacher", teacher, 4, 5.0), ("student", out / "export" / "pipeline", None, None),
          ("student_light", out / "export" / "pipeline_light", None, None)]
