@@ -1133,6 +1133,22 @@ def run_pipeline(cfg: RunConfig, only: list[str] | None = None, keep: frozenset 
         return _run_stages(run, plan, only)
 
 
+# settings that change how a stage works but not what it writes: a finished run folder continues under a new
+# value (out: where the folder is; eval.batch_size: evaluate samples with one generator per video, so its
+# numbers do not depend on the batching)
+RESULT_FREE_KEYS = ("out",)
+RESULT_FREE_SUBKEYS = {"eval": ("batch_size",)}
+
+
+def _result_keys(config: dict) -> dict:
+    """A resolved config without the result-free keys: what two runs in one folder must agree on."""
+    kept = {k: v for k, v in config.items() if k not in RESULT_FREE_KEYS}
+    for key, subkeys in RESULT_FREE_SUBKEYS.items():
+        if isinstance(kept.get(key), dict):
+            kept[key] = {k: v for k, v in kept[key].items() if k not in subkeys}
+    return kept
+
+
 def _run_stages(run: Run, plan: list[Stage], only: list[str] | None) -> dict:
     import torch
     from rich.console import Console
@@ -1147,9 +1163,8 @@ def _run_stages(run: Run, plan: list[Stage], only: list[str] | None) -> dict:
     if old.exists():
         import yaml
 
-        prev = yaml.safe_load(old.read_text())
-        now = dataclasses.asdict(cfg)
-        diff = sorted(k for k in set(prev) | set(now) if k != "out" and prev.get(k) != now.get(k))
+        prev, now = _result_keys(yaml.safe_load(old.read_text())), _result_keys(dataclasses.asdict(cfg))
+        diff = sorted(k for k in set(prev) | set(now) if prev.get(k) != now.get(k))
         if diff:
             raise ConfigError(f"{run.root} holds a run with a different config ({', '.join(diff[:4])} differ); "
                               f"use a new out=... or delete the folder")

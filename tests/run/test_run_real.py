@@ -430,6 +430,23 @@ def _contract_stubs(calls: dict):
     return real, bench
 
 
+def test_a_finished_run_continues_under_a_new_eval_batch_size_only(wan21_run, tmp_path, capsys):
+    """eval.batch_size does not change what evaluate writes (one generator per video): the folder accepts it,
+    redoing nothing; any other eval key is a different config, refused in one line."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(wan21_run, out)
+    before = {n: d["wall_s"] for n, d in _done(out).items()}
+    capsys.readouterr()
+    assert _run(WAN21, out, "eval.batch_size=2") == 0
+    assert {n: d["wall_s"] for n, d in _done(out).items()} == before
+    assert yaml.safe_load((out / "config.yaml").read_text())["eval"]["batch_size"] == 2
+    assert _run(WAN21, out, "eval.num_frames=5") == 2
+    err = capsys.readouterr().err
+    assert "different config (eval differ)" in err and len(err.strip().splitlines()) == 1
+
+
 def test_contract_stubs_take_only_what_the_real_functions_take():
     """Every parameter of a stand-in exists in the real function, of the same kind: a stage that passes a key the
     real function lacks fails the stand-in test too, and a stand-in cannot fall behind a real keyword unnoticed

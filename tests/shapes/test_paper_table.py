@@ -75,11 +75,15 @@ def test_findings_read_the_paired_intervals(pt):
     rng = np.random.default_rng(0)
     good, bad = (rng.random(64) < 0.95), (rng.random(64) < 0.3)
     scores = {pt.beta2_row(0.25): _result(good), pt.beta2_row(0.0): _result(bad), pt.beta2_row(1.0): _result(good),
-              pt.ROW_FLG: _result(bad), pt.ROW_DMD2: _result(good), pt.ROW_STAGE2: _result(bad)}
+              pt.ROW_FLG: _result(bad), pt.ROW_DMD2: _result(bad), pt.ROW_DMD2_EQUAL: _result(good),
+              pt.ROW_STAGE2: _result(bad)}
     f = pt.findings(scores, _blocks([0.5, 0.1, 0.1, 0.1, 0.1, 0.6]), 0.25)
     assert f["beta2"]["verdict"] == "cannot tell"  # beats 0 (holds), ties 1 (identical: [0, 0])
     assert [t["holds"] for t in f["beta2"]["tests"]] == [True, False]
+    # the finding is the equal-cost test (3 unpruned steps); the 4-step one is reported beside it, its own verdict
     assert f["joint"]["verdict"] == "refuted" and f["joint"]["tests"][0]["difference"]["high"] < 0
+    assert f["joint"]["tests"][0]["test"] == "FastLightGen - step-only DMD2 at 3 steps"
+    assert f["joint"]["four_steps"]["verdict"] == "cannot tell"  # the same videos as the student: a tie
     assert f["stage3"]["verdict"] == "cannot tell"  # the same videos: a zero difference
     assert f["importance"]["verdict"] == "confirmed"
     # without their rows (--skip) the costly findings cannot tell, and say why
@@ -91,7 +95,8 @@ def test_alpha_teacher_and_ratio_findings(pt):
     rng = np.random.default_rng(1)
     good, bad = (rng.random(64) < 0.95), (rng.random(64) < 0.3)
     scores = {pt.beta2_row(b): _result(good) for b in pt.BETA2S}
-    scores.update({pt.ROW_FLG: _result(good), pt.ROW_DMD2: _result(good), pt.ROW_STAGE2: _result(good),
+    scores.update({pt.ROW_FLG: _result(good), pt.ROW_DMD2: _result(good), pt.ROW_DMD2_EQUAL: _result(good),
+                   pt.ROW_STAGE2: _result(good),
                    pt.alpha_row(1.0): _result(good), pt.alpha_row(0.5): _result(bad), pt.alpha_row(0.0): _result(bad),
                    pt.ROW_UNPRUNED: _result(bad), pt.ratio_row(0.5): _result(bad), pt.ratio_row(0.7): _result(bad)})
     f = pt.findings(scores, None, 0.25, run_alpha=0.5)
@@ -152,7 +157,8 @@ def test_paper_table_end_to_end(pt, v2_run, monkeypatch, capsys):
     doc = pt.main(args)  # 4 blocks, the ends kept: 42% is the most a plan removes (the run's removes 21%)
     table = out / "paper_table"
     assert json.loads((table / "paper_table.json").read_text())["rows"].keys() == doc["rows"].keys()
-    assert list(doc["rows"]) == ["teacher, 6 Euler steps", pt.ROW_TEACHER4, pt.ROW_STAGE2, pt.ROW_DMD2, pt.ROW_FLG,
+    assert list(doc["rows"]) == ["teacher, 6 Euler steps", pt.ROW_TEACHER4, pt.ROW_STAGE2, pt.ROW_DMD2,
+                                 pt.ROW_DMD2_EQUAL, pt.ROW_FLG,
                                  pt.beta2_row(0), pt.beta2_row(0.25), pt.beta2_row(1), pt.alpha_row(0),
                                  pt.alpha_row(0.5), pt.alpha_row(1), pt.ROW_ALPHA_FROZEN, pt.ROW_UNPRUNED,
                                  pt.ratio_row(0.3),
@@ -181,13 +187,16 @@ def test_paper_table_end_to_end(pt, v2_run, monkeypatch, capsys):
         assert f["verdict"] == (pt.importance_verdict3(json.loads((out / "1_analyze" / "importance.json").read_text())
                                                        ["blocks"])["verdict"] if key == "importance"
                                 else pt.verdict3(f["tests"])), key
-    for variant in ("dmd2_4steps", "beta2_0", "beta2_1", "unpruned_scores", "alpha_0.5/stage3", "ratio_0.3/stage3"):
+    assert doc["rows"][pt.ROW_DMD2_EQUAL]["sampler"]["timesteps"] == [1000, 667, 333]
+    assert doc["rows"][pt.ROW_DMD2]["sampler"]["timesteps"] == [1000, 750, 500, 250]
+    for variant in ("dmd2_4steps", "dmd2_3steps", "beta2_0", "beta2_1", "unpruned_scores", "alpha_0.5/stage3", "ratio_0.3/stage3"):
         # trained with the run's Stage III settings
         cfg = (table / variant / "config.yaml").read_text()
         assert "steps: 2" in cfg, variant
     md = (table / "paper_table.md").read_text()
     assert md.count("| FastLightGen beta2") == 3 and "| beta2 |" in md and "not measured" not in md
     assert "% removed" in md and "| ratio |" in md and "with the frozen target (" in md
+    assert "; at 4 steps each (" in md
     # resumable: a second call trains nothing and reuses the evaluation
     capsys.readouterr()
     again = pt.main(args)
