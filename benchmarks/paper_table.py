@@ -54,11 +54,10 @@ otherwise (an interval that straddles the margin), or when this table does not m
   ratio       "falls sharply": score(the run's ~30% plan) - score(the 50% plan) above SHARP_DROP (0.05); the
               70% plan is reported beside it
 
-Cost at the default 320 cases on a 2-core CPU (the latent transformer ~22 ms a call, the full decoder
-~340 ms a video): the 50-step teacher with CFG ~2.5 s a case, the 28-step Stage II row ~1.2 s, each 4-step row
-~0.45 s: ~35 min of evaluation for the nine rows, plus the three trainings at the run's Stage III cost; the
-alpha, teacher and ratio findings add five 4-step rows, four Stage II trainings and five Stage III trainings (at
-`make demo`'s quick preset, 64 cases: ~25 min for the whole table, `--skip alpha,ratio` ~10 min).
+Cost, measured 2026-12-06 on the 2-core machine alone (`--eval-cases 320 --threads 2` on a `make demo` run, the
+run's eval.batch_size 8): 41 min in all, 19 min training the 15 models (five Stage II at ~2.9 min, ten Stage III at
+~30 s) and 23 min evaluating the 14 sampled rows on 320 cases (sampling 3.3 min, decoding + the proxies 12.9 min,
+the oracle ~6 min); `--skip alpha,ratio` leaves out five Stage II trainings and five rows.
 """
 from __future__ import annotations
 

@@ -52,11 +52,13 @@ def test_no_plugin_claims_a_wan_pipeline_and_its_eval_is_unchanged(tiny_pipeline
     assert "oracle" not in res and "oracle" not in json.loads((tmp_path / "ev" / "eval.json").read_text())
 
 
-def test_an_oracle_scores_every_row_on_its_cases(tiny_pipeline, tmp_path):
+def test_an_oracle_scores_every_row_on_its_cases(tiny_pipeline, tmp_path, capsys):
     pipe = tiny_pipeline("wan21-t2v")
     oracle = MeanOracle()
+    capsys.readouterr()
     res = evaluate_oracle_cases(pipe, _models(pipe), oracle, 3, tmp_path / "ev", seed=0, videos=False,
-                                progress=False, device="cpu", max_text_len=16, **SMALL)
+                                progress=True, device="cpu", max_text_len=16, **SMALL)
+    assert "evaluate: oracle" in capsys.readouterr().err  # the oracle's pass has its own bar (minutes on Shapes)
     assert (tmp_path / "ev" / ORACLE_CASES / "cases.txt").is_file() and res["num_prompts"] == 3
     assert oracle.scored == [[(5, 16, 16, 3)] * 3] * 2  # each row's 3 decoded uint8 videos, once
     orc = json.loads((tmp_path / "ev" / "eval.json").read_text())["oracle"]
