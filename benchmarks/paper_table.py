@@ -232,7 +232,9 @@ class Table:
         self.teacher_steps = teacher_steps
         self.measure = [k for k in COSTLY if k not in skip]
         self.ratios = ratios
-        self.size = {k: eval_options(self.c)[k] for k in VIDEO_KEYS}
+        opts = eval_options(self.c)
+        self.size = {k: opts[k] for k in VIDEO_KEYS}
+        self.batch_size = opts["batch_size"]  # the run's eval.batch_size (results do not depend on it)
         self.oracle = pipeline_oracle(teacher_folder(self.c), **self.size, seed=self.c.seed)
         if self.oracle is None:
             raise InputError(f"teacher {self.c.teacher} has no world oracle (not a Shapes pipeline folder): the "
@@ -349,7 +351,7 @@ class Table:
                 return old
         return evaluate_oracle_cases(teacher_folder(self.c), rows, self.oracle, self.eval_cases, out, **self.size,
                                      seed=self.c.seed, videos=False, progress=True,
-                                     batch_size=eval_options(self.c)["batch_size"])
+                                     batch_size=self.batch_size)
 
 
 # ---- the table -------------------------------------------------------------------------------------------

@@ -242,7 +242,7 @@ def pipeline_oracle(pipeline, *, num_frames: int, height: int, width: int, seed:
     return None
 
 
-def _oracle_section(oracle, per: dict, reference: str, progress: bool = True) -> dict:
+def _oracle_section(oracle, per: dict, reference: str, progress: bool) -> dict:
     """eval.json's `oracle`: every row's score (the frames dropped once scored) and each row - reference."""
     # a bar per row: the oracle tracks every object of every video (~25 s a row at 320 Shapes cases on 2 cores)
     rows = tqdm(per.items(), total=len(per), desc="evaluate: oracle", unit="row", disable=not progress)

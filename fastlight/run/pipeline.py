@@ -671,8 +671,9 @@ def stage_evaluate_pipeline(run: Run) -> dict:
               "student": (run.student, student_sampling(run))}
     light = run.light_decoder()
     extra = {"decoders": {LIGHT_ROW: ("student", light)}} if light is not None else {}
-    size = {k: eval_options(c)[k] for k in VIDEO_KEYS}
-    extra["batch_size"] = eval_options(c)["batch_size"]
+    opts = eval_options(c)
+    size = {k: opts[k] for k in VIDEO_KEYS}
+    extra["batch_size"] = opts["batch_size"]
     oracle = pipeline_oracle(teacher_folder(c), **size, seed=c.seed)
     if oracle is not None:
         res = evaluate_oracle_cases(teacher_folder(c), models, oracle, c.eval_cases, run.dir("evaluate"), **size,

@@ -88,7 +88,7 @@ class _Boom:
 def test_a_pickle_is_never_unpickled(tmp_path, capsys):
     _Boom.marker = tmp_path / "unpickled"
     evil = tmp_path / "evil.pt"
-    torch.save({"x": _Boom()}, evil)  # loading this with torch.load(weights_only=False) would create the marker
+    torch.save({"x": _Boom()}, evil)  # unpickling this file (a full, not weights-only, load) would create the marker
     real = _folder(tmp_path, "real", [0.5, 1.0])
     assert main(["fvd", str(real), str(real), "--detector", str(evil)]) == 2
     assert "is not a TorchScript file" in capsys.readouterr().err
